@@ -3,7 +3,6 @@
 XLA reads the flag when the backend starts, so it is set before anything imports jax.
 """
 import os
-import pathlib
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -11,8 +10,6 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
-
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def pytest_addoption(parser):
@@ -27,10 +24,3 @@ def pytest_collection_modifyitems(config, items):
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
 
-
-def shared_data(relative: str) -> pathlib.Path:
-    """Path under ../shared/data, or skip the calling test with the reason."""
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.skip(f"real data not found at {path} (the ../shared folder beside the repo)")
-    return path
