@@ -1,0 +1,30 @@
+"""Trains a VAE, IWAE or conditional VAE, then scores the test set.
+
+  ./launch.sh vae --config=experiments/configs/vae_digits.py
+  ./launch.sh vae --config=experiments/configs/vae_mnist.py:iwae_table1 --config.data.mnist_dir=DIR
+"""
+import json
+import pathlib
+
+from genjax_lab.core import config as config_lib
+from genjax_lab.core import metrics as metrics_lib
+from genjax_lab.core.loop import train_and_evaluate
+from genjax_lab.data.images import load_images
+from genjax_lab.models import vae
+
+config_lib.define_flags("experiments/configs/vae_digits.py", "runs/vae")
+
+
+def main(config, workdir: pathlib.Path) -> None:
+    dataset = load_images(config.data)
+    family = vae.family_for(config, dataset)
+    result = train_and_evaluate(config, workdir, family.as_family(), dataset)
+    if config.eval.nll_samples:
+        result.metrics.update(vae.test_nll(family, result.state, dataset, config))
+        metrics_lib.MetricWriter(workdir).write(result.step, "final", result.metrics)
+    metrics_lib.write_summary(workdir, result.metrics)
+    metrics_lib.say(json.dumps(result.metrics, indent=1))
+
+
+if __name__ == "__main__":
+    config_lib.run(main)

@@ -1,0 +1,54 @@
+"""Experiment entry points: absl flags `--config` (with `file.py:variant` and
+`--config.key=value` overrides) and `--workdir`; clean errors for bad input."""
+import pathlib
+import sys
+from collections.abc import Callable
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from genjax_lab.core import checkpoint as ckpt_lib
+from genjax_lab.core import loop as loop_lib
+from genjax_lab.core import mesh as mesh_lib
+
+
+def define_flags(default_config: str, default_workdir: str) -> None:
+    """`--config` (default: `default_config`, relative to the repository) and `--workdir`."""
+    config_flags.DEFINE_config_file(
+        "config", str(_REPO / default_config), "Config file[:variant]; override keys with --config.KEY=VALUE.",
+        lock_config=True,
+    )
+    flags.DEFINE_string("workdir", default_workdir, "Where checkpoints, metrics and images go.")
+
+
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# Errors that mean bad input or an unusable run, reported in one line without a traceback.
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    KeyError,
+    ckpt_lib.CheckpointError,
+    loop_lib.NonFiniteError,
+    mesh_lib.DistributedStartError,
+)
+
+
+def run(main: Callable[[object, pathlib.Path], object]) -> None:
+    """absl's app.run around `main(config, workdir)`, turning user errors into exit 2."""
+
+    def _main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO
+        config, workdir = flags.FLAGS.config, pathlib.Path(flags.FLAGS.workdir)
+        try:
+            mesh_lib.initialize_distributed()
+            main(config, workdir)
+        except USER_ERRORS as e:
+            logging.error("%s: %s", type(e).__name__, e)
+            print(f"error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    app.run(_main)

@@ -1,0 +1,254 @@
+"""The one training loop, read top to bottom. A family plugs in; it never forks the loop.
+
+Sections: mesh, data, state (shapes first), resume, compiled step, loop (log, evaluate,
+save, preemption), end. The batch at a step and the key at a step are functions of
+(seed, step), so a resumed run continues bitwise where the uninterrupted run would be.
+"""
+import dataclasses
+import json
+import math
+import pathlib
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from genjax_lab.core import checkpoint as ckpt_lib
+from genjax_lab.core import data as data_lib
+from genjax_lab.core import mesh as mesh_lib
+from genjax_lab.core import metrics as metrics_lib
+
+State = Any
+Batch = Mapping[str, jax.Array]
+Metrics = Mapping[str, jax.Array]
+
+# Streams of randomness, each folded with the step or batch index where it is used.
+_INIT_STREAM, _TRAIN_STREAM, _EVAL_STREAM, _REPORT_STREAM = range(4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What a model family gives the loop: pure functions the loop compiles.
+
+    init(key, batch) -> state: the whole training pytree (params, optimizer states,
+      persistent chains...), replicated over devices.
+    train_step(state, batch, key) -> (state, metrics): metrics are scalars; `batch`
+      holds global arrays sharded over `data`, with `mask` [B] zero on padding rows.
+    eval_step(state, batch, key) -> sums: mask-weighted *sums* over the batch; the loop
+      divides by the number of real examples of the split.
+    report(state, step, workdir, key) -> metrics: host-side extras at evaluation time
+      (sample grids, costly estimates); files are written by process 0 only.
+    """
+
+    init: Callable[[jax.Array, Batch], State]
+    train_step: Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
+    eval_step: Callable[[State, Batch, jax.Array], Metrics] | None = None
+    report: Callable[[State, int, pathlib.Path, jax.Array], Mapping[str, float]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """The state at the last step run, that step, and the final metrics."""
+
+    state: State
+    step: int
+    metrics: dict[str, float]
+    preempted: bool
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or statistic became NaN or infinite: the run stops, checkpoints kept."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The loop's own keys; a family's config adds `model`, `optim`, `data`..."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.batch_size = 128
+    config.num_steps = -1  # -1: derive from num_epochs
+    config.num_epochs = 1.0
+    config.log_every = 100
+    config.eval_every = 1000  # 0: only at the end
+    config.eval_batch_size = 1000
+    config.checkpoint = ml_collections.ConfigDict(
+        {"every": 1000, "keep": 3, "on_corrupt": "fail", "preemption_check_every": 10}
+    )
+    return config
+
+
+def _num_steps(config, steps_per_epoch: int) -> int:
+    if config.num_steps > 0:
+        return int(config.num_steps)
+    if config.num_epochs is None or config.num_epochs <= 0:
+        raise ValueError("set config.num_steps > 0 or config.num_epochs > 0")
+    return max(1, math.ceil(config.num_epochs * steps_per_epoch))
+
+
+class _PreemptionWatch:
+    """SIGTERM/SIGINT set a flag; all processes agree on the step at which to stop."""
+
+    def __init__(self, check_every: int):
+        self.check_every = check_every
+        self.requested = False
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame):
+        logging.warning("received signal %d: saving at the next agreed step, then exiting", signum)
+        self.requested = True
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        if step % self.check_every:
+            return False
+        # One tiny collective every few steps, so every host stops at the same step.
+        votes = multihost_utils.process_allgather(np.int32(self.requested))
+        return bool(np.max(votes))
+
+    def close(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _check_finite(metrics: Mapping[str, float], step: int, last_saved: int | None) -> None:
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise NonFiniteError(
+            f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; "
+            f"stopped without saving it (newest checkpoint: step {last_saved})"
+        )
+
+
+def _restart_metrics_at(workdir: pathlib.Path, step: int) -> None:
+    """Drops records after `step` left by a killed run, so resumed logs read as one run."""
+    path = workdir / "metrics.jsonl"
+    if jax.process_index() == 0 and path.exists():
+        kept = [r for r in metrics_lib.read_metrics(workdir) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def evaluate(eval_fn, state, mesh, arrays, batch_size: int, key) -> dict[str, float]:
+    """Means over the whole split of an eval step's mask-weighted sums."""
+    totals = None
+    for i, local in enumerate(data_lib.eval_batches(arrays, batch_size)):
+        sums = eval_fn(state, mesh_lib.global_batch(mesh, local), jax.random.fold_in(key, i))
+        totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
+    size = data_lib.num_examples(arrays)
+    return {k: float(v) / size for k, v in mesh_lib.host_copy(totals).items()}
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    family: Family,
+    dataset: data_lib.Dataset,
+) -> RunResult:
+    """Trains `family` on `dataset['train']`, evaluates on `dataset['test']`; resumable.
+
+    Metrics of the result: the final evaluation and the last training metrics (`train_`).
+    """
+    workdir = pathlib.Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_json = ckpt_lib.to_json(config)
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True))
+
+    # Mesh: one `data` axis over every device of every host.
+    mesh = mesh_lib.data_mesh()
+    replicated = mesh_lib.replicated(mesh)
+
+    # Data: the batch at a step is a function of (seed, step).
+    batcher = data_lib.EpochBatcher(dataset["train"], config.batch_size, config.seed)
+    num_steps = _num_steps(config, batcher.steps_per_epoch)
+    base_key = jax.random.key(config.seed)
+    init_key, train_key, eval_key, report_key = (
+        jax.random.fold_in(base_key, s) for s in (_INIT_STREAM, _TRAIN_STREAM, _EVAL_STREAM, _REPORT_STREAM)
+    )
+
+    # State: shapes first, then a compiled init that writes straight into its shardings.
+    example = mesh_lib.global_batch(mesh, batcher.batch(0))
+    abstract = jax.eval_shape(family.init, init_key, example)
+    shardings = jax.tree.map(lambda _: replicated, abstract)
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
+    )
+
+    # Resume from the newest usable checkpoint, if any.
+    checkpointer = ckpt_lib.Checkpointer(
+        workdir / "checkpoints", config.checkpoint.every, config.checkpoint.keep
+    )
+    restored = checkpointer.restore_newest(abstract, config_json, config.checkpoint.on_corrupt)
+    if restored is None:
+        state, step = jax.jit(family.init, out_shardings=shardings)(init_key, example), 0
+    else:
+        (state, meta), step = restored, restored[1]["step"]
+        metrics_lib.say(f"resumed from {checkpointer.directory / str(step)} (step {step})")
+        _restart_metrics_at(workdir, step)
+    last_saved = step if restored else None
+
+    # The compiled step: state donated, replicated in and out; batch sharded over `data`.
+    train_fn = jax.jit(family.train_step, out_shardings=(shardings, replicated), donate_argnums=0)
+    eval_fn = jax.jit(family.eval_step, out_shardings=replicated) if family.eval_step else None
+    environment = ckpt_lib.describe_environment()
+
+    def save(state, step, force=False):
+        epoch, position = batcher.position(step)
+        meta = {"config": config_json, "epoch": epoch, "position": position, **environment}
+        return checkpointer.save(step, state, meta, force=force)
+
+    def run_evaluation(state, step):
+        results = {}
+        if eval_fn is not None and "test" in dataset.splits:
+            results = evaluate(
+                eval_fn, state, mesh, dataset["test"], config.eval_batch_size,
+                jax.random.fold_in(eval_key, step),
+            )
+        if family.report is not None:
+            results.update(family.report(state, step, workdir, jax.random.fold_in(report_key, step)))
+        writer.write(step, "test", results)
+        metrics_lib.say(f"eval step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        return results
+
+    # Loop.
+    writer = metrics_lib.MetricWriter(workdir)
+    progress = metrics_lib.Progress(num_steps, config.batch_size, step)
+    watch = _PreemptionWatch(config.checkpoint.preemption_check_every)
+    train_metrics, eval_metrics, preempted = {}, {}, False
+    start_time = time.perf_counter()
+    try:
+        while step < num_steps:
+            batch = mesh_lib.global_batch(mesh, batcher.batch(step))
+            state, step_metrics = train_fn(state, batch, jax.random.fold_in(train_key, step))
+            step += 1
+            preempted = watch.should_stop(step)
+            final = step == num_steps or preempted
+            due_save = final or checkpointer.manager.should_save(step)
+            if step % config.log_every == 0 or due_save:
+                train_metrics = {k: float(v) for k, v in mesh_lib.host_copy(step_metrics).items()}
+                _check_finite(train_metrics, step, last_saved)
+                if step % config.log_every == 0 or final:
+                    writer.write(step, "train", train_metrics)
+                    metrics_lib.say(progress.line(step, train_metrics, progress.rate(step)))
+            if (config.eval_every and step % config.eval_every == 0) or step == num_steps:
+                eval_metrics = run_evaluation(state, step)
+            if due_save and save(state, step, force=final):
+                last_saved = step
+            if preempted:
+                metrics_lib.say(f"preempted: saved step {step} in {checkpointer.directory}; relaunch to resume")
+                break
+    finally:
+        watch.close()
+        checkpointer.wait()
+        checkpointer.close()
+        writer.close()
+    elapsed = time.perf_counter() - start_time
+    if not preempted:
+        metrics_lib.say(f"done: {num_steps} steps in {elapsed:.1f} s; workdir {workdir}")
+    metrics = {**{f"train_{k}": v for k, v in train_metrics.items()}, **eval_metrics}
+    return RunResult(state=state, step=step, metrics=metrics, preempted=preempted)

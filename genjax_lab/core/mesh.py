@@ -1,0 +1,98 @@
+"""Devices and hosts: the 1-D `data` mesh, batch sharding, and the multi-host start.
+
+Every family is data-parallel: parameters are replicated, the leading (batch) axis of
+every batch is split over the `data` axis. Under `jax.jit`, a sum over that axis is a
+cross-device reduction inside the compiled step, which is how gradients and sufficient
+statistics are reduced.
+"""
+import os
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+# launch.sh sets these; a run never guesses that it is part of a cluster.
+ENV_DISTRIBUTED = "GENJAX_DISTRIBUTED"
+ENV_COORDINATOR = "GENJAX_COORDINATOR"
+ENV_NUM_PROCESSES = "GENJAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "GENJAX_PROCESS_ID"
+ENV_HEARTBEAT = "GENJAX_HEARTBEAT_TIMEOUT_S"
+
+
+class DistributedStartError(RuntimeError):
+    """The multi-host start was asked for and failed: never fall back to lone jobs."""
+
+
+def initialize_distributed(environ: Mapping[str, str] = os.environ) -> None:
+    """Joins the JAX cluster when launch.sh asked for one (GENJAX_DISTRIBUTED=1)."""
+    if environ.get(ENV_DISTRIBUTED, "0") != "1":
+        return
+    try:
+        coordinator = environ[ENV_COORDINATOR]
+        num_processes = int(environ[ENV_NUM_PROCESSES])
+        process_id = int(environ[ENV_PROCESS_ID])
+    except (KeyError, ValueError) as e:
+        raise DistributedStartError(
+            f"{ENV_DISTRIBUTED}=1 but {e} is missing or not a number: set "
+            f"{ENV_COORDINATOR}, {ENV_NUM_PROCESSES} and {ENV_PROCESS_ID} (launch.sh does)"
+        ) from e
+    heartbeat = int(environ.get(ENV_HEARTBEAT, "30"))
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            heartbeat_timeout_seconds=heartbeat,
+            initialization_timeout=120,
+        )
+    except Exception as e:  # noqa: BLE001 - any failure here must stop the run
+        raise DistributedStartError(
+            f"process {process_id}/{num_processes} could not join the JAX cluster at "
+            f"{coordinator}: {e}"
+        ) from e
+    logging.info(
+        "joined JAX cluster: process %d of %d, %d local / %d global devices",
+        jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
+    )
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh named `data` over `devices` (default: every device of every host)."""
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over `data`, the rest whole."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def global_batch(mesh: Mesh, local_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Assembles each host's rows of a batch into global arrays sharded over `data`.
+
+    `local_batch` leaves: [B / num_processes, ...] on this host.
+    """
+    sharding = batch_sharding(mesh)
+    return {
+        name: jax.make_array_from_process_local_data(sharding, value)
+        for name, value in local_batch.items()
+    }
+
+
+def host_copy(tree):
+    """Host numpy copy of a replicated pytree, also on hosts that see only their devices."""
+
+    def fetch(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x)
+
+    return jax.tree.map(fetch, tree)

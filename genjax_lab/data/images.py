@@ -1,0 +1,84 @@
+"""Image datasets through TFDS, held in memory as uint8 arrays.
+
+`digits` is the embedded default (scikit-learn's 8x8 digits, prepared offline);
+`mnist` is the catalog's MNIST (downloads where there is internet) or, with
+`mnist_dir` set, MNIST prepared offline from the canonical IDX files.
+"""
+import os
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
+
+from genjax_lab.core.data import Dataset
+from genjax_lab.data.builders import MnistIdx, SklearnDigits
+
+DATASETS = ("digits", "mnist")
+BINARIZATIONS = ("dynamic", "static", "none")
+_STATIC_BINARIZATION_SEED = 1234  # one fixed sample, the same on every run and host
+
+
+def default_tfds_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("TFDS_DATA_DIR", pathlib.Path.home() / "tensorflow_datasets"))
+
+
+def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+    data_dir = data_config.tfds_dir or str(default_tfds_dir())
+    if data_config.name == "digits":
+        return SklearnDigits(data_dir=data_dir, file_format="array_record")
+    if data_config.name == "mnist" and data_config.mnist_dir:
+        if not pathlib.Path(data_config.mnist_dir).is_dir():
+            raise FileNotFoundError(f"config.data.mnist_dir={data_config.mnist_dir!r}: no such folder")
+        return MnistIdx(data_dir=data_dir, file_format="array_record")
+    if data_config.name == "mnist":
+        return tfds.builder("mnist", data_dir=data_dir, file_format="array_record")
+    raise ValueError(f"config.data.name must be one of {DATASETS}, got {data_config.name!r}")
+
+
+def _prepare(builder, data_config) -> None:
+    download_config = None
+    if data_config.get("mnist_dir"):
+        download_config = tfds.download.DownloadConfig(manual_dir=data_config.mnist_dir)
+    builder.download_and_prepare(download_config=download_config)
+
+
+def _read_split(builder, split: str) -> dict[str, np.ndarray]:
+    source = builder.as_data_source(split)
+    records = source.__getitems__(range(len(source)))
+    return {
+        "image": np.stack([r["image"] for r in records]).astype(np.uint8),
+        "label": np.asarray([r["label"] for r in records], dtype=np.int32),
+    }
+
+
+def load_images(data_config: ml_collections.ConfigDict) -> Dataset:
+    """Train and test splits: image uint8 [N, H, W, 1], label int32 [N].
+
+    Process 0 prepares the TFDS files; the others wait, then every host reads them.
+    With `binarize='static'` pixels are sampled once, with a fixed seed, to {0, 255}.
+    """
+    if data_config.binarize not in BINARIZATIONS:
+        raise ValueError(f"config.data.binarize must be one of {BINARIZATIONS}, got {data_config.binarize!r}")
+    tfds.disable_progress_bar()
+    builder = _builder(data_config)
+    if jax.process_index() == 0:
+        _prepare(builder, data_config)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("tfds prepared")
+    splits = {split: _read_split(builder, split) for split in ("train", "test")}
+    if data_config.binarize == "static":
+        rng = np.random.default_rng(_STATIC_BINARIZATION_SEED)
+        for arrays in splits.values():
+            probs = arrays["image"] / 255.0
+            arrays["image"] = np.where(rng.random(probs.shape) < probs, 255, 0).astype(np.uint8)
+    return Dataset(splits)
+
+
+def label_log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """log p(y) from label frequencies, [num_classes]; absent classes get one pseudo-count."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    counts[counts == 0] = 1.0
+    return np.log(counts / counts.sum()).astype(np.float32)
