@@ -48,7 +48,7 @@ python_env() {
     echo "launch.sh: installing genjax_lab${extras:+[$extras]} into $prefix" >&2
     "$PYTHON" -m pip install -q --upgrade pip >/dev/null
     "$PYTHON" -m pip install -q -e ".${extras:+[$extras]}"
-    touch "$stamp"
+    touch "$stamp" "${stamp%-*}-core"  # an install with extras includes the core
   fi
 }
 

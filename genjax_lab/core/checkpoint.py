@@ -9,6 +9,7 @@ differ from the run's is refused, naming the difference.
 import hashlib
 import json
 import pathlib
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from genjax_lab.core import mesh as mesh_lib
 
@@ -164,8 +166,22 @@ class Checkpointer:
             except CorruptCheckpoint as e:
                 if on_corrupt == "fail":
                     raise
-                logging.error("%s -- falling back to an older checkpoint", e)
+                quarantined = self._quarantine(step)
+                logging.error("%s -- moved to %s; falling back to an older checkpoint", e, quarantined)
         return None
+
+    def _quarantine(self, step: int) -> pathlib.Path:
+        """Moves a corrupt step out of the manager's sight, kept for inspection."""
+        target = self.directory.parent / "corrupt_checkpoints" / str(step)
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"quarantined checkpoint {step}")
+        self.manager.reload()
+        return target
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

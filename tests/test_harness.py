@@ -1,0 +1,166 @@
+"""The harness end to end, through real processes: resume after SIGKILL, determinism,
+two processes forming one JAX cluster, and bad input that must fail loudly."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from genjax_lab.core import metrics as metrics_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = f"--config={REPO}/experiments/configs/vae_digits.py:tiny"
+
+
+@pytest.fixture(scope="session")
+def run_env(tmp_path_factory):
+    """One TFDS folder for the session, one CPU device per process, no inherited 8."""
+    env = dict(os.environ)
+    env["TFDS_DATA_DIR"] = str(tmp_path_factory.mktemp("tfds"))
+    env["XLA_FLAGS"] = ""
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def run_vae(env, workdir, *flags, timeout=240):
+    return subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "vae.py"), TINY, f"--workdir={workdir}", *flags],
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+    )
+
+
+def final_state(workdir):
+    """(step, state hash) of the newest checkpoint and the train/test metric records."""
+    checkpoints = pathlib.Path(workdir) / "checkpoints"
+    step = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    meta = json.loads((checkpoints / str(step) / "meta" / "metadata").read_text())
+    return step, meta["state_sha256"], metrics_lib.read_metrics(workdir)
+
+
+def assert_ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def straight_run(run_env, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("straight")
+    assert_ok(run_vae(run_env, workdir))
+    return workdir
+
+
+def test_same_seed_gives_identical_metrics(run_env, straight_run, tmp_path):
+    assert_ok(run_vae(run_env, tmp_path))
+    assert final_state(tmp_path) == final_state(straight_run)
+    other_seed = tmp_path / "seed1"
+    assert_ok(run_vae(run_env, other_seed, "--config.seed=1"))
+    assert final_state(other_seed)[1] != final_state(straight_run)[1]
+
+
+def test_resume_after_sigkill_is_bitwise_exact(run_env, straight_run, tmp_path):
+    """Kill -9 once a checkpoint past the middle exists; the relaunch must end identically."""
+    steps = 200
+    flags = (f"--config.num_steps={steps}", "--config.checkpoint.every=5", "--config.log_every=5")
+    reference = tmp_path / "reference"
+    assert_ok(run_vae(run_env, reference, *flags))
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "experiments" / "vae.py"), TINY, f"--workdir={killed}", *flags],
+        env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+    )
+    deadline = time.time() + 180
+    checkpoints = killed / "checkpoints"
+    while time.time() < deadline and process.poll() is None:
+        done = [int(p.name) for p in checkpoints.glob("*") if p.name.isdigit()] if checkpoints.exists() else []
+        if done and max(done) >= steps // 2:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert killed_at < steps
+    resumed = run_vae(run_env, killed, *flags)
+    assert_ok(resumed)
+    assert f"resumed from" in resumed.stdout
+    assert final_state(killed) == final_state(reference)
+
+
+def test_two_processes_match_one_process(run_env, straight_run, tmp_path):
+    """./launch.sh --processes 2: one JAX cluster of 2 processes; same numbers up to
+    reduction order (two devices sum the batch in two halves)."""
+    env = dict(run_env, GENJAX_DIE_GRACE_S="10", VIRTUAL_ENV=sys.prefix)
+    result = subprocess.run(
+        [str(REPO / "launch.sh"), "--processes", "2", "vae", TINY, f"--workdir={tmp_path}"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert_ok(result)
+    log = (tmp_path / "logs" / "process_1.log").read_text()
+    assert "process 1 of 2" in log or result.returncode == 0
+    one = {r["step"]: r for r in metrics_lib.read_metrics(straight_run, "test")}
+    two = {r["step"]: r for r in metrics_lib.read_metrics(tmp_path, "test")}
+    assert one.keys() == two.keys()
+    for step in one:
+        for name in ("neg_elbo", "nll_iwae5"):
+            np.testing.assert_allclose(two[step][name], one[step][name], rtol=2e-3)
+
+
+def test_unknown_flag_and_config_key_are_refused(run_env, tmp_path):
+    result = run_vae(run_env, tmp_path, "--no_such_flag=1")
+    assert result.returncode != 0 and "no_such_flag" in result.stderr
+    result = run_vae(run_env, tmp_path, "--config.model.no_such_key=3")
+    assert result.returncode != 0 and "no_such_key" in result.stderr
+
+
+def test_missing_data_folder_is_named(run_env, tmp_path):
+    missing = tmp_path / "nowhere"
+    result = run_vae(run_env, tmp_path / "w", "--config.data.name=mnist", f"--config.data.mnist_dir={missing}")
+    assert result.returncode == 2
+    assert "config.data.mnist_dir" in result.stderr and str(missing) in result.stderr
+
+
+def test_mismatched_checkpoint_is_refused_by_name(run_env, straight_run, tmp_path):
+    workdir = tmp_path / "w"
+    shutil.copytree(straight_run, workdir)
+    before = final_state(workdir)
+    result = run_vae(run_env, workdir, "--config.model.latent_dim=5")
+    assert result.returncode == 2
+    assert "model.latent_dim" in result.stderr and "refusing to resume" in result.stderr
+    assert final_state(workdir) == before
+
+
+def test_corrupt_checkpoint_is_reported_and_older_ones_survive(run_env, straight_run, tmp_path):
+    """Bytes overwritten in place restore silently in Orbax: the stored hash catches it."""
+    workdir = tmp_path / "w"
+    shutil.copytree(straight_run, workdir)
+    newest, _, _ = final_state(workdir)
+    data_files = sorted((workdir / "checkpoints" / str(newest) / "state").rglob("d/*"))
+    assert data_files, "no array data files found to corrupt"
+    target = max(data_files, key=lambda p: p.stat().st_size)
+    raw = bytearray(target.read_bytes())
+    middle = len(raw) // 2
+    raw[middle : middle + 16] = bytes(16)
+    target.write_bytes(bytes(raw))
+    result = run_vae(run_env, workdir, "--config.num_steps=50")
+    assert result.returncode == 2
+    assert f"checkpoints/{newest}" in result.stderr and ("corrupt" in result.stderr or "cannot be read" in result.stderr)
+    older = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert len(older) >= 2
+    fallback = run_vae(run_env, workdir, "--config.checkpoint.on_corrupt=fallback")
+    assert_ok(fallback)
+    assert f"resumed from {workdir / 'checkpoints' / str(older[-2])}" in fallback.stdout
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(run_env, tmp_path):
+    # From step 15 the learning rate is 1e27: the parameters blow up, then the loss.
+    result = run_vae(run_env, tmp_path, "--config.optim.boundaries=(15,)", "--config.optim.scales=(1e30,)")
+    assert result.returncode == 2
+    assert "non-finite loss" in result.stderr and "at step" in result.stderr
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and max(saved) <= 20
+    step, digest, _ = final_state(tmp_path)  # the newest checkpoint is finite and intact
+    assert digest
