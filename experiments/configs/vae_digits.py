@@ -9,43 +9,11 @@ Variants (`--config=experiments/configs/vae_digits.py:VARIANT`):
 """
 import ml_collections
 
-from genjax_lab.core.loop import base_config
+from genjax_lab.models import vae
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
-    config = base_config()
-    config.seed = 0
-    config.batch_size = 64
-    config.num_epochs = 60.0
-    config.log_every = 100
-    config.eval_every = 0
-    config.eval_batch_size = 360
-    config.checkpoint.every = 200
-    config.checkpoint.keep = 3
-
-    config.data = ml_collections.ConfigDict(
-        {"name": "digits", "binarize": "dynamic", "num_classes": 10, "mnist_dir": "", "tfds_dir": ""}
-    )
-    config.model = ml_collections.ConfigDict(
-        {
-            "encoder_hidden": (200, 200),
-            "decoder_hidden": (200, 200),
-            "latent_dim": 16,
-            "activation": "tanh",
-            "likelihood": "bernoulli",
-            "conv": False,
-            "conditional": False,
-            "objective": "elbo",  # or "iwae"
-            "num_samples": 1,
-        }
-    )
-    config.optim = ml_collections.ConfigDict(
-        {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-4, "boundaries": (), "scales": ()}
-    )
-    config.eval = ml_collections.ConfigDict(
-        {"iwae_samples": 50, "classify_samples": 0, "nll_samples": 1000, "nll_chunk": 500, "nll_batch_size": 360}
-    )
-
+    config = vae.default_config()
     config.model.conditional = variant != "vae"
     config.eval.classify_samples = 100 if config.model.conditional else 0
     if variant == "tiny":

@@ -21,7 +21,7 @@ import optax
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import images as images_lib
 from genjax_lab.core import mesh as mesh_lib
-from genjax_lab.core.loop import Family, evaluate
+from genjax_lab.core.loop import Family, base_config, evaluate
 from genjax_lab.core.state import TrainState
 from genjax_lab.data.images import label_log_prior
 
@@ -372,3 +372,40 @@ def test_nll(family: VAEFamily, state: TrainState, dataset: data_lib.Dataset, co
     mesh = mesh_lib.data_mesh()
     key = jax.random.fold_in(jax.random.key(config.seed), 10_000)
     return evaluate(jax.jit(nll_sums), state, mesh, dataset["test"], config.eval.nll_batch_size, key)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The VAE family's keys with the defaults of the digits experiment; configs adjust them."""
+    config = base_config()
+    config.seed = 0
+    config.batch_size = 64
+    config.num_epochs = 60.0
+    config.log_every = 100
+    config.eval_every = 0
+    config.eval_batch_size = 360
+    config.checkpoint.every = 200
+    config.checkpoint.keep = 3
+
+    config.data = ml_collections.ConfigDict(
+        {"name": "digits", "binarize": "dynamic", "num_classes": 10, "mnist_dir": "", "tfds_dir": ""}
+    )
+    config.model = ml_collections.ConfigDict(
+        {
+            "encoder_hidden": (200, 200),
+            "decoder_hidden": (200, 200),
+            "latent_dim": 16,
+            "activation": "tanh",
+            "likelihood": "bernoulli",
+            "conv": False,
+            "conditional": False,
+            "objective": "elbo",  # or "iwae"
+            "num_samples": 1,
+        }
+    )
+    config.optim = ml_collections.ConfigDict(
+        {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-4, "boundaries": (), "scales": ()}
+    )
+    config.eval = ml_collections.ConfigDict(
+        {"iwae_samples": 50, "classify_samples": 0, "nll_samples": 1000, "nll_chunk": 500, "nll_batch_size": 360}
+    )
+    return config

@@ -1,0 +1,153 @@
+"""VAE training throughput: the whole harness vs a bare jitted JAX loop vs PyTorch.
+
+Same model (the IWAE paper's 784-200-200-50 tanh VAE, Bernoulli decoder, one sample),
+same optimiser (Adam), same batch, dynamically binarized MNIST, CPU threads as given.
+The harness is timed as the difference between a run of N and of 2N steps, so start-up
+and compilation cancel; it includes data feeding, metrics, checkpoints every 1000 steps.
+
+  .venv/bin/python benchmarks/vae.py --mnist_dir=../shared/data/mnist [--batch_size=100]
+"""
+import argparse
+import math
+import pathlib
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from benchmarks.common import record, report  # noqa: E402
+from experiments.configs import vae_mnist  # noqa: E402
+from genjax_lab.core.data import Dataset  # noqa: E402
+from genjax_lab.core.loop import train_and_evaluate  # noqa: E402
+from genjax_lab.data.idx import load_mnist_split  # noqa: E402
+from genjax_lab.models import vae  # noqa: E402
+
+
+def harness_seconds_per_step(config, dataset, steps: int) -> float:
+    times = []
+    for n in (steps, 2 * steps):
+        config.num_steps = n
+        with tempfile.TemporaryDirectory() as workdir:
+            start = time.perf_counter()
+            train_and_evaluate(config, workdir, vae.family_for(config, dataset).as_family(), dataset)
+            times.append(time.perf_counter() - start)
+    return (times[1] - times[0]) / steps
+
+
+def bare_jax_seconds_per_step(config, images: np.ndarray, steps: int) -> float:
+    """The floor: one jitted step fed numpy batches, no harness at all."""
+    model = vae.make_model(config.model, images.shape[1:], 10)
+    params = model.init(jax.random.key(0), jnp.zeros((1, *images.shape[1:])))
+    optimizer = optax.adam(config.optim.learning_rate, eps=config.optim.eps)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, opt_state, batch, key):
+        def loss(params):
+            binarize_key, sample_key = jax.random.split(key)
+            x = jax.random.bernoulli(binarize_key, batch.astype(jnp.float32) / 255.0).astype(jnp.float32)
+            return -vae.elbo(model, params, x, None, sample_key).mean()
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    batch_size = config.batch_size
+    order = np.random.default_rng(0).permutation(len(images))
+    key = jax.random.key(1)
+
+    def run(n, params, opt_state):
+        for i in range(n):
+            rows = order[(i * batch_size) % len(images):][:batch_size]
+            params, opt_state, value = step(params, opt_state, images[rows], jax.random.fold_in(key, i))
+        value.block_until_ready()
+        return params, opt_state
+
+    params, opt_state = run(20, params, opt_state)  # compile and warm up
+    start = time.perf_counter()
+    run(steps, params, opt_state)
+    return (time.perf_counter() - start) / steps
+
+
+def torch_seconds_per_step(images: np.ndarray, batch_size: int, steps: int, threads: int) -> tuple[float, str]:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+
+    def mlp(sizes):
+        layers = []
+        for i in range(len(sizes) - 1):
+            layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                layers.append(torch.nn.Tanh())
+        return torch.nn.Sequential(*layers)
+
+    encoder, decoder = mlp([784, 200, 200, 100]), mlp([50, 200, 200, 784])
+    parameters = list(encoder.parameters()) + list(decoder.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=1e-3, eps=1e-4)
+    data = torch.from_numpy(images.reshape(len(images), -1))
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(images)))
+    log_2pi = math.log(2 * math.pi)
+
+    def step(i):
+        rows = order[(i * batch_size) % len(images):][:batch_size]
+        x = torch.bernoulli(data[rows].float() / 255.0)
+        mean, log_std = encoder(x).chunk(2, dim=-1)
+        eps = torch.randn_like(mean)
+        z = mean + log_std.exp() * eps
+        logits = decoder(z)
+        log_px = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        log_pz = (-0.5 * z**2 - 0.5 * log_2pi).sum(-1)
+        log_qz = (-0.5 * eps**2 - 0.5 * log_2pi - log_std).sum(-1)
+        loss = -(log_px + log_pz - log_qz).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for i in range(20):
+        step(i)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    return (time.perf_counter() - start) / steps, torch.__version__
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
+    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    images, labels = load_mnist_split(args.mnist_dir, "train")
+    images = images[..., None]
+    dataset = Dataset({"train": {"image": images, "label": labels.astype(np.int32)}})
+    config = vae_mnist.get_config("vae_k1")
+    config.batch_size = args.batch_size
+    config.num_epochs = -1
+    config.optim.boundaries, config.optim.scales = (), ()
+    config.log_every, config.checkpoint.every, config.eval.nll_samples = 100, 1000, 0
+
+    harness = harness_seconds_per_step(config, dataset, args.steps)
+    bare = bare_jax_seconds_per_step(config, images, args.steps)
+    torch_s, torch_version = torch_seconds_per_step(images, args.batch_size, args.steps, threads=jax.local_device_count() and 2)
+    b = args.batch_size
+    extra = {"batch_size": b, "harness_examples_per_s": b / harness, "bare_examples_per_s": b / bare,
+             "torch_examples_per_s": b / torch_s}
+    report([
+        record(f"VAE train step, harness vs PyTorch (batch {b})", harness, "torch", torch_version, torch_s, **extra),
+        record(f"VAE train step, harness vs bare jitted loop (batch {b})", harness, "bare-jax", jax.__version__, bare, **extra),
+        record(f"VAE train step, bare jitted loop vs PyTorch (batch {b})", bare, "torch", torch_version, torch_s, **extra),
+    ], args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The discriminative baseline: an MLP (or small convnet) classifier p(y | x).
+
+It models only P(Y | X): it cannot score or sample x, which is what the generative
+families add. Its features also serve as the feature space for sample-quality metrics.
+"""
+import dataclasses
+import pathlib
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from genjax_lab.core.loop import Family, base_config
+from genjax_lab.core.state import TrainState
+
+
+class Classifier(nn.Module):
+    """x [B, H, W, C] in [0, 1] -> (logits [B, num_classes], features [B, hidden[-1]])."""
+
+    hidden: Sequence[int]
+    num_classes: int
+    conv: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        h = x
+        if self.conv:
+            for features in (32, 64):
+                h = nn.relu(nn.Conv(features, (3, 3))(h))
+                h = nn.max_pool(h, (2, 2), (2, 2))
+        h = h.reshape(h.shape[0], -1)
+        for width in self.hidden:
+            h = nn.relu(nn.Dense(width)(h))
+        return nn.Dense(self.num_classes)(h), h
+
+
+def default_config() -> ml_collections.ConfigDict:
+    config = base_config()
+    config.batch_size = 64
+    config.num_epochs = 60.0
+    config.eval_every = 0
+    config.eval_batch_size = 360
+    config.checkpoint.every = 500
+    config.data = ml_collections.ConfigDict(
+        {"name": "digits", "binarize": "none", "num_classes": 10, "mnist_dir": "", "tfds_dir": ""}
+    )
+    config.model = ml_collections.ConfigDict({"hidden": (200, 200), "conv": False})
+    config.optim = ml_collections.ConfigDict({"learning_rate": 1e-3, "weight_decay": 1e-4})
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierFamily:
+    config: ml_collections.ConfigDict
+    image_shape: tuple[int, int, int]
+
+    @property
+    def model(self) -> Classifier:
+        c = self.config
+        return Classifier(hidden=tuple(c.model.hidden), num_classes=c.data.num_classes, conv=c.model.conv)
+
+    def optimizer(self) -> optax.GradientTransformation:
+        return optax.adamw(self.config.optim.learning_rate, weight_decay=self.config.optim.weight_decay)
+
+    def _inputs(self, batch, key):
+        x = batch["image"].astype(jnp.float32) / 255.0
+        if self.config.data.binarize == "dynamic":
+            x = jax.random.bernoulli(key, x).astype(jnp.float32)
+        return x
+
+    def init(self, key, batch):
+        params = self.model.init(key, jnp.zeros((1, *self.image_shape)))
+        return TrainState.create(params, self.optimizer())
+
+    def train_step(self, state: TrainState, batch, key):
+        x, mask = self._inputs(batch, key), batch["mask"]
+
+        def loss_fn(params):
+            logits, _ = self.model.apply(params, x)
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+            return jnp.sum(losses * mask) / jnp.maximum(mask.sum(), 1.0)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        return state.apply_gradients(grads, self.optimizer()), {"loss": loss}
+
+    def eval_step(self, state: TrainState, batch, key):
+        logits, _ = self.model.apply(state.params, self._inputs(batch, key))
+        mask = batch["mask"]
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        correct = jnp.argmax(logits, -1) == batch["label"]
+        return {"accuracy": jnp.sum(correct * mask), "cross_entropy": jnp.sum(losses * mask)}
+
+    def as_family(self) -> Family:
+        return Family(init=self.init, train_step=self.train_step, eval_step=self.eval_step)
+
+
+def family_for(config: ml_collections.ConfigDict, dataset) -> ClassifierFamily:
+    return ClassifierFamily(config=config, image_shape=tuple(dataset["train"]["image"].shape[1:]))
+
+
+def features(family: ClassifierFamily, params, images: jax.Array) -> jax.Array:
+    """Penultimate-layer features of uint8 or [0, 1] images: [B, hidden[-1]]."""
+    x = images.astype(jnp.float32) / (255.0 if images.dtype == jnp.uint8 else 1.0)
+    return family.model.apply(params, x)[1]
+
+
+def load_params(workdir: pathlib.Path):
+    """Parameters of a classifier trained by experiments/classifier.py, from its newest checkpoint."""
+    import orbax.checkpoint as ocp
+
+    manager = ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints")
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no classifier checkpoint under {workdir}/checkpoints")
+    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]["params"]
