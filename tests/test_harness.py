@@ -1,50 +1,26 @@
 """The harness end to end, through real processes: resume after SIGKILL, determinism,
 two processes forming one JAX cluster, and bad input that must fail loudly."""
-import json
-import os
-import pathlib
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from genjax_lab.core import metrics as metrics_lib
+from tests.helpers import (REPO, assert_ok, final_state, kill_after_checkpoint, process_env,
+                           run_experiment)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = f"--config={REPO}/experiments/configs/vae_digits.py:tiny"
+TINY = "vae_digits.py:tiny"
 
 
 @pytest.fixture(scope="session")
 def run_env(tmp_path_factory):
-    """One TFDS folder for the session, one CPU device per process, no inherited 8."""
-    env = dict(os.environ)
-    env["TFDS_DATA_DIR"] = str(tmp_path_factory.mktemp("tfds"))
-    env["XLA_FLAGS"] = ""
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
+    return process_env(tmp_path_factory.mktemp("tfds"))
 
 
-def run_vae(env, workdir, *flags, timeout=240):
-    return subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "vae.py"), TINY, f"--workdir={workdir}", *flags],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-    )
-
-
-def final_state(workdir):
-    """(step, state hash) of the newest checkpoint and the train/test metric records."""
-    checkpoints = pathlib.Path(workdir) / "checkpoints"
-    step = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
-    meta = json.loads((checkpoints / str(step) / "meta" / "metadata").read_text())
-    return step, meta["state_sha256"], metrics_lib.read_metrics(workdir)
-
-
-def assert_ok(result):
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+def run_vae(env, workdir, *flags):
+    return run_experiment(env, "vae", TINY, workdir, *flags)
 
 
 @pytest.fixture(scope="session")
@@ -69,24 +45,11 @@ def test_resume_after_sigkill_is_bitwise_exact(run_env, straight_run, tmp_path):
     reference = tmp_path / "reference"
     assert_ok(run_vae(run_env, reference, *flags))
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "experiments" / "vae.py"), TINY, f"--workdir={killed}", *flags],
-        env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-    )
-    deadline = time.time() + 180
-    checkpoints = killed / "checkpoints"
-    while time.time() < deadline and process.poll() is None:
-        done = [int(p.name) for p in checkpoints.glob("*") if p.name.isdigit()] if checkpoints.exists() else []
-        if done and max(done) >= steps // 2:
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
-    killed_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    killed_at = kill_after_checkpoint(run_env, "vae", TINY, killed, steps // 2, *flags)
     assert killed_at < steps
     resumed = run_vae(run_env, killed, *flags)
     assert_ok(resumed)
-    assert f"resumed from" in resumed.stdout
+    assert "resumed from" in resumed.stdout
     assert final_state(killed) == final_state(reference)
 
 
@@ -95,7 +58,8 @@ def test_two_processes_match_one_process(run_env, straight_run, tmp_path):
     reduction order (two devices sum the batch in two halves)."""
     env = dict(run_env, GENJAX_DIE_GRACE_S="10", VIRTUAL_ENV=sys.prefix)
     result = subprocess.run(
-        [str(REPO / "launch.sh"), "--processes", "2", "vae", TINY, f"--workdir={tmp_path}"],
+        [str(REPO / "launch.sh"), "--processes", "2", "vae",
+         f"--config={REPO}/experiments/configs/{TINY}", f"--workdir={tmp_path}"],
         env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
     )
     assert_ok(result)
