@@ -30,6 +30,14 @@ def straight_run(run_env, tmp_path_factory):
     return workdir
 
 
+def test_run_leaves_its_artifacts(straight_run):
+    for name in ("config.json", "metrics.jsonl", "summary.json"):
+        assert (straight_run / name).is_file(), name
+    assert list((straight_run / "tensorboard").glob("events.out.tfevents.*"))
+    images = {p.name.split("_0")[0] for p in (straight_run / "images").glob("*.png")}
+    assert images == {"samples", "samples_by_label", "reconstructions"}
+
+
 def test_same_seed_gives_identical_metrics(run_env, straight_run, tmp_path):
     assert_ok(run_vae(run_env, tmp_path))
     assert final_state(tmp_path) == final_state(straight_run)
