@@ -157,8 +157,9 @@ main() {
     -*) echo "launch.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     *)
       python_env ""
-      if [[ -n "${SLURM_JOB_ID:-}" && -z "${SLURM_STEP_ID:-}" ]]; then
-        # The batch script itself: start one task per process through srun.
+      if [[ -n "${SLURM_JOB_ID:-}" && "${GENJAX_IN_SRUN:-0}" != 1 ]]; then
+        # The batch script itself: one task per process through srun (which passes env on).
+        export GENJAX_IN_SRUN=1
         exec srun --kill-on-bad-exit=1 "$ROOT/launch.sh" "$@"
       elif [[ -n "${SLURM_JOB_ID:-}" && "${SLURM_NTASKS:-1}" -gt 1 ]]; then
         run_slurm_task "$@"

@@ -8,8 +8,10 @@ and compilation cancel; it includes data feeding, metrics, checkpoints every 100
   .venv/bin/python benchmarks/vae.py --mnist_dir=../shared/data/mnist [--batch_size=100]
 """
 import argparse
+import functools
 import math
 import pathlib
+import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +32,7 @@ from genjax_lab.models import vae  # noqa: E402
 
 
 def harness_seconds_per_step(config, dataset, steps: int) -> float:
+    """Runs of N and 2N steps: start-up and compilation cancel in the difference."""
     times = []
     for n in (steps, 2 * steps):
         config.num_steps = n
@@ -40,42 +43,46 @@ def harness_seconds_per_step(config, dataset, steps: int) -> float:
     return (times[1] - times[0]) / steps
 
 
-def bare_jax_seconds_per_step(config, images: np.ndarray, steps: int) -> float:
-    """The floor: one jitted step fed numpy batches, no harness at all."""
+def bare_jax_loop(config, images: np.ndarray):
+    """The floor: the same model and bound in one jitted, donated step fed numpy batches."""
     model = vae.make_model(config.model, images.shape[1:], 10)
     params = model.init(jax.random.key(0), jnp.zeros((1, *images.shape[1:])))
     optimizer = optax.adam(config.optim.learning_rate, eps=config.optim.eps)
-    opt_state = optimizer.init(params)
+    key = jax.random.key(1)
 
-    @jax.jit
-    def step(params, opt_state, batch, key):
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 3))
+    def step(params, opt_state, batch, counter):
         def loss(params):
-            binarize_key, sample_key = jax.random.split(key)
-            x = jax.random.bernoulli(binarize_key, batch.astype(jnp.float32) / 255.0).astype(jnp.float32)
+            binarize_key, sample_key = jax.random.split(jax.random.fold_in(key, counter))
+            x = vae.bernoulli_pixels(binarize_key, batch)
             return -vae.elbo(model, params, x, None, sample_key).mean()
 
         value, grads = jax.value_and_grad(loss)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
+        return optax.apply_updates(params, updates), opt_state, value, counter + 1
 
     batch_size = config.batch_size
     order = np.random.default_rng(0).permutation(len(images))
-    key = jax.random.key(1)
+    carry = [params, optimizer.init(params), jnp.int32(0)]
 
-    def run(n, params, opt_state):
+    def run(n):
         for i in range(n):
             rows = order[(i * batch_size) % len(images):][:batch_size]
-            params, opt_state, value = step(params, opt_state, images[rows], jax.random.fold_in(key, i))
+            carry[0], carry[1], value, carry[2] = step(carry[0], carry[1], images[rows], carry[2])
         value.block_until_ready()
-        return params, opt_state
 
-    params, opt_state = run(20, params, opt_state)  # compile and warm up
+    run(20)  # compile and warm up
+    return run
+
+
+def seconds_per_step(run, steps: int) -> float:
     start = time.perf_counter()
-    run(steps, params, opt_state)
+    run(steps)
     return (time.perf_counter() - start) / steps
 
 
-def torch_seconds_per_step(images: np.ndarray, batch_size: int, steps: int, threads: int) -> tuple[float, str]:
+def torch_loop(images: np.ndarray, batch_size: int, threads: int):
+    """The same VAE, bound and optimiser in PyTorch (eager, the usual way to train it)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -111,19 +118,20 @@ def torch_seconds_per_step(images: np.ndarray, batch_size: int, steps: int, thre
         loss.backward()
         optimizer.step()
 
-    for i in range(20):
-        step(i)
-    start = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    return (time.perf_counter() - start) / steps, torch.__version__
+    def run(n):
+        for i in range(n):
+            step(i)
+
+    run(20)
+    return run, torch.__version__
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
     parser.add_argument("--batch_size", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -136,9 +144,14 @@ def main():
     config.optim.boundaries, config.optim.scales = (), ()
     config.log_every, config.checkpoint.every, config.eval.nll_samples = 100, 1000, 0
 
-    harness = harness_seconds_per_step(config, dataset, args.steps)
-    bare = bare_jax_seconds_per_step(config, images, args.steps)
-    torch_s, torch_version = torch_seconds_per_step(images, args.batch_size, args.steps, threads=jax.local_device_count() and 2)
+    bare, (torch_run, torch_version) = bare_jax_loop(config, images), torch_loop(images, args.batch_size, threads=2)
+    # Interleaved rounds, medians: this machine's speed drifts over minutes.
+    rounds = {"harness": [], "bare": [], "torch": []}
+    for _ in range(args.rounds):
+        rounds["harness"].append(harness_seconds_per_step(config, dataset, args.steps))
+        rounds["bare"].append(seconds_per_step(bare, args.steps))
+        rounds["torch"].append(seconds_per_step(torch_run, args.steps))
+    harness, bare, torch_s = (statistics.median(rounds[k]) for k in ("harness", "bare", "torch"))
     b = args.batch_size
     extra = {"batch_size": b, "harness_examples_per_s": b / harness, "bare_examples_per_s": b / bare,
              "torch_examples_per_s": b / torch_s}

@@ -153,3 +153,13 @@ def test_padded_rows_do_not_change_the_loss():
     whites["image"][12:] = 255
     key = jax.random.key(2)
     np.testing.assert_allclose(family.loss(params, zeros, key), family.loss(params, whites, key), rtol=1e-6)
+
+
+def test_bernoulli_pixels_have_the_pixel_intensity_as_probability():
+    levels = np.array([0, 1, 64, 128, 200, 254, 255], np.uint8)
+    images = np.broadcast_to(levels, (4000, 7)).copy()
+    draws = np.asarray(vae.bernoulli_pixels(jax.random.key(0), jnp.asarray(images)))
+    expected = levels / 255.0
+    stderr = np.sqrt(expected * (1 - expected) / 4000) + 1e-12
+    assert np.all(np.abs(draws.mean(0) - expected) <= 4 * stderr + 1e-9)
+    assert draws[:, 0].max() == 0 and draws[:, -1].min() == 1  # 0 and 255 are exact

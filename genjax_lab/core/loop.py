@@ -193,7 +193,13 @@ def train_and_evaluate(
     last_saved = step if restored else None
 
     # The compiled step: state donated, replicated in and out; batch sharded over `data`.
-    train_fn = jax.jit(family.train_step, out_shardings=(shardings, replicated), donate_argnums=0)
+    # The step counter lives on the device and the key is folded inside, so a step costs
+    # the host one dispatch and one batch transfer.
+    def counted_step(state, batch, step_counter):
+        new_state, step_metrics = family.train_step(state, batch, jax.random.fold_in(train_key, step_counter))
+        return new_state, step_metrics, step_counter + 1
+
+    train_fn = jax.jit(counted_step, out_shardings=(shardings, replicated, replicated), donate_argnums=(0, 2))
     eval_fn = jax.jit(family.eval_step, out_shardings=replicated) if family.eval_step else None
     environment = ckpt_lib.describe_environment()
 
@@ -221,10 +227,11 @@ def train_and_evaluate(
     watch = _PreemptionWatch(config.checkpoint.preemption_check_every)
     train_metrics, eval_metrics, preempted = {}, {}, False
     start_time = time.perf_counter()
+    step_counter = jax.device_put(np.int32(step), replicated)
     try:
         while step < num_steps:
             batch = mesh_lib.global_batch(mesh, batcher.batch(step))
-            state, step_metrics = train_fn(state, batch, jax.random.fold_in(train_key, step))
+            state, step_metrics, step_counter = train_fn(state, batch, step_counter)
             step += 1
             preempted = watch.should_stop(step)
             final = step == num_steps or preempted

@@ -81,6 +81,8 @@ def global_batch(mesh: Mesh, local_batch: Mapping[str, np.ndarray]) -> dict[str,
     `local_batch` leaves: [B / num_processes, ...] on this host.
     """
     sharding = batch_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(dict(local_batch), sharding)  # one call: half the host time
     return {
         name: jax.make_array_from_process_local_data(sharding, value)
         for name, value in local_batch.items()
