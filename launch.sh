@@ -36,8 +36,10 @@ cd "$ROOT"
 python_env() {
   # Installs the project (with $1 extras) into .venv once per pyproject version.
   local extras="$1"
-  if [[ -n "${VIRTUAL_ENV:-}" || -n "${CONDA_PREFIX:-}" ]]; then
-    PYTHON="$(command -v python)"
+  if [[ -n "${VIRTUAL_ENV:-}" ]]; then
+    PYTHON="$VIRTUAL_ENV/bin/python"
+  elif [[ -n "${CONDA_PREFIX:-}" ]]; then
+    PYTHON="$CONDA_PREFIX/bin/python"
   else
     PYTHON="$ROOT/.venv/bin/python"
     [[ -x "$PYTHON" ]] || python3 -m venv "$ROOT/.venv"

@@ -1,5 +1,6 @@
 """Experiment entry points: absl flags `--config` (with `file.py:variant` and
 `--config.key=value` overrides) and `--workdir`; clean errors for bad input."""
+import os
 import pathlib
 import sys
 from collections.abc import Callable
@@ -34,6 +35,18 @@ USER_ERRORS = (
 )
 
 
+def exit_now(code: int) -> None:
+    """Exits; in a JAX cluster without the exit barrier, which would wait for peers that
+    may never arrive (they are still training, or dead)."""
+    import jax
+
+    if jax.process_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def run(main: Callable[[object, pathlib.Path], object]) -> None:
     """absl's app.run around `main(config, workdir)`, turning user errors into exit 2."""
 
@@ -49,6 +62,6 @@ def run(main: Callable[[object, pathlib.Path], object]) -> None:
         except USER_ERRORS as e:
             logging.error("%s: %s", type(e).__name__, e)
             print(f"error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            exit_now(2)
 
     app.run(_main)

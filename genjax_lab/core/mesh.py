@@ -6,11 +6,11 @@ cross-device reduction inside the compiled step, which is how gradients and suff
 statistics are reduced.
 """
 import os
+import sys
 from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -54,9 +54,11 @@ def initialize_distributed(environ: Mapping[str, str] = os.environ) -> None:
             f"process {process_id}/{num_processes} could not join the JAX cluster at "
             f"{coordinator}: {e}"
         ) from e
-    logging.info(
-        "joined JAX cluster: process %d of %d, %d local / %d global devices",
-        jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
+    # Every process says it, in its own log: the first thing to read when a cluster hangs.
+    print(
+        f"joined JAX cluster at {coordinator}: process {jax.process_index()} of "
+        f"{jax.process_count()}, {jax.local_device_count()} local / {jax.device_count()} global devices",
+        file=sys.stderr, flush=True,
     )
 
 

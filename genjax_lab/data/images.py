@@ -63,11 +63,11 @@ def load_images(data_config: ml_collections.ConfigDict) -> Dataset:
     if data_config.binarize not in BINARIZATIONS:
         raise ValueError(f"config.data.binarize must be one of {BINARIZATIONS}, got {data_config.binarize!r}")
     tfds.disable_progress_bar()
-    builder = _builder(data_config)
     if jax.process_index() == 0:
-        _prepare(builder, data_config)
+        _prepare(_builder(data_config), data_config)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("tfds prepared")
+    builder = _builder(data_config)  # made after preparation, so it sees the splits
     splits = {split: _read_split(builder, split) for split in ("train", "test")}
     if data_config.binarize == "static":
         rng = np.random.default_rng(_STATIC_BINARIZATION_SEED)
