@@ -18,6 +18,8 @@ config_lib.define_flags("experiments/configs/classifier.py", "runs/classifier")
 def main(config, workdir: pathlib.Path) -> None:
     dataset = load_images(config.data)
     result = train_and_evaluate(config, workdir, classifier.family_for(config, dataset).as_family(), dataset)
+    if result.preempted:
+        return
     metrics_lib.write_summary(workdir, result.metrics)
     metrics_lib.say(json.dumps(result.metrics, indent=1))
 

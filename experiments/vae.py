@@ -19,6 +19,8 @@ def main(config, workdir: pathlib.Path) -> None:
     dataset = load_images(config.data)
     family = vae.family_for(config, dataset)
     result = train_and_evaluate(config, workdir, family.as_family(), dataset)
+    if result.preempted:
+        return  # the final estimates belong to the run that reaches the last step
     if config.eval.nll_samples:
         result.metrics.update(vae.test_nll(family, result.state, dataset, config))
         metrics_lib.MetricWriter(workdir).write(result.step, "final", result.metrics)

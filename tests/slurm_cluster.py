@@ -81,6 +81,8 @@ class Cluster:
                 "SlurmctldPort=16817",
                 "SlurmdPort=16818",
                 "AuthType=auth/munge",
+                # A requeued job waits for its old credential to expire (default 120 s).
+                "AuthInfo=cred_expire=10",
                 "ProctrackType=proctrack/linuxproc",
                 "TaskPlugin=task/none",
                 "SelectType=select/cons_tres",

@@ -89,9 +89,7 @@ def test_sigterm_then_requeue_resumes_to_the_uninterrupted_result(cluster, job_e
     assert stop_step < STEPS and stop_step % 10 == 0  # both tasks stopped at one agreed step
     assert checkpoint_steps(preempted)[-1] == stop_step
 
-    cluster.scontrol("requeue", str(job))
-    # SLURM delays a requeued job's start (BeginTime); a test need not wait for it.
-    cluster.scontrol("update", f"JobId={job}", "StartTime=now")
+    cluster.scontrol("requeue", str(job))  # starts again after cred_expire (slurm_cluster)
     deadline = time.time() + 400
     while f"done: {STEPS} steps" not in job_log(preempted):
         assert time.time() < deadline, job_log(preempted)[-3000:]
