@@ -1,0 +1,601 @@
+"""Gaussian mixture models: EM with full, diagonal, spherical and tied covariances.
+
+Model, K components in D dimensions: z ~ Categorical(weights), x | z=k ~ N(means_k, Sigma_k).
+Parameters are stored as scikit-learn does: the Cholesky factor P_k of each precision
+(Sigma_k^-1 = P_k P_k^T, P_k upper triangular), so
+  log N(x | mu_k, Sigma_k) = -D/2 log 2 pi - |(x - mu_k) P_k|^2 / 2 + sum_d log P_k[d, d].
+Shapes of `precision_cholesky` by covariance type: full [K, D, D]; tied [D, D] (one shared);
+diag [K, D] (1 / std per dimension); spherical [K] (1 / std, one per component).
+For full and tied covariances the E-step is one einsum x -> x P_k for all k at once (a [D, K*D]
+matmul); for diag and spherical the quadratic form expands into matmuls against x and x^2.
+
+EM, one iteration (`em_step`): the E-step forms responsibilities r_nk = p(z=k | x_n) in log
+space (logsumexp) and their statistics, mask-weighted sums over the batch axis (`e_step`):
+  N_k = sum_n r_nk,  S1_k = sum_n r_nk (x_n - c),  S2_k = sum_n r_nk (x_n - c)(x_n - c)^T
+(diag/spherical keep the diagonal of S2; tied keeps sum_n (x_n - c)(x_n - c)^T), plus the sum
+of log p(x_n). The shift c = sum_k w_k mu_k of the current parameters keeps raw moments from
+cancelling in float32 when the data sit far from the origin. Being batch sums, the statistics
+of a sharded batch are reduced across devices inside jit, and those of streamed batches add
+(`add_statistics`); `m_step` then gives the new parameters (scikit-learn's estimators):
+  N_k += 10 eps (no empty component), w = N / sum N, mu_k = c + S1_k / N_k,
+  Sigma_k = S2_k / N_k - (S1_k / N_k)(S1_k / N_k)^T + reg_covar I   (full; diag: diagonal;
+  spherical: mean of the diagonal; tied: (sum_k S2_k - sum_k N_k m_k m_k^T) / sum N + reg I).
+Each iteration cannot decrease the log-likelihood (tested). `em` runs a fixed number of
+iterations as one jitted `lax.scan` and returns the log-likelihood before each M-step.
+
+Initialisation (`init_kmeans`, jittable, vmappable over classes): k-means++ seeding (D^2
+sampling, Arthur & Vassilvitskii 2007; one candidate per step, not scikit-learn's greedy
+trials), then Lloyd iterations, then one M-step from the hard assignments. To reproduce a
+scikit-learn run, build the same start with `from_precisions` (its means_init, weights_init,
+precisions_init) instead.
+
+Missing dimensions (`condition`, `impute`, `sample_conditional`): Gaussian conditioning per
+component on the observed dimensions o, any covariance type (converted to full matrices):
+  p(k | x_o) ∝ w_k N(x_o | mu_ko, Sigma_koo),
+  x_m | x_o, k ~ N(mu_km + Sigma_kmo Sigma_koo^-1 (x_o - mu_ko), Sigma_kmm - Sigma_kmo Sigma_koo^-1 Sigma_kom).
+The per-example observed set is a mask, so everything has static shapes: Sigma_oo is embedded
+in a D x D matrix with the identity on the missing block, whose Cholesky factor gives
+Sigma_oo's solves and log-determinant exactly.
+
+Errors: bad input is refused host-side with the argument named (NaN in x for fitting, fewer
+real points than components, reg_covar < 0); a fit that produces a singular covariance (e.g.
+reg_covar=0 and a component on one point) raises ValueError telling to raise reg_covar, as
+scikit-learn does, rather than returning NaN parameters.
+"""
+import functools
+import math
+import operator
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.scipy.linalg import solve_triangular
+
+from genjax_lab.models.naive_bayes import batch_einsum, is_batch_sharded
+
+CovarianceType = Literal["full", "diag", "spherical", "tied"]
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+
+
+@struct.dataclass
+class GMM:
+    """weights [K], means [K, D], precision_cholesky (shape by covariance_type, see module doc)."""
+
+    weights: jax.Array
+    means: jax.Array
+    precision_cholesky: jax.Array
+    covariance_type: str = struct.field(pytree_node=False, default="full")
+
+    @property
+    def num_components(self) -> int:
+        return self.means.shape[-2]
+
+    @property
+    def num_features(self) -> int:
+        return self.means.shape[-1]
+
+
+@struct.dataclass
+class EMStats:
+    """resp_sum [K], sum_x [K, D], sum_xx (full [K, D, D], diag/spherical [K, D], tied [D, D]),
+    log_likelihood (sum of mask * log p(x_n)), count (sum of mask). x is shifted by `shift(params)`."""
+
+    resp_sum: jax.Array
+    sum_x: jax.Array
+    sum_xx: jax.Array
+    log_likelihood: jax.Array
+    count: jax.Array
+
+
+class Conditional(NamedTuple):
+    """Per example n and component k given the observed dimensions of x_n.
+
+    log_weights [N, K]: log p(k | x_o); means [N, K, D]: E[x | x_o, k] (observed dims = x_o);
+    cov_cholesky [N, K, D, D]: Cholesky factor of Cov[x | x_o, k] on the missing block (identity
+    on the observed block); marginal_log_likelihood [N]: log p(x_o).
+    """
+
+    log_weights: jax.Array
+    means: jax.Array
+    cov_cholesky: jax.Array
+    marginal_log_likelihood: jax.Array
+
+
+# ----------------------------------------------------------------------------- parameters
+def _check_type(covariance_type: str) -> None:
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}")
+
+
+def _cholesky_of_inverse(cov: jax.Array) -> jax.Array:
+    """Upper P with P P^T = cov^-1 (batched over leading axes); NaN if cov is not positive definite."""
+    lower = jnp.linalg.cholesky(cov)
+    eye = jnp.broadcast_to(jnp.eye(cov.shape[-1], dtype=cov.dtype), cov.shape)
+    return jnp.swapaxes(solve_triangular(lower, eye, lower=True), -1, -2)
+
+
+@functools.partial(jax.jit, static_argnames=("covariance_type",))
+def from_covariances(weights, means, covariances, covariance_type: CovarianceType = "full") -> GMM:
+    """GMM from covariances in scikit-learn's layout (full [K, D, D], tied [D, D], diag [K, D], spherical [K])."""
+    _check_type(covariance_type)
+    covariances = jnp.asarray(covariances)
+    if covariance_type in ("full", "tied"):
+        chol = _cholesky_of_inverse(covariances)
+    else:
+        chol = 1.0 / jnp.sqrt(covariances)
+    return GMM(jnp.asarray(weights), jnp.asarray(means), chol, covariance_type)
+
+
+@functools.partial(jax.jit, static_argnames=("covariance_type",))
+def from_precisions(weights, means, precisions, covariance_type: CovarianceType = "full") -> GMM:
+    """GMM from precisions in scikit-learn's precisions_init layout (same shapes as covariances)."""
+    _check_type(covariance_type)
+    precisions = jnp.asarray(precisions)
+    if covariance_type in ("full", "tied"):
+        # Upper P with P P^T = precision, as scikit-learn: with J the flip, chol(J A J) = L gives
+        # A = (J L J)(J L J)^T and J L J is upper triangular.
+        flipped = jnp.flip(precisions, axis=(-1, -2))
+        chol = jnp.flip(jnp.linalg.cholesky(flipped), axis=(-1, -2))
+    else:
+        chol = jnp.sqrt(precisions)
+    return GMM(jnp.asarray(weights), jnp.asarray(means), chol, covariance_type)
+
+
+@jax.jit
+def covariances(params: GMM) -> jax.Array:
+    """Covariances in scikit-learn's layout (full [K, D, D], tied [D, D], diag [K, D], spherical [K])."""
+    if params.covariance_type in ("full", "tied"):
+        inv = jnp.linalg.inv(params.precision_cholesky)  # Sigma = P^-T P^-1
+        return jnp.swapaxes(inv, -1, -2) @ inv
+    return 1.0 / params.precision_cholesky**2
+
+
+@jax.jit
+def full_covariances(params: GMM) -> jax.Array:
+    """Every component's covariance as a full matrix: [K, D, D]."""
+    cov = covariances(params)
+    k, d = params.num_components, params.num_features
+    if params.covariance_type == "full":
+        return cov
+    if params.covariance_type == "tied":
+        return jnp.broadcast_to(cov, (k, d, d))
+    if params.covariance_type == "spherical":
+        cov = jnp.broadcast_to(cov[:, None], (k, d))
+    return cov[:, :, None] * jnp.eye(d, dtype=cov.dtype)
+
+
+def num_parameters(params: GMM) -> int:
+    """Free parameters, counted as scikit-learn's `_n_parameters`."""
+    k, d = params.num_components, params.num_features
+    cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "tied": d * (d + 1) // 2, "spherical": k}
+    return cov[params.covariance_type] + k * d + k - 1
+
+
+# ----------------------------------------------------------------------------- densities
+def shift(params: GMM) -> jax.Array:
+    """The centre c = sum_k w_k mu_k that the E-step statistics are taken around: [D]."""
+    return params.weights @ params.means
+
+
+def component_log_prob(params: GMM, x: jax.Array) -> jax.Array:
+    """log N(x_n | mu_k, Sigma_k): [N, K] for x [N, D]."""
+    chol, kind = params.precision_cholesky, params.covariance_type
+    if kind == "full":
+        # y_nk = [x_n, 1] [P_k; -mu_k P_k]: one [N, D+1] x [D+1, K*D] matmul for all components.
+        k, d = chol.shape[:2]
+        weights = jnp.concatenate([jnp.transpose(chol, (1, 0, 2)).reshape(d, k * d),
+                                   -jnp.einsum("kd,kde->ke", params.means, chol).reshape(1, k * d)])
+        y = (jnp.concatenate([x, jnp.ones_like(x[:, :1])], axis=1) @ weights).reshape(-1, k, d)
+        maha = jnp.sum(y * y, axis=2)
+        log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
+    elif kind == "tied":
+        y = (x @ chol)[:, None, :] - params.means @ chol
+        maha = jnp.sum(y * y, axis=2)
+        log_det = jnp.sum(jnp.log(jnp.diagonal(chol)))
+    else:
+        # Centre both x and the means first: the expanded quadratic form then cancels less.
+        c = shift(params)
+        xc, mc = x - c, params.means - c
+        if kind == "diag":
+            prec = chol**2
+            maha = (xc * xc) @ prec.T - 2.0 * xc @ (mc * prec).T + jnp.sum(mc * mc * prec, axis=1)
+            log_det = jnp.sum(jnp.log(chol), axis=1)
+        else:
+            prec = chol**2
+            maha = prec * (jnp.sum(xc * xc, axis=1, keepdims=True) - 2.0 * xc @ mc.T + jnp.sum(mc * mc, axis=1))
+            log_det = params.num_features * jnp.log(chol)
+    return -0.5 * (params.num_features * math.log(2 * math.pi) + maha) + log_det
+
+
+def _log_joint(params: GMM, x: jax.Array) -> jax.Array:
+    return jnp.log(params.weights) + component_log_prob(params, x)
+
+
+@jax.jit
+def log_likelihood(params: GMM, x: jax.Array) -> jax.Array:
+    """log p(x_n) per example: [N] (scikit-learn's score_samples)."""
+    return jax.nn.logsumexp(_log_joint(params, x), axis=1)
+
+
+@jax.jit
+def score(params: GMM, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean log-likelihood per (real) example: scalar."""
+    ll = log_likelihood(params, x)
+    return ll.mean() if mask is None else jnp.sum(ll * mask) / jnp.sum(mask)
+
+
+@jax.jit
+def predict_log_proba(params: GMM, x: jax.Array) -> jax.Array:
+    """log responsibilities log p(z = k | x_n): [N, K]."""
+    joint = _log_joint(params, x)
+    return joint - jax.nn.logsumexp(joint, axis=1, keepdims=True)
+
+
+@jax.jit
+def predict_proba(params: GMM, x: jax.Array) -> jax.Array:
+    """Responsibilities p(z = k | x_n): [N, K]."""
+    return jnp.exp(predict_log_proba(params, x))
+
+
+@jax.jit
+def predict(params: GMM, x: jax.Array) -> jax.Array:
+    """Most responsible component: int [N]."""
+    return jnp.argmax(_log_joint(params, x), axis=1)
+
+
+def bic(params: GMM, x: jax.Array) -> jax.Array:
+    """Bayesian information criterion -2 log L + p log N (lower is better), as scikit-learn."""
+    n = x.shape[0]
+    return -2.0 * score(params, x) * n + num_parameters(params) * math.log(n)
+
+
+def aic(params: GMM, x: jax.Array) -> jax.Array:
+    """Akaike information criterion -2 log L + 2 p, as scikit-learn."""
+    return -2.0 * score(params, x) * x.shape[0] + 2 * num_parameters(params)
+
+
+# ----------------------------------------------------------------------------- EM
+def _packed_outer(xc: jax.Array) -> jax.Array:
+    """Upper triangle of x x^T per row: [N, D (D + 1) / 2] (half the work of the full outer product)."""
+    rows, cols = np.triu_indices(xc.shape[1])
+    return xc[:, rows] * xc[:, cols]
+
+
+def _unpack(packed: jax.Array, d: int) -> jax.Array:
+    """[..., D (D + 1) / 2] upper triangles -> symmetric [..., D, D]."""
+    rows, cols = np.triu_indices(d)
+    index = np.zeros((d, d), np.int32)
+    index[rows, cols] = index[cols, rows] = np.arange(len(rows))
+    return packed[..., index]
+
+
+def _statistics(resp: jax.Array, xc: jax.Array, covariance_type: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(resp_sum, sum_x, sum_xx) of centred x [N, D] under mask-weighted responsibilities resp [N, K].
+
+    One matmul resp^T [x, second moments] per block: its rows are the components, so the
+    (possibly sharded) batch axis is contracted once.
+    """
+    d = xc.shape[1]
+    if covariance_type == "full":
+        moments = batch_einsum("nk,nf->kf", resp, jnp.concatenate([xc, _packed_outer(xc)], axis=1))
+        return resp.sum(0), moments[:, :d], _unpack(moments[:, d:], d)
+    if covariance_type == "tied":
+        sum_xx = _unpack(batch_einsum("n,nf->f", resp.sum(1), _packed_outer(xc)), d)
+        return resp.sum(0), batch_einsum("nk,nd->kd", resp, xc), sum_xx
+    moments = batch_einsum("nk,nf->kf", resp, jnp.concatenate([xc, xc * xc], axis=1))
+    return resp.sum(0), moments[:, :d], moments[:, d:]
+
+
+def _block_e_step(params: GMM, x: jax.Array, mask: jax.Array) -> EMStats:
+    x = jnp.where(mask[:, None] > 0, x, 0.0)  # padding rows may hold anything
+    joint = _log_joint(params, x)
+    log_px = jax.nn.logsumexp(joint, axis=1, keepdims=True)
+    resp = jnp.exp(joint - log_px) * mask[:, None]
+    resp_sum, sum_x, sum_xx = _statistics(resp, x - shift(params), params.covariance_type)
+    return EMStats(resp_sum, sum_x, sum_xx, jnp.sum(log_px[:, 0] * mask), mask.sum())
+
+
+def _default_chunk_size(x: jax.Array, covariance_type: str) -> int | None:
+    # On CPU, [chunk, K, D] intermediates that stay in cache are ~2-3x faster than whole-batch
+    # ones; accelerators and explicitly sharded batches take the batch whole.
+    if is_batch_sharded(x) or jax.default_backend() != "cpu":
+        return None
+    return 1024 if covariance_type in ("full", "tied") else 4096
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def e_step(params: GMM, x: jax.Array, mask: jax.Array | None = None, *, chunk_size: int | None = -1) -> EMStats:
+    """E-step statistics of a batch x [B, D] (mask [B]), summed over the batch axis.
+
+    chunk_size: rows per block of a sequential lax.scan over the batch (same sums, less memory
+    traffic); None: the whole batch at once; -1 (default): on CPU for an unsharded batch 1024
+    (full, tied) or 4096 (diag, spherical), else None.
+    """
+    mask = jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
+    chunk_size = _default_chunk_size(x, params.covariance_type) if chunk_size == -1 else chunk_size
+    n = x.shape[0]
+    if chunk_size is None or n <= chunk_size:
+        return _block_e_step(params, x, mask)
+    num_chunks = -(-n // chunk_size)
+    pad = num_chunks * chunk_size - n  # padded rows get mask 0
+    xs = jnp.pad(x, ((0, pad), (0, 0))).reshape(num_chunks, chunk_size, x.shape[1])
+    masks = jnp.pad(mask, (0, pad)).reshape(num_chunks, chunk_size)
+    first = _block_e_step(params, xs[0], masks[0])
+
+    def body(total, block):
+        return add_statistics(total, _block_e_step(params, *block)), None
+
+    return jax.lax.scan(body, first, (xs[1:], masks[1:]))[0]
+
+
+def add_statistics(a: EMStats, b: EMStats) -> EMStats:
+    """Statistics of the union of two batches (same parameters)."""
+    return jax.tree.map(operator.add, a, b)
+
+
+def _m_step(stats: EMStats, center: jax.Array, covariance_type: str, reg_covar: float) -> GMM:
+    nk = stats.resp_sum + 10 * jnp.finfo(stats.resp_sum.dtype).eps
+    mean_c = stats.sum_x / nk[:, None]
+    d = mean_c.shape[1]
+    eye = jnp.eye(d, dtype=mean_c.dtype)
+    if covariance_type == "full":
+        cov = stats.sum_xx / nk[:, None, None] - mean_c[:, :, None] * mean_c[:, None, :] + reg_covar * eye
+        chol = _cholesky_of_inverse(cov)
+    elif covariance_type == "tied":
+        cov = (stats.sum_xx - jnp.einsum("k,kd,ke->de", nk, mean_c, mean_c)) / nk.sum() + reg_covar * eye
+        chol = _cholesky_of_inverse(cov)
+    else:
+        var = stats.sum_xx / nk[:, None] - mean_c**2 + reg_covar
+        chol = 1.0 / jnp.sqrt(var if covariance_type == "diag" else var.mean(1))
+    return GMM(nk / nk.sum(), center + mean_c, chol, covariance_type)
+
+
+@jax.jit
+def m_step(params: GMM, stats: EMStats, reg_covar: float = 1e-6) -> GMM:
+    """New parameters from the E-step statistics taken under `params`."""
+    return _m_step(stats, shift(params), params.covariance_type, reg_covar)
+
+
+@jax.jit
+def em_step(params: GMM, x: jax.Array, mask: jax.Array | None = None, reg_covar: float = 1e-6) -> tuple[GMM, jax.Array]:
+    """One EM iteration on a (possibly sharded) batch: (new params, mean log-likelihood under `params`)."""
+    stats = e_step(params, x, mask)
+    return m_step(params, stats, reg_covar), stats.log_likelihood / stats.count
+
+
+@functools.partial(jax.jit, static_argnames=("num_iters",))
+def em(params: GMM, x: jax.Array, mask: jax.Array | None = None, *, num_iters: int,
+       reg_covar: float = 1e-6) -> tuple[GMM, jax.Array]:
+    """`num_iters` EM iterations as one lax.scan: (params, mean log-likelihood before each M-step [num_iters])."""
+    def body(p, _):
+        return em_step(p, x, mask, reg_covar)
+    return jax.lax.scan(body, params, length=num_iters)
+
+
+# ----------------------------------------------------------------------------- initialisation
+@functools.partial(jax.jit, static_argnames=("num_components",))
+def kmeans_plus_plus(key: jax.Array, x: jax.Array, num_components: int, mask: jax.Array | None = None) -> jax.Array:
+    """k-means++ seeds: [K, D]. Each seed is a data point drawn with probability ∝ mask * D^2
+    (squared distance to the nearest seed so far; the first ∝ mask). Jittable."""
+    mask = jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
+    keys = jax.random.split(key, num_components)
+    first = x[jax.random.categorical(keys[0], jnp.log(mask))]
+    d2 = jnp.sum((x - first) ** 2, axis=1)
+    centers = jnp.zeros((num_components, x.shape[1]), x.dtype).at[0].set(first)
+
+    def body(i, carry):
+        centers, d2 = carry
+        # All-zero distances (fewer distinct points than K): fall back to the mask alone.
+        weights = jnp.where(jnp.sum(d2 * mask) > 0, d2 * mask, mask)
+        new = x[jax.random.categorical(keys[i], jnp.log(weights))]
+        return centers.at[i].set(new), jnp.minimum(d2, jnp.sum((x - new) ** 2, axis=1))
+
+    centers, _ = jax.lax.fori_loop(1, num_components, body, (centers, d2))
+    return centers
+
+
+def _hard_assign(x: jax.Array, centers: jax.Array) -> jax.Array:
+    d2 = jnp.sum(centers**2, axis=1) - 2.0 * x @ centers.T
+    return jax.nn.one_hot(jnp.argmin(d2, axis=1), centers.shape[0], dtype=x.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "kmeans_iters"))
+def init_kmeans(key: jax.Array, x: jax.Array, num_components: int, covariance_type: CovarianceType = "full",
+                mask: jax.Array | None = None, *, kmeans_iters: int = 20, reg_covar: float = 1e-6) -> GMM:
+    """k-means++ seeds, `kmeans_iters` Lloyd iterations, then the M-step of the hard assignments. Jittable."""
+    mask = jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
+    centers = kmeans_plus_plus(key, x, num_components, mask)
+
+    def lloyd(_, centers):
+        onehot = _hard_assign(x, centers) * mask[:, None]
+        count = onehot.sum(0)
+        new = batch_einsum("nk,nd->kd", onehot, x) / jnp.maximum(count, 1.0)[:, None]
+        return jnp.where(count[:, None] > 0, new, centers)  # an empty cluster keeps its centre
+
+    centers = jax.lax.fori_loop(0, kmeans_iters, lloyd, centers)
+    resp = _hard_assign(x, centers) * mask[:, None]
+    center = jnp.sum(x * mask[:, None], axis=0) / mask.sum()
+    resp_sum, sum_x, sum_xx = _statistics(resp, x - center, covariance_type)
+    zero = jnp.zeros((), x.dtype)
+    return _m_step(EMStats(resp_sum, sum_x, sum_xx, zero, zero), center, covariance_type, reg_covar)
+
+
+# ----------------------------------------------------------------------------- host-side fit
+def _validate_fit_inputs(x, mask, num_components: int, reg_covar: float, min_points_name: str = "x") -> None:
+    x_np = np.asarray(x)
+    if x_np.ndim != 2:
+        raise ValueError(f"x must be [N, D], got shape {x_np.shape}")
+    real = x_np if mask is None else x_np[np.asarray(mask) > 0]
+    if not np.all(np.isfinite(real)):
+        row, col = np.argwhere(~np.isfinite(real))[0]
+        raise ValueError(f"x must be finite to fit a GMM, x[{row}, {col}] = {real[row, col]} "
+                         "(use impute / condition for missing dimensions)")
+    if num_components < 1 or num_components > len(real):
+        raise ValueError(f"num_components={num_components} must be in [1, number of real points in "
+                         f"{min_points_name} = {len(real)}]")
+    if reg_covar < 0:
+        raise ValueError(f"reg_covar must be >= 0, got {reg_covar}")
+
+
+def _check_finite_fit(params: GMM, reg_covar: float, what: str = "the mixture") -> None:
+    if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(params)):
+        raise ValueError(f"fitting {what} gave a singular covariance (a component collapsed onto too "
+                         f"few points, or duplicate points): increase reg_covar (now {reg_covar}) or "
+                         "use fewer components")
+
+
+def fit(key: jax.Array, x: jax.Array, num_components: int, covariance_type: CovarianceType = "full", *,
+        mask: jax.Array | None = None, num_iters: int = 100, reg_covar: float = 1e-6,
+        init: GMM | None = None, kmeans_iters: int = 20) -> tuple[GMM, jax.Array]:
+    """Fits a GMM to x [N, D] (mask [N]): k-means init (or `init`), then `num_iters` EM iterations.
+
+    Returns (params, mean log-likelihood before each M-step [num_iters]). Host-side: validates
+    inputs and refuses a result with a singular covariance.
+    """
+    _check_type(covariance_type)
+    _validate_fit_inputs(x, mask, num_components, reg_covar)
+    x = jnp.asarray(x)
+    if init is None:
+        init = init_kmeans(key, x, num_components, covariance_type, mask, kmeans_iters=kmeans_iters,
+                           reg_covar=reg_covar)
+    _check_finite_fit(init, reg_covar, "the k-means initialisation")
+    params, history = em(init, x, mask, num_iters=num_iters, reg_covar=reg_covar)
+    _check_finite_fit(params, reg_covar)
+    return params, history
+
+
+# ----------------------------------------------------------------------------- sampling
+@functools.partial(jax.jit, static_argnames=("num_samples",))
+def sample(key: jax.Array, params: GMM, num_samples: int) -> tuple[jax.Array, jax.Array]:
+    """(x [N, D], component labels int [N]) ~ p(x, z)."""
+    label_key, noise_key = jax.random.split(key)
+    labels = jax.random.categorical(label_key, jnp.log(params.weights), shape=(num_samples,))
+    chol = jnp.linalg.cholesky(full_covariances(params))  # [K, D, D]
+    noise = jax.random.normal(noise_key, (num_samples, params.num_features), params.means.dtype)
+    return params.means[labels] + jnp.einsum("nde,ne->nd", chol[labels], noise), labels
+
+
+def _condition_one(mean, cov, x, obs):
+    """Conditioning of one component on one example (obs: float 0/1 [D], x: zeros where missing)."""
+    # Sigma_oo embedded with identity on the missing block: its Cholesky gives Sigma_oo's.
+    embedded = cov * obs[:, None] * obs[None, :] + jnp.diag(1.0 - obs)
+    lower = jnp.linalg.cholesky(embedded)
+    diff = (x - mean) * obs
+    white = solve_triangular(lower, diff[:, None], lower=True)[:, 0]
+    log_density = -0.5 * (jnp.sum(obs) * math.log(2 * math.pi) + white @ white) - jnp.sum(jnp.log(jnp.diagonal(lower)))
+
+    def solve(b):  # embedded^-1 b: Sigma_oo^-1 on the observed block, zero-coupled elsewhere
+        return solve_triangular(lower, solve_triangular(lower, b, lower=True), lower=True, trans="T")
+
+    cross = cov * obs[:, None]  # rows of the observed dimensions: Sigma_o.
+    cond_mean = jnp.where(obs > 0, x, mean + cov @ solve(diff[:, None])[:, 0])
+    cond_cov = cov - cross.T @ solve(cross)
+    missing = 1.0 - obs
+    cond_cov = cond_cov * missing[:, None] * missing[None, :] + jnp.diag(obs)
+    return log_density, cond_mean, jnp.linalg.cholesky(cond_cov)
+
+
+def _observed(x: jax.Array, observed: jax.Array | None) -> jax.Array:
+    present = ~jnp.isnan(x)
+    return present if observed is None else present & jnp.asarray(observed, bool)
+
+
+@jax.jit
+def condition(params: GMM, x: jax.Array, observed: jax.Array | None = None) -> Conditional:
+    """Mixture posterior given the observed dimensions of each x_n [N, D] (NaN or `observed` False = missing)."""
+    x = jnp.asarray(x)
+    obs = _observed(x, observed).astype(params.means.dtype)
+    x = jnp.where(obs > 0, x, 0.0)
+    per_component = jax.vmap(_condition_one, in_axes=(0, 0, None, None))  # over k
+    log_density, means, chol = jax.vmap(per_component, in_axes=(None, None, 0, 0))(
+        params.means, full_covariances(params), x, obs)
+    joint = jnp.log(params.weights) + log_density
+    marginal = jax.nn.logsumexp(joint, axis=1)
+    return Conditional(joint - marginal[:, None], means, chol, marginal)
+
+
+@jax.jit
+def impute(params: GMM, x: jax.Array, observed: jax.Array | None = None) -> jax.Array:
+    """E[x_n | observed dimensions]: [N, D], observed entries returned as given."""
+    cond = condition(params, x, observed)
+    return jnp.einsum("nk,nkd->nd", jnp.exp(cond.log_weights), cond.means)
+
+
+@jax.jit
+def sample_conditional(key: jax.Array, params: GMM, x: jax.Array, observed: jax.Array | None = None) -> jax.Array:
+    """x_missing ~ p(x_missing | x_observed) for each row: [N, D], observed entries kept."""
+    cond = condition(params, x, observed)
+    label_key, noise_key = jax.random.split(key)
+    labels = jax.random.categorical(label_key, cond.log_weights, axis=1)
+    rows = jnp.arange(labels.shape[0])
+    mean, chol = cond.means[rows, labels], cond.cov_cholesky[rows, labels]
+    noise = jax.random.normal(noise_key, mean.shape, mean.dtype)
+    drawn = mean + jnp.einsum("nde,ne->nd", chol, noise)
+    return jnp.where(_observed(jnp.asarray(x), observed), mean, drawn)
+
+
+# ----------------------------------------------------------------------------- classifier
+@struct.dataclass
+class MixtureClassifier:
+    """class_log_prior [C]; components: a GMM whose arrays carry a leading class axis [C, ...]."""
+
+    class_log_prior: jax.Array
+    components: GMM
+
+
+def fit_classifier(key: jax.Array, x: jax.Array, y: jax.Array, num_classes: int, num_components: int,
+                   covariance_type: CovarianceType = "full", *, mask: jax.Array | None = None,
+                   num_iters: int = 100, reg_covar: float = 1e-6, class_prior: jax.Array | None = None,
+                   kmeans_iters: int = 20) -> tuple[MixtureClassifier, jax.Array]:
+    """One GMM per class (all fitted at once, vmapped over classes with class masks) + class priors.
+
+    x [N, D], y int [N]. Returns (classifier, per-class mean log-likelihoods [C, num_iters]).
+    """
+    _check_type(covariance_type)
+    x_np, y_np = np.asarray(x), np.asarray(y)
+    mask_np = np.ones(len(x_np)) if mask is None else np.asarray(mask)
+    if y_np.shape != x_np.shape[:1] or (y_np.size and (y_np.min() < 0 or y_np.max() >= num_classes)):
+        raise ValueError(f"y must be [N] class indices in [0, num_classes={num_classes})")
+    for c in range(num_classes):
+        _validate_fit_inputs(x_np, mask_np * (y_np == c), num_components, reg_covar, f"class {c} of y")
+    x = jnp.asarray(x)
+    class_masks = (jnp.asarray(y)[None, :] == jnp.arange(num_classes)[:, None]) * jnp.asarray(mask_np, x.dtype)
+
+    @jax.jit
+    def fit_all(keys, class_masks):
+        def one(k, m):
+            init = init_kmeans(k, x, num_components, covariance_type, m, kmeans_iters=kmeans_iters,
+                               reg_covar=reg_covar)
+            return em(init, x, m, num_iters=num_iters, reg_covar=reg_covar)
+        return jax.vmap(one)(keys, class_masks)
+
+    components, history = fit_all(jax.random.split(key, num_classes), class_masks)
+    _check_finite_fit(components, reg_covar, "a class-conditional mixture")
+    counts = class_masks.sum(1)
+    if class_prior is None:
+        log_prior = jnp.log(counts) - jnp.log(counts.sum())
+    else:
+        log_prior = jnp.log(jnp.asarray(class_prior, x.dtype))
+    return MixtureClassifier(log_prior, components), history
+
+
+@jax.jit
+def classifier_log_joint(clf: MixtureClassifier, x: jax.Array) -> jax.Array:
+    """log p(x_n, y = c): [N, C]."""
+    per_class = jax.vmap(log_likelihood, in_axes=(0, None), out_axes=1)(clf.components, x)
+    return clf.class_log_prior + per_class
+
+
+@jax.jit
+def classifier_predict_log_proba(clf: MixtureClassifier, x: jax.Array) -> jax.Array:
+    """log p(y = c | x_n) by Bayes' rule: [N, C]."""
+    joint = classifier_log_joint(clf, x)
+    return joint - jax.nn.logsumexp(joint, axis=1, keepdims=True)
+
+
+@jax.jit
+def classifier_predict(clf: MixtureClassifier, x: jax.Array) -> jax.Array:
+    """Most probable class: int [N]."""
+    return jnp.argmax(classifier_log_joint(clf, x), axis=1)

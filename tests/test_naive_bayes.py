@@ -1,0 +1,187 @@
+"""Naive Bayes against scikit-learn (float64), streamed and sharded statistics, missing
+features against refits on the observed features, sampling moments and bad input."""
+import operator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+from sklearn import naive_bayes as sk
+
+from genjax_lab.models import naive_bayes as nb
+
+C = 3
+
+
+def _data(kind: str, n: int = 240, d: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    if kind == "gaussian":
+        x = rng.normal(size=(n, d)) * (1 + np.arange(d)) + y[:, None] * 2.0
+    else:
+        x = rng.poisson(1.0 + y[:, None] + np.arange(d) % 3, size=(n, d)).astype(float)
+    return x, y
+
+
+REFERENCES = {
+    "gaussian": lambda: sk.GaussianNB(var_smoothing=1e-3),
+    "multinomial": lambda: sk.MultinomialNB(alpha=0.5),
+    "bernoulli": lambda: sk.BernoulliNB(alpha=0.5, binarize=1.0),
+    "categorical": lambda: sk.CategoricalNB(alpha=0.5),
+}
+SMOOTHING = {"gaussian": 1e-3, "multinomial": 0.5, "bernoulli": 0.5, "categorical": 0.5}
+
+
+def _fit(kind, x, y, **kw):
+    return nb.fit(x, y, C, kind, smoothing=SMOOTHING[kind], binarize=1.0, **kw)
+
+
+@pytest.mark.parametrize("kind", nb.KINDS)
+def test_matches_sklearn(kind):
+    x, y = _data(kind)
+    with jax.enable_x64(True):
+        params = _fit(kind, x, y)
+        ref = REFERENCES[kind]().fit(x, y)
+        np.testing.assert_allclose(nb.predict_log_proba(params, x), ref.predict_log_proba(x), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(nb.predict_proba(params, x), ref.predict_proba(x), atol=1e-12)
+        np.testing.assert_array_equal(nb.predict(params, x), ref.predict(x))
+        np.testing.assert_allclose(params.class_log_prior, ref.class_log_prior_ if kind != "gaussian"
+                                   else np.log(ref.class_prior_), rtol=1e-12)
+        if kind == "gaussian":  # epsilon = var_smoothing * max variance of ALL data, as sklearn
+            np.testing.assert_allclose(params.var, ref.var_, rtol=1e-10)
+            np.testing.assert_allclose(params.mean, ref.theta_, rtol=1e-10)
+        if kind != "gaussian":
+            np.testing.assert_allclose(nb.log_joint(params, x), ref.predict_joint_log_proba(x), rtol=1e-10)
+
+
+def test_fixed_and_uniform_priors_match_sklearn():
+    x, y = _data("multinomial")
+    with jax.enable_x64(True):
+        prior = np.array([0.2, 0.3, 0.5])
+        params = nb.fit(x, y, C, "multinomial", class_prior=prior)
+        np.testing.assert_allclose(nb.predict_log_proba(params, x),
+                                   sk.MultinomialNB(class_prior=prior).fit(x, y).predict_log_proba(x), rtol=1e-10)
+        params = nb.fit(x, y, C, "bernoulli", fit_prior=False)
+        np.testing.assert_allclose(nb.predict_log_proba(params, x),
+                                   sk.BernoulliNB(fit_prior=False).fit(x, y).predict_log_proba(x), rtol=1e-10)
+        params = nb.fit(x, y, C, "gaussian", class_prior=prior)
+        np.testing.assert_allclose(nb.predict_log_proba(params, x),
+                                   sk.GaussianNB(priors=prior).fit(x, y).predict_log_proba(x), rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", nb.KINDS)
+def test_streamed_and_sharded_statistics_equal_one_shot(kind):
+    x, y = _data(kind, n=240)
+    x, y = x.astype(np.float32), y.astype(np.int32)
+    kw = dict(binarize=1.0, num_categories=int(x.max()) + 1)
+    whole = nb.sufficient_statistics(x, y, None, C, kind, **kw)
+    # Streamed: three batches, the last padded with garbage rows that the mask removes.
+    batches = [(x[:100], y[:100], np.ones(100)), (x[100:200], y[100:200], np.ones(100))]
+    pad_x = np.concatenate([x[200:], np.full((8, x.shape[1]), 7.0)])
+    pad_y = np.concatenate([y[200:], np.zeros(8, np.int32)])
+    batches.append((pad_x, pad_y, np.concatenate([np.ones(40), np.zeros(8)])))
+    streamed = None
+    for bx, by, bm in batches:
+        stats = nb.sufficient_statistics(bx, by, bm.astype(np.float32), C, kind, **kw)
+        streamed = stats if streamed is None else jax.tree.map(operator.add, streamed, stats)
+    # Sharded: 8 devices, sums reduced inside jit.
+    mesh = jax.make_mesh((8,), ("data",))
+    sharding = NamedSharding(mesh, P("data"))
+    xs, ys, ms = (jax.device_put(a, sharding) for a in (x, y, np.ones(240, np.float32)))
+    sharded = jax.jit(nb.sufficient_statistics, static_argnums=(3, 4),
+                      static_argnames=("binarize", "num_categories"))(xs, ys, ms, C, kind, **kw)
+    assert len(jax.devices()) == 8 and len(xs.sharding.device_set) == 8
+    for other in (streamed, sharded):
+        for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(other)):
+            np.testing.assert_allclose(a, b, rtol=2e-6)
+    p1, p2 = nb.from_statistics(whole, smoothing=SMOOTHING[kind]), nb.from_statistics(sharded, smoothing=SMOOTHING[kind])
+    np.testing.assert_allclose(nb.predict_log_proba(p1, x), nb.predict_log_proba(p2, x), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", nb.KINDS)
+def test_missing_features_equal_refit_on_observed(kind):
+    x, y = _data(kind, d=6)
+    keep = np.array([0, 2, 3, 5])  # feature 5 has the largest variance: Gaussian epsilon unchanged
+    x_test, _ = _data(kind, n=30, d=6, seed=1)
+    with jax.enable_x64(True):
+        full = _fit(kind, x, y)
+        refit = _fit(kind, x[:, keep], y)
+        expected = nb.predict_log_proba(refit, x_test[:, keep])
+        observed = np.zeros(x_test.shape, bool)
+        observed[:, keep] = True
+        np.testing.assert_allclose(nb.predict_log_proba(full, x_test, observed), expected, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(nb.log_joint(full, x_test, observed), nb.log_joint(refit, x_test[:, keep]),
+                                   rtol=1e-9, atol=1e-10)
+        if kind != "categorical":  # NaN marks missing entries too
+            nan_x = np.where(observed, x_test, np.nan)
+            np.testing.assert_allclose(nb.predict_log_proba(full, nan_x), expected, rtol=1e-9, atol=1e-10)
+
+
+def test_sampling_moments():
+    key = jax.random.key(0)
+    params = nb.GaussianNB(jnp.log(jnp.array([0.25, 0.75])), jnp.array([[0.0, 5.0], [-3.0, 1.0]]),
+                           jnp.array([[1.0, 4.0], [0.25, 9.0]]))
+    x, y = nb.sample(key, params, 40_000)
+    assert abs(float(jnp.mean(y)) - 0.75) < 0.01
+    for c in range(2):
+        np.testing.assert_allclose(x[y == c].mean(0), params.mean[c], atol=0.06)
+        np.testing.assert_allclose(x[y == c].var(0), params.var[c], rtol=0.05)
+    bern = nb.BernoulliNB(jnp.zeros(1), jnp.log(jnp.array([[0.2, 0.9]])), jnp.log(jnp.array([[0.8, 0.1]])))
+    np.testing.assert_allclose(nb.sample_given_y(key, bern, jnp.zeros(20_000, int)).mean(0), [0.2, 0.9], atol=0.01)
+    multi = nb.MultinomialNB(jnp.zeros(1), jnp.log(jnp.array([[0.5, 0.3, 0.2]])))
+    counts = nb.sample_given_y(key, multi, jnp.zeros(5_000, int), total_count=10)
+    np.testing.assert_allclose(counts.sum(1), 10)
+    np.testing.assert_allclose(counts.mean(0), [5.0, 3.0, 2.0], atol=0.1)
+    cat = nb.fit(np.array([[0, 2], [1, 2], [1, 0]]), np.zeros(3, int), 1, "categorical", smoothing=1e-6)
+    draws = nb.sample_given_y(key, cat, jnp.zeros(20_000, int))
+    np.testing.assert_allclose((draws[:, 0] == 1).mean(), 2 / 3, atol=0.01)
+    np.testing.assert_allclose((draws[:, 1] == 2).mean(), 2 / 3, atol=0.01)
+    assert int(draws[:, 1].max()) <= 2
+
+
+def test_bad_input_is_refused_with_the_argument_named():
+    x, y = _data("gaussian")
+    with pytest.raises(ValueError, match="x must be finite"):
+        nb.fit(np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x), y, C)
+    with pytest.raises(ValueError, match="y must be class indices"):
+        nb.fit(x, y + 1, C)
+    absent = np.where(y == 2, 0, y)
+    with pytest.raises(ValueError, match="no examples of class 2"):
+        nb.fit(x, absent, C)
+    with pytest.raises(ValueError, match="variance 0"):
+        nb.fit(np.ones((10, 2)), np.zeros(10, int), 1, smoothing=0.0)
+    xc, yc = _data("multinomial")
+    with pytest.raises(ValueError, match="non-negative"):
+        nb.fit(-xc, yc, C, "multinomial")
+    with pytest.raises(ValueError, match="smoothing"):
+        nb.fit(xc, yc, C, "multinomial", smoothing=0.0)
+    cat = nb.fit(xc, yc, C, "categorical")
+    with pytest.raises(ValueError, match="is not a category of feature"):
+        nb.predict(cat, xc + 100)
+    with pytest.raises(ValueError, match="class_prior"):
+        nb.fit(xc, yc, C, "multinomial", class_prior=[0.5, 0.5, 0.5])
+
+
+def test_absent_class_in_discrete_model_is_never_predicted_and_gives_no_nan():
+    x, y = _data("multinomial")
+    absent = np.where(y == 2, 0, y)
+    params = nb.fit(x, absent, C, "multinomial")
+    log_proba = np.asarray(nb.predict_log_proba(params, x))
+    assert not np.any(np.isnan(log_proba)) and np.all(log_proba[:, 2] == -np.inf)
+    assert not np.any(np.asarray(nb.predict(params, x)) == 2)
+
+
+def test_mnist_gaussian_and_bernoulli_accuracy_match_sklearn():
+    from tests.helpers import shared_data
+    from genjax_lab.data.idx import load_mnist_split
+    images, labels = load_mnist_split(shared_data("mnist"), "test")
+    x = images.reshape(len(images), -1)[:4000].astype(np.float32)
+    y, x_test = labels[:4000], images.reshape(len(images), -1)[4000:6000].astype(np.float32)
+    y_test = labels[4000:6000]
+    for kind, ref in (("bernoulli", sk.BernoulliNB(binarize=127.0)), ("gaussian", sk.GaussianNB())):
+        params = nb.fit(x, y, 10, kind, binarize=127.0)
+        ours = np.asarray(nb.predict(params, x_test))
+        theirs = ref.fit(x, y).predict(x_test)
+        assert np.mean(ours == theirs) > 0.995, kind
+        assert abs(np.mean(ours == y_test) - np.mean(theirs == y_test)) < 0.005
