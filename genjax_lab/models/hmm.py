@@ -1,0 +1,427 @@
+"""Hidden Markov models: parameter pytrees, emission models, sampling, scoring, classifier.
+
+A K-state HMM: x_0 ~ pi, x_t | x_{t-1} ~ A[x_{t-1}], y_t | x_t ~ emission[x_t]. Parameters
+are unconstrained, so any value is a valid model and gradient fitting needs no projection:
+  pi = softmax(initial_logits), A = softmax(transition_logits, rows),
+  categorical: B = softmax(logits, rows); diagonal Gaussian: sigma = exp(log_scales);
+  full Gaussian: Sigma = L L^T, L lower triangular with exp(diagonal of `scale_tril`) on the
+  diagonal; Gaussian mixture: weights = softmax(logits), diagonal components.
+A -inf logit is a structural zero (left-to-right models): EM keeps it zero and gradients
+through it are zero.
+
+Observations come batched and padded: obs [B, T] int (categorical) or [B, T, D] float,
+with `lengths` [B] (1 <= lengths <= T). The public functions here validate their inputs on
+the host and name the argument at fault; the jitted message passing lives in
+genjax_lab.inference.hmm and Baum-Welch / gradient fitting in genjax_lab.inference.em.
+
+The generative classifier keeps one HMM per class (leaves stacked on a leading class axis)
+and a class prior, and applies Bayes' rule: log p(c | y) = log p(y | c) + log p(c) - log p(y).
+"""
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg
+import numpy as np
+from jax import Array
+
+from genjax_lab.inference import hmm as hmm_inference
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class CategoricalEmission(NamedTuple):
+    """logits: [K, V]; p(y = v | x = k) = softmax(logits[k])[v]."""
+
+    logits: Array
+
+
+class DiagGaussianEmission(NamedTuple):
+    """means, log_scales: [K, D]; y | x = k ~ N(means[k], diag(exp(2 log_scales[k])))."""
+
+    means: Array
+    log_scales: Array
+
+
+class FullGaussianEmission(NamedTuple):
+    """means: [K, D]; scale_tril: [K, D, D], its strict lower triangle and log-diagonal give
+    the Cholesky factor L_k of Sigma_k = L_k L_k^T (the upper triangle is ignored)."""
+
+    means: Array
+    scale_tril: Array
+
+
+class GaussianMixtureEmission(NamedTuple):
+    """logits: [K, M] mixture weights; means, log_scales: [K, M, D] diagonal components."""
+
+    logits: Array
+    means: Array
+    log_scales: Array
+
+
+Emission = CategoricalEmission | DiagGaussianEmission | FullGaussianEmission | GaussianMixtureEmission
+
+
+class HMMParams(NamedTuple):
+    """initial_logits: [K]; transition_logits: [K, K] (row i: from state i); emission."""
+
+    initial_logits: Array
+    transition_logits: Array
+    emission: Emission
+
+
+class HMMClassifier(NamedTuple):
+    """hmms: HMMParams with a leading class axis [C, ...] on every leaf; log_class_prior: [C]."""
+
+    hmms: HMMParams
+    log_class_prior: Array
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def _check_stochastic(name: str, probs, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if shape is not None and p.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {p.shape}")
+    if p.ndim == 0 or p.shape[-1] == 0:
+        raise ValueError(f"{name} must have at least one state/category, got shape {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError(f"{name} contains NaN or inf")
+    if np.any(p < 0):
+        where = tuple(int(i) for i in np.argwhere(p < 0)[0])
+        raise ValueError(f"{name} must be non-negative, entry {where} is {p[where]}")
+    sums = p.sum(axis=-1)
+    bad = np.argwhere(np.abs(sums - 1.0) > 1e-6)
+    if bad.size:
+        row = tuple(int(i) for i in bad[0])
+        label = f"row {row[0] if len(row) == 1 else row}" if p.ndim > 1 else "it"
+        raise ValueError(f"{name} rows must sum to 1, {label} sums to {sums[tuple(row)]:.6g}")
+    return p
+
+
+def _check_positive(name: str, values, shape: tuple[int, ...]) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {v.shape}")
+    if not np.all(np.isfinite(v)) or np.any(v <= 0):
+        raise ValueError(f"{name} must be finite and positive")
+    return v
+
+
+def _log(p: np.ndarray) -> Array:
+    with np.errstate(divide="ignore"):
+        return jnp.asarray(np.log(p), jnp.float32)
+
+
+def num_states(params: HMMParams) -> int:
+    return params.transition_logits.shape[-1]
+
+
+def validate_sequences(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
+    """Checks obs [B, T] / [B, T, D] against the emission model and lengths [B]; returns
+    them as arrays. Raises ValueError naming `obs` or `lengths`."""
+    emission = params.emission
+    obs = np.asarray(obs)
+    lengths = np.asarray(lengths)
+    event_ndim = 0 if isinstance(emission, CategoricalEmission) else 1
+    if obs.ndim != 2 + event_ndim:
+        want = "[B, T] integers" if event_ndim == 0 else "[B, T, D]"
+        raise ValueError(f"obs must be {want} for {type(emission).__name__}, got shape {obs.shape}")
+    if lengths.shape != obs.shape[:1]:
+        raise ValueError(f"lengths must have shape [B] = {obs.shape[:1]}, got {lengths.shape}")
+    if not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths must be integers, got {lengths.dtype}")
+    if np.any(lengths < 1):
+        raise ValueError(f"lengths must be >= 1 (zero-length sequence at index {int(np.argmin(lengths))})")
+    if np.any(lengths > obs.shape[1]):
+        raise ValueError(f"lengths must be <= T = {obs.shape[1]}, got {int(lengths.max())}")
+    valid = np.arange(obs.shape[1])[None, :] < lengths[:, None]
+    if event_ndim == 0:
+        num_symbols = emission.logits.shape[-1]
+        if not np.issubdtype(obs.dtype, np.integer):
+            raise ValueError(f"obs must be integer symbols for a categorical emission, got {obs.dtype}")
+        real = obs[valid]
+        if real.size and (real.min() < 0 or real.max() >= num_symbols):
+            raise ValueError(f"obs symbols must lie in [0, {num_symbols}), got range [{real.min()}, {real.max()}]")
+        return jnp.asarray(np.where(valid, obs, 0), jnp.int32), jnp.asarray(lengths, jnp.int32)
+    dim = emission.means.shape[-1]
+    if obs.shape[-1] != dim:
+        raise ValueError(f"obs must have D = {dim} features per step, got {obs.shape[-1]}")
+    if not np.all(np.isfinite(obs[valid])):
+        b, t = np.argwhere(~np.isfinite(obs).all(-1) & valid)[0]
+        raise ValueError(f"obs contains NaN or inf (sequence {b}, step {t})")
+    # Padding may hold anything (even NaN); zero it so it cannot leak through 0 * NaN.
+    return jnp.asarray(np.where(valid[..., None], obs, 0.0), jnp.float32), jnp.asarray(lengths, jnp.int32)
+
+
+# ------------------------------------------------------------------------ constructors
+
+
+def make_hmm(initial_probs, transition_probs, emission: Emission) -> HMMParams:
+    """Params from probabilities, validated: initial_probs [K] and transition_probs [K, K]
+    must be non-negative with rows summing to one. Zeros become -inf logits."""
+    k = emission_num_states(emission)
+    pi = _check_stochastic("initial_probs", initial_probs, (k,))
+    a = _check_stochastic("transition_probs", transition_probs, (k, k))
+    return HMMParams(_log(pi), _log(a), emission)
+
+
+def emission_num_states(emission: Emission) -> int:
+    return (emission.logits if hasattr(emission, "logits") else emission.means).shape[0]
+
+
+def categorical_emission(emission_probs) -> CategoricalEmission:
+    """emission_probs: [K, V], rows on the simplex."""
+    return CategoricalEmission(_log(_check_stochastic("emission_probs", emission_probs)))
+
+
+def diag_gaussian_emission(means, variances) -> DiagGaussianEmission:
+    """means, variances: [K, D], variances > 0."""
+    means = np.asarray(means, np.float64)
+    if means.ndim != 2:
+        raise ValueError(f"means must be [K, D], got shape {means.shape}")
+    var = _check_positive("variances", variances, means.shape)
+    return DiagGaussianEmission(jnp.asarray(means, jnp.float32), jnp.asarray(0.5 * np.log(var), jnp.float32))
+
+
+def full_gaussian_emission(means, covariances) -> FullGaussianEmission:
+    """means: [K, D]; covariances: [K, D, D] symmetric positive definite."""
+    means = np.asarray(means, np.float64)
+    cov = np.asarray(covariances, np.float64)
+    if means.ndim != 2:
+        raise ValueError(f"means must be [K, D], got shape {means.shape}")
+    k, d = means.shape
+    if cov.shape != (k, d, d):
+        raise ValueError(f"covariances must have shape {(k, d, d)}, got {cov.shape}")
+    if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-6, atol=1e-8):
+        raise ValueError("covariances must be symmetric")
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        raise ValueError("covariances must be positive definite") from None
+    return FullGaussianEmission(jnp.asarray(means, jnp.float32), jnp.asarray(_raw_tril(chol), jnp.float32))
+
+
+def gaussian_mixture_emission(weights, means, variances) -> GaussianMixtureEmission:
+    """weights: [K, M] rows on the simplex; means, variances: [K, M, D]."""
+    w = _check_stochastic("weights", weights)
+    means = np.asarray(means, np.float64)
+    if means.ndim != 3 or means.shape[:2] != w.shape:
+        raise ValueError(f"means must be [K, M, D] with [K, M] = {w.shape}, got shape {means.shape}")
+    var = _check_positive("variances", variances, means.shape)
+    return GaussianMixtureEmission(_log(w), jnp.asarray(means, jnp.float32),
+                                   jnp.asarray(0.5 * np.log(var), jnp.float32))
+
+
+def _raw_tril(chol):
+    """Cholesky factor -> unconstrained form (log on the diagonal). NumPy or JAX arrays."""
+    xp = jnp if isinstance(chol, jax.Array) else np
+    diag = xp.diagonal(chol, axis1=-2, axis2=-1)
+    return xp.tril(chol, -1) + xp.log(diag)[..., None] * xp.eye(chol.shape[-1])
+
+
+def scale_tril(raw: Array) -> Array:
+    """[..., D, D] unconstrained -> Cholesky factor with a positive diagonal."""
+    diag = jnp.exp(jnp.diagonal(raw, axis1=-2, axis2=-1))
+    return jnp.tril(raw, -1) + diag[..., None] * jnp.eye(raw.shape[-1], dtype=raw.dtype)
+
+
+def left_to_right_transitions(num_states: int, self_prob: float = 0.6, max_jump: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(initial_probs [K], transition_probs [K, K]) of a Bakis left-to-right chain: start in
+    state 0, stay with `self_prob`, else move forward by 1..max_jump (uniformly); the last
+    state absorbs. The zeros stay zero under EM."""
+    a = np.zeros((num_states, num_states))
+    for i in range(num_states):
+        targets = list(range(i + 1, min(i + max_jump, num_states - 1) + 1))
+        if not targets:
+            a[i, i] = 1.0
+            continue
+        a[i, i] = self_prob
+        a[i, targets] = (1.0 - self_prob) / len(targets)
+    pi = np.zeros(num_states)
+    pi[0] = 1.0
+    return pi, a
+
+
+def initial_probs(params: HMMParams) -> Array:
+    return jax.nn.softmax(params.initial_logits, axis=-1)
+
+
+def transition_probs(params: HMMParams) -> Array:
+    return jax.nn.softmax(params.transition_logits, axis=-1)
+
+
+def covariances(emission: FullGaussianEmission) -> Array:
+    chol = scale_tril(emission.scale_tril)
+    return chol @ jnp.swapaxes(chol, -1, -2)
+
+
+# -------------------------------------------------------------------------- emissions
+
+
+def _diag_log_prob(means: Array, log_scales: Array, obs: Array) -> Array:
+    """obs [..., D] against [S, D] components -> [..., S]."""
+    z = (obs[..., None, :] - means) * jnp.exp(-log_scales)
+    return -0.5 * jnp.sum(z * z + _LOG_2PI, axis=-1) - jnp.sum(log_scales, axis=-1)
+
+
+def emission_log_prob(emission: Emission, obs: Array) -> Array:
+    """log p(y | x = k) for every state: obs [..., T] or [..., T, D] -> [..., T, K]."""
+    if isinstance(emission, CategoricalEmission):
+        log_b = jax.nn.log_softmax(emission.logits, axis=-1)
+        return jnp.take(log_b.T, obs, axis=0)
+    if isinstance(emission, DiagGaussianEmission):
+        return _diag_log_prob(emission.means, emission.log_scales, obs)
+    if isinstance(emission, FullGaussianEmission):
+        chol = scale_tril(emission.scale_tril)
+        eye = jnp.broadcast_to(jnp.eye(chol.shape[-1], dtype=chol.dtype), chol.shape)
+        # L^-1 once per state (K small D x D solves), then one einsum over all frames.
+        chol_inv = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+        z = jnp.einsum("kij,...kj->...ki", chol_inv, obs[..., None, :] - emission.means)
+        half_logdet = jnp.sum(jnp.diagonal(emission.scale_tril, axis1=-2, axis2=-1), axis=-1)
+        return -0.5 * jnp.sum(z * z + _LOG_2PI, axis=-1) - half_logdet
+    if isinstance(emission, GaussianMixtureEmission):
+        return jax.nn.logsumexp(_mixture_joint_log_prob(emission, obs), axis=-1)
+    raise TypeError(f"unknown emission type {type(emission).__name__}")
+
+
+def _mixture_joint_log_prob(emission: GaussianMixtureEmission, obs: Array) -> Array:
+    """log w_km + log N(y; mu_km, diag) -> [..., K, M]."""
+    k, m, d = emission.means.shape
+    comp = _diag_log_prob(emission.means.reshape(k * m, d), emission.log_scales.reshape(k * m, d), obs)
+    return comp.reshape(*comp.shape[:-1], k, m) + jax.nn.log_softmax(emission.logits, axis=-1)
+
+
+def log_emission(params: HMMParams, obs: Array) -> Array:
+    """Emission log-likelihoods log p(y_t | x_t = k): obs [..., T(, D)] -> [..., T, K]."""
+    return emission_log_prob(params.emission, obs)
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def _potentials(params: HMMParams, obs: Array) -> tuple[Array, Array, Array]:
+    return (
+        jax.nn.log_softmax(params.initial_logits, axis=-1),
+        jax.nn.log_softmax(params.transition_logits, axis=-1),
+        log_emission(params, obs),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("parallel",))
+def sequence_log_likelihood(params: HMMParams, obs: Array, lengths: Array, parallel: bool = False) -> Array:
+    """Jitted log p(y_b) for every sequence, [B]; no validation (use `log_likelihood`)."""
+    if parallel:
+        return hmm_inference.hmm_filter(*_potentials(params, obs), lengths, parallel=True).log_likelihood
+    return hmm_inference.hmm_log_likelihood(*_potentials(params, obs), lengths)
+
+
+def log_likelihood(params: HMMParams, obs, lengths, parallel: bool = False) -> Array:
+    """log p(y_b) for obs [B, T(, D)] padded to T with lengths [B]; validated, -> [B]."""
+    obs, lengths = validate_sequences(params, obs, lengths)
+    return sequence_log_likelihood(params, obs, lengths, parallel)
+
+
+@functools.partial(jax.jit, static_argnames=("parallel",))
+def _posteriors(params, obs, lengths, parallel):
+    return hmm_inference.hmm_smoother(*_potentials(params, obs), lengths, parallel=parallel)
+
+
+def posteriors(params: HMMParams, obs, lengths, parallel: bool = False) -> hmm_inference.SmootherResult:
+    """Forward-backward on validated obs [B, T(, D)]: SmootherResult with posteriors [B, T, K]."""
+    obs, lengths = validate_sequences(params, obs, lengths)
+    return _posteriors(params, obs, lengths, parallel)
+
+
+@functools.partial(jax.jit, static_argnames=("parallel",))
+def _viterbi(params, obs, lengths, parallel):
+    return hmm_inference.hmm_viterbi(*_potentials(params, obs), lengths, parallel=parallel)
+
+
+def most_likely_states(params: HMMParams, obs, lengths, parallel: bool = False) -> hmm_inference.ViterbiResult:
+    """Viterbi paths [B, T] (-1 on padding) and their log p(x*, y) [B], validated input."""
+    obs, lengths = validate_sequences(params, obs, lengths)
+    return _viterbi(params, obs, lengths, parallel)
+
+
+@jax.jit
+def sample_posterior(key: Array, params: HMMParams, obs: Array, lengths: Array) -> Array:
+    """One draw x ~ p(x | y) per sequence (forward-filtering backward-sampling), [B, T]."""
+    return hmm_inference.hmm_posterior_sample(key, *_potentials(params, obs), lengths)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _sample_emission(key: Array, emission: Emission, states: Array) -> Array:
+    """One observation per entry of `states` [T] -> [T] or [T, D]."""
+    if isinstance(emission, CategoricalEmission):
+        return jax.random.categorical(key, emission.logits[states]).astype(jnp.int32)
+    noise = jax.random.normal(key, states.shape + emission.means.shape[-1:])
+    if isinstance(emission, DiagGaussianEmission):
+        return emission.means[states] + jnp.exp(emission.log_scales[states]) * noise
+    if isinstance(emission, FullGaussianEmission):
+        chol = scale_tril(emission.scale_tril)[states]
+        return emission.means[states] + jnp.einsum("tij,tj->ti", chol, noise)
+    if isinstance(emission, GaussianMixtureEmission):
+        k_comp, _ = jax.random.split(key)
+        comp = jax.random.categorical(k_comp, emission.logits[states])
+        mean = emission.means[states, comp]
+        return mean + jnp.exp(emission.log_scales[states, comp]) * noise
+    raise TypeError(f"unknown emission type {type(emission).__name__}")
+
+
+@functools.partial(jax.jit, static_argnames=("num_steps", "num_sequences"))
+def sample(key: Array, params: HMMParams, num_steps: int, num_sequences: int = 1) -> tuple[Array, Array]:
+    """Joint draws (states [N, T] int32, obs [N, T] or [N, T, D]) with N = num_sequences."""
+
+    def one(key):
+        k_init, k_chain, k_obs = jax.random.split(key, 3)
+        x0 = jax.random.categorical(k_init, params.initial_logits)
+
+        def step(x, k):
+            nxt = jax.random.categorical(k, params.transition_logits[x])
+            return nxt, nxt
+
+        _, rest = jax.lax.scan(step, x0, jax.random.split(k_chain, num_steps - 1))
+        states = jnp.concatenate([x0[None], rest]).astype(jnp.int32)
+        return states, _sample_emission(k_obs, params.emission, states)
+
+    return jax.vmap(one)(jax.random.split(key, num_sequences))
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+def stack_hmms(hmms: list[HMMParams]) -> HMMParams:
+    """Per-class params (same structure and sizes) -> one pytree with a class axis [C, ...]."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *hmms)
+
+
+def make_classifier(hmms: HMMParams, class_probs) -> HMMClassifier:
+    """hmms stacked [C, ...] (see `stack_hmms`) and validated class_probs [C]."""
+    c = hmms.initial_logits.shape[0]
+    return HMMClassifier(hmms, _log(_check_stochastic("class_probs", class_probs, (c,))))
+
+
+@jax.jit
+def class_log_joint(clf: HMMClassifier, obs: Array, lengths: Array) -> Array:
+    """log p(y_b | c) + log p(c), [B, C]: every class HMM scores the whole batch (vmap)."""
+    per_class = jax.vmap(sequence_log_likelihood, in_axes=(0, None, None))(clf.hmms, obs, lengths)
+    return per_class.T + clf.log_class_prior
+
+
+def classifier_log_posterior(clf: HMMClassifier, obs, lengths) -> Array:
+    """Bayes' rule log p(c | y_b) = log p(y_b | c) + log p(c) - log p(y_b), [B, C]; validated."""
+    first = jax.tree.map(lambda x: x[0], clf.hmms)
+    obs, lengths = validate_sequences(first, obs, lengths)
+    joint = class_log_joint(clf, obs, lengths)
+    return joint - jax.nn.logsumexp(joint, axis=-1, keepdims=True)
+
+
+def classifier_predict(clf: HMMClassifier, obs, lengths) -> Array:
+    """Most probable class per sequence, [B] int32."""
+    return jnp.argmax(classifier_log_posterior(clf, obs, lengths), axis=-1).astype(jnp.int32)
