@@ -12,7 +12,9 @@ q(theta_d) = Dirichlet(gamma_d), q(z_dn) = phi_dn. E-step, per document, to a fi
 run for all documents of a batch at once (a `lax.while_loop` until every document's mean
 |change in gamma| < tol, or max_doc_iter). Topic statistics s_kw = sum_d mask_d c_dw phi_dwk
 are a sum over the batch axis: with the batch sharded over the 'data' mesh axis under jit,
-XLA reduces them across devices inside the compiled step. M-step:
+XLA reduces them across devices inside the compiled step (this needs a mesh with Auto
+axes, as genjax_lab.core.mesh.data_mesh makes; under jax.make_mesh's default Explicit axes
+the word gather is refused). M-step:
   batch:   lambda = eta + s
   online:  lambda <- (1 - rho_t) lambda + rho_t (eta + (D / B) s),  rho_t = (tau0 + t)^-kappa,
 with t = 1, 2, ... (scikit-learn's convention), tau0 = `learning_offset` (default 1024,
@@ -185,18 +187,32 @@ def initial_gamma(alpha: jax.Array, counts: jax.Array) -> jax.Array:
     return alpha + counts.sum(-1, keepdims=True) / alpha.shape[0]
 
 
+def _word_columns(log_beta: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """exp(log_beta - max over topics) of each document word, [B, L, K], and the max, [B, L].
+
+    Shifted and exponentiated on [V, K] before the gather: V K exps instead of B L K.
+    """
+    shift = log_beta.max(0)  # [V]
+    return jnp.exp(log_beta - shift).T[ids], shift[ids]
+
+
+def _theta_weights(gamma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """exp(E log theta - max over topics), [B, K], and the max, [B]."""
+    e = dirichlet_expectation(gamma)
+    shift = e.max(-1)
+    return jnp.exp(e - shift[:, None]), shift
+
+
 def e_step(
     log_beta: jax.Array, alpha: jax.Array, ids: jax.Array, counts: jax.Array, mask: jax.Array,
     gamma0: jax.Array, max_iter: int, tol: float,
 ) -> EStep:
     """Document fixed point for a batch. log_beta [K, V] (E[log beta] for VB, log beta for
     point topics), alpha [K], ids/counts [B, L], mask [B], gamma0 [B, K]."""
-    cols = log_beta.T[ids]  # [B, L, K]
-    beta = jnp.exp(cols - cols.max(-1, keepdims=True))
+    beta, _ = _word_columns(log_beta, ids)
 
     def theta_weights(gamma):
-        e = dirichlet_expectation(gamma)
-        return jnp.exp(e - e.max(-1, keepdims=True))
+        return _theta_weights(gamma)[0]
 
     def word_weights(theta):  # c_dw / sum_k theta_k beta_kw, [B, L]
         return counts / jnp.maximum(jnp.einsum("blk,bk->bl", beta, theta), _TINY)
@@ -217,16 +233,24 @@ def e_step(
     gamma, _, iterations = jax.lax.while_loop(cond, body, (gamma0, jnp.float32(jnp.inf), jnp.int32(0)))
     theta = theta_weights(gamma)
     resp = beta * theta[:, None, :] * (word_weights(theta) * mask[:, None])[..., None]  # c phi, [B, L, K]
-    sstats = jnp.zeros(log_beta.shape, log_beta.dtype).at[:, ids.reshape(-1)].add(
-        resp.reshape(-1, resp.shape[-1]).T)
+    # Row scatter into [V, K] (contiguous K-vectors) is about twice as fast as into [K, V].
+    sstats = jnp.zeros(log_beta.shape[::-1], log_beta.dtype).at[ids.reshape(-1)].add(
+        resp.reshape(-1, resp.shape[-1])).T
     return EStep(gamma, sstats, iterations)
 
 
 def document_bounds(log_beta: jax.Array, alpha: jax.Array, ids: jax.Array, counts: jax.Array,
                     gamma: jax.Array) -> jax.Array:
-    """Per-document part of the ELBO with phi optimal given gamma: [B]."""
+    """Per-document part of the ELBO with phi optimal given gamma: [B].
+
+    The word term log sum_k exp(E log theta_k + E log beta_kw) is evaluated with both parts
+    shifted by their maxima (exact unless every topic term of a word underflows float32).
+    """
     e_theta = dirichlet_expectation(gamma)
-    words = jax.nn.logsumexp(e_theta[:, None, :] + log_beta.T[ids], axis=-1)  # [B, L]
+    beta, word_shift = _word_columns(log_beta, ids)
+    theta, theta_shift = _theta_weights(gamma)
+    words = (jnp.log(jnp.maximum(jnp.einsum("blk,bk->bl", beta, theta), _TINY))
+             + word_shift + theta_shift[:, None])  # [B, L]
     theta_kl = (((alpha - gamma) * e_theta + gammaln(gamma) - gammaln(alpha)).sum(-1)
                 + gammaln(alpha.sum()) - gammaln(gamma.sum(-1)))
     return (counts * words).sum(-1) + theta_kl
