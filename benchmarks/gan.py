@@ -1,0 +1,169 @@
+"""GAN training throughput: the whole harness vs a bare jitted JAX loop vs PyTorch.
+
+Same model (G 100-256-512-784 ReLU/sigmoid, D 784-512-256-1 LeakyReLU(0.2)), same loss
+(nonsaturating), same optimiser (Adam 2e-4, beta1 0.5) for both networks, same batch (128
+MNIST images in [0, 1], normal noise), one D update then one G update per step that
+reuses the step's fake batch, and an EMA of G's weights, on the CPU threads given.
+Two PyTorch loops: the usual one (the PyTorch DCGAN example's: `errG.backward()` also
+fills D's gradients, which are then discarded) and a tuned one that freezes D's
+parameters during the G update. The harness is timed as the difference between a run
+of N and of 2N steps, so start-up and compilation cancel; it includes data feeding,
+metrics and checkpoints every 1000 steps.
+
+  .venv/bin/python benchmarks/gan.py --mnist_dir=../shared/data/mnist [--steps=300] [--out=runs/bench/gan.json]
+"""
+import argparse
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.common import record, report  # noqa: E402
+from experiments.configs import gan_mnist  # noqa: E402
+from genjax_lab.core.data import Dataset  # noqa: E402
+from genjax_lab.core.loop import train_and_evaluate  # noqa: E402
+from genjax_lab.data.idx import load_mnist_split  # noqa: E402
+from genjax_lab.models import gan  # noqa: E402
+
+
+def harness_seconds_per_step(config, dataset, steps: int) -> float:
+    """Runs of N and 2N steps: start-up and compilation cancel in the difference."""
+    times = []
+    for n in (steps, 2 * steps):
+        config.num_steps = n
+        with tempfile.TemporaryDirectory() as workdir:
+            start = time.perf_counter()
+            train_and_evaluate(config, workdir, gan.family_for(config, dataset).as_family(), dataset)
+            times.append(time.perf_counter() - start)
+    return (times[1] - times[0]) / steps
+
+
+def bare_jax_loop(config, dataset):
+    """The floor: the family's own train step, jitted and donated, fed numpy batches."""
+    family = gan.family_for(config, dataset)
+    images, labels = dataset["train"]["image"], dataset["train"]["label"]
+    batch_size = config.batch_size
+    order = np.random.default_rng(0).permutation(len(images))
+    mask = np.ones(batch_size, np.float32)
+    key = jax.random.key(1)
+
+    def counted(state, batch, counter):
+        state, metrics = family.train_step(state, batch, jax.random.fold_in(key, counter))
+        return state, metrics, counter + 1
+
+    step = jax.jit(counted, donate_argnums=(0, 2))
+    first = {"image": images[:batch_size], "label": labels[:batch_size], "mask": mask}
+    carry = [jax.jit(family.init)(jax.random.key(0), first), np.int32(0)]
+
+    def run(n):
+        for i in range(n):
+            rows = order[(i * batch_size) % len(images):][:batch_size]
+            batch = {"image": images[rows], "label": labels[rows], "mask": mask}
+            carry[0], metrics, carry[1] = step(carry[0], batch, carry[1])
+        jax.block_until_ready(metrics)
+
+    run(20)  # compile and warm up
+    return run
+
+
+def seconds_per_step(run, steps: int) -> float:
+    start = time.perf_counter()
+    run(steps)
+    return (time.perf_counter() - start) / steps
+
+
+def torch_loop(images: np.ndarray, batch_size: int, threads: int, freeze_d: bool):
+    """The same GAN step in PyTorch (eager)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    nn = torch.nn
+    generator = nn.Sequential(nn.Linear(100, 256), nn.ReLU(), nn.Linear(256, 512), nn.ReLU(),
+                              nn.Linear(512, 784), nn.Sigmoid())
+    discriminator = nn.Sequential(nn.Linear(784, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256),
+                                  nn.LeakyReLU(0.2), nn.Linear(256, 1))
+    g_opt = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    ema = [p.detach().clone() for p in generator.parameters()]
+    bce = nn.functional.binary_cross_entropy_with_logits
+    data = torch.from_numpy(images.reshape(len(images), -1))
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(images)))
+    ones, zeros = torch.ones(batch_size, 1), torch.zeros(batch_size, 1)
+
+    def step(i):
+        rows = order[(i * batch_size) % len(images):][:batch_size]
+        real = data[rows].float() / 255.0
+        fake = generator(torch.randn(batch_size, 100))
+        d_opt.zero_grad(set_to_none=True)
+        d_loss = bce(discriminator(real), ones) + bce(discriminator(fake.detach()), zeros)
+        d_loss.backward()
+        d_opt.step()
+        if freeze_d:
+            discriminator.requires_grad_(False)
+        g_opt.zero_grad(set_to_none=True)
+        g_loss = bce(discriminator(fake), ones)
+        g_loss.backward()
+        g_opt.step()
+        if freeze_d:
+            discriminator.requires_grad_(True)
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, list(generator.parameters()), 1.0 - 0.999)
+
+    def run(n):
+        for i in range(n):
+            step(i)
+
+    run(20)
+    return run, torch.__version__
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    images, labels = load_mnist_split(args.mnist_dir, "train")
+    images = images[..., None]
+    dataset = Dataset({"train": {"image": images, "label": labels.astype(np.int32)}})
+    config = gan_mnist.get_config("mlp_small")
+    config.batch_size = args.batch_size
+    config.num_epochs, config.eval_every, config.log_every = -1, 0, 100
+    config.checkpoint.every = 1000
+    config.model.ema_decay = 0.999
+
+    bare = bare_jax_loop(config, dataset)
+    torch_usual, torch_version = torch_loop(images, args.batch_size, args.threads, freeze_d=False)
+    torch_tuned, _ = torch_loop(images, args.batch_size, args.threads, freeze_d=True)
+    # Interleaved rounds, medians: this machine's speed drifts over minutes.
+    rounds = {"harness": [], "bare": [], "torch": [], "torch_tuned": []}
+    for _ in range(args.rounds):
+        rounds["harness"].append(harness_seconds_per_step(config, dataset, args.steps))
+        rounds["bare"].append(seconds_per_step(bare, args.steps))
+        rounds["torch"].append(seconds_per_step(torch_usual, args.steps))
+        rounds["torch_tuned"].append(seconds_per_step(torch_tuned, args.steps))
+    harness, bare_s, torch_s, tuned_s = (statistics.median(rounds[k]) for k in ("harness", "bare", "torch", "torch_tuned"))
+    b = args.batch_size
+    extra = {"batch_size": b, "harness_examples_per_s": b / harness, "bare_examples_per_s": b / bare_s,
+             "torch_examples_per_s": b / torch_s, "torch_tuned_examples_per_s": b / tuned_s, "rounds": rounds}
+    report([
+        record(f"GAN train step, harness vs PyTorch (batch {b})", harness, "torch", torch_version, torch_s, **extra),
+        record(f"GAN train step, harness vs PyTorch, D frozen in G step (batch {b})", harness, "torch-tuned",
+               torch_version, tuned_s, **extra),
+        record(f"GAN train step, harness vs bare jitted loop (batch {b})", harness, "bare-jax", jax.__version__, bare_s, **extra),
+    ], args.out)
+
+
+if __name__ == "__main__":
+    main()
