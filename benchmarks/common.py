@@ -2,6 +2,7 @@
 import json
 import pathlib
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -40,3 +41,25 @@ def report(records: list[dict], out: str | None) -> None:
     if out:
         pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(out).write_text(json.dumps({"records": records}, indent=2))
+
+
+def harness_seconds_per_step(make_family: Callable, config, dataset, steps: int) -> float:
+    """The whole harness per step: runs of N and 2N steps, so start-up and compilation
+    cancel in the difference. `make_family(config, dataset)` gives the family adapter."""
+    from genjax_lab.core.loop import train_and_evaluate
+
+    times = []
+    for n in (steps, 2 * steps):
+        config.num_steps = n
+        with tempfile.TemporaryDirectory() as workdir:
+            start = time.perf_counter()
+            train_and_evaluate(config, workdir, make_family(config, dataset).as_family(), dataset)
+            times.append(time.perf_counter() - start)
+    return (times[1] - times[0]) / steps
+
+
+def seconds_per_step(run: Callable[[int], object], steps: int) -> float:
+    """Wall time of `run(steps)` divided by `steps` (`run` blocks until done)."""
+    start = time.perf_counter()
+    run(steps)
+    return (time.perf_counter() - start) / steps

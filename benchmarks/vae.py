@@ -13,8 +13,6 @@ import math
 import pathlib
 import statistics
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -23,24 +21,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from benchmarks.common import record, report  # noqa: E402
+from benchmarks.common import harness_seconds_per_step, record, report, seconds_per_step  # noqa: E402
 from experiments.configs import vae_mnist  # noqa: E402
 from genjax_lab.core.data import Dataset  # noqa: E402
-from genjax_lab.core.loop import train_and_evaluate  # noqa: E402
 from genjax_lab.data.idx import load_mnist_split  # noqa: E402
 from genjax_lab.models import vae  # noqa: E402
-
-
-def harness_seconds_per_step(config, dataset, steps: int) -> float:
-    """Runs of N and 2N steps: start-up and compilation cancel in the difference."""
-    times = []
-    for n in (steps, 2 * steps):
-        config.num_steps = n
-        with tempfile.TemporaryDirectory() as workdir:
-            start = time.perf_counter()
-            train_and_evaluate(config, workdir, vae.family_for(config, dataset).as_family(), dataset)
-            times.append(time.perf_counter() - start)
-    return (times[1] - times[0]) / steps
 
 
 def bare_jax_loop(config, images: np.ndarray):
@@ -73,12 +58,6 @@ def bare_jax_loop(config, images: np.ndarray):
 
     run(20)  # compile and warm up
     return run
-
-
-def seconds_per_step(run, steps: int) -> float:
-    start = time.perf_counter()
-    run(steps)
-    return (time.perf_counter() - start) / steps
 
 
 def torch_loop(images: np.ndarray, batch_size: int, threads: int):
@@ -148,7 +127,7 @@ def main():
     # Interleaved rounds, medians: this machine's speed drifts over minutes.
     rounds = {"harness": [], "bare": [], "torch": []}
     for _ in range(args.rounds):
-        rounds["harness"].append(harness_seconds_per_step(config, dataset, args.steps))
+        rounds["harness"].append(harness_seconds_per_step(vae.family_for, config, dataset, args.steps))
         rounds["bare"].append(seconds_per_step(bare, args.steps))
         rounds["torch"].append(seconds_per_step(torch_run, args.steps))
     harness, bare, torch_s = (statistics.median(rounds[k]) for k in ("harness", "bare", "torch"))
