@@ -13,6 +13,10 @@ usage:
   ./launch.sh --processes N <experiment> [flags...]    N processes on this machine, one JAX cluster
   sbatch [-n N] launch.sh <experiment> [flags...]      under SLURM: one process per task (srun)
   ./launch.sh test [pytest args...]                    the test suite
+  ./launch.sh replicate [NAME...] [--schedule=quick|full|tiny] [--data_dir=DIR]
+                                                       the paper replications, checked, into docs/results.md
+  ./launch.sh bench [NAME...] [--data_dir=DIR]         each family against its reference library
+  sbatch --array=0-8 launch.sh replicate --schedule=full   one replication per array task
 
 Flags go to the experiment untouched: --config=FILE[:variant], --config.key=value,
 --workdir=DIR (default runs/<experiment>/). The first run creates .venv and installs the
@@ -151,6 +155,14 @@ main() {
       python_env test
       export XLA_FLAGS="${XLA_FLAGS:-}"
       exec "$PYTHON" -m pytest "$@" ;;
+    replicate)
+      shift
+      python_env ""
+      exec "$PYTHON" experiments/replicate.py "$@" ;;
+    bench)
+      shift
+      python_env bench
+      exec "$PYTHON" -m benchmarks.run "$@" ;;
     --processes)
       [[ $# -ge 3 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "launch.sh: --processes needs a count and an experiment" >&2; usage >&2; exit 2; }
       python_env ""

@@ -1,0 +1,175 @@
+"""Replications: a published number, the run that reproduces it, and the check between them.
+
+A replication is a config module `experiments/replications/<name>.py` whose docstring names
+the paper and the table or figure, and which defines
+
+  REPLICATION = Replication(experiment="hmm", paper="...", rows=(Row(...), ...), runs=(...))
+  def get_config(arg: str) -> ml_collections.ConfigDict   # arg: "SCHEDULE" or "RUN,SCHEDULE"
+
+Each run is launched as `experiments/<experiment>.py --config=<module>:<arg>` in its own
+workdir and writes `summary.json`; each row reads one metric from one run's summary and
+passes when it lies within the schedule's tolerance of the published value.
+"""
+import dataclasses
+import importlib.util
+import json
+import math
+import pathlib
+import types
+
+import ml_collections
+
+SCHEDULES = ("tiny", "quick", "full")
+REPO = pathlib.Path(__file__).resolve().parents[2]
+REGISTRY = REPO / "experiments" / "replications"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One published number.
+
+    label: what the row is ("IWAE, 1 layer, k=50").
+    metric: key in the run's summary.json.
+    published: the paper's value.
+    tolerance: allowed |ours - published| per schedule ("tiny", "quick", "full"); a schedule
+      missing from it (or inf) does not check the row ("tiny" often only tests the pipeline).
+    run: which of the replication's runs reports the metric.
+    better: "lower" or "higher" when beating the published value always passes.
+    """
+
+    label: str
+    metric: str
+    published: float
+    tolerance: dict[str, float]
+    run: str = "main"
+    better: str | None = None
+
+    def checked(self, schedule: str) -> bool:
+        return self.tolerance.get(schedule, math.inf) < math.inf
+
+    def passes(self, ours: float, schedule: str) -> bool:
+        gap = ours - self.published
+        if (self.better == "lower" and gap <= 0) or (self.better == "higher" and gap >= 0):
+            return True
+        return abs(gap) <= self.tolerance[schedule]
+
+
+@dataclasses.dataclass(frozen=True)
+class Replication:
+    """experiment: the script `experiments/<experiment>.py` that runs each config.
+    paper: citation with table or figure. estimator: how the metric is computed.
+    runs: names of the configs this replication trains (passed as "RUN,SCHEDULE").
+    data: config keys that name data, and their path under the runner's --data_dir
+      ({"data.mnist_dir": "mnist"}); set on every run's command line."""
+
+    experiment: str
+    paper: str
+    estimator: str
+    rows: tuple[Row, ...]
+    runs: tuple[str, ...] = ("main",)
+    data: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def config_arg(self, run: str, schedule: str) -> str:
+        return schedule if self.runs == ("main",) else f"{run},{schedule}"
+
+
+def parse_arg(arg: str, runs: tuple[str, ...] = ("main",)) -> tuple[str, str]:
+    """'quick' -> ('main', 'quick'); 'vae_k1,quick' -> ('vae_k1', 'quick'); checks both names."""
+    run, _, schedule = arg.rpartition(",")
+    run = run or "main"
+    if schedule not in SCHEDULES:
+        raise ValueError(f"config argument {arg!r}: schedule must be one of {SCHEDULES}")
+    if run not in runs:
+        raise ValueError(f"config argument {arg!r}: run must be one of {runs}")
+    return run, schedule
+
+
+def load_module(path: str | pathlib.Path) -> types.ModuleType:
+    """Imports a config file by path (config files are not a package)."""
+    path = pathlib.Path(path)
+    if not path.is_absolute():
+        path = REPO / path
+    if not path.is_file():
+        raise FileNotFoundError(f"no config file {path}")
+    spec = importlib.util.spec_from_file_location(f"_genjax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def experiment_config(path: str, arg: str) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of an experiment config file, e.g. ('experiments/configs/vae_mnist.py', 'vae_k1')."""
+    return load_module(path).get_config(arg)
+
+
+def names(registry: pathlib.Path = REGISTRY) -> list[str]:
+    return sorted(p.stem for p in registry.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load(name: str, registry: pathlib.Path = REGISTRY) -> tuple[Replication, types.ModuleType]:
+    path = registry / f"{name}.py"
+    if not path.is_file():
+        raise ValueError(f"unknown replication {name!r}; known: {', '.join(names(registry))}")
+    module = load_module(path)
+    replication = getattr(module, "REPLICATION", None)
+    if not isinstance(replication, Replication):
+        raise ValueError(f"{path} defines no REPLICATION = Replication(...)")
+    return replication, module
+
+
+def read_summary(workdir: pathlib.Path) -> dict | None:
+    path = workdir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def runs_for(replication: Replication, module: types.ModuleType, schedule: str) -> tuple[str, ...]:
+    """The runs a schedule trains: `module.runs_for(schedule)` where a module defines it
+    (a quick schedule may train a subset), else all of them."""
+    chosen = tuple(module.runs_for(schedule)) if hasattr(module, "runs_for") else replication.runs
+    unknown = set(chosen) - set(replication.runs)
+    if unknown:
+        raise ValueError(f"{module.__file__}: runs_for({schedule!r}) names unknown runs {sorted(unknown)}")
+    return chosen
+
+
+def run_command(
+    python: str, replication: Replication, module_path: pathlib.Path, run: str, schedule: str,
+    workdir: pathlib.Path, data_dir: pathlib.Path | None,
+) -> list[str]:
+    """The command line that trains and scores one run in `workdir`."""
+    command = [
+        python, str(REPO / "experiments" / f"{replication.experiment}.py"),
+        f"--config={module_path}:{replication.config_arg(run, schedule)}",
+        f"--workdir={workdir}",
+    ]
+    if replication.data:
+        if data_dir is None:
+            raise ValueError(f"--data_dir is needed: {module_path.stem} reads {sorted(replication.data.values())}")
+        command += [f"--config.{key}={data_dir / sub}" for key, sub in replication.data.items()]
+    return command
+
+
+def check(replication: Replication, summaries: dict[str, dict | None], schedule: str) -> list[dict]:
+    """One record per row. `summaries` holds the runs this schedule trained (None: no summary,
+    the run failed); a row of a run not trained on this schedule is marked skipped.
+    status: "pass" | "fail" | "skipped" | "unchecked" (ran, but the schedule sets no tolerance)."""
+    records = []
+    for row in replication.rows:
+        ours = None
+        if row.run in summaries:
+            value = (summaries[row.run] or {}).get(row.metric)
+            ours = None if value is None else float(value)
+            if ours is None:
+                status = "fail"
+            elif not row.checked(schedule):
+                status = "unchecked"
+            else:
+                status = "pass" if row.passes(ours, schedule) else "fail"
+        else:
+            status = "skipped"
+        records.append({
+            "label": row.label, "run": row.run, "metric": row.metric, "published": row.published,
+            "ours": ours, "gap": None if ours is None else ours - row.published,
+            "tolerance": row.tolerance[schedule] if row.checked(schedule) else None, "better": row.better, "status": status,
+        })
+    return records

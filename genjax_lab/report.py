@@ -1,0 +1,168 @@
+"""The results report, docs/results.md, generated from the `result.json` files that
+`./launch.sh replicate` and `./launch.sh bench` leave in their workdirs; never edited by hand.
+The README's headline rows (between its `results` markers) are regenerated with it."""
+import json
+import math
+import os
+import pathlib
+import platform
+import shutil
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def hardware() -> str:
+    """CPU model, cores, and the JAX backend's devices, e.g. 'AMD EPYC 7B13, 2 cores; jax cpu x1'."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        model = names[0] if names else model
+    import jax
+
+    devices = jax.devices()
+    return f"{model}, {os.cpu_count()} cores; jax {jax.__version__} {devices[0].platform} x{len(devices)} ({devices[0].device_kind})"
+
+
+def _number(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _tolerance(row: dict) -> str:
+    if row["tolerance"] is None:
+        return "not checked on this schedule"
+    tolerance = "± " + _number(row["tolerance"])
+    return tolerance + {"lower": ", lower passes", "higher": ", higher passes"}.get(row["better"], "")
+
+
+def row_line(row: dict) -> str:
+    """'pass  IWAE, 1 layer, k=50: ours 85.9, published 84.78 (gap 1.12, tolerance ± 3)'."""
+    return (f"{row['status']:7s} {row['label']}: ours {_number(row['ours'])}, published {_number(row['published'])} "
+            f"(gap {_number(row['gap'])}, tolerance {_tolerance(row)})")
+
+
+def _load(root: pathlib.Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/result.json"))] if root.is_dir() else []
+
+
+def _run_figures(workdir: pathlib.Path) -> list[pathlib.Path]:
+    """The PNGs at the top of a workdir, and the newest of each kind the training loop wrote
+    to images/ (<kind>_<step>.png)."""
+    newest = {}
+    for png in sorted((workdir / "images").glob("*.png")):
+        newest[png.stem.rpartition("_")[0] or png.stem] = png  # sorted: the last is the newest step
+    return sorted(workdir.glob("*.png")) + list(newest.values())
+
+
+def _copy_figures(result: dict, figures: pathlib.Path) -> list[pathlib.Path]:
+    """Copies each run's figures to figures/<name>/<run>-<file>.png; returns the copies."""
+    target = figures / result["name"]
+    shutil.rmtree(target, ignore_errors=True)
+    copies = []
+    for run, info in result["runs"].items():
+        for png in _run_figures(pathlib.Path(info["workdir"])):
+            target.mkdir(parents=True, exist_ok=True)
+            copies.append(target / f"{run}-{png.name}")
+            shutil.copyfile(png, copies[-1])
+    return copies
+
+
+def _replication_table(results: list[dict]) -> list[str]:
+    lines = ["| replication | row | published | ours | gap | tolerance | status |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for result in results:
+        for row in result["rows"]:
+            lines.append(f"| {result['name']} | {row['label']} | {_number(row['published'])} | {_number(row['ours'])} | "
+                         f"{_number(row['gap'])} | {_tolerance(row)} | {row['status']} |")
+    return lines
+
+
+def _replication_sections(results: list[dict], report_dir: pathlib.Path) -> list[str]:
+    lines = []
+    for result in results:
+        lines += [
+            f"### {result['name']}: {'PASS' if result['passed'] else 'FAIL'}", "",
+            f"- paper: {result['paper']}",
+            f"- estimator: {result['estimator']}",
+            f"- schedule: `{result['schedule']}` (its definition: the docstring of `experiments/replications/{result['name']}.py`)",
+            f"- hardware: {result['hardware']}",
+            f"- wall time: {result['wall_s']:.0f} s (training and evaluation, summed over runs)",
+            f"- command: `{result['command']}`",
+        ]
+        failed = [run for run, info in result["runs"].items() if not info["ok"]]
+        if failed:
+            lines.append(f"- runs that failed (see their .log): {', '.join(failed)}")
+        for figure in _copy_figures(result, report_dir / "figures"):
+            lines += ["", f"![{result['name']} {figure.stem}]({figure.relative_to(report_dir)})"]
+        lines.append("")
+    return lines
+
+
+def _benchmark_table(benchmarks: list[dict]) -> list[str]:
+    lines = ["| family | measurement | ours (s) | reference | reference (s) | speedup |", "| --- | --- | --- | --- | --- | --- |"]
+    for bench in benchmarks:
+        for r in bench["records"]:
+            lines.append(f"| {bench['name']} | {r['name']} | {r['ours_s']:.4g} | {r['reference']} {r['reference_version']} | "
+                         f"{r['reference_s']:.4g} | {r['speedup']:.2f}x |")
+    return lines
+
+
+def _headline(results: list[dict], benchmarks: list[dict]) -> list[str]:
+    lines = ["| replication | published | ours | status |", "| --- | --- | --- | --- |"]
+    for result in results:
+        row = result["rows"][0]
+        lines.append(f"| {result['name']}: {row['label']} | {_number(row['published'])} | {_number(row['ours'])} | {row['status']} |")
+    if benchmarks:
+        lines += ["", "| benchmark | speedups over the reference (its time / ours) |", "| --- | --- |"]
+        for bench in benchmarks:
+            speedups = ", ".join(f"{r['name']} {r['speedup']:.2f}x" for r in bench["records"])
+            lines.append(f"| {bench['name']} | {speedups} |")
+    return lines
+
+
+def write(path: pathlib.Path, replicate_root: pathlib.Path, bench_root: pathlib.Path = REPO / "runs" / "bench",
+          readme: pathlib.Path | None = REPO / "README.md") -> None:
+    """Writes the report at `path` from the result.json files under the two roots, and the
+    headline rows into `readme` between its results markers (when it has them)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results, benchmarks = _load(pathlib.Path(replicate_root)), _load(pathlib.Path(bench_root))
+    schedules = sorted({r["schedule"] for r in results})
+    lines = [
+        "# Results", "",
+        "Generated by `./launch.sh replicate` and `./launch.sh bench` from the `result.json` files of",
+        "their workdirs (`genjax_lab/report.py`); do not edit by hand. Per-family notes with longer",
+        "runs and discussion: [vae](vae.md), [boltzmann](boltzmann.md), [gan](gan.md), [hmm](hmm.md),",
+        "[naive bayes](naive_bayes.md), [gmm](gmm.md), [lda](lda.md).", "",
+        f"## Replications (schedule: {', '.join(schedules) or 'none run'})", "",
+        "A row passes when |ours − published| is within the schedule's tolerance, or beats the",
+        "published number where the row says lower/higher passes. Quick-schedule tolerances are",
+        "wide by design (minutes of CPU, not the papers' schedules); each replication's docstring",
+        "says why.", "",
+        *_replication_table(results), "",
+        *_replication_sections(results, path.parent),
+        "## Benchmarks", "",
+        "Speedup = the reference library's time / ours, measured in the same run on the same data",
+        "(above 1: we are faster).", "",
+    ]
+    if benchmarks:
+        lines += [*_benchmark_table(benchmarks), ""]
+        lines += [f"- {b['name']}: `{b['command']}`, {b['wall_s']:.0f} s, {b['hardware']}" for b in benchmarks]
+    else:
+        lines.append("Not run yet: `./launch.sh bench`.")
+    path.write_text("\n".join(lines) + "\n")
+    if readme is not None and readme.is_file():
+        _write_headline(readme, _headline(results, benchmarks))
+
+
+def _write_headline(readme: pathlib.Path, lines: list[str]) -> None:
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        return
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(head + README_BEGIN + "\n" + "\n".join(lines) + "\n" + README_END + tail)

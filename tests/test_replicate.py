@@ -1,0 +1,93 @@
+"""The replication registry, its tolerance check, `./launch.sh replicate` end to end and the report."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from genjax_lab.core import replication as rep
+from tests.helpers import REPO
+
+ROW = rep.Row(label="nll", metric="nll", published=86.0, tolerance={"quick": 1.0}, better="lower")
+
+
+@pytest.mark.parametrize(
+    "ours, schedule, status",
+    [(86.5, "quick", "pass"), (87.5, "quick", "fail"), (80.0, "quick", "pass"), (87.5, "tiny", "unchecked")],
+)
+def test_row_status_follows_tolerance_and_direction(ours, schedule, status):
+    replication = rep.Replication(experiment="vae", paper="p", estimator="e", rows=(ROW,))
+    [record] = rep.check(replication, {"main": {"nll": ours}}, schedule)
+    assert record["status"] == status
+    assert record["gap"] == pytest.approx(ours - 86.0)
+
+
+def test_missing_metric_fails_and_untrained_run_is_skipped():
+    replication = rep.Replication(
+        experiment="vae", paper="p", estimator="e", runs=("a", "b"),
+        rows=(rep.Row("a", "nll", 1.0, {"quick": 1.0}, run="a"), rep.Row("b", "nll", 1.0, {"quick": 1.0}, run="b")),
+    )
+    a, b = rep.check(replication, {"a": {"other": 1.0}}, "quick")
+    assert (a["status"], a["ours"]) == ("fail", None)
+    assert b["status"] == "skipped"
+
+
+def test_config_argument_names_schedule_and_run():
+    assert rep.parse_arg("quick") == ("main", "quick")
+    assert rep.parse_arg("k5,full", runs=("k1", "k5")) == ("k5", "full")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        rep.parse_arg("fast")
+    with pytest.raises(ValueError, match="run must be one of"):
+        rep.parse_arg("k50,quick", runs=("k1",))
+
+
+def test_every_registered_replication_loads_with_a_tiny_config():
+    assert set(rep.names()) >= {"rbm_ais", "dbm_ais"}
+    for name in rep.names():
+        replication, module = rep.load(name)
+        assert replication.rows, name
+        assert module.__doc__ and "./launch.sh replicate" in module.__doc__, name
+        for run in rep.runs_for(replication, module, "tiny"):
+            assert module.get_config(replication.config_arg(run, "tiny")) is not None
+
+
+def _replicate(tmp_path: pathlib.Path, registry: pathlib.Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, VIRTUAL_ENV=sys.prefix, XLA_FLAGS="", JAX_PLATFORMS="cpu", TFDS_DATA_DIR=str(tmp_path / "tfds"))
+    env.pop("CONDA_PREFIX", None)
+    command = [str(REPO / "launch.sh"), "replicate", "rbm_ais", "--schedule=tiny", f"--registry={registry}",
+               f"--workdir={tmp_path / 'runs'}", f"--report={tmp_path / 'results.md'}", "--readme="]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _registry_with(tmp_path: pathlib.Path, published: float) -> pathlib.Path:
+    """A copy of rbm_ais whose tiny schedule is checked against `published` within 1 nat."""
+    source = (rep.REGISTRY / "rbm_ais.py").read_text()
+    edited = source.replace("published=-86.34", f"published={published!r}").replace(
+        'tolerance={"quick"', 'tolerance={"tiny": 1.0, "quick"')
+    assert edited.count(repr(published)) == 1 and '"tiny": 1.0' in edited
+    registry = tmp_path / "registry"
+    registry.mkdir(exist_ok=True)
+    (registry / "rbm_ais.py").write_text(edited)
+    return registry
+
+
+def test_replicate_end_to_end_fails_on_a_wrong_published_number(tmp_path):
+    wrong = _replicate(tmp_path, _registry_with(tmp_path, published=1000.0))
+    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+    assert "rbm_ais: FAIL" in wrong.stdout
+    result = json.loads((tmp_path / "runs/tiny/rbm_ais/result.json").read_text())
+    [row] = result["rows"]
+    assert row["status"] == "fail" and row["published"] == 1000.0
+    report = (tmp_path / "results.md").read_text()
+    assert "| rbm_ais | RBM 500 hidden, CD-25: test log p(v) | 1000 |" in report
+    assert (tmp_path / "figures" / "rbm_ais").is_dir()
+
+    # The same run checked against its own number passes, without training again.
+    right = _replicate(tmp_path, _registry_with(tmp_path, published=round(row["ours"], 1)))
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert "done before" in right.stdout
+    [row] = json.loads((tmp_path / "runs/tiny/rbm_ais/result.json").read_text())["rows"]
+    assert row["status"] == "pass"
+    assert "| pass |" in (tmp_path / "results.md").read_text()
