@@ -1,5 +1,6 @@
 """launch.sh under a real one-node SLURM: sbatch with two tasks, preemption by SIGTERM and
 requeue, a task killed mid-run. Skipped, with the reason, where SLURM cannot start."""
+import json
 import os
 import pathlib
 import re
@@ -131,3 +132,31 @@ def test_a_killed_task_ends_the_job_with_a_named_failure(cluster, job_env, tmp_p
     steps = checkpoint_steps(workdir)
     assert steps and final_state(workdir)[1]  # the checkpoints left are readable
     print(f"job ended {ended_after:.1f} s after task 1 was killed; checkpoints kept: {steps}")
+
+
+def test_replications_as_a_job_array_each_in_its_own_workdir(cluster, job_env, tmp_path):
+    start = time.time()
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    names = ["dbm_ais", "rbm_ais"]  # array index i runs the i-th name in sorted order
+    for name in names:
+        (registry / f"{name}.py").write_text((REPO / "experiments" / "replications" / f"{name}.py").read_text())
+    runs = tmp_path / "runs"
+    job = int(subprocess.run(
+        ["sbatch", "--parsable", "--array=0-1", "-n", "1", f"--output={tmp_path}/slurm-%A_%a.out",
+         str(REPO / "launch.sh"), "replicate", "--schedule=tiny", f"--registry={registry}", f"--workdir={runs}",
+         f"--report={tmp_path / 'results.md'}", "--readme="],
+        env=job_env, cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip().split(";")[0])
+    logs = [tmp_path / f"slurm-{job}_{i}.out" for i in (0, 1)]
+    deadline = time.time() + 300
+    while subprocess.run(["squeue", "-h", "-j", str(job)], env=job_env, capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline, "\n".join(p.read_text() for p in logs if p.exists())[-3000:]
+        time.sleep(0.5)
+    for index, name in enumerate(names):
+        log = logs[index].read_text()
+        assert f"[1/1] {name}: PASS" in log, log[-3000:]
+        result = json.loads((runs / "tiny" / name / "result.json").read_text())
+        assert result["runs"]["main"]["workdir"] == str(runs / "tiny" / name / "main")
+        assert (runs / "tiny" / name / "main" / "summary.json").is_file()
+    print(f"job array of 2 replications: {time.time() - start:.1f} s")

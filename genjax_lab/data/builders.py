@@ -8,6 +8,9 @@
 
 Both store images as `Tensor(uint8)`: `tfds.features.Image` needs TensorFlow to encode.
 """
+import fcntl
+import pathlib
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -77,3 +80,14 @@ class MnistIdx(_ImageLabelBuilder):
             split: self._generate_examples(*idx.load_mnist_split(dl_manager.manual_dir, split))
             for split in ("train", "test")
         }
+
+
+def prepare(builder: tfds.core.DatasetBuilder, download_config=None) -> None:
+    """`download_and_prepare` under a lock file in the data folder, so that independent jobs
+    sharing one TFDS folder (a job array, parallel replications) prepare a dataset once
+    instead of racing to rename the same folder."""
+    data_dir = pathlib.Path(builder.data_dir_root)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / f".{builder.name}.lock", "w") as lock:  # closing it releases the lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        builder.download_and_prepare(download_config=download_config)

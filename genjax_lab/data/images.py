@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from genjax_lab.core.data import Dataset
-from genjax_lab.data.builders import MnistIdx, SklearnDigits
+from genjax_lab.data.builders import MnistIdx, SklearnDigits, prepare
 
 DATASETS = ("digits", "mnist")
 BINARIZATIONS = ("dynamic", "static", "none")
@@ -42,7 +42,7 @@ def _prepare(builder, data_config) -> None:
     download_config = None
     if data_config.get("mnist_dir"):
         download_config = tfds.download.DownloadConfig(manual_dir=data_config.mnist_dir)
-    builder.download_and_prepare(download_config=download_config)
+    prepare(builder, download_config)
 
 
 def _read_split(builder, split: str) -> dict[str, np.ndarray]:
