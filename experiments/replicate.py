@@ -121,7 +121,7 @@ def _finish(job: dict, root: pathlib.Path, schedule: str) -> dict:
     summaries = {run: rep.read_summary(workdirs[run]) if ok else None for run, (ok, _) in outcomes.items()}
     rows = rep.check(replication, summaries, schedule)
     result = {
-        "name": name, "paper": replication.paper, "estimator": replication.estimator, "schedule": schedule,
+        "name": name, "paper": replication.paper, "estimator": replication.estimator, "caveat": replication.caveat, "schedule": schedule,
         "experiment": replication.experiment, "hardware": report.hardware(),
         "wall_s": sum(wall for _, wall in outcomes.values()),
         "runs": {run: {"ok": ok, "wall_s": wall, "workdir": str(workdirs[run]), "command": shlex.join(job["commands"][run])}

@@ -93,6 +93,8 @@ def _replication_sections(results: list[dict], report_dir: pathlib.Path) -> list
             f"- wall time: {result['wall_s']:.0f} s (training and evaluation, summed over runs)",
             f"- command: `{result['command']}`",
         ]
+        if result.get("caveat"):
+            lines.append(f"- caveat: {result['caveat']}")
         failed = [run for run, info in result["runs"].items() if not info["ok"]]
         if failed:
             lines.append(f"- runs that failed (see their .log): {', '.join(failed)}")

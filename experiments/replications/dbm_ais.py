@@ -31,6 +31,12 @@ REPLICATION = rep.Replication(
         ),
     ),
     data={"data.mnist_dir": "mnist"},
+    caveat=(
+        "On the quick schedule (5 joint epochs) the DBM mixes badly: Gibbs samples from random "
+        "starts are near-identical blurred digits, and AIS then underestimates log Z, so the bound "
+        "is optimistic. A number near the paper's from this schedule is not evidence of a match "
+        "(docs/boltzmann.md)."
+    ),
 )
 
 

@@ -60,7 +60,8 @@ class Replication:
     paper: citation with table or figure. estimator: how the metric is computed.
     runs: names of the configs this replication trains (passed as "RUN,SCHEDULE").
     data: config keys that name data, and their path under the runner's --data_dir
-      ({"data.mnist_dir": "mnist"}); set on every run's command line."""
+      ({"data.mnist_dir": "mnist"}); set on every run's command line.
+    caveat: what a reader must know before trusting the number (shown in the report)."""
 
     experiment: str
     paper: str
@@ -68,6 +69,7 @@ class Replication:
     rows: tuple[Row, ...]
     runs: tuple[str, ...] = ("main",)
     data: dict[str, str] = dataclasses.field(default_factory=dict)
+    caveat: str = ""
 
     def config_arg(self, run: str, schedule: str) -> str:
         return schedule if self.runs == ("main",) else f"{run},{schedule}"
