@@ -5,6 +5,11 @@ x [B, H, W, C] in [0, 1] (binary for the Bernoulli decoder), y [B] int labels,
 z [B, L]. Log weights log w = log p(x | z, y) + log p(z) - log q(z | x, y) are
 [K, B] for K importance samples; ELBO = mean_k log w, IWAE_K = logsumexp_k log w - log K,
 and log p(x) is estimated by IWAE with large K, computed in chunks to bound memory.
+
+Several stochastic layers (Burda et al. 2016, Appendix: x - h1 - h2): z = (h1, ..., hL)
+with q(h1 | x, y) q(h2 | h1) ... and p(x | h1, y) p(h1 | h2) ... p(hL), every factor a
+diagonal Gaussian given by an MLP except p(x | h1, y) and the N(0, I) prior on hL; then
+log w = log p(x, h1..hL | y) - log q(h1..hL | x, y). With one layer this is the VAE above.
 """
 import dataclasses
 import math
@@ -37,7 +42,11 @@ def _activation(name: str):
 
 
 class Encoder(nn.Module):
-    """q(z | x, y): a diagonal Gaussian; an MLP, or two stride-2 convolutions then an MLP."""
+    """q(z | x, y): a diagonal Gaussian; an MLP, or two stride-2 convolutions then an MLP.
+
+    Without y and conv it is a Gaussian MLP layer, also used for q(h_{l+1} | h_l) and
+    p(h_l | h_{l+1}) between stochastic layers.
+    """
 
     hidden: Sequence[int]
     latent_dim: int
@@ -91,11 +100,22 @@ class Decoder(nn.Module):
 
 
 class VAE(nn.Module):
-    """Encoder and decoder; `num_classes > 0` makes it conditional on the label."""
+    """Encoder and decoder; `num_classes > 0` makes it conditional on the label.
+
+    upper_encoders[l] is q(h_{l+2} | h_{l+1}) and upper_priors[l] is p(h_{l+1} | h_{l+2})
+    (0-based l; h1 is the encoder's latent): empty for one stochastic layer.
+    """
 
     encoder: Encoder
     decoder: Decoder
     num_classes: int = 0
+    upper_encoders: tuple[Encoder, ...] = ()
+    upper_priors: tuple[Encoder, ...] = ()
+
+    @property
+    def latent_dims(self) -> tuple[int, ...]:
+        """Sizes of h1, ..., hL."""
+        return (self.encoder.latent_dim, *(layer.latent_dim for layer in self.upper_encoders))
 
     def _onehot(self, y):
         return None if self.num_classes == 0 else jax.nn.one_hot(y, self.num_classes)
@@ -106,20 +126,43 @@ class VAE(nn.Module):
     def decode(self, z, y=None):
         return self.decoder(z, self._onehot(y))
 
+    def encode_upper(self, h, level: int):
+        """q(h_{level+2} | h_{level+1}): mean, log std [B, L_{level+2}] for h [B, L_{level+1}]."""
+        return self.upper_encoders[level](h)
+
+    def prior_upper(self, h, level: int):
+        """p(h_{level+1} | h_{level+2}): mean, log std [B, L_{level+1}] for h [B, L_{level+2}]."""
+        return self.upper_priors[level](h)
+
     def __call__(self, x, y=None):
+        """Reconstruction through the means of every layer, up to hL and back down."""
         mean, _ = self.encode(x, y)
+        for layer in self.upper_encoders:
+            mean, _ = layer(mean)
+        for layer in reversed(self.upper_priors):
+            mean, _ = layer(mean)
         return self.decode(mean, y)
 
 
 def make_model(model_config: ml_collections.ConfigDict, image_shape, num_classes: int) -> VAE:
     if model_config.likelihood not in LIKELIHOODS:
         raise ValueError(f"config.model.likelihood must be one of {LIKELIHOODS}, got {model_config.likelihood!r}")
+    dims = (model_config.latent_dim, *model_config.upper_latent_dims)
+    if any(int(d) <= 0 for d in dims):
+        raise ValueError(f"config.model.latent_dim and upper_latent_dims must be positive, got {dims}")
     common = dict(activation=model_config.activation, conv=model_config.conv)
+    upper_hidden = tuple(model_config.upper_hidden)
+
+    def gaussian_layer(latent_dim):
+        return Encoder(hidden=upper_hidden, latent_dim=int(latent_dim), activation=model_config.activation)
+
     return VAE(
         encoder=Encoder(hidden=tuple(model_config.encoder_hidden), latent_dim=model_config.latent_dim, **common),
         decoder=Decoder(hidden=tuple(model_config.decoder_hidden), image_shape=tuple(image_shape),
                         likelihood=model_config.likelihood, **common),
         num_classes=num_classes if model_config.conditional else 0,
+        upper_encoders=tuple(gaussian_layer(d) for d in dims[1:]),
+        upper_priors=tuple(gaussian_layer(d) for d in dims[:-1]),
     )
 
 
@@ -167,17 +210,42 @@ def _normal_log_density(z, mean, log_std):
 # ----------------------------------------------------------------------------- bounds
 
 
+def _split_noise(eps: jax.Array, dims: tuple[int, ...]) -> list[jax.Array]:
+    """[..., sum(dims)] -> one [..., d] per layer: one draw serves every layer."""
+    bounds = np.cumsum((0, *dims))
+    return [eps[..., start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+
+
+def _apply_flat(model: VAE, params, method, h: jax.Array, level: int):
+    """A Gaussian layer on h [K, B, L]: the modules take one batch axis."""
+    mean, log_std = model.apply(params, h.reshape(-1, h.shape[-1]), level, method=method)
+    return mean.reshape(*h.shape[:-1], -1), log_std.reshape(*h.shape[:-1], -1)
+
+
 def log_weights(model: VAE, params, x, y, key, num_samples: int) -> jax.Array:
-    """log p(x, z | y) - log q(z | x, y) for `num_samples` z ~ q per example: [K, B]."""
+    """log p(x, z | y) - log q(z | x, y) for `num_samples` z = (h1..hL) ~ q per example: [K, B]."""
     mean, log_std = model.apply(params, x, y, method=VAE.encode)
-    eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
-    z = mean + jnp.exp(log_std) * eps  # [K, B, L]
+    dims = model.latent_dims
+    eps = jax.random.normal(key, (num_samples, *mean.shape[:-1], sum(dims)), mean.dtype)
+    eps = _split_noise(eps, dims)
+    z = mean + jnp.exp(log_std) * eps[0]  # [K, B, L1]
+    posterior = [(z, mean, log_std)]  # (h_l, its q mean, its q log std), upwards
+    for level, noise in enumerate(eps[1:]):
+        mean, log_std = _apply_flat(model, params, VAE.encode_upper, posterior[-1][0], level)
+        posterior.append((mean + jnp.exp(log_std) * noise, mean, log_std))
+    latents = [h for h, _, _ in posterior]
     decoded = model.apply(params, z.reshape(-1, z.shape[-1]), None if y is None else jnp.tile(y, num_samples),
                           method=VAE.decode)
     decoded = decoded.reshape(num_samples, *x.shape, decoded.shape[-1])
     log_px = log_likelihood(model.decoder.likelihood, decoded, x[None])
-    log_pz = _normal_log_density(z, 0.0, jnp.zeros_like(z))
-    log_qz = _normal_log_density(z, mean, log_std)
+    # The terms are added in the order of the one-layer model, whose gradients stay bitwise.
+    log_pz = _normal_log_density(latents[-1], 0.0, jnp.zeros_like(latents[-1]))
+    for level in reversed(range(len(dims) - 1)):
+        mean, log_std = _apply_flat(model, params, VAE.prior_upper, latents[level + 1], level)
+        log_pz = log_pz + _normal_log_density(latents[level], mean, log_std)
+    log_qz = _normal_log_density(*posterior[0])
+    for h, mean, log_std in posterior[1:]:
+        log_qz = log_qz + _normal_log_density(h, mean, log_std)
     return log_px + log_pz - log_qz
 
 
@@ -229,8 +297,14 @@ def bayes_classify(model: VAE, params, x, key, log_prior, num_samples: int, chun
 
 
 def sample(model: VAE, params, key, num: int, y=None) -> jax.Array:
-    """x ~ p(x | z, y) with z ~ N(0, I), shown as the decoder's mean: [num, H, W, C] in [0, 1]."""
-    z = jax.random.normal(key, (num, model.encoder.latent_dim))
+    """x ~ p(x | h1, y) with hL ~ N(0, I), h_l ~ p(h_l | h_{l+1}), shown as the decoder's mean:
+    [num, H, W, C] in [0, 1]."""
+    dims = model.latent_dims
+    eps = _split_noise(jax.random.normal(key, (num, sum(dims))), dims)
+    z = eps[-1]
+    for level in reversed(range(len(dims) - 1)):
+        mean, log_std = model.apply(params, z, level, method=VAE.prior_upper)
+        z = mean + jnp.exp(log_std) * eps[level]
     return decoder_mean(model.decoder.likelihood, model.apply(params, z, y, method=VAE.decode))
 
 
@@ -375,18 +449,28 @@ def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
 
 
 def test_nll(family: VAEFamily, state: TrainState, dataset: data_lib.Dataset, config) -> dict[str, float]:
-    """Test -log p(x) in nats by importance sampling with config.eval.nll_samples draws."""
+    """Test -log p(x) in nats by importance sampling with config.eval.nll_samples draws.
+
+    On the first config.eval.nll_examples test images (0: all of them). Returns test_nll
+    with the estimator's sample and image counts beside it.
+    """
     k, chunk = config.eval.nll_samples, min(config.eval.nll_samples, config.eval.nll_chunk)
+    test = dataset["test"]
+    examples = data_lib.num_examples(test)
+    if config.eval.nll_examples:
+        examples = min(examples, int(config.eval.nll_examples))
+        test = {name: value[:examples] for name, value in test.items()}
 
     def nll_sums(state, batch, key):
         binarize_key, sample_key = jax.random.split(key)
         x = prepare_images(batch["image"], config.data.binarize, binarize_key)
         log_px = importance_log_likelihood(family.model, state.params, x, family._labels(batch), sample_key, k, chunk)
-        return {f"test_nll_k{k}": -jnp.sum(log_px * batch["mask"])}
+        return {"test_nll": -jnp.sum(log_px * batch["mask"])}
 
     mesh = mesh_lib.data_mesh()
     key = jax.random.fold_in(jax.random.key(config.seed), 10_000)
-    return evaluate(jax.jit(nll_sums), state, mesh, dataset["test"], config.eval.nll_batch_size, key)
+    metrics = evaluate(jax.jit(nll_sums), state, mesh, test, config.eval.nll_batch_size, key)
+    return {**metrics, "test_nll_samples": float(k), "test_nll_examples": float(examples)}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -408,7 +492,9 @@ def default_config() -> ml_collections.ConfigDict:
         {
             "encoder_hidden": (200, 200),
             "decoder_hidden": (200, 200),
-            "latent_dim": 16,
+            "latent_dim": 16,  # h1, the stochastic layer next to x
+            "upper_latent_dims": (),  # h2, ..., hL: () is one stochastic layer
+            "upper_hidden": (100, 100),  # the MLPs between stochastic layers, both ways
             "activation": "tanh",
             "likelihood": "bernoulli",
             "conv": False,
@@ -421,6 +507,7 @@ def default_config() -> ml_collections.ConfigDict:
         {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-4, "boundaries": (), "scales": ()}
     )
     config.eval = ml_collections.ConfigDict(
-        {"iwae_samples": 50, "classify_samples": 0, "nll_samples": 1000, "nll_chunk": 500, "nll_batch_size": 360}
+        {"iwae_samples": 50, "classify_samples": 0, "nll_samples": 1000, "nll_chunk": 500, "nll_batch_size": 360,
+         "nll_examples": 0}
     )
     return config
