@@ -6,7 +6,8 @@
 Each benchmark runs as its own process (`python -m benchmarks.<name> --out ...`) and leaves
 `<workdir>/<name>/result.json`: one record per measurement (ours_s, reference, its version,
 reference_s, speedup = reference_s / ours_s) plus the command, wall time and hardware. The
-benchmarks that read MNIST get `--mnist_dir=<data_dir>/mnist`.
+benchmarks that read MNIST get `--mnist_dir=<data_dir>/mnist`, the HMM one
+`--fsdd_path=<data_dir>/fsdd/recordings.tar.gz`.
 """
 import json
 import os
@@ -37,6 +38,8 @@ def _command(name: str, out: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
     command = [sys.executable, "-m", f"benchmarks.{name}", f"--out={out}"]
     if name in READS_MNIST:
         command.append(f"--mnist_dir={data_dir / 'mnist'}")
+    if name == "hmm":
+        command.append(f"--fsdd_path={data_dir / 'fsdd' / 'recordings.tar.gz'}")
     return command
 
 

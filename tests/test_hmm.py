@@ -234,6 +234,28 @@ def test_em_categorical_recovers_casino_and_is_monotone():
     assert probs[1, 5] > 0.35 and np.all(probs[1, :5] < 0.15)  # state 1 is the loaded die
 
 
+def test_em_step_buckets_equals_em_step_on_the_union():
+    """Bucketed by length (each bucket padded to its own T, one with a masked row): the same
+    step as em_step on all sequences padded to the longest."""
+    rng = np.random.default_rng(12)
+    _, params = _hmmlearn_model("diag", rng, 3, 2)
+    start = em.init_gaussian_hmm(jax.random.key(3), *hmm.validate_sequences(
+        params, hmm.sample(jax.random.key(2), params, 40, 5)[1], np.full(5, 40)), 3, "mixture", 2)
+    _, obs = hmm.sample(jax.random.key(7), params, 40, 5)
+    lengths = np.array([40, 12, 33, 7, 20])
+    obs = np.where(np.arange(40)[None, :, None] < lengths[:, None, None], np.asarray(obs), 0.0)
+    union, union_stats = em.em_step(start, {"obs": obs, "lengths": jnp.asarray(lengths)})
+    short, long = [1, 3, 4], [0, 2]
+    buckets = (
+        {"obs": obs[short, :20], "lengths": jnp.asarray(lengths[short]), "mask": jnp.ones(3)},
+        {"obs": obs[long + [1]], "lengths": jnp.asarray(lengths[long + [1]]), "mask": jnp.array([1.0, 1.0, 0.0])},
+    )
+    new, stats = em.em_step_buckets(start, buckets)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(union)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats.objective, union_stats.objective, rtol=1e-5)
+
+
 def test_empty_state_does_not_collapse():
     """A state far from all data gets no frames: the prior keeps it finite (MAP), where
     maximum likelihood would divide by zero."""

@@ -232,7 +232,21 @@ def em_step(params: HMMParams, batch: dict, prior: HMMPrior = HMMPrior()) -> tup
     """One MAP Baum-Welch iteration on batch {'obs' [B, T(, D)], 'lengths' [B], optional
     'mask' [B]}. Returns (new params, EMStats of the params going in). Inputs are not
     validated (jit); obs must be finite also on padding (`validate_sequences` zeroes it)."""
-    initial, transition, emission_stats, loglik = _e_step(params, batch["obs"], batch["lengths"], _batch_mask(batch))
+    return _m_step(params, _e_step(params, batch["obs"], batch["lengths"], _batch_mask(batch)), prior)
+
+
+@jax.jit
+def em_step_buckets(params: HMMParams, batches: tuple[dict, ...], prior: HMMPrior = HMMPrior()) -> tuple[HMMParams, EMStats]:
+    """`em_step` on the union of several batches that differ in padded length T (sequences
+    bucketed by length, so short ones are not padded to the longest and the forward-backward
+    and emission work scale with the real frames): the E-step statistics of every batch are
+    summed, then one M-step. Same batch format and results as `em_step` on the union."""
+    stats = [_e_step(params, b["obs"], b["lengths"], _batch_mask(b)) for b in batches]
+    return _m_step(params, jax.tree.map(lambda *parts: sum(parts), *stats), prior)
+
+
+def _m_step(params: HMMParams, stats, prior: HMMPrior) -> tuple[HMMParams, EMStats]:
+    initial, transition, emission_stats, loglik = stats
     new = HMMParams(
         _dirichlet_map(params.initial_logits, initial, prior.initial_concentration),
         _dirichlet_map(params.transition_logits, transition, prior.transition_concentration),
