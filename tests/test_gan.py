@@ -58,6 +58,25 @@ def test_gradient_penalty_of_a_known_critic():
     np.testing.assert_allclose(got, (norms - 1) ** 2, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["tiny_mlp", "tiny_dcgan"])
+def test_paper_initialisation_bounds_every_kernel(variant):
+    """g/d_init_range: every kernel uniform within its range and spread across it, biases
+    zero except G's output bias (the pixel means' logits); 0 keeps LeCun normal."""
+    family = _family(variant, g_init_range=0.05, d_init_range=0.005)
+    state = family.init(jax.random.key(0), None)
+    for params, bound in ((state.g_params, 0.05), (state.d_params, 0.005)):
+        flat = jax.tree_util.tree_flatten_with_path(params)[0]
+        kernels = np.concatenate([np.ravel(v) for path, v in flat if "kernel" in jax.tree_util.keystr(path)])
+        assert np.abs(kernels).max() <= bound and np.abs(kernels).max() > 0.9 * bound
+        assert abs(kernels.std() - bound / np.sqrt(3)) < 0.05 * bound  # uniform, not normal
+        biases = [v for path, v in flat if "bias" in jax.tree_util.keystr(path) and "out" not in jax.tree_util.keystr(path)]
+        assert all(not np.any(b) for b in biases)
+    default = _family(variant, g_init_range=0.0, d_init_range=0.0).init(jax.random.key(0), None)
+    assert np.abs(np.asarray(default.d_params["params"]["Dense_0"]["kernel"])).max() > 0.005
+    with pytest.raises(ValueError, match="g_init_range"):
+        _family(variant, g_init_range=-1.0)
+
+
 def test_ema_warm_up():
     assert float(gan.ema_decay(0.999, jnp.int32(0))) == pytest.approx(0.1)
     assert float(gan.ema_decay(0.999, jnp.int32(100_000))) == pytest.approx(0.999)

@@ -6,7 +6,9 @@ Training uses train[:50000]; train[50000:60000] is held out (`data.holdout`) and
 Variants (`--config=experiments/configs/gan_mnist.py:VARIANT --config.data.mnist_dir=DIR`):
   mlp        the 2014 paper's MLP GAN: G 100-1200-1200-784 ReLU/sigmoid, D maxout
              784-(240x5)-(240x5)-1 with dropout 0.2 on the input and 0.5 on hidden units;
-             Adam 2e-4 (beta1 0.5), batch 100, normal noise; nonsaturating loss.
+             Adam 2e-4 (beta1 0.5), batch 100, normal noise; nonsaturating loss; the
+             paper code's initialisation (weights uniform +-0.05 in G, +-0.005 in D, G's
+             output bias at the logits of the pixel means).
   mlp_small  G 100-256-512-784, D 784-512-256-1 LeakyReLU, batch 128 (the benchmark's model).
   dcgan      Radford et al.'s recipe without batch norm: G 7x7x128 -> 14x14x64 -> 28x28x1
              transposed convs, D 4x4 stride-2 convs 64, 128; Adam 2e-4, beta1 0.5, batch 128.
@@ -39,7 +41,7 @@ def get_config(variant: str = "mlp") -> ml_collections.ConfigDict:
     if arch == "mlp":
         config.batch_size = 100
         config.model.update(g_hidden=(1200, 1200), d_hidden=(240, 240), d_maxout_pieces=5,
-                            d_input_dropout=0.2, d_dropout=0.5)
+                            d_input_dropout=0.2, d_dropout=0.5, g_init_range=0.05, d_init_range=0.005)
     elif arch == "dcgan":
         config.model.arch = "dcgan"
     elif arch == "cgan":

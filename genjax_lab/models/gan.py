@@ -31,6 +31,7 @@ its `fake`). An exponential moving average of G's weights (decay min(ema_decay,
 (1 + t) / (10 + t)) at update t) is kept in the state and used for samples and metrics.
 """
 import dataclasses
+import functools
 import io
 import math
 import pathlib
@@ -62,6 +63,19 @@ _FIXED_NOISE_STREAM = 20_000  # a key of its own: the sample grid uses the same 
 # ----------------------------------------------------------------------------- modules
 
 
+def _kernel_init(init_range: float):
+    """Weights uniform in [-init_range, init_range] (the 2014 paper's code: 0.05 in G, 0.005
+    in D); 0 keeps Flax's LeCun normal. With LeCun normal the MLP GAN collapses onto a few
+    shapes (docs/gan.md), as the PyTorch reference with its default init does."""
+    if init_range <= 0:
+        return nn.initializers.lecun_normal()
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -init_range, init_range)
+
+    return init
+
+
 def _concat_label(h: jax.Array, y_onehot: jax.Array | None) -> jax.Array:
     return h if y_onehot is None else jnp.concatenate([h, y_onehot], axis=-1)
 
@@ -72,20 +86,24 @@ class Generator(nn.Module):
     arch: str
     hidden: Sequence[int]
     image_shape: tuple[int, int, int]
+    init_range: float = 0.0
 
     @nn.compact
     def __call__(self, z, y_onehot=None):
         height, width, channels = self.image_shape
+        dense = functools.partial(nn.Dense, kernel_init=_kernel_init(self.init_range))
+        deconv = functools.partial(nn.ConvTranspose, kernel_size=(4, 4), strides=(2, 2), padding="SAME",
+                                   kernel_init=_kernel_init(self.init_range))
         h = _concat_label(z, y_onehot)
         if self.arch == "mlp":
             for units in self.hidden:
-                h = nn.relu(nn.Dense(units)(h))
-            h = nn.Dense(height * width * channels, name="out")(h)
+                h = nn.relu(dense(units)(h))
+            h = dense(height * width * channels, name="out")(h)
         else:
-            h = nn.relu(nn.Dense(128 * (height // 4) * (width // 4))(h))
+            h = nn.relu(dense(128 * (height // 4) * (width // 4))(h))
             h = h.reshape(h.shape[0], height // 4, width // 4, 128)
-            h = nn.relu(nn.ConvTranspose(64, (4, 4), strides=(2, 2), padding="SAME")(h))
-            h = nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME", name="out")(h)
+            h = nn.relu(deconv(64)(h))
+            h = deconv(channels, name="out")(h)
         return jax.nn.sigmoid(h).reshape(h.shape[0], height, width, channels)
 
 
@@ -97,18 +115,20 @@ class Discriminator(nn.Module):
     maxout_pieces: int = 0
     input_dropout: float = 0.0
     dropout: float = 0.0
+    init_range: float = 0.0
 
     @nn.compact
     def __call__(self, x, y_onehot=None, train: bool = False):
+        dense = functools.partial(nn.Dense, kernel_init=_kernel_init(self.init_range))
         if self.arch == "mlp":
             h = nn.Dropout(self.input_dropout, deterministic=not train)(x.reshape(x.shape[0], -1))
             h = _concat_label(h, y_onehot)
             for units in self.hidden:
                 if self.maxout_pieces:
-                    h = nn.Dense(units * self.maxout_pieces)(h)
+                    h = dense(units * self.maxout_pieces)(h)
                     h = h.reshape(h.shape[0], units, self.maxout_pieces).max(-1)
                 else:
-                    h = nn.leaky_relu(nn.Dense(units)(h), 0.2)
+                    h = nn.leaky_relu(dense(units)(h), 0.2)
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
         else:
             h = x
@@ -116,9 +136,10 @@ class Discriminator(nn.Module):
                 maps = jnp.broadcast_to(y_onehot[:, None, None, :], (*x.shape[:3], y_onehot.shape[-1]))
                 h = jnp.concatenate([x, maps.astype(x.dtype)], axis=-1)
             for features in (64, 128):
-                h = nn.leaky_relu(nn.Conv(features, (4, 4), strides=(2, 2), padding="SAME")(h), 0.2)
+                conv = nn.Conv(features, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_kernel_init(self.init_range))
+                h = nn.leaky_relu(conv(h), 0.2)
             h = h.reshape(h.shape[0], -1)
-        return nn.Dense(1)(h)[:, 0]
+        return dense(1)(h)[:, 0]
 
 
 def make_models(model_config: ml_collections.ConfigDict, image_shape) -> tuple[Generator, Discriminator]:
@@ -127,10 +148,15 @@ def make_models(model_config: ml_collections.ConfigDict, image_shape) -> tuple[G
         raise ValueError(f"config.model.arch must be one of {ARCHS}, got {model_config.arch!r}")
     if model_config.arch == "dcgan" and (image_shape[0] % 4 or image_shape[1] % 4):
         raise ValueError(f"config.model.arch='dcgan' needs image sides divisible by 4, got {tuple(image_shape)}")
-    generator = Generator(arch=model_config.arch, hidden=tuple(model_config.g_hidden), image_shape=tuple(image_shape))
+    if model_config.g_init_range < 0 or model_config.d_init_range < 0:
+        raise ValueError("config.model.g_init_range and d_init_range must be >= 0 (0: Flax's LeCun normal), "
+                         f"got {model_config.g_init_range}, {model_config.d_init_range}")
+    generator = Generator(arch=model_config.arch, hidden=tuple(model_config.g_hidden), image_shape=tuple(image_shape),
+                          init_range=model_config.g_init_range)
     discriminator = Discriminator(
         arch=model_config.arch, hidden=tuple(model_config.d_hidden), maxout_pieces=model_config.d_maxout_pieces,
         input_dropout=model_config.d_input_dropout, dropout=model_config.d_dropout,
+        init_range=model_config.d_init_range,
     )
     return generator, discriminator
 
@@ -534,6 +560,8 @@ def default_config() -> ml_collections.ConfigDict:
             "n_critic": 1,
             "ema_decay": 0.999,
             "marginal_output_bias": True,
+            "g_init_range": 0.0,  # > 0: weights uniform in [-range, range]; 0: LeCun normal
+            "d_init_range": 0.0,
         }
     )
     config.optim = ml_collections.ConfigDict({"g_learning_rate": 2e-4, "d_learning_rate": 2e-4, "b1": 0.5, "b2": 0.999})
