@@ -1,4 +1,4 @@
-"""GMM EM and naive Bayes against scikit-learn, same run, same data.
+"""GMM EM against scikit-learn, same run, same data.
 
 GMM: n = 100,000 points, d = 16, K = 32 (a sample of a random 32-component mixture),
 float32, full and diagonal covariances, the same start for both (our k-means++ init,
@@ -7,13 +7,9 @@ iteration: ours = one jitted lax.scan of `iters` iterations / iters (compile exc
 median of repeats); scikit-learn = (time of fit with max_iter=2 + iters, tol=0) - (time with
 max_iter=2), divided by iters, so its fixed costs (initialisation, final E-step) cancel.
 
-Naive Bayes: MNIST train (60,000 x 784, pixels as float32 0..255) fit, and predict_proba on
-MNIST test (10,000): Gaussian (var_smoothing 1e-9) and Bernoulli (binarize at 127) against
-GaussianNB / BernoulliNB. Ours includes the host-side input validation.
-
 The machine may be shared: timings are provisional.
 
-  .venv/bin/python benchmarks/gmm.py --mnist_dir=../shared/data/mnist --out=/tmp/gmm.json
+  .venv/bin/python -m benchmarks.gmm --out=/tmp/gmm.json
 """
 import argparse
 import pathlib
@@ -27,12 +23,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
-from sklearn import naive_bayes as sk_nb  # noqa: E402
 from sklearn.mixture import GaussianMixture  # noqa: E402
 
 from benchmarks.common import median_seconds, record, report  # noqa: E402
-from genjax_lab.data.idx import load_mnist_split  # noqa: E402
-from genjax_lab.models import gmm, naive_bayes as nb  # noqa: E402
+from genjax_lab.models import gmm  # noqa: E402
 
 N, D, K = 100_000, 16, 32
 
@@ -74,42 +68,13 @@ def gmm_records(x: np.ndarray, iters: int, repeats: int) -> list[dict]:
     return records
 
 
-def nb_records(mnist_dir: str, repeats: int) -> list[dict]:
-    images, labels = load_mnist_split(mnist_dir, "train")
-    test_images, _ = load_mnist_split(mnist_dir, "test")
-    x = images.reshape(len(images), -1).astype(np.float32)
-    x_test = test_images.reshape(len(test_images), -1).astype(np.float32)
-    records = []
-    for kind, reference in (("gaussian", sk_nb.GaussianNB()), ("bernoulli", sk_nb.BernoulliNB(binarize=127.0))):
-        def our_fit():
-            return jax.block_until_ready(nb.fit(x, labels, 10, kind, binarize=127.0))
-        params = our_fit()
-        fit_ours = median_seconds(our_fit, repeats)
-        fit_theirs = median_seconds(lambda: reference.fit(x, labels), repeats)
-        pred_ours = median_seconds(lambda: jax.block_until_ready(nb.predict_proba(params, x_test)), repeats)
-        pred_theirs = median_seconds(lambda: reference.predict_proba(x_test), repeats)
-        agreement = float(np.mean(np.asarray(nb.predict(params, x_test)) == reference.predict(x_test)))
-        name = type(reference).__name__
-        records.append(record(f"naive bayes {kind} fit MNIST 60k", fit_ours, f"sklearn {name}", sklearn.__version__,
-                              fit_theirs))
-        records.append(record(f"naive bayes {kind} predict_proba MNIST 10k", pred_ours, f"sklearn {name}",
-                              sklearn.__version__, pred_theirs, prediction_agreement=agreement))
-    return records
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="write the JSON records here")
     args = parser.parse_args()
-    records = gmm_records(mixture_data(), args.iters, args.repeats)
-    if pathlib.Path(args.mnist_dir).is_dir():
-        records += nb_records(args.mnist_dir, args.repeats)
-    else:
-        print(f"MNIST not found at {args.mnist_dir}: naive Bayes timings skipped", file=sys.stderr)
-    report(records, args.out)
+    report(gmm_records(mixture_data(), args.iters, args.repeats), args.out)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from absl import app, flags
 from genjax_lab import report
 
 NAMES = ("vae", "gan", "hmm", "gmm", "naive_bayes", "lda", "boltzmann")
-READS_MNIST = ("vae", "gan", "gmm", "naive_bayes", "boltzmann")
+READS_MNIST = ("vae", "gan", "naive_bayes", "boltzmann")
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Where each benchmark's result.json goes.")
 _DATA_DIR = flags.DEFINE_string(
