@@ -21,15 +21,16 @@ with q as proposal (the IWAE bound with many samples); `test_nll_samples` and
 `test_nll_examples` in summary.json record the estimator. Schedules:
   tiny   vae_k1 and iwae2_k5 for 100 steps on the 8x8 digits (no MNIST), 100 samples on
          100 test images; a pipeline check of both depths, rows unchecked.
-  quick  vae_k1, iwae_k5, vae2_k1, iwae2_k5 (the 6 rows those runs report; k=50 and the
-         rest are left to full): the paper's first two stages i = 0, 1 (1 + 3 = 4 passes,
-         12,000 steps of 20, lr 1e-3 then 1e-3 * 10^(-1/7)); test_nll by 1,000 importance
-         samples on the first 1,000 test images (not 5,000 on all 10,000: that alone is
-         about 11 minutes a model here). Measured on 2 shared CPU cores: see docs/vae.md.
-         Tolerance 25 nats: 4 of the paper's 3,280 passes leave a model 10-20 nats short
-         (the 40-pass 1-layer VAE k=1 was still 5.7 nats short, docs/vae.md), and a 1,000-image
-         mean has a standard error near 1 nat; quick checks that training and the estimator
-         work at both depths, not the number.
+  quick  all 10 runs for the paper's first stage only, i = 0 (1 pass, 3,000 steps of 20 at
+         lr 1e-3: the k = 50 runs cost 50 decoder passes a step, so more does not fit the
+         hour that every replication's quick schedule shares on 2 CPU cores); test_nll by
+         1,000 importance samples on the first 1,000 test images (not 5,000 on all 10,000:
+         that alone is about 11 minutes a model here). Measured: see docs/results.md.
+         Tolerance 45 nats: one pass of the paper's 3,280 leaves a model 20-35 nats short (at
+         4 passes the 1-layer VAE k=1 was 17.7 short and the 2-layer one 33.6; at 40 passes
+         the 1-layer one 5.7, docs/vae.md), and a 1,000-image mean has a standard error near
+         1 nat. A model that learned nothing (pixel means) scores about 206 nats: quick checks
+         that both depths and every k train and that the estimator works, not the number.
   full   the paper's schedule, i = 0..7 (3,280 passes), test_nll by 5,000 samples on all
          10,000 test images (a GPU or a cluster); tolerance 1 nat.
 """
@@ -38,7 +39,6 @@ import ml_collections
 from genjax_lab.core import replication as rep
 
 CONFIG = "experiments/configs/vae_mnist.py"
-QUICK_RUNS = ("vae_k1", "iwae_k5", "vae2_k1", "iwae2_k5")
 TINY_RUNS = ("vae_k1", "iwae2_k5")
 
 # (objective, layers) -> published NLL at k = 1, 5, 50 (REFERENCES.md, Table 1)
@@ -62,7 +62,7 @@ def _rows() -> tuple[rep.Row, ...]:
             label=f"{objective}, {layers} layer{'s' if layers == 2 else ''}, k={k}",
             metric="test_nll",
             published=published,
-            tolerance={"quick": 25.0, "full": 1.0},
+            tolerance={"quick": 45.0, "full": 1.0},
             run=_run_name(objective, layers, k),
             better="lower",
         )
@@ -85,15 +85,15 @@ REPLICATION = rep.Replication(
 
 
 def runs_for(schedule: str) -> tuple[str, ...]:
-    """The runs a schedule trains: all of them on full, a subset on quick and tiny."""
-    return {"tiny": TINY_RUNS, "quick": QUICK_RUNS, "full": REPLICATION.runs}[schedule]
+    """The runs a schedule trains: two on tiny, all of them otherwise."""
+    return TINY_RUNS if schedule == "tiny" else REPLICATION.runs
 
 
 def get_config(arg: str = "vae_k1,quick") -> ml_collections.ConfigDict:
     run, schedule = rep.parse_arg(arg, REPLICATION.runs)
     config = rep.experiment_config(CONFIG, f"{run},full" if schedule == "full" else run)
     if schedule == "quick":
-        _truncate(config, passes=4, lr_drops=1)
+        _truncate(config, passes=1, lr_drops=0)
         config.eval.nll_samples, config.eval.nll_chunk, config.eval.nll_examples = 1000, 500, 1000
     elif schedule == "tiny":
         config.data.name = "digits"
