@@ -1,0 +1,123 @@
+"""experiments/lda.py: the bars replication's tiny schedule end to end as a process (summary,
+match scores, PNG), the tiny real-text run in process (perplexity per K, top words, PNG),
+the held-out estimator against its definition, the topic-matching order, bad input naming
+the config key, and the replication module."""
+import importlib.util
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from genjax_lab.core import replication as rep
+from genjax_lab.data import text
+from genjax_lab.models import lda
+from tests.helpers import REPO, assert_ok, process_env, shared_data
+
+
+def _load_experiment():
+    spec = importlib.util.spec_from_file_location("lda_experiment", REPO / "experiments" / "lda.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lx = _load_experiment()
+
+
+def _png(path: pathlib.Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.load()  # decodes every pixel
+        return image.size
+
+
+def test_bars_tiny_replication_end_to_end(tmp_path):
+    workdir = tmp_path / "run"
+    command = [sys.executable, str(REPO / "experiments" / "lda.py"),
+               f"--config={REPO}/experiments/replications/lda_bars.py:tiny", f"--workdir={workdir}"]
+    result = subprocess.run(command, env=process_env(tmp_path / "tfds"), capture_output=True, text=True,
+                            timeout=300, cwd=REPO)
+    assert_ok(result)
+    summary = json.loads((workdir / "summary.json").read_text())
+    replication, _ = rep.load("lda_bars")
+    for row in replication.rows:
+        assert isinstance(summary[row.metric], float)
+    for record in rep.check(replication, {"main": summary}, "tiny"):
+        assert record["status"] in ("pass", "unchecked"), record
+    # Uniform topics score sqrt(5/25) = 0.45, one merged pair about 0.9: both fits found the bars.
+    assert summary["gibbs_match_score"] >= 0.95
+    assert summary["vb_match_score"] >= 0.85
+    # Completion perplexity cannot beat the true topics by much; 25 (uniform over pixels) is the ceiling.
+    floor = summary["true_topics_completion_perplexity"]
+    for key in ("vb_completion_perplexity", "gibbs_completion_perplexity"):
+        assert 0.98 * floor < summary[key] < 25.0, key
+    assert summary["num_docs"] == 400 and summary["total_seconds"] > 0
+    width, height = _png(workdir / "bars_topics.png")
+    assert width > 500 and height > 150  # 3 rows of 10 grids
+
+
+def test_corpus_tiny_in_process(tmp_path):
+    config = rep.experiment_config("experiments/configs/lda_corpus.py", "tiny")
+    config.data.path = str(shared_data("text/lee_background.cor"))
+    lx.main(config, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["num_train_docs"] == 96 and summary["num_heldout_docs"] == 24
+    for k in (3, 6):
+        assert math.isfinite(summary[f"heldout_perplexity_k{k}"])
+        # Topics help on the completion half even after 8 passes on 96 documents.
+        assert summary[f"completion_perplexity_k{k}"] < summary["unigram_completion_perplexity"]
+    assert summary["best_num_topics_by_completion"] in (3.0, 6.0)
+    words = (tmp_path / "top_words.txt").read_text().splitlines()
+    assert words[1] == "K = 3" and "K = 6" in words and len(words) == 1 + (1 + 3) + (1 + 6)
+    assert len(words[2].split(":")[1].split()) == config.num_top_words
+    _png(tmp_path / "perplexity_vs_topics.png")
+
+
+def test_heldout_perplexity_is_the_document_bound():
+    """Against the per-document bound by definition: the ELBO with the topic term removed."""
+    rng = np.random.default_rng(0)
+    bags = text.bag_of_ids([rng.integers(0, 25, rng.integers(1, 30)) for _ in range(20)])
+    model = lda.LDAConfig(10, 25, alpha=1.0, eta=0.1)
+    state = lda.init_vb(jax.random.key(1), model)
+    docs = lda.elbo(state, bags, model) - float(lx._topic_bound(state.lam, state.eta))
+    assert lx.heldout_perplexity(state, bags, model) == pytest.approx(math.exp(-docs / bags.counts.sum()), rel=1e-6)
+    # The topic term is negative (a KL), so scikit-learn's estimator is the larger.
+    assert lx.heldout_perplexity(state, bags, model) < lda.perplexity(state, bags, model)
+
+
+def test_matched_order_undoes_a_permutation():
+    truth = lda.bars_topics()
+    perm = np.random.default_rng(0).permutation(10)
+    np.testing.assert_array_equal(perm[lx.matched_order(truth, truth[perm])], np.arange(10))
+
+
+def test_bad_input_names_the_config_key(tmp_path):
+    config = rep.experiment_config("experiments/configs/lda_corpus.py", "tiny")
+    config.data.path = str(tmp_path / "nowhere.cor")
+    with pytest.raises(FileNotFoundError, match=r"config\.data\.path"):
+        lx.load_corpus(config)
+    config = rep.experiment_config("experiments/configs/lda_bars.py", "tiny")
+    config.kind = "poems"
+    with pytest.raises(ValueError, match=r"config\.kind"):
+        lx.main(config, tmp_path)
+    with pytest.raises(ValueError, match="unknown variant"):
+        rep.experiment_config("experiments/configs/lda_bars.py", "huge")
+
+
+def test_replication_module():
+    replication, module = rep.load("lda_bars")
+    assert replication.experiment == "lda" and len(replication.rows) == 2
+    assert all(row.published == 1.0 and row.better == "higher" for row in replication.rows)
+    assert replication.rows[0].passes(0.96, "quick") and not replication.rows[0].passes(0.94, "quick")
+    configs = {s: module.get_config(s) for s in rep.SCHEDULES}
+    assert all(c.kind == "bars" for c in configs.values())
+    assert configs["quick"].data.num_docs == 2000 and configs["quick"].data.doc_length == 100
+    assert configs["full"].gibbs.num_sweeps > configs["quick"].gibbs.num_sweeps
+    with pytest.raises(ValueError, match="schedule"):
+        module.get_config("medium")
