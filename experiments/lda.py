@@ -20,7 +20,6 @@ Resumability: every fit takes seconds to a minute, so nothing is checkpointed; a
 again refits from scratch (the replication runner skips runs whose summary.json exists).
 Times are wall seconds including compilation.
 """
-import json
 import pathlib
 import time
 
@@ -258,17 +257,7 @@ def _plot_perplexity(path: pathlib.Path, ks: list[int], series: dict[str, list[f
 # -------------------------------------------------------------------------------- main
 
 KINDS = {"bars": run_bars, "corpus": run_corpus}
-
-
-def main(config, workdir: pathlib.Path) -> None:
-    if config.kind not in KINDS:
-        raise ValueError(f"config.kind must be one of {sorted(KINDS)}, got {config.kind!r}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    summary = {k: float(v) for k, v in KINDS[config.kind](config, workdir).items()}
-    summary["total_seconds"] = time.perf_counter() - t0
-    metrics_lib.write_summary(workdir, summary)
-    metrics_lib.say(json.dumps(summary, indent=1, sort_keys=True))
+main = config_lib.kind_main(KINDS)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """experiments/hmm.py: the tiny casino and FSDD runs end to end (summary + PNG), resumable
 EM (a resumed run ends where an uninterrupted one does), class bucketing, label alignment,
 bad input naming the config key, and the replication modules."""
-import importlib.util
 import json
 import pathlib
 
@@ -17,14 +16,7 @@ from genjax_lab.core import replication as rep
 from tests.helpers import REPO, assert_ok, process_env, run_experiment, shared_data
 
 
-def _load_experiment():
-    spec = importlib.util.spec_from_file_location("hmm_experiment", REPO / "experiments" / "hmm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-hx = _load_experiment()
+hx = rep.load_module("experiments/hmm.py")  # a script: its functions
 
 
 def _summary_and_png(workdir: pathlib.Path, png: str) -> dict:

@@ -2,7 +2,6 @@
 match scores, PNG), the tiny real-text run in process (perplexity per K, top words, PNG),
 the held-out estimator against its definition, the topic-matching order, bad input naming
 the config key, and the replication module."""
-import importlib.util
 import json
 import math
 import pathlib
@@ -20,14 +19,7 @@ from genjax_lab.models import lda
 from tests.helpers import REPO, assert_ok, process_env, shared_data
 
 
-def _load_experiment():
-    spec = importlib.util.spec_from_file_location("lda_experiment", REPO / "experiments" / "lda.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lx = _load_experiment()
+lx = rep.load_module("experiments/lda.py")  # a script: its functions
 
 
 def _png(path: pathlib.Path) -> tuple[int, int]:
@@ -57,7 +49,7 @@ def test_bars_tiny_replication_end_to_end(tmp_path):
     floor = summary["true_topics_completion_perplexity"]
     for key in ("vb_completion_perplexity", "gibbs_completion_perplexity"):
         assert 0.98 * floor < summary[key] < 25.0, key
-    assert summary["num_docs"] == 400 and summary["total_seconds"] > 0
+    assert summary["num_docs"] == 400 and summary["wall_seconds"] > 0
     width, height = _png(workdir / "bars_topics.png")
     assert width > 500 and height > 150  # 3 rows of 10 grids
 

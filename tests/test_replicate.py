@@ -44,7 +44,8 @@ def test_config_argument_names_schedule_and_run():
 
 
 def test_every_registered_replication_loads_with_a_tiny_config():
-    assert set(rep.names()) >= {"rbm_ais", "dbm_ais"}
+    assert set(rep.names()) >= {"iwae_table1", "gan_parzen", "rbm_ais", "dbm_ais", "lda_bars", "hmm_casino",
+                                "fsdd_digits", "spam_nb", "ng_jordan"}  # the names issue #8 fixes
     for name in rep.names():
         replication, module = rep.load(name)
         assert replication.rows, name

@@ -1,9 +1,12 @@
 """Experiment entry points: absl flags `--config` (with `file.py:variant` and
 `--config.key=value` overrides) and `--workdir`; clean errors for bad input."""
+import json
 import os
 import pathlib
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -11,10 +14,17 @@ from ml_collections import config_flags
 from genjax_lab.core import checkpoint as ckpt_lib
 from genjax_lab.core import loop as loop_lib
 from genjax_lab.core import mesh as mesh_lib
+from genjax_lab.core import metrics as metrics_lib
 
 
 def define_flags(default_config: str, default_workdir: str) -> None:
-    """`--config` (default: `default_config`, relative to the repository) and `--workdir`."""
+    """`--config` (default: `default_config`, relative to the repository) and `--workdir`.
+
+    Defined once per process: a test or benchmark that imports several experiment scripts
+    as modules (their flags unused) gets the first script's flags, not a DuplicateFlagError.
+    """
+    if "config" in flags.FLAGS:
+        return
     config_flags.DEFINE_config_file(
         "config", str(_REPO / default_config), "Config file[:variant]; override keys with --config.KEY=VALUE.",
         lock_config=True,
@@ -23,6 +33,24 @@ def define_flags(default_config: str, default_workdir: str) -> None:
 
 
 _REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def kind_main(kinds: Mapping[str, Callable[[Any, pathlib.Path], Mapping[str, float]]]) -> Callable[[Any, pathlib.Path], None]:
+    """main(config, workdir) of a script whose experiments are picked by `config.kind`: runs
+    `kinds[config.kind](config, workdir) -> metrics` and writes them, with wall_seconds, to
+    summary.json (for short fits that need no checkpoints)."""
+
+    def main(config, workdir: pathlib.Path) -> None:
+        if config.kind not in kinds:
+            raise ValueError(f"config.kind must be one of {sorted(kinds)}, got {config.kind!r}")
+        workdir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        summary = {k: float(v) for k, v in kinds[config.kind](config, workdir).items()}
+        summary["wall_seconds"] = time.perf_counter() - start
+        metrics_lib.write_summary(workdir, summary)
+        metrics_lib.say(json.dumps(summary, indent=1, sort_keys=True))
+
+    return main
 
 # Errors that mean bad input or an unusable run, reported in one line without a traceback.
 USER_ERRORS = (
