@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 from scipy.optimize import linear_sum_assignment
 
 from genjax_lab.core import config as config_lib
+from genjax_lab.core import images as images_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.data import text
 from genjax_lab.models import lda
@@ -212,46 +213,11 @@ def run_corpus(config, workdir: pathlib.Path) -> dict[str, float]:
     summary["best_num_topics_by_completion"] = float(best)
     (workdir / "top_words.txt").write_text(f"{pathlib.Path(config.data.path).name}: top words per topic\n"
                                            + "\n".join(lines) + "\n")
-    _plot_perplexity(workdir / "perplexity_vs_topics.png", ks, {
+    images_lib.plot_against_k(workdir / "perplexity_vs_topics.png", ks, {
         "held-out bound": [summary[f"heldout_perplexity_k{k}"] for k in ks],
         "completion": [summary[f"completion_perplexity_k{k}"] for k in ks],
-    }, summary["unigram_perplexity"])
+    }, "held-out perplexity vs topics K; unigram dashed", "topics K", reference=summary["unigram_perplexity"])
     return summary
-
-
-def _plot_perplexity(path: pathlib.Path, ks: list[int], series: dict[str, list[float]], unigram: float,
-                     size: tuple[int, int] = (480, 300)) -> None:
-    """Perplexity against K (log axis when K spans a factor > 4), one coloured line per
-    estimator, the unigram baseline dashed grey."""
-    colours = [(0, 0, 200), (200, 0, 0), (0, 140, 0)]
-    margin, (w, h) = 50, size
-    image = Image.new("RGB", (w + 2 * margin, h + 2 * margin), "white")
-    draw = ImageDraw.Draw(image)
-    values = [v for vs in series.values() for v in vs] + [unigram]
-    lo, hi = min(values), max(values)
-    lo, hi = lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9)
-    xs = np.log(ks) if max(ks) > 4 * min(ks) else np.asarray(ks, np.float64)
-    x0, x1 = xs.min(), xs.max() if xs.max() > xs.min() else xs.min() + 1.0
-    px = lambda x: margin + (x - x0) / (x1 - x0) * w  # noqa: E731
-    py = lambda v: margin + (hi - v) / (hi - lo) * h  # noqa: E731
-    draw.rectangle([margin, margin, margin + w, margin + h], outline="black")
-    for x in np.linspace(margin, margin + w, 40)[::2]:
-        draw.line([(x, py(unigram)), (x + w / 40, py(unigram))], fill=(150, 150, 150))
-    for (name, vs), colour in zip(series.items(), colours):
-        points = [(px(x), py(v)) for x, v in zip(xs, vs)]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-    for k, x in zip(ks, xs):
-        draw.text((px(x) - 6, margin + h + 6), str(k), fill="black")
-    for v in (lo, hi):
-        draw.text((4, py(v) - 6), f"{v:.0f}", fill="black")
-    legend = "  ".join(f"{name} ({'blue red green'.split()[i]})" for i, name in enumerate(series))
-    title = f"held-out perplexity vs topics K: {legend}; unigram (all held-out words) dashed"
-    draw.text((margin, 8), title, fill="black")
-    draw.text((margin + w // 2 - 20, margin + h + 24), "topics K", fill="black")
-    image.save(path)
 
 
 # -------------------------------------------------------------------------------- main

@@ -2,7 +2,7 @@
 import pathlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1) -> np.ndarray:
@@ -29,3 +29,45 @@ def save_grid(path: pathlib.Path, images: np.ndarray, rows: int | None = None, s
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
+
+
+_COLOURS = ((0, 0, 200), (200, 0, 0), (0, 140, 0))
+_COLOUR_NAMES = ("blue", "red", "green")
+
+
+def plot_against_k(path: pathlib.Path, ks: list[int], series: dict[str, list[float]], title: str, x_label: str,
+                   reference: float | None = None, size: tuple[int, int] = (480, 300)) -> None:
+    """One coloured line per entry of `series` (up to three, values at `ks`), log x axis when K spans
+    a factor > 4; `reference`, if given, a dashed grey level. The legend (names and colours) follows
+    `title`."""
+    if len(series) > len(_COLOURS):
+        raise ValueError(f"plot_against_k draws at most {len(_COLOURS)} series, got {len(series)}")
+    margin, (w, h) = 60, size
+    image = Image.new("RGB", (w + 2 * margin, h + 2 * margin), "white")
+    draw = ImageDraw.Draw(image)
+    values = [v for vs in series.values() for v in vs] + ([reference] if reference is not None else [])
+    lo, hi = min(values), max(values)
+    lo, hi = lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9)
+    xs = np.log(ks) if max(ks) > 4 * min(ks) else np.asarray(ks, np.float64)
+    x0, x1 = xs.min(), xs.max() if xs.max() > xs.min() else xs.min() + 1.0
+    px = lambda x: margin + (x - x0) / (x1 - x0) * w  # noqa: E731
+    py = lambda v: margin + (hi - v) / (hi - lo) * h  # noqa: E731
+    draw.rectangle([margin, margin, margin + w, margin + h], outline="black")
+    if reference is not None:
+        for x in np.linspace(margin, margin + w, 40)[::2]:
+            draw.line([(x, py(reference)), (x + w / 40, py(reference))], fill=(150, 150, 150))
+    for vs, colour in zip(series.values(), _COLOURS):
+        points = [(px(x), py(v)) for x, v in zip(xs, vs)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+    for k, x in zip(ks, xs):
+        draw.text((px(x) - 6, margin + h + 6), str(k), fill="black")
+    for v in (lo, hi):
+        draw.text((4, py(v) - 6), f"{v:.4g}", fill="black")
+    legend = "  ".join(f"{name} ({colour})" for name, colour in zip(series, _COLOUR_NAMES))
+    draw.text((margin, 8), f"{title}: {legend}", fill="black")
+    draw.text((margin + w // 2 - 30, margin + h + 24), x_label, fill="black")
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
