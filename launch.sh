@@ -13,6 +13,8 @@ usage:
   ./launch.sh --processes N <experiment> [flags...]    N processes on this machine, one JAX cluster
   sbatch [-n N] launch.sh <experiment> [flags...]      under SLURM: one process per task (srun)
   ./launch.sh test [pytest args...]                    the test suite
+  ./launch.sh reliability [pytest args...]             every fault-injection and fuzz test, 20 trials
+                                                       per family, into docs/reliability.md
   ./launch.sh replicate [NAME...] [--schedule=quick|full|tiny] [--data_dir=DIR]
                                                        the paper replications, checked, into docs/results.md
   ./launch.sh bench [NAME...] [--data_dir=DIR]         each family against its reference library
@@ -109,10 +111,11 @@ run_processes() {
   echo "launch.sh: $n processes (pids ${pids[*]}), coordinator 127.0.0.1:$port, logs in $workdir/logs/"
   trap 'echo "launch.sh: forwarding SIGTERM to all processes" >&2; kill -TERM "${pids[@]}" 2>/dev/null || true' TERM INT
   tail -n +1 -F "$workdir/logs/process_0.log" 2>/dev/null &
-  local tailer=$!
-  supervise "${pids[@]}"
-  local status=$?
-  kill "$tailer" 2>/dev/null || true
+  tailer=$!
+  # The tailer holds our stdout open: stop it however we leave.
+  trap 'kill "$tailer" 2>/dev/null || true' EXIT
+  local status=0
+  supervise "${pids[@]}" || status=$?
   return $status
 }
 
@@ -120,9 +123,14 @@ supervise() {
   # Waits for all; when one fails, names it, gives the rest a grace period, then stops them.
   local pids=("$@") remaining=$# status=0 failed=""
   while ((remaining > 0)); do
-    local pid code=0
+    local pid="" code=0
     wait -n -p pid "${pids[@]}" 2>/dev/null || code=$?
-    [[ -z "${pid:-}" ]] && break
+    if [[ -z "${pid:-}" ]]; then
+      # A trapped signal (SIGTERM forwarded to the processes) interrupts `wait` with a code
+      # above 128: keep waiting, so the processes finish their preemption save before we exit.
+      ((code > 128)) && continue
+      break
+    fi
     remaining=$((remaining - 1))
     local index; for index in "${!pids[@]}"; do [[ "${pids[$index]}" == "$pid" ]] && break; done
     if ((code != 0)) && [[ -z "$failed" ]]; then
@@ -155,6 +163,11 @@ main() {
       python_env test
       export XLA_FLAGS="${XLA_FLAGS:-}"
       exec "$PYTHON" -m pytest "$@" ;;
+    reliability)
+      shift
+      python_env test
+      export XLA_FLAGS="${XLA_FLAGS:-}" HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-full}"
+      exec "$PYTHON" -m pytest -m fault --runslow --fault-trials=20 --reliability-report=docs/reliability.md "$@" ;;
     replicate)
       shift
       python_env ""

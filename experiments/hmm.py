@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw
 
 from genjax_lab.core import checkpoint as ckpt_lib
 from genjax_lab.core import config as config_lib
+from genjax_lab.core import loop as loop_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.data import audio
 from genjax_lab.inference import em
@@ -83,8 +84,12 @@ def resumable_em(config, workdir: pathlib.Path, start, chunk: Callable) -> EMRun
             train_seconds += time.perf_counter() - t0
             objectives += np.asarray(objs).tolist()
             step += n
-            if not np.all(np.isfinite(objectives[-n:])):
-                raise FloatingPointError(f"EM objective became non-finite by iteration {step}")
+            finite = np.isfinite(objectives[-n:])
+            if not finite.all():
+                first = int(np.argmin(finite))
+                raise loop_lib.NonFiniteError(
+                    f"non-finite EM objective {objectives[-n:][first]} at iteration {step - n + first + 1}; "
+                    f"stopped without saving it (newest checkpoint: iteration {step - n})")
             checkpointer.save(step, state, {"config": saved_config, "objectives": objectives}, force=True)
             metrics_lib.say(f"EM iteration {step}/{config.num_steps}  objective {objectives[-1]:.6g}")
         checkpointer.wait()

@@ -71,6 +71,7 @@ def test_sbatch_two_tasks_form_one_cluster_and_match_one_process(cluster, job_en
     print(f"sbatch -n 2 job: {time.time() - start:.1f} s")
 
 
+@pytest.mark.fault("SIGTERM to a 2-task SLURM job, then requeue: resumes to the uninterrupted result")
 def test_sigterm_then_requeue_resumes_to_the_uninterrupted_result(cluster, job_env, tmp_path):
     start = time.time()
     reference = tmp_path / "reference"
@@ -113,6 +114,7 @@ def _task_pid(workdir: pathlib.Path, process_id: int) -> int | None:
     return None
 
 
+@pytest.mark.fault("a SLURM task killed: the job ends with the task named")
 def test_a_killed_task_ends_the_job_with_a_named_failure(cluster, job_env, tmp_path):
     workdir = tmp_path / "dies"
     job = submit(cluster, job_env, workdir, *LONG)

@@ -6,8 +6,11 @@ versions, git commit). Orbax stores no checksum of array data, so bytes overwrit
 place would restore silently; the hash catches that. A checkpoint whose config or shapes
 differ from the run's is refused, naming the difference.
 """
+import contextlib
+import errno
 import hashlib
 import json
+import os
 import pathlib
 import shutil
 from collections.abc import Mapping
@@ -35,6 +38,23 @@ class CorruptCheckpoint(CheckpointError):
 
 class CheckpointMismatch(CheckpointError):
     """Written by another config or for other shapes: never an older one's fault."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A save failed for lack of space: the checkpoints already on disk are untouched."""
+
+
+# Orbax reports a full disk from its TensorStore writers as a ValueError carrying the OS
+# error text, so the errno alone does not identify it.
+_DISK_FULL_MARKS = ("No space left on device", "Disk quota exceeded", "File too large")
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _disk_full_reason(error: BaseException) -> str | None:
+    """The OS's words for a full disk or quota in `error`, or None for any other error."""
+    if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+        return os.strerror(error.errno)
+    return next((mark for mark in _DISK_FULL_MARKS if mark in str(error)), None)
 
 
 def state_digest(state) -> str:
@@ -107,11 +127,28 @@ class Checkpointer:
         if not (force or self.manager.should_save(step)):
             return False
         meta = dict(meta, step=step, state_sha256=state_digest(state), shapes=leaf_shapes(state))
-        return self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            force=force,
-        )
+        with self._disk_full_reported():
+            return self.manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                force=force,
+            )
+
+    @contextlib.contextmanager
+    def _disk_full_reported(self):
+        """Turns a full disk (met now, or by an earlier asynchronous save) into one clear error."""
+        try:
+            yield
+        except Exception as e:
+            reason = _disk_full_reason(e)
+            if reason is None:
+                raise
+            self.manager.reload()
+            intact = self.steps()
+            raise CheckpointWriteError(
+                f"a checkpoint save in {self.directory} failed: the disk is full or over quota ({reason}). "
+                f"Checkpoints already saved are untouched: steps {intact or 'none'}; free space and "
+                f"relaunch to resume from {intact[-1] if intact else 'the start'}") from e
 
     def restore(self, step: int, abstract_state, config: Mapping[str, Any]):
         """(state, meta) of `step`, verified against the run's config, shapes and hash."""
@@ -184,10 +221,12 @@ class Checkpointer:
         return target
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._disk_full_reported():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.close()
+        with self._disk_full_reported():
+            self.manager.close()
 
 
 def describe_environment() -> dict[str, Any]:

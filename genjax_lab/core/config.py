@@ -17,19 +17,46 @@ from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core import metrics as metrics_lib
 
 
-def define_flags(default_config: str, default_workdir: str) -> None:
+def define_flags(default_config: str, default_workdir: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """`--config` (default: `default_config`, relative to the repository) and `--workdir`.
 
     Defined once per process: a test or benchmark that imports several experiment scripts
     as modules (their flags unused) gets the first script's flags, not a DuplicateFlagError.
     """
-    if "config" in flags.FLAGS:
+    if "config" in flag_values:
         return
     config_flags.DEFINE_config_file(
         "config", str(_REPO / default_config), "Config file[:variant]; override keys with --config.KEY=VALUE.",
-        lock_config=True,
+        lock_config=True, flag_values=flag_values,
     )
-    flags.DEFINE_string("workdir", default_workdir, "Where checkpoints, metrics and images go.")
+    flags.DEFINE_string("workdir", default_workdir, "Where checkpoints, metrics and images go.", flag_values=flag_values)
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+    """Parses argv (sys.argv: ml_collections reads the config overrides from there) into
+    flag_values; returns the arguments left. Every refusal is a ValueError that names the
+    flag: absl's own (an unknown flag; `--config.seed=abc`, a value of the wrong type,
+    quoted with its flag) and an override of a key the config lacks, which ml_collections
+    reports as a bare AttributeError or KeyError holding only the missing field's name."""
+    try:
+        return flag_values(argv)
+    except flags.Error as e:
+        raise ValueError(str(e)) from None
+    except (AttributeError, KeyError) as e:
+        overrides = [arg.split("=", 1)[0] for arg in argv[1:] if arg.startswith(("--config.", "-config."))]
+        if not overrides:  # not an override's fault (e.g. a bug in the config file): keep the traceback
+            raise
+        missing = str(e).strip("'\"")
+        named = [flag for flag in overrides if missing in flag.split(".")[1:]] or overrides
+        raise ValueError(f"{', '.join(named)}: no such key in the config ({missing})") from None
+
+
+def _parse_flags_or_exit(argv: list[str]) -> list[str]:
+    try:
+        return parse_flags(argv)
+    except ValueError as e:
+        print(f"error: bad flag: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 _REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -76,7 +103,8 @@ def exit_now(code: int) -> None:
 
 
 def run(main: Callable[[object, pathlib.Path], object]) -> None:
-    """absl's app.run around `main(config, workdir)`, turning user errors into exit 2."""
+    """absl's app.run around `main(config, workdir)`, turning bad flags and user errors into
+    exit 2 with a one-line message."""
 
     def _main(argv):
         if len(argv) > 1:
@@ -92,4 +120,4 @@ def run(main: Callable[[object, pathlib.Path], object]) -> None:
             print(f"error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             exit_now(2)
 
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags_or_exit)

@@ -247,6 +247,8 @@ def train_and_evaluate(
             if due_save and save(state, step, force=final):
                 last_saved = step
             if preempted:
+                # Every process says where it stopped, so their logs show that they agree.
+                logging.warning("process %d stopped at step %d", jax.process_index(), step)
                 metrics_lib.say(f"preempted: saved step {step} in {checkpointer.directory}; relaunch to resume")
                 break
     finally:

@@ -7,13 +7,17 @@
   machines without internet. Same features as the catalog's `mnist`.
 
 Both store images as `Tensor(uint8)`: `tfds.features.Image` needs TensorFlow to encode.
+`record_columns` reads a prepared split without loading it (the streaming input path).
 """
 import fcntl
 import pathlib
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
+from numpy.typing import DTypeLike
 
+from genjax_lab.core import streaming
 from genjax_lab.data import idx
 
 _DIGITS_TEST_SIZE = 360
@@ -91,3 +95,17 @@ def prepare(builder: tfds.core.DatasetBuilder, download_config=None) -> None:
     with open(data_dir / f".{builder.name}.lock", "w") as lock:  # closing it releases the lock
         fcntl.flock(lock, fcntl.LOCK_EX)
         builder.download_and_prepare(download_config=download_config)
+
+
+def record_columns(
+    builder: tfds.core.DatasetBuilder, split: str, dtypes: Mapping[str, DTypeLike]
+) -> dict[str, streaming.RecordColumn]:
+    """The prepared `split` as a streaming split over its ArrayRecord files.
+
+    Returns {name: RecordColumn [N, *shape]} for each name in `dtypes`, with the shapes of
+    the builder's features and values cast to `dtypes[name]`; records are read only when
+    the input pipeline indexes them.
+    """
+    features = builder.info.features
+    spec = {name: streaming.Feature(features[name].shape, dtype) for name, dtype in dtypes.items()}
+    return streaming.record_columns(builder.as_data_source(split), spec)

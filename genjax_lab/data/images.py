@@ -1,4 +1,5 @@
-"""Image datasets through TFDS, held in memory as uint8 arrays.
+"""Image datasets through TFDS: uint8 arrays held in memory, or streamed from the prepared
+ArrayRecord files (`data.streaming`) when a split does not fit in host memory.
 
 `digits` is the embedded default (scikit-learn's 8x8 digits, prepared offline);
 `mnist` is the catalog's MNIST (downloads where there is internet) or, with
@@ -14,15 +15,25 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from genjax_lab.core.data import Dataset
-from genjax_lab.data.builders import MnistIdx, SklearnDigits, prepare
+from genjax_lab.data.builders import MnistIdx, SklearnDigits, prepare, record_columns
 
 DATASETS = ("digits", "mnist")
 BINARIZATIONS = ("dynamic", "static", "none")
 _STATIC_BINARIZATION_SEED = 1234  # one fixed sample, the same on every run and host
+_DTYPES = {"image": np.uint8, "label": np.int32}
 
 
 def default_tfds_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("TFDS_DATA_DIR", pathlib.Path.home() / "tensorflow_datasets"))
+
+
+def image_data_config(name: str, binarize: str, **extra) -> ml_collections.ConfigDict:
+    """The `config.data` of an image family: dataset `name` (DATASETS), `binarize`
+    (BINARIZATIONS), `mnist_dir` (offline IDX files), `tfds_dir` (default: $TFDS_DATA_DIR or
+    ~/tensorflow_datasets), `streaming` (read the splits batch by batch instead of loading
+    them) and the family's `extra` keys."""
+    return ml_collections.ConfigDict(
+        {"name": name, "binarize": binarize, "mnist_dir": "", "tfds_dir": "", "streaming": False, **extra})
 
 
 def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -48,26 +59,31 @@ def _prepare(builder, data_config) -> None:
 def _read_split(builder, split: str) -> dict[str, np.ndarray]:
     source = builder.as_data_source(split)
     records = source.__getitems__(range(len(source)))
-    return {
-        "image": np.stack([r["image"] for r in records]).astype(np.uint8),
-        "label": np.asarray([r["label"] for r in records], dtype=np.int32),
-    }
+    return {name: np.stack([r[name] for r in records]).astype(dtype) for name, dtype in _DTYPES.items()}
 
 
 def load_images(data_config: ml_collections.ConfigDict) -> Dataset:
     """Train and test splits: image uint8 [N, H, W, 1], label int32 [N].
 
-    Process 0 prepares the TFDS files; the others wait, then every host reads them.
-    With `binarize='static'` pixels are sampled once, with a fixed seed, to {0, 255}.
+    Process 0 prepares the TFDS files; the others wait, then every host reads them: whole,
+    or with `streaming` as `streaming.RecordColumn`s that the input pipeline reads batch by
+    batch, each host only its rows (the same batches, bitwise). With `binarize='static'`
+    pixels are sampled once, with a fixed seed, to {0, 255}: that needs the split in memory.
     """
     if data_config.binarize not in BINARIZATIONS:
         raise ValueError(f"config.data.binarize must be one of {BINARIZATIONS}, got {data_config.binarize!r}")
+    streaming = bool(data_config.get("streaming", False))
+    if streaming and data_config.binarize == "static":
+        raise ValueError("config.data.streaming=True needs config.data.binarize 'dynamic' or 'none': a static "
+                         "binarization is sampled over the whole split in memory")
     tfds.disable_progress_bar()
     if jax.process_index() == 0:
         _prepare(_builder(data_config), data_config)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("tfds prepared")
     builder = _builder(data_config)  # made after preparation, so it sees the splits
+    if streaming:
+        return Dataset({split: record_columns(builder, split, _DTYPES) for split in ("train", "test")})
     splits = {split: _read_split(builder, split) for split in ("train", "test")}
     if data_config.binarize == "static":
         rng = np.random.default_rng(_STATIC_BINARIZATION_SEED)

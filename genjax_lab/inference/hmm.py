@@ -9,7 +9,9 @@ An unbatched [T, K] input with `lengths=None` gives unbatched outputs. Steps t >
 are padding: they do not change any result and their outputs are zero (posteriors) or
 -1 (state paths). B sequences share one `lax.scan` over T (vectorised over B), so there is
 no Python loop per sequence. The public functions are jitted (`parallel` and `unroll`
-static) and can be called inside other jitted code.
+static) and can be called inside other jitted code; called from Python they first check
+their inputs on the host (shapes, floating dtypes, no NaN or +inf; -inf is log 0) and
+name the argument at fault.
 
 Sequential recursions are scaled (Rabiner 1989): the filter carries the normalised
 alpha_t = p(x_t | y_{0:t}), and each step computes log pred_t + log p(y_t | x_t) with
@@ -36,7 +38,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
+
+from genjax_lab.core import checks
 
 
 class FilterResult(NamedTuple):
@@ -267,6 +272,24 @@ def _parallel_viterbi(log_initial, log_transition, ll_tm, valid):
 # ----------------------------------------------------------------------------- public
 
 
+def _check_potentials(log_initial, log_transition, log_likelihoods, lengths=None, **_) -> None:
+    k = checks.check_array("log_initial", log_initial, ("K",), kinds=checks.FLOAT, finite=False).shape[0]
+    checks.check_array("log_transition", log_transition, (k, k), kinds=checks.FLOAT, finite=False)
+    batched = np.ndim(log_likelihoods) != 2
+    ll = checks.check_array("log_likelihoods", log_likelihoods, ("B", "T", k) if batched else ("T", k),
+                            kinds=checks.FLOAT, finite=False)
+    for name, value in (("log_initial", log_initial), ("log_transition", log_transition), ("log_likelihoods", ll)):
+        checks.check_finite_tree(name, value, allow_neg_inf=True)
+    if lengths is None or not batched:  # lengths with unbatched input: refused by _batch while tracing
+        return
+    steps = checks.check_array("lengths", lengths, (ll.shape[0],), kinds=checks.INTEGER, nonempty=False)
+    if steps.size and (steps.min() < 1 or steps.max() > ll.shape[1]):
+        raise ValueError(f"lengths must lie in [1, T = {ll.shape[1]}], got range [{steps.min()}, {steps.max()}]")
+
+
+
+
+@checks.validated(_check_potentials)
 @functools.partial(jax.jit, static_argnames=("parallel", "unroll"))
 def hmm_filter(
     log_initial: Array,
@@ -291,6 +314,7 @@ def hmm_filter(
     return _unbatch(FilterResult(loglik, jnp.swapaxes(alphas, 0, 1)), unbatched)
 
 
+@checks.validated(_check_potentials)
 @functools.partial(jax.jit, static_argnames=("unroll",))
 def hmm_log_likelihood(
     log_initial: Array,
@@ -308,6 +332,7 @@ def hmm_log_likelihood(
     return loglik[0] if unbatched else loglik
 
 
+@checks.validated(_check_potentials)
 @functools.partial(jax.jit, static_argnames=("parallel", "unroll"))
 def hmm_smoother(
     log_initial: Array,
@@ -332,6 +357,7 @@ def hmm_smoother(
     return _unbatch(SmootherResult(loglik, jnp.swapaxes(gammas, 0, 1), counts), unbatched)
 
 
+@checks.validated(_check_potentials)
 @functools.partial(jax.jit, static_argnames=("unroll",))
 def hmm_pairwise_posteriors(
     log_initial: Array,
@@ -352,6 +378,7 @@ def hmm_pairwise_posteriors(
     return xi[0] if unbatched else xi
 
 
+@checks.validated(_check_potentials)
 @functools.partial(jax.jit, static_argnames=("parallel", "unroll"))
 def hmm_viterbi(
     log_initial: Array,
@@ -373,6 +400,7 @@ def hmm_viterbi(
     return _unbatch(ViterbiResult(jnp.swapaxes(states, 0, 1), log_prob), unbatched)
 
 
+@checks.validated(_check_potentials)
 @functools.partial(jax.jit, static_argnames=("unroll",))
 def hmm_posterior_sample(
     key: Array,

@@ -49,11 +49,13 @@ from jax.scipy.special import xlogy
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import images as images_lib
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core.loop import Family, base_config, evaluate
 from genjax_lab.core.mesh import DATA_AXIS
+from genjax_lab.data.images import image_data_config
 from genjax_lab.models import vae
 
 VISIBLE_TYPES = ("bernoulli", "gaussian")
@@ -96,6 +98,24 @@ def check_visible(visible: str) -> None:
         raise ValueError(f"visible must be one of {VISIBLE_TYPES}, got {visible!r}")
 
 
+def _check_units(name: str, values, params: RBMParams, layer: str) -> None:
+    """values [B, V] (layer "visible") or [B, H] ("hidden") of the RBM `params`, finite."""
+    checks.check_finite_tree("params", params)
+    size = np.shape(params.W)[0 if layer == "visible" else 1]
+    checks.check_array(name, values, ("B", size))
+
+
+def _check_visible_input(params: RBMParams, v, visible: str = "bernoulli", **_) -> None:
+    check_visible(visible)
+    _check_units("v", v, params, "visible")
+
+
+def _check_sgd(learning_rate, momentum, weight_decay, prefix: str = "") -> None:
+    checks.check_positive(f"{prefix}learning_rate", learning_rate)
+    checks.check_number(f"{prefix}momentum", momentum, low=0.0, high=1.0, high_open=True)
+    checks.check_number(f"{prefix}weight_decay", weight_decay, low=0.0)
+
+
 # ----------------------------------------------------------------------------- initialisation
 
 
@@ -107,11 +127,12 @@ def init_rbm(key, num_visible: int, num_hidden: int, *, data_mean=None, weight_s
     as Hinton's practical guide advises, so the chains start near the data's marginals.
     """
     check_visible(visible)
-    if num_visible < 1 or num_hidden < 1:
-        raise ValueError(f"num_visible and num_hidden must be positive, got {num_visible}, {num_hidden}")
+    checks.check_count("num_visible", num_visible)
+    checks.check_count("num_hidden", num_hidden)
+    checks.check_number("weight_scale", weight_scale, low=0.0)
     b_vis = jnp.zeros(num_visible)
     if data_mean is not None:
-        data_mean = np.asarray(data_mean, np.float64).reshape(-1)
+        data_mean = checks.check_array("data_mean", data_mean).astype(np.float64).reshape(-1)
         if data_mean.shape != (num_visible,):
             raise ValueError(f"data_mean must have shape ({num_visible},), got {data_mean.shape}")
         b_vis = jnp.asarray(visible_bias_from_mean(data_mean, visible), jnp.float32)
@@ -135,6 +156,8 @@ def visible_bias_from_mean(data_mean: np.ndarray, visible: str = "bernoulli", ep
 def init_rbm_chains(key, num_chains: int, num_visible: int, *, visible: str = "bernoulli") -> jax.Array:
     """Fantasy particles for PCD: uniform random bits (Bernoulli) or N(0, 1) (Gaussian): [N, V]."""
     check_visible(visible)
+    checks.check_count("num_chains", num_chains)
+    checks.check_count("num_visible", num_visible)
     if visible == "gaussian":
         return jax.random.normal(key, (num_chains, num_visible))
     return jax.random.bernoulli(key, 0.5, (num_chains, num_visible)).astype(jnp.float32)
@@ -143,6 +166,7 @@ def init_rbm_chains(key, num_chains: int, num_visible: int, *, visible: str = "b
 def init_dbm(key, num_visible: int, num_hidden1: int, num_hidden2: int, *, data_mean=None,
              weight_scale: float = 0.01) -> DBMParams:
     """Small random weights, zero hidden biases, visible biases from `data_mean` [V] if given."""
+    checks.check_count("num_hidden2", num_hidden2)
     k1, k2 = jax.random.split(key)
     first = init_rbm(k1, num_visible, num_hidden1, data_mean=data_mean, weight_scale=weight_scale)
     W2 = weight_scale * jax.random.normal(k2, (num_hidden1, num_hidden2))
@@ -151,6 +175,7 @@ def init_dbm(key, num_visible: int, num_hidden1: int, num_hidden2: int, *, data_
 
 def init_dbm_chains(key, num_chains: int, params: DBMParams) -> DBMChains:
     """Uniform random bits for v [N, V] and h2 [N, H2]."""
+    checks.check_count("num_chains", num_chains)
     kv, kh = jax.random.split(key)
     v = jax.random.bernoulli(kv, 0.5, (num_chains, params.b_vis.shape[0])).astype(jnp.float32)
     h2 = jax.random.bernoulli(kh, 0.5, (num_chains, params.b_h2.shape[0])).astype(jnp.float32)
@@ -160,16 +185,24 @@ def init_dbm_chains(key, num_chains: int, params: DBMParams) -> DBMChains:
 # ----------------------------------------------------------------------------- the RBM
 
 
+@checks.validated(_check_visible_input)
 def hidden_logits(params: RBMParams, v: jax.Array, scale: float = 1.0) -> jax.Array:
     """scale * v W + c: [B, V] -> [B, H]. scale = 2 is the doubled-input trick (pretraining)."""
     return scale * (v @ params.W) + params.b_hid
 
 
+@checks.validated(_check_visible_input)
 def hidden_probs(params: RBMParams, v: jax.Array) -> jax.Array:
     """p(h_j = 1 | v) = sigmoid(c_j + (v W)_j): [B, V] -> [B, H]."""
     return jax.nn.sigmoid(hidden_logits(params, v))
 
 
+def _check_hidden_input(params: RBMParams, h, visible: str, **_) -> None:
+    check_visible(visible)
+    _check_units("h", h, params, "hidden")
+
+
+@checks.validated(_check_hidden_input)
 def visible_mean(params: RBMParams, h: jax.Array, visible: str = "bernoulli", scale: float = 1.0) -> jax.Array:
     """E[v | h]: sigmoid(b + scale * h W^T) (Bernoulli) or b + scale * h W^T (Gaussian): [B, V]."""
     field = params.b_vis + scale * (h @ params.W.T)
@@ -187,11 +220,18 @@ def _free_energy_from_logits(params: RBMParams, v, logits, visible: str) -> jax.
     return -_visible_term(params, v, visible) - jnp.sum(jax.nn.softplus(logits), axis=-1)
 
 
+@checks.validated(_check_visible_input)
 def free_energy(params: RBMParams, v: jax.Array, visible: str = "bernoulli") -> jax.Array:
     """F(v) = -log sum_h exp(-E(v, h)), the hidden units summed out analytically: [B, V] -> [B]."""
     return _free_energy_from_logits(params, v, hidden_logits(params, v), visible)
 
 
+def _check_log_prob(params: RBMParams, v, log_z, visible: str, **_) -> None:
+    _check_visible_input(params, v, visible)
+    checks.check_number("log_z", log_z)
+
+
+@checks.validated(_check_log_prob)
 def rbm_log_prob(params: RBMParams, v: jax.Array, log_z, visible: str = "bernoulli") -> jax.Array:
     """log p(v) = -F(v) - log Z in nats (a density for Gaussian visible units): [B]."""
     return -free_energy(params, v, visible) - log_z
@@ -243,6 +283,8 @@ def gibbs_chain(params: RBMParams, v0: jax.Array, key, num_steps: int, *, visibl
     check_visible(visible)
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    if checks.is_checkable(params, v0):
+        _check_units("v0", v0, params, "visible")
     return _run_chains(params, v0, chain_keys(key, 0, v0.shape[0]), num_steps, visible)
 
 
@@ -256,6 +298,7 @@ def rbm_filters(params: RBMParams, image_shape: tuple[int, ...]) -> jax.Array:
 
 def rbm_optimizer(learning_rate: float = 0.1, momentum: float = 0.5, weight_decay: float = 0.0) -> optax.GradientTransformation:
     """SGD with momentum and L2 decay on the weight matrices only (Hinton's practical guide)."""
+    _check_sgd(learning_rate, momentum, weight_decay)
     decay_weights_only = functools.partial(jax.tree.map, lambda x: x.ndim == 2)
     return optax.chain(
         optax.add_decayed_weights(weight_decay, mask=decay_weights_only),
@@ -333,6 +376,8 @@ def make_rbm_step(optimizer: optax.GradientTransformation, *, method: str = "pcd
     to CD-25); None: k.
     """
     _check_step_args(method, k, visible, mesh)
+    checks.check_positive("up_scale", up_scale)
+    checks.check_positive("down_scale", down_scale)
 
     def phases(params, x, mask, chains, key, sweeps):
         logits = hidden_logits(params, x, up_scale)
@@ -369,8 +414,7 @@ def make_epoch(step: Callable, batch_size: int) -> Callable:
     the order is a permutation drawn from `key`, the last batch padded with masked rows;
     batch i steps with fold_in(key, i); metrics are averaged over the epoch.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    checks.check_count("batch_size", batch_size)
 
     @jax.jit
     def epoch(params, opt_state, chains, data, key):
@@ -407,6 +451,14 @@ def _dbm_from_rbm_layout(rbm: RBMParams, num_visible: int) -> DBMParams:
                      b_h1=rbm.b_hid, b_h2=rbm.b_vis[num_visible:])
 
 
+def _check_dbm_input(params: DBMParams, v, num_iters: int = 0, log_z=0.0, **_) -> None:
+    checks.check_finite_tree("params", params)
+    checks.check_array("v", v, ("B", np.shape(params.W1)[0]))
+    checks.check_count("num_iters", num_iters, minimum=0)
+    checks.check_number("log_z", log_z)
+
+
+@checks.validated(_check_dbm_input)
 def mean_field(params: DBMParams, v: jax.Array, num_iters: int = 10):
     """Fully factorised q(h1) q(h2) for each v [B, V]: returns (mu1 [B, H1], mu2 [B, H2]).
 
@@ -438,6 +490,7 @@ def dbm_unnormalized_bound(params: DBMParams, v: jax.Array, mu1: jax.Array, mu2:
     return expected + _bernoulli_entropy(mu1) + _bernoulli_entropy(mu2)
 
 
+@checks.validated(_check_dbm_input)
 def dbm_lower_bound(params: DBMParams, v: jax.Array, log_z, num_iters: int = 10) -> jax.Array:
     """The variational lower bound on log p(v) in nats given log Z (exact or AIS): [B].
 
@@ -455,6 +508,10 @@ def dbm_gibbs_chain(params: DBMParams, chains: DBMChains, key, num_steps: int):
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    if checks.is_checkable(params, chains):
+        checks.check_finite_tree("params", params)
+        checks.check_array("chains.v", chains.v, ("N", np.shape(params.b_vis)[0]))
+        checks.check_array("chains.h2", chains.h2, (np.shape(chains.v)[0], np.shape(params.b_h2)[0]))
     num_visible = params.b_vis.shape[0]
     state = jnp.concatenate([chains.v, chains.h2], axis=1)
     state, mean = _run_chains(dbm_as_rbm(params), state, chain_keys(key, 0, state.shape[0]), num_steps, "bernoulli")
@@ -471,6 +528,7 @@ def make_dbm_step(optimizer: optax.GradientTransformation, *, k: int = 1, mean_f
     E_q[-E] + H(q) (the bound on log p(v) is this minus log Z). num_sweeps: as in `make_rbm_step`.
     """
     _check_step_args("pcd", k, "bernoulli", mesh)
+    checks.check_count("mean_field_iters", mean_field_iters, minimum=0)
 
     def phases(params, x, mask, start, key, sweeps):
         mu1, mu2 = mean_field(params, x, mean_field_iters)
@@ -513,6 +571,10 @@ def pretrain_dbm(key, data: jax.Array, num_hidden1: int, num_hidden2: int, *, nu
     learns from p(h1 | v) of RBM 1 (probabilities, not samples). Simplification: h1's bias
     is the average of the two RBMs' biases for h1 (each RBM saw half of h1's input).
     """
+    data = checks.check_array("data", data)
+    if data.ndim < 2:
+        raise ValueError(f"data must be [N, V] (or [N, ...] images), got shape {data.shape}")
+    checks.check_count("num_epochs", num_epochs, minimum=0)
     data = jnp.asarray(data, jnp.float32).reshape(data.shape[0], -1)
     optimizer = rbm_optimizer(learning_rate, momentum)
     keys = jax.random.split(key, 4)
@@ -577,6 +639,10 @@ def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int, num_s
     linearly to optim.final_lr_fraction of itself over `num_steps` updates (1: constant).
     Both read the optimizer's own update count, so each DBM phase has its own schedule.
     """
+    _check_sgd(optim.learning_rate if learning_rate is None else learning_rate, optim.momentum, optim.weight_decay,
+               "config.optim.")
+    checks.check_number("config.optim.final_momentum", optim.final_momentum, low=0.0, high=1.0, high_open=True)
+    checks.check_number("config.optim.final_lr_fraction", optim.final_lr_fraction, low=0.0)
     rate = float(optim.learning_rate if learning_rate is None else learning_rate)
     switch = int(round(optim.momentum_epochs * steps_per_epoch))
     first, final = float(optim.momentum), float(optim.final_momentum)
@@ -798,7 +864,7 @@ def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
     num_steps = (int(config.num_steps) if config.num_steps > 0
                  else max(1, math.ceil(config.num_epochs * steps_per_epoch)))
     family = BoltzmannFamily(config=config, image_shape=tuple(train.shape[1:]),
-                             data_mean=train.reshape(len(train), -1).mean(0, dtype=np.float64) / 255.0,
+                             data_mean=data_lib.column_mean(train).reshape(-1) / 255.0,
                              steps_per_epoch=steps_per_epoch, num_steps=num_steps)
     if family.num_chains % jax.device_count():
         raise ValueError(f"config.model.num_chains={family.num_chains} must be a multiple of the device count "
@@ -867,7 +933,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.eval_every = 0
     config.eval_batch_size = 1000
     config.checkpoint.every = 600
-    config.data = ml_collections.ConfigDict({"name": "digits", "binarize": "static", "mnist_dir": "", "tfds_dir": ""})
+    config.data = image_data_config("digits", "static")
     config.model = ml_collections.ConfigDict({
         "kind": "rbm",  # or "dbm"
         "num_hidden": 500,  # DBM: h1

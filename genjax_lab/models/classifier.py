@@ -11,10 +11,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
+from genjax_lab.core import checks
 from genjax_lab.core.loop import Family, base_config
 from genjax_lab.core.state import TrainState
+from genjax_lab.data.images import image_data_config
 
 
 class Classifier(nn.Module):
@@ -44,9 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.eval_every = 0
     config.eval_batch_size = 360
     config.checkpoint.every = 500
-    config.data = ml_collections.ConfigDict(
-        {"name": "digits", "binarize": "none", "num_classes": 10, "mnist_dir": "", "tfds_dir": ""}
-    )
+    config.data = image_data_config("digits", "none", num_classes=10)
     config.model = ml_collections.ConfigDict({"hidden": (200, 200), "conv": False})
     config.optim = ml_collections.ConfigDict({"learning_rate": 1e-3, "weight_decay": 1e-4})
     return config
@@ -98,9 +99,21 @@ class ClassifierFamily:
 
 
 def family_for(config: ml_collections.ConfigDict, dataset) -> ClassifierFamily:
+    checks.check_counts("config.model.hidden", config.model.hidden)
+    checks.check_count("config.data.num_classes", config.data.num_classes)
+    checks.check_positive("config.optim.learning_rate", config.optim.learning_rate)
+    checks.check_number("config.optim.weight_decay", config.optim.weight_decay, low=0.0)
     return ClassifierFamily(config=config, image_shape=tuple(dataset["train"]["image"].shape[1:]))
 
 
+def _check_features_input(family: ClassifierFamily, images, **_) -> None:
+    pixels = checks.check_array("images", images, ("B", *family.image_shape))
+    limit = 255 if pixels.dtype == np.uint8 else 1
+    if pixels.min() < 0 or pixels.max() > limit:
+        raise ValueError(f"images must be uint8 or in [0, 1], got {pixels.dtype} in [{pixels.min()}, {pixels.max()}]")
+
+
+@checks.validated(_check_features_input)
 def features(family: ClassifierFamily, params, images: jax.Array) -> jax.Array:
     """Penultimate-layer features of uint8 or [0, 1] images: [B, hidden[-1]]."""
     x = images.astype(jnp.float32) / (255.0 if images.dtype == jnp.uint8 else 1.0)

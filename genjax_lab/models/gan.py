@@ -47,11 +47,13 @@ import numpy as np
 import optax
 from PIL import Image, ImageDraw
 
+from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import images as images_lib
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core.loop import Family, base_config
+from genjax_lab.data.images import image_data_config
 from genjax_lab.eval import frechet, parzen
 
 ARCHS = ("mlp", "dcgan")
@@ -151,6 +153,11 @@ def make_models(model_config: ml_collections.ConfigDict, image_shape) -> tuple[G
     if model_config.g_init_range < 0 or model_config.d_init_range < 0:
         raise ValueError("config.model.g_init_range and d_init_range must be >= 0 (0: Flax's LeCun normal), "
                          f"got {model_config.g_init_range}, {model_config.d_init_range}")
+    checks.check_counts("config.model.g_hidden", model_config.g_hidden)
+    checks.check_counts("config.model.d_hidden", model_config.d_hidden)
+    checks.check_count("config.model.d_maxout_pieces", model_config.d_maxout_pieces, minimum=0)
+    for name in ("d_input_dropout", "d_dropout"):
+        checks.check_number(f"config.model.{name}", model_config[name], low=0.0, high=1.0, high_open=True)
     generator = Generator(arch=model_config.arch, hidden=tuple(model_config.g_hidden), image_shape=tuple(image_shape),
                           init_range=model_config.g_init_range)
     discriminator = Discriminator(
@@ -217,6 +224,9 @@ class GANState:
 
 
 def make_optimizer(learning_rate: float, optim_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    checks.check_positive("learning_rate", learning_rate)
+    for beta in ("b1", "b2"):
+        checks.check_number(f"config.optim.{beta}", optim_config[beta], low=0.0, high=1.0, high_open=True)
     return optax.adam(learning_rate, b1=optim_config.b1, b2=optim_config.b2)
 
 
@@ -459,12 +469,18 @@ def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
         raise ValueError(f"config.model.loss must be one of {LOSSES}, got {config.model.loss!r}")
     if config.model.n_critic < 1:
         raise ValueError(f"config.model.n_critic must be >= 1, got {config.model.n_critic}")
+    checks.check_choice("config.model.noise", config.model.noise, NOISES)
+    checks.check_count("config.model.noise_dim", config.model.noise_dim)
+    checks.check_number("config.model.gp_weight", config.model.gp_weight, low=0.0)
+    checks.check_number("config.model.ema_decay", config.model.ema_decay, low=0.0, high=1.0)
+    for rate in ("g_learning_rate", "d_learning_rate"):
+        checks.check_positive(f"config.optim.{rate}", config.optim[rate])
     if config.data.binarize != "none":
         raise ValueError(f"config.data.binarize must be 'none' for a GAN (real-valued pixels), got {config.data.binarize!r}")
     images = dataset["train"]["image"]
     pixel_means = None
     if config.model.marginal_output_bias:
-        pixel_means = tuple((images.reshape(len(images), -1).mean(0, dtype=np.float64) / 255.0).tolist())
+        pixel_means = tuple((data_lib.column_mean(images).reshape(-1) / 255.0).tolist())
     family = GANFamily(config=config, image_shape=tuple(images.shape[1:]),
                        num_classes=int(config.data.num_classes), pixel_means=pixel_means)
     make_models(config.model, family.image_shape)  # validates arch and image shape before anything compiles
@@ -476,6 +492,12 @@ def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
 
 def generate_many(family: GANFamily, g_params, key, num: int, labels=None, chunk: int = 1000) -> np.ndarray:
     """`num` samples on the host, `chunk` at a time: float32 [num, H, W, C] in (0, 1)."""
+    checks.check_count("num", num)
+    checks.check_count("chunk", chunk)
+    if family.conditional:
+        labels = checks.check_array("labels", labels, (num,), kinds=checks.INTEGER)
+        if labels.min() < 0 or labels.max() >= family.num_classes:
+            raise ValueError(f"labels must lie in [0, {family.num_classes}), got range [{labels.min()}, {labels.max()}]")
     generate = jax.jit(family.generate, static_argnums=2)
     parts = []
     for i, start in enumerate(range(0, num, chunk)):
@@ -541,9 +563,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 1000
     config.checkpoint.every = 2000
     config.checkpoint.keep = 2
-    config.data = ml_collections.ConfigDict(
-        {"name": "mnist", "binarize": "none", "num_classes": 10, "mnist_dir": "", "tfds_dir": "", "holdout": 10_000}
-    )
+    config.data = image_data_config("mnist", "none", num_classes=10, holdout=10_000)
     config.model = ml_collections.ConfigDict(
         {
             "arch": "mlp",

@@ -37,8 +37,9 @@ The per-example observed set is a mask, so everything has static shapes: Sigma_o
 in a D x D matrix with the identity on the missing block, whose Cholesky factor gives
 Sigma_oo's solves and log-determinant exactly.
 
-Errors: bad input is refused host-side with the argument named (NaN in x for fitting, fewer
-real points than components, reg_covar < 0); a fit that produces a singular covariance (e.g.
+Errors: bad input is refused host-side with the argument named (x's shape and dtype, NaN in
+x, fewer real points than components, reg_covar < 0, parameters that do not fit together)
+by every public function called from Python (not when traced inside jit); a fit that produces a singular covariance (e.g.
 reg_covar=0 and a component on one point) raises ValueError telling to raise reg_covar, as
 scikit-learn does, rather than returning NaN parameters.
 """
@@ -53,6 +54,7 @@ import numpy as np
 from flax import struct
 from jax.scipy.linalg import solve_triangular
 
+from genjax_lab.core import checks
 from genjax_lab.models.naive_bayes import batch_einsum, is_batch_sharded
 
 CovarianceType = Literal["full", "diag", "spherical", "tied"]
@@ -109,6 +111,94 @@ def _check_type(covariance_type: str) -> None:
         raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}")
 
 
+_COVARIANCE_DIMS = {"full": ("K", "D", "D"), "tied": ("D", "D"), "diag": ("K", "D"), "spherical": ("K",)}
+
+
+def _covariance_shape(covariance_type: str, k: int, d: int) -> tuple[int, ...]:
+    _check_type(covariance_type)
+    return tuple({"K": k, "D": d}[axis] for axis in _COVARIANCE_DIMS[covariance_type])
+
+
+def _check_covariance_like(name: str, values, covariance_type: str, k: int, d: int) -> None:
+    """Covariances or precisions in scikit-learn's layout: full and tied symmetric positive
+    definite, diag and spherical positive."""
+    matrices = checks.check_array(name, values, _covariance_shape(covariance_type, k, d), kinds=checks.FLOAT,
+                                  positive=covariance_type in ("diag", "spherical"))
+    if covariance_type in ("full", "tied"):
+        if not np.allclose(matrices, np.swapaxes(matrices, -1, -2), rtol=1e-5, atol=1e-8):
+            raise ValueError(f"{name} must be symmetric ({covariance_type} covariance_type)")
+        try:
+            np.linalg.cholesky(matrices)
+        except np.linalg.LinAlgError:
+            raise ValueError(f"{name} must be positive definite ({covariance_type} covariance_type)") from None
+
+
+def _check_construction(weights, means, covariance_type: str) -> tuple[int, int]:
+    """weights [K] on the simplex and means [K, D] of a GMM being built: returns (K, D)."""
+    _check_type(covariance_type)
+    k, d = checks.check_array("means", means, ("K", "D"), kinds=checks.FLOAT).shape
+    checks.check_simplex("weights", weights, (k,), atol=1e-4)
+    return k, d
+
+
+def _check_params(params: GMM, name: str = "params") -> None:
+    """Leaf shapes that fit together (any leading axes, as a classifier's class axis) and finite values."""
+    k, d = np.shape(params.means)[-2:]
+    leading = np.shape(params.means)[:-2]
+    for field, shape in (("weights", (k,)), ("precision_cholesky", _covariance_shape(params.covariance_type, k, d))):
+        if np.shape(getattr(params, field)) != leading + shape:
+            raise ValueError(f"{name}.{field} must have shape {leading + shape} ({params.covariance_type} "
+                             f"covariances, K={k}, D={d}), got {np.shape(getattr(params, field))}")
+    checks.check_finite_tree(name, params)
+
+
+def _check_mask(mask, num_points: int) -> np.ndarray | None:
+    return None if mask is None else checks.check_array("mask", mask, (num_points,), nonnegative=True)
+
+
+def _check_points(params: GMM, x, mask=None, *, allow_nan: bool = False, padding_ignored: bool = False) -> None:
+    """x [N, D] finite (NaN too with allow_nan), mask [N] >= 0. padding_ignored: rows with
+    mask 0 may hold anything (the E-step zeroes them first)."""
+    points = checks.check_array("x", x, ("N", params.num_features), kinds=checks.FLOAT, finite=False)
+    weights = _check_mask(mask, points.shape[0])
+    real_rows = weights > 0 if padding_ignored and weights is not None else None
+    checks.check_array("x", points, allow_nan=allow_nan, where=real_rows)
+
+
+def _check_scoring(params: GMM, x, mask=None, **_) -> None:
+    _check_params(params)
+    _check_points(params, x, mask)
+
+
+def _check_conditioning(params: GMM, x, observed=None, **_) -> None:
+    _check_params(params)
+    _check_points(params, x, allow_nan=True)
+    if observed is not None:
+        checks.check_array("observed", observed, np.shape(x))
+
+
+def _check_e_step(params: GMM, x, mask, chunk_size=-1, **_) -> None:
+    _check_params(params)
+    _check_points(params, x, mask, padding_ignored=True)
+    if chunk_size not in (None, -1):
+        checks.check_count("chunk_size", chunk_size)
+
+
+def _check_em(params: GMM, x, mask, reg_covar, num_iters: int = 1, **_) -> None:
+    _check_e_step(params, x, mask)
+    checks.check_number("reg_covar", reg_covar, low=0.0)
+    checks.check_count("num_iters", num_iters)
+
+
+def _check_seeding(x, num_components: int, mask=None, covariance_type: str = "full", kmeans_iters: int = 0,
+                   reg_covar: float = 0.0, **_) -> None:
+    _check_mask(mask, checks.check_array("x", x, ("N", "D"), kinds=checks.FLOAT).shape[0])
+    _check_type(covariance_type)
+    checks.check_count("num_components", num_components)
+    checks.check_count("kmeans_iters", kmeans_iters, minimum=0)
+    checks.check_number("reg_covar", reg_covar, low=0.0)
+
+
 def _cholesky_of_inverse(cov: jax.Array) -> jax.Array:
     """Upper P with P P^T = cov^-1 (batched over leading axes); NaN if cov is not positive definite."""
     lower = jnp.linalg.cholesky(cov)
@@ -116,6 +206,15 @@ def _cholesky_of_inverse(cov: jax.Array) -> jax.Array:
     return jnp.swapaxes(solve_triangular(lower, eye, lower=True), -1, -2)
 
 
+def _check_from_covariances(weights, means, covariances, covariance_type: str, **_) -> None:
+    _check_covariance_like("covariances", covariances, covariance_type, *_check_construction(weights, means, covariance_type))
+
+
+def _check_from_precisions(weights, means, precisions, covariance_type: str, **_) -> None:
+    _check_covariance_like("precisions", precisions, covariance_type, *_check_construction(weights, means, covariance_type))
+
+
+@checks.validated(_check_from_covariances)
 @functools.partial(jax.jit, static_argnames=("covariance_type",))
 def from_covariances(weights, means, covariances, covariance_type: CovarianceType = "full") -> GMM:
     """GMM from covariances in scikit-learn's layout (full [K, D, D], tied [D, D], diag [K, D], spherical [K])."""
@@ -128,6 +227,7 @@ def from_covariances(weights, means, covariances, covariance_type: CovarianceTyp
     return GMM(jnp.asarray(weights), jnp.asarray(means), chol, covariance_type)
 
 
+@checks.validated(_check_from_precisions)
 @functools.partial(jax.jit, static_argnames=("covariance_type",))
 def from_precisions(weights, means, precisions, covariance_type: CovarianceType = "full") -> GMM:
     """GMM from precisions in scikit-learn's precisions_init layout (same shapes as covariances)."""
@@ -213,12 +313,14 @@ def _log_joint(params: GMM, x: jax.Array) -> jax.Array:
     return jnp.log(params.weights) + component_log_prob(params, x)
 
 
+@checks.validated(_check_scoring)
 @jax.jit
 def log_likelihood(params: GMM, x: jax.Array) -> jax.Array:
     """log p(x_n) per example: [N] (scikit-learn's score_samples)."""
     return jax.nn.logsumexp(_log_joint(params, x), axis=1)
 
 
+@checks.validated(_check_scoring)
 @jax.jit
 def score(params: GMM, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Mean log-likelihood per (real) example: scalar."""
@@ -226,6 +328,7 @@ def score(params: GMM, x: jax.Array, mask: jax.Array | None = None) -> jax.Array
     return ll.mean() if mask is None else jnp.sum(ll * mask) / jnp.sum(mask)
 
 
+@checks.validated(_check_scoring)
 @jax.jit
 def predict_log_proba(params: GMM, x: jax.Array) -> jax.Array:
     """log responsibilities log p(z = k | x_n): [N, K]."""
@@ -233,12 +336,14 @@ def predict_log_proba(params: GMM, x: jax.Array) -> jax.Array:
     return joint - jax.nn.logsumexp(joint, axis=1, keepdims=True)
 
 
+@checks.validated(_check_scoring)
 @jax.jit
 def predict_proba(params: GMM, x: jax.Array) -> jax.Array:
     """Responsibilities p(z = k | x_n): [N, K]."""
     return jnp.exp(predict_log_proba(params, x))
 
 
+@checks.validated(_check_scoring)
 @jax.jit
 def predict(params: GMM, x: jax.Array) -> jax.Array:
     """Most responsible component: int [N]."""
@@ -305,6 +410,7 @@ def _default_chunk_size(x: jax.Array, covariance_type: str) -> int | None:
     return 1024 if covariance_type in ("full", "tied") else 4096
 
 
+@checks.validated(_check_e_step)
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
 def e_step(params: GMM, x: jax.Array, mask: jax.Array | None = None, *, chunk_size: int | None = -1) -> EMStats:
     """E-step statistics of a batch x [B, D] (mask [B]), summed over the batch axis.
@@ -352,12 +458,20 @@ def _m_step(stats: EMStats, center: jax.Array, covariance_type: str, reg_covar: 
     return GMM(nk / nk.sum(), center + mean_c, chol, covariance_type)
 
 
+def _check_m_step(params: GMM, stats: EMStats, reg_covar, **_) -> None:
+    _check_params(params)
+    checks.check_finite_tree("stats", stats)
+    checks.check_number("reg_covar", reg_covar, low=0.0)
+
+
+@checks.validated(_check_m_step)
 @jax.jit
 def m_step(params: GMM, stats: EMStats, reg_covar: float = 1e-6) -> GMM:
     """New parameters from the E-step statistics taken under `params`."""
     return _m_step(stats, shift(params), params.covariance_type, reg_covar)
 
 
+@checks.validated(_check_em)
 @jax.jit
 def em_step(params: GMM, x: jax.Array, mask: jax.Array | None = None, reg_covar: float = 1e-6) -> tuple[GMM, jax.Array]:
     """One EM iteration on a (possibly sharded) batch: (new params, mean log-likelihood under `params`)."""
@@ -365,6 +479,7 @@ def em_step(params: GMM, x: jax.Array, mask: jax.Array | None = None, reg_covar:
     return m_step(params, stats, reg_covar), stats.log_likelihood / stats.count
 
 
+@checks.validated(_check_em)
 @functools.partial(jax.jit, static_argnames=("num_iters",))
 def em(params: GMM, x: jax.Array, mask: jax.Array | None = None, *, num_iters: int,
        reg_covar: float = 1e-6) -> tuple[GMM, jax.Array]:
@@ -375,6 +490,7 @@ def em(params: GMM, x: jax.Array, mask: jax.Array | None = None, *, num_iters: i
 
 
 # ----------------------------------------------------------------------------- initialisation
+@checks.validated(_check_seeding)
 @functools.partial(jax.jit, static_argnames=("num_components",))
 def kmeans_plus_plus(key: jax.Array, x: jax.Array, num_components: int, mask: jax.Array | None = None) -> jax.Array:
     """k-means++ seeds: [K, D]. Each seed is a data point drawn with probability ∝ mask * D^2
@@ -401,6 +517,7 @@ def _hard_assign(x: jax.Array, centers: jax.Array) -> jax.Array:
     return jax.nn.one_hot(jnp.argmin(d2, axis=1), centers.shape[0], dtype=x.dtype)
 
 
+@checks.validated(_check_seeding)
 @functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "kmeans_iters"))
 def init_kmeans(key: jax.Array, x: jax.Array, num_components: int, covariance_type: CovarianceType = "full",
                 mask: jax.Array | None = None, *, kmeans_iters: int = 20, reg_covar: float = 1e-6) -> GMM:
@@ -424,19 +541,19 @@ def init_kmeans(key: jax.Array, x: jax.Array, num_components: int, covariance_ty
 
 # ----------------------------------------------------------------------------- host-side fit
 def _validate_fit_inputs(x, mask, num_components: int, reg_covar: float, min_points_name: str = "x") -> None:
-    x_np = np.asarray(x)
-    if x_np.ndim != 2:
-        raise ValueError(f"x must be [N, D], got shape {x_np.shape}")
-    real = x_np if mask is None else x_np[np.asarray(mask) > 0]
-    if not np.all(np.isfinite(real)):
-        row, col = np.argwhere(~np.isfinite(real))[0]
-        raise ValueError(f"x must be finite to fit a GMM, x[{row}, {col}] = {real[row, col]} "
+    x_np = checks.check_array("x", x, ("N", "D"), kinds=checks.FLOAT, finite=False)
+    # Every row, padding too: the k-means start reads them all.
+    if not np.all(np.isfinite(x_np)):
+        row, col = np.argwhere(~np.isfinite(x_np))[0]
+        raise ValueError(f"x must be finite to fit a GMM, x[{row}, {col}] = {x_np[row, col]} "
                          "(use impute / condition for missing dimensions)")
-    if num_components < 1 or num_components > len(real):
+    _check_mask(mask, x_np.shape[0])
+    checks.check_count("num_components", num_components)
+    real = x_np if mask is None else x_np[np.asarray(mask) > 0]
+    if num_components > len(real):
         raise ValueError(f"num_components={num_components} must be in [1, number of real points in "
                          f"{min_points_name} = {len(real)}]")
-    if reg_covar < 0:
-        raise ValueError(f"reg_covar must be >= 0, got {reg_covar}")
+    checks.check_number("reg_covar", reg_covar, low=0.0)
 
 
 def _check_finite_fit(params: GMM, reg_covar: float, what: str = "the mixture") -> None:
@@ -456,8 +573,14 @@ def fit(key: jax.Array, x: jax.Array, num_components: int, covariance_type: Cova
     """
     _check_type(covariance_type)
     _validate_fit_inputs(x, mask, num_components, reg_covar)
+    checks.check_count("num_iters", num_iters)
     x = jnp.asarray(x)
-    if init is None:
+    if init is not None:
+        _check_params(init, "init")
+        if init.num_features != x.shape[1] or init.covariance_type != covariance_type:
+            raise ValueError(f"init must be a {covariance_type} GMM over D={x.shape[1]} features, got a "
+                             f"{init.covariance_type} GMM over {init.num_features}")
+    else:
         init = init_kmeans(key, x, num_components, covariance_type, mask, kmeans_iters=kmeans_iters,
                            reg_covar=reg_covar)
     _check_finite_fit(init, reg_covar, "the k-means initialisation")
@@ -467,6 +590,12 @@ def fit(key: jax.Array, x: jax.Array, num_components: int, covariance_type: Cova
 
 
 # ----------------------------------------------------------------------------- sampling
+def _check_sample(params: GMM, num_samples: int, **_) -> None:
+    _check_params(params)
+    checks.check_count("num_samples", num_samples)
+
+
+@checks.validated(_check_sample)
 @functools.partial(jax.jit, static_argnames=("num_samples",))
 def sample(key: jax.Array, params: GMM, num_samples: int) -> tuple[jax.Array, jax.Array]:
     """(x [N, D], component labels int [N]) ~ p(x, z)."""
@@ -502,6 +631,7 @@ def _observed(x: jax.Array, observed: jax.Array | None) -> jax.Array:
     return present if observed is None else present & jnp.asarray(observed, bool)
 
 
+@checks.validated(_check_conditioning)
 @jax.jit
 def condition(params: GMM, x: jax.Array, observed: jax.Array | None = None) -> Conditional:
     """Mixture posterior given the observed dimensions of each x_n [N, D] (NaN or `observed` False = missing)."""
@@ -516,6 +646,7 @@ def condition(params: GMM, x: jax.Array, observed: jax.Array | None = None) -> C
     return Conditional(joint - marginal[:, None], means, chol, marginal)
 
 
+@checks.validated(_check_conditioning)
 @jax.jit
 def impute(params: GMM, x: jax.Array, observed: jax.Array | None = None) -> jax.Array:
     """E[x_n | observed dimensions]: [N, D], observed entries returned as given."""
@@ -523,6 +654,7 @@ def impute(params: GMM, x: jax.Array, observed: jax.Array | None = None) -> jax.
     return jnp.einsum("nk,nkd->nd", jnp.exp(cond.log_weights), cond.means)
 
 
+@checks.validated(_check_conditioning)
 @jax.jit
 def sample_conditional(key: jax.Array, params: GMM, x: jax.Array, observed: jax.Array | None = None) -> jax.Array:
     """x_missing ~ p(x_missing | x_observed) for each row: [N, D], observed entries kept."""
@@ -554,10 +686,15 @@ def fit_classifier(key: jax.Array, x: jax.Array, y: jax.Array, num_classes: int,
     x [N, D], y int [N]. Returns (classifier, per-class mean log-likelihoods [C, num_iters]).
     """
     _check_type(covariance_type)
-    x_np, y_np = np.asarray(x), np.asarray(y)
-    mask_np = np.ones(len(x_np)) if mask is None else np.asarray(mask)
-    if y_np.shape != x_np.shape[:1] or (y_np.size and (y_np.min() < 0 or y_np.max() >= num_classes)):
+    checks.check_count("num_classes", num_classes)
+    checks.check_count("num_iters", num_iters)
+    x_np = checks.check_array("x", x, ("N", "D"), kinds=checks.FLOAT, finite=False)
+    y_np = checks.check_array("y", y, (x_np.shape[0],), kinds=checks.INTEGER)
+    mask_np = np.ones(len(x_np)) if mask is None else _check_mask(mask, len(x_np))
+    if y_np.min() < 0 or y_np.max() >= num_classes:
         raise ValueError(f"y must be [N] class indices in [0, num_classes={num_classes})")
+    if class_prior is not None:
+        checks.check_simplex("class_prior", class_prior, (num_classes,))
     for c in range(num_classes):
         _validate_fit_inputs(x_np, mask_np * (y_np == c), num_components, reg_covar, f"class {c} of y")
     x = jnp.asarray(x)
@@ -581,6 +718,12 @@ def fit_classifier(key: jax.Array, x: jax.Array, y: jax.Array, num_classes: int,
     return MixtureClassifier(log_prior, components), history
 
 
+def _check_classifier_input(clf: MixtureClassifier, x, **_) -> None:
+    checks.check_finite_tree("clf.class_log_prior", clf.class_log_prior, allow_neg_inf=True)
+    _check_scoring(clf.components, x)
+
+
+@checks.validated(_check_classifier_input)
 @jax.jit
 def classifier_log_joint(clf: MixtureClassifier, x: jax.Array) -> jax.Array:
     """log p(x_n, y = c): [N, C]."""
@@ -588,6 +731,7 @@ def classifier_log_joint(clf: MixtureClassifier, x: jax.Array) -> jax.Array:
     return clf.class_log_prior + per_class
 
 
+@checks.validated(_check_classifier_input)
 @jax.jit
 def classifier_predict_log_proba(clf: MixtureClassifier, x: jax.Array) -> jax.Array:
     """log p(y = c | x_n) by Bayes' rule: [N, C]."""
@@ -595,6 +739,7 @@ def classifier_predict_log_proba(clf: MixtureClassifier, x: jax.Array) -> jax.Ar
     return joint - jax.nn.logsumexp(joint, axis=1, keepdims=True)
 
 
+@checks.validated(_check_classifier_input)
 @jax.jit
 def classifier_predict(clf: MixtureClassifier, x: jax.Array) -> jax.Array:
     """Most probable class: int [N]."""

@@ -27,6 +27,7 @@ import jax.scipy.linalg
 import numpy as np
 from jax import Array
 
+from genjax_lab.core import checks
 from genjax_lab.inference import hmm as hmm_inference
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -82,28 +83,8 @@ class HMMClassifier(NamedTuple):
 # ------------------------------------------------------------------------- validation
 
 
-def _check_stochastic(name: str, probs, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    p = np.asarray(probs, dtype=np.float64)
-    if shape is not None and p.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {p.shape}")
-    if p.ndim == 0 or p.shape[-1] == 0:
-        raise ValueError(f"{name} must have at least one state/category, got shape {p.shape}")
-    if not np.all(np.isfinite(p)):
-        raise ValueError(f"{name} contains NaN or inf")
-    if np.any(p < 0):
-        where = tuple(int(i) for i in np.argwhere(p < 0)[0])
-        raise ValueError(f"{name} must be non-negative, entry {where} is {p[where]}")
-    sums = p.sum(axis=-1)
-    bad = np.argwhere(np.abs(sums - 1.0) > 1e-6)
-    if bad.size:
-        row = tuple(int(i) for i in bad[0])
-        label = f"row {row[0] if len(row) == 1 else row}" if p.ndim > 1 else "it"
-        raise ValueError(f"{name} rows must sum to 1, {label} sums to {sums[tuple(row)]:.6g}")
-    return p
-
-
 def _check_positive(name: str, values, shape: tuple[int, ...]) -> np.ndarray:
-    v = np.asarray(values, dtype=np.float64)
+    v = checks.check_array(name, values, finite=False).astype(np.float64)
     if v.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {v.shape}")
     if not np.all(np.isfinite(v)) or np.any(v <= 0):
@@ -120,11 +101,27 @@ def num_states(params: HMMParams) -> int:
     return params.transition_logits.shape[-1]
 
 
+def check_params(params: HMMParams, name: str = "params") -> None:
+    """One K-state HMM: leaf shapes that fit together, no NaN and no +inf (a -inf logit is a
+    structural zero; every other leaf must be finite). Raises ValueError naming the leaf."""
+    k = num_states(params)
+    shapes = {"initial_logits": np.shape(params.initial_logits), "transition_logits": np.shape(params.transition_logits),
+              "emission": (emission_num_states(params.emission),)}
+    if shapes != {"initial_logits": (k,), "transition_logits": (k, k), "emission": (k,)}:
+        raise ValueError(f"{name} must be one HMM with K states: initial_logits [K], transition_logits [K, K] "
+                         f"and an emission for K states; got shapes {shapes}")
+    checks.check_finite_tree(f"{name}.initial_logits", params.initial_logits, allow_neg_inf=True)
+    checks.check_finite_tree(f"{name}.transition_logits", params.transition_logits, allow_neg_inf=True)
+    for field, value in params.emission._asdict().items():
+        checks.check_finite_tree(f"{name}.emission.{field}", value, allow_neg_inf=field == "logits")
+
+
 def validate_sequences(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
     """Checks obs [B, T] / [B, T, D] against the emission model and lengths [B]; returns
     them as arrays. Raises ValueError naming `obs` or `lengths`."""
     emission = params.emission
-    obs = np.asarray(obs)
+    # Values are checked below on the real steps only: padding may hold anything.
+    obs = checks.check_array("obs", obs, finite=False, nonempty=False)
     lengths = np.asarray(lengths)
     event_ndim = 0 if isinstance(emission, CategoricalEmission) else 1
     if obs.ndim != 2 + event_ndim:
@@ -157,6 +154,12 @@ def validate_sequences(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
     return jnp.asarray(np.where(valid[..., None], obs, 0.0), jnp.float32), jnp.asarray(lengths, jnp.int32)
 
 
+def _checked_inputs(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
+    """`validate_sequences` of the inputs of a public function, after `check_params`."""
+    check_params(params)
+    return validate_sequences(params, obs, lengths)
+
+
 # ------------------------------------------------------------------------ constructors
 
 
@@ -164,8 +167,8 @@ def make_hmm(initial_probs, transition_probs, emission: Emission) -> HMMParams:
     """Params from probabilities, validated: initial_probs [K] and transition_probs [K, K]
     must be non-negative with rows summing to one. Zeros become -inf logits."""
     k = emission_num_states(emission)
-    pi = _check_stochastic("initial_probs", initial_probs, (k,))
-    a = _check_stochastic("transition_probs", transition_probs, (k, k))
+    pi = checks.check_simplex("initial_probs", initial_probs, (k,))
+    a = checks.check_simplex("transition_probs", transition_probs, (k, k))
     return HMMParams(_log(pi), _log(a), emission)
 
 
@@ -175,27 +178,21 @@ def emission_num_states(emission: Emission) -> int:
 
 def categorical_emission(emission_probs) -> CategoricalEmission:
     """emission_probs: [K, V], rows on the simplex."""
-    return CategoricalEmission(_log(_check_stochastic("emission_probs", emission_probs)))
+    return CategoricalEmission(_log(checks.check_simplex("emission_probs", emission_probs)))
 
 
 def diag_gaussian_emission(means, variances) -> DiagGaussianEmission:
     """means, variances: [K, D], variances > 0."""
-    means = np.asarray(means, np.float64)
-    if means.ndim != 2:
-        raise ValueError(f"means must be [K, D], got shape {means.shape}")
+    means = checks.check_array("means", means, ("K", "D")).astype(np.float64)
     var = _check_positive("variances", variances, means.shape)
     return DiagGaussianEmission(jnp.asarray(means, jnp.float32), jnp.asarray(0.5 * np.log(var), jnp.float32))
 
 
 def full_gaussian_emission(means, covariances) -> FullGaussianEmission:
     """means: [K, D]; covariances: [K, D, D] symmetric positive definite."""
-    means = np.asarray(means, np.float64)
-    cov = np.asarray(covariances, np.float64)
-    if means.ndim != 2:
-        raise ValueError(f"means must be [K, D], got shape {means.shape}")
+    means = checks.check_array("means", means, ("K", "D")).astype(np.float64)
     k, d = means.shape
-    if cov.shape != (k, d, d):
-        raise ValueError(f"covariances must have shape {(k, d, d)}, got {cov.shape}")
+    cov = checks.check_array("covariances", covariances, (k, d, d)).astype(np.float64)
     if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-6, atol=1e-8):
         raise ValueError("covariances must be symmetric")
     try:
@@ -207,10 +204,10 @@ def full_gaussian_emission(means, covariances) -> FullGaussianEmission:
 
 def gaussian_mixture_emission(weights, means, variances) -> GaussianMixtureEmission:
     """weights: [K, M] rows on the simplex; means, variances: [K, M, D]."""
-    w = _check_stochastic("weights", weights)
-    means = np.asarray(means, np.float64)
-    if means.ndim != 3 or means.shape[:2] != w.shape:
-        raise ValueError(f"means must be [K, M, D] with [K, M] = {w.shape}, got shape {means.shape}")
+    w = checks.check_simplex("weights", weights)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be [K, M], got shape {w.shape}")
+    means = checks.check_array("means", means, (*w.shape, "D")).astype(np.float64)
     var = _check_positive("variances", variances, means.shape)
     return GaussianMixtureEmission(_log(w), jnp.asarray(means, jnp.float32),
                                    jnp.asarray(0.5 * np.log(var), jnp.float32))
@@ -233,6 +230,9 @@ def left_to_right_transitions(num_states: int, self_prob: float = 0.6, max_jump:
     """(initial_probs [K], transition_probs [K, K]) of a Bakis left-to-right chain: start in
     state 0, stay with `self_prob`, else move forward by 1..max_jump (uniformly); the last
     state absorbs. The zeros stay zero under EM."""
+    checks.check_count("num_states", num_states)
+    checks.check_number("self_prob", self_prob, low=0.0, high=1.0)
+    checks.check_count("max_jump", max_jump)
     a = np.zeros((num_states, num_states))
     for i in range(num_states):
         targets = list(range(i + 1, min(i + max_jump, num_states - 1) + 1))
@@ -321,7 +321,7 @@ def sequence_log_likelihood(params: HMMParams, obs: Array, lengths: Array, paral
 
 def log_likelihood(params: HMMParams, obs, lengths, parallel: bool = False) -> Array:
     """log p(y_b) for obs [B, T(, D)] padded to T with lengths [B]; validated, -> [B]."""
-    obs, lengths = validate_sequences(params, obs, lengths)
+    obs, lengths = _checked_inputs(params, obs, lengths)
     return sequence_log_likelihood(params, obs, lengths, parallel)
 
 
@@ -332,7 +332,7 @@ def _posteriors(params, obs, lengths, parallel):
 
 def posteriors(params: HMMParams, obs, lengths, parallel: bool = False) -> hmm_inference.SmootherResult:
     """Forward-backward on validated obs [B, T(, D)]: SmootherResult with posteriors [B, T, K]."""
-    obs, lengths = validate_sequences(params, obs, lengths)
+    obs, lengths = _checked_inputs(params, obs, lengths)
     return _posteriors(params, obs, lengths, parallel)
 
 
@@ -343,10 +343,11 @@ def _viterbi(params, obs, lengths, parallel):
 
 def most_likely_states(params: HMMParams, obs, lengths, parallel: bool = False) -> hmm_inference.ViterbiResult:
     """Viterbi paths [B, T] (-1 on padding) and their log p(x*, y) [B], validated input."""
-    obs, lengths = validate_sequences(params, obs, lengths)
+    obs, lengths = _checked_inputs(params, obs, lengths)
     return _viterbi(params, obs, lengths, parallel)
 
 
+@checks.validated(lambda params, obs, lengths, **_: _checked_inputs(params, obs, lengths))
 @jax.jit
 def sample_posterior(key: Array, params: HMMParams, obs: Array, lengths: Array) -> Array:
     """One draw x ~ p(x | y) per sequence (forward-filtering backward-sampling), [B, T]."""
@@ -374,6 +375,13 @@ def _sample_emission(key: Array, emission: Emission, states: Array) -> Array:
     raise TypeError(f"unknown emission type {type(emission).__name__}")
 
 
+def _check_sample(params: HMMParams, num_steps: int, num_sequences: int, **_) -> None:
+    check_params(params)
+    checks.check_count("num_steps", num_steps)
+    checks.check_count("num_sequences", num_sequences)
+
+
+@checks.validated(_check_sample)
 @functools.partial(jax.jit, static_argnames=("num_steps", "num_sequences"))
 def sample(key: Array, params: HMMParams, num_steps: int, num_sequences: int = 1) -> tuple[Array, Array]:
     """Joint draws (states [N, T] int32, obs [N, T] or [N, T, D]) with N = num_sequences."""
@@ -404,7 +412,10 @@ def stack_hmms(hmms: list[HMMParams]) -> HMMParams:
 def make_classifier(hmms: HMMParams, class_probs) -> HMMClassifier:
     """hmms stacked [C, ...] (see `stack_hmms`) and validated class_probs [C]."""
     c = hmms.initial_logits.shape[0]
-    return HMMClassifier(hmms, _log(_check_stochastic("class_probs", class_probs, (c,))))
+    if any(np.shape(leaf)[:1] != (c,) for leaf in jax.tree.leaves(hmms)):
+        raise ValueError(f"hmms must carry a class axis of C={c} on every leaf (see stack_hmms)")
+    check_params(jax.tree.map(lambda leaf: leaf[0], hmms), "hmms[0]")
+    return HMMClassifier(hmms, _log(checks.check_simplex("class_probs", class_probs, (c,))))
 
 
 @jax.jit
@@ -417,7 +428,8 @@ def class_log_joint(clf: HMMClassifier, obs: Array, lengths: Array) -> Array:
 def classifier_log_posterior(clf: HMMClassifier, obs, lengths) -> Array:
     """Bayes' rule log p(c | y_b) = log p(y_b | c) + log p(c) - log p(y_b), [B, C]; validated."""
     first = jax.tree.map(lambda x: x[0], clf.hmms)
-    obs, lengths = validate_sequences(first, obs, lengths)
+    obs, lengths = _checked_inputs(first, obs, lengths)
+    checks.check_finite_tree("clf", clf, allow_neg_inf=True)
     joint = class_log_joint(clf, obs, lengths)
     return joint - jax.nn.logsumexp(joint, axis=-1, keepdims=True)
 

@@ -68,6 +68,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from scipy.optimize import linear_sum_assignment
 
+from genjax_lab.core import checks
 from genjax_lab.core.mesh import DATA_AXIS
 from genjax_lab.data.text import BagOfWords, bag_of_ids
 
@@ -95,20 +96,16 @@ class LDAConfig:
     mean_change_tol: float = 1e-3
 
     def __post_init__(self):
-        if self.num_topics < 1:
-            raise ValueError(f"num_topics must be >= 1, got {self.num_topics}")
-        if self.vocab_size < 1:
-            raise ValueError(f"vocab_size must be >= 1, got {self.vocab_size}")
+        checks.check_count("num_topics", self.num_topics)
+        checks.check_count("vocab_size", self.vocab_size)
         for name in ("alpha", "eta"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        if not 0.5 < self.learning_decay <= 1.0:
-            raise ValueError(f"learning_decay (kappa) must be in (0.5, 1] for convergence, got {self.learning_decay}")
-        if self.learning_offset < 0:
-            raise ValueError(f"learning_offset (tau0) must be >= 0, got {self.learning_offset}")
-        if self.max_doc_iter < 1:
-            raise ValueError(f"max_doc_iter must be >= 1, got {self.max_doc_iter}")
+            if getattr(self, name) is not None:
+                checks.check_positive(name, getattr(self, name))
+        # (0.5, 1]: the Robbins-Monro conditions under which online VB converges
+        checks.check_number("learning_decay (kappa)", self.learning_decay, low=0.5, high=1.0, low_open=True)
+        checks.check_number("learning_offset (tau0)", self.learning_offset, low=0.0)
+        checks.check_count("max_doc_iter", self.max_doc_iter)
+        checks.check_number("mean_change_tol", self.mean_change_tol, low=0.0)
 
     @property
     def alpha0(self) -> float:
@@ -137,7 +134,8 @@ class EStep(NamedTuple):
 
 def check_bags(ids, counts, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Host-side check of padded bags; returns them as int32 / float32 numpy arrays."""
-    ids, counts = np.asarray(ids), np.asarray(counts)
+    ids = checks.check_array("ids", ids, kinds=checks.INTEGER, nonempty=False)
+    counts = checks.check_array("counts", counts, finite=False, nonempty=False)
     if ids.ndim != 2 or ids.shape != counts.shape:
         raise ValueError(f"ids and counts must both be [D, L], got {ids.shape} and {counts.shape}")
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
@@ -146,6 +144,25 @@ def check_bags(ids, counts, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(counts).all() or (counts < 0).any():
         raise ValueError("counts must be finite and >= 0")
     return ids.astype(np.int32), counts.astype(np.float32)
+
+
+def _check_alpha(alpha, num_topics: int) -> None:
+    """A Dirichlet parameter over topics: a scalar (symmetric) or [K], finite and > 0."""
+    dims = () if np.ndim(alpha) == 0 else (num_topics,)
+    checks.check_array("alpha", alpha, dims, positive=True)
+
+
+def check_topics(topics, alpha, config: LDAConfig) -> None:
+    """Point topics [K, V] (rows on the simplex) and alpha (scalar or [K]) for `config`."""
+    checks.check_simplex("topics", topics, (config.num_topics, config.vocab_size), atol=1e-4)
+    _check_alpha(alpha, config.num_topics)
+
+
+def check_state(state: VBState, config: LDAConfig) -> None:
+    """A VB state for `config`: lam [K, V] and alpha [K] finite and positive, eta > 0."""
+    checks.check_array("state.lam", state.lam, (config.num_topics, config.vocab_size), positive=True)
+    checks.check_array("state.alpha", state.alpha, (config.num_topics,), positive=True)
+    checks.check_array("state.eta", state.eta, (), positive=True)
 
 
 # ----------------------------------------------------------------------------- VB
@@ -351,6 +368,7 @@ def make_online_step(config: LDAConfig, total_docs: int):
 
     batch = {"ids": [B, L], "counts": [B, L], "mask": [B]}; the key is unused (VB is deterministic).
     """
+    checks.check_count("total_docs", total_docs)
     def step(state, batch, key):
         del key
         return vb_online_step(state, batch["ids"], batch["counts"], batch["mask"], total_docs, config)
@@ -390,12 +408,14 @@ def _total_words(counts: np.ndarray) -> float:
 
 def elbo(state: VBState, bags: BagOfWords, config: LDAConfig) -> float:
     """ELBO of the documents under the fitted q(beta), gamma fitted from scratch."""
+    check_state(state, config)
     ids, counts = check_bags(bags.ids, bags.counts, config.vocab_size)
     return float(_elbo(state, ids, counts, config))
 
 
 def perplexity(state: VBState, bags: BagOfWords, config: LDAConfig) -> float:
     """exp(-ELBO / words): scikit-learn's LatentDirichletAllocation.perplexity estimator."""
+    check_state(state, config)
     ids, counts = check_bags(bags.ids, bags.counts, config.vocab_size)
     return float(np.exp(-float(_elbo(state, ids, counts, config)) / _total_words(counts)))
 
@@ -407,12 +427,14 @@ def topic_word(state: VBState) -> jax.Array:
 
 def transform(state: VBState, bags: BagOfWords, config: LDAConfig) -> jax.Array:
     """Topic proportions E_q[theta] of (new) documents under q(beta): [D, K] (scikit-learn's transform)."""
+    check_state(state, config)
     ids, counts = check_bags(bags.ids, bags.counts, config.vocab_size)
     return _proportions(dirichlet_expectation(state.lam), state.alpha, ids, counts, config)
 
 
 def infer_proportions(topics: jax.Array, alpha: jax.Array, bags: BagOfWords, config: LDAConfig) -> jax.Array:
     """Topic proportions E_q[theta] [D, K] of documents given point topics [K, V] (rows sum to 1)."""
+    check_topics(topics, alpha, config)
     ids, counts = check_bags(bags.ids, bags.counts, config.vocab_size)
     return _proportions(_point_log_topics(jnp.asarray(topics, jnp.float32)), jnp.asarray(alpha, jnp.float32),
                         ids, counts, config)
@@ -421,9 +443,10 @@ def infer_proportions(topics: jax.Array, alpha: jax.Array, bags: BagOfWords, con
 def split_bags(bags: BagOfWords, seed: int, heldout_fraction: float = 0.5) -> tuple[BagOfWords, BagOfWords]:
     """Splits every document's words at random: (observed, held out), each token held out
     with probability `heldout_fraction` (a binomial draw per word slot)."""
-    if not 0.0 < heldout_fraction < 1.0:
-        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
-    counts = np.asarray(bags.counts)
+    checks.check_number("heldout_fraction", heldout_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
+    counts = checks.check_array("counts", bags.counts, nonempty=False, nonnegative=True)
+    if (counts != np.round(counts)).any():
+        raise ValueError("counts must be whole numbers to split words")
     heldout = np.random.default_rng(seed).binomial(counts.astype(np.int64), heldout_fraction).astype(np.float32)
     return BagOfWords(bags.ids, counts - heldout), BagOfWords(bags.ids, heldout)
 
@@ -434,6 +457,7 @@ def completion_perplexity(topics: jax.Array, alpha: jax.Array, observed: BagOfWo
 
     topics [K, V] point topics (rows sum to 1); p(w | d) = sum_k theta_dk topics_kw.
     """
+    check_topics(topics, alpha, config)
     ids, counts = check_bags(heldout.ids, heldout.counts, config.vocab_size)
     obs_ids, obs_counts = check_bags(observed.ids, observed.counts, config.vocab_size)
     topics, alpha = jnp.asarray(topics, jnp.float32), jnp.asarray(alpha, jnp.float32)
@@ -490,8 +514,14 @@ def fit_vb(
     """
     if method not in ("batch", "online"):
         raise ValueError(f"method must be 'batch' or 'online', got {method!r}")
-    if num_restarts < 1 or (num_restarts > 1 and (method != "batch" or state is not None)):
-        raise ValueError(f"num_restarts must be >= 1, and 1 unless method='batch' without state; got {num_restarts}")
+    if checks.check_count("num_restarts", num_restarts) > 1 and (method != "batch" or state is not None):
+        raise ValueError(f"num_restarts must be 1 unless method='batch' without state; got {num_restarts}")
+    checks.check_count("num_iterations", num_iterations)
+    checks.check_count("batch_size", batch_size)
+    if tol is not None:
+        checks.check_number("tol", tol, low=0.0)
+    if state is not None:
+        check_state(state, config)
     ids, counts = check_bags(bags.ids, bags.counts, config.vocab_size)
     if ids.shape[0] == 0:
         raise ValueError("bags hold no documents")
@@ -589,8 +619,8 @@ def _count(z, words, mask, num_topics: int, vocab_size: int):
 
 def init_gibbs(key: jax.Array, tokens: Tokens, num_topics: int, vocab_size: int) -> GibbsState:
     """Uniformly random assignments and their counts."""
-    if num_topics < 1:
-        raise ValueError(f"num_topics must be >= 1, got {num_topics}")
+    checks.check_count("num_topics", num_topics)
+    checks.check_count("vocab_size", vocab_size)
     return _init_gibbs(key, jnp.asarray(tokens.words), jnp.asarray(tokens.mask), num_topics, vocab_size)
 
 
@@ -641,6 +671,9 @@ def make_gibbs_sweeps(alpha: float, eta: float, num_sweeps: int, mesh: Mesh | No
     Sweep s uses fold_in(key, s), then per device fold_in(., axis_index('data')). Without a
     mesh, the sweep is the one-device case (device index 0).
     """
+    checks.check_positive("alpha", alpha)
+    checks.check_positive("eta", eta)
+    checks.check_count("num_sweeps", num_sweeps)
     def device_sweep(state, words, mask, key):
         if mesh is None:
             return _local_sweep(state, words, mask, jax.random.fold_in(key, 0), alpha, eta)
@@ -719,6 +752,15 @@ class SyntheticCorpus(NamedTuple):
     theta: jax.Array  # [D, K]
 
 
+def _check_sample_documents(topics, alpha, num_docs: int, doc_length: int, **_) -> None:
+    num_topics = checks.check_array("topics", topics, ("K", "V")).shape[0]
+    checks.check_simplex("topics", topics, atol=1e-4)
+    _check_alpha(alpha, num_topics)
+    checks.check_count("num_docs", num_docs)
+    checks.check_count("doc_length", doc_length)
+
+
+@checks.validated(_check_sample_documents)
 @functools.partial(jax.jit, static_argnames=("num_docs", "doc_length"))
 def sample_documents(key: jax.Array, topics: jax.Array, alpha: jax.Array, num_docs: int,
                      doc_length: int) -> SyntheticCorpus:

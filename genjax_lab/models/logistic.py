@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
+from genjax_lab.core import checks
 from genjax_lab.models.naive_bayes import is_batch_sharded
 
 
@@ -29,16 +30,25 @@ class LogisticParams(NamedTuple):
 
 def init(num_features: int, num_classes: int, dtype=jnp.float32) -> LogisticParams:
     """Zero parameters (the objective is convex: the start does not matter)."""
+    checks.check_count("num_features", num_features)
+    checks.check_count("num_classes", num_classes)
     return LogisticParams(jnp.zeros((num_features, num_classes), dtype), jnp.zeros((num_classes,), dtype))
 
 
 def l2_from_c(c: float, num_train: int) -> float:
     """The per-example L2 strength equivalent to scikit-learn's inverse regularisation C."""
+    c, num_train = checks.check_number("C", c), checks.check_number("num_train", num_train)
     if c <= 0 or num_train <= 0:
         raise ValueError(f"C and num_train must be > 0, got C={c}, num_train={num_train}")
     return 1.0 / (c * num_train)
 
 
+def _check_features(params: LogisticParams, x, **_) -> None:
+    checks.check_finite_tree("params", params)
+    checks.check_array("x", x, ("B", np.shape(params.weights)[0]))
+
+
+@checks.validated(_check_features)
 def logits(params: LogisticParams, x: jax.Array) -> jax.Array:
     """x [B, D] -> [B, C]."""
     return x @ params.weights + params.bias
@@ -77,7 +87,7 @@ def make_optimizer(name: str = "lbfgs", learning_rate: float = 1e-2) -> optax.Gr
     if name == "lbfgs":
         return optax.lbfgs()
     if name == "adam":
-        return optax.adam(learning_rate)
+        return optax.adam(checks.check_positive("learning_rate", learning_rate))
     raise ValueError(f"optimizer name must be 'lbfgs' or 'adam', got {name!r}")
 
 
@@ -99,11 +109,16 @@ def make_step(optimizer: optax.GradientTransformation, l2: float, *, linesearch:
 def fit(x: jax.Array, y: jax.Array, num_classes: int, *, c: float = 1.0, num_steps: int = 100,
         mask: jax.Array | None = None) -> tuple[LogisticParams, jax.Array]:
     """Full-batch L-BFGS fit on x [N, D], y int [N]: (params, loss before each step [num_steps])."""
-    x_np, y_np = np.asarray(x), np.asarray(y)
+    checks.check_count("num_classes", num_classes)
+    checks.check_count("num_steps", num_steps)
+    x_np = checks.check_array("x", x, finite=False)
     if x_np.ndim != 2 or not np.all(np.isfinite(x_np)):
         raise ValueError(f"x must be a finite [N, D] array, got shape {x_np.shape}")
+    y_np = checks.check_array("y", y, kinds=checks.INTEGER, nonempty=False)
     if y_np.shape != x_np.shape[:1] or y_np.min() < 0 or y_np.max() >= num_classes:
         raise ValueError(f"y must be [N] class indices in [0, num_classes={num_classes})")
+    if mask is not None:
+        checks.check_array("mask", mask, x_np.shape[:1], nonnegative=True)
     mask = jnp.ones(len(x_np), jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
     batch = {"x": jnp.asarray(x_np, jnp.float32), "y": jnp.asarray(y_np, jnp.int32), "mask": mask}
     optimizer = make_optimizer("lbfgs")

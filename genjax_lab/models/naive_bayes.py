@@ -49,6 +49,8 @@ import numpy as np
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
+from genjax_lab.core import checks
+
 Kind = Literal["gaussian", "bernoulli", "multinomial", "categorical"]
 KINDS = ("gaussian", "bernoulli", "multinomial", "categorical")
 
@@ -72,11 +74,6 @@ def is_batch_sharded(x: jax.Array) -> bool:
     """Whether x's leading axis is split over an Explicit mesh axis (as seen while tracing)."""
     spec = jax.typeof(x).sharding.spec
     return bool(spec) and spec[0] is not None
-
-
-def is_concrete(*arrays) -> bool:
-    """True when no argument is a tracer, i.e. host-side validation can look at the values."""
-    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -108,16 +105,18 @@ def _one_hot_weights(y: jax.Array, mask: jax.Array | None, num_classes: int, dty
     return weights if mask is None else weights * mask.astype(dtype)[:, None]
 
 
-def _validate_training(x, y, mask, num_classes: int, kind: str, num_categories: int | None) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    x_np, y_np = np.asarray(x), np.asarray(y)
-    if x_np.ndim != 2:
-        raise ValueError(f"x must be [B, D], got shape {x_np.shape}")
-    if y_np.shape != x_np.shape[:1]:
-        raise ValueError(f"y must be [B] = [{x_np.shape[0]}], got shape {y_np.shape}")
-    if mask is not None and np.shape(mask) != y_np.shape:
-        raise ValueError(f"mask must be [B] = [{x_np.shape[0]}], got shape {np.shape(mask)}")
+def _validate_training(x, y, mask, num_classes: int, kind: str, binarize, num_categories: int | None) -> None:
+    checks.check_choice("kind", kind, KINDS)
+    checks.check_count("num_classes", num_classes)
+    if binarize is not None:
+        checks.check_number("binarize", binarize)
+    if num_categories is not None:
+        checks.check_count("num_categories", num_categories)
+    # Finiteness is checked below on the real rows only: padding rows may hold anything.
+    x_np = checks.check_array("x", x, ("B", "D"), finite=False)
+    y_np = checks.check_array("y", y, (x_np.shape[0],), kinds=checks.INTEGER)
+    if mask is not None:
+        checks.check_array("mask", mask, (x_np.shape[0],), nonnegative=True)
     if y_np.size and (y_np.min() < 0 or y_np.max() >= num_classes):
         raise ValueError(f"y must be class indices in [0, num_classes={num_classes}), got range "
                          f"[{y_np.min()}, {y_np.max()}]")
@@ -153,8 +152,8 @@ def sufficient_statistics(
     when concrete and None).
     Returns GaussianStats or CountStats; add two with `jax.tree.map(operator.add, a, b)`.
     """
-    if is_concrete(x, y, mask):
-        _validate_training(x, y, mask, num_classes, kind, num_categories)
+    if checks.is_checkable(x, y, mask):
+        _validate_training(x, y, mask, num_classes, kind, binarize, num_categories)
         if kind == "categorical" and num_categories is None:
             num_categories = int(np.max(np.asarray(x))) + 1
     if kind == "categorical" and num_categories is None:
@@ -237,7 +236,7 @@ def _class_log_prior(class_count: jax.Array, class_prior, fit_prior: bool) -> ja
     num_classes = class_count.shape[0]
     if class_prior is not None:
         prior = np.asarray(class_prior, dtype=np.float64)
-        if prior.shape != (num_classes,) or np.any(prior < 0) or not math.isclose(prior.sum(), 1.0, rel_tol=1e-6):
+        if prior.shape != (num_classes,) or not np.all(prior >= 0) or not math.isclose(prior.sum(), 1.0, rel_tol=1e-6):
             raise ValueError(f"class_prior must be [{num_classes}] non-negative summing to 1, got {class_prior}")
         return jnp.log(jnp.asarray(prior, class_count.dtype))
     if not fit_prior:
@@ -308,19 +307,15 @@ def from_statistics(
     default the largest category seen + 1.
     """
     if isinstance(stats, GaussianStats):
-        smoothing = 1e-9 if smoothing is None else smoothing
-        if smoothing < 0:
-            raise ValueError(f"smoothing (var_smoothing) must be >= 0, got {smoothing}")
-        check = is_concrete(*jax.tree.leaves(stats))
+        smoothing = checks.check_number("smoothing (var_smoothing)", 1e-9 if smoothing is None else smoothing, low=0.0)
+        check = checks.is_checkable(stats)
         if check:
             _check_gaussian(stats, None, smoothing)
         params = jax.jit(_gaussian_params)(stats, smoothing, _class_log_prior(stats.class_count, class_prior, True))
         if check:
             _check_gaussian(stats, params, smoothing)
         return params
-    smoothing = 1.0 if smoothing is None else smoothing
-    if smoothing <= 0:
-        raise ValueError(f"smoothing (alpha) must be > 0, got {smoothing}: a zero count would give log 0")
+    smoothing = checks.check_number("smoothing (alpha)", 1.0 if smoothing is None else smoothing, low=0.0, low_open=True)
     if num_categories is not None and np.any(np.asarray(num_categories) > stats.feature_count.shape[-1]):
         raise ValueError(f"num_categories must be <= {stats.feature_count.shape[-1]} (the statistics' category axis)")
     return jax.jit(_count_params)(stats, smoothing, _class_log_prior(stats.class_count, class_prior, fit_prior),
@@ -390,14 +385,11 @@ _LOG_LIK: dict[type, Callable] = {
 
 
 def _validate_prediction(params: Params, x, observed) -> None:
-    x_np = np.asarray(x)
     num_features = params.log_prob.shape[1] if not isinstance(params, GaussianNB) else params.mean.shape[1]
-    if x_np.ndim != 2 or x_np.shape[1] != num_features:
-        raise ValueError(f"x must be [B, {num_features}], got shape {x_np.shape}")
-    if observed is not None and np.shape(observed) != x_np.shape:
-        raise ValueError(f"observed must have x's shape {x_np.shape}, got {np.shape(observed)}")
-    if np.issubdtype(x_np.dtype, np.floating) and np.any(np.isinf(x_np)):
-        raise ValueError("x has infinite entries (use NaN or `observed` for missing features)")
+    # NaN marks a missing feature (marginalised out); inf is no value at all.
+    x_np = checks.check_array("x", x, ("B", num_features), allow_nan=True)
+    if observed is not None:
+        checks.check_array("observed", observed, x_np.shape)
     if isinstance(params, CategoricalNB):
         present = ~np.isnan(x_np) if np.issubdtype(x_np.dtype, np.floating) else np.ones(x_np.shape, bool)
         if observed is not None:
@@ -415,7 +407,7 @@ def log_joint(params: Params, x: jax.Array, observed: jax.Array | None = None) -
 
     x: [B, D]; NaN entries, and entries where `observed` [B, D] is False, are marginalised out.
     """
-    if is_concrete(x, observed):
+    if checks.is_checkable(x, observed):
         _validate_prediction(params, x, observed)
     return _log_joint_impl(params, x, observed)
 
@@ -443,6 +435,25 @@ def predict(params: Params, x: jax.Array, observed: jax.Array | None = None) -> 
 
 
 # ----------------------------------------------------------------------------- sampling
+def _check_total_count(params: Params, total_count) -> None:
+    if isinstance(params, MultinomialNB):
+        checks.check_array("total_count (draws per sample)", total_count, nonnegative=True)
+
+
+def _check_sample_given_y(params: Params, y, total_count, **_) -> None:
+    num_classes = params.class_log_prior.shape[0]
+    labels = checks.check_array("y", y, ("N",), kinds=checks.INTEGER)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"y must be class indices in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
+    _check_total_count(params, total_count)
+
+
+def _check_sample(num_samples, params: Params, total_count, **_) -> None:
+    checks.check_count("num_samples", num_samples)
+    _check_total_count(params, total_count)
+
+
+@checks.validated(_check_sample_given_y)
 @jax.jit
 def sample_given_y(key: jax.Array, params: Params, y: jax.Array, *, total_count=None) -> jax.Array:
     """x ~ p(x | y) for each label: [N, D] (bernoulli: 0/1; categorical: int32 categories).
@@ -463,6 +474,7 @@ def sample_given_y(key: jax.Array, params: Params, y: jax.Array, *, total_count=
     return jax.random.categorical(key, params.log_prob[y], axis=-1).astype(jnp.int32)
 
 
+@checks.validated(_check_sample)
 @functools.partial(jax.jit, static_argnames=("num_samples",))
 def sample(key: jax.Array, params: Params, num_samples: int, *, total_count=None) -> tuple[jax.Array, jax.Array]:
     """(x [N, D], y int [N]) ~ p(x, y): y from the class prior, then x | y."""
@@ -473,6 +485,6 @@ def sample(key: jax.Array, params: Params, num_samples: int, *, total_count=None
 
 __all__ = [
     "KINDS", "GaussianStats", "CountStats", "GaussianNB", "BernoulliNB", "MultinomialNB", "CategoricalNB",
-    "batch_einsum", "is_batch_sharded", "is_concrete", "sufficient_statistics", "add_statistics", "from_statistics", "fit",
+    "batch_einsum", "is_batch_sharded", "sufficient_statistics", "add_statistics", "from_statistics", "fit",
     "log_joint", "predict_log_proba", "predict_proba", "predict", "sample", "sample_given_y",
 ]

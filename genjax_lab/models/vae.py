@@ -23,12 +23,13 @@ import ml_collections
 import numpy as np
 import optax
 
+from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import images as images_lib
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core.loop import Family, base_config, evaluate
 from genjax_lab.core.state import TrainState
-from genjax_lab.data.images import label_log_prior
+from genjax_lab.data.images import BINARIZATIONS, image_data_config, label_log_prior
 
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
 _LOG_2PI = math.log(2 * math.pi)
@@ -150,6 +151,8 @@ def make_model(model_config: ml_collections.ConfigDict, image_shape, num_classes
     dims = (model_config.latent_dim, *model_config.upper_latent_dims)
     if any(int(d) <= 0 for d in dims):
         raise ValueError(f"config.model.latent_dim and upper_latent_dims must be positive, got {dims}")
+    for name in ("encoder_hidden", "decoder_hidden", "upper_hidden"):
+        checks.check_counts(f"config.model.{name}", model_config[name])
     common = dict(activation=model_config.activation, conv=model_config.conv)
     upper_hidden = tuple(model_config.upper_hidden)
 
@@ -166,9 +169,60 @@ def make_model(model_config: ml_collections.ConfigDict, image_shape, num_classes
     )
 
 
+# ----------------------------------------------------------------------------- input checks
+
+
+def _check_labels(model: VAE, y, num: int, name: str = "y") -> None:
+    """Labels [num] in [0, num_classes) for a conditional VAE; an unconditional one ignores y."""
+    if model.num_classes == 0:
+        return
+    labels = checks.check_array(name, y, (num,), kinds=checks.INTEGER)
+    if labels.min() < 0 or labels.max() >= model.num_classes:
+        raise ValueError(f"{name} must be labels in [0, {model.num_classes}), got range [{labels.min()}, {labels.max()}]")
+
+
+def _check_images(model: VAE, params, x) -> int:
+    """params finite and x [B, H, W, C] pixel intensities in [0, 1]; returns B."""
+    checks.check_finite_tree("params", params)
+    pixels = checks.check_array("x", x, ("B", *model.decoder.image_shape), kinds=checks.FLOAT)
+    if pixels.min() < 0 or pixels.max() > 1:
+        raise ValueError(f"x must hold pixel intensities in [0, 1], got range [{pixels.min()}, {pixels.max()}]")
+    return pixels.shape[0]
+
+
+def _check_bound(model: VAE, params, x, y, num_samples: int, **_) -> None:
+    _check_labels(model, y, _check_images(model, params, x))
+    checks.check_count("num_samples", num_samples)
+
+
+def _check_classification(model: VAE, params, x, num_samples: int, num_classes: int | None = None,
+                          log_prior=None, **_) -> None:
+    if model.num_classes == 0:
+        raise ValueError("model must be a conditional VAE (num_classes > 0) to score every label")
+    if log_prior is not None:
+        checks.check_array("log_prior", log_prior, (model.num_classes,), finite=False)
+        checks.check_finite_tree("log_prior", log_prior, allow_neg_inf=True)
+    elif checks.check_count("num_classes", num_classes) != model.num_classes:
+        raise ValueError(f"num_classes={num_classes} must be the model's {model.num_classes}")
+    _check_images(model, params, x)
+    checks.check_count("num_samples", num_samples)
+
+
 # ----------------------------------------------------------------------------- likelihoods
 
 
+def _check_decoded(likelihood: str, decoded, x, **_) -> None:
+    checks.check_choice("likelihood", likelihood, LIKELIHOODS)
+    pixels = checks.check_array("x", x, kinds=checks.FLOAT)
+    outputs = checks.check_array("decoded", decoded, kinds=checks.FLOAT)
+    try:
+        np.broadcast_shapes(outputs.shape[:-1], pixels.shape)
+    except ValueError:
+        raise ValueError(f"decoded must be [..., H, W, C, P] with [..., H, W, C] broadcasting against x's "
+                         f"shape {pixels.shape}, got shape {outputs.shape}") from None
+
+
+@checks.validated(_check_decoded)
 def log_likelihood(likelihood: str, decoded: jax.Array, x: jax.Array) -> jax.Array:
     """log p(x | decoded) summed over pixels: decoded [..., H, W, C, P], x [..., H, W, C] -> [...].
 
@@ -222,6 +276,7 @@ def _apply_flat(model: VAE, params, method, h: jax.Array, level: int):
     return mean.reshape(*h.shape[:-1], -1), log_std.reshape(*h.shape[:-1], -1)
 
 
+@checks.validated(_check_bound)
 def log_weights(model: VAE, params, x, y, key, num_samples: int) -> jax.Array:
     """log p(x, z | y) - log q(z | x, y) for `num_samples` z = (h1..hL) ~ q per example: [K, B]."""
     mean, log_std = model.apply(params, x, y, method=VAE.encode)
@@ -249,23 +304,26 @@ def log_weights(model: VAE, params, x, y, key, num_samples: int) -> jax.Array:
     return log_px + log_pz - log_qz
 
 
+@checks.validated(_check_bound)
 def elbo(model: VAE, params, x, y, key, num_samples: int = 1) -> jax.Array:
     """The evidence lower bound per example, averaged over `num_samples` z: [B]."""
     return log_weights(model, params, x, y, key, num_samples).mean(0)
 
 
+@checks.validated(_check_bound)
 def iwae_bound(model: VAE, params, x, y, key, num_samples: int) -> jax.Array:
     """The importance-weighted bound with K = `num_samples`: [B]."""
     lw = log_weights(model, params, x, y, key, num_samples)
     return jax.nn.logsumexp(lw, axis=0) - math.log(num_samples)
 
 
+@checks.validated(_check_bound)
 def importance_log_likelihood(model: VAE, params, x, y, key, num_samples: int, chunk: int) -> jax.Array:
     """log p(x | y) by importance sampling with `num_samples` draws, `chunk` at a time: [B].
 
     Memory is that of `chunk` samples; the running logsumexp is exact.
     """
-    if num_samples % chunk:
+    if num_samples % checks.check_count("chunk", chunk):
         raise ValueError(f"num_samples={num_samples} must be a multiple of chunk={chunk}")
 
     def one_chunk(running, chunk_key):
@@ -277,6 +335,7 @@ def importance_log_likelihood(model: VAE, params, x, y, key, num_samples: int, c
     return total - math.log(num_samples)
 
 
+@checks.validated(_check_classification)
 def class_log_likelihoods(model: VAE, params, x, key, num_classes: int, num_samples: int, chunk: int):
     """log p(x | y) for every label y of a conditional VAE: [B, num_classes]."""
 
@@ -287,6 +346,7 @@ def class_log_likelihoods(model: VAE, params, x, key, num_classes: int, num_samp
     return jax.lax.map(for_label, jnp.arange(num_classes)).T
 
 
+@checks.validated(_check_classification)
 def bayes_classify(model: VAE, params, x, key, log_prior, num_samples: int, chunk: int) -> jax.Array:
     """log p(y | x) = log p(x | y) + log p(y) - log p(x), by Bayes' rule: [B, num_classes]."""
     joint = class_log_likelihoods(model, params, x, key, log_prior.shape[0], num_samples, chunk) + log_prior
@@ -296,6 +356,12 @@ def bayes_classify(model: VAE, params, x, key, log_prior, num_samples: int, chun
 # ----------------------------------------------------------------------------- sampling
 
 
+def _check_sample(model: VAE, params, num: int, y=None, **_) -> None:
+    checks.check_finite_tree("params", params)
+    _check_labels(model, y, checks.check_count("num", num))
+
+
+@checks.validated(_check_sample)
 def sample(model: VAE, params, key, num: int, y=None) -> jax.Array:
     """x ~ p(x | h1, y) with hL ~ N(0, I), h_l ~ p(h_l | h_{l+1}), shown as the decoder's mean:
     [num, H, W, C] in [0, 1]."""
@@ -319,6 +385,13 @@ def decoder_mean(likelihood: str, decoded: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------- the family
 
 
+def _check_pixels(images, binarize: str = "dynamic", **_) -> None:
+    checks.check_choice("binarize", binarize, BINARIZATIONS)
+    if np.asarray(images).dtype != np.uint8:
+        raise checks.DTypeError(f"images must be uint8 pixels (0..255), got {np.asarray(images).dtype}")
+
+
+@checks.validated(_check_pixels)
 def prepare_images(images: jax.Array, binarize: str, key) -> jax.Array:
     """uint8 [B, H, W, C] -> float32 in [0, 1]; 'dynamic' draws fresh binary pixels per pass."""
     if binarize == "dynamic":
@@ -326,6 +399,7 @@ def prepare_images(images: jax.Array, binarize: str, key) -> jax.Array:
     return images.astype(jnp.float32) / 255.0  # 'static' was binarized at load; 'none': grey
 
 
+@checks.validated(_check_pixels)
 def bernoulli_pixels(key, images: jax.Array) -> jax.Array:
     """x ~ Bernoulli(images / 255) per pixel, float32 {0, 1}, for uint8 images [B, ...].
 
@@ -425,6 +499,13 @@ class VAEFamily:
 
 def make_optimizer(optim_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """Adam with the config's betas and eps; a piecewise-constant schedule if given."""
+    checks.check_positive("config.optim.learning_rate", optim_config.learning_rate)
+    for beta in ("b1", "b2"):
+        checks.check_number(f"config.optim.{beta}", optim_config[beta], low=0.0, high=1.0, high_open=True)
+    checks.check_number("config.optim.eps", optim_config.eps, low=0.0)
+    if len(optim_config.boundaries) != len(optim_config.scales):
+        raise ValueError(f"config.optim.boundaries and scales must have one entry each per step change, got "
+                         f"{len(optim_config.boundaries)} and {len(optim_config.scales)}")
     if optim_config.boundaries:
         learning_rate = optax.piecewise_constant_schedule(
             optim_config.learning_rate,
@@ -437,8 +518,13 @@ def make_optimizer(optim_config: ml_collections.ConfigDict) -> optax.GradientTra
 
 def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> VAEFamily:
     """The VAE family for `config`, shaped by the dataset's images and labels."""
+    checks.check_choice("config.model.objective", config.model.objective, ("elbo", "iwae"))
+    checks.check_count("config.model.num_samples", config.model.num_samples)
+    for name in ("iwae_samples", "nll_samples", "nll_chunk"):
+        checks.check_count(f"config.eval.{name}", config.eval[name])
+    checks.check_count("config.eval.classify_samples", config.eval.classify_samples, minimum=0)
     train = dataset["train"]
-    num_classes = int(config.data.num_classes)
+    num_classes = checks.check_count("config.data.num_classes", config.data.num_classes)
     return VAEFamily(
         config=config,
         image_shape=tuple(train["image"].shape[1:]),
@@ -485,9 +571,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.checkpoint.every = 200
     config.checkpoint.keep = 3
 
-    config.data = ml_collections.ConfigDict(
-        {"name": "digits", "binarize": "dynamic", "num_classes": 10, "mnist_dir": "", "tfds_dir": ""}
-    )
+    config.data = image_data_config("digits", "dynamic", num_classes=10)
     config.model = ml_collections.ConfigDict(
         {
             "encoder_hidden": (200, 200),

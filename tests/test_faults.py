@@ -1,0 +1,222 @@
+"""Fault injection through real processes: SIGKILL at random moments and during an
+asynchronous checkpoint save, a full disk, SIGTERM under `./launch.sh --processes 2`, and a
+process of a two-process run that dies.
+
+CI runs one trial of the VAE; `./launch.sh reliability` runs every family with
+`--fault-trials=20` and writes docs/reliability.md from the `fault` markers.
+"""
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import REPO, assert_ok, checkpoint_steps, experiment_command, final_state, process_env
+
+# family -> (experiment, config, flags): checkpoints every step or two, so kills land between
+# and inside saves.
+FAMILIES = {
+    "vae": ("vae", "vae_digits.py:tiny", ("--config.num_steps=60", "--config.checkpoint.every=2",
+                                          "--config.log_every=5")),
+    "gan": ("gan", "gan_mnist.py:tiny_mlp", ("--config.checkpoint.every=2",)),
+    "boltzmann": ("boltzmann", "boltzmann_mnist.py:tiny", ("--config.checkpoint.every=2", "--config.log_every=2")),
+    "hmm": ("hmm", "hmm_casino.py:tiny", ("--config.checkpoint.every=1",)),
+}
+SAVE_IN_PROGRESS = "orbax-checkpoint-tmp"
+
+
+def _launch(env, family: str, workdir: pathlib.Path) -> subprocess.Popen:
+    experiment, config, flags = FAMILIES[family]
+    return subprocess.Popen(experiment_command(experiment, config, workdir, *flags), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+def _saves_in_progress(workdir: pathlib.Path) -> set[str]:
+    checkpoints = workdir / "checkpoints"
+    return {p.name for p in checkpoints.iterdir() if SAVE_IN_PROGRESS in p.name} if checkpoints.exists() else set()
+
+
+def _kill_after(process: subprocess.Popen, delay_s: float) -> bool:
+    """SIGKILL once `delay_s` has passed; False when the run ended before that."""
+    try:
+        process.wait(timeout=delay_s)
+        return False
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
+
+
+def _kill_inside_a_save(process: subprocess.Popen, workdir: pathlib.Path) -> bool:
+    """SIGKILL while Orbax is writing a checkpoint this process started (a temporary folder
+    that was not there at launch); False when the run ended first."""
+    left_by_earlier_kills = _saves_in_progress(workdir)
+    while process.poll() is None:
+        if _saves_in_progress(workdir) - left_by_earlier_kills:
+            process.kill()
+            process.wait()
+            return True
+        time.sleep(0.001)
+    return False
+
+
+@pytest.fixture(scope="module")
+def run_env(tmp_path_factory):
+    return process_env(tmp_path_factory.mktemp("tfds"))
+
+
+def _reference(env, family: str, workdir: pathlib.Path) -> float:
+    """Runs the family uninterrupted; returns its wall time."""
+    start = time.monotonic()
+    process = _launch(env, family, workdir)
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, output[-3000:]
+    return time.monotonic() - start
+
+
+@pytest.mark.fault("SIGKILL at a random moment, then SIGKILL inside an asynchronous checkpoint save; "
+                   "the relaunch must end bitwise equal to the uninterrupted run")
+@pytest.mark.parametrize("family", ["vae", *(pytest.param(f, marks=pytest.mark.slow) for f in ("gan", "boltzmann", "hmm"))])
+def test_sigkill_anywhere_resumes_bitwise(run_env, family, tmp_path, request, record_property):
+    trials = request.config.getoption("--fault-trials")
+    reference = tmp_path / "reference"
+    wall_s = _reference(run_env, family, reference)
+    expected = final_state(reference)
+    details, survived = [], 0
+    for trial in range(trials):
+        workdir = tmp_path / f"trial_{trial}"
+        delay_s = float(np.random.default_rng(trial).uniform(0.0, wall_s))
+        killed = _kill_after(_launch(run_env, family, workdir), delay_s)
+        in_save_at_random = bool(_saves_in_progress(workdir))
+        after_random = checkpoint_steps(workdir)
+        killed_in_save = _kill_inside_a_save(_launch(run_env, family, workdir), workdir)
+        after_save_kill = checkpoint_steps(workdir)
+        process = _launch(run_env, family, workdir)
+        output = process.communicate(timeout=600)[0]
+        equal = process.returncode == 0 and final_state(workdir) == expected
+        survived += equal
+        details.append(
+            f"trial {trial}: SIGKILL at {delay_s:.1f} s of {wall_s:.1f} s "
+            f"({'killed' if killed else 'run had ended'}; a save in progress: {in_save_at_random}; "
+            f"checkpoints left {after_random[-1] if after_random else 'none'}), then inside a save "
+            f"({'killed' if killed_in_save else 'run ended first'}; newest intact {after_save_kill[-1] if after_save_kill else 'none'}); "
+            f"resumed to the end: {'bitwise equal' if equal else 'DIFFERENT or failed: ' + output[-500:]}")
+    record_property("trials", trials)
+    record_property("survived", survived)
+    record_property("details", details)
+    assert survived == trials, "\n".join(details)
+
+
+def _unshare_available() -> str | None:
+    """Why a private tmpfs cannot be mounted here, or None when it can."""
+    if shutil.which("unshare") is None:
+        return "no `unshare` command to mount a private tmpfs"
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                           capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"cannot mount a tmpfs in a user namespace: {probe.stderr.strip()}"
+
+
+@pytest.mark.fault("full disk (a 1 MiB tmpfs) while saving: a clear error, earlier checkpoints intact and resumable")
+def test_full_disk_is_reported_and_earlier_checkpoints_resume(run_env, tmp_path, record_property):
+    reason = _unshare_available()
+    if reason:
+        pytest.skip(reason)
+    reference = tmp_path / "reference"
+    _reference(run_env, "vae", reference)
+    # 1 MiB holds about five checkpoints of the tiny VAE: keep them all so the disk fills.
+    mount, copy = tmp_path / "small_disk", tmp_path / "after_full_disk"
+    mount.mkdir()
+    command = " ".join(experiment_command(*FAMILIES["vae"][:2], mount / "run", *FAMILIES["vae"][2],
+                                          "--config.checkpoint.keep=100"))
+    script = (f"mount -t tmpfs -o size=1m tmpfs {mount} || exit 99; {command}; status=$?; "
+              f"cp -r {mount / 'run'} {copy}; exit $status")
+    full = subprocess.run(["unshare", "-rm", "bash", "-c", script], env=run_env, capture_output=True,
+                          text=True, timeout=600, cwd=REPO)
+    assert full.returncode == 2, f"exit {full.returncode}\n{full.stderr[-3000:]}"
+    error = full.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: CheckpointWriteError:") and "disk is full" in error, error
+    intact = [int(s) for s in re.search(r"untouched: steps \[([\d, ]+)\]", error).group(1).split(",")]
+    assert intact == checkpoint_steps(copy) and len(intact) >= 2, (intact, checkpoint_steps(copy))
+    resumed = subprocess.run(experiment_command(*FAMILIES["vae"][:2], copy, *FAMILIES["vae"][2],
+                                                "--config.checkpoint.keep=100"),
+                             env=run_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert_ok(resumed)
+    assert f"(step {intact[-1]})" in resumed.stdout
+    assert final_state(copy) == final_state(reference)
+    record_property("details", [error[:400] + " ..."])
+
+
+def _launch_two_processes(env, workdir: pathlib.Path, *flags: str) -> subprocess.Popen:
+    experiment, config, family_flags = FAMILIES["vae"]
+    return subprocess.Popen(
+        [str(REPO / "launch.sh"), "--processes", "2", experiment, f"--config={REPO}/experiments/configs/{config}",
+         f"--workdir={workdir}", *family_flags, *flags],
+        env=dict(env, VIRTUAL_ENV=sys.prefix), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        start_new_session=True)
+
+
+@pytest.mark.fault("SIGTERM to ./launch.sh --processes 2: both processes stop at one step, save once, "
+                   "and the relaunch resumes there to the uninterrupted result")
+def test_sigterm_under_two_processes(run_env, tmp_path):
+    # No scheduled save before the signal: the only checkpoint is the preemption's.
+    long = ("--config.num_steps=400", "--config.checkpoint.every=1000")
+    straight = _launch_two_processes(run_env, tmp_path / "straight", *long)
+    assert straight.wait(timeout=600) == 0, straight.communicate()[1][-3000:]
+    workdir = tmp_path / "preempted"
+    process = _launch_two_processes(run_env, workdir, *long)
+    _wait_for_metrics(process, workdir)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0, process.communicate()[1][-3000:]
+    logs = [(workdir / "logs" / f"process_{i}.log").read_text() for i in range(2)]
+    stops = [re.findall(rf"process {i} stopped at step (\d+)", log) for i, log in enumerate(logs)]
+    assert all(len(s) == 1 for s in stops), f"each process must stop once: {stops}"
+    step = int(stops[0][0])
+    assert int(stops[1][0]) == step < 400 and f"preempted: saved step {step}" in logs[0]
+    assert checkpoint_steps(workdir)[-1] == step
+    resumed = _launch_two_processes(run_env, workdir, *long)
+    assert resumed.wait(timeout=600) == 0, resumed.communicate()[1][-3000:]
+    assert f"(step {step})" in (workdir / "logs" / "process_0.log").read_text()
+    assert final_state(workdir) == final_state(tmp_path / "straight")
+
+
+def _wait_for_metrics(process: subprocess.Popen, workdir: pathlib.Path, deadline_s: float = 240) -> None:
+    """Until training has logged a step (both processes are then inside the step loop)."""
+    deadline = time.monotonic() + deadline_s
+    while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text().strip():
+        assert process.poll() is None, "the run ended before it logged a step"
+        assert time.monotonic() < deadline, "no step logged within the deadline"
+        time.sleep(0.05)
+
+
+def _pids_announced(process: subprocess.Popen) -> list[int]:
+    """The process ids launch.sh prints when it starts them."""
+    for line in process.stdout:
+        found = re.search(r"\(pids (\d+) (\d+)\)", line)
+        if found:
+            return [int(pid) for pid in found.groups()]
+    raise AssertionError("launch.sh never announced its processes")
+
+
+@pytest.mark.fault("a process of ./launch.sh --processes 2 killed mid-run: the other exits within the "
+                   "configured grace period and launch.sh names the dead process")
+def test_a_dead_process_stops_the_other_within_the_grace_period(run_env, tmp_path):
+    grace_s = 5
+    workdir = tmp_path / "run"
+    env = dict(run_env, GENJAX_DIE_GRACE_S=str(grace_s))
+    process = _launch_two_processes(env, workdir, "--config.num_steps=100000")
+    _wait_for_metrics(process, workdir)
+    pids = _pids_announced(process)
+    os.kill(pids[1], signal.SIGKILL)
+    killed_at = time.monotonic()
+    status = process.wait(timeout=120)
+    elapsed_s = time.monotonic() - killed_at
+    stderr = process.stderr.read()
+    assert status != 0
+    assert f"process 1 (pid {pids[1]}) failed: killed by signal 9" in stderr, stderr[-2000:]
+    assert elapsed_s < grace_s + 30, f"the run took {elapsed_s:.0f} s to end after a process died"
