@@ -30,9 +30,10 @@ def main(config, workdir: pathlib.Path) -> None:
     if result.preempted:
         return  # the final estimates belong to the run that reaches the last step
     start = time.perf_counter()
-    metrics = {**result.metrics, **gan.sample_metrics(family, result.state, dataset, validation, config)}
+    metrics = metrics_lib.final_metrics(  # no timings in the record: reruns compare equal
+        workdir, result.step,
+        lambda: {**result.metrics, **gan.sample_metrics(family, result.state, dataset, validation, config)})
     timings = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start}
-    metrics_lib.MetricWriter(workdir).write(result.step, "final", metrics)  # no timings: reruns compare equal
     metrics_lib.write_summary(workdir, {**metrics, **timings})
     metrics_lib.say(json.dumps({**metrics, **timings}, indent=1))
 

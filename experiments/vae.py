@@ -21,11 +21,12 @@ def main(config, workdir: pathlib.Path) -> None:
     result = train_and_evaluate(config, workdir, family.as_family(), dataset)
     if result.preempted:
         return  # the final estimates belong to the run that reaches the last step
+    metrics = result.metrics
     if config.eval.nll_samples:
-        result.metrics.update(vae.test_nll(family, result.state, dataset, config))
-        metrics_lib.MetricWriter(workdir).write(result.step, "final", result.metrics)
-    metrics_lib.write_summary(workdir, result.metrics)
-    metrics_lib.say(json.dumps(result.metrics, indent=1))
+        metrics = metrics_lib.final_metrics(
+            workdir, result.step, lambda: {**result.metrics, **vae.test_nll(family, result.state, dataset, config)})
+    metrics_lib.write_summary(workdir, metrics)
+    metrics_lib.say(json.dumps(metrics, indent=1))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,18 @@ def test_same_seed_gives_identical_metrics(run_env, straight_run, tmp_path):
     assert final_state(other_seed)[1] != final_state(straight_run)[1]
 
 
+def test_relaunching_a_finished_run_changes_nothing(run_env, straight_run, tmp_path):
+    """A relaunch (a requeue after the end, a kill after the last save) repeats neither the
+    final estimates nor their records, and summary.json keeps every number."""
+    shutil.copytree(straight_run, tmp_path / "run")
+    summary = (straight_run / "summary.json").read_text()
+    relaunched = run_vae(run_env, tmp_path / "run")
+    assert_ok(relaunched)
+    assert "resumed from" in relaunched.stdout
+    assert final_state(tmp_path / "run") == final_state(straight_run)
+    assert (tmp_path / "run" / "summary.json").read_text() == summary
+
+
 @pytest.mark.fault("SIGKILL once a checkpoint past the middle exists (VAE): the relaunch ends bitwise equal")
 def test_resume_after_sigkill_is_bitwise_exact(run_env, straight_run, tmp_path):
     """Kill -9 once a checkpoint past the middle exists; the relaunch must end identically."""

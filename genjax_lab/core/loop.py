@@ -125,6 +125,11 @@ def _check_finite(metrics: Mapping[str, float], step: int, last_saved: int | Non
         )
 
 
+def _logged_metrics(workdir: pathlib.Path, step: int) -> tuple[dict, dict]:
+    """(train, test) metrics logged at `step`, empty where none was."""
+    return tuple(metrics_lib.logged_record(workdir, step, split) or {} for split in ("train", "test"))
+
+
 def _restart_metrics_at(workdir: pathlib.Path, step: int) -> None:
     """Drops records after `step` left by a killed run, so resumed logs read as one run."""
     path = workdir / "metrics.jsonl"
@@ -225,7 +230,9 @@ def train_and_evaluate(
     writer = metrics_lib.MetricWriter(workdir)
     progress = metrics_lib.Progress(num_steps, config.batch_size, step)
     watch = _PreemptionWatch(config.checkpoint.preemption_check_every)
-    train_metrics, eval_metrics, preempted = {}, {}, False
+    # A finished run relaunched trains nothing: its last numbers are those it logged.
+    train_metrics, eval_metrics = _logged_metrics(workdir, step) if step >= num_steps else ({}, {})
+    preempted = False
     start_time = time.perf_counter()
     step_counter = jax.device_put(np.int32(step), replicated)
     try:

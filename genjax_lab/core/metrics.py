@@ -4,9 +4,11 @@ import math
 import pathlib
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 
 class MetricWriter:
@@ -40,6 +42,30 @@ def write_summary(workdir: pathlib.Path, metrics: Mapping[str, float]) -> None:
     """The run's final numbers as `summary.json`, for reports and replications."""
     if jax.process_index() == 0:
         (pathlib.Path(workdir) / "summary.json").write_text(json.dumps(dict(metrics), indent=2, sort_keys=True))
+
+
+def logged_record(workdir: pathlib.Path, step: int, split: str) -> dict[str, float] | None:
+    """The values of the newest `split` record at `step` in metrics.jsonl, or None."""
+    records = [r for r in read_metrics(workdir, split) if r["step"] == step]
+    return {k: v for k, v in records[-1].items() if k not in ("step", "split")} if records else None
+
+
+def final_metrics(workdir: pathlib.Path, step: int, compute: Callable[[], Mapping[str, float]]) -> dict[str, float]:
+    """The run's final numbers at `step`: `compute()`, logged as the `final` record, or the
+    record a previous launch logged, so relaunching a finished run repeats neither the final
+    estimates nor their record (a kill before it was written leaves none: computed again)."""
+    logged = logged_record(workdir, step, "final")
+    if jax.process_count() > 1:
+        # compute() may hold collectives that every process must join: process 0 decides.
+        if not multihost_utils.broadcast_one_to_all(np.int32(logged is not None)):
+            logged = None
+        elif logged is None:
+            logged = {}  # the numbers are process 0's, which alone writes the summary
+    if logged is not None:
+        return logged
+    metrics = dict(compute())
+    MetricWriter(workdir).write(step, "final", metrics)
+    return metrics
 
 
 def read_metrics(workdir: pathlib.Path, split: str | None = None) -> list[dict]:
