@@ -79,6 +79,21 @@ def test_resumable_em_resumes_to_the_same_state(tmp_path):
         hx.resumable_em(other, tmp_path / "b", start, _chunk)
 
 
+@pytest.mark.fault("a non-finite EM objective (HMM): stopped naming the iteration, last good checkpoint kept")
+def test_a_non_finite_objective_stops_em_naming_the_iteration(tmp_path):
+    """A stand-in EM whose objective turns NaN at iteration 5: the error names iteration 5,
+    and checkpoints hold only the finite iterations (chunks of 2: up to iteration 4)."""
+    def diverging(state, n):
+        def body(s, _):
+            s = {"x": s["x"] + 1.0}
+            return s, jnp.where(s["x"][0] >= 5.0, jnp.nan, jnp.sum(s["x"]))
+        return jax.lax.scan(body, state, length=n)
+
+    with pytest.raises(hx.loop_lib.NonFiniteError, match=r"non-finite EM objective nan at iteration 5;.*iteration 4\)"):
+        hx.resumable_em(_counter_config(10, 2), tmp_path, {"x": jnp.zeros(3)}, diverging)
+    assert ckpt_lib.Checkpointer(tmp_path / "checkpoints", every=2, keep=2).steps() == [2, 4]
+
+
 def test_group_by_class_buckets_every_recording_once():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 30, 23).astype(np.int32)

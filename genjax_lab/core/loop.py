@@ -138,12 +138,25 @@ def _restart_metrics_at(workdir: pathlib.Path, step: int) -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
+def sum_over_split(batch_sums: Callable[[dict[str, jax.Array], int], Any], mesh, split: data_lib.Split,
+                   batch_size: int) -> Any:
+    """The sum over the split's batches i of the pytree `batch_sums(batch, i)`, on device.
+
+    Batch i is global batch i of `data.eval_batches` (rows in order, padded rows with mask
+    0), assembled from every host's share and sharded over `data`, so the reductions inside
+    batch_sums run across devices and hosts. A streaming split is read one batch at a time.
+    """
+    totals = None
+    for i, local in enumerate(data_lib.eval_batches(split, batch_size)):
+        sums = batch_sums(mesh_lib.global_batch(mesh, local), i)
+        totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
+    return totals
+
+
 def evaluate(eval_fn, state, mesh, arrays, batch_size: int, key) -> dict[str, float]:
     """Means over the whole split of an eval step's mask-weighted sums."""
-    totals = None
-    for i, local in enumerate(data_lib.eval_batches(arrays, batch_size)):
-        sums = eval_fn(state, mesh_lib.global_batch(mesh, local), jax.random.fold_in(key, i))
-        totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
+    totals = sum_over_split(lambda batch, i: eval_fn(state, batch, jax.random.fold_in(key, i)), mesh, arrays,
+                            batch_size)
     size = data_lib.num_examples(arrays)
     return {k: float(v) / size for k, v in mesh_lib.host_copy(totals).items()}
 

@@ -46,6 +46,7 @@ scikit-learn does, rather than returning NaN parameters.
 import functools
 import math
 import operator
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import jax
@@ -55,6 +56,9 @@ from flax import struct
 from jax.scipy.linalg import solve_triangular
 
 from genjax_lab.core import checks
+from genjax_lab.core import data as data_lib
+from genjax_lab.core import loop as loop_lib
+from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.models.naive_bayes import batch_einsum, is_batch_sharded
 
 CovarianceType = Literal["full", "diag", "spherical", "tied"]
@@ -487,6 +491,26 @@ def em(params: GMM, x: jax.Array, mask: jax.Array | None = None, *, num_iters: i
     def body(p, _):
         return em_step(p, x, mask, reg_covar)
     return jax.lax.scan(body, params, length=num_iters)
+
+
+def em_split(params: GMM, split: data_lib.Split, *, num_iters: int,
+             features: Callable[[dict[str, jax.Array]], jax.Array] = lambda batch: batch["x"],
+             reg_covar: float = 1e-6, batch_size: int = 4096, mesh=None) -> tuple[GMM, jax.Array]:
+    """`em` on a split read `batch_size` rows at a time (in memory, or streamed from
+    ArrayRecord files when it does not fit in host memory): each iteration sums the E-step
+    statistics of every global batch, sharded over the `data` mesh (default: all devices of
+    all hosts), then takes one M-step. `features(batch)` gives x [B, D] from the split's
+    columns. Returns (params, mean log-likelihood before each M-step [num_iters]); equals `em`
+    on the whole split up to the order of float summation."""
+    checks.check_count("num_iters", num_iters)
+    mesh = mesh_lib.data_mesh() if mesh is None else mesh
+    log_likelihoods = []
+    for _ in range(num_iters):
+        stats = loop_lib.sum_over_split(lambda batch, _, p=params: e_step(p, features(batch), batch["mask"]),
+                                        mesh, split, batch_size)
+        log_likelihoods.append(stats.log_likelihood / stats.count)
+        params = m_step(params, stats, reg_covar)
+    return params, jnp.stack(log_likelihoods)
 
 
 # ----------------------------------------------------------------------------- initialisation

@@ -50,6 +50,9 @@ from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from genjax_lab.core import checks
+from genjax_lab.core import data as data_lib
+from genjax_lab.core import loop as loop_lib
+from genjax_lab.core import mesh as mesh_lib
 
 Kind = Literal["gaussian", "bernoulli", "multinomial", "categorical"]
 KINDS = ("gaussian", "bernoulli", "multinomial", "categorical")
@@ -337,6 +340,42 @@ def fit(
 ) -> Params:
     """One-shot fit: `from_statistics(sufficient_statistics(...))`."""
     stats = sufficient_statistics(x, y, mask, num_classes, kind, binarize=binarize, num_categories=num_categories)
+    return from_statistics(stats, smoothing=smoothing, class_prior=class_prior, fit_prior=fit_prior)
+
+
+def fit_split(
+    split: data_lib.Split,
+    num_classes: int,
+    kind: Kind = "gaussian",
+    *,
+    features: Callable[[dict[str, jax.Array]], jax.Array] = lambda batch: batch["x"],
+    labels: str = "y",
+    batch_size: int = 4096,
+    mesh=None,
+    smoothing: float | None = None,
+    class_prior: jax.Array | None = None,
+    fit_prior: bool = True,
+    binarize: float | None = 0.0,
+    num_categories: int | None = None,
+) -> Params:
+    """`fit` on a split read `batch_size` rows at a time: in memory, or streamed from
+    ArrayRecord files (`streaming.RecordColumn`s) when it does not fit in host memory.
+
+    Each global batch is sharded over the `data` mesh (default: every device of every host)
+    and its statistics are summed across devices inside the compiled step, then over the
+    batches; `features(batch)` gives x [B, D] from the split's columns (e.g. flattened,
+    scaled pixels) and `labels` names y. Equals `fit` on the whole split up to the order of
+    float summation. num_categories (categorical) must be given: the split is never whole.
+    """
+    if kind == "categorical" and num_categories is None:
+        raise ValueError("num_categories must be given for kind='categorical' on a split read in batches")
+    mesh = mesh_lib.data_mesh() if mesh is None else mesh
+
+    def batch_statistics(batch, _):
+        return sufficient_statistics(features(batch), batch[labels], batch["mask"], num_classes, kind,
+                                     binarize=binarize, num_categories=num_categories)
+
+    stats = loop_lib.sum_over_split(batch_statistics, mesh, split, batch_size)
     return from_statistics(stats, smoothing=smoothing, class_prior=class_prior, fit_prior=fit_prior)
 
 
