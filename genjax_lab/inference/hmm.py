@@ -115,7 +115,8 @@ def _normalise_log(logits: Array) -> tuple[Array, Array]:
 
 
 def _forward(log_initial, log_transition, ll_tm, valid, unroll):
-    """Scaled forward pass, time-major. Returns filtered [T, B, K] and log normalisers [T, B]."""
+    """Scaled forward pass, time-major. Returns filtered alpha_t [T, B, K], log normalisers
+    [T, B] and the predictions alpha_t A [T - 1, B, K] of steps 1..T-1 (for the backward pass)."""
     trans = jnp.exp(log_transition)
     alpha0, logc0 = _normalise_log(log_initial + ll_tm[0])
 
@@ -125,38 +126,42 @@ def _forward(log_initial, log_transition, ll_tm, valid, unroll):
         alpha_t, logc_t = _normalise_log(_safe_log(pred) + ll_t)
         # Padded steps keep the last real filter, so the final carry is alpha_{L-1}.
         alpha = jnp.where(valid_t[:, None], alpha_t, alpha)
-        return alpha, (alpha_t, jnp.where(valid_t, logc_t, 0.0))
+        return alpha, (alpha_t, jnp.where(valid_t, logc_t, 0.0), pred)
 
-    _, (alphas, logcs) = jax.lax.scan(step, alpha0, (ll_tm[1:], valid[1:]), unroll=unroll)
+    _, (alphas, logcs, preds) = jax.lax.scan(step, alpha0, (ll_tm[1:], valid[1:]), unroll=unroll)
     alphas = jnp.concatenate([alpha0[None], alphas])
     logcs = jnp.concatenate([logc0[None], logcs])
-    return alphas, logcs
+    return alphas, logcs, preds
 
 
-def _backward_posteriors(log_transition, alphas, valid, unroll):
-    """Backward pass on posteriors, time-major. Returns gamma [T, B, K] and
-    r_t = gamma_t / pred_t [T, B, K] (zero at t = 0 and on padding)."""
-    trans = jnp.exp(log_transition)
-    valid_next = jnp.concatenate([valid[1:], jnp.zeros_like(valid[:1])])
+def _backward_posteriors(log_transition, alphas, preds, valid, unroll):
+    """Backward pass on posteriors, time-major, from the forward pass's filters and
+    predictions. Returns gamma [T, B, K] (zero on padding) and r_{t+1} = gamma_{t+1} /
+    pred_{t+1} [T - 1, B, K] (zero where step t + 1 is padding), so that the pairwise
+    posterior is p(x_t = i, x_{t+1} = j | y) = alpha_t[i] A[i, j] r_{t+1}[j]."""
+    trans_transposed = jnp.exp(log_transition).T
+    valid_next = valid[1:]
+    # 1 / pred_{t+1} for every step at once, outside the sequential loop; zero on padding and
+    # where the prediction is exactly zero (then so is gamma_{t+1}).
+    usable = valid_next[..., None] & (preds > 0)
+    inv_preds = jnp.where(usable, 1.0 / jnp.where(usable, preds, 1.0), 0.0)
+
+    def normalised(gamma):
+        # The exact value sums to one; rounding would otherwise accumulate. An all-zero row
+        # (a padded step after impossible observations) stays zero.
+        total = jnp.sum(gamma, axis=-1, keepdims=True)
+        return gamma / jnp.where(total > 0, total, 1.0)
 
     def step(gamma_next, inputs):
-        alpha_t, valid_t, valid_n = inputs
-        pred = alpha_t @ trans
-        ratio = jnp.where(pred > 0, gamma_next / jnp.where(pred > 0, pred, 1.0), 0.0)
-        ratio = jnp.where(valid_n[:, None], ratio, 0.0)
-        gamma = jnp.where(valid_n[:, None], alpha_t * (ratio @ trans.T), alpha_t)
-        # Renormalise: the exact value sums to one, rounding would otherwise accumulate.
-        gamma = gamma / jnp.sum(gamma, axis=-1, keepdims=True)
-        gamma = jnp.where(valid_t[:, None], gamma, 0.0)
+        alpha_t, inv_pred_next, valid_n = inputs
+        ratio = gamma_next * inv_pred_next
+        gamma = normalised(jnp.where(valid_n[:, None], alpha_t * (ratio @ trans_transposed), alpha_t))
         return gamma, (gamma, ratio)
 
-    init = jnp.zeros_like(alphas[0])
-    _, (gammas, ratios) = jax.lax.scan(
-        step, init, (alphas, valid, valid_next), reverse=True, unroll=unroll
-    )
-    # ratios[t] belongs to step t + 1; shift so r[t] = gamma_t / pred_t.
-    ratios = jnp.concatenate([jnp.zeros_like(ratios[:1]), ratios[:-1]])
-    return gammas, ratios
+    last = normalised(alphas[-1])
+    _, (gammas, ratios) = jax.lax.scan(step, last, (alphas[:-1], inv_preds, valid_next), reverse=True, unroll=unroll)
+    gammas = jnp.concatenate([gammas, last[None]])
+    return jnp.where(valid[..., None], gammas, 0.0), ratios
 
 
 def _viterbi_sequential(log_initial, log_transition, ll_tm, valid, unroll):
@@ -308,7 +313,7 @@ def hmm_filter(
         alphas, logz, _ = _parallel_filter(log_initial, log_transition, ll_tm, valid)
         loglik = logz[-1]
     else:
-        alphas, logcs = _forward(log_initial, log_transition, ll_tm, valid, unroll)
+        alphas, logcs, _ = _forward(log_initial, log_transition, ll_tm, valid, unroll)
         loglik = jnp.sum(logcs, axis=0)
     alphas = jnp.where(valid[..., None], alphas, 0.0)
     return _unbatch(FilterResult(loglik, jnp.swapaxes(alphas, 0, 1)), unbatched)
@@ -327,7 +332,7 @@ def hmm_log_likelihood(
     """log p(y) only, [B] (or a scalar unbatched): the forward pass without its outputs."""
     ll, lengths, unbatched = _batch(log_likelihoods, lengths)
     ll_tm, valid = _time_major(ll, lengths)
-    _, logcs = _forward(log_initial, log_transition, ll_tm, valid, unroll)
+    _, logcs, _ = _forward(log_initial, log_transition, ll_tm, valid, unroll)
     loglik = jnp.sum(logcs, axis=0)
     return loglik[0] if unbatched else loglik
 
@@ -350,9 +355,9 @@ def hmm_smoother(
     if parallel:
         loglik, gammas, counts = _parallel_smoother(log_initial, log_transition, ll_tm, valid)
     else:
-        alphas, logcs = _forward(log_initial, log_transition, ll_tm, valid, unroll)
-        gammas, ratios = _backward_posteriors(log_transition, alphas, valid, unroll)
-        counts = jnp.exp(log_transition) * jnp.einsum("tbi,tbj->bij", alphas[:-1], ratios[1:])
+        alphas, logcs, preds = _forward(log_initial, log_transition, ll_tm, valid, unroll)
+        gammas, ratios = _backward_posteriors(log_transition, alphas, preds, valid, unroll)
+        counts = jnp.exp(log_transition) * jnp.einsum("tbi,tbj->bij", alphas[:-1], ratios)
         loglik = jnp.sum(logcs, axis=0)
     return _unbatch(SmootherResult(loglik, jnp.swapaxes(gammas, 0, 1), counts), unbatched)
 
@@ -371,9 +376,9 @@ def hmm_pairwise_posteriors(
     O(B T K^2), so EM uses the summed `hmm_smoother(...).transition_counts` instead."""
     ll, lengths, unbatched = _batch(log_likelihoods, lengths)
     ll_tm, valid = _time_major(ll, lengths)
-    alphas, _ = _forward(log_initial, log_transition, ll_tm, valid, unroll)
-    _, ratios = _backward_posteriors(log_transition, alphas, valid, unroll)
-    xi = alphas[:-1, :, :, None] * jnp.exp(log_transition) * ratios[1:, :, None, :]
+    alphas, _, preds = _forward(log_initial, log_transition, ll_tm, valid, unroll)
+    _, ratios = _backward_posteriors(log_transition, alphas, preds, valid, unroll)
+    xi = alphas[:-1, :, :, None] * jnp.exp(log_transition) * ratios[:, :, None, :]
     xi = jnp.swapaxes(xi, 0, 1)
     return xi[0] if unbatched else xi
 
@@ -415,7 +420,7 @@ def hmm_posterior_sample(
     [B, T] int32 (-1 on padding). x_{L-1} ~ alpha_{L-1}, x_t ~ alpha_t(i) A[i, x_{t+1}]."""
     ll, lengths, unbatched = _batch(log_likelihoods, lengths)
     ll_tm, valid = _time_major(ll, lengths)
-    alphas, _ = _forward(log_initial, log_transition, ll_tm, valid, unroll)
+    alphas, _, _ = _forward(log_initial, log_transition, ll_tm, valid, unroll)
     last = (jnp.arange(ll_tm.shape[0])[:, None] == lengths[None, :] - 1)
     gumbels = jax.random.gumbel(key, alphas.shape, alphas.dtype)
     trans = jnp.exp(log_transition)
