@@ -560,6 +560,14 @@ def test_override_of_an_unknown_key_names_it(section, key, value):
         _parse(f"{flag}={value}")
 
 
+@pytest.mark.parametrize("keyword", ["or", "if", "lambda"])
+def test_override_of_a_python_keyword_names_the_flag(keyword):
+    """Found by the full hypothesis profile: a key that is a Python keyword is not an
+    attribute path, and ml_collections' own message quoted only the key."""
+    with refused(f"--config.{keyword}"):
+        _parse(f"--config.{keyword}=0")
+
+
 @FUZZ
 @given(key=st.sampled_from(["model.latent_dim", "num_steps", "seed", "batch_size", "model.conditional",
                             "optim.learning_rate"]),

@@ -336,6 +336,28 @@ def test_long_sequence_with_tiny_probabilities():
     assert np.all((np.asarray(sample) >= 0) & (np.asarray(sample) < k))
 
 
+def test_observation_far_below_every_reachable_state_falls_back_to_log_space():
+    """Left-to-right chain from state 0, one step at a time: state 3 cannot be reached by
+    t = 2, where the observation is 300 nats likelier under it than under any reachable
+    state, so the fast recursion's scaled products underflow in float32; the log-space pass
+    takes over and every output equals float64 enumeration."""
+    pi = np.array([1.0, 0.0, 0.0, 0.0])
+    a = np.array([[0.6, 0.4, 0.0, 0.0], [0.0, 0.7, 0.3, 0.0], [0.0, 0.0, 0.8, 0.2], [0.0, 0.0, 0.0, 1.0]])
+    ll = np.random.default_rng(3).normal(size=(6, 4))
+    ll[2] = [-300.0, -305.0, -310.0, 0.0]
+    with np.errstate(divide="ignore"):
+        logz, post, counts, _, _ = _enumerate(pi, a, ll)
+        args = (jnp.asarray(np.log(pi), jnp.float32), jnp.asarray(np.log(a), jnp.float32), jnp.asarray(ll, jnp.float32))
+    valid = jnp.ones((6, 1), bool)
+    assert bool(inf._forward_scaled(args[0], args[1], args[2][:, None], valid, 1)[3])  # the fast pass underflows
+    smooth = inf.hmm_smoother(*args)
+    np.testing.assert_allclose(smooth.log_likelihood, logz, rtol=1e-6)
+    np.testing.assert_allclose(smooth.posteriors, post, atol=1e-5)
+    np.testing.assert_allclose(smooth.transition_counts, counts, atol=1e-5)
+    ordinary = args[2].at[2].set(args[2][1])  # without the outlier the fast pass suffices
+    assert not bool(inf._forward_scaled(args[0], args[1], ordinary[:, None], valid, 1)[3])
+
+
 @jax.jit
 def _all_outputs(params, obs, lengths):
     lpi, la = jax.nn.log_softmax(params.initial_logits), jax.nn.log_softmax(params.transition_logits)

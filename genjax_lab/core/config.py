@@ -38,17 +38,24 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
     flag: absl's own (an unknown flag; `--config.seed=abc`, a value of the wrong type,
     quoted with its flag) and an override of a key the config lacks, which ml_collections
     reports as a bare AttributeError or KeyError holding only the missing field's name."""
+    overrides = [arg.split("=", 1)[0] for arg in argv[1:] if arg.startswith(("--config.", "-config."))]
     try:
         return flag_values(argv)
     except flags.Error as e:
         raise ValueError(str(e)) from None
     except (AttributeError, KeyError) as e:
-        overrides = [arg.split("=", 1)[0] for arg in argv[1:] if arg.startswith(("--config.", "-config."))]
         if not overrides:  # not an override's fault (e.g. a bug in the config file): keep the traceback
             raise
         missing = str(e).strip("'\"")
         named = [flag for flag in overrides if missing in flag.split(".")[1:]] or overrides
         raise ValueError(f"{', '.join(named)}: no such key in the config ({missing})") from None
+    except ValueError as e:
+        # An override path that is not a Python attribute path (e.g. `--config.or`, a
+        # keyword): ml_collections quotes the path, not the flag.
+        named = [flag for flag in overrides if repr(flag.split(".", 1)[1]) in str(e)]
+        if not named:
+            raise
+        raise ValueError(f"{', '.join(named)}: {e}") from None
 
 
 def _parse_flags_or_exit(argv: list[str]) -> list[str]:

@@ -114,9 +114,56 @@ def _normalise_log(logits: Array) -> tuple[Array, Array]:
 # ------------------------------------------------------------------------- sequential
 
 
-def _forward(log_initial, log_transition, ll_tm, valid, unroll):
+def _forward(log_initial, log_transition, ll_tm, valid, unroll, filters: bool = True):
     """Scaled forward pass, time-major. Returns filtered alpha_t [T, B, K], log normalisers
-    [T, B] and the predictions alpha_t A [T - 1, B, K] of steps 1..T-1 (for the backward pass)."""
+    [T, B] and the predictions alpha_t A [T - 1, B, K] of steps 1..T-1 (for the backward pass);
+    with filters=False only the log normalisers (the others are None), which saves the
+    sequential loop writing them.
+
+    The fast recursion multiplies each prediction by the likelihoods scaled to a maximum of 1,
+    exp(ll_t - max ll_t), computed for all steps at once outside the sequential loop. It
+    underflows only when every state the chain can be in explains y_t far worse than the best
+    state does (about 87 nats in float32); then the whole pass is redone in log space, which
+    never underflows. Under vmap both run (a batched cond is a select).
+    """
+    fast = _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll, filters)
+    return jax.lax.cond(fast[3], lambda: _forward_log(log_initial, log_transition, ll_tm, valid, unroll, filters),
+                        lambda: fast[:3])
+
+
+def _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll, filters: bool = True):
+    """The fast forward pass: (alphas, log normalisers, predictions, underflowed) where
+    underflowed says whether some real step's normaliser fell below the range in which the
+    scaled products keep full precision. Exps and logs run outside the sequential loop."""
+    trans = jnp.exp(log_transition)
+    peak = jnp.max(ll_tm, axis=-1)
+    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)  # an all -inf row: scaled 0, caught below
+    scaled = jnp.exp(ll_tm - peak[..., None])
+
+    def condition(pred, scaled_t):
+        joint = pred * scaled_t
+        total = jnp.sum(joint, axis=-1)
+        return joint / jnp.where(total > 0, total, 1.0)[:, None], total
+
+    alpha0, total0 = condition(jnp.broadcast_to(jnp.exp(log_initial), scaled.shape[1:]), scaled[0])
+
+    def step(alpha, inputs):
+        scaled_t, valid_t = inputs
+        pred = alpha @ trans
+        alpha_t, total_t = condition(pred, scaled_t)
+        alpha = jnp.where(valid_t[:, None], alpha_t, alpha)
+        kept = (alpha_t, pred) if filters else (None, None)
+        return alpha, (*kept, total_t)
+
+    _, (alphas, preds, totals) = jax.lax.scan(step, alpha0, (scaled[1:], valid[1:]), unroll=unroll)
+    totals = jnp.where(valid, jnp.concatenate([total0[None], totals]), 1.0)  # padding: log 1 = 0
+    underflowed = jnp.any(totals <= jnp.finfo(totals.dtype).tiny / jnp.finfo(totals.dtype).eps)
+    logcs = jnp.where(valid, jnp.log(totals) + peak, 0.0)
+    return (jnp.concatenate([alpha0[None], alphas]) if filters else None), logcs, preds, underflowed
+
+
+def _forward_log(log_initial, log_transition, ll_tm, valid, unroll, filters: bool = True):
+    """The forward pass in log space (the fallback of `_forward`): same outputs."""
     trans = jnp.exp(log_transition)
     alpha0, logc0 = _normalise_log(log_initial + ll_tm[0])
 
@@ -126,12 +173,12 @@ def _forward(log_initial, log_transition, ll_tm, valid, unroll):
         alpha_t, logc_t = _normalise_log(_safe_log(pred) + ll_t)
         # Padded steps keep the last real filter, so the final carry is alpha_{L-1}.
         alpha = jnp.where(valid_t[:, None], alpha_t, alpha)
-        return alpha, (alpha_t, jnp.where(valid_t, logc_t, 0.0), pred)
+        kept = (alpha_t, pred) if filters else (None, None)
+        return alpha, (*kept, jnp.where(valid_t, logc_t, 0.0))
 
-    _, (alphas, logcs, preds) = jax.lax.scan(step, alpha0, (ll_tm[1:], valid[1:]), unroll=unroll)
-    alphas = jnp.concatenate([alpha0[None], alphas])
+    _, (alphas, preds, logcs) = jax.lax.scan(step, alpha0, (ll_tm[1:], valid[1:]), unroll=unroll)
     logcs = jnp.concatenate([logc0[None], logcs])
-    return alphas, logcs, preds
+    return (jnp.concatenate([alpha0[None], alphas]) if filters else None), logcs, preds
 
 
 def _backward_posteriors(log_transition, alphas, preds, valid, unroll):
@@ -332,7 +379,7 @@ def hmm_log_likelihood(
     """log p(y) only, [B] (or a scalar unbatched): the forward pass without its outputs."""
     ll, lengths, unbatched = _batch(log_likelihoods, lengths)
     ll_tm, valid = _time_major(ll, lengths)
-    _, logcs, _ = _forward(log_initial, log_transition, ll_tm, valid, unroll)
+    _, logcs, _ = _forward(log_initial, log_transition, ll_tm, valid, unroll, filters=False)
     loglik = jnp.sum(logcs, axis=0)
     return loglik[0] if unbatched else loglik
 
