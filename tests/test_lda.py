@@ -190,6 +190,28 @@ def test_batch_bound_never_decreases_with_learned_priors(small_bars):
     assert (np.asarray(state.alpha) > 0).all() and float(state.eta) > 0
 
 
+@pytest.mark.fault("a non-finite VB bound (LDA): stopped naming the iteration and the value")
+@pytest.mark.parametrize("method", ["batch", "online"])
+def test_a_non_finite_bound_stops_the_fit_naming_the_iteration(small_bars, monkeypatch, method):
+    train, _, _ = small_bars
+    config = lda.LDAConfig(10, 25, alpha=0.3, eta=0.05)
+    calls = []
+
+    def failing_from_the_third(step):
+        def wrapped(*args, **kwargs):
+            *rest, last = step(*args, **kwargs)
+            calls.append(None)
+            if len(calls) < 3:
+                return (*rest, last)
+            return (*rest, {**last, "bound_per_word": jnp.nan} if isinstance(last, dict) else jnp.nan)
+        return wrapped
+
+    name = "vb_batch_step" if method == "batch" else "_online_step"
+    monkeypatch.setattr(lda, name, failing_from_the_third(getattr(lda, name)))
+    with pytest.raises(lda.loop_lib.NonFiniteError, match=f"non-finite {method} VB bound nan at iteration 3"):
+        lda.fit_vb(train, config, jax.random.key(0), method=method, num_iterations=5, batch_size=16)
+
+
 def test_newton_prior_updates_match_scipy():
     """The Newton alpha and eta updates reach the maximiser found by scipy in float64."""
     rng = np.random.default_rng(0)

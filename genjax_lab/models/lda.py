@@ -57,6 +57,7 @@ sweep. After each sweep the counts equal the recount of the assignments exactly.
 """
 import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -69,6 +70,7 @@ from jax.sharding import PartitionSpec as P
 from scipy.optimize import linear_sum_assignment
 
 from genjax_lab.core import checks
+from genjax_lab.core import loop as loop_lib
 from genjax_lab.core.mesh import DATA_AXIS
 from genjax_lab.data.text import BagOfWords, bag_of_ids
 
@@ -542,6 +544,14 @@ def _replicate(state: VBState, mesh: Mesh | None) -> VBState:
     return state if mesh is None else jax.device_put(state, NamedSharding(mesh, P()))
 
 
+def _finite_bound(bound, iteration: int, method: str) -> float:
+    """The bound as a float, or NonFiniteError naming the iteration (1-based) and the value."""
+    value = float(bound)
+    if not math.isfinite(value):
+        raise loop_lib.NonFiniteError(f"non-finite {method} VB bound {value} at iteration {iteration}")
+    return value
+
+
 def _fit_batch(state, ids, counts, config, num_iterations, mesh, tol, warm_start) -> tuple[VBState, FitHistory]:
     devices = 1 if mesh is None else mesh.devices.size
     (ids_p, counts_p), mask = _pad_rows([ids, counts], devices)
@@ -552,7 +562,7 @@ def _fit_batch(state, ids, counts, config, num_iterations, mesh, tol, warm_start
         if gamma is None or not warm_start:
             gamma = _put([np.asarray(initial_gamma(np.asarray(state.alpha), counts_p))], mesh)[0]
         state, gamma, bound = vb_batch_step(state, gamma, ids_d, counts_d, mask_d, config)
-        bounds.append(float(bound))
+        bounds.append(_finite_bound(bound, len(bounds) + 1, "batch"))
         if tol is not None and len(bounds) > 1 and abs(bounds[-1] - bounds[-2]) < tol * abs(bounds[-2]):
             break
     return state, FitHistory(bounds, np.asarray(gamma)[: ids.shape[0]])
@@ -572,7 +582,7 @@ def _fit_online(state, ids, counts, config, key, num_epochs, batch_size, mesh, s
             (b_ids, b_counts), mask = _pad_rows([ids[rows], counts[rows]], batch_size)
             state, metrics = _online_step(state, *_put([b_ids, b_counts, mask], mesh), total_docs=num_docs,
                                           config=config)
-            bounds.append(float(metrics["bound_per_word"]))
+            bounds.append(_finite_bound(metrics["bound_per_word"], len(bounds) + 1, "online"))
     return state, FitHistory(bounds, None)
 
 

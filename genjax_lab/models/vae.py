@@ -520,8 +520,9 @@ def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
     """The VAE family for `config`, shaped by the dataset's images and labels."""
     checks.check_choice("config.model.objective", config.model.objective, ("elbo", "iwae"))
     checks.check_count("config.model.num_samples", config.model.num_samples)
-    for name in ("iwae_samples", "nll_samples", "nll_chunk"):
+    for name in ("iwae_samples", "nll_chunk"):
         checks.check_count(f"config.eval.{name}", config.eval[name])
+    checks.check_count("config.eval.nll_samples", config.eval.nll_samples, minimum=0)  # 0: no final estimate
     checks.check_count("config.eval.classify_samples", config.eval.classify_samples, minimum=0)
     train = dataset["train"]
     num_classes = checks.check_count("config.data.num_classes", config.data.num_classes)

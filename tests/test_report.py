@@ -1,0 +1,47 @@
+"""docs/results.md and the README headline: each part is regenerated from its own result.json
+files, and a part with none behind it in this run is kept, not emptied (`./launch.sh bench`
+alone on a fresh clone must not erase the replication rows)."""
+import json
+import pathlib
+
+from genjax_lab import report
+
+
+def _replication(root: pathlib.Path, ours: float) -> None:
+    row = {"label": "row A", "published": 1.0, "ours": ours, "gap": ours - 1.0, "tolerance": 0.5,
+           "better": "", "status": "pass", "metric": "a"}
+    result = {"name": "demo", "paper": "A paper", "estimator": "e", "schedule": "quick", "hardware": "cpu",
+              "wall_s": 1.0, "command": "c", "runs": {}, "rows": [row], "passed": True}
+    (root / "demo").mkdir(parents=True)
+    (root / "demo" / "result.json").write_text(json.dumps(result))
+
+
+def _benchmark(root: pathlib.Path, speedup: float) -> None:
+    record = {"name": "step", "ours_s": 1.0, "reference": "lib", "reference_version": "1", "reference_s": speedup,
+              "speedup": speedup}
+    (root / "demo").mkdir(parents=True)
+    (root / "demo" / "result.json").write_text(json.dumps(
+        {"name": "demo", "records": [record], "command": "b", "wall_s": 2.0, "hardware": "cpu"}))
+
+
+def test_a_part_without_results_is_kept_from_the_previous_report(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_BEGIN}\n{report.README_END}\nrest\n")
+    path, empty = tmp_path / "docs" / "results.md", tmp_path / "empty"
+    _replication(tmp_path / "rep", ours=1.2)
+    _benchmark(tmp_path / "bench1", speedup=3.0)
+    report.write(path, replicate_root=tmp_path / "rep", bench_root=tmp_path / "bench1", readme=readme)
+    assert "| demo | row A | 1 | 1.2 |" in path.read_text() and "| 3.00x |" in path.read_text()
+
+    _benchmark(tmp_path / "bench2", speedup=5.0)  # bench alone: the replication rows stay
+    report.write(path, replicate_root=empty, bench_root=tmp_path / "bench2", readme=readme)
+    text, headline = path.read_text(), readme.read_text()
+    assert "| demo | row A | 1 | 1.2 |" in text and "| 5.00x |" in text and "| 3.00x |" not in text
+    assert "| demo | A paper | 1 / 1 (0) | PASS |" in headline and "| demo | step | lib | 5.00x |" in headline
+    assert headline.startswith("intro\n") and headline.endswith(f"{report.README_END}\nrest\n")
+
+    _replication(tmp_path / "rep2", ours=1.4)  # replicate alone: the benchmark rows stay
+    report.write(path, replicate_root=tmp_path / "rep2", bench_root=empty, readme=readme)
+    text, headline = path.read_text(), readme.read_text()
+    assert "| demo | row A | 1 | 1.4 |" in text and "| 1.2 |" not in text and "| 5.00x |" in text
+    assert "| demo | step | lib | 5.00x |" in headline
