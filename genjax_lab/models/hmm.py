@@ -265,7 +265,9 @@ def covariances(emission: FullGaussianEmission) -> Array:
 def _diag_log_prob(means: Array, log_scales: Array, obs: Array) -> Array:
     """obs [..., D] against [S, D] components -> [..., S]."""
     z = (obs[..., None, :] - means) * jnp.exp(-log_scales)
-    return -0.5 * jnp.sum(z * z + _LOG_2PI, axis=-1) - jnp.sum(log_scales, axis=-1)
+    # The constant per component [S], added once rather than per frame and dimension.
+    log_norm = -0.5 * means.shape[-1] * _LOG_2PI - jnp.sum(log_scales, axis=-1)
+    return log_norm - 0.5 * jnp.sum(z * z, axis=-1)
 
 
 def emission_log_prob(emission: Emission, obs: Array) -> Array:
