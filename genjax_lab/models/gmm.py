@@ -504,10 +504,14 @@ def em_split(params: GMM, split: data_lib.Split, *, num_iters: int,
     on the whole split up to the order of float summation."""
     checks.check_count("num_iters", num_iters)
     mesh = mesh_lib.data_mesh() if mesh is None else mesh
+    checked = lambda p, batch: e_step(p, features(batch), batch["mask"])  # noqa: E731
+    # Called from Python, e_step copies each batch to the host to check it. Every pass reads
+    # the same rows, so the first pass checks them and later passes run compiled only.
+    compiled = jax.jit(checked)
     log_likelihoods = []
-    for _ in range(num_iters):
-        stats = loop_lib.sum_over_split(lambda batch, _, p=params: e_step(p, features(batch), batch["mask"]),
-                                        mesh, split, batch_size)
+    for iteration in range(num_iters):
+        batch_stats = checked if iteration == 0 else compiled
+        stats = loop_lib.sum_over_split(lambda batch, _, p=params, f=batch_stats: f(p, batch), mesh, split, batch_size)
         log_likelihoods.append(stats.log_likelihood / stats.count)
         params = m_step(params, stats, reg_covar)
     return params, jnp.stack(log_likelihoods)
