@@ -177,6 +177,39 @@ def test_sharded_vb_equals_single_device(small_bars):
     np.testing.assert_allclose(np.asarray(eight.lam), np.asarray(one.lam), rtol=1e-4)
 
 
+def test_length_groups_partition_the_documents_and_do_not_change_the_fit(monkeypatch):
+    """Batch VB runs on length groups, each padded to its own longest document. Documents of
+    1 to 25 distinct words with padding slots also between words: the fit (lambda, bounds,
+    and gamma back in corpus order) equals the one-group fit, on 1 and on 8 devices."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 26, 203)
+    ids = np.zeros((203, 40), np.int32)
+    counts = np.zeros((203, 40), np.float32)
+    for d, n in enumerate(lengths):
+        slots = np.sort(rng.choice(40, n, replace=False))
+        ids[d, slots] = rng.choice(25, n, replace=False)
+        counts[d, slots] = rng.integers(1, 6, n)
+    bags = text.BagOfWords(ids, counts)
+    groups = lda.length_groups(counts, 4, multiple=8)
+    assert 1 < len(groups) <= 4
+    np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.arange(203))
+    longest = [int((counts[g] > 0).sum(1).max()) for g in groups]
+    assert longest == sorted(longest) and longest[-1] == 25
+    config = lda.LDAConfig(10, 25, alpha=0.5, eta=0.1, max_doc_iter=30)
+    fits = {}
+    for max_groups in (1, 4):
+        monkeypatch.setattr(lda, "_MAX_LENGTH_GROUPS", max_groups)
+        for mesh in (None, data_mesh()):
+            fits[max_groups, mesh is None] = lda.fit_vb(bags, config, jax.random.key(2), num_iterations=4,
+                                                        mesh=mesh)
+    reference_state, reference = fits[1, True]
+    for state, history in fits.values():
+        np.testing.assert_allclose(np.asarray(state.lam), np.asarray(reference_state.lam), rtol=1e-4)
+        np.testing.assert_allclose(history.bounds, reference.bounds, rtol=1e-5)
+        np.testing.assert_allclose(history.gamma, reference.gamma, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(reference.gamma[lengths == 0], 0.5, rtol=1e-6)  # empty documents: alpha
+
+
 def test_batch_bound_never_decreases_with_learned_priors(small_bars):
     """Warm-started passes are coordinate ascent, so the bound is monotone also with alpha and
     eta learned by Newton (fixed priors, default fresh starts: the bars and wiki250 tests)."""

@@ -10,8 +10,11 @@ Variational Bayes (Hoffman, Blei & Bach 2010). q(beta_k) = Dirichlet(lambda_k),
 q(theta_d) = Dirichlet(gamma_d), q(z_dn) = phi_dn. E-step, per document, to a fixed point:
   phi_dwk  ∝ exp(E[log theta_dk] + E[log beta_kw]),   gamma_dk = alpha_k + sum_w c_dw phi_dwk,
 run for all documents of a batch at once (a `lax.while_loop` until every document's mean
-|change in gamma| < tol, or max_doc_iter). Topic statistics s_kw = sum_d mask_d c_dw phi_dwk
-are a sum over the batch axis: with the batch sharded over the 'data' mesh axis under jit,
+|change in gamma| < tol, or max_doc_iter). Batch VB splits the corpus into a few groups of
+similar length (`length_groups`), each padded only to its own longest document: the E-step's
+cost is then close to the number of words rather than documents x longest document (on
+wiki250, 142k slots instead of 389k for 103k distinct document words, with 4 groups).
+Topic statistics s_kw = sum_d mask_d c_dw phi_dwk are a sum over the batch axis: with the batch sharded over the 'data' mesh axis under jit,
 XLA reduces them across devices inside the compiled step (this needs a mesh with Auto
 axes, as genjax_lab.core.mesh.data_mesh makes; under jax.make_mesh's default Explicit axes
 the word gather is refused). M-step:
@@ -222,6 +225,12 @@ def _theta_weights(gamma: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.exp(e - shift[:, None]), shift
 
 
+def _mix(beta: jax.Array, theta: jax.Array) -> jax.Array:
+    """sum_k theta_bk beta_blk: [B, L, K], [B, K] -> [B, L]. Written as a product and a sum,
+    which XLA fuses into one loop: on CPU about 1.4x faster than the batched-matvec einsum."""
+    return (beta * theta[:, None, :]).sum(-1)
+
+
 def e_step(
     log_beta: jax.Array, alpha: jax.Array, ids: jax.Array, counts: jax.Array, mask: jax.Array,
     gamma0: jax.Array, max_iter: int, tol: float,
@@ -234,11 +243,11 @@ def e_step(
         return _theta_weights(gamma)[0]
 
     def word_weights(theta):  # c_dw / sum_k theta_k beta_kw, [B, L]
-        return counts / jnp.maximum(jnp.einsum("blk,bk->bl", beta, theta), _TINY)
+        return counts / jnp.maximum(_mix(beta, theta), _TINY)
 
     def update(gamma):
         theta = theta_weights(gamma)
-        return alpha + theta * jnp.einsum("bl,blk->bk", word_weights(theta), beta)
+        return alpha + theta * (word_weights(theta)[..., None] * beta).sum(1)
 
     def cond(carry):
         _, change, i = carry
@@ -268,7 +277,7 @@ def document_bounds(log_beta: jax.Array, alpha: jax.Array, ids: jax.Array, count
     e_theta = dirichlet_expectation(gamma)
     beta, word_shift = _word_columns(log_beta, ids)
     theta, theta_shift = _theta_weights(gamma)
-    words = (jnp.log(jnp.maximum(jnp.einsum("blk,bk->bl", beta, theta), _TINY))
+    words = (jnp.log(jnp.maximum(_mix(beta, theta), _TINY))
              + word_shift + theta_shift[:, None])  # [B, L]
     theta_kl = (((alpha - gamma) * e_theta + gammaln(gamma) - gammaln(alpha)).sum(-1)
                 + gammaln(alpha.sum()) - gammaln(gamma.sum(-1)))
@@ -323,21 +332,39 @@ def _learn_priors(state: VBState, lam, gamma, mask, config: LDAConfig, iters: in
     return alpha, eta
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def vb_batch_step(state: VBState, gamma: jax.Array, ids: jax.Array, counts: jax.Array, mask: jax.Array,
-                  config: LDAConfig) -> tuple[VBState, jax.Array, jax.Array]:
-    """One batch VB iteration over the whole corpus: E-step started at gamma [D, K] (fresh,
-    or warm from the last pass), lambda = eta + s, then alpha / eta by Newton if learned.
+class DocBatch(NamedTuple):
+    """Padded bags of one length group: ids int32 [B, L], counts float32 [B, L], mask [B]."""
 
-    Returns (state, gamma [D, K], ELBO []) with the ELBO of the new state at the new gamma.
+    ids: jax.Array
+    counts: jax.Array
+    mask: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def vb_batch_step(state: VBState, gammas: tuple[jax.Array, ...] | None, groups: tuple[DocBatch, ...],
+                  config: LDAConfig) -> tuple[VBState, tuple[jax.Array, ...], jax.Array]:
+    """One batch VB iteration over the whole corpus, given as length groups (the corpus's
+    documents split by length, each group padded to its own longest document): an E-step per
+    group started at its gamma [B_g, K] (warm from the last pass), or if `gammas` is None at
+    alpha + N_d / K, then lambda = eta + the summed statistics, then alpha / eta by Newton if
+    learned.
+
+    Returns (state, gammas, ELBO []) with the ELBO of the new state at the new gammas.
     """
-    est = e_step(dirichlet_expectation(state.lam), state.alpha, ids, counts, mask, gamma,
-                 config.max_doc_iter, config.mean_change_tol)
-    lam = state.eta + est.sstats
-    alpha, eta = _learn_priors(state, lam, est.gamma, mask, config, _NEWTON_ITERS)
+    log_beta = dirichlet_expectation(state.lam)
+    if gammas is None:
+        gammas = [initial_gamma(state.alpha, g.counts) for g in groups]
+    estimates = [e_step(log_beta, state.alpha, g.ids, g.counts, g.mask, gamma, config.max_doc_iter,
+                        config.mean_change_tol) for g, gamma in zip(groups, gammas)]
+    lam = state.eta + sum(est.sstats for est in estimates)
+    all_gamma = jnp.concatenate([est.gamma for est in estimates])
+    all_mask = jnp.concatenate([g.mask for g in groups])
+    alpha, eta = _learn_priors(state, lam, all_gamma, all_mask, config, _NEWTON_ITERS)
+    new_log_beta = dirichlet_expectation(lam)
+    bound = sum((g.mask * document_bounds(new_log_beta, alpha, g.ids, g.counts, est.gamma)).sum()
+                for g, est in zip(groups, estimates))
     new = VBState(lam, alpha, eta, state.step + 1)
-    bound = (mask * document_bounds(dirichlet_expectation(lam), alpha, ids, counts, est.gamma)).sum()
-    return new, est.gamma, bound + topic_bound(lam, eta)
+    return new, tuple(est.gamma for est in estimates), bound + topic_bound(lam, eta)
 
 
 def vb_online_step(state: VBState, ids: jax.Array, counts: jax.Array, mask: jax.Array, total_docs: int,
@@ -470,7 +497,7 @@ def completion_perplexity(topics: jax.Array, alpha: jax.Array, observed: BagOfWo
 @functools.partial(jax.jit, static_argnames="config")
 def _completion_log_lik(topics, alpha, obs_ids, obs_counts, ids, counts, config: LDAConfig):
     theta = _proportions(_point_log_topics(topics), alpha, obs_ids, obs_counts, config)
-    p = jnp.einsum("dk,dlk->dl", theta, topics.T[ids])
+    p = _mix(topics.T[ids], theta)
     return (counts * jnp.log(jnp.maximum(p, _TINY))).sum()
 
 
@@ -552,20 +579,74 @@ def _finite_bound(bound, iteration: int, method: str) -> float:
     return value
 
 
+def length_groups(counts: np.ndarray, max_groups: int, multiple: int = 1) -> list[np.ndarray]:
+    """Document indices [D] split into at most `max_groups` groups of similar length (the
+    number of slots with words), shortest first, cut where the padded work, sum over groups of
+    rows (rounded up to `multiple`) x longest length, is least. Cuts are searched among 64
+    length quantiles, so the search costs O(max_groups 64^2) for any corpus size.
+    """
+    lengths = (counts > 0).sum(1)
+    order = np.argsort(lengths, kind="stable")
+    sorted_lengths = np.maximum(lengths[order], 1)
+    cuts = np.unique(np.linspace(0, len(order), 65).round().astype(int))
+
+    def work(i, j):  # documents order[cuts[i]:cuts[j]] as one group
+        rows = -(-(cuts[j] - cuts[i]) // multiple) * multiple
+        return rows * sorted_lengths[cuts[j] - 1]
+
+    n = len(cuts) - 1
+    best = [work(0, j) if j else 0 for j in range(n + 1)]  # one group for order[:cuts[j]]
+    prev = [[0] * (n + 1)]
+    for _ in range(1, max_groups):
+        row, back = best[:], [0] * (n + 1)
+        for j in range(1, n + 1):
+            for i in range(1, j):
+                if best[i] + work(i, j) < row[j]:
+                    row[j], back[j] = best[i] + work(i, j), i
+        best = row
+        prev.append(back)
+    bounds, j = [n], n
+    for back in reversed(prev[1:]):
+        if back[j]:
+            j = back[j]
+            bounds.append(j)
+    bounds.append(0)
+    return [order[cuts[a]:cuts[b]] for a, b in zip(bounds[::-1], bounds[-2::-1])]
+
+
+def _group_batches(ids, counts, rows_per_group, multiple: int, mesh):
+    """The documents of each group with their words moved to the front, trimmed to the
+    group's longest document and padded with masked rows to `multiple`: DocBatch each."""
+    batches = []
+    for rows in rows_per_group:
+        g_ids, g_counts = ids[rows], counts[rows]
+        front = np.argsort(g_counts <= 0, axis=1, kind="stable")  # slots with words first, in order
+        width = max(int((g_counts > 0).sum(1).max(initial=0)), 1)
+        g_ids = np.take_along_axis(g_ids, front, 1)[:, :width]
+        g_counts = np.take_along_axis(g_counts, front, 1)[:, :width]
+        (g_ids, g_counts), mask = _pad_rows([g_ids, g_counts], multiple)
+        batches.append(DocBatch(*_put([g_ids, g_counts, mask], mesh)))
+    return tuple(batches)
+
+
+_MAX_LENGTH_GROUPS = 4
+
+
 def _fit_batch(state, ids, counts, config, num_iterations, mesh, tol, warm_start) -> tuple[VBState, FitHistory]:
     devices = 1 if mesh is None else mesh.devices.size
-    (ids_p, counts_p), mask = _pad_rows([ids, counts], devices)
-    ids_d, counts_d, mask_d = _put([ids_p, counts_p, mask], mesh)
+    rows_per_group = length_groups(counts, _MAX_LENGTH_GROUPS, devices)
+    groups = _group_batches(ids, counts, rows_per_group, devices, mesh)
     state, bounds = _replicate(state, mesh), []
-    gamma = None
+    gammas = None
     for _ in range(num_iterations):
-        if gamma is None or not warm_start:
-            gamma = _put([np.asarray(initial_gamma(np.asarray(state.alpha), counts_p))], mesh)[0]
-        state, gamma, bound = vb_batch_step(state, gamma, ids_d, counts_d, mask_d, config)
+        state, gammas, bound = vb_batch_step(state, gammas if warm_start else None, groups, config)
         bounds.append(_finite_bound(bound, len(bounds) + 1, "batch"))
         if tol is not None and len(bounds) > 1 and abs(bounds[-1] - bounds[-2]) < tol * abs(bounds[-2]):
             break
-    return state, FitHistory(bounds, np.asarray(gamma)[: ids.shape[0]])
+    gamma = np.empty((ids.shape[0], config.num_topics), np.float32)
+    for rows, g in zip(rows_per_group, gammas):
+        gamma[rows] = np.asarray(g)[: len(rows)]
+    return state, FitHistory(bounds, gamma)
 
 
 def _fit_online(state, ids, counts, config, key, num_epochs, batch_size, mesh, shuffle):
