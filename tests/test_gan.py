@@ -125,6 +125,30 @@ def test_padded_rows_do_not_change_the_step():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), *states)
 
 
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_conditional_discriminator_projects_the_label_onto_its_features(arch):
+    """logit(x, y) = w . phi(x) + b + e_y . phi(x): zero embeddings remove the label's effect,
+    and the label's part is linear in them (doubling e doubles it)."""
+    family = _family("tiny_cgan", arch=arch)
+    discriminator = family.models[1]
+    d_params = family.init(jax.random.key(0), None).d_params
+    images = jnp.asarray(_digits_dataset()["test"]["image"][:4], jnp.float32) / 255.0
+
+    def logits(params):  # [10 labels, 4 images]
+        return np.stack([np.asarray(discriminator.apply(params, images, jax.nn.one_hot(jnp.full(4, k), 10)))
+                         for k in range(10)])
+
+    def scaled_embedding(factor):
+        projection = d_params["params"]["label_projection"]
+        return {"params": {**d_params["params"], "label_projection": {"kernel": factor * projection["kernel"]}}}
+
+    base = logits(scaled_embedding(0.0))
+    np.testing.assert_allclose(base, np.broadcast_to(base[:1], base.shape), rtol=1e-6)
+    label_part = logits(scaled_embedding(100.0)) - base  # scaled up: the initial embedding is tiny
+    assert np.abs(label_part).max() > 1e-3
+    np.testing.assert_allclose(logits(scaled_embedding(200.0)) - base, 2.0 * label_part, rtol=1e-3, atol=1e-6)
+
+
 def test_fixed_grid_puts_one_label_per_row_and_shares_noise_per_column():
     family = _family("tiny_cgan")
     z, labels, rows = family.fixed_grid_inputs()
@@ -169,6 +193,10 @@ def test_tiny_variant_runs_and_writes_its_sample_grid(variant_runs, variant):
     summary = json.loads((workdir / "summary.json").read_text())
     assert np.isfinite(summary["parzen_log_likelihood"]) and summary["parzen_stderr"] > 0
     assert 0.0 <= summary["d_accuracy_real"] <= 1.0
+    # the sample metrics are those of the last evaluation, logged with it (for the curves)
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    last_eval = [r for r in records if r["split"] == "test"][-1]
+    assert last_eval["step"] == 30 and last_eval["parzen_log_likelihood"] == summary["parzen_log_likelihood"]
 
 
 def test_resume_after_sigkill_is_bitwise_exact(variant_runs):

@@ -12,8 +12,9 @@ Variants (`--config=experiments/configs/gan_mnist.py:VARIANT --config.data.mnist
   mlp_small  G 100-256-512-784, D 784-512-256-1 LeakyReLU, batch 128 (the benchmark's model).
   dcgan      Radford et al.'s recipe without batch norm: G 7x7x128 -> 14x14x64 -> 28x28x1
              transposed convs, D 4x4 stride-2 convs 64, 128; Adam 2e-4, beta1 0.5, batch 128.
-  cgan       mlp_small conditioned on the label (one-hot into G and D): a sample grid with
-             one row per digit, and the classifier's accuracy on samples of each label.
+  cgan       mlp conditioned on the label (one-hot into G and D), as Mirza & Osindero (2014)
+             conditioned the paper's MLP GAN with a maxout D: a sample grid with one row
+             per digit, and the classifier's accuracy on samples of each label.
   tiny_mlp, tiny_dcgan, tiny_cgan   a few steps on the 8x8 digits, offline (tests, seconds).
 Options: --config.model.loss=hinge | wgan-gp (then e.g. --config.model.n_critic=5
 --config.optim.b1=0. --config.optim.b2=0.9 --config.optim.g_learning_rate=1e-4 ...).
@@ -38,13 +39,13 @@ def get_config(variant: str = "mlp") -> ml_collections.ConfigDict:
         raise ValueError(f"unknown variant {variant!r} of gan_mnist: one of {', '.join(VARIANTS)}")
     config = gan.default_config()
     arch = variant.removeprefix("tiny_")
-    if arch == "mlp":
+    if arch in ("mlp", "cgan"):
         config.batch_size = 100
         config.model.update(g_hidden=(1200, 1200), d_hidden=(240, 240), d_maxout_pieces=5,
                             d_input_dropout=0.2, d_dropout=0.5, g_init_range=0.05, d_init_range=0.005)
     elif arch == "dcgan":
         config.model.arch = "dcgan"
-    elif arch == "cgan":
+    if arch == "cgan":
         config.model.conditional = True
     if variant.startswith("tiny_"):
         config.data.name, config.data.holdout = "digits", 200

@@ -16,8 +16,12 @@ Architectures (`config.model.arch`):
           example's forward pass is independent of the rest of the batch, so the mask
           weighting is exact, padding rows cannot leak into real rows, and no batch
           statistics need threading through the state. Adam 2e-4, beta1 0.5 as the paper.
-  Conditioning (`conditional=True`): G sees [z, onehot(y)]; the MLP D sees [x, onehot(y)];
-  the conv D sees onehot(y) as 10 extra constant input channels.
+  Conditioning (`conditional=True`): G sees [z, onehot(y)]; D is a projection
+  discriminator (Miyato & Koyama 2018): logit = w . phi(x) + b + e_y . phi(x), phi(x) its
+  last hidden features and e_y a learned embedding of the label. The label then enters D
+  at the top, where it asks whether phi(x) fits class y; fed in at D's input instead
+  (Mirza & Osindero's concatenation), D told real from fake by label consistency within
+  a thousand steps on MNIST and G never learned to use the label (label accuracy 0.10).
 
 Losses (`config.model.loss`): 'nonsaturating' (D: softplus(-D(x)) + softplus(D(G(z))),
 G: softplus(-D(G(z)))), 'hinge' (D: relu(1 - D(x)) + relu(1 + D(G(z))), G: -D(G(z))),
@@ -36,6 +40,7 @@ import io
 import math
 import pathlib
 from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -124,7 +129,6 @@ class Discriminator(nn.Module):
         dense = functools.partial(nn.Dense, kernel_init=_kernel_init(self.init_range))
         if self.arch == "mlp":
             h = nn.Dropout(self.input_dropout, deterministic=not train)(x.reshape(x.shape[0], -1))
-            h = _concat_label(h, y_onehot)
             for units in self.hidden:
                 if self.maxout_pieces:
                     h = dense(units * self.maxout_pieces)(h)
@@ -134,14 +138,15 @@ class Discriminator(nn.Module):
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
         else:
             h = x
-            if y_onehot is not None:
-                maps = jnp.broadcast_to(y_onehot[:, None, None, :], (*x.shape[:3], y_onehot.shape[-1]))
-                h = jnp.concatenate([x, maps.astype(x.dtype)], axis=-1)
             for features in (64, 128):
                 conv = nn.Conv(features, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_kernel_init(self.init_range))
                 h = nn.leaky_relu(conv(h), 0.2)
             h = h.reshape(h.shape[0], -1)
-        return dense(1)(h)[:, 0]
+        logits = dense(1)(h)[:, 0]
+        if y_onehot is None:
+            return logits
+        label_embedding = dense(h.shape[-1], use_bias=False, name="label_projection")(y_onehot)
+        return logits + (label_embedding * h).sum(-1)
 
 
 def make_models(model_config: ml_collections.ConfigDict, image_shape) -> tuple[Generator, Discriminator]:
@@ -247,6 +252,8 @@ class GANFamily:
     image_shape: tuple[int, int, int]
     num_classes: int
     pixel_means: tuple[float, ...] | None = None  # training-set mean of each pixel, flattened
+    # state -> sample metrics (Parzen, Frechet, ...), logged at every evaluation when set.
+    score_samples: Callable[[GANState], dict[str, float]] | None = dataclasses.field(default=None, compare=False)
 
     @property
     def models(self) -> tuple[Generator, Discriminator]:
@@ -404,7 +411,8 @@ class GANFamily:
         return z, jnp.repeat(jnp.arange(rows, dtype=jnp.int32), 10), rows
 
     def report(self, state: GANState, step: int, workdir: pathlib.Path, key) -> dict:
-        """PNGs: samples of a fixed noise batch at this step, and the metrics so far."""
+        """PNGs: samples of a fixed noise batch at this step, and the metrics so far (training
+        and evaluation, with this step's sample metrics if `score_samples` is set)."""
         if jax.process_index() != 0:
             return {}
         out = pathlib.Path(workdir) / "images"
@@ -412,8 +420,10 @@ class GANFamily:
         params = mesh_lib.host_copy(self.sampling_params(state))
         samples = self.models[0].apply(params, z, self._onehot(y))
         images_lib.save_grid(out / f"samples_{step:07d}.png", np.asarray(samples), rows=rows)
-        save_metrics_plot(out / "metrics.png", metrics_lib.read_metrics(workdir, "train"))
-        return {}
+        scores = self.score_samples(state) if self.score_samples is not None else {}
+        logged = metrics_lib.read_metrics(workdir, "train") + metrics_lib.read_metrics(workdir, "test")
+        save_metrics_plot(out / "metrics.png", logged + [{"step": step, **scores}])
+        return scores
 
     def as_family(self) -> Family:
         return Family(init=self.init, train_step=self.train_step, eval_step=self.eval_step, report=self.report)
