@@ -11,7 +11,9 @@ Variants (`--config=experiments/configs/gan_mnist.py:VARIANT --config.data.mnist
              output bias at the logits of the pixel means).
   mlp_small  G 100-256-512-784, D 784-512-256-1 LeakyReLU, batch 128 (the benchmark's model).
   dcgan      Radford et al.'s recipe without batch norm: G 7x7x128 -> 14x14x64 -> 28x28x1
-             transposed convs, D 4x4 stride-2 convs 64, 128; Adam 2e-4, beta1 0.5, batch 128.
+             transposed convs, D 4x4 stride-2 convs 64, 128; Adam 2e-4, beta1 0.5, batch 128;
+             weights with Radford's std 0.02 (uniform +-0.0346: with LeCun normal, D won
+             outright within 200 steps and G collapsed).
   cgan       mlp conditioned on the label (one-hot into G and D), as Mirza & Osindero (2014)
              conditioned the paper's MLP GAN with a maxout D: a sample grid with one row
              per digit, and the classifier's accuracy on samples of each label.
@@ -44,7 +46,7 @@ def get_config(variant: str = "mlp") -> ml_collections.ConfigDict:
         config.model.update(g_hidden=(1200, 1200), d_hidden=(240, 240), d_maxout_pieces=5,
                             d_input_dropout=0.2, d_dropout=0.5, g_init_range=0.05, d_init_range=0.005)
     elif arch == "dcgan":
-        config.model.arch = "dcgan"
+        config.model.update(arch="dcgan", g_init_range=0.0346, d_init_range=0.0346)
     if arch == "cgan":
         config.model.conditional = True
     if variant.startswith("tiny_"):
