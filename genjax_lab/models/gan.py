@@ -39,8 +39,7 @@ import functools
 import io
 import math
 import pathlib
-from collections.abc import Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -421,8 +420,7 @@ class GANFamily:
         samples = self.models[0].apply(params, z, self._onehot(y))
         images_lib.save_grid(out / f"samples_{step:07d}.png", np.asarray(samples), rows=rows)
         scores = self.score_samples(state) if self.score_samples is not None else {}
-        logged = metrics_lib.read_metrics(workdir, "train") + metrics_lib.read_metrics(workdir, "test")
-        save_metrics_plot(out / "metrics.png", logged + [{"step": step, **scores}])
+        save_metrics_plot(out / "metrics.png", metrics_lib.read_metrics(workdir) + [{"step": step, **scores}])
         return scores
 
     def as_family(self) -> Family:
@@ -433,7 +431,7 @@ class GANFamily:
 
 
 def save_metrics_plot(path: pathlib.Path, records: list[dict], width: int = 640, panel: int = 120) -> None:
-    """One panel per training metric (min-max scaled, value range printed) against step."""
+    """One panel per metric (min-max scaled, value range printed) against step."""
     names = sorted({k for r in records for k in r if k not in ("step", "split")})
     image = Image.new("RGB", (width, max(1, len(names)) * panel), "white")
     draw = ImageDraw.Draw(image)

@@ -14,10 +14,10 @@ run for all documents of a batch at once (a `lax.while_loop` until every documen
 similar length (`length_groups`), each padded only to its own longest document: the E-step's
 cost is then close to the number of words rather than documents x longest document (on
 wiki250, 142k slots instead of 389k for 103k distinct document words, with 4 groups).
-Topic statistics s_kw = sum_d mask_d c_dw phi_dwk are a sum over the batch axis: with the batch sharded over the 'data' mesh axis under jit,
-XLA reduces them across devices inside the compiled step (this needs a mesh with Auto
-axes, as genjax_lab.core.mesh.data_mesh makes; under jax.make_mesh's default Explicit axes
-the word gather is refused). M-step:
+Topic statistics s_kw = sum_d mask_d c_dw phi_dwk are a sum over the batch axis: with the
+batch sharded over the 'data' mesh axis under jit, XLA reduces them across devices inside
+the compiled step (this needs a mesh with Auto axes, as genjax_lab.core.mesh.data_mesh
+makes; under jax.make_mesh's default Explicit axes the word gather is refused). M-step:
   batch:   lambda = eta + s
   online:  lambda <- (1 - rho_t) lambda + rho_t (eta + (D / B) s),  rho_t = (tau0 + t)^-kappa,
 with t = 1, 2, ... (scikit-learn's convention), tau0 = `learning_offset` (default 1024,
@@ -601,8 +601,9 @@ def length_groups(counts: np.ndarray, max_groups: int, multiple: int = 1) -> lis
         row, back = best[:], [0] * (n + 1)
         for j in range(1, n + 1):
             for i in range(1, j):
-                if best[i] + work(i, j) < row[j]:
-                    row[j], back[j] = best[i] + work(i, j), i
+                cost = best[i] + work(i, j)
+                if cost < row[j]:
+                    row[j], back[j] = cost, i
         best = row
         prev.append(back)
     bounds, j = [n], n
