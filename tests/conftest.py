@@ -1,4 +1,5 @@
-"""Test setup: 8 forced CPU devices, so every multi-device path runs on a laptop.
+"""Test setup: 8 forced CPU devices, so every multi-device path runs on a laptop; no persistent
+compilation cache.
 
 XLA reads the flag when the backend starts, so it is set before anything imports jax.
 """
@@ -8,6 +9,11 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# No persistent compilation cache (genjax_lab turns one on in ~/.cache by default): a test run
+# neither reads programs another checkout or branch compiled nor fills the user's cache, and
+# within one pytest process JAX's in-memory cache already reuses every program. Set it to a
+# folder to try the suite with a cache; tests/test_compile.py tests the cache itself.
+os.environ.setdefault("GENJAX_COMPILATION_CACHE", "off")
 
 import pathlib  # noqa: E402
 

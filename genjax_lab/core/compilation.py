@@ -1,0 +1,71 @@
+"""Compilation paid once per machine: JAX's persistent compilation cache, on by default.
+
+A fresh process otherwise recompiles every program it runs: a GMM fit on iris spends
+0.9-1.5 s compiling what then runs in 2 ms. `enable_persistent_cache` (called when
+genjax_lab is imported) points JAX's cache at a folder that outlives the process:
+
+  GENJAX_COMPILATION_CACHE unset    $XDG_CACHE_HOME/genjax_lab/jax (default ~/.cache/genjax_lab/jax)
+  GENJAX_COMPILATION_CACHE=DIR      DIR
+  GENJAX_COMPILATION_CACHE=off      no persistent cache (also 0, false, no, none)
+
+A cache the user set up first wins: JAX_COMPILATION_CACHE_DIR in the environment, or
+jax.config.update("jax_compilation_cache_dir", ...) before genjax_lab is imported, and then
+none of JAX's cache thresholds are touched either. Otherwise the thresholds drop to zero:
+JAX's defaults keep only programs that took over a second to compile, and the small CPU
+programs this project runs take 0.05-0.5 s each, many of them per fit.
+
+`bucket_size` rounds a data size up to one of a few sizes, so datasets of nearby sizes pad
+to the same shape and share one compiled program.
+"""
+import math
+import os
+import pathlib
+
+import jax
+
+ENV_VAR = "GENJAX_COMPILATION_CACHE"
+_OFF = ("off", "0", "false", "no", "none")
+
+
+def default_cache_dir() -> pathlib.Path:
+    """$XDG_CACHE_HOME/genjax_lab/jax, with XDG's default ~/.cache when the variable is unset."""
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "genjax_lab" / "jax"
+
+
+def cache_dir_setting() -> pathlib.Path | None:
+    """The folder GENJAX_COMPILATION_CACHE asks for (None: switched off)."""
+    value = os.environ.get(ENV_VAR, "").strip()
+    if value.lower() in _OFF:
+        return None
+    return pathlib.Path(value).expanduser() if value else default_cache_dir()
+
+
+def enable_persistent_cache() -> pathlib.Path | None:
+    """Turns the persistent cache on as the module doc says; returns the folder in use (the
+    user's own when they set one, None when off)."""
+    own = jax.config.jax_compilation_cache_dir
+    if own:
+        return pathlib.Path(own)
+    folder = cache_dir_setting()
+    if folder is None:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
+def bucket_size(n: int, minimum: int = 128, steps_per_octave: int = 4) -> int:
+    """The smallest size >= n among `minimum` and m 2^e for m in [steps, 2 steps): four
+    sizes per doubling by default (128, 160, 192, 224, 256, 320, ...), so padding adds at
+    most 25% of rows while sizes within a step share one compiled program."""
+    if n <= minimum:
+        return minimum
+    exponent = max(math.ceil(math.log2(n / steps_per_octave)) - 1, 0)
+    while True:
+        unit = 2**exponent
+        size = -(-n // unit) * unit
+        if size < 2 * steps_per_octave * unit:
+            return size
+        exponent += 1
