@@ -24,6 +24,24 @@ def test_row_status_follows_tolerance_and_direction(ours, schedule, status):
     assert record["gap"] == pytest.approx(ours - 86.0)
 
 
+@pytest.mark.parametrize(
+    "ours, schedule, verdict",
+    [(86.5, "full", "replicated"), (80.0, "full", "replicated"),
+     (88.0, "full", "not replicated, gap +2"),
+     # A quick row within its (loose) tolerance is still only a smoke test.
+     (86.5, "quick", "smoke: pipeline runs, gap +0.5"),
+     (123.7, "quick", "smoke: fails its pipeline check, gap +37.7"),
+     (87.5, "tiny", "smoke: pipeline runs, gap +1.5")],
+)
+def test_only_the_paper_schedule_within_its_uncertainty_is_replicated(ours, schedule, verdict):
+    row = rep.Row(label="nll", metric="nll", published=86.0, tolerance={"quick": 1.0, "full": 1.0},
+                  better="lower")
+    replication = rep.Replication(experiment="vae", paper="p", estimator="e", rows=(row,))
+    [record] = rep.check(replication, {"main": {"nll": ours}}, schedule)
+    assert record["verdict"] == verdict
+    assert record["schedule"] == schedule
+
+
 def test_missing_metric_fails_and_untrained_run_is_skipped():
     replication = rep.Replication(
         experiment="vae", paper="p", estimator="e", runs=("a", "b"),
@@ -31,7 +49,9 @@ def test_missing_metric_fails_and_untrained_run_is_skipped():
     )
     a, b = rep.check(replication, {"a": {"other": 1.0}}, "quick")
     assert (a["status"], a["ours"]) == ("fail", None)
+    assert a["verdict"] == "no number: the run failed"
     assert b["status"] == "skipped"
+    assert b["verdict"] == "not run on this schedule"
 
 
 def test_config_argument_names_schedule_and_run():

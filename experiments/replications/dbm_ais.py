@@ -26,7 +26,7 @@ REPLICATION = rep.Replication(
             label="DBM 784-500-1000: test log p(v) (lower bound)",
             metric="test_log_likelihood",
             published=-84.62,
-            tolerance={"quick": 30.0, "full": 2.0},
+            tolerance={"quick": 30.0, "full": 1.0},  # full: the tables' ~1 nat spread
             better="higher",
         ),
     ),

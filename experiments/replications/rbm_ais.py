@@ -25,7 +25,7 @@ REPLICATION = rep.Replication(
             label="RBM 500 hidden, CD-25: test log p(v)",
             metric="test_log_likelihood",
             published=-86.34,
-            tolerance={"quick": 30.0, "full": 2.0},
+            tolerance={"quick": 30.0, "full": 1.0},  # full: the tables' ~1 nat spread
             better="higher",
         ),
     ),
