@@ -1,5 +1,6 @@
 """The streaming input path: columns read from ArrayRecord files on demand give exactly the
 batches of the in-memory path, read only this host's records, and resume like it."""
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -101,15 +102,17 @@ def test_resume_from_a_saved_position_mid_epoch(tfds_dir):
 
 def test_only_this_hosts_records_are_read(monkeypatch):
     """Each batch reads its host's rows once each (all features from one read), the padding
-    row once; the whole epoch reads each record once over the hosts, never the dataset."""
+    row once; the whole epoch reads each record once over the hosts, never the dataset.
+    (Read synchronously, so that the reads of a step are those made while it is asked for.)"""
     monkeypatch.setattr(data_lib.jax, "process_count", lambda: 2)
     reads_per_host = []
+    synchronous = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
     for host in range(2):
         monkeypatch.setattr(data_lib.jax, "process_index", lambda host=host: host)
         source = CountingSource(100)
-        batcher = data_lib.EpochBatcher(_counting_columns(source), 16, seed=0)
+        batcher = data_lib.EpochBatcher(_counting_columns(source), 16, seed=0, read_options=synchronous)
         reference = data_lib.EpochBatcher(source.arrays(), 16, seed=0)
-        order = np.random.default_rng([0, 0]).permutation(100)
+        order = data_lib.index_shuffle(np.arange(100), 100, data_lib.epoch_seed(0, 0))
         for step in range(batcher.steps_per_epoch):
             source.reads.clear()
             _assert_same_batch(batcher.batch(step), reference.batch(step))

@@ -1,24 +1,53 @@
-"""Input pipeline: the batch at a step is a pure function of (seed, step).
+"""Input pipeline on grain: the batch at a step is a pure function of (seed, step).
 
-The order of epoch e is `permutation(seed, e)` over the whole dataset; the global batch at
-step s is the slice s % steps_per_epoch of that order, padded with masked rows to the
-global batch size; each host takes its contiguous share of the rows. The result does
-not depend on the number of devices or hosts, and resume needs only the step.
+Both the training and the evaluation pipelines are grain `MapDataset`s indexed by step:
+
+  range(steps per epoch), repeated over epochs (training only)
+  -> the global batch's positions in the epoch, padded to the global batch size with a mask
+  -> this host's contiguous share of them
+  -> the rows at those positions: the epoch's permutation (training) or the identity
+  -> the reads of those rows from the split's columns
+
+and a grain iterator runs it ahead of the loop in a thread (`_READ_OPTIONS`). The batch
+does not depend on the number of devices or hosts, each host reads only its own rows, and
+resume needs only the step.
+
+Epoch e's order is the permutation of grain's index shuffle (a Simon block cipher with
+cycle walking) keyed by a 32-bit seed drawn from (seed, e): the row at any position is
+computed on its own, so no permutation is held in memory. `index_shuffle` computes it for a
+whole host batch at once in NumPy, bitwise the result of grain's own (scalar)
+`index_shuffle` wherever grain's gives a permutation. Grain's `MapDataset.shuffle` node is
+not used for two measured reasons: it costs about 20 us per example in Python (more than
+a VAE step per example on a 2-core CPU: see benchmarks/pipeline.py), and for sizes
+2**k + 1 with even k >= 16 (65,537 rows, ...) its block is one bit short, so one row
+repeats and another never comes (tests/test_pipeline.py).
 
 A split maps feature names to columns [N, ...]: numpy arrays held in memory, or
-`streaming.RecordColumn`s that read records from ArrayRecord files on demand. Each host
-indexes only the rows of its own share, so both kinds give the same batches and a
-streaming split never holds more than one host batch.
+`streaming.RecordColumn`s that read records from ArrayRecord files on demand; the same
+pipeline reads both, so they give bitwise the same batches and a streaming split never
+holds more than the prefetched host batches.
 """
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 
+import grain
 import jax
 import numpy as np
 
+from genjax_lab.core import streaming
+
 MASK = "mask"
+
+# One thread reads ahead up to 4 host batches: enough to hide a batch's reads behind a
+# step; more threads only contend for the GIL with the loop (benchmarks/pipeline.py).
+_READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
+# Grain's shuffle: 4 Feistel rounds, a block of at least 16 bits.
+_ROUNDS = 4
+_MIN_BLOCK_BITS = 16
+_UINT32 = 0xFFFFFFFF
 
 
 class Column(Protocol):
@@ -66,6 +95,116 @@ def column_mean(column: Column, chunk: int = 4096) -> np.ndarray:
     return total / len(column)
 
 
+# ----------------------------------------------------------------------------- shuffle
+
+
+def _round_keys(seed: int) -> list[int]:
+    """Grain's round keys: C++ `std::seed_seq{seed}.generate` of `_ROUNDS` words, by the
+    algorithm the C++ standard specifies ([rand.util.seedseq])."""
+    n, entropy = _ROUNDS, [seed & _UINT32]
+    keys = [0x8B8B8B8B] * n
+    t = 11 if n >= 623 else 7 if n >= 68 else 5 if n >= 39 else 3 if n >= 7 else (n - 1) // 2
+    p = (n - t) // 2
+    q = p + t
+
+    def mix(x: int) -> int:
+        return x ^ (x >> 27)
+
+    for k in range(max(len(entropy) + 1, n)):
+        r1 = 1664525 * mix(keys[k % n] ^ keys[(k + p) % n] ^ keys[(k - 1) % n]) & _UINT32
+        if k == 0:
+            r2 = r1 + len(entropy)
+        elif k <= len(entropy):
+            r2 = r1 + k % n + entropy[k - 1]
+        else:
+            r2 = r1 + k % n
+        r2 &= _UINT32
+        keys[(k + p) % n] = (keys[(k + p) % n] + r1) & _UINT32
+        keys[(k + q) % n] = (keys[(k + q) % n] + r2) & _UINT32
+        keys[k % n] = r2
+    start = max(len(entropy) + 1, n)
+    for k in range(start, start + n):
+        r3 = 1566083941 * mix((keys[k % n] + keys[(k + p) % n] + keys[(k - 1) % n]) & _UINT32)
+        r3 &= _UINT32
+        r4 = (r3 - k % n) & _UINT32
+        keys[(k + p) % n] ^= r3
+        keys[(k + q) % n] ^= r4
+        keys[k % n] = r4
+    return keys
+
+
+def _simon(values: np.ndarray, keys: list[int], word_bits: int) -> np.ndarray:
+    """The Simon cipher's rounds on blocks of 2 * word_bits: values [R] uint64 -> [R]."""
+    mask = np.uint64((1 << word_bits) - 1)
+    shifts = {r: (np.uint64(r), np.uint64(word_bits - r)) for r in (1, 2, 8)}
+
+    def rotl(x, r):
+        left, right = shifts[r]
+        return ((x << left) | (x >> right)) & mask
+
+    def f(x):
+        return (rotl(x, 1) & rotl(x, 8)) ^ rotl(x, 2)
+
+    left, right = values >> np.uint64(word_bits), values & mask
+    for k1, k2 in zip(keys[::2], keys[1::2], strict=True):
+        left = left ^ f(right) ^ (np.uint64(k1) & mask)
+        right = right ^ f(left) ^ (np.uint64(k2) & mask)
+    return (left << np.uint64(word_bits)) | right
+
+
+@functools.lru_cache(maxsize=4)
+def _smallest_block_permutation(size: int, seed: int) -> np.ndarray:
+    """index_shuffle of every position of a dataset of `size` <= 2**16 rows: [2**16] int64
+    (only the first `size` entries mean anything).
+
+    Walking one position at a time through a block of 65,536 for a few hundred rows takes
+    thousands of steps; here every position of the block walks at once, by repeated
+    squaring of "the next value, or stay once inside": 16 squarings cover any cycle.
+    """
+    cipher = _simon(np.arange(1 << _MIN_BLOCK_BITS, dtype=np.uint64), _round_keys(seed),
+                    _MIN_BLOCK_BITS // 2).astype(np.int64)
+    landing = np.arange(1 << _MIN_BLOCK_BITS)
+    landing[size:] = cipher[size:]
+    for _ in range(_MIN_BLOCK_BITS):
+        landing = landing[landing]
+    return landing[cipher]
+
+
+def index_shuffle(positions: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """The rows at `positions` [R] (ints in [0, size)) of a pseudorandom permutation of
+    range(size) keyed by the 32-bit `seed`: [R] int64.
+
+    Grain's index shuffle (a Simon cipher over the smallest even block of at least 16 bits
+    that holds size - 1, applied again while the result is out of range), vectorized, with
+    the block wide enough for every size: grain's misses size - 1 = 2**k for even k >= 16.
+    Only a dataset of at most 65,536 rows holds a table (its block's, 512 KiB).
+    """
+    if size <= 1:
+        return np.zeros(len(positions), np.int64)
+    bits = max(int(size - 1).bit_length(), _MIN_BLOCK_BITS)
+    bits += bits % 2
+    if bits == _MIN_BLOCK_BITS:
+        return _smallest_block_permutation(size, seed)[positions]
+    keys = _round_keys(seed)
+    rows = np.asarray(positions, np.uint64).copy()
+    walking, values = np.arange(len(rows)), rows
+    while len(walking):  # at most 4 passes expected: size - 1 fills over a quarter of the block
+        values = _simon(values, keys, bits // 2)
+        inside = values < size
+        rows[walking[inside]] = values[inside]
+        walking, values = walking[~inside], values[~inside]
+    return rows.astype(np.int64)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The 32-bit key of epoch `epoch`'s permutation: independent across seeds and epochs
+    (grain's own seed + epoch would make epoch 1 of seed 0 epoch 0 of seed 1)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
 def _check_batch_size(global_batch_size: int) -> None:
     devices, hosts = jax.device_count(), jax.process_count()
     if global_batch_size <= 0 or global_batch_size % devices:
@@ -75,63 +214,108 @@ def _check_batch_size(global_batch_size: int) -> None:
         )
 
 
-def _host_batch(arrays: Split, rows: np.ndarray, size: int) -> dict[str, np.ndarray]:
-    """This host's share of the global batch `rows` [<= size] padded to `size` rows.
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The stages of a pipeline over `size` rows in global batches of `batch_size`, on host
+    `host` of `hosts`; `seed` None reads the rows in order (evaluation)."""
 
-    Padding rows repeat row 0 with mask 0. Returns every column's rows [size / hosts, ...]
-    and `mask` [size / hosts]; only this host's rows are indexed, so a streaming split
-    reads nothing that another host uses.
-    """
-    real = len(rows)
-    padded_rows = np.concatenate([rows, np.zeros(size - real, dtype=rows.dtype)])
-    share = size // jax.process_count()
-    start = jax.process_index() * share
-    local_rows = padded_rows[start : start + share]
-    batch = {name: value[local_rows] for name, value in arrays.items()}
-    batch[MASK] = (np.arange(start, start + share) < real).astype(np.float32)
-    return batch
+    split: Split
+    size: int
+    batch_size: int
+    seed: int | None
+    host: int
+    hosts: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def global_positions(self, step: int, batch_in_epoch: int) -> tuple[int, np.ndarray]:
+        """(epoch, positions [batch_size] in the epoch's order; those >= size are padding)."""
+        start = batch_in_epoch * self.batch_size
+        return step // self.steps_per_epoch, np.arange(start, start + self.batch_size)
+
+    def host_share(self, batch: tuple[int, np.ndarray]) -> tuple[int, np.ndarray]:
+        epoch, positions = batch
+        share = self.batch_size // self.hosts
+        return epoch, positions[self.host * share : (self.host + 1) * share]
+
+    def rows(self, batch: tuple[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows [share] to read, mask [share]): padding reads row 0 under mask 0."""
+        epoch, positions = batch
+        real = positions < self.size
+        rows = np.where(real, positions, 0)
+        if self.seed is not None:
+            rows[real] = index_shuffle(positions[real], self.size, epoch_seed(self.seed, epoch))
+        return rows, real.astype(np.float32)
+
+    def read(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        rows, mask = batch
+        return {**streaming.read_rows(self.split, rows), MASK: mask}
+
+    def dataset(self) -> grain.MapDataset:
+        """The host batches by step: an epoch's (evaluation), or every epoch's (training)."""
+        batches = grain.MapDataset.range(self.steps_per_epoch)
+        if self.seed is not None:
+            batches = batches.repeat()
+        return (batches.map_with_index(self.global_positions)
+                .map(self.host_share).map(self.rows).map(self.read))
+
+
+def _plan(arrays: Split, global_batch_size: int, seed: int | None) -> _Plan:
+    _check_batch_size(global_batch_size)
+    return _Plan(arrays, num_examples(arrays), global_batch_size, seed,
+                 jax.process_index(), jax.process_count())
 
 
 class EpochBatcher:
     """Shuffled training batches over epochs; `batch(step)` is this host's share.
 
-    The same code serves in-memory and streaming splits: over `streaming.RecordColumn`s
+    The same pipeline serves in-memory and streaming splits: over `streaming.RecordColumn`s
     each step reads only the records of this host's rows, and `position(step)` is what a
-    checkpoint stores either way.
+    checkpoint stores either way. Consecutive steps come from a grain iterator that reads
+    ahead; any other step restarts it there, with the same result.
     """
 
-    def __init__(self, arrays: Split, global_batch_size: int, seed: int):
-        _check_batch_size(global_batch_size)
+    def __init__(self, arrays: Split, global_batch_size: int, seed: int,
+                 read_options: grain.ReadOptions = _READ_OPTIONS):
+        self._plan = _plan(arrays, global_batch_size, seed)
+        if self._plan.size == 0:
+            raise ValueError("the training split is empty")
         self.arrays = arrays
         self.global_batch_size = global_batch_size
         self.seed = seed
-        self.size = num_examples(arrays)
-        if self.size == 0:
-            raise ValueError("the training split is empty")
-        self.steps_per_epoch = math.ceil(self.size / global_batch_size)
-        self._order_epoch, self._order = -1, None
+        self.size = self._plan.size
+        self.steps_per_epoch = self._plan.steps_per_epoch
+        self.dataset = self._plan.dataset()
+        self._read_options = read_options
+        self._iterator, self._next_step = None, None
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, index of the first example within that epoch's order) at `step`."""
         epoch, batch_index = divmod(step, self.steps_per_epoch)
         return epoch, batch_index * self.global_batch_size
 
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        if epoch != self._order_epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._order_epoch, self._order = epoch, rng.permutation(self.size)
-        return self._order
-
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        epoch, start = self.position(step)
-        rows = self._epoch_order(epoch)[start : start + self.global_batch_size]
-        return _host_batch(self.arrays, rows, self.global_batch_size)
+        if step != self._next_step:
+            self.close()
+            self._iterator = iter(self.dataset[step:].to_iter_dataset(self._read_options))
+        self._next_step = step + 1
+        return next(self._iterator)
+
+    def close(self) -> None:
+        """Stops the read-ahead (it also stops when the batcher is garbage collected)."""
+        if self._iterator is not None:
+            self._iterator.close()
+        self._iterator, self._next_step = None, None
 
 
-def eval_batches(arrays: Split, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(arrays: Split, global_batch_size: int,
+                 read_options: grain.ReadOptions = _READ_OPTIONS
+                 ) -> Iterator[dict[str, np.ndarray]]:
     """The whole split in order, once, as this host's share of padded global batches."""
-    _check_batch_size(global_batch_size)
-    size = num_examples(arrays)
-    for start in range(0, size, global_batch_size):
-        rows = np.arange(start, min(start + global_batch_size, size))
-        yield _host_batch(arrays, rows, global_batch_size)
+    iterator = iter(_plan(arrays, global_batch_size, None).dataset().to_iter_dataset(read_options))
+    try:
+        yield from iterator
+    finally:
+        iterator.close()

@@ -42,26 +42,19 @@ class Feature:
 class _Reader:
     """Reads records by index into columns, each distinct record once per call.
 
-    It keeps the result of its last call: a batch indexes the columns of a split one after
-    another with the same rows, and they then share a single read of those records.
+    It keeps no state between calls, so the input pipeline's threads may share it.
     """
 
     def __init__(self, source: RecordSource, features: Mapping[str, Feature]):
         self.source = source
         self.features = dict(features)
-        self._last_key, self._last = None, None
 
-    def read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Every feature of the records `indices` [R] (int64): {name: [R, *shape]}."""
-        key = indices.tobytes()
-        if key != self._last_key:
-            # Sorted distinct indices: padding repeats row 0, and sorted reads are local.
-            unique, inverse = np.unique(indices, return_inverse=True)
-            records = self._fetch(unique.tolist())
-            self._last = {name: self._column(records, name, feature)[inverse]
-                          for name, feature in self.features.items()}
-            self._last_key = key
-        return self._last
+    def read(self, indices: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The features `names` of the records `indices` [R] (int64): {name: [R, *shape]}."""
+        # Sorted distinct indices: padding repeats row 0, and sorted reads are local.
+        unique, inverse = np.unique(indices, return_inverse=True)
+        records = self._fetch(unique.tolist())
+        return {name: self._column(records, name, self.features[name])[inverse] for name in names}
 
     def _fetch(self, indices: list[int]) -> Sequence[Mapping[str, Any]]:
         getitems = getattr(self.source, "__getitems__", None)
@@ -117,10 +110,12 @@ class RecordColumn:
         if np.any((positions < -size) | (positions >= size)):
             raise IndexError(f"index out of range for a column of {size} records")
         positions = np.where(positions < 0, positions + size, positions).astype(np.int64)
-        indices = self._rows.start + self._rows.step * positions.reshape(-1)
-        values = self._reader.read(indices)[self.name]
-        # A fresh array, as numpy indexing gives: nobody may write into the reader's cache.
-        return values.reshape(*positions.shape, *self._feature.shape).copy()
+        values = self._reader.read(self._indices(positions.reshape(-1)), [self.name])[self.name]
+        return values.reshape(*positions.shape, *self._feature.shape)
+
+    def _indices(self, positions: np.ndarray) -> np.ndarray:
+        """The source's record indices of this column's rows `positions` [R] (int64, >= 0)."""
+        return self._rows.start + self._rows.step * positions
 
     def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         if copy is False:
@@ -146,3 +141,25 @@ def record_columns(
     reader = _Reader(source, features)
     rows = range(len(source))
     return {name: RecordColumn(reader, name, rows) for name in features}
+
+
+def read_rows(split: Mapping[str, Any], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Every column of `split` at `rows` [R] (ints in range): {name: [R, ...]}.
+
+    The RecordColumns over one source and the same records (those of `record_columns`) read
+    each record once for all their features; other columns are indexed as arrays.
+    """
+    batch, groups = {}, {}
+    for name, column in split.items():
+        if isinstance(column, RecordColumn):
+            groups.setdefault((id(column._reader), column._rows), []).append((name, column))
+        else:
+            batch[name] = column[rows]
+    for members in groups.values():
+        first = members[0][1]
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(first)):
+            raise IndexError(f"rows out of range for a column of {len(first)} records")
+        values = first._reader.read(first._indices(np.asarray(rows, np.int64)),
+                                    [column.name for _, column in members])
+        batch.update({name: values[column.name] for name, column in members})
+    return {name: batch[name] for name in split}
