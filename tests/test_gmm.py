@@ -164,7 +164,7 @@ def test_mixture_classifier():
     x0 = np.concatenate([rng.normal(size=(150, 2)) + [3, 0], rng.normal(size=(150, 2)) + [-3, 0]])
     x1 = np.concatenate([rng.normal(size=(150, 2)) + [0, 3], rng.normal(size=(50, 2)) + [0, -3]])
     x, y = np.concatenate([x0, x1]).astype(np.float32), np.repeat([0, 1], [300, 200])
-    clf, history = gmm.fit_classifier(jax.random.key(0), x, y, 2, 2, "full", num_iters=20)
+    clf, history = gmm.fit_classifier(jax.random.key(0), x, y, 2, 2, "full", num_iters=20, tol=0.0)
     assert history.shape == (2, 20)
     np.testing.assert_allclose(np.exp(clf.class_log_prior), [0.6, 0.4], rtol=1e-6)
     log_proba = np.asarray(gmm.classifier_predict_log_proba(clf, x))
@@ -195,3 +195,42 @@ def test_bad_input_is_refused_with_the_argument_named():
     assert np.all(np.isfinite(np.asarray(gmm.log_likelihood(params, line.astype(np.float32)))))
     with pytest.raises(ValueError, match="class 1 of y"):
         gmm.fit_classifier(jax.random.key(0), x, (np.arange(60) >= 59).astype(int), 2, 2)
+
+
+@pytest.mark.parametrize("covariance_type", gmm.COVARIANCE_TYPES)
+def test_tol_stops_where_sklearn_stops(covariance_type):
+    """Same data and start: the fit stops at scikit-learn's n_iter_ with its lower bound, the
+    history holding one mean log-likelihood per iteration run."""
+    x = _data()
+    weights, means, precisions = _start(x, covariance_type)
+    for tol in (1e-2, 1e-4):
+        ref = GaussianMixture(K, covariance_type=covariance_type, max_iter=200, tol=tol, reg_covar=1e-4,
+                              weights_init=weights, means_init=means, precisions_init=precisions).fit(x)
+        assert ref.converged_ and 2 < ref.n_iter_ < 200
+        with jax.enable_x64(True):
+            init = gmm.from_precisions(weights, means, precisions, covariance_type)
+            params, history = gmm.fit(jax.random.key(0), x, K, covariance_type, init=init, num_iters=200,
+                                      tol=tol, reg_covar=1e-4)
+            assert len(history) == ref.n_iter_, (tol, len(history), ref.n_iter_)
+            np.testing.assert_allclose(history[-1], ref.lower_bound_, rtol=1e-10)
+            np.testing.assert_allclose(params.means, ref.means_, rtol=1e-8, atol=1e-9)
+            # em, the same loop without the k-means start or padding, stops there too.
+            _, em_history = gmm.em(init, x, num_iters=200, tol=tol, reg_covar=1e-4)
+            assert len(em_history) == ref.n_iter_
+
+
+def test_num_inits_keeps_the_best_start():
+    """Start i is init_kmeans(fold_in(key, i)); the fit keeps the highest final lower bound."""
+    x = _data(n=128).astype(np.float32)  # a bucket size: the fit pads no rows
+    key = jax.random.key(3)
+    _, history = gmm.fit(key, x, 6, "diag", num_inits=4, kmeans_iters=0, num_iters=50)
+    finals = []
+    for i in range(4):
+        start = gmm.init_kmeans(jax.random.fold_in(key, i), x, 6, "diag", kmeans_iters=0)
+        finals.append(float(gmm.em(start, x, num_iters=50, tol=1e-3)[1][-1]))
+    assert len(set(np.round(finals, 4))) > 1, finals  # the starts differ, so the choice matters
+    np.testing.assert_allclose(history[-1], max(finals), rtol=1e-5)
+    with pytest.raises(ValueError, match="num_inits"):
+        gmm.fit(key, x, 2, num_inits=0)
+    with pytest.raises(ValueError, match="tol"):
+        gmm.fit(key, x, 2, tol=-1.0)

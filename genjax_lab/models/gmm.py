@@ -20,8 +20,12 @@ of a sharded batch are reduced across devices inside jit, and those of streamed 
   N_k += 10 eps (no empty component), w = N / sum N, mu_k = c + S1_k / N_k,
   Sigma_k = S2_k / N_k - (S1_k / N_k)(S1_k / N_k)^T + reg_covar I   (full; diag: diagonal;
   spherical: mean of the diagonal; tied: (sum_k S2_k - sum_k N_k m_k m_k^T) / sum N + reg I).
-Each iteration cannot decrease the log-likelihood (tested). `em` runs a fixed number of
-iterations as one jitted `lax.scan` and returns the log-likelihood before each M-step.
+Each iteration cannot decrease the log-likelihood (tested). `em` and `fit` run EM as one
+compiled `lax.while_loop` whose iteration count and tolerance are traced values: they stop,
+as scikit-learn, after the first iteration whose mean log-likelihood gain is below `tol`, and
+return the log-likelihood before each M-step. `fit` pads the rows (masked) to a few bucket
+sizes (genjax_lab.core.compilation.bucket_size), so a new dataset size, iteration count,
+tolerance or number of starts reuses the compiled program.
 
 Initialisation (`init_kmeans`, jittable, vmappable over classes): k-means++ seeding (D^2
 sampling, Arthur & Vassilvitskii 2007; one candidate per step, not scikit-learn's greedy
@@ -56,6 +60,7 @@ from flax import struct
 from jax.scipy.linalg import solve_triangular
 
 from genjax_lab.core import checks
+from genjax_lab.core import compilation
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import loop as loop_lib
 from genjax_lab.core import mesh as mesh_lib
@@ -483,14 +488,50 @@ def em_step(params: GMM, x: jax.Array, mask: jax.Array | None = None, reg_covar:
     return m_step(params, stats, reg_covar), stats.log_likelihood / stats.count
 
 
+def _em_loop(params: GMM, x: jax.Array, mask: jax.Array | None, max_iter: jax.Array, tol: jax.Array,
+             reg_covar: jax.Array, capacity: int) -> tuple[GMM, jax.Array, jax.Array]:
+    """Up to max_iter <= capacity EM iterations (both traced but capacity), stopping after the
+    M-step of the first iteration whose mean log-likelihood gained less than tol in absolute
+    value, as scikit-learn. Returns (params, history [capacity], NaN past the iterations run,
+    iterations run)."""
+    history = jnp.full((capacity,), jnp.nan, x.dtype)
+
+    def running(carry):
+        i, _, _, _, converged = carry
+        return (i < max_iter) & ~converged
+
+    def iteration(carry):
+        i, p, previous, history, _ = carry
+        p, ll = em_step(p, x, mask, reg_covar)
+        ll = ll.astype(history.dtype)
+        return i + 1, p, ll, history.at[i].set(ll), jnp.abs(ll - previous) < tol
+
+    start = (jnp.zeros((), jnp.int32), params, jnp.full((), -jnp.inf, x.dtype), history, jnp.zeros((), bool))
+    iterations, params, _, history, _ = jax.lax.while_loop(running, iteration, start)
+    return params, history, iterations
+
+
+_em_program = jax.jit(_em_loop, static_argnames=("capacity",))
+
+
+def _iteration_capacity(num_iters: int) -> int:
+    # The history buffer's length is a shape: bucketed, so most iteration counts share it.
+    return compilation.bucket_size(num_iters, minimum=128)
+
+
 @checks.validated(_check_em)
-@functools.partial(jax.jit, static_argnames=("num_iters",))
 def em(params: GMM, x: jax.Array, mask: jax.Array | None = None, *, num_iters: int,
-       reg_covar: float = 1e-6) -> tuple[GMM, jax.Array]:
-    """`num_iters` EM iterations as one lax.scan: (params, mean log-likelihood before each M-step [num_iters])."""
-    def body(p, _):
-        return em_step(p, x, mask, reg_covar)
-    return jax.lax.scan(body, params, length=num_iters)
+       reg_covar: float = 1e-6, tol: float = 0.0) -> tuple[GMM, np.ndarray]:
+    """Up to `num_iters` EM iterations as one compiled while loop, stopping once an iteration's
+    mean log-likelihood gain is below `tol` in absolute value (scikit-learn's rule; tol=0:
+    exactly num_iters). The counts are traced: another num_iters or tol reuses the program.
+    Returns (params, mean log-likelihood before each M-step [iterations run])."""
+    checks.check_number("tol", tol, low=0.0)
+    x = jnp.asarray(x)
+    params, history, iterations = _em_program(params, x, mask, num_iters, tol, reg_covar,
+                                              capacity=_iteration_capacity(num_iters))
+    history, iterations = jax.device_get((history, iterations))
+    return params, history[:iterations]
 
 
 def em_split(params: GMM, split: data_lib.Split, *, num_iters: int,
@@ -546,10 +587,11 @@ def _hard_assign(x: jax.Array, centers: jax.Array) -> jax.Array:
 
 
 @checks.validated(_check_seeding)
-@functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "kmeans_iters"))
+@functools.partial(jax.jit, static_argnames=("num_components", "covariance_type"))
 def init_kmeans(key: jax.Array, x: jax.Array, num_components: int, covariance_type: CovarianceType = "full",
                 mask: jax.Array | None = None, *, kmeans_iters: int = 20, reg_covar: float = 1e-6) -> GMM:
-    """k-means++ seeds, `kmeans_iters` Lloyd iterations, then the M-step of the hard assignments. Jittable."""
+    """k-means++ seeds, `kmeans_iters` Lloyd iterations (traced), then the M-step of the hard
+    assignments. Jittable."""
     mask = jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
     centers = kmeans_plus_plus(key, x, num_components, mask)
 
@@ -584,37 +626,88 @@ def _validate_fit_inputs(x, mask, num_components: int, reg_covar: float, min_poi
     checks.check_number("reg_covar", reg_covar, low=0.0)
 
 
-def _check_finite_fit(params: GMM, reg_covar: float, what: str = "the mixture") -> None:
-    if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(params)):
+def _finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def _refuse_singular(finite: bool, reg_covar: float, what: str = "the mixture") -> None:
+    if not finite:
         raise ValueError(f"fitting {what} gave a singular covariance (a component collapsed onto too "
                          f"few points, or duplicate points): increase reg_covar (now {reg_covar}) or "
                          "use fewer components")
 
 
-def fit(key: jax.Array, x: jax.Array, num_components: int, covariance_type: CovarianceType = "full", *,
-        mask: jax.Array | None = None, num_iters: int = 100, reg_covar: float = 1e-6,
-        init: GMM | None = None, kmeans_iters: int = 20) -> tuple[GMM, jax.Array]:
-    """Fits a GMM to x [N, D] (mask [N]): k-means init (or `init`), then `num_iters` EM iterations.
+def _padded(x: np.ndarray, mask: np.ndarray | None) -> tuple[jax.Array, jax.Array]:
+    """x [N, D] and its mask padded with masked zero rows to compilation.bucket_size(N) rows,
+    so that nearby data sizes share one compiled fit."""
+    n = x.shape[0]
+    dtype = jnp.asarray(x[:1]).dtype
+    rows = compilation.bucket_size(n)
+    padded = np.zeros((rows, x.shape[1]), dtype)
+    padded[:n] = x
+    weights = np.zeros(rows, dtype)
+    weights[:n] = 1.0 if mask is None else mask
+    return jnp.asarray(padded), jnp.asarray(weights)
 
-    Returns (params, mean log-likelihood before each M-step [num_iters]). Host-side: validates
-    inputs and refuses a result with a singular covariance.
+
+def _check_fit_counts(num_iters: int, tol: float, num_inits: int, kmeans_iters: int) -> None:
+    checks.check_count("num_iters", num_iters)
+    checks.check_number("tol", tol, low=0.0)
+    checks.check_count("num_inits", num_inits)
+    checks.check_count("kmeans_iters", kmeans_iters, minimum=0)
+
+
+@functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "capacity"))
+def _fit_program(key, x, mask, init, start, max_iter, tol, reg_covar, kmeans_iters, *, num_components: int,
+                 covariance_type: str, capacity: int):
+    """Start number `start` (init_kmeans(fold_in(key, start)) unless `init`), then `_em_loop`:
+    (params, history, iterations, start finite, result finite). Every number is traced."""
+    if init is None:
+        init = init_kmeans(jax.random.fold_in(key, start), x, num_components, covariance_type, mask,
+                           kmeans_iters=kmeans_iters, reg_covar=reg_covar)
+    params, history, iterations = _em_loop(init, x, mask, max_iter, tol, reg_covar, capacity)
+    return params, history, iterations, _finite(init), _finite(params)
+
+
+def fit(key: jax.Array, x: jax.Array, num_components: int, covariance_type: CovarianceType = "full", *,
+        mask: jax.Array | None = None, num_iters: int = 100, tol: float = 1e-3, num_inits: int = 1,
+        reg_covar: float = 1e-6, init: GMM | None = None, kmeans_iters: int = 20) -> tuple[GMM, np.ndarray]:
+    """Fits a GMM to x [N, D] (mask [N]) as scikit-learn's GaussianMixture: a start, then EM
+    until an iteration's mean log-likelihood gain falls below `tol` (absolute; 0: never) or
+    after `num_iters` iterations; the best final log-likelihood of `num_inits` starts.
+
+    Start i is init_kmeans(fold_in(key, i)), or `init` (then num_inits must be 1). Returns
+    (params, the best start's mean log-likelihood before each M-step [iterations run]): its
+    length is the iteration EM stopped at. Host-side: validates inputs, refuses a result with
+    a singular covariance. Rows are padded (masked) to compilation.bucket_size(N), and the
+    counts and tolerances are traced, so another size in the bucket, num_iters, tol, reg_covar,
+    kmeans_iters or num_inits runs the same compiled program.
     """
     _check_type(covariance_type)
     _validate_fit_inputs(x, mask, num_components, reg_covar)
-    checks.check_count("num_iters", num_iters)
-    x = jnp.asarray(x)
+    _check_fit_counts(num_iters, tol, num_inits, kmeans_iters)
+    x_np, d = np.asarray(x), np.shape(x)[1]
     if init is not None:
         _check_params(init, "init")
-        if init.num_features != x.shape[1] or init.covariance_type != covariance_type:
-            raise ValueError(f"init must be a {covariance_type} GMM over D={x.shape[1]} features, got a "
+        if init.num_features != d or init.covariance_type != covariance_type:
+            raise ValueError(f"init must be a {covariance_type} GMM over D={d} features, got a "
                              f"{init.covariance_type} GMM over {init.num_features}")
-    else:
-        init = init_kmeans(key, x, num_components, covariance_type, mask, kmeans_iters=kmeans_iters,
-                           reg_covar=reg_covar)
-    _check_finite_fit(init, reg_covar, "the k-means initialisation")
-    params, history = em(init, x, mask, num_iters=num_iters, reg_covar=reg_covar)
-    _check_finite_fit(params, reg_covar)
-    return params, history
+        if num_inits != 1:
+            raise ValueError(f"num_inits must be 1 with init (every start would be init), got {num_inits}")
+    x_padded, mask_padded = _padded(x_np, None if mask is None else np.asarray(mask))
+    best = None
+    for start in range(num_inits):
+        params, history, iterations, init_ok, ok = _fit_program(
+            key, x_padded, mask_padded, init, start, num_iters, tol, reg_covar, kmeans_iters,
+            num_components=num_components, covariance_type=covariance_type,
+            capacity=_iteration_capacity(num_iters))
+        history, iterations, init_ok, ok = jax.device_get((history, iterations, init_ok, ok))
+        _refuse_singular(init_ok, reg_covar, "the k-means initialisation")
+        _refuse_singular(ok, reg_covar)
+        history = history[:iterations]
+        if best is None or history[-1] > best[1][-1]:
+            best = params, history
+    return best
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -705,17 +798,31 @@ class MixtureClassifier:
     components: GMM
 
 
+@functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "capacity"))
+def _fit_classes_program(keys, x, class_masks, max_iter, tol, reg_covar, kmeans_iters, *, num_components: int,
+                         covariance_type: str, capacity: int):
+    def one(key, mask):
+        init = init_kmeans(key, x, num_components, covariance_type, mask, kmeans_iters=kmeans_iters,
+                           reg_covar=reg_covar)
+        return _em_loop(init, x, mask, max_iter, tol, reg_covar, capacity)
+
+    components, history, iterations = jax.vmap(one)(keys, class_masks)
+    return components, history, iterations, _finite(components)
+
+
 def fit_classifier(key: jax.Array, x: jax.Array, y: jax.Array, num_classes: int, num_components: int,
                    covariance_type: CovarianceType = "full", *, mask: jax.Array | None = None,
-                   num_iters: int = 100, reg_covar: float = 1e-6, class_prior: jax.Array | None = None,
-                   kmeans_iters: int = 20) -> tuple[MixtureClassifier, jax.Array]:
+                   num_iters: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6,
+                   class_prior: jax.Array | None = None,
+                   kmeans_iters: int = 20) -> tuple[MixtureClassifier, np.ndarray]:
     """One GMM per class (all fitted at once, vmapped over classes with class masks) + class priors.
 
-    x [N, D], y int [N]. Returns (classifier, per-class mean log-likelihoods [C, num_iters]).
+    x [N, D], y int [N]; each class's EM stops as `fit`'s. Returns (classifier, per-class mean
+    log-likelihoods [C, most iterations run], NaN past the iterations a class ran).
     """
     _check_type(covariance_type)
     checks.check_count("num_classes", num_classes)
-    checks.check_count("num_iters", num_iters)
+    _check_fit_counts(num_iters, tol, 1, kmeans_iters)
     x_np = checks.check_array("x", x, ("N", "D"), kinds=checks.FLOAT, finite=False)
     y_np = checks.check_array("y", y, (x_np.shape[0],), kinds=checks.INTEGER)
     mask_np = np.ones(len(x_np)) if mask is None else _check_mask(mask, len(x_np))
@@ -725,25 +832,21 @@ def fit_classifier(key: jax.Array, x: jax.Array, y: jax.Array, num_classes: int,
         checks.check_simplex("class_prior", class_prior, (num_classes,))
     for c in range(num_classes):
         _validate_fit_inputs(x_np, mask_np * (y_np == c), num_components, reg_covar, f"class {c} of y")
-    x = jnp.asarray(x)
-    class_masks = (jnp.asarray(y)[None, :] == jnp.arange(num_classes)[:, None]) * jnp.asarray(mask_np, x.dtype)
-
-    @jax.jit
-    def fit_all(keys, class_masks):
-        def one(k, m):
-            init = init_kmeans(k, x, num_components, covariance_type, m, kmeans_iters=kmeans_iters,
-                               reg_covar=reg_covar)
-            return em(init, x, m, num_iters=num_iters, reg_covar=reg_covar)
-        return jax.vmap(one)(keys, class_masks)
-
-    components, history = fit_all(jax.random.split(key, num_classes), class_masks)
-    _check_finite_fit(components, reg_covar, "a class-conditional mixture")
+    x_padded, _ = _padded(x_np, None)
+    class_masks = np.zeros((num_classes, x_padded.shape[0]), x_padded.dtype)
+    class_masks[:, :len(x_np)] = (y_np[None, :] == np.arange(num_classes)[:, None]) * mask_np
+    components, history, iterations, ok = _fit_classes_program(
+        jax.random.split(key, num_classes), x_padded, jnp.asarray(class_masks), num_iters, tol, reg_covar,
+        kmeans_iters, num_components=num_components, covariance_type=covariance_type,
+        capacity=_iteration_capacity(num_iters))
+    history, iterations, ok = jax.device_get((history, iterations, ok))
+    _refuse_singular(ok, reg_covar, "a class-conditional mixture")
     counts = class_masks.sum(1)
     if class_prior is None:
-        log_prior = jnp.log(counts) - jnp.log(counts.sum())
+        log_prior = np.log(counts) - np.log(counts.sum())
     else:
-        log_prior = jnp.log(jnp.asarray(class_prior, x.dtype))
-    return MixtureClassifier(log_prior, components), history
+        log_prior = np.log(np.asarray(class_prior, x_padded.dtype))
+    return MixtureClassifier(jnp.asarray(log_prior, x_padded.dtype), components), history[:, :iterations.max()]
 
 
 def _check_classifier_input(clf: MixtureClassifier, x, **_) -> None:

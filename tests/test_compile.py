@@ -1,0 +1,128 @@
+"""Compilation: the persistent cache set-up, and fits that reuse their compiled programs
+when only a number changes (iteration count, tolerance, a data size within a bucket)."""
+import contextlib
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.monitoring
+import numpy as np
+import pytest
+
+from genjax_lab.core import compilation
+from genjax_lab.models import gmm
+
+_LOWERED = "/jax/core/compile/jaxpr_to_mlir_module_duration"  # once per program traced and lowered
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Counts programs JAX lowers (each miss of its in-memory cache) inside the block."""
+    events = []
+
+    def listener(event: str, duration: float, **_) -> None:
+        if event == _LOWERED:
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _blobs(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 4)) + 3 * rng.integers(0, 3, size=(n, 1))).astype(np.float32)
+
+
+def test_counter_sees_a_recompilation():
+    f = jax.jit(lambda x: x * 2)
+    f(np.ones(3, np.float32))
+    with count_compilations() as compiled:
+        f(np.ones(3, np.float32))
+    assert not compiled
+    with count_compilations() as compiled:
+        f(np.ones(5, np.float32))
+    assert len(compiled) == 1
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_gmm_fit_reuses_its_program(covariance_type):
+    gmm.fit(jax.random.key(0), _blobs(150), 3, covariance_type, num_iters=100)
+    with count_compilations() as compiled:
+        # Another size in the same bucket, another iteration count, tolerance, key, regulariser,
+        # k-means iteration count and number of starts.
+        _, history = gmm.fit(jax.random.key(1), _blobs(140, seed=1), 3, covariance_type, num_iters=60,
+                             tol=1e-5, reg_covar=1e-4, kmeans_iters=5, num_inits=2)
+        gmm.fit(jax.random.key(2), _blobs(131, seed=2), 3, covariance_type, num_iters=7, tol=0.0)
+    assert not compiled, compiled
+    assert 1 < len(history) <= 60
+
+
+def test_gmm_classifier_reuses_its_program():
+    x, y = _blobs(220), np.repeat([0, 1], 110)
+    gmm.fit_classifier(jax.random.key(0), x, y, 2, 2, "diag", num_iters=20)
+    with count_compilations() as compiled:  # 220 and 200 rows: both padded to 224
+        _, history = gmm.fit_classifier(jax.random.key(1), x[:200], y[:200], 2, 2, "diag", num_iters=35,
+                                        tol=1e-6)
+    assert not compiled, compiled
+    assert history.shape[0] == 2 and 1 < history.shape[1] <= 35
+
+
+def test_bucket_sizes():
+    sizes = [compilation.bucket_size(n) for n in range(1, 5000)]
+    assert sizes[0] == sizes[127] == 128
+    assert all(n + 1 <= s <= max(128, 1.25 * (n + 1)) for n, s in enumerate(sizes))
+    assert len(set(sizes)) <= 4 * 6 + 1  # four sizes per doubling from 128 to 8192
+
+
+def test_cache_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv(compilation.ENV_VAR, raising=False)
+    assert compilation.cache_dir_setting() == tmp_path / "xdg" / "genjax_lab" / "jax"
+    monkeypatch.setenv(compilation.ENV_VAR, str(tmp_path / "mine"))
+    assert compilation.cache_dir_setting() == tmp_path / "mine"
+    for off in ("off", "0", "OFF", "false"):
+        monkeypatch.setenv(compilation.ENV_VAR, off)
+        assert compilation.cache_dir_setting() is None
+
+
+_SCRIPT = """
+import jax, jax.monitoring, numpy as np
+events = []
+jax.monitoring.register_event_listener(lambda event, **_: events.append(event))
+jax.monitoring.register_event_duration_secs_listener(lambda event, d, **_: events.append(event))
+from genjax_lab.models import gmm
+x = np.random.default_rng(0).normal(size=(150, 4)).astype(np.float32)
+gmm.fit(jax.random.key(0), x, 3, "full")
+print(jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+print(events.count("/jax/compilation_cache/cache_hits"),
+      events.count("/jax/compilation_cache/cache_misses"))
+"""
+
+
+def _run(env: dict) -> list[str]:
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "XLA_FLAGS": "", **env}
+    out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    return out.split("\n")
+
+
+def test_second_process_loads_the_fit_from_the_cache(tmp_path):
+    folder = tmp_path / "cache"
+    settings, first = _run({compilation.ENV_VAR: str(folder)})[:2]
+    assert settings == f"{folder} 0.0"
+    hits, misses = map(int, first.split())
+    assert hits == 0 and misses > 0
+    assert any(folder.iterdir())
+    hits, misses = map(int, _run({compilation.ENV_VAR: str(folder)})[1].split())
+    assert hits > 0 and misses == 0, (hits, misses)
+    # The user's own cache setting wins, thresholds untouched.
+    own = tmp_path / "own"
+    settings = _run({compilation.ENV_VAR: str(folder), "JAX_COMPILATION_CACHE_DIR": str(own)})[0]
+    assert settings == f"{own} 1.0"
+    assert _run({compilation.ENV_VAR: "off"})[0].startswith("None")
