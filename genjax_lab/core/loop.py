@@ -20,6 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from genjax_lab.core import checkpoint as ckpt_lib
+from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core import metrics as metrics_lib
@@ -76,9 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.log_every = 100
     config.eval_every = 1000  # 0: only at the end
     config.eval_batch_size = 1000
-    config.checkpoint = ml_collections.ConfigDict(
-        {"every": 1000, "keep": 3, "on_corrupt": "fail", "preemption_check_every": 10}
-    )
+    config.checkpoint = ml_collections.ConfigDict({"every": 1000, "keep": 3, "on_corrupt": "fail"})
+    # A jax.profiler trace of steps [start_step, start_step + num_steps) in workdir/profile.
+    config.profile = ml_collections.ConfigDict({"start_step": 10, "num_steps": 0})
     return config
 
 
@@ -91,29 +92,81 @@ def _num_steps(config, steps_per_epoch: int) -> int:
 
 
 class _PreemptionWatch:
-    """SIGTERM/SIGINT set a flag; all processes agree on the step at which to stop."""
+    """Where the run stops on SIGTERM (a scheduler's preemption notice) or SIGINT.
 
-    def __init__(self, check_every: int):
-        self.check_every = check_every
+    Under jax.distributed, SIGTERM belongs to JAX's preemption sync manager (its handler is
+    installed by jax.distributed.initialize; a Python handler would replace it and hide the
+    notice). The manager agrees on one step for every process without a collective in the
+    step loop, and Orbax reads the same sync point; it must be asked at every step. SIGINT,
+    which JAX does not watch, is passed on to it as SIGTERM. Without jax.distributed the
+    Python handler is the whole mechanism, for both signals.
+    """
+
+    def __init__(self):
         self.requested = False
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.distributed = jax.distributed.is_initialized()
+        if self.distributed and not jax.config.jax_enable_preemption_service:
+            raise ValueError(
+                "jax_enable_preemption_service is off: a distributed run then cannot stop at one "
+                "step on SIGTERM and save; turn it back on (it is JAX's default)")
+        signals = (signal.SIGINT,) if self.distributed else (signal.SIGTERM, signal.SIGINT)
+        self._previous = {s: signal.signal(s, self._handle) for s in signals}
 
     def _handle(self, signum, frame):
         logging.warning("received signal %d: saving at the next agreed step, then exiting", signum)
-        self.requested = True
+        if self.distributed:
+            signal.raise_signal(signal.SIGTERM)
+        else:
+            self.requested = True
 
     def should_stop(self, step: int) -> bool:
-        if jax.process_count() == 1:
-            return self.requested
-        if step % self.check_every:
-            return False
-        # One tiny collective every few steps, so every host stops at the same step.
-        votes = multihost_utils.process_allgather(np.int32(self.requested))
-        return bool(np.max(votes))
+        if self.distributed:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
 
     def close(self):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+class _ProfileWindow:
+    """A `jax.profiler` trace of steps [start_step, start_step + num_steps) in `directory`
+    (TensorBoard's profile plugin reads its xplane.pb, Perfetto its perfetto_trace.json.gz).
+    num_steps = 0, the default, traces nothing; the first steps hold the compilation."""
+
+    def __init__(self, profile: ml_collections.ConfigDict, directory: pathlib.Path):
+        self.start = checks.check_count("config.profile.start_step", profile.start_step, minimum=0)
+        self.end = self.start + checks.check_count("config.profile.num_steps", profile.num_steps, minimum=0)
+        self.directory = directory
+        self.active = False
+
+    def before(self, step: int) -> None:
+        if not self.active and self.start <= step < self.end:
+            jax.profiler.start_trace(str(self.directory), create_perfetto_trace=True)
+            self.active = True
+
+    def after(self, step: int, state) -> None:
+        if self.active and step >= self.end:
+            jax.block_until_ready(state)  # the window's device work belongs in the trace
+            self.stop()
+
+    def stop(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False
+            metrics_lib.say(f"profile of steps {self.start}-{self.end - 1} in {self.directory}")
+
+
+def _parameters(abstract_state) -> Any:
+    """The model parameters within a training state, for the parameter table: its top-level
+    fields named `*params` (params, g_params, ema_params...) or holding a `*Params` type
+    (a DBM's pretrained RBMs); the whole state when there is none."""
+    fields = jax.tree_util.tree_flatten_with_path(abstract_state, is_leaf=lambda node: node is not abstract_state)[0]
+    chosen = {
+        metrics_lib.path_name(path): value for path, value in fields
+        if metrics_lib.path_name(path).lower().endswith("params") or type(value).__name__.endswith("Params")
+    }
+    return chosen or abstract_state
 
 
 def _check_finite(metrics: Mapping[str, float], step: int, last_saved: int | None) -> None:
@@ -130,12 +183,18 @@ def _logged_metrics(workdir: pathlib.Path, step: int) -> tuple[dict, dict]:
     return tuple(metrics_lib.logged_record(workdir, step, split) or {} for split in ("train", "test"))
 
 
-def _restart_metrics_at(workdir: pathlib.Path, step: int) -> None:
-    """Drops records after `step` left by a killed run, so resumed logs read as one run."""
-    path = workdir / "metrics.jsonl"
-    if jax.process_index() == 0 and path.exists():
-        kept = [r for r in metrics_lib.read_metrics(workdir) if r["step"] <= step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+def _is_eval_step(config, step: int, num_steps: int) -> bool:
+    return bool(config.eval_every and step % config.eval_every == 0) or step == num_steps
+
+
+def _resumed_evaluation_missing(config, workdir: pathlib.Path, step: int, num_steps: int) -> bool:
+    """Whether the resumed step is one to evaluate at and its evaluation was not logged (the
+    run saves before it evaluates, so a kill can fall between). Process 0, which writes the
+    log, decides for all: the evaluation holds collectives that every process must join."""
+    missing = _is_eval_step(config, step, num_steps) and metrics_lib.logged_record(workdir, step, "test") is None
+    if jax.process_count() > 1:
+        missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
+    return missing
 
 
 def sum_over_split(batch_sums: Callable[[dict[str, jax.Array], int], Any], mesh, split: data_lib.Split,
@@ -196,6 +255,8 @@ def train_and_evaluate(
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
     )
+    metrics_lib.say(metrics_lib.parameter_table(_parameters(abstract), abstract))
+    profile = _ProfileWindow(config.profile, workdir / "profile")
 
     # Resume from the newest usable checkpoint, if any.
     checkpointer = ckpt_lib.Checkpointer(
@@ -205,9 +266,10 @@ def train_and_evaluate(
     if restored is None:
         state, step = jax.jit(family.init, out_shardings=shardings)(init_key, example), 0
     else:
-        (state, meta), step = restored, restored[1]["step"]
+        state, step = restored[0], restored[1]["step"]
         metrics_lib.say(f"resumed from {checkpointer.directory / str(step)} (step {step})")
-        _restart_metrics_at(workdir, step)
+        if jax.process_index() == 0:
+            metrics_lib.cut_back(workdir, step)
     last_saved = step if restored else None
 
     # The compiled step: state donated, replicated in and out; batch sharded over `data`.
@@ -242,17 +304,22 @@ def train_and_evaluate(
     # Loop.
     writer = metrics_lib.MetricWriter(workdir)
     progress = metrics_lib.Progress(num_steps, config.batch_size, step)
-    watch = _PreemptionWatch(config.checkpoint.preemption_check_every)
+    watch = _PreemptionWatch()
     # A finished run relaunched trains nothing: its last numbers are those it logged.
     train_metrics, eval_metrics = _logged_metrics(workdir, step) if step >= num_steps else ({}, {})
     preempted = False
     start_time = time.perf_counter()
     step_counter = jax.device_put(np.int32(step), replicated)
     try:
+        if restored is not None and _resumed_evaluation_missing(config, workdir, step, num_steps):
+            eval_metrics = run_evaluation(state, step)
         while step < num_steps:
+            profile.before(step)
             batch = mesh_lib.global_batch(mesh, batcher.batch(step))
-            state, step_metrics, step_counter = train_fn(state, batch, step_counter)
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, step_metrics, step_counter = train_fn(state, batch, step_counter)
             step += 1
+            profile.after(step, state)
             preempted = watch.should_stop(step)
             final = step == num_steps or preempted
             due_save = final or checkpointer.manager.should_save(step)
@@ -262,16 +329,21 @@ def train_and_evaluate(
                 if step % config.log_every == 0 or final:
                     writer.write(step, "train", train_metrics)
                     metrics_lib.say(progress.line(step, train_metrics, progress.rate(step)))
-            if (config.eval_every and step % config.eval_every == 0) or step == num_steps:
-                eval_metrics = run_evaluation(state, step)
+            # Save, then evaluate: a preempted run's grace period goes to writing its state
+            # (an evaluation such as AIS can outlast it); a resume catches up a lost one.
             if due_save and save(state, step, force=final):
                 last_saved = step
+            if preempted:
+                checkpointer.wait()
+            if _is_eval_step(config, step, num_steps):
+                eval_metrics = run_evaluation(state, step)
             if preempted:
                 # Every process says where it stopped, so their logs show that they agree.
                 logging.warning("process %d stopped at step %d", jax.process_index(), step)
                 metrics_lib.say(f"preempted: saved step {step} in {checkpointer.directory}; relaunch to resume")
                 break
     finally:
+        profile.stop()
         watch.close()
         checkpointer.wait()
         checkpointer.close()

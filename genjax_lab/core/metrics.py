@@ -1,10 +1,13 @@
 """Metrics to a JSON-lines file and TensorBoard event files (no TensorFlow needed)."""
 import json
 import math
+import os
 import pathlib
+import struct
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,6 +39,90 @@ class MetricWriter:
     def close(self) -> None:
         if self._tensorboard is not None:
             self._tensorboard.close()
+
+
+def cut_back(workdir: pathlib.Path, step: int) -> None:
+    """Drops what a killed run logged after `step`, its newest checkpoint, from metrics.jsonl
+    and the TensorBoard event files, so the resumed run's logs read as one run."""
+    workdir = pathlib.Path(workdir)
+    path = workdir / "metrics.jsonl"
+    if path.exists():
+        kept = [r for r in read_metrics(workdir) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    for events in (workdir / "tensorboard").glob("events.out.tfevents.*"):
+        _cut_events(events, step)
+
+
+def _event_records(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(offset, payload) of each whole TFRecord in `data`; a record torn by a kill ends it.
+    Framing: length (u64), its masked CRC (u32), payload, the payload's masked CRC (u32)."""
+    offset = 0
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        end = offset + 16 + length
+        if end > len(data):
+            return
+        yield offset, data[offset + 12 : end - 4]
+        offset = end
+
+
+def _cut_events(path: pathlib.Path, step: int) -> None:
+    """Truncates an event file before its first event past `step`, or a torn last record. A
+    file is written by one writer in the order of its steps, so what follows is later too."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    data = path.read_bytes()
+    keep = 0
+    for offset, payload in _event_records(data):
+        if Event.FromString(payload).step > step:
+            break
+        keep = offset + 16 + len(payload)
+    if keep < len(data):
+        os.truncate(path, keep)
+
+
+def path_name(path) -> str:
+    """A pytree path as `a/b/0`: attribute names, dict keys and indices joined by '/'."""
+    parts = []
+    for entry in path:
+        for field in ("name", "key", "idx"):
+            if hasattr(entry, field):
+                parts.append(str(getattr(entry, field)))
+                break
+    return "/".join(parts)
+
+
+def _bytes(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def parameter_table(params, state: Any) -> str:
+    """Per module (a pytree path less its last key): each leaf's shape and dtype, the count of
+    numbers and their bytes; then the totals, and the whole training state's bytes (arrays
+    or ShapeDtypeStructs alike)."""
+    modules: dict[str, list] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        *module, name = path_name(path).split("/")
+        modules.setdefault("/".join(module) or ".", []).append((name, leaf))
+    rows = []
+    for module, leaves in modules.items():
+        shapes = ", ".join(f"{name} {tuple(leaf.shape)} {leaf.dtype}" for name, leaf in leaves)
+        count = sum(math.prod(leaf.shape) for _, leaf in leaves)
+        size = sum(math.prod(leaf.shape) * leaf.dtype.itemsize for _, leaf in leaves)
+        rows.append((module, shapes, count, size))
+    width = max(len(module) for module, *_ in rows)
+    lines = ["parameters by module:"]
+    lines += [f"  {module:<{width}}  {count:>12,}  {_bytes(size):>10}  {shapes}" for module, shapes, count, size in rows]
+    state_leaves = jax.tree.leaves(state)
+    state_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in state_leaves)
+    lines.append(
+        f"parameters: {sum(r[2] for r in rows):,} ({_bytes(sum(r[3] for r in rows))}); training state "
+        f"(with optimizer states and chains): {len(state_leaves)} arrays, {_bytes(state_bytes)}")
+    return "\n".join(lines)
 
 
 def write_summary(workdir: pathlib.Path, metrics: Mapping[str, float]) -> None:

@@ -1,0 +1,255 @@
+"""The loop's policies, in process on a toy family (seconds): which steps it saves, how it
+stops on a signal (alone, or at JAX's preemption sync point when distributed), that it saves
+before it evaluates, TensorBoard events after a resume, the profile window and the
+parameter table."""
+import json
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from genjax_lab.core import data as data_lib
+from genjax_lab.core import loop as loop_lib
+from genjax_lab.core import metrics as metrics_lib
+from genjax_lab.core.state import TrainState
+from tests.helpers import REPO, checkpoint_steps, process_env
+
+_OPTIMIZER = optax.sgd(0.1)
+
+
+def toy_family(report=None) -> loop_lib.Family:
+    """Linear regression 4 -> 2 (10 parameters); `report(step, workdir)` runs at evaluations."""
+
+    def init(key, batch):
+        params = {"dense": {"kernel": jax.random.normal(key, (4, 2)), "bias": jnp.zeros(2)}}
+        return TrainState.create(params, _OPTIMIZER)
+
+    def loss_sum(params, batch):
+        prediction = batch["x"] @ params["dense"]["kernel"] + params["dense"]["bias"]
+        return jnp.sum(batch["mask"] * jnp.sum((prediction - batch["y"]) ** 2, axis=-1))
+
+    def train_step(state, batch, key):
+        mean_loss = lambda params: loss_sum(params, batch) / jnp.sum(batch["mask"])
+        loss, grads = jax.value_and_grad(mean_loss)(state.params)
+        return state.apply_gradients(grads, _OPTIMIZER), {"loss": loss}
+
+    def eval_step(state, batch, key):
+        return {"loss": loss_sum(state.params, batch)}
+
+    def report_fn(state, step, workdir, key):
+        if report is not None:
+            report(step, workdir)
+        return {}
+
+    return loop_lib.Family(init=init, train_step=train_step, eval_step=eval_step, report=report_fn)
+
+
+def toy_dataset() -> data_lib.Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x @ rng.normal(size=(4, 2))).astype(np.float32)
+    return data_lib.Dataset({"train": {"x": x, "y": y}, "test": {"x": x[:16], "y": y[:16]}})
+
+
+def toy_config(**overrides):
+    config = loop_lib.base_config()
+    config.batch_size, config.eval_batch_size = 16, 16
+    config.num_steps, config.log_every, config.eval_every = 25, 5, 0
+    config.checkpoint.every, config.checkpoint.keep = 10, 100
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+def run_toy(workdir, report=None, **overrides) -> loop_lib.RunResult:
+    return loop_lib.train_and_evaluate(toy_config(**overrides), workdir, toy_family(report), toy_dataset())
+
+
+@pytest.mark.parametrize("num_steps, every, expected", [(25, 10, [10, 20, 25]), (7, 3, [3, 6, 7])])
+def test_a_fresh_run_saves_exactly_the_configured_steps(tmp_path, num_steps, every, expected):
+    """Every `checkpoint.every` steps and the last: no initial save at step 1 (Orbax's default
+    save policy adds one); a resumed run keeps to the same steps."""
+    run_toy(tmp_path / "fresh", num_steps=num_steps, **{"checkpoint.every": every})
+    assert checkpoint_steps(tmp_path / "fresh") == expected
+    run_toy(tmp_path / "resumed", num_steps=every + 1, **{"checkpoint.every": every})
+    run_toy(tmp_path / "resumed", num_steps=num_steps, **{"checkpoint.every": every})
+    assert checkpoint_steps(tmp_path / "resumed") == sorted({*expected, every + 1})
+
+
+class _Recorder:
+    """At each evaluation: the checkpoints on disk; at `signal_at`, raises `signum`."""
+
+    def __init__(self, signum, signal_at: int):
+        self.signum, self.signal_at = signum, signal_at
+        self.seen: dict[int, list[int]] = {}
+
+    def __call__(self, step, workdir):
+        self.seen[step] = checkpoint_steps(workdir)
+        if step == self.signal_at:
+            signal.raise_signal(self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_one_process_stops_on_a_signal_saves_then_evaluates(tmp_path, signum):
+    """Alone, the Python handler is the whole mechanism: the run stops at the next step, and
+    the checkpoint of that step is on disk before its evaluation starts (under SLURM's grace
+    period a long evaluation must not use up the time before anything is saved)."""
+    before = signal.getsignal(signum)
+    recorder = _Recorder(signum, signal_at=3)
+    result = run_toy(tmp_path, recorder, num_steps=50, eval_every=1, **{"checkpoint.every": 1000})
+    assert result.preempted and result.step == 4
+    assert checkpoint_steps(tmp_path) == [4]
+    assert recorder.seen[4] == [4], f"checkpoints on disk while evaluating step 4: {recorder.seen[4]}"
+    assert signal.getsignal(signum) is before
+
+
+def test_a_checkpoint_due_is_written_before_an_evaluation_that_fails(tmp_path):
+    """A scheduled save at an evaluation step is started before the evaluation: an
+    evaluation that dies still leaves the step's checkpoint."""
+
+    def failing(step, workdir):
+        if step == 10:
+            raise RuntimeError("evaluation died")
+
+    with pytest.raises(RuntimeError, match="evaluation died"):
+        run_toy(tmp_path, failing, eval_every=10)
+    assert checkpoint_steps(tmp_path) == [10]
+
+
+_DISTRIBUTED_SCRIPT = textwrap.dedent("""
+    import json, signal, sys
+    import jax
+    from jax.experimental import multihost_utils
+    from tests import test_loop_policy as t
+
+    jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=1, process_id=0)
+    recorder = t._Recorder(getattr(signal, sys.argv[3]), signal_at=3)
+    result = t.run_toy(sys.argv[2], recorder, num_steps=10_000, eval_every=1,
+                       **{"checkpoint.every": 100_000})
+    print(json.dumps({"preempted": result.preempted, "step": result.step,
+                      "sync_point": multihost_utils.reached_preemption_sync_point(result.step),
+                      "checkpoints": t.checkpoint_steps(sys.argv[2]),
+                      "seen_at_stop": recorder.seen.get(result.step)}))
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_distributed_run_stops_at_the_jax_preemption_sync_point(tmp_path, signame):
+    """Under jax.distributed, SIGTERM is JAX's preemption notice (SIGINT is passed on as one):
+    the run stops at the step JAX's preemption sync manager agrees for every process, saves it
+    and only then evaluates. A Python SIGTERM handler would hide the notice from JAX."""
+    env = dict(process_env(tmp_path / "tfds"), PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-c", _DISTRIBUTED_SCRIPT, f"127.0.0.1:{_free_port()}", str(tmp_path / "run"), signame],
+        env=env, capture_output=True, text=True, timeout=180, cwd=REPO, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["preempted"] and outcome["step"] < 10_000, outcome
+    assert outcome["sync_point"], f"stopped at step {outcome['step']}, not at JAX's sync point: {outcome}"
+    assert outcome["checkpoints"] == [outcome["step"]] == outcome["seen_at_stop"], outcome
+
+
+def _event_scalars(workdir: pathlib.Path) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of every scalar in the run's event files, in file order. The files
+    are read as TFRecords with their CRCs checked, independently of the writer."""
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.record_writer import masked_crc32c
+
+    scalars = []
+    for path in sorted((workdir / "tensorboard").glob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            header = data[offset:offset + 8]
+            (length,) = np.frombuffer(header, "<u8")
+            (header_crc,) = np.frombuffer(data[offset + 8:offset + 12], "<u4")
+            record = data[offset + 12:offset + 12 + int(length)]
+            (record_crc,) = np.frombuffer(data[offset + 12 + int(length):offset + 16 + int(length)], "<u4")
+            assert header_crc == masked_crc32c(header) and record_crc == masked_crc32c(record), path
+            event = Event.FromString(record)
+            scalars += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+            offset += 16 + int(length)
+    return scalars
+
+
+def test_tensorboard_events_hold_each_step_once_after_a_resume(tmp_path):
+    """A run killed after logging past its newest checkpoint (here: logged to 30, checkpoints
+    from 20 on lost, and a record torn by the kill) resumes at 10; the event files are cut
+    back to step 10 as metrics.jsonl is, so every step's scalars are there once."""
+    run_toy(tmp_path, num_steps=30, log_every=1, eval_every=10)
+    for step in (20, 30):
+        shutil.rmtree(tmp_path / "checkpoints" / str(step))
+    events_file = next((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    with events_file.open("ab") as f:
+        f.write(b"\x30\x00\x00\x00\x00")  # the start of a record the kill cut short
+    run_toy(tmp_path, num_steps=30, log_every=1, eval_every=10)
+    scalars = _event_scalars(tmp_path)
+    keys = [(tag, step) for tag, step, _ in scalars]
+    assert len(keys) == len(set(keys)), sorted(k for k in set(keys) if keys.count(k) > 1)[:10]
+    logged = {(f"{r['split']}/{name}", r["step"]): value for r in metrics_lib.read_metrics(tmp_path)
+              for name, value in r.items() if name not in ("step", "split")}
+    events = {(tag, step): value for tag, step, value in scalars}
+    assert events.keys() == logged.keys()
+    np.testing.assert_allclose([events[k] for k in sorted(logged)], [logged[k] for k in sorted(logged)],
+                               rtol=1e-6)
+
+
+def test_the_profile_window_writes_a_trace_into_the_workdir(tmp_path):
+    run_toy(tmp_path / "off")
+    assert not (tmp_path / "off" / "profile").exists()
+    run_toy(tmp_path / "on", **{"profile.start_step": 3, "profile.num_steps": 4})
+    traces = list((tmp_path / "on" / "profile").rglob("*.xplane.pb"))
+    assert traces and all(p.stat().st_size > 0 for p in traces)
+    assert list((tmp_path / "on" / "profile").rglob("perfetto_trace.json.gz"))
+
+
+@pytest.mark.parametrize("key, value", [("profile.num_steps", -1), ("profile.start_step", -2)])
+def test_a_bad_profile_window_is_refused_by_name(tmp_path, key, value):
+    with pytest.raises(ValueError, match=f"config.{key}"):
+        run_toy(tmp_path, **{key: value})
+
+
+def test_the_parameter_table_is_logged_at_the_start(tmp_path, capsys):
+    run_toy(tmp_path)
+    out = capsys.readouterr().out
+    assert "dense" in out and "(4, 2)" in out and "(2,)" in out
+    assert "parameters: 10 (40 B)" in out, out[:2000]
+
+
+@flax.struct.dataclass
+class _TwoNetworkState:
+    g_params: dict
+    d_params: dict
+    g_opt_state: tuple
+    chains: jax.Array
+
+
+def test_the_parameter_table_counts_every_network_and_no_optimizer_state():
+    """The parameters of a state with several networks (GAN-style field names), not its
+    optimizer states or chains; bytes follow each leaf's dtype."""
+    g = {"dense": {"kernel": jnp.zeros((3, 5)), "bias": jnp.zeros(5)}}
+    d = {"out": {"kernel": jnp.zeros((5, 1), jnp.bfloat16)}}
+    state = _TwoNetworkState(g_params=g, d_params=d, g_opt_state=(jnp.zeros(100),), chains=jnp.zeros((7, 3)))
+    table = metrics_lib.parameter_table(loop_lib._parameters(state), state)
+    assert "g_params/dense" in table and "d_params/out" in table and "opt" not in table.split("parameters:")[0]
+    assert "parameters: 25 (90 B)" in table  # 20 float32 + 5 bfloat16
+    assert "5 arrays, 574 B" in table.splitlines()[-1]  # 90 B, then 100 and 21 float32
