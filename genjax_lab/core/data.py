@@ -300,8 +300,9 @@ class EpochBatcher:
         if step != self._next_step:
             self.close()
             self._iterator = iter(self.dataset[step:].to_iter_dataset(self._read_options))
+        batch = next(self._iterator)
         self._next_step = step + 1
-        return next(self._iterator)
+        return batch
 
     def close(self) -> None:
         """Stops the read-ahead (it also stops when the batcher is garbage collected)."""
