@@ -1,13 +1,14 @@
 """Runs the benchmark scripts, each against its reference library, and regenerates the report.
 
-  ./launch.sh bench                 # all: vae gan hmm gmm naive_bayes lda boltzmann
+  ./launch.sh bench                 # all: vae gan hmm gmm naive_bayes lda boltzmann cold
   ./launch.sh bench hmm lda --data_dir=/data
+  ./launch.sh bench cold            # fresh process to fitted model, empty and warm compilation cache
 
 Each benchmark runs as its own process (`python -m benchmarks.<name> --out ...`) and leaves
 `<workdir>/<name>/result.json`: one record per measurement (ours_s, reference, its version,
 reference_s, speedup = reference_s / ours_s) plus the command, wall time and hardware. The
 benchmarks that read MNIST get `--mnist_dir=<data_dir>/mnist`, the HMM one
-`--fsdd_path=<data_dir>/fsdd/recordings.tar.gz`.
+`--fsdd_path=<data_dir>/fsdd/recordings.tar.gz`, the cold-start one `--data_dir=<data_dir>`.
 """
 import json
 import os
@@ -21,7 +22,7 @@ from absl import app, flags
 
 from genjax_lab import report
 
-NAMES = ("vae", "gan", "hmm", "gmm", "naive_bayes", "lda", "boltzmann")
+NAMES = ("vae", "gan", "hmm", "gmm", "naive_bayes", "lda", "boltzmann", "cold")
 READS_MNIST = ("vae", "gan", "naive_bayes", "boltzmann")
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Where each benchmark's result.json goes.")
@@ -40,6 +41,8 @@ def _command(name: str, out: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
         command.append(f"--mnist_dir={data_dir / 'mnist'}")
     if name == "hmm":
         command.append(f"--fsdd_path={data_dir / 'fsdd' / 'recordings.tar.gz'}")
+    if name == "cold":
+        command.append(f"--data_dir={data_dir}")
     return command
 
 

@@ -116,6 +116,35 @@ def _benchmark_table(benchmarks: list[dict]) -> list[str]:
     return lines
 
 
+def _range(times: dict) -> str:
+    return f"{times['median']:.3g} ({times['min']:.3g}-{times['max']:.3g})"
+
+
+def _cold_table(benchmarks: list[dict]) -> list[str]:
+    """The cold-start records (those with per-process `times`): seconds from a fresh process to
+    a fitted model, median (range) over rounds, ours with an empty and a warm compilation cache."""
+    records = [r for bench in benchmarks for r in bench["records"] if "times" in r]
+    if not records:
+        return []
+    lines = ["### Cold start", "",
+             "Seconds from a fresh process to a fitted model (`./launch.sh bench cold`), median (range) over",
+             "interleaved rounds; in brackets the part after the imports (data and fit, compilation",
+             "included). First process: empty compilation cache; second: the cache the first left.",
+             "Targets: second process within 3x the reference, first process's fit within 1 s.", "",
+             "| case | first process | second process | reference | reference library | "
+             "second / reference | targets (3x, 1 s) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in records:
+        t = r["times"]
+        case = r["name"].removeprefix("cold ").split(":")[0]
+        targets = " / ".join("met" if r[key] else "missed" for key in ("second_within_3x", "first_fit_within_1s"))
+        lines.append(f"| {case} | {_range(t['first'])} [{t['first_fit']['median']:.3g}] | "
+                     f"{_range(t['second'])} [{t['second_fit']['median']:.3g}] | "
+                     f"{_range(t['reference'])} [{t['reference_fit']['median']:.3g}] | "
+                     f"{r['reference']} {r['reference_version']} | {1 / r['speedup']:.2f}x | {targets} |")
+    return [*lines, ""]
+
+
 def _headline(results: list[dict], benchmarks: list[dict]) -> list[str]:
     """One line per replication (its verdict counted over rows) and per benchmark record."""
     lines = ["| replication | paper | rows passing / checked (unchecked) | status |", "| --- | --- | --- | --- |"]
@@ -173,7 +202,7 @@ def write(path: pathlib.Path, replicate_root: pathlib.Path, bench_root: pathlib.
         "(above 1: we are faster).", "",
     ]
     if benchmarks:
-        bench_part += [*_benchmark_table(benchmarks), ""]
+        bench_part += [*_benchmark_table(benchmarks), "", *_cold_table(benchmarks)]
         bench_part += [f"- {b['name']}: `{b['command']}`, {b['wall_s']:.0f} s, {b['hardware']}" for b in benchmarks]
     else:
         bench_part = _previous_part(previous, _BENCHMARKS, None) or [*bench_part, "Not run yet: `./launch.sh bench`."]

@@ -45,3 +45,32 @@ def test_a_part_without_results_is_kept_from_the_previous_report(tmp_path):
     text, headline = path.read_text(), readme.read_text()
     assert "| demo | row A | 1 | 1.4 |" in text and "| 1.2 |" not in text and "| 5.00x |" in text
     assert "| demo | step | lib | 5.00x |" in headline
+
+
+def test_cold_start_records_get_their_own_table(tmp_path):
+    def times(median):
+        return {"median": median, "min": median * 0.9, "max": median * 1.2}
+
+    record = {"name": "cold gmm_full: fresh process to fitted model", "ours_s": 1.5, "reference": "scikit-learn",
+              "reference_version": "1.9", "reference_s": 1.0, "speedup": 1 / 1.5,
+              "times": {"first": times(3.0), "second": times(1.5), "reference": times(1.0),
+                        "first_fit": times(1.2), "second_fit": times(0.2), "reference_fit": times(0.05)},
+              "second_within_3x": True, "first_fit_within_1s": False}
+    (tmp_path / "bench" / "cold").mkdir(parents=True)
+    (tmp_path / "bench" / "cold" / "result.json").write_text(json.dumps(
+        {"name": "cold", "records": [record], "command": "./launch.sh bench cold", "wall_s": 9.0, "hardware": "cpu"}))
+    path = tmp_path / "results.md"
+    report.write(path, replicate_root=tmp_path / "none", bench_root=tmp_path / "bench", readme=None)
+    text = path.read_text()
+    assert "### Cold start" in text
+    assert "| gmm_full | 3 (2.7-3.6) [1.2] | 1.5 (1.35-1.8) [0.2] | 1 (0.9-1.2) [0.05] | scikit-learn 1.9 | 1.50x | met / missed |" in text
+
+
+def test_cold_benchmark_times_a_fresh_process():
+    import os
+
+    from benchmarks import cold
+
+    wall, fit = cold.run_script("start = time.perf_counter()\ntime.sleep(0.2)\n", dict(os.environ))
+    assert 0.2 <= fit < wall
+    assert {"gmm_iris", "naive_bayes", "lda"} <= set(cold.CASES)

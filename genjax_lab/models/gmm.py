@@ -51,7 +51,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,10 +61,11 @@ from jax.scipy.linalg import solve_triangular
 
 from genjax_lab.core import checks
 from genjax_lab.core import compilation
-from genjax_lab.core import data as data_lib
-from genjax_lab.core import loop as loop_lib
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.models.naive_bayes import batch_einsum, is_batch_sharded
+
+if TYPE_CHECKING:  # the training loop (checkpoints, Orbax) is imported only by em_split
+    from genjax_lab.core import data as data_lib
 
 CovarianceType = Literal["full", "diag", "spherical", "tied"]
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
@@ -534,7 +535,7 @@ def em(params: GMM, x: jax.Array, mask: jax.Array | None = None, *, num_iters: i
     return params, history[:iterations]
 
 
-def em_split(params: GMM, split: data_lib.Split, *, num_iters: int,
+def em_split(params: GMM, split: "data_lib.Split", *, num_iters: int,
              features: Callable[[dict[str, jax.Array]], jax.Array] = lambda batch: batch["x"],
              reg_covar: float = 1e-6, batch_size: int = 4096, mesh=None) -> tuple[GMM, jax.Array]:
     """`em` on a split read `batch_size` rows at a time (in memory, or streamed from
@@ -543,6 +544,8 @@ def em_split(params: GMM, split: data_lib.Split, *, num_iters: int,
     all hosts), then takes one M-step. `features(batch)` gives x [B, D] from the split's
     columns. Returns (params, mean log-likelihood before each M-step [num_iters]); equals `em`
     on the whole split up to the order of float summation."""
+    from genjax_lab.core import loop as loop_lib
+
     checks.check_count("num_iters", num_iters)
     mesh = mesh_lib.data_mesh() if mesh is None else mesh
     checked = lambda p, batch: e_step(p, features(batch), batch["mask"])  # noqa: E731
