@@ -38,6 +38,9 @@ else
   ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 fi
 cd "$ROOT"
+# This checkout's code and configs, even where the environment's editable install of
+# genjax_lab is another checkout's (one environment shared by several checkouts).
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 python_env() {
   # Installs the project (with $1 extras) into .venv once per pyproject version.

@@ -21,7 +21,7 @@ from genjax_lab.core.loop import train_and_evaluate
 from genjax_lab.data.images import load_images
 from genjax_lab.models import gan
 
-config_lib.define_flags("experiments/configs/gan_mnist.py:tiny_mlp", "runs/gan")
+config_lib.define_flags(config_lib.beside(__file__, "configs/gan_mnist.py:tiny_mlp"), "runs/gan")
 
 
 def main(config, workdir: pathlib.Path) -> None:

@@ -44,7 +44,7 @@ from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.data import idx
 from genjax_lab.models import gmm
 
-config_lib.define_flags("experiments/configs/gmm_mnist.py", "runs/gmm")
+config_lib.define_flags(config_lib.beside(__file__, "configs/gmm_mnist.py"), "runs/gmm")
 
 SIDE = 28
 

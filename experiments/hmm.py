@@ -36,7 +36,7 @@ from genjax_lab.data import audio
 from genjax_lab.inference import em
 from genjax_lab.models import hmm
 
-config_lib.define_flags("experiments/configs/hmm_casino.py", "runs/hmm")
+config_lib.define_flags(config_lib.beside(__file__, "configs/hmm_casino.py"), "runs/hmm")
 
 # ------------------------------------------------------------------------ resumable EM
 

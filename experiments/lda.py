@@ -34,7 +34,7 @@ from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.data import text
 from genjax_lab.models import lda
 
-config_lib.define_flags("experiments/configs/lda_bars.py", "runs/lda")
+config_lib.define_flags(config_lib.beside(__file__, "configs/lda_bars.py"), "runs/lda")
 
 # -------------------------------------------------------------------------------- bars
 

@@ -42,7 +42,8 @@ from genjax_lab.data import idx, text
 from genjax_lab.models import logistic
 from genjax_lab.models import naive_bayes as nb
 
-config_lib.define_flags("experiments/configs/naive_bayes_spam.py", "runs/naive_bayes")
+config_lib.define_flags(config_lib.beside(__file__, "configs/naive_bayes_spam.py"),
+                        "runs/naive_bayes")
 
 # --------------------------------------------------------------------------------- data
 

@@ -12,7 +12,7 @@ from genjax_lab.core.loop import train_and_evaluate
 from genjax_lab.data.images import load_images
 from genjax_lab.models import vae
 
-config_lib.define_flags("experiments/configs/vae_digits.py", "runs/vae")
+config_lib.define_flags(config_lib.beside(__file__, "configs/vae_digits.py"), "runs/vae")
 
 
 def main(config, workdir: pathlib.Path) -> None:

@@ -1,8 +1,9 @@
 """Input checks for the public entry points: host-side, on concrete values, before jit.
 
 Every check raises a ValueError whose message names the argument at fault (a wrong dtype
-raises DTypeError, which is both a TypeError and a ValueError), so bad input fails at the
-call with its name rather than as a NaN or an XLA shape error deep inside compiled code.
+raises DTypeError, which is both a TypeError and a ValueError; a container of the wrong
+kind, TypeError), so bad input fails at the call with its name rather than as a NaN or an
+XLA shape error deep inside compiled code.
 
 Inside jit the arguments are tracers without values. `validated` skips its check then, so
 compiled code and its hot loops carry no checks: a function validates once per call from
@@ -12,7 +13,7 @@ import functools
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -203,3 +204,16 @@ def check_choice(name: str, value, choices: Sequence) -> None:
     """value is one of `choices`."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_mapping(name: str, value, keys: Sequence[str]) -> None:
+    """value is a mapping (e.g. a batch dict) holding every one of `keys`; checks only its
+    structure, so it holds inside jit too."""
+    if isinstance(value, Mapping) and set(keys) <= set(value):
+        return
+    if isinstance(value, Mapping):
+        got = f"keys {sorted(value)}"
+    else:
+        got = type(value).__name__ + (f" of shape {tuple(value.shape)}" if hasattr(value, "shape") else "")
+    wanted = ", ".join(repr(k) for k in sorted(keys))
+    raise TypeError(f"{name} must be a mapping with keys {wanted}, got {got}")

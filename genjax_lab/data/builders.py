@@ -11,6 +11,9 @@ Both store images as `Tensor(uint8)`: `tfds.features.Image` needs TensorFlow to 
 """
 import fcntl
 import pathlib
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 
 import numpy as np
@@ -95,6 +98,29 @@ def prepare(builder: tfds.core.DatasetBuilder, download_config=None) -> None:
     with open(data_dir / f".{builder.name}.lock", "w") as lock:  # closing it releases the lock
         fcntl.flock(lock, fcntl.LOCK_EX)
         builder.download_and_prepare(download_config=download_config)
+
+
+def reachable(url: str, timeout_s: float = 5.0) -> bool:
+    """Whether the server of `url` answers a HEAD request (any HTTP status) within timeout_s,
+    through the proxies the environment names, as a download would go. The request runs in
+    a thread because urllib's timeout does not bound the name lookup, which on a machine
+    without a network can stall for minutes."""
+    answers = []
+
+    def probe():
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s).close()
+            answers.append(True)
+        except urllib.error.HTTPError:  # the server answered, with an error status
+            answers.append(True)
+        except (OSError, ValueError):
+            answers.append(False)
+
+    # daemon: a lookup still stalled after the timeout must not keep the process alive
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return answers == [True]
 
 
 def record_columns(

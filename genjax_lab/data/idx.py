@@ -48,8 +48,7 @@ def load_mnist_split(mnist_dir: str | pathlib.Path, split: str) -> tuple[np.ndar
         raise ValueError(f"split must be one of {sorted(MNIST_FILES)}, got {split!r}")
     arrays = []
     for stem in MNIST_FILES[split]:
-        candidates = [mnist_dir / f"{stem}.gz", mnist_dir / stem]
-        found = next((c for c in candidates if c.exists()), None)
+        found = _mnist_file(mnist_dir, stem)
         if found is None:
             raise FileNotFoundError(f"{stem}[.gz] not found in MNIST folder {mnist_dir}")
         arrays.append(read_idx(found))
@@ -57,3 +56,14 @@ def load_mnist_split(mnist_dir: str | pathlib.Path, split: str) -> tuple[np.ndar
     if len(images) != len(labels):
         raise ValueError(f"{mnist_dir}: {len(images)} {split} images but {len(labels)} labels")
     return images, labels.astype(np.int64)
+
+
+def _mnist_file(mnist_dir: pathlib.Path, stem: str) -> pathlib.Path | None:
+    """The file `stem`, gzipped or raw, in mnist_dir; None if neither is there."""
+    return next((c for c in (mnist_dir / f"{stem}.gz", mnist_dir / stem) if c.is_file()), None)
+
+
+def missing_mnist_files(mnist_dir: str | pathlib.Path) -> list[str]:
+    """The canonical MNIST files (train and test) that mnist_dir lacks, `.gz` or raw."""
+    return [stem for stems in MNIST_FILES.values() for stem in stems
+            if _mnist_file(pathlib.Path(mnist_dir), stem) is None]

@@ -7,6 +7,7 @@ ArrayRecord files (`data.streaming`) when a split does not fit in host memory.
 """
 import os
 import pathlib
+import urllib.parse
 
 import jax
 import ml_collections
@@ -15,7 +16,8 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from genjax_lab.core.data import Dataset
-from genjax_lab.data.builders import MnistIdx, SklearnDigits, prepare, record_columns
+from genjax_lab.data import idx
+from genjax_lab.data.builders import MnistIdx, SklearnDigits, prepare, reachable, record_columns
 
 DATASETS = ("digits", "mnist")
 BINARIZATIONS = ("dynamic", "static", "none")
@@ -43,6 +45,10 @@ def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
     if data_config.name == "mnist" and data_config.mnist_dir:
         if not pathlib.Path(data_config.mnist_dir).is_dir():
             raise FileNotFoundError(f"config.data.mnist_dir={data_config.mnist_dir!r}: no such folder")
+        missing = idx.missing_mnist_files(data_config.mnist_dir)
+        if missing:
+            raise FileNotFoundError(f"config.data.mnist_dir={data_config.mnist_dir!r}: the folder lacks "
+                                    f"{', '.join(missing)} (each gzipped or not)")
         return MnistIdx(data_dir=data_dir, file_format="array_record")
     if data_config.name == "mnist":
         return tfds.builder("mnist", data_dir=data_dir, file_format="array_record")
@@ -53,6 +59,13 @@ def _prepare(builder, data_config) -> None:
     download_config = None
     if data_config.get("mnist_dir"):
         download_config = tfds.download.DownloadConfig(manual_dir=data_config.mnist_dir)
+    elif data_config.name == "mnist" and not builder.data_path.exists() and not reachable(builder.URL):
+        # data_path is what download_and_prepare looks for before it downloads; offline, it
+        # would retry the download for minutes without a word.
+        raise FileNotFoundError(
+            f"config.data.name='mnist': MNIST is not prepared in {builder.data_dir_root} and its download "
+            f"server ({urllib.parse.urlsplit(builder.URL).netloc}) cannot be reached; offline, put the four "
+            f"MNIST IDX files in a folder and pass --config.data.mnist_dir=FOLDER")
     prepare(builder, download_config)
 
 

@@ -391,6 +391,7 @@ def make_rbm_step(optimizer: optax.GradientTransformation, *, method: str = "pcd
     phases = _per_device(phases, mesh, num_sharded=3)
 
     def step(params: RBMParams, opt_state, chains, batch, key, num_sweeps=None):
+        checks.check_mapping("batch", batch, ("x", "mask"))
         x, mask = _flat(batch["x"]), batch["mask"]
         sweeps = jnp.asarray(k if num_sweeps is None else num_sweeps, jnp.int32)
         new_chains, (pos, neg) = phases(params, x, mask, x if method == "cd" else chains, key, sweeps)
