@@ -10,6 +10,7 @@ import pytest
 from genjax_lab.core import metrics as metrics_lib
 from tests.helpers import (REPO, assert_ok, final_state, kill_after_checkpoint, process_env,
                            run_experiment)
+from tests.test_cli import assert_refused
 
 TINY = "vae_digits.py:tiny"
 
@@ -96,10 +97,9 @@ def test_two_processes_match_one_process(run_env, straight_run, tmp_path):
 
 @pytest.mark.fault("an unknown flag or config key: exit 2 with the flag named")
 def test_unknown_flag_and_config_key_are_refused(run_env, tmp_path):
-    result = run_vae(run_env, tmp_path, "--no_such_flag=1")
-    assert result.returncode != 0 and "no_such_flag" in result.stderr
-    result = run_vae(run_env, tmp_path, "--config.model.no_such_key=3")
-    assert result.returncode != 0 and "no_such_key" in result.stderr
+    assert_refused(run_vae(run_env, tmp_path, "--no_such_flag=1"), "bad flag", "no_such_flag")
+    assert_refused(run_vae(run_env, tmp_path, "--config.model.no_such_key=3"), "--config.model.no_such_key")
+    assert not tmp_path.joinpath("config.json").exists()
 
 
 @pytest.mark.fault("a missing data folder: exit 2 with the flag and path named")
