@@ -69,8 +69,8 @@ class Model:
     def log_prob_estimate(self, key, x, *args, **kwargs):
         return self._verb("log_prob_estimate")(key, self.params, x, *args, **kwargs)
 
-    def sample(self, key, num: int, *, y=None):
-        return self._verb("sample")(key, self.params, num, y=y)
+    def sample(self, key, num: int, *, y=None, **kwargs):
+        return self._verb("sample")(key, self.params, num, y=y, **kwargs)
 
     def posterior(self, x, *args, **kwargs):
         return self._verb("posterior")(self.params, x, *args, **kwargs)
