@@ -10,6 +10,13 @@ jitted step called from a Python loop (whichever is faster is the one to use). T
 are medians after a warm-up (compilation excluded); the machine may be shared, so they
 are provisional.
 
+How close to the machine: the matmul FLOPs of one step are counted from its compiled
+program's dots (checked against the analytic count: six [100 x 784] x [784 x 500]-sized
+products per PCD-1 step, as in sklearn's PCD-1, five per CD-1 step), times the 600
+batches of an epoch; the reference is credited with its six; each of the interleaved rounds measures the float32 matmul peak beside the
+contenders, so every FLOP rate is a share of the peak of its own round. A per-op profile
+of the scan epoch says where the rest of the time goes. Ratios: median [min-max] over rounds.
+
 Optionally (--ais_epochs N > 0) trains a CD-1 RBM for N epochs and reports the AIS test
 log-likelihood (-mean free energy - log Z, nats) to check that the pipeline gives
 plausible numbers.
@@ -17,8 +24,11 @@ plausible numbers.
   .venv/bin/python benchmarks/boltzmann.py --mnist_dir=../shared/data/mnist --out=/tmp/rbm.json
 """
 import argparse
+import functools
 import json
+import math
 import pathlib
+import statistics
 import sys
 import time
 
@@ -30,12 +40,24 @@ import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
 from sklearn.neural_network import BernoulliRBM  # noqa: E402
 
-from benchmarks.common import median_seconds, record, report  # noqa: E402
+from benchmarks import common  # noqa: E402
+from benchmarks.common import record, report  # noqa: E402
 from genjax_lab.data.idx import load_mnist_split  # noqa: E402
 from genjax_lab.inference import ais  # noqa: E402
 from genjax_lab.models import boltzmann as bm  # noqa: E402
 
 NUM_HIDDEN, BATCH, LEARNING_RATE = 500, 100, 0.1
+VARIANTS = tuple((method, name) for method in ("pcd", "cd") for name in ("scan", "loop"))
+
+
+def analytic_step_flops(num_visible: int, method: str) -> float:
+    """Matmul FLOPs of one PCD-1 / CD-1 step with BATCH rows and as many chains: hidden
+    logits of the data, the chains' v -> h -> v sweep (two products), the hidden logits of
+    the new chains, and the two v^T h statistics; sklearn's PCD-1 forms the same six. CD's
+    chains start at the data, so its sweep's first product is the data's hidden logits,
+    formed once: five."""
+    products = 5 if method == "cd" else 6
+    return products * 2.0 * BATCH * num_visible * NUM_HIDDEN
 
 
 def binarized(mnist_dir: str, split: str, seed: int) -> np.ndarray:
@@ -91,6 +113,12 @@ def loop_epoch(x, method: str):
     return run
 
 
+def _seconds(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
 def ais_check(x_train, x_test, epochs: int, temperatures: int, runs: int) -> dict:
     """CD-1 for `epochs` epochs (sklearn's settings), then AIS log Z and test log-likelihood."""
     params = bm.init_rbm(jax.random.key(0), x_train.shape[1], NUM_HIDDEN, data_mean=np.asarray(x_train.mean(0)))
@@ -99,7 +127,7 @@ def ais_check(x_train, x_test, epochs: int, temperatures: int, runs: int) -> dic
     opt_state = optimizer.init(params)
     start = time.perf_counter()
     for e in range(epochs):
-        params, opt_state, _, metrics = epoch(params, opt_state, None, x_train, jax.random.key(1000 + e))
+        params, opt_state, _, _ = epoch(params, opt_state, None, x_train, jax.random.key(1000 + e))
     jax.block_until_ready(params)
     train_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -119,8 +147,7 @@ def ais_check(x_train, x_test, epochs: int, temperatures: int, runs: int) -> dic
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sklearn_repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--ais_epochs", type=int, default=0)
     parser.add_argument("--ais_temperatures", type=int, default=10_000)  # paper: 14,500
     parser.add_argument("--ais_runs", type=int, default=100)
@@ -129,17 +156,44 @@ def main():
 
     x_np = binarized(args.mnist_dir, "train", seed=0)
     x = jnp.asarray(x_np)
-    references = {dtype: median_seconds(sklearn_epoch(x_np.astype(dtype)), repeats=args.sklearn_repeats, warmup=0)
-                  for dtype in ("float32", "float64")}
-    records = []
+    num_batches = -(-x.shape[0] // BATCH)
+    flops = {}
     for method in ("pcd", "cd"):
-        for name, make in (("scan", scan_epoch), ("loop", loop_epoch)):
-            seconds = median_seconds(make(x, method), repeats=args.repeats, warmup=1)
-            for dtype, reference_s in references.items():
-                records.append(record(f"rbm epoch {method.upper()}-1 ({name}) vs sklearn {dtype}", seconds,
-                                      reference=f"sklearn BernoulliRBM PCD-1 {dtype}",
-                                      reference_version=sklearn.__version__, reference_s=reference_s,
-                                      hidden=NUM_HIDDEN, batch=BATCH, device=jax.devices()[0].platform))
+        step, carry = our_state(x, method)
+        batch = {"x": x[:BATCH], "mask": jnp.ones(BATCH, jnp.float32)}
+        compiled = jax.jit(step).lower(*carry, batch, jax.random.key(0)).compile()
+        flops[method] = common.hlo_matmul_flops(compiled.as_text()) * num_batches
+    analytic = {method: analytic_step_flops(x.shape[1], method) * num_batches for method in flops}
+    for method, counted in flops.items():
+        # The compiled count also holds the matrix-vector products (v . b_vis in the free
+        # energies, the mask-weighted sums): 0.1% more.
+        if not math.isclose(counted, analytic[method], rel_tol=2e-3):
+            raise AssertionError(f"{method}: compiled matmul FLOPs {counted:.4g} differ from the analytic "
+                                 f"{analytic[method]:.4g}")
+    contenders = {f"sklearn_{dtype}": sklearn_epoch(x_np.astype(dtype)) for dtype in ("float32", "float64")}
+    for method, name in VARIANTS:
+        contenders[f"{method}_{name}"] = (scan_epoch if name == "scan" else loop_epoch)(x, method)
+        contenders[f"{method}_{name}"]()  # compile and warm up
+    # Interleaved rounds, each with its own peak: this machine's speed drifts over minutes.
+    rounds = common.interleaved_rounds(
+        {name: functools.partial(_seconds, run) for name, run in contenders.items()}, args.rounds)
+    step, carry = our_state(x, "pcd")
+    epoch_hlo = bm.make_epoch(step, BATCH).lower(*carry, x, jax.random.key(0)).compile().as_text()
+    profile = common.op_profile(lambda n: [contenders["pcd_scan"]() for _ in range(n)], 1, epoch_hlo)
+    common.print_profile("PCD-1 scan epoch", profile)
+    records = []
+    for method, name in VARIANTS:
+        for dtype in ("float32", "float64"):
+            ours, reference = f"{method}_{name}", f"sklearn_{dtype}"
+            records.append(record(
+                f"rbm epoch {method.upper()}-1 ({name}) vs sklearn {dtype}", statistics.median(rounds[ours]),
+                reference=f"sklearn BernoulliRBM PCD-1 {dtype}", reference_version=sklearn.__version__,
+                reference_s=statistics.median(rounds[reference]), hidden=NUM_HIDDEN, batch=BATCH,
+                device=jax.devices()[0].platform, flops_per_step=flops[method],
+                flops_per_step_analytic=analytic[method], reference_flops_per_step=analytic["pcd"],
+                step="epoch", rounds={k: rounds[k] for k in ("peak", ours, reference)},
+                **common.ceiling_fields(rounds, ours, reference, flops[method], analytic["pcd"]),
+                **({"profile": profile} if ours == "pcd_scan" and dtype == "float32" else {})))
     report(records, None)
     result = {"records": records}
     if args.ais_epochs:

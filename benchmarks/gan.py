@@ -13,6 +13,7 @@ metrics and checkpoints every 1000 steps.
   .venv/bin/python benchmarks/gan.py --mnist_dir=../shared/data/mnist [--steps=300] [--out=runs/bench/gan.json]
 """
 import argparse
+import math
 import pathlib
 import statistics
 import sys
@@ -22,15 +23,31 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import common  # noqa: E402
 from benchmarks.common import harness_seconds_per_step, record, report, seconds_per_step  # noqa: E402
 from experiments.configs import gan_mnist  # noqa: E402
 from genjax_lab.core.data import Dataset  # noqa: E402
 from genjax_lab.data.idx import load_mnist_split  # noqa: E402
 from genjax_lab.models import gan  # noqa: E402
 
+G_LAYERS = ((100, 256), (256, 512), (512, 784))
+D_LAYERS = ((784, 512), (512, 256), (256, 1))
+
+
+def analytic_flops(batch_size: int, d_weight_grads_in_g_step: bool = False) -> float:
+    """Matmul FLOPs of one step: G forward; D forward and backward (weights only at its
+    input) on the real and the fake batch; D forward again and back to its input for G's
+    loss; G backward (its noise input not differentiated). `d_weight_grads_in_g_step`: the
+    usual PyTorch loop also forms D's weight gradients in the G update, then drops them."""
+    g_train = common.dense_train_flops(batch_size, G_LAYERS)
+    d_train = common.dense_train_flops(batch_size, D_LAYERS)
+    d_forward = common.dense_forward_flops(batch_size, D_LAYERS)
+    return g_train + 2 * d_train + 2 * d_forward + (d_forward if d_weight_grads_in_g_step else 0.0)
+
 
 def bare_jax_loop(config, dataset):
-    """The floor: the family's own train step, jitted and donated, fed numpy batches."""
+    """The floor: the family's own train step, jitted and donated, fed numpy batches.
+    Returns `run(n)` and the step's compiled program."""
     family = gan.family_for(config, dataset)
     images, labels = dataset["train"]["image"], dataset["train"]["label"]
     batch_size = config.batch_size
@@ -53,8 +70,9 @@ def bare_jax_loop(config, dataset):
             carry[0], metrics, carry[1] = step(carry[0], batch, carry[1])
         jax.block_until_ready(metrics)
 
+    compiled = step.lower(carry[0], first, carry[1]).compile()
     run(20)  # compile and warm up
-    return run
+    return run, compiled
 
 
 def torch_loop(images: np.ndarray, batch_size: int, threads: int, freeze_d: bool):
@@ -108,7 +126,8 @@ def main():
     parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile_steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -122,27 +141,45 @@ def main():
     config.checkpoint.every = 1000
     config.model.ema_decay = 0.999
 
-    bare = bare_jax_loop(config, dataset)
+    bare, compiled = bare_jax_loop(config, dataset)
     torch_usual, torch_version = torch_loop(images, args.batch_size, args.threads, freeze_d=False)
     torch_tuned, _ = torch_loop(images, args.batch_size, args.threads, freeze_d=True)
-    # Interleaved rounds, medians: this machine's speed drifts over minutes.
-    rounds = {"harness": [], "bare": [], "torch": [], "torch_tuned": []}
-    for _ in range(args.rounds):
-        rounds["harness"].append(harness_seconds_per_step(gan.family_for, config, dataset, args.steps))
-        rounds["bare"].append(seconds_per_step(bare, args.steps))
-        rounds["torch"].append(seconds_per_step(torch_usual, args.steps))
-        rounds["torch_tuned"].append(seconds_per_step(torch_tuned, args.steps))
-    harness, bare_s, torch_s, tuned_s = (statistics.median(rounds[k]) for k in ("harness", "bare", "torch", "torch_tuned"))
     b = args.batch_size
+    hlo = compiled.as_text()
+    flops, analytic = common.hlo_matmul_flops(hlo), analytic_flops(b)
+    # XLA rewrites the width-1 products of D's logit layer as multiply-reduce, not dots.
+    if not math.isclose(flops, analytic, rel_tol=1e-3):
+        raise AssertionError(f"compiled matmul FLOPs {flops:.4g} differ from the analytic count {analytic:.4g}")
+    # Interleaved rounds, each with its own peak: this machine's speed drifts over minutes.
+    rounds = common.interleaved_rounds({
+        "harness": lambda: harness_seconds_per_step(gan.family_for, config, dataset, args.steps),
+        "bare": lambda: seconds_per_step(bare, args.steps),
+        "torch": lambda: seconds_per_step(torch_usual, args.steps),
+        "torch_tuned": lambda: seconds_per_step(torch_tuned, args.steps),
+    }, args.rounds)
+    profile = common.op_profile(bare, args.profile_steps, hlo)
+    common.print_profile(f"bare step, batch {b}", profile)
+    harness, bare_s, torch_s, tuned_s = (statistics.median(rounds[k]) for k in ("harness", "bare", "torch", "torch_tuned"))
+    usual_flops = analytic_flops(b, d_weight_grads_in_g_step=True)
     extra = {"batch_size": b, "harness_examples_per_s": b / harness, "bare_examples_per_s": b / bare_s,
-             "torch_examples_per_s": b / torch_s, "torch_tuned_examples_per_s": b / tuned_s, "rounds": rounds}
-    report([
-        record(f"GAN train step, harness vs PyTorch (batch {b})", harness, "torch", torch_version, torch_s, **extra),
-        record(f"GAN train step, harness vs PyTorch, D frozen in G step (batch {b})", harness, "torch-tuned",
-               torch_version, tuned_s, **extra),
-        record(f"GAN train step, harness vs bare jitted loop (batch {b})", harness, "bare-jax", jax.__version__, bare_s, **extra),
-    ], args.out)
+             "torch_examples_per_s": b / torch_s, "torch_tuned_examples_per_s": b / tuned_s, "rounds": rounds,
+             "flops_per_step": flops, "flops_per_step_analytic": analytic,
+             "xla_cost_flops_per_step": common.compiled_flops(compiled)}
 
+    def ceiling(ours, reference, reference_flops):
+        return {"reference_flops_per_step": reference_flops,
+                **common.ceiling_fields(rounds, ours, reference, flops, reference_flops)}
+
+    report([
+        record(f"GAN train step, harness vs PyTorch (batch {b})", harness, "torch", torch_version, torch_s,
+               **extra, **ceiling("harness", "torch", usual_flops)),
+        record(f"GAN train step, harness vs PyTorch, D frozen in G step (batch {b})", harness, "torch-tuned",
+               torch_version, tuned_s, **extra, **ceiling("harness", "torch_tuned", analytic)),
+        record(f"GAN train step, harness vs bare jitted loop (batch {b})", harness, "bare-jax", jax.__version__, bare_s,
+               **extra, **ceiling("harness", "bare", analytic)),
+        record(f"GAN train step, bare jitted loop vs PyTorch (batch {b})", bare_s, "torch", torch_version, torch_s,
+               **extra, **ceiling("bare", "torch", usual_flops), profile=profile),
+    ], args.out)
 
 if __name__ == "__main__":
     main()

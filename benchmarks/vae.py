@@ -5,6 +5,12 @@ same optimiser (Adam), same batch, dynamically binarized MNIST, CPU threads as g
 The harness is timed as the difference between a run of N and of 2N steps, so start-up
 and compilation cancel; it includes data feeding, metrics, checkpoints every 1000 steps.
 
+How close to the machine: the step's matmul FLOPs are counted from the compiled program's
+dots (and checked against the analytic count of the six layers, forward and backward), and
+each round measures the float32 matmul peak beside the contenders, so every FLOP rate is
+a share of the peak of its own round. A per-op profile of the bare step says where the
+rest of the time goes. Every ratio is given as median [min-max] over interleaved rounds.
+
   .venv/bin/python benchmarks/vae.py --mnist_dir=../shared/data/mnist [--batch_size=100]
 """
 import argparse
@@ -21,15 +27,27 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from benchmarks import common  # noqa: E402
 from benchmarks.common import harness_seconds_per_step, record, report, seconds_per_step  # noqa: E402
 from experiments.configs import vae_mnist  # noqa: E402
 from genjax_lab.core.data import Dataset  # noqa: E402
 from genjax_lab.data.idx import load_mnist_split  # noqa: E402
 from genjax_lab.models import vae  # noqa: E402
 
+# (fan_in, fan_out) of the benchmark's layers: encoder 784-200-200 with two 50-unit heads
+# (mean, log std), decoder 50-200-200-784.
+LAYERS = ((784, 200), (200, 200), (200, 50), (200, 50), (50, 200), (200, 200), (200, 784))
+
+
+def analytic_flops(batch_size: int) -> float:
+    """Matmul FLOPs of one training step: every layer forward and backward; the pixels are
+    not differentiated, so the first layer has no input gradient (in PyTorch neither)."""
+    return common.dense_train_flops(batch_size, LAYERS)
+
 
 def bare_jax_loop(config, images: np.ndarray):
-    """The floor: the same model and bound in one jitted, donated step fed numpy batches."""
+    """The floor: the same model and bound in one jitted, donated step fed numpy batches.
+    Returns `run(n)` and the step's compiled program."""
     model = vae.make_model(config.model, images.shape[1:], 10)
     params = model.init(jax.random.key(0), jnp.zeros((1, *images.shape[1:])))
     optimizer = optax.adam(config.optim.learning_rate, eps=config.optim.eps)
@@ -56,8 +74,9 @@ def bare_jax_loop(config, images: np.ndarray):
             carry[0], carry[1], value, carry[2] = step(carry[0], carry[1], images[rows], carry[2])
         value.block_until_ready()
 
+    compiled = step.lower(carry[0], carry[1], images[:batch_size], carry[2]).compile()
     run(20)  # compile and warm up
-    return run
+    return run, compiled
 
 
 def torch_loop(images: np.ndarray, batch_size: int, threads: int):
@@ -110,7 +129,8 @@ def main():
     parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile_steps", type=int, default=200)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -123,23 +143,38 @@ def main():
     config.optim.boundaries, config.optim.scales = (), ()
     config.log_every, config.checkpoint.every, config.eval.nll_samples = 100, 1000, 0
 
-    bare, (torch_run, torch_version) = bare_jax_loop(config, images), torch_loop(images, args.batch_size, threads=2)
-    # Interleaved rounds, medians: this machine's speed drifts over minutes.
-    rounds = {"harness": [], "bare": [], "torch": []}
-    for _ in range(args.rounds):
-        rounds["harness"].append(harness_seconds_per_step(vae.family_for, config, dataset, args.steps))
-        rounds["bare"].append(seconds_per_step(bare, args.steps))
-        rounds["torch"].append(seconds_per_step(torch_run, args.steps))
-    harness, bare, torch_s = (statistics.median(rounds[k]) for k in ("harness", "bare", "torch"))
+    (bare, compiled), (torch_run, torch_version) = bare_jax_loop(config, images), torch_loop(
+        images, args.batch_size, threads=2)
     b = args.batch_size
-    extra = {"batch_size": b, "harness_examples_per_s": b / harness, "bare_examples_per_s": b / bare,
-             "torch_examples_per_s": b / torch_s}
-    report([
-        record(f"VAE train step, harness vs PyTorch (batch {b})", harness, "torch", torch_version, torch_s, **extra),
-        record(f"VAE train step, harness vs bare jitted loop (batch {b})", harness, "bare-jax", jax.__version__, bare, **extra),
-        record(f"VAE train step, bare jitted loop vs PyTorch (batch {b})", bare, "torch", torch_version, torch_s, **extra),
-    ], args.out)
+    hlo = compiled.as_text()
+    flops, analytic = common.hlo_matmul_flops(hlo), analytic_flops(b)
+    if not math.isclose(flops, analytic, rel_tol=1e-6):
+        raise AssertionError(f"compiled matmul FLOPs {flops:.4g} differ from the analytic count {analytic:.4g}")
+    # Interleaved rounds, each with its own peak: this machine's speed drifts over minutes.
+    rounds = common.interleaved_rounds({
+        "harness": lambda: harness_seconds_per_step(vae.family_for, config, dataset, args.steps),
+        "bare": lambda: seconds_per_step(bare, args.steps),
+        "torch": lambda: seconds_per_step(torch_run, args.steps),
+    }, args.rounds)
+    profile = common.op_profile(bare, args.profile_steps, hlo)
+    common.print_profile(f"bare step, batch {b}", profile)
+    harness, bare_s, torch_s = (statistics.median(rounds[k]) for k in ("harness", "bare", "torch"))
+    extra = {"batch_size": b, "harness_examples_per_s": b / harness, "bare_examples_per_s": b / bare_s,
+             "torch_examples_per_s": b / torch_s, "flops_per_step": flops, "flops_per_step_analytic": analytic,
+             "xla_cost_flops_per_step": common.compiled_flops(compiled), "reference_flops_per_step": analytic,
+             "rounds": rounds}
 
+    def ceiling(ours, reference):
+        return common.ceiling_fields(rounds, ours, reference, flops, analytic)
+
+    report([
+        record(f"VAE train step, harness vs PyTorch (batch {b})", harness, "torch", torch_version, torch_s,
+               **extra, **ceiling("harness", "torch")),
+        record(f"VAE train step, harness vs bare jitted loop (batch {b})", harness, "bare-jax", jax.__version__,
+               bare_s, **extra, **ceiling("harness", "bare")),
+        record(f"VAE train step, bare jitted loop vs PyTorch (batch {b})", bare_s, "torch", torch_version, torch_s,
+               **extra, **ceiling("bare", "torch"), profile=profile),
+    ], args.out)
 
 if __name__ == "__main__":
     main()
