@@ -8,7 +8,7 @@ Both the training and the evaluation pipelines are grain `MapDataset`s indexed b
   -> the rows at those positions: the epoch's permutation (training) or the identity
   -> the reads of those rows from the split's columns
 
-and a grain iterator runs it ahead of the loop in a thread (`_READ_OPTIONS`). The batch
+and a grain iterator runs it ahead of the loop in a thread (`READ_OPTIONS`). The batch
 does not depend on the number of devices or hosts, each host reads only its own rows, and
 resume needs only the step.
 
@@ -43,7 +43,7 @@ MASK = "mask"
 
 # One thread reads ahead up to 4 host batches: enough to hide a batch's reads behind a
 # step; more threads only contend for the GIL with the loop (benchmarks/pipeline.py).
-_READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
+READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
 # Grain's shuffle: 4 Feistel rounds, a block of at least 16 bits.
 _ROUNDS = 4
 _MIN_BLOCK_BITS = 16
@@ -278,7 +278,7 @@ class EpochBatcher:
     """
 
     def __init__(self, arrays: Split, global_batch_size: int, seed: int,
-                 read_options: grain.ReadOptions = _READ_OPTIONS):
+                 read_options: grain.ReadOptions = READ_OPTIONS):
         self._plan = _plan(arrays, global_batch_size, seed)
         if self._plan.size == 0:
             raise ValueError("the training split is empty")
@@ -312,7 +312,7 @@ class EpochBatcher:
 
 
 def eval_batches(arrays: Split, global_batch_size: int,
-                 read_options: grain.ReadOptions = _READ_OPTIONS
+                 read_options: grain.ReadOptions = READ_OPTIONS
                  ) -> Iterator[dict[str, np.ndarray]]:
     """The whole split in order, once, as this host's share of padded global batches."""
     iterator = iter(_plan(arrays, global_batch_size, None).dataset().to_iter_dataset(read_options))

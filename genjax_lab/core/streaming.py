@@ -6,7 +6,9 @@ so it yields the same batches (same permutation per epoch, same padding, same ho
 same dtypes and shapes) while reading only the records of this host's rows of each batch.
 A source is anything with `__len__` and `__getitem__(int) -> {name: value}`, such as
 `tfds.data_source(...)` over ArrayRecord files; its optional `__getitems__(indices)` reads
-many records in one call.
+many records in one call. `read_rows(split, rows)` is the pipeline's read stage: the
+columns of one source read each record once for all features. Nothing here keeps state
+between reads, so the pipeline's read-ahead threads share the columns.
 """
 import dataclasses
 from collections.abc import Mapping, Sequence
