@@ -98,7 +98,8 @@ jax.monitoring.register_event_duration_secs_listener(lambda event, d, **_: event
 from genjax_lab.models import gmm
 x = np.random.default_rng(0).normal(size=(150, 4)).astype(np.float32)
 gmm.fit(jax.random.key(0), x, 3, "full")
-print(jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+print(jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs,
+      jax.config.jax_compilation_cache_max_size)
 print(events.count("/jax/compilation_cache/cache_hits"),
       events.count("/jax/compilation_cache/cache_misses"))
 """
@@ -115,7 +116,7 @@ def _run(env: dict) -> list[str]:
 def test_second_process_loads_the_fit_from_the_cache(tmp_path):
     folder = tmp_path / "cache"
     settings, first = _run({compilation.ENV_VAR: str(folder)})[:2]
-    assert settings == f"{folder} 0.0"
+    assert settings == f"{folder} 0.0 {compilation.MAX_CACHE_BYTES}"
     hits, misses = map(int, first.split())
     assert hits == 0 and misses > 0
     assert any(folder.iterdir())
@@ -124,5 +125,26 @@ def test_second_process_loads_the_fit_from_the_cache(tmp_path):
     # The user's own cache setting wins, thresholds untouched.
     own = tmp_path / "own"
     settings = _run({compilation.ENV_VAR: str(folder), "JAX_COMPILATION_CACHE_DIR": str(own)})[0]
-    assert settings == f"{own} 1.0"
+    assert settings == f"{own} 1.0 -1"
     assert _run({compilation.ENV_VAR: "off"})[0].startswith("None")
+
+
+def _corpus(num_docs: int, seed: int = 0):
+    from genjax_lab.data import text
+
+    rng = np.random.default_rng(seed)
+    topics = rng.dirichlet(np.full(40, 0.1), size=4)
+    docs = [rng.choice(40, size=30, p=topics[rng.integers(4)]) for _ in range(num_docs)]
+    return text.bag_of_ids(docs)
+
+
+def test_lda_batch_fit_reuses_its_step():
+    from genjax_lab.models import lda
+
+    config = lda.LDAConfig(4, 40, max_doc_iter=20)
+    lda.fit_vb(_corpus(120), config, jax.random.key(0), num_iterations=3)
+    other = lda.LDAConfig(4, 40, alpha=0.5, eta=0.2, max_doc_iter=35, mean_change_tol=1e-4)
+    with count_compilations() as compiled:
+        _, history = lda.fit_vb(_corpus(115, seed=1), other, jax.random.key(1), num_iterations=30, tol=1e-4)
+    assert not compiled, compiled
+    assert 1 < len(history.bounds) < 30  # stopped by tol, the iteration it stopped at

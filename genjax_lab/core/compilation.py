@@ -10,9 +10,10 @@ genjax_lab is imported) points JAX's cache at a folder that outlives the process
 
 A cache the user set up first wins: JAX_COMPILATION_CACHE_DIR in the environment, or
 jax.config.update("jax_compilation_cache_dir", ...) before genjax_lab is imported, and then
-none of JAX's cache thresholds are touched either. Otherwise the thresholds drop to zero:
-JAX's defaults keep only programs that took over a second to compile, and the small CPU
-programs this project runs take 0.05-0.5 s each, many of them per fit.
+none of JAX's cache settings are touched either. Otherwise the thresholds drop to zero
+(JAX's defaults keep only programs that took over a second to compile, and the small CPU
+programs this project runs take 0.05-0.5 s each, many of them per fit) and the folder is
+capped at MAX_CACHE_BYTES, least recently used programs evicted first.
 
 `bucket_size` rounds a data size up to one of a few sizes, so datasets of nearby sizes pad
 to the same shape and share one compiled program.
@@ -24,6 +25,9 @@ import pathlib
 import jax
 
 ENV_VAR = "GENJAX_COMPILATION_CACHE"
+# Programs are 2-150 kB each (a GMM fit on iris: six programs, 120 kB in all): a GiB holds
+# every program of many experiments and still bounds a cache nobody clears.
+MAX_CACHE_BYTES = 2**30
 _OFF = ("off", "0", "false", "no", "none")
 
 
@@ -53,6 +57,7 @@ def enable_persistent_cache() -> pathlib.Path | None:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", MAX_CACHE_BYTES)
     return folder
 
 

@@ -640,17 +640,18 @@ def _refuse_singular(finite: bool, reg_covar: float, what: str = "the mixture") 
                          "use fewer components")
 
 
-def _padded(x: np.ndarray, mask: np.ndarray | None) -> tuple[jax.Array, jax.Array]:
+def _padded(x: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """x [N, D] and its mask padded with masked zero rows to compilation.bucket_size(N) rows,
-    so that nearby data sizes share one compiled fit."""
+    so that nearby data sizes share one compiled fit. NumPy arrays in the dtype JAX would
+    use: the compiled call copies them to the device itself, cheaper than a copy here."""
     n = x.shape[0]
-    dtype = jnp.asarray(x[:1]).dtype
+    dtype = jax.dtypes.canonicalize_dtype(x.dtype)
     rows = compilation.bucket_size(n)
     padded = np.zeros((rows, x.shape[1]), dtype)
     padded[:n] = x
     weights = np.zeros(rows, dtype)
     weights[:n] = 1.0 if mask is None else mask
-    return jnp.asarray(padded), jnp.asarray(weights)
+    return padded, weights
 
 
 def _check_fit_counts(num_iters: int, tol: float, num_inits: int, kmeans_iters: int) -> None:

@@ -73,6 +73,7 @@ from jax.sharding import PartitionSpec as P
 from scipy.optimize import linear_sum_assignment
 
 from genjax_lab.core import checks
+from genjax_lab.core import compilation
 from genjax_lab.core import loop as loop_lib
 from genjax_lab.core.mesh import DATA_AXIS
 from genjax_lab.data.text import BagOfWords, bag_of_ids
@@ -189,19 +190,24 @@ def dirichlet_expectation(param: jax.Array) -> jax.Array:
     return digamma_positive(param) - digamma_positive(param.sum(-1, keepdims=True))
 
 
-@functools.partial(jax.jit, static_argnames="config")
 def init_vb(key: jax.Array, config: LDAConfig) -> VBState:
     """lambda ~ Gamma(100, 1/100) elementwise (as Hoffman et al. and scikit-learn), fixed priors.
 
     The draw is Marsaglia & Tsang's proposal d (1 + n / sqrt(9 d))^3 / 100, d = 100 - 1/3,
     without its rejection step (which rejects < 1% at shape 100): close to Gamma(100, 1/100)
     and, unlike jax.random.gamma, quick to compile. Any positive noise breaks the symmetry.
+    The priors are traced: another alpha or eta reuses the compiled draw.
     """
+    return _init_vb(key, config.alpha0, config.eta0, num_topics=config.num_topics, vocab_size=config.vocab_size)
+
+
+@functools.partial(jax.jit, static_argnames=("num_topics", "vocab_size"))
+def _init_vb(key: jax.Array, alpha: jax.Array, eta: jax.Array, *, num_topics: int, vocab_size: int) -> VBState:
     d = 100.0 - 1.0 / 3.0
-    n = jax.random.normal(key, (config.num_topics, config.vocab_size))
+    n = jax.random.normal(key, (num_topics, vocab_size))
     lam = d * jnp.maximum(1.0 + n / jnp.sqrt(9.0 * d), 0.1) ** 3 / 100.0
-    alpha = jnp.full((config.num_topics,), config.alpha0, jnp.float32)
-    return VBState(lam, alpha, jnp.float32(config.eta0), jnp.int32(0))
+    alpha = jnp.full((num_topics,), alpha, jnp.float32)
+    return VBState(lam, alpha, jnp.asarray(eta, jnp.float32), jnp.int32(0))
 
 
 def initial_gamma(alpha: jax.Array, counts: jax.Array) -> jax.Array:
@@ -340,7 +346,13 @@ class DocBatch(NamedTuple):
     mask: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames="config")
+def _compiled_config(config: LDAConfig) -> LDAConfig:
+    """The static part of a compiled batch step: `config` with its plain numbers fixed (the
+    priors live in the state; the fixed-point count and tolerance are passed traced), so
+    another alpha, eta, max_doc_iter or mean_change_tol reuses the compiled step."""
+    return dataclasses.replace(config, alpha=None, eta=None, max_doc_iter=1, mean_change_tol=0.0)
+
+
 def vb_batch_step(state: VBState, gammas: tuple[jax.Array, ...] | None, groups: tuple[DocBatch, ...],
                   config: LDAConfig) -> tuple[VBState, tuple[jax.Array, ...], jax.Array]:
     """One batch VB iteration over the whole corpus, given as length groups (the corpus's
@@ -351,11 +363,18 @@ def vb_batch_step(state: VBState, gammas: tuple[jax.Array, ...] | None, groups: 
 
     Returns (state, gammas, ELBO []) with the ELBO of the new state at the new gammas.
     """
+    return _batch_step(state, gammas, groups, _compiled_config(config), config.max_doc_iter,
+                       config.mean_change_tol)
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _batch_step(state: VBState, gammas, groups: tuple[DocBatch, ...], config: LDAConfig, max_doc_iter: jax.Array,
+                mean_change_tol: jax.Array) -> tuple[VBState, tuple[jax.Array, ...], jax.Array]:
     log_beta = dirichlet_expectation(state.lam)
     if gammas is None:
         gammas = [initial_gamma(state.alpha, g.counts) for g in groups]
-    estimates = [e_step(log_beta, state.alpha, g.ids, g.counts, g.mask, gamma, config.max_doc_iter,
-                        config.mean_change_tol) for g, gamma in zip(groups, gammas)]
+    estimates = [e_step(log_beta, state.alpha, g.ids, g.counts, g.mask, gamma, max_doc_iter, mean_change_tol)
+                 for g, gamma in zip(groups, gammas)]
     lam = state.eta + sum(est.sstats for est in estimates)
     all_gamma = jnp.concatenate([est.gamma for est in estimates])
     all_mask = jnp.concatenate([g.mask for g in groups])
@@ -617,7 +636,9 @@ def length_groups(counts: np.ndarray, max_groups: int, multiple: int = 1) -> lis
 
 def _group_batches(ids, counts, rows_per_group, multiple: int, mesh):
     """The documents of each group with their words moved to the front, trimmed to the
-    group's longest document and padded with masked rows to `multiple`: DocBatch each."""
+    group's longest document and padded with masked rows and empty slots to bucket sizes
+    (rows also to `multiple`): DocBatch each. The buckets let corpora of nearby sizes share
+    the compiled step; eight sizes per doubling keep the padding under 12.5% per axis."""
     batches = []
     for rows in rows_per_group:
         g_ids, g_counts = ids[rows], counts[rows]
@@ -625,17 +646,26 @@ def _group_batches(ids, counts, rows_per_group, multiple: int, mesh):
         width = max(int((g_counts > 0).sum(1).max(initial=0)), 1)
         g_ids = np.take_along_axis(g_ids, front, 1)[:, :width]
         g_counts = np.take_along_axis(g_counts, front, 1)[:, :width]
-        (g_ids, g_counts), mask = _pad_rows([g_ids, g_counts], multiple)
+        slots = compilation.bucket_size(width, minimum=32, steps_per_octave=8) - width
+        g_ids, g_counts = np.pad(g_ids, ((0, 0), (0, slots))), np.pad(g_counts, ((0, 0), (0, slots)))
+        bucket = compilation.bucket_size(len(rows), minimum=32, steps_per_octave=8)
+        (g_ids, g_counts), mask = _pad_rows([g_ids, g_counts], -(-bucket // multiple) * multiple)
         batches.append(DocBatch(*_put([g_ids, g_counts, mask], mesh)))
     return tuple(batches)
 
 
 _MAX_LENGTH_GROUPS = 4
+# Up to this many word slots (documents x longest document) a corpus is one group: length
+# groups save little time on a small corpus, and one group's bucketed shape is what lets
+# corpora of nearby sizes share the compiled step.
+_ONE_GROUP_SLOTS = 2**17
 
 
 def _fit_batch(state, ids, counts, config, num_iterations, mesh, tol, warm_start) -> tuple[VBState, FitHistory]:
     devices = 1 if mesh is None else mesh.devices.size
-    rows_per_group = length_groups(counts, _MAX_LENGTH_GROUPS, devices)
+    longest = int((counts > 0).sum(1).max(initial=1))
+    max_groups = 1 if ids.shape[0] * longest <= _ONE_GROUP_SLOTS else _MAX_LENGTH_GROUPS
+    rows_per_group = length_groups(counts, max_groups, devices)
     groups = _group_batches(ids, counts, rows_per_group, devices, mesh)
     state, bounds = _replicate(state, mesh), []
     gammas = None
