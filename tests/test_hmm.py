@@ -336,26 +336,27 @@ def test_long_sequence_with_tiny_probabilities():
     assert np.all((np.asarray(sample) >= 0) & (np.asarray(sample) < k))
 
 
-def test_observation_far_below_every_reachable_state_falls_back_to_log_space():
+def test_observation_far_below_every_reachable_state_uses_the_log_space_pass():
     """Left-to-right chain from state 0, one step at a time: state 3 cannot be reached by
     t = 2, where the observation is 300 nats likelier under it than under any reachable
-    state, so the fast recursion's scaled products underflow in float32; the log-space pass
-    takes over and every output equals float64 enumeration."""
+    state. Structural zeros rule out the probability-space pass (a flushed state may be the
+    only way on), so the log-space pass runs and every output equals float64 enumeration.
+    The same outlier under an ergodic chain keeps the fast pass, also exact."""
     pi = np.array([1.0, 0.0, 0.0, 0.0])
     a = np.array([[0.6, 0.4, 0.0, 0.0], [0.0, 0.7, 0.3, 0.0], [0.0, 0.0, 0.8, 0.2], [0.0, 0.0, 0.0, 1.0]])
     ll = np.random.default_rng(3).normal(size=(6, 4))
     ll[2] = [-300.0, -305.0, -310.0, 0.0]
-    with np.errstate(divide="ignore"):
-        logz, post, counts, _, _ = _enumerate(pi, a, ll)
-        args = (jnp.asarray(np.log(pi), jnp.float32), jnp.asarray(np.log(a), jnp.float32), jnp.asarray(ll, jnp.float32))
     valid = jnp.ones((6, 1), bool)
-    assert bool(inf._forward_scaled(args[0], args[1], args[2][:, None], valid, 1)[3])  # the fast pass underflows
-    smooth = inf.hmm_smoother(*args)
-    np.testing.assert_allclose(smooth.log_likelihood, logz, rtol=1e-6)
-    np.testing.assert_allclose(smooth.posteriors, post, atol=1e-5)
-    np.testing.assert_allclose(smooth.transition_counts, counts, atol=1e-5)
-    ordinary = args[2].at[2].set(args[2][1])  # without the outlier the fast pass suffices
-    assert not bool(inf._forward_scaled(args[0], args[1], ordinary[:, None], valid, 1)[3])
+    ergodic = 0.9 * a + 0.1 / 4
+    for trans, fast in ((a, False), (ergodic, True)):
+        with np.errstate(divide="ignore"):
+            logz, post, counts, _, _ = _enumerate(pi, trans, ll)
+            args = tuple(jnp.asarray(x, jnp.float32) for x in (np.log(pi), np.log(trans), ll))
+        assert bool(inf._forward_scaled(args[0], args[1], args[2][:, None], valid, 1)[3]) == fast
+        smooth = inf.hmm_smoother(*args)
+        np.testing.assert_allclose(smooth.log_likelihood, logz, rtol=1e-6)
+        np.testing.assert_allclose(smooth.posteriors, post, atol=1e-5)
+        np.testing.assert_allclose(smooth.transition_counts, counts, atol=1e-5)
 
 
 @jax.jit

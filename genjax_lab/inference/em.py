@@ -212,7 +212,8 @@ def log_prior(params: HMMParams, prior: HMMPrior) -> Array:
         chol = hmm_model.scale_tril(e.scale_tril)
         d = e.means.shape[-1]
         dm = e.means - prior.mean_prior
-        scale = prior.covariance_prior * jnp.eye(d) + prior.mean_weight * dm[:, :, None] * dm[:, None, :]
+        eye = jnp.eye(d, dtype=e.means.dtype)
+        scale = prior.covariance_prior * eye + prior.mean_weight * dm[:, :, None] * dm[:, None, :]
         inv = jax.scipy.linalg.cho_solve((chol, True), scale)
         logdet = 2.0 * jnp.sum(jnp.diagonal(e.scale_tril, axis1=-2, axis2=-1), axis=-1)
         return total + jnp.sum(-0.5 * prior.covariance_pseudocount * logdet - 0.5 * jnp.trace(inv, axis1=-2, axis2=-1))
@@ -222,9 +223,13 @@ def log_prior(params: HMMParams, prior: HMMPrior) -> Array:
 # ----------------------------------------------------------------------------- steps
 
 
-def _batch_mask(batch: dict) -> Array:
-    mask = batch.get("mask")
-    return jnp.ones(batch["lengths"].shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+def _mask(mask, lengths: Array, dtype) -> Array:
+    """Per-sequence weights [B] in the model's dtype, ones when none are given."""
+    return jnp.ones(jnp.shape(lengths), dtype) if mask is None else jnp.asarray(mask, dtype)
+
+
+def _batch_mask(batch: dict, params: HMMParams) -> Array:
+    return _mask(batch.get("mask"), batch["lengths"], params.transition_logits.dtype)
 
 
 @jax.jit
@@ -232,7 +237,8 @@ def em_step(params: HMMParams, batch: dict, prior: HMMPrior = HMMPrior()) -> tup
     """One MAP Baum-Welch iteration on batch {'obs' [B, T(, D)], 'lengths' [B], optional
     'mask' [B]}. Returns (new params, EMStats of the params going in). Inputs are not
     validated (jit); obs must be finite also on padding (`validate_sequences` zeroes it)."""
-    return _m_step(params, _e_step(params, batch["obs"], batch["lengths"], _batch_mask(batch)), prior)
+    stats = _e_step(params, batch["obs"], batch["lengths"], _batch_mask(batch, params))
+    return _m_step(params, stats, prior)
 
 
 @jax.jit
@@ -241,7 +247,7 @@ def em_step_buckets(params: HMMParams, batches: tuple[dict, ...], prior: HMMPrio
     bucketed by length, so short ones are not padded to the longest and the forward-backward
     and emission work scale with the real frames): the E-step statistics of every batch are
     summed, then one M-step. Same batch format and results as `em_step` on the union."""
-    stats = [_e_step(params, b["obs"], b["lengths"], _batch_mask(b)) for b in batches]
+    stats = [_e_step(params, b["obs"], b["lengths"], _batch_mask(b, params)) for b in batches]
     return _m_step(params, jax.tree.map(lambda *parts: sum(parts), *stats), prior)
 
 
@@ -269,7 +275,7 @@ def fit_em(
     optional mask [B] (weights per sequence, e.g. to fit one class of a labelled set).
     Returns (params, EMStats with a leading [num_iters] axis, before each step)."""
     obs, lengths = hmm_model.validate_sequences(params, obs, lengths)
-    mask = jnp.ones(lengths.shape) if mask is None else jnp.asarray(mask, jnp.float32)
+    mask = _mask(mask, lengths, params.transition_logits.dtype)
     return _fit_em(params, obs, lengths, mask, num_iters, prior)
 
 
@@ -305,7 +311,7 @@ def kmeans(key: Array, frames: Array, weights: Array, num_clusters: int, num_ite
 
     def lloyd(centres, _):
         assign = jnp.argmin(jnp.sum((frames[:, None] - centres[None]) ** 2, -1), axis=1)
-        resp = jax.nn.one_hot(assign, num_clusters) * weights[:, None]
+        resp = jax.nn.one_hot(assign, num_clusters, dtype=frames.dtype) * weights[:, None]
         n = jnp.sum(resp, axis=0)[:, None]
         new = resp.T @ frames / jnp.maximum(n, 1e-12)
         return jnp.where(n > 0, new, centres), None
@@ -331,7 +337,7 @@ def init_gaussian_hmm(
     Ergodic: k-means means, cluster variances, uniform initial/transition probabilities.
     left_to_right: uniform segmentation, start in state 0, stay 0.6 / advance 0.4."""
     b, t, d = obs.shape
-    mask = jnp.ones((b,)) if mask is None else mask
+    mask = jnp.ones((b,), obs.dtype) if mask is None else mask
     weights = _frame_weights(lengths, t, mask).reshape(-1)
     frames = obs.reshape(-1, d)
     global_var = jnp.sum(weights[:, None] * frames**2, 0) / jnp.sum(weights) - (
@@ -341,26 +347,28 @@ def init_gaussian_hmm(
     k_centres, k_jitter = jax.random.split(key)
     if left_to_right:
         seg = jnp.minimum(jnp.arange(t)[None, :] * num_states // lengths[:, None], num_states - 1)
-        resp = jax.nn.one_hot(seg.reshape(-1), num_states) * weights[:, None]
+        resp = jax.nn.one_hot(seg.reshape(-1), num_states, dtype=obs.dtype) * weights[:, None]
         pi, a = hmm_model.left_to_right_transitions(num_states)
         with jax.ensure_compile_time_eval():
-            init_logits, trans_logits = jnp.log(jnp.asarray(pi)), jnp.log(jnp.asarray(a))
+            init_logits = jnp.log(jnp.asarray(pi, obs.dtype))
+            trans_logits = jnp.log(jnp.asarray(a, obs.dtype))
     else:
         centres = kmeans(k_centres, frames, weights, num_states)
         assign = jnp.argmin(jnp.sum((frames[:, None] - centres[None]) ** 2, -1), axis=1)
-        resp = jax.nn.one_hot(assign, num_states) * weights[:, None]
-        init_logits = jnp.zeros((num_states,))
-        trans_logits = jnp.zeros((num_states, num_states))
+        resp = jax.nn.one_hot(assign, num_states, dtype=obs.dtype) * weights[:, None]
+        init_logits = jnp.zeros((num_states,), obs.dtype)
+        trans_logits = jnp.zeros((num_states, num_states), obs.dtype)
     means, var = _weighted_moments(frames, resp, floor)
     if emission == "diag":
         em = DiagGaussianEmission(means, 0.5 * jnp.log(var))
     elif emission == "full":
-        em = FullGaussianEmission(means, hmm_model._raw_tril(jnp.sqrt(var)[..., None] * jnp.eye(d)))
+        diagonal = jnp.sqrt(var)[..., None] * jnp.eye(d, dtype=obs.dtype)
+        em = FullGaussianEmission(means, hmm_model._raw_tril(diagonal))
     elif emission == "mixture":
-        noise = jax.random.normal(k_jitter, (num_states, num_components, d))
+        noise = jax.random.normal(k_jitter, (num_states, num_components, d), obs.dtype)
         comp_means = means[:, None] + 0.5 * jnp.sqrt(var)[:, None] * noise
         em = GaussianMixtureEmission(
-            jnp.zeros((num_states, num_components)), comp_means,
+            jnp.zeros((num_states, num_components), obs.dtype), comp_means,
             jnp.broadcast_to(0.5 * jnp.log(var)[:, None], comp_means.shape),
         )
     else:
@@ -386,7 +394,7 @@ def fit_em_restarts(
     [num_restarts]. With left_to_right the starts differ only for mixtures (jitter)."""
     probe = HMMParams(None, None, DiagGaussianEmission(jnp.zeros((1, jnp.shape(obs)[-1])), None))
     obs, lengths = hmm_model.validate_sequences(probe, obs, lengths)
-    mask = jnp.ones(lengths.shape) if mask is None else jnp.asarray(mask, jnp.float32)
+    mask = _mask(mask, lengths, obs.dtype)
     return _fit_restarts(key, obs, lengths, mask, num_states, num_iters, num_restarts, emission,
                          num_components, left_to_right, prior)
 
@@ -425,7 +433,7 @@ def fit_gradient(
     """Gradient ascent on the MAP objective with optax (default Adam, lr 0.05), full batch.
     The loss is -(objective) / number of real frames. Returns (params, losses [num_steps])."""
     obs, lengths = hmm_model.validate_sequences(params, obs, lengths)
-    mask = jnp.ones(lengths.shape) if mask is None else jnp.asarray(mask, jnp.float32)
+    mask = _mask(mask, lengths, params.transition_logits.dtype)
     optimizer = optax.adam(0.05) if optimizer is None else optimizer
     return _fit_gradient(params, obs, lengths, mask, num_steps, optimizer, prior)
 
@@ -463,7 +471,7 @@ def fit_classifier(
     labels = jnp.asarray(labels)
     if labels.shape != lengths.shape or jnp.any((labels < 0) | (labels >= c)):
         raise ValueError(f"labels must be [B] = {lengths.shape} integers in [0, {c})")
-    masks = jax.nn.one_hot(labels, c).T  # [C, B]
+    masks = jax.nn.one_hot(labels, c, dtype=hmms.transition_logits.dtype).T  # [C, B]
     fit = functools.partial(_fit_em, num_iters=num_iters, prior=prior)
     fitted, stats = jax.vmap(fit, in_axes=(0, None, None, 0))(hmms, obs, lengths, masks)
     counts = jnp.sum(masks, axis=1)

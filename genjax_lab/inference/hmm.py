@@ -14,24 +14,40 @@ their inputs on the host (shapes, floating dtypes, no NaN or +inf; -inf is log 0
 name the argument at fault.
 
 Sequential recursions are scaled (Rabiner 1989): the filter carries the normalised
-alpha_t = p(x_t | y_{0:t}), and each step computes log pred_t + log p(y_t | x_t) with
-pred_t = alpha_{t-1} A, subtracts its maximum before exponentiating and adds the log of
-the normaliser to the log-likelihood. So no probability is exponentiated from a large
-negative log, there is no underflow however small the emission probabilities are, and the
-per-step log normalisers are summed after the scan (a tree reduction, not a running float
-sum that drifts over long sequences). The smoother runs backwards on posteriors:
+alpha_t = p(x_t | y_{0:t}), and each step multiplies pred_t = alpha_{t-1} A by the
+likelihoods scaled to a maximum of one, exp(ll_t - max ll_t) (computed for all steps at
+once, outside the sequential loop), adding the log of the normaliser to the log-likelihood;
+the per-step log normalisers are summed after the scan (a tree reduction, not a running
+float sum that drifts over long sequences). The smoother runs backwards on posteriors:
   gamma_t = alpha_t * (A (gamma_{t+1} / pred_{t+1})),
   xi_t(i, j) = alpha_t(i) A_ij gamma_{t+1}(j) / pred_{t+1}(j),
 which needs no separately scaled beta. Viterbi runs in log space (max-plus).
 
+Numerics. In probability space a state whose probability falls below the float range
+(1e-38 in float32: ~87 nats below the best state) is flushed to zero and never comes back.
+That is harmless when every column of A has min / max >= 1e-6 (a flushed state's future is
+then at most 1e6 times anyone's, so the relative error it leaves is ~1e-11 per step; see
+`scaled_recursion_is_exact`), and there the fast recursions run. With structural zeros (a
+left-to-right chain) the flushed state may be the only way to a later observation, so the
+same recursions run in log space instead: log alpha is carried, and each prediction
+log sum_i exp(log alpha_{t-1}(i) + log A_ij) is shifted by its own largest term per column
+j, so no state is lost however far (1,000 nats, or more) it lies below the others. The
+choice is one `lax.cond` per call (under vmap both run: a batched cond is a select). Either
+way float32 log-likelihoods agree with a float64 log-space reference to 1e-5 relative (or
+1e-3 nats) and posteriors to 1e-4 (tests/test_hmm_numerics.py, a property test over
+left-to-right and ergodic chains with 1,000-nat outliers). Outputs follow the inputs' dtype
+(float64 under jax_enable_x64).
+
 Parallel versions (`parallel=True`) use `jax.lax.associative_scan` over time, O(log T)
 depth (Sarkka & Garcia-Fernandez 2021): the filter composes the matrices
-M_t(i, j) = A_ij p(y_t | x_t = j) (M_0 has rows pi_j p(y_0 | j)) kept as (matrix scaled to
-max 1, log scale); the smoother multiplies the prefix products with reversed suffix
+M_t(i, j) = A_ij p(y_t | x_t = j) (M_0 has rows pi_j p(y_0 | j)), kept as (matrix scaled to
+max 1, log scale) where A passes the same test, else as log matrices composed by a
+log-sum-exp matrix product; the smoother multiplies the prefix products with reversed suffix
 products (backward messages); Viterbi composes the same elements in the max-plus semiring
 for the prefix maxima delta_t, takes every back-pointer at once, and backtracks by composing
-the back-pointer maps in a reverse associative scan. Padded steps are identity elements. Parallel work is
-O(T K^3) against O(T K^2): the win is depth, on accelerators or long single sequences.
+the back-pointer maps in a reverse associative scan. Padded steps are identity elements.
+Parallel work is O(T K^3) against O(T K^2): the win is depth, on accelerators or long
+single sequences.
 """
 import functools
 from typing import NamedTuple
@@ -111,30 +127,58 @@ def _normalise_log(logits: Array) -> tuple[Array, Array]:
     return probs, (jnp.log(c) + m)[..., 0]
 
 
+def _log_normalise(logits: Array) -> tuple[Array, Array]:
+    """(logits - log sum exp(logits), log sum exp(logits)) over the last axis; an all -inf
+    row stays all -inf (not NaN)."""
+    m = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    logc = _safe_log(jnp.sum(jnp.exp(logits - m), axis=-1, keepdims=True)) + m
+    finite = jnp.isfinite(logc)
+    return jnp.where(finite, logits - jnp.where(finite, logc, 0.0), -jnp.inf), logc[..., 0]
+
+
+def _log_matmul(x: Array, y: Array) -> Array:
+    """log(exp(x) @ exp(y)) over the last axis of x and the second-last of y, each output
+    entry shifted by its own largest term: no term is lost however far below the others it
+    lies, and an entry with no finite term is -inf with a zero gradient."""
+    terms = x[..., :, :, None] + y[..., None, :, :]
+    m = jax.lax.stop_gradient(jnp.max(terms, axis=-2))
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    return _safe_log(jnp.sum(jnp.exp(terms - m[..., None, :]), axis=-2)) + m
+
+
+def scaled_recursion_is_exact(log_transition: Array) -> Array:
+    """Whether the fast recursions in probability space are exact to float rounding for this
+    transition matrix: every column's smallest entry is at least _MIN_COLUMN_RATIO of its
+    largest (module docstring). A scalar bool; False for any structural zero."""
+    trans = jnp.exp(log_transition)
+    top = jnp.max(trans, axis=0)
+    ratio = jnp.where(top > 0, jnp.min(trans, axis=0) / jnp.where(top > 0, top, 1.0), 1.0)
+    return jnp.min(ratio) >= _MIN_COLUMN_RATIO
+
+
+# Probability-space recursions flush to zero what falls below the float range. A state
+# flushed at step t (its filtered probability at most eps_t) changes p(y) by at most
+# eps_t * beta_t(j) / sum_i alpha_t(i) beta_t(i) relative, and when every column of A has
+# min / max >= r, beta_t(j) <= beta_t(i) / r for all i, j, so by at most eps_t / r. With
+# r >= 1e-6 and normalisers >= 1e-20, eps_t <= K * 1e-38 / 1e-20 and the bound is ~1e-11 K
+# per step: negligible. Otherwise (structural zeros, left-to-right chains) a flushed state
+# may be the only way to a later observation, and the log-space recursions run instead.
+_MIN_COLUMN_RATIO = 1e-6
+_MIN_NORMALISER = 1e-20
+
+
 # ------------------------------------------------------------------------- sequential
 
 
-def _forward(log_initial, log_transition, ll_tm, valid, unroll, filters: bool = True):
-    """Scaled forward pass, time-major. Returns filtered alpha_t [T, B, K], log normalisers
-    [T, B] and the predictions alpha_t A [T - 1, B, K] of steps 1..T-1 (for the backward pass);
-    with filters=False only the log normalisers (the others are None), which saves the
-    sequential loop writing them.
-
-    The fast recursion multiplies each prediction by the likelihoods scaled to a maximum of 1,
-    exp(ll_t - max ll_t), computed for all steps at once outside the sequential loop. It
-    underflows only when every state the chain can be in explains y_t far worse than the best
-    state does (about 87 nats in float32); then the whole pass is redone in log space, which
-    never underflows. Under vmap both run (a batched cond is a select).
-    """
-    fast = _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll, filters)
-    return jax.lax.cond(fast[3], lambda: _forward_log(log_initial, log_transition, ll_tm, valid, unroll, filters),
-                        lambda: fast[:3])
-
-
 def _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll, filters: bool = True):
-    """The fast forward pass: (alphas, log normalisers, predictions, underflowed) where
-    underflowed says whether some real step's normaliser fell below the range in which the
-    scaled products keep full precision. Exps and logs run outside the sequential loop."""
+    """The fast forward pass in probability space, time-major: (alphas [T, B, K] or None,
+    log normalisers [T, B], predictions alpha_t A [T - 1, B, K] or None, exact) where exact
+    says it lost nothing (`scaled_recursion_is_exact` and every real step's normaliser
+    >= _MIN_NORMALISER). It multiplies each prediction by the likelihoods scaled to a
+    maximum of 1, exp(ll_t - max ll_t), computed for all steps at once outside the
+    sequential loop, which therefore holds no exp or log; filters=False skips writing the
+    alphas and predictions."""
     trans = jnp.exp(log_transition)
     peak = jnp.max(ll_tm, axis=-1)
     peak = jnp.where(jnp.isfinite(peak), peak, 0.0)  # an all -inf row: scaled 0, caught below
@@ -157,35 +201,63 @@ def _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll, filters: 
 
     _, (alphas, preds, totals) = jax.lax.scan(step, alpha0, (scaled[1:], valid[1:]), unroll=unroll)
     totals = jnp.where(valid, jnp.concatenate([total0[None], totals]), 1.0)  # padding: log 1 = 0
-    underflowed = jnp.any(totals <= jnp.finfo(totals.dtype).tiny / jnp.finfo(totals.dtype).eps)
-    logcs = jnp.where(valid, jnp.log(totals) + peak, 0.0)
-    return (jnp.concatenate([alpha0[None], alphas]) if filters else None), logcs, preds, underflowed
+    exact = scaled_recursion_is_exact(log_transition) & jnp.all(totals >= _MIN_NORMALISER)
+    logcs = jnp.where(valid, _safe_log(totals) + peak, 0.0)
+    return (jnp.concatenate([alpha0[None], alphas]) if filters else None), logcs, preds, exact
 
 
 def _forward_log(log_initial, log_transition, ll_tm, valid, unroll, filters: bool = True):
-    """The forward pass in log space (the fallback of `_forward`): same outputs."""
-    trans = jnp.exp(log_transition)
-    alpha0, logc0 = _normalise_log(log_initial + ll_tm[0])
+    """The forward pass in log space, exact for any model: (log alphas [T, B, K], log
+    normalisers [T, B], log predictions [T - 1, B, K]); the first and last None when
+    filters=False. Each prediction log sum_i exp(log alpha_{t-1}(i) + log A_ij) is shifted
+    per column j, so a state far below the others (or below the float range) is kept."""
+    la0, logc0 = _log_normalise(log_initial + ll_tm[0])
 
-    def step(alpha, inputs):
+    def step(la, inputs):
         ll_t, valid_t = inputs
-        pred = alpha @ trans
-        alpha_t, logc_t = _normalise_log(_safe_log(pred) + ll_t)
+        log_pred = _log_matmul(la[:, None, :], log_transition)[:, 0]
+        la_t, logc_t = _log_normalise(log_pred + ll_t)
         # Padded steps keep the last real filter, so the final carry is alpha_{L-1}.
-        alpha = jnp.where(valid_t[:, None], alpha_t, alpha)
-        kept = (alpha_t, pred) if filters else (None, None)
-        return alpha, (*kept, jnp.where(valid_t, logc_t, 0.0))
+        la = jnp.where(valid_t[:, None], la_t, la)
+        kept = (la_t, log_pred) if filters else (None, None)
+        return la, (*kept, jnp.where(valid_t, logc_t, 0.0))
 
-    _, (alphas, preds, logcs) = jax.lax.scan(step, alpha0, (ll_tm[1:], valid[1:]), unroll=unroll)
-    logcs = jnp.concatenate([logc0[None], logcs])
-    return (jnp.concatenate([alpha0[None], alphas]) if filters else None), logcs, preds
+    _, (las, log_preds, logcs) = jax.lax.scan(step, la0, (ll_tm[1:], valid[1:]), unroll=unroll)
+    logcs = jnp.concatenate([jnp.where(valid[0], logc0, 0.0)[None], logcs])
+    return (jnp.concatenate([la0[None], las]) if filters else None), logcs, log_preds
+
+
+def _filter(log_initial, log_transition, ll_tm, valid, unroll):
+    """(alphas [T, B, K], log normalisers [T, B]): the fast pass where it is exact, else the
+    log-space pass. Under vmap both run (a batched cond is a select)."""
+    alphas, logcs, _, exact = _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll)
+
+    def in_log_space():
+        las, logcs_, _ = _forward_log(log_initial, log_transition, ll_tm, valid, unroll)
+        return jnp.exp(las), logcs_
+
+    return jax.lax.cond(exact, lambda: (alphas, logcs), in_log_space)
+
+
+def _log_likelihood(log_initial, log_transition, ll_tm, valid, unroll):
+    potentials = (log_initial, log_transition, ll_tm, valid, unroll)
+    _, logcs, _, exact = _forward_scaled(*potentials, filters=False)
+    logcs = jax.lax.cond(exact, lambda: logcs, lambda: _forward_log(*potentials, filters=False)[1])
+    return jnp.sum(logcs, axis=0)
+
+
+def _normalised(gamma):
+    # The exact value sums to one; rounding would otherwise accumulate. An all-zero row
+    # (a padded step after impossible observations) stays zero.
+    total = jnp.sum(gamma, axis=-1, keepdims=True)
+    return gamma / jnp.where(total > 0, total, 1.0)
 
 
 def _backward_posteriors(log_transition, alphas, preds, valid, unroll):
-    """Backward pass on posteriors, time-major, from the forward pass's filters and
-    predictions. Returns gamma [T, B, K] (zero on padding) and r_{t+1} = gamma_{t+1} /
-    pred_{t+1} [T - 1, B, K] (zero where step t + 1 is padding), so that the pairwise
-    posterior is p(x_t = i, x_{t+1} = j | y) = alpha_t[i] A[i, j] r_{t+1}[j]."""
+    """Backward pass on posteriors in probability space, time-major, from the fast forward
+    pass's filters and predictions. Returns gamma [T, B, K] (zero on padding) and r_{t+1} =
+    gamma_{t+1} / pred_{t+1} [T - 1, B, K] (zero where step t + 1 is padding), so that the
+    pairwise posterior is p(x_t = i, x_{t+1} = j | y) = alpha_t[i] A[i, j] r_{t+1}[j]."""
     trans_transposed = jnp.exp(log_transition).T
     valid_next = valid[1:]
     # 1 / pred_{t+1} for every step at once, outside the sequential loop; zero on padding and
@@ -193,22 +265,60 @@ def _backward_posteriors(log_transition, alphas, preds, valid, unroll):
     usable = valid_next[..., None] & (preds > 0)
     inv_preds = jnp.where(usable, 1.0 / jnp.where(usable, preds, 1.0), 0.0)
 
-    def normalised(gamma):
-        # The exact value sums to one; rounding would otherwise accumulate. An all-zero row
-        # (a padded step after impossible observations) stays zero.
-        total = jnp.sum(gamma, axis=-1, keepdims=True)
-        return gamma / jnp.where(total > 0, total, 1.0)
-
     def step(gamma_next, inputs):
         alpha_t, inv_pred_next, valid_n = inputs
         ratio = gamma_next * inv_pred_next
-        gamma = normalised(jnp.where(valid_n[:, None], alpha_t * (ratio @ trans_transposed), alpha_t))
+        gamma = jnp.where(valid_n[:, None], alpha_t * (ratio @ trans_transposed), alpha_t)
+        gamma = _normalised(gamma)
         return gamma, (gamma, ratio)
 
-    last = normalised(alphas[-1])
+    last = _normalised(alphas[-1])
     _, (gammas, ratios) = jax.lax.scan(step, last, (alphas[:-1], inv_preds, valid_next), reverse=True, unroll=unroll)
     gammas = jnp.concatenate([gammas, last[None]])
     return jnp.where(valid[..., None], gammas, 0.0), ratios
+
+
+def _backward_log(log_transition, las, log_preds, valid, unroll):
+    """`_backward_posteriors` in log space, from `_forward_log`'s outputs: (log gamma
+    [T, B, K], log r_{t+1} [T - 1, B, K]), -inf on padding."""
+    valid_next = valid[1:]
+
+    def step(lg_next, inputs):
+        la_t, log_pred_next, valid_n = inputs
+        usable = valid_n[:, None] & jnp.isfinite(log_pred_next)
+        log_ratio = jnp.where(usable, lg_next - jnp.where(usable, log_pred_next, 0.0), -jnp.inf)
+        back = _log_matmul(log_transition, log_ratio[:, :, None])[..., 0]
+        lg = _log_normalise(jnp.where(valid_n[:, None], la_t + back, la_t))[0]
+        return lg, (lg, log_ratio)
+
+    last = _log_normalise(las[-1])[0]
+    _, (lgs, log_ratios) = jax.lax.scan(step, last, (las[:-1], log_preds, valid_next), reverse=True,
+                                        unroll=unroll)
+    lgs = jnp.concatenate([lgs, last[None]])
+    return jnp.where(valid[..., None], lgs, -jnp.inf), log_ratios
+
+
+def _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise: bool):
+    """Forward-backward: (log-likelihood [B], gamma [T, B, K], and the pairwise posteriors
+    [T - 1, B, K, K] if pairwise else their sums over t, the transition counts [B, K, K]).
+    The probability-space passes where they are exact, else the log-space ones."""
+    alphas, logcs, preds, exact = _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll)
+    trans = jnp.exp(log_transition)
+
+    def scaled():
+        gammas, ratios = _backward_posteriors(log_transition, alphas, preds, valid, unroll)
+        if pairwise:
+            return logcs, gammas, alphas[:-1, :, :, None] * trans * ratios[:, :, None, :]
+        return logcs, gammas, trans * jnp.einsum("tbi,tbj->bij", alphas[:-1], ratios)
+
+    def in_log_space():
+        las, logcs_, log_preds = _forward_log(log_initial, log_transition, ll_tm, valid, unroll)
+        lgs, log_ratios = _backward_log(log_transition, las, log_preds, valid, unroll)
+        xi = jnp.exp(las[:-1, :, :, None] + log_transition + log_ratios[:, :, None, :])
+        return logcs_, jnp.exp(lgs), xi if pairwise else jnp.sum(xi, axis=0)
+
+    logcs, gammas, xi = jax.lax.cond(exact, scaled, in_log_space)
+    return jnp.sum(logcs, axis=0), gammas, xi
 
 
 def _viterbi_sequential(log_initial, log_transition, ll_tm, valid, unroll):
@@ -247,47 +357,65 @@ def _scaled_matmul(a, b):
     return m / n[..., None, None], a[1] + b[1] + jnp.log(n)
 
 
-def _scaled_elements(log_initial, log_transition, ll_tm, valid):
-    """Time-major filter elements (M_t scaled to max 1, log scale), identity on padding."""
+def _log_elements(log_initial, log_transition, ll_tm, valid):
+    """Time-major filter elements log M_t [T, B, K, K], log identity on padding."""
     k = log_transition.shape[0]
-    logits = jnp.concatenate(
-        [
-            jnp.broadcast_to(log_initial + ll_tm[0], (1,) + ll_tm.shape[1:])[:, :, None, :]
-            + jnp.zeros((k, 1)),
-            log_transition + ll_tm[1:, :, None, :],
-        ]
-    )
-    m = jnp.max(logits, axis=(-2, -1))
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    mats = jnp.exp(logits - m[..., None, None])
-    eye = jnp.eye(k, dtype=mats.dtype)
-    mats = jnp.where(valid[..., None, None], mats, eye)
-    return mats, jnp.where(valid, m, 0.0)
+    first = jnp.broadcast_to((log_initial + ll_tm[0])[:, None, :], ll_tm.shape[1:2] + (k, k))
+    logits = jnp.concatenate([first[None], log_transition + ll_tm[1:, :, None, :]])
+    log_eye = jnp.where(jnp.eye(k, dtype=bool), 0.0, -jnp.inf).astype(logits.dtype)
+    return jnp.where(valid[..., None, None], logits, log_eye)
+
+
+def _parallel_log_messages(log_initial, log_transition, ll_tm, valid, backward: bool):
+    """Prefix products of the elements (log alpha_t unnormalised, [T, B, K]) and, when
+    backward, the suffix products' row sums (log beta_t, [T, B, K]), as (log matrix, log
+    scale) pairs: scaled to max 1 where `scaled_recursion_is_exact` says that loses nothing,
+    else in log space. Also the elements themselves, in log space."""
+    logits = _log_elements(log_initial, log_transition, ll_tm, valid)
+
+    def scaled():
+        m = jnp.max(logits, axis=(-2, -1))
+        m = jnp.where(jnp.isfinite(m), m, 0.0)
+        elems = (jnp.exp(logits - m[..., None, None]), m)
+        pm, ps = jax.lax.associative_scan(_scaled_matmul, elems)
+        la = _safe_log(pm[..., 0, :]) + ps[..., None]
+        if not backward:
+            return la, None
+        sm, ss = jax.lax.associative_scan(lambda late, early: _scaled_matmul(early, late), elems,
+                                          reverse=True)
+        return la, _safe_log(jnp.sum(sm, axis=-1)) + ss[..., None]
+
+    def in_log_space():
+        la = jax.lax.associative_scan(_log_matmul, logits)[..., 0, :]
+        if not backward:
+            return la, None
+        suffix = jax.lax.associative_scan(lambda late, early: _log_matmul(early, late), logits,
+                                          reverse=True)
+        return la, jax.nn.logsumexp(suffix, axis=-1)
+
+    la, lb = jax.lax.cond(scaled_recursion_is_exact(log_transition), scaled, in_log_space)
+    return la, lb, logits
 
 
 def _parallel_filter(log_initial, log_transition, ll_tm, valid):
-    mats, scales = _scaled_elements(log_initial, log_transition, ll_tm, valid)
-    pm, ps = jax.lax.associative_scan(_scaled_matmul, (mats, scales))
+    la, _, _ = _parallel_log_messages(log_initial, log_transition, ll_tm, valid, backward=False)
     # Every row of M_0 is the same, so row 0 of a prefix product is the unnormalised alpha.
-    alphas, logz = _normalise_log(_safe_log(pm[..., 0, :]))
-    return alphas, logz + ps, mats
+    alphas, logz = _normalise_log(la)
+    return alphas, logz
 
 
 def _parallel_smoother(log_initial, log_transition, ll_tm, valid):
-    alphas, logz, mats = _parallel_filter(log_initial, log_transition, ll_tm, valid)
-    suffix, _ = jax.lax.associative_scan(
-        lambda later, earlier: _scaled_matmul(earlier, later), (mats, jnp.zeros(mats.shape[:2])),
-        reverse=True,
-    )
+    la, lb_suffix, logits = _parallel_log_messages(log_initial, log_transition, ll_tm, valid,
+                                                   backward=True)
     # beta_t = M_{t+1} ... M_{T-1} 1, and beta_{T-1} = 1.
-    betas = jnp.concatenate([jnp.sum(suffix[1:], axis=-1), jnp.ones_like(alphas[:1])])
-    gammas = alphas * betas
-    gammas = gammas / jnp.sum(gammas, axis=-1, keepdims=True)
-    gammas = jnp.where(valid[..., None], gammas, 0.0)
-    xi = alphas[:-1, :, :, None] * mats[1:] * betas[1:, :, None, :]
-    xi = xi / jnp.sum(xi, axis=(-2, -1), keepdims=True)
-    counts = jnp.sum(jnp.where(valid[1:, :, None, None], xi, 0.0), axis=0)
-    return logz[-1], gammas, counts
+    lb = jnp.concatenate([lb_suffix[1:], jnp.zeros_like(la[:1])])
+    gammas = _log_normalise(la + lb)[0]
+    gammas = jnp.where(valid[..., None], jnp.exp(gammas), 0.0)
+    logxi = la[:-1, :, :, None] + logits[1:] + lb[1:, :, None, :]
+    b, k = logxi.shape[1], logxi.shape[-1]
+    logxi = _log_normalise(logxi.reshape(-1, b, k * k))[0].reshape(logxi.shape)
+    counts = jnp.sum(jnp.where(valid[1:, :, None, None], jnp.exp(logxi), 0.0), axis=0)
+    return _normalise_log(la[-1])[1], gammas, counts
 
 
 def _maxplus(a, b):
@@ -296,17 +424,15 @@ def _maxplus(a, b):
 
 def _compose(f: Array, g: Array) -> Array:
     """Maps as index arrays [..., K]: (f o g)[s] = f[g[s]], written as a one-hot sum because
-    XLA compiles gathers inside a deep associative scan very slowly."""
+    XLA compiles gathers inside a deep associative scan very slowly. The sum is taken in
+    f's dtype: jnp.sum would widen int32 to int64 under x64."""
     hits = g[..., :, None] == jnp.arange(f.shape[-1], dtype=g.dtype)
-    return jnp.sum(jnp.where(hits, f[..., None, :], 0), axis=-1)
+    return jnp.sum(jnp.where(hits, f[..., None, :], 0), axis=-1, dtype=f.dtype)
 
 
 def _parallel_viterbi(log_initial, log_transition, ll_tm, valid):
     k = log_transition.shape[0]
-    first = jnp.broadcast_to((log_initial + ll_tm[0])[:, None, :], ll_tm.shape[1:2] + (k, k))
-    elems = jnp.concatenate([first[None], log_transition + ll_tm[1:, :, None, :]])
-    log_eye = jnp.where(jnp.eye(k, dtype=bool), 0.0, -jnp.inf).astype(elems.dtype)
-    elems = jnp.where(valid[..., None, None], elems, log_eye)
+    elems = _log_elements(log_initial, log_transition, ll_tm, valid)
     deltas = jax.lax.associative_scan(_maxplus, elems)[..., 0, :]  # [T, B, K]
     # Back-pointers of every step at once, then the path by composing them as maps
     # (state at t+1 -> state at t) in a reverse associative scan: a consistent path, with
@@ -357,10 +483,10 @@ def hmm_filter(
     ll, lengths, unbatched = _batch(log_likelihoods, lengths)
     ll_tm, valid = _time_major(ll, lengths)
     if parallel:
-        alphas, logz, _ = _parallel_filter(log_initial, log_transition, ll_tm, valid)
+        alphas, logz = _parallel_filter(log_initial, log_transition, ll_tm, valid)
         loglik = logz[-1]
     else:
-        alphas, logcs, _ = _forward(log_initial, log_transition, ll_tm, valid, unroll)
+        alphas, logcs = _filter(log_initial, log_transition, ll_tm, valid, unroll)
         loglik = jnp.sum(logcs, axis=0)
     alphas = jnp.where(valid[..., None], alphas, 0.0)
     return _unbatch(FilterResult(loglik, jnp.swapaxes(alphas, 0, 1)), unbatched)
@@ -379,8 +505,7 @@ def hmm_log_likelihood(
     """log p(y) only, [B] (or a scalar unbatched): the forward pass without its outputs."""
     ll, lengths, unbatched = _batch(log_likelihoods, lengths)
     ll_tm, valid = _time_major(ll, lengths)
-    _, logcs, _ = _forward(log_initial, log_transition, ll_tm, valid, unroll, filters=False)
-    loglik = jnp.sum(logcs, axis=0)
+    loglik = _log_likelihood(log_initial, log_transition, ll_tm, valid, unroll)
     return loglik[0] if unbatched else loglik
 
 
@@ -402,10 +527,8 @@ def hmm_smoother(
     if parallel:
         loglik, gammas, counts = _parallel_smoother(log_initial, log_transition, ll_tm, valid)
     else:
-        alphas, logcs, preds = _forward(log_initial, log_transition, ll_tm, valid, unroll)
-        gammas, ratios = _backward_posteriors(log_transition, alphas, preds, valid, unroll)
-        counts = jnp.exp(log_transition) * jnp.einsum("tbi,tbj->bij", alphas[:-1], ratios)
-        loglik = jnp.sum(logcs, axis=0)
+        loglik, gammas, counts = _smooth(log_initial, log_transition, ll_tm, valid, unroll,
+                                         pairwise=False)
     return _unbatch(SmootherResult(loglik, jnp.swapaxes(gammas, 0, 1), counts), unbatched)
 
 
@@ -423,10 +546,8 @@ def hmm_pairwise_posteriors(
     O(B T K^2), so EM uses the summed `hmm_smoother(...).transition_counts` instead."""
     ll, lengths, unbatched = _batch(log_likelihoods, lengths)
     ll_tm, valid = _time_major(ll, lengths)
-    alphas, _, preds = _forward(log_initial, log_transition, ll_tm, valid, unroll)
-    _, ratios = _backward_posteriors(log_transition, alphas, preds, valid, unroll)
-    xi = alphas[:-1, :, :, None] * jnp.exp(log_transition) * ratios[:, :, None, :]
-    xi = jnp.swapaxes(xi, 0, 1)
+    _, _, xi = _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise=True)
+    xi = jnp.swapaxes(jnp.where(valid[1:, :, None, None], xi, 0.0), 0, 1)
     return xi[0] if unbatched else xi
 
 
@@ -467,21 +588,23 @@ def hmm_posterior_sample(
     [B, T] int32 (-1 on padding). x_{L-1} ~ alpha_{L-1}, x_t ~ alpha_t(i) A[i, x_{t+1}]."""
     ll, lengths, unbatched = _batch(log_likelihoods, lengths)
     ll_tm, valid = _time_major(ll, lengths)
-    alphas, _, _ = _forward(log_initial, log_transition, ll_tm, valid, unroll)
+    # Log filters: a state below the float range may be the only way to x_{t+1}.
+    alphas, _, _, exact = _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll)
+    las = jax.lax.cond(exact, lambda: _safe_log(alphas),
+                       lambda: _forward_log(log_initial, log_transition, ll_tm, valid, unroll)[0])
     last = (jnp.arange(ll_tm.shape[0])[:, None] == lengths[None, :] - 1)
-    gumbels = jax.random.gumbel(key, alphas.shape, alphas.dtype)
-    trans = jnp.exp(log_transition)
+    gumbels = jax.random.gumbel(key, las.shape, las.dtype)
 
     def step(next_state, inputs):
-        alpha_t, is_last, valid_t, g = inputs
+        la_t, is_last, valid_t, g = inputs
         # Row next_state of A^T is the column A[:, x_{t+1}] for each sequence.
-        weights = jnp.where(is_last[:, None], alpha_t, alpha_t * trans.T[next_state])
-        state = jnp.argmax(_safe_log(weights) + g, axis=-1).astype(jnp.int32)
+        log_weights = jnp.where(is_last[:, None], la_t, la_t + log_transition.T[next_state])
+        state = jnp.argmax(log_weights + g, axis=-1).astype(jnp.int32)
         state = jnp.where(valid_t, state, -1)
         return jnp.where(valid_t, state, next_state), state
 
-    init = jnp.zeros(alphas.shape[1], jnp.int32)
-    _, states = jax.lax.scan(step, init, (alphas, last, valid, gumbels), reverse=True,
+    init = jnp.zeros(las.shape[1], jnp.int32)
+    _, states = jax.lax.scan(step, init, (las, last, valid, gumbels), reverse=True,
                              unroll=unroll)
     states = jnp.swapaxes(states, 0, 1)
     return states[0] if unbatched else states

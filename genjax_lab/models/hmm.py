@@ -92,9 +92,17 @@ def _check_positive(name: str, values, shape: tuple[int, ...]) -> np.ndarray:
     return v
 
 
-def _log(p: np.ndarray) -> Array:
+def float_dtype(*values) -> np.dtype:
+    """The floating dtype that inputs ask for, as JAX holds it: floating inputs keep theirs
+    (float64 only under jax_enable_x64), anything else gets JAX's default float."""
+    floats = [np.asarray(v) for v in values if jnp.issubdtype(np.asarray(v).dtype, jnp.floating)]
+    return jnp.result_type(*floats) if floats else jnp.result_type(float)
+
+
+def _log(p: np.ndarray, like) -> Array:
+    """log p (zeros to -inf) in the dtype of the user's input `like`."""
     with np.errstate(divide="ignore"):
-        return jnp.asarray(np.log(p), jnp.float32)
+        return jnp.asarray(np.log(p), float_dtype(like))
 
 
 def num_states(params: HMMParams) -> int:
@@ -151,7 +159,8 @@ def validate_sequences(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
         b, t = np.argwhere(~np.isfinite(obs).all(-1) & valid)[0]
         raise ValueError(f"obs contains NaN or inf (sequence {b}, step {t})")
     # Padding may hold anything (even NaN); zero it so it cannot leak through 0 * NaN.
-    return jnp.asarray(np.where(valid[..., None], obs, 0.0), jnp.float32), jnp.asarray(lengths, jnp.int32)
+    dtype = float_dtype(obs) if jnp.issubdtype(obs.dtype, jnp.floating) else emission.means.dtype
+    return jnp.asarray(np.where(valid[..., None], obs, 0.0), dtype), jnp.asarray(lengths, jnp.int32)
 
 
 def _checked_inputs(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
@@ -169,7 +178,7 @@ def make_hmm(initial_probs, transition_probs, emission: Emission) -> HMMParams:
     k = emission_num_states(emission)
     pi = checks.check_simplex("initial_probs", initial_probs, (k,))
     a = checks.check_simplex("transition_probs", transition_probs, (k, k))
-    return HMMParams(_log(pi), _log(a), emission)
+    return HMMParams(_log(pi, initial_probs), _log(a, transition_probs), emission)
 
 
 def emission_num_states(emission: Emission) -> int:
@@ -178,18 +187,21 @@ def emission_num_states(emission: Emission) -> int:
 
 def categorical_emission(emission_probs) -> CategoricalEmission:
     """emission_probs: [K, V], rows on the simplex."""
-    return CategoricalEmission(_log(checks.check_simplex("emission_probs", emission_probs)))
+    probs = checks.check_simplex("emission_probs", emission_probs)
+    return CategoricalEmission(_log(probs, emission_probs))
 
 
 def diag_gaussian_emission(means, variances) -> DiagGaussianEmission:
     """means, variances: [K, D], variances > 0."""
+    dtype = float_dtype(means, variances)
     means = checks.check_array("means", means, ("K", "D")).astype(np.float64)
     var = _check_positive("variances", variances, means.shape)
-    return DiagGaussianEmission(jnp.asarray(means, jnp.float32), jnp.asarray(0.5 * np.log(var), jnp.float32))
+    return DiagGaussianEmission(jnp.asarray(means, dtype), jnp.asarray(0.5 * np.log(var), dtype))
 
 
 def full_gaussian_emission(means, covariances) -> FullGaussianEmission:
     """means: [K, D]; covariances: [K, D, D] symmetric positive definite."""
+    dtype = float_dtype(means, covariances)
     means = checks.check_array("means", means, ("K", "D")).astype(np.float64)
     k, d = means.shape
     cov = checks.check_array("covariances", covariances, (k, d, d)).astype(np.float64)
@@ -199,7 +211,7 @@ def full_gaussian_emission(means, covariances) -> FullGaussianEmission:
         chol = np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:
         raise ValueError("covariances must be positive definite") from None
-    return FullGaussianEmission(jnp.asarray(means, jnp.float32), jnp.asarray(_raw_tril(chol), jnp.float32))
+    return FullGaussianEmission(jnp.asarray(means, dtype), jnp.asarray(_raw_tril(chol), dtype))
 
 
 def gaussian_mixture_emission(weights, means, variances) -> GaussianMixtureEmission:
@@ -207,10 +219,11 @@ def gaussian_mixture_emission(weights, means, variances) -> GaussianMixtureEmiss
     w = checks.check_simplex("weights", weights)
     if w.ndim != 2:
         raise ValueError(f"weights must be [K, M], got shape {w.shape}")
+    dtype = float_dtype(weights, means, variances)
     means = checks.check_array("means", means, (*w.shape, "D")).astype(np.float64)
     var = _check_positive("variances", variances, means.shape)
-    return GaussianMixtureEmission(_log(w), jnp.asarray(means, jnp.float32),
-                                   jnp.asarray(0.5 * np.log(var), jnp.float32))
+    return GaussianMixtureEmission(jnp.asarray(np.log(w), dtype), jnp.asarray(means, dtype),
+                                   jnp.asarray(0.5 * np.log(var), dtype))
 
 
 def _raw_tril(chol):
@@ -363,7 +376,7 @@ def _sample_emission(key: Array, emission: Emission, states: Array) -> Array:
     """One observation per entry of `states` [T] -> [T] or [T, D]."""
     if isinstance(emission, CategoricalEmission):
         return jax.random.categorical(key, emission.logits[states]).astype(jnp.int32)
-    noise = jax.random.normal(key, states.shape + emission.means.shape[-1:])
+    noise = jax.random.normal(key, states.shape + emission.means.shape[-1:], emission.means.dtype)
     if isinstance(emission, DiagGaussianEmission):
         return emission.means[states] + jnp.exp(emission.log_scales[states]) * noise
     if isinstance(emission, FullGaussianEmission):
@@ -417,7 +430,8 @@ def make_classifier(hmms: HMMParams, class_probs) -> HMMClassifier:
     if any(np.shape(leaf)[:1] != (c,) for leaf in jax.tree.leaves(hmms)):
         raise ValueError(f"hmms must carry a class axis of C={c} on every leaf (see stack_hmms)")
     check_params(jax.tree.map(lambda leaf: leaf[0], hmms), "hmms[0]")
-    return HMMClassifier(hmms, _log(checks.check_simplex("class_probs", class_probs, (c,))))
+    probs = checks.check_simplex("class_probs", class_probs, (c,))
+    return HMMClassifier(hmms, _log(probs, class_probs))
 
 
 @jax.jit
