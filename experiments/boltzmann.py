@@ -18,7 +18,8 @@ from genjax_lab.core.loop import train_and_evaluate
 from genjax_lab.data.images import load_images
 from genjax_lab.models import boltzmann
 
-config_lib.define_flags(config_lib.beside(__file__, "configs/boltzmann_mnist.py:tiny"), "runs/boltzmann")
+config_lib.define_flags(config_lib.beside(__file__, "configs/boltzmann_mnist.py:tiny"),
+                        "runs/boltzmann")
 
 
 def main(config, workdir: pathlib.Path) -> None:

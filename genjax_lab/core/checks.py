@@ -214,6 +214,7 @@ def check_mapping(name: str, value, keys: Sequence[str]) -> None:
     if isinstance(value, Mapping):
         got = f"keys {sorted(value)}"
     else:
-        got = type(value).__name__ + (f" of shape {tuple(value.shape)}" if hasattr(value, "shape") else "")
+        shape = f" of shape {tuple(value.shape)}" if hasattr(value, "shape") else ""
+        got = type(value).__name__ + shape
     wanted = ", ".join(repr(k) for k in sorted(keys))
     raise TypeError(f"{name} must be a mapping with keys {wanted}, got {got}")

@@ -57,8 +57,10 @@ def _config_value(argv: list[str]) -> str | None:
     """The value of `--config` in argv (`--config=V` or `--config V`), or None."""
     for i, arg in enumerate(argv):
         match = _CONFIG_FLAG.match(arg)
+        if match and match.group(1):
+            return arg[match.end():]
         if match:
-            return arg[match.end():] if match.group(1) else (argv[i + 1] if i + 1 < len(argv) else "")
+            return argv[i + 1] if i + 1 < len(argv) else ""
     return None
 
 
@@ -95,7 +97,8 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
         missing = missing.strip("'\"")
         named = [flag for flag in overrides if missing in flag.split(".")[1:]] or overrides
         hint = f"; {suggestion[0].lower()}{suggestion[1:]}" if suggestion else ""
-        raise ValueError(f"{', '.join(named)}: no such key in the config ({missing}){hint}") from None
+        message = f"{', '.join(named)}: no such key in the config ({missing}){hint}"
+        raise ValueError(message) from None
     except ValueError as e:
         # An override path that is not a Python attribute path (e.g. `--config.or`, a
         # keyword): ml_collections quotes the path, not the flag.
@@ -173,8 +176,8 @@ def validate_config(config: ml_collections.ConfigDict, prefix: str = "config") -
         elif key == "num_steps" and value == -1 and "num_epochs" in config:
             epochs = config.num_epochs
             if epochs is None or not epochs > 0:
-                raise ValueError(f"{path}=-1 needs {prefix}.num_epochs > 0 (it trains for that many "
-                                 f"epochs), got {epochs}")
+                raise ValueError(f"{path}=-1 needs {prefix}.num_epochs > 0 (it trains for that "
+                                 f"many epochs), got {epochs}")
         elif _is_integer(value):
             checks.check_count(path, value, _count_minimum(path))
         elif isinstance(value, (tuple, list)) and value and all(_is_integer(v) for v in value):

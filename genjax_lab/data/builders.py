@@ -109,7 +109,8 @@ def reachable(url: str, timeout_s: float = 5.0) -> bool:
 
     def probe():
         try:
-            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s).close()
+            request = urllib.request.Request(url, method="HEAD")
+            urllib.request.urlopen(request, timeout=timeout_s).close()
             answers.append(True)
         except urllib.error.HTTPError:  # the server answered, with an error status
             answers.append(True)

@@ -47,8 +47,8 @@ def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
             raise FileNotFoundError(f"config.data.mnist_dir={data_config.mnist_dir!r}: no such folder")
         missing = idx.missing_mnist_files(data_config.mnist_dir)
         if missing:
-            raise FileNotFoundError(f"config.data.mnist_dir={data_config.mnist_dir!r}: the folder lacks "
-                                    f"{', '.join(missing)} (each gzipped or not)")
+            raise FileNotFoundError(f"config.data.mnist_dir={data_config.mnist_dir!r}: the folder "
+                                    f"lacks {', '.join(missing)} (each gzipped or not)")
         return MnistIdx(data_dir=data_dir, file_format="array_record")
     if data_config.name == "mnist":
         return tfds.builder("mnist", data_dir=data_dir, file_format="array_record")
@@ -59,13 +59,14 @@ def _prepare(builder, data_config) -> None:
     download_config = None
     if data_config.get("mnist_dir"):
         download_config = tfds.download.DownloadConfig(manual_dir=data_config.mnist_dir)
+    # data_path is what download_and_prepare looks for before it downloads; offline, it
+    # would retry the download for minutes without a word.
     elif data_config.name == "mnist" and not builder.data_path.exists() and not reachable(builder.URL):
-        # data_path is what download_and_prepare looks for before it downloads; offline, it
-        # would retry the download for minutes without a word.
+        server = urllib.parse.urlsplit(builder.URL).netloc
         raise FileNotFoundError(
-            f"config.data.name='mnist': MNIST is not prepared in {builder.data_dir_root} and its download "
-            f"server ({urllib.parse.urlsplit(builder.URL).netloc}) cannot be reached; offline, put the four "
-            f"MNIST IDX files in a folder and pass --config.data.mnist_dir=FOLDER")
+            f"config.data.name='mnist': MNIST is not prepared in {builder.data_dir_root} and its "
+            f"download server ({server}) cannot be reached; offline, put the four MNIST IDX files "
+            f"in a folder and pass --config.data.mnist_dir=FOLDER")
     prepare(builder, download_config)
 
 
