@@ -165,28 +165,42 @@ def _launch_two_processes(env, workdir: pathlib.Path, *flags: str) -> subprocess
         start_new_session=True)
 
 
-@pytest.mark.fault("SIGTERM to ./launch.sh --processes 2: both processes stop at one step, save once, "
-                   "and the relaunch resumes there to the uninterrupted result")
-def test_sigterm_under_two_processes(run_env, tmp_path):
-    # No scheduled save before the signal: the only checkpoint is the preemption's.
-    long = ("--config.num_steps=400", "--config.checkpoint.every=1000")
-    straight = _launch_two_processes(run_env, tmp_path / "straight", *long)
+# No scheduled save before the signal: the only checkpoint is the preemption's.
+_LONG = ("--config.num_steps=400", "--config.checkpoint.every=1000")
+
+
+@pytest.fixture(scope="module")
+def two_process_straight(run_env, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("two_process_straight")
+    straight = _launch_two_processes(run_env, workdir, *_LONG)
     assert straight.wait(timeout=600) == 0, straight.communicate()[1][-3000:]
+    return workdir
+
+
+@pytest.mark.fault("SIGTERM under ./launch.sh --processes 2, to launch.sh (forwarded to both) or to one "
+                   "process (JAX's preemption service tells the other): both processes stop at one step, "
+                   "save once, and the relaunch resumes there to the uninterrupted result")
+@pytest.mark.parametrize("target", ["launch.sh", "process 1"])
+def test_sigterm_under_two_processes(run_env, two_process_straight, tmp_path, target):
     workdir = tmp_path / "preempted"
-    process = _launch_two_processes(run_env, workdir, *long)
+    process = _launch_two_processes(run_env, workdir, *_LONG)
+    pids = _pids_announced(process)
     _wait_for_metrics(process, workdir)
-    process.send_signal(signal.SIGTERM)
+    if target == "launch.sh":
+        process.send_signal(signal.SIGTERM)
+    else:
+        os.kill(pids[1], signal.SIGTERM)
     assert process.wait(timeout=120) == 0, process.communicate()[1][-3000:]
     logs = [(workdir / "logs" / f"process_{i}.log").read_text() for i in range(2)]
     stops = [re.findall(rf"process {i} stopped at step (\d+)", log) for i, log in enumerate(logs)]
     assert all(len(s) == 1 for s in stops), f"each process must stop once: {stops}"
     step = int(stops[0][0])
     assert int(stops[1][0]) == step < 400 and f"preempted: saved step {step}" in logs[0]
-    assert checkpoint_steps(workdir)[-1] == step
-    resumed = _launch_two_processes(run_env, workdir, *long)
+    assert checkpoint_steps(workdir) == [step]
+    resumed = _launch_two_processes(run_env, workdir, *_LONG)
     assert resumed.wait(timeout=600) == 0, resumed.communicate()[1][-3000:]
     assert f"(step {step})" in (workdir / "logs" / "process_0.log").read_text()
-    assert final_state(workdir) == final_state(tmp_path / "straight")
+    assert final_state(workdir) == final_state(two_process_straight)
 
 
 def _wait_for_metrics(process: subprocess.Popen, workdir: pathlib.Path, deadline_s: float = 240) -> None:

@@ -1,5 +1,7 @@
 """The harness end to end, through real processes: resume after SIGKILL, determinism,
 two processes forming one JAX cluster, and bad input that must fail loudly."""
+import json
+import math
 import shutil
 import subprocess
 import sys
@@ -154,3 +156,19 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(run_env, tmp_
     assert saved and max(saved) <= 20
     step, digest, _ = final_state(tmp_path)  # the newest checkpoint is finite and intact
     assert digest
+
+
+def test_a_profiled_run_leaves_a_trace_and_logs_its_parameter_table(run_env, tmp_path):
+    """config.profile traces a window of steps into the workdir; every run logs its parameter
+    table first, whose total is the count of the checkpoint's parameter arrays."""
+    result = run_vae(run_env, tmp_path, "--config.num_steps=12", "--config.profile.start_step=4",
+                     "--config.profile.num_steps=3")
+    assert_ok(result)
+    profile = tmp_path / "profile"
+    assert list(profile.rglob("*.xplane.pb")) and list(profile.rglob("perfetto_trace.json.gz"))
+    assert "profile of steps 4-6 in" in result.stdout
+    shapes = json.loads((tmp_path / "checkpoints" / "12" / "meta" / "metadata").read_text())["shapes"]
+    count = sum(math.prod(shape) for path, (shape, _) in shapes.items() if path.startswith(".params"))
+    assert count > 1000
+    table = result.stdout.split("parameters by module:")[1].split("\n\n")[0]
+    assert f"\nparameters: {count:,} ({count * 4 / 1024:.1f} KiB)" in table, result.stdout[:3000]

@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -76,7 +77,8 @@ def toy_config(**overrides):
 
 
 def run_toy(workdir, report=None, **overrides) -> loop_lib.RunResult:
-    return loop_lib.train_and_evaluate(toy_config(**overrides), workdir, toy_family(report), toy_dataset())
+    config = toy_config(**overrides)
+    return loop_lib.train_and_evaluate(config, workdir, toy_family(report), toy_dataset())
 
 
 @pytest.mark.parametrize("num_steps, every, expected", [(25, 10, [10, 20, 25]), (7, 3, [3, 6, 7])])
@@ -113,7 +115,7 @@ def test_one_process_stops_on_a_signal_saves_then_evaluates(tmp_path, signum):
     result = run_toy(tmp_path, recorder, num_steps=50, eval_every=1, **{"checkpoint.every": 1000})
     assert result.preempted and result.step == 4
     assert checkpoint_steps(tmp_path) == [4]
-    assert recorder.seen[4] == [4], f"checkpoints on disk while evaluating step 4: {recorder.seen[4]}"
+    assert recorder.seen[4] == [4], f"checkpoints on disk when step 4 was evaluated: {recorder.seen}"
     assert signal.getsignal(signum) is before
 
 
@@ -160,12 +162,13 @@ def test_a_distributed_run_stops_at_the_jax_preemption_sync_point(tmp_path, sign
     and only then evaluates. A Python SIGTERM handler would hide the notice from JAX."""
     env = dict(process_env(tmp_path / "tfds"), PYTHONPATH=str(REPO))
     result = subprocess.run(
-        [sys.executable, "-c", _DISTRIBUTED_SCRIPT, f"127.0.0.1:{_free_port()}", str(tmp_path / "run"), signame],
+        [sys.executable, "-c", _DISTRIBUTED_SCRIPT, f"127.0.0.1:{_free_port()}", str(tmp_path / "run"),
+         signame],
         env=env, capture_output=True, text=True, timeout=180, cwd=REPO, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["preempted"] and outcome["step"] < 10_000, outcome
-    assert outcome["sync_point"], f"stopped at step {outcome['step']}, not at JAX's sync point: {outcome}"
+    assert outcome["sync_point"], f"stopped, but not at JAX's sync point: {outcome}"
     assert outcome["checkpoints"] == [outcome["step"]] == outcome["seen_at_stop"], outcome
 
 
@@ -180,14 +183,14 @@ def _event_scalars(workdir: pathlib.Path) -> list[tuple[str, int, float]]:
         data, offset = path.read_bytes(), 0
         while offset < len(data):
             header = data[offset:offset + 8]
-            (length,) = np.frombuffer(header, "<u8")
-            (header_crc,) = np.frombuffer(data[offset + 8:offset + 12], "<u4")
-            record = data[offset + 12:offset + 12 + int(length)]
-            (record_crc,) = np.frombuffer(data[offset + 12 + int(length):offset + 16 + int(length)], "<u4")
-            assert header_crc == masked_crc32c(header) and record_crc == masked_crc32c(record), path
+            (length,) = struct.unpack_from("<Q", header)
+            end = offset + 16 + length
+            record = data[offset + 12:end - 4]
+            crcs = struct.unpack_from("<I", data, offset + 8) + struct.unpack_from("<I", data, end - 4)
+            assert crcs == (masked_crc32c(header), masked_crc32c(record)), path
             event = Event.FromString(record)
             scalars += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
-            offset += 16 + int(length)
+            offset = end
     return scalars
 
 
@@ -209,8 +212,8 @@ def test_tensorboard_events_hold_each_step_once_after_a_resume(tmp_path):
               for name, value in r.items() if name not in ("step", "split")}
     events = {(tag, step): value for tag, step, value in scalars}
     assert events.keys() == logged.keys()
-    np.testing.assert_allclose([events[k] for k in sorted(logged)], [logged[k] for k in sorted(logged)],
-                               rtol=1e-6)
+    order = sorted(logged)
+    np.testing.assert_allclose([events[k] for k in order], [logged[k] for k in order], rtol=1e-6)
 
 
 def test_the_profile_window_writes_a_trace_into_the_workdir(tmp_path):
@@ -248,8 +251,10 @@ def test_the_parameter_table_counts_every_network_and_no_optimizer_state():
     optimizer states or chains; bytes follow each leaf's dtype."""
     g = {"dense": {"kernel": jnp.zeros((3, 5)), "bias": jnp.zeros(5)}}
     d = {"out": {"kernel": jnp.zeros((5, 1), jnp.bfloat16)}}
-    state = _TwoNetworkState(g_params=g, d_params=d, g_opt_state=(jnp.zeros(100),), chains=jnp.zeros((7, 3)))
+    state = _TwoNetworkState(g_params=g, d_params=d, g_opt_state=(jnp.zeros(100),),
+                             chains=jnp.zeros((7, 3)))
     table = metrics_lib.parameter_table(loop_lib._parameters(state), state)
-    assert "g_params/dense" in table and "d_params/out" in table and "opt" not in table.split("parameters:")[0]
+    rows = table.split("\nparameters:")[0]
+    assert "g_params/dense" in rows and "d_params/out" in rows and "opt" not in rows
     assert "parameters: 25 (90 B)" in table  # 20 float32 + 5 bfloat16
     assert "5 arrays, 574 B" in table.splitlines()[-1]  # 90 B, then 100 and 21 float32

@@ -136,7 +136,8 @@ class _ProfileWindow:
 
     def __init__(self, profile: ml_collections.ConfigDict, directory: pathlib.Path):
         self.start = checks.check_count("config.profile.start_step", profile.start_step, minimum=0)
-        self.end = self.start + checks.check_count("config.profile.num_steps", profile.num_steps, minimum=0)
+        num_steps = checks.check_count("config.profile.num_steps", profile.num_steps, minimum=0)
+        self.end = self.start + num_steps
         self.directory = directory
         self.active = False
 
@@ -161,10 +162,12 @@ def _parameters(abstract_state) -> Any:
     """The model parameters within a training state, for the parameter table: its top-level
     fields named `*params` (params, g_params, ema_params...) or holding a `*Params` type
     (a DBM's pretrained RBMs); the whole state when there is none."""
-    fields = jax.tree_util.tree_flatten_with_path(abstract_state, is_leaf=lambda node: node is not abstract_state)[0]
+    fields = jax.tree_util.tree_flatten_with_path(
+        abstract_state, is_leaf=lambda node: node is not abstract_state)[0]
+    named = {metrics_lib.path_name(path): value for path, value in fields}
     chosen = {
-        metrics_lib.path_name(path): value for path, value in fields
-        if metrics_lib.path_name(path).lower().endswith("params") or type(value).__name__.endswith("Params")
+        name: value for name, value in named.items()
+        if name.lower().endswith("params") or type(value).__name__.endswith("Params")
     }
     return chosen or abstract_state
 
@@ -191,7 +194,8 @@ def _resumed_evaluation_missing(config, workdir: pathlib.Path, step: int, num_st
     """Whether the resumed step is one to evaluate at and its evaluation was not logged (the
     run saves before it evaluates, so a kill can fall between). Process 0, which writes the
     log, decides for all: the evaluation holds collectives that every process must join."""
-    missing = _is_eval_step(config, step, num_steps) and metrics_lib.logged_record(workdir, step, "test") is None
+    missing = (_is_eval_step(config, step, num_steps)
+               and metrics_lib.logged_record(workdir, step, "test") is None)
     if jax.process_count() > 1:
         missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
     return missing
@@ -326,7 +330,8 @@ def train_and_evaluate(
             if step % config.log_every == 0 or due_save:
                 train_metrics = {k: float(v) for k, v in mesh_lib.host_copy(step_metrics).items()}
                 _check_finite(train_metrics, step, last_saved)
-                if step % config.log_every == 0 or final:
+                # A preempted run logs what the uninterrupted run would: its logs read as one.
+                if step % config.log_every == 0 or step == num_steps:
                     writer.write(step, "train", train_metrics)
                     metrics_lib.say(progress.line(step, train_metrics, progress.rate(step)))
             # Save, then evaluate: a preempted run's grace period goes to writing its state

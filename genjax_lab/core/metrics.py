@@ -116,11 +116,13 @@ def parameter_table(params, state: Any) -> str:
         rows.append((module, shapes, count, size))
     width = max(len(module) for module, *_ in rows)
     lines = ["parameters by module:"]
-    lines += [f"  {module:<{width}}  {count:>12,}  {_bytes(size):>10}  {shapes}" for module, shapes, count, size in rows]
+    lines += [f"  {module:<{width}}  {count:>12,}  {_bytes(size):>10}  {shapes}"
+              for module, shapes, count, size in rows]
     state_leaves = jax.tree.leaves(state)
     state_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in state_leaves)
     lines.append(
-        f"parameters: {sum(r[2] for r in rows):,} ({_bytes(sum(r[3] for r in rows))}); training state "
+        f"parameters: {sum(r[2] for r in rows):,} ({_bytes(sum(r[3] for r in rows))}); "
+        f"training state "
         f"(with optimizer states and chains): {len(state_leaves)} arrays, {_bytes(state_bytes)}")
     return "\n".join(lines)
 
