@@ -128,6 +128,8 @@ def main():
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile_steps", type=int, default=200)
+    parser.add_argument("--harness", action=argparse.BooleanOptionalAction, default=True,
+                        help="Time the whole harness too (two start-ups per round: slow on a loaded machine).")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -151,35 +153,39 @@ def main():
     if not math.isclose(flops, analytic, rel_tol=1e-3):
         raise AssertionError(f"compiled matmul FLOPs {flops:.4g} differ from the analytic count {analytic:.4g}")
     # Interleaved rounds, each with its own peak: this machine's speed drifts over minutes.
-    rounds = common.interleaved_rounds({
-        "harness": lambda: harness_seconds_per_step(gan.family_for, config, dataset, args.steps),
+    contenders = {
         "bare": lambda: seconds_per_step(bare, args.steps),
         "torch": lambda: seconds_per_step(torch_usual, args.steps),
         "torch_tuned": lambda: seconds_per_step(torch_tuned, args.steps),
-    }, args.rounds)
+    }
+    if args.harness:
+        contenders["harness"] = lambda: harness_seconds_per_step(gan.family_for, config, dataset, args.steps)
+    rounds = common.interleaved_rounds(contenders, args.rounds)
     profile = common.op_profile(bare, args.profile_steps, hlo)
     common.print_profile(f"bare step, batch {b}", profile)
-    harness, bare_s, torch_s, tuned_s = (statistics.median(rounds[k]) for k in ("harness", "bare", "torch", "torch_tuned"))
-    usual_flops = analytic_flops(b, d_weight_grads_in_g_step=True)
-    extra = {"batch_size": b, "harness_examples_per_s": b / harness, "bare_examples_per_s": b / bare_s,
-             "torch_examples_per_s": b / torch_s, "torch_tuned_examples_per_s": b / tuned_s, "rounds": rounds,
+    seconds = {k: statistics.median(v) for k, v in rounds.items() if k != "peak"}
+    reference_flops = {"torch": analytic_flops(b, d_weight_grads_in_g_step=True), "torch_tuned": analytic,
+                       "bare": analytic}
+    extra = {"batch_size": b, **{f"{k}_examples_per_s": b / v for k, v in seconds.items()}, "rounds": rounds,
              "flops_per_step": flops, "flops_per_step_analytic": analytic,
              "xla_cost_flops_per_step": common.compiled_flops(compiled)}
 
-    def ceiling(ours, reference, reference_flops):
-        return {"reference_flops_per_step": reference_flops,
-                **common.ceiling_fields(rounds, ours, reference, flops, reference_flops)}
+    def measured(name, ours, reference, reference_name, version, **more):
+        return record(f"GAN train step, {name} (batch {b})", seconds[ours], reference_name, version,
+                      seconds[reference], **extra, reference_flops_per_step=reference_flops[reference],
+                      **common.ceiling_fields(rounds, ours, reference, flops, reference_flops[reference]), **more)
 
-    report([
-        record(f"GAN train step, harness vs PyTorch (batch {b})", harness, "torch", torch_version, torch_s,
-               **extra, **ceiling("harness", "torch", usual_flops)),
-        record(f"GAN train step, harness vs PyTorch, D frozen in G step (batch {b})", harness, "torch-tuned",
-               torch_version, tuned_s, **extra, **ceiling("harness", "torch_tuned", analytic)),
-        record(f"GAN train step, harness vs bare jitted loop (batch {b})", harness, "bare-jax", jax.__version__, bare_s,
-               **extra, **ceiling("harness", "bare", analytic)),
-        record(f"GAN train step, bare jitted loop vs PyTorch (batch {b})", bare_s, "torch", torch_version, torch_s,
-               **extra, **ceiling("bare", "torch", usual_flops), profile=profile),
-    ], args.out)
+    records = []
+    if args.harness:
+        records += [measured("harness vs PyTorch", "harness", "torch", "torch", torch_version),
+                    measured("harness vs PyTorch, D frozen in G step", "harness", "torch_tuned", "torch-tuned",
+                             torch_version),
+                    measured("harness vs bare jitted loop", "harness", "bare", "bare-jax", jax.__version__)]
+    records += [measured("bare jitted loop vs PyTorch", "bare", "torch", "torch", torch_version, profile=profile),
+                measured("bare jitted loop vs PyTorch, D frozen in G step", "bare", "torch_tuned", "torch-tuned",
+                         torch_version)]
+    report(records, args.out)
+
 
 if __name__ == "__main__":
     main()
