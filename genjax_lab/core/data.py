@@ -17,10 +17,11 @@ cycle walking) keyed by a 32-bit seed drawn from (seed, e): the row at any posit
 computed on its own, so no permutation is held in memory. `index_shuffle` computes it for a
 whole host batch at once in NumPy, bitwise the result of grain's own (scalar)
 `index_shuffle` wherever grain's gives a permutation. Grain's `MapDataset.shuffle` node is
-not used for two measured reasons: it costs about 20 us per example in Python (more than
-a VAE step per example on a 2-core CPU: see benchmarks/pipeline.py), and for sizes
-2**k + 1 with even k >= 16 (65,537 rows, ...) its block is one bit short, so one row
-repeats and another never comes (tests/test_pipeline.py).
+not used for two measured reasons: it costs 20 to 40 us per example in Python, about what
+the VAE step at batch 100 costs per example on a 2-core CPU (17 us), where this whole
+pipeline costs 2 to 4 us (benchmarks/pipeline.py); and for sizes 2**k + 1 with even
+k >= 16 (65,537 rows, ...) its block is one bit short, so one row repeats and another
+never comes (tests/test_pipeline.py).
 
 A split maps feature names to columns [N, ...]: numpy arrays held in memory, or
 `streaming.RecordColumn`s that read records from ArrayRecord files on demand; the same
