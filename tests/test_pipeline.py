@@ -235,7 +235,7 @@ class LargeImages(builders._ImageLabelBuilder, skip_registration=True):
 
 
 class _LazyImages:
-    """Image i, made when asked for: the builder never holds the split either."""
+    """Image i, made when asked for (the TFDS writer still buffers the split: see _SCRIPT)."""
 
     def __init__(self, size: int):
         self.size = size
