@@ -195,7 +195,7 @@ def _on_device(x):
     return jax.device_put(aligned)
 
 
-def _gaussian_statistics(x: jax.Array, labels: jax.Array, weights: jax.Array,
+def _gaussian_statistics(x: jax.Array, y: jax.Array, labels: jax.Array, weights: jax.Array,
                          real: jax.Array | None) -> GaussianStats:
     # Two passes: the class means, then sums of the deviations r from them; the first pass's
     # rounding error in the mean is removed by sum(w r) / n (the corrected two-pass algorithm),
@@ -205,9 +205,13 @@ def _gaussian_statistics(x: jax.Array, labels: jax.Array, weights: jax.Array,
     class_count = weights.sum(1)
     safe_count = jnp.where(class_count > 0, class_count, 1.0)[:, None]
     rough_mean = batch_einsum("cb,bd->cd", weights, x, precision=full) / safe_count
-    # Each row's class mean by a one-hot product rather than a gather, which a batch sharded
-    # over an Explicit mesh axis would need an output sharding for.
-    deviation = x - jnp.einsum("cb,cd->bd", labels, rough_mean, precision=full)
+    if is_batch_sharded(x):
+        # A gather from the replicated means would need its output sharding stated; the
+        # one-hot product shards like x by itself (and is exact: one nonzero term).
+        row_means = jnp.einsum("cb,cd->bd", labels, rough_mean, precision=full)
+    else:
+        row_means = jnp.take(rough_mean, y, axis=0, mode="clip")
+    deviation = x - row_means
     if real is not None:
         deviation = jnp.where(real[:, None], deviation, 0.0)
     first = batch_einsum("cb,bd->cd", weights, deviation, precision=full)
@@ -230,7 +234,7 @@ def _statistics_impl(x, y, mask, num_classes: int, kind: str, binarize, num_cate
         # round than contracting the leading axis of a [B, C] one-hot.
         labels = (jnp.arange(num_classes)[:, None] == y[None, :]).astype(dtype)
         weights = labels if mask is None else labels * jnp.asarray(mask, dtype)
-        return _gaussian_statistics(x, labels, weights, real)
+        return _gaussian_statistics(x, y, labels, weights, real)
     weights = _one_hot_weights(y, mask, num_classes, dtype)
     class_count = weights.sum(0)
     if kind == "categorical":
