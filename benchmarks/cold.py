@@ -26,11 +26,11 @@ A new case (e.g. the HMM on the casino, against hmmlearn) is one function decora
 
   .venv/bin/python -m benchmarks.cold --out=/tmp/cold.json --rounds=3
 """
+
 import argparse
 import dataclasses
 import importlib.metadata
 import importlib.util
-import json
 import os
 import pathlib
 import statistics
@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import record, report  # noqa: E402
+from benchmarks.common import record, report
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -80,14 +80,20 @@ def _iris_csv() -> pathlib.Path:
 @case
 def gmm_iris(data_dir: pathlib.Path) -> list[Case]:
     del data_dir
-    load = (f"x = np.loadtxt({str(_iris_csv())!r}, delimiter=',', skiprows=1, usecols=range(4))\n")
+    load = f"x = np.loadtxt({str(_iris_csv())!r}, delimiter=',', skiprows=1, usecols=range(4))\n"
     cases = []
     for kind in ("full", "diag", "spherical", "tied"):
-        ours = ("import jax\nfrom genjax_lab.models import gmm\nstart = time.perf_counter()\n" + load +
-                f"params, history = gmm.fit(jax.random.key(0), x.astype(np.float32), 3, {kind!r})\n"
-                "jax.block_until_ready(params)\n")
-        reference = ("from sklearn.mixture import GaussianMixture\nstart = time.perf_counter()\n" + load +
-                     f"GaussianMixture(3, covariance_type={kind!r}, random_state=0).fit(x)\n")
+        ours = (
+            "import jax\nfrom genjax_lab.models import gmm\nstart = time.perf_counter()\n"
+            + load
+            + f"params, history = gmm.fit(jax.random.key(0), x.astype(np.float32), 3, {kind!r})\n"
+            "jax.block_until_ready(params)\n"
+        )
+        reference = (
+            "from sklearn.mixture import GaussianMixture\nstart = time.perf_counter()\n"
+            + load
+            + f"GaussianMixture(3, covariance_type={kind!r}, random_state=0).fit(x)\n"
+        )
         cases.append(Case(f"gmm_{kind}", ours, reference, "scikit-learn"))
     return cases
 
@@ -105,45 +111,64 @@ y = np.array(labels, np.int32)
 @case
 def naive_bayes(data_dir: pathlib.Path) -> list[Case]:
     read = _READ_SPAM.format(path=str(data_dir / "text" / "SMSSpamCollection"))
-    ours = ("import jax\nfrom genjax_lab.data import text\nfrom genjax_lab.models import naive_bayes as nb\n"
-            "start = time.perf_counter()\n" + read +
-            "tokens = [text.tokenize(m) for m in messages]\n"
-            "vocab = text.build_vocabulary(tokens)\n"
-            "x = text.to_dense(text.bag_of_words(tokens, vocab), len(vocab))\n"
-            "jax.block_until_ready(nb.fit(x, y, 2, 'multinomial', smoothing=1.0))\n")
-    reference = ("from sklearn.feature_extraction.text import CountVectorizer\n"
-                 "from sklearn.naive_bayes import MultinomialNB\nstart = time.perf_counter()\n" + read +
-                 "x = CountVectorizer(stop_words='english').fit_transform(messages)\n"
-                 "MultinomialNB(alpha=1.0).fit(x, y)\n")
+    ours = (
+        "import jax\nfrom genjax_lab.data import text\n"
+        "from genjax_lab.models import naive_bayes as nb\n"
+        "start = time.perf_counter()\n" + read + "tokens = [text.tokenize(m) for m in messages]\n"
+        "vocab = text.build_vocabulary(tokens)\n"
+        "x = text.to_dense(text.bag_of_words(tokens, vocab), len(vocab))\n"
+        "jax.block_until_ready(nb.fit(x, y, 2, 'multinomial', smoothing=1.0))\n"
+    )
+    reference = (
+        "from sklearn.feature_extraction.text import CountVectorizer\n"
+        "from sklearn.naive_bayes import MultinomialNB\nstart = time.perf_counter()\n"
+        + read
+        + "x = CountVectorizer(stop_words='english').fit_transform(messages)\n"
+        "MultinomialNB(alpha=1.0).fit(x, y)\n"
+    )
     return [Case("naive_bayes_sms_spam", ours, reference, "scikit-learn")]
 
 
 @case
 def lda(data_dir: pathlib.Path) -> list[Case]:
     path = str(data_dir / "text" / "lee_background.cor")
-    ours = ("import jax\nfrom genjax_lab.data import text\nfrom genjax_lab.models import lda\n"
-            "start = time.perf_counter()\n"
-            f"tokens = [text.tokenize(d) for d in text.read_corpus({path!r})]\n"
-            "vocab = text.build_vocabulary(tokens, min_count=2)\n"
-            "config = lda.LDAConfig(10, len(vocab))\n"
-            "state, _ = lda.fit_vb(text.bag_of_words(tokens, vocab), config, jax.random.key(0), num_iterations=20)\n"
-            "jax.block_until_ready(state)\n")
-    reference = ("from sklearn.decomposition import LatentDirichletAllocation\n"
-                 "from sklearn.feature_extraction.text import CountVectorizer\nstart = time.perf_counter()\n"
-                 f"documents = [line.strip() for line in open({path!r}, encoding='utf-8') if line.strip()]\n"
-                 "x = CountVectorizer(stop_words='english', min_df=1).fit_transform(documents)\n"
-                 "LatentDirichletAllocation(10, learning_method='batch', max_iter=20, random_state=0).fit(x)\n")
+    ours = (
+        "import jax\nfrom genjax_lab.data import text\nfrom genjax_lab.models import lda\n"
+        "start = time.perf_counter()\n"
+        f"tokens = [text.tokenize(d) for d in text.read_corpus({path!r})]\n"
+        "vocab = text.build_vocabulary(tokens, min_count=2)\n"
+        "config = lda.LDAConfig(10, len(vocab))\n"
+        "bags = text.bag_of_words(tokens, vocab)\n"
+        "state, _ = lda.fit_vb(bags, config, jax.random.key(0), num_iterations=20)\n"
+        "jax.block_until_ready(state)\n"
+    )
+    reference = (
+        "from sklearn.decomposition import LatentDirichletAllocation\n"
+        "from sklearn.feature_extraction.text import CountVectorizer\nstart = time.perf_counter()\n"
+        f"documents = [line.strip() for line in open({path!r}, encoding='utf-8') if line.strip()]\n"
+        "x = CountVectorizer(stop_words='english', min_df=1).fit_transform(documents)\n"
+        "LatentDirichletAllocation(10, learning_method='batch', max_iter=20,\n"
+        "                          random_state=0).fit(x)\n"
+    )
     return [Case("lda_lee_background", ours, reference, "scikit-learn")]
 
 
 def run_script(script: str, env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds of a fresh `python -c script`, its own seconds from imports to fitted)."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _PROLOGUE + script + _EPILOGUE], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROLOGUE + script + _EPILOGUE],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,  # a failure is reported with the script and its stderr
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"cold script failed (exit {done.returncode}):\n{script}\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"cold script failed (exit {done.returncode}):\n{script}\n{done.stderr[-3000:]}"
+        )
     fit = [line for line in done.stdout.splitlines() if line.startswith("FIT_S ")]
     return wall, float(fit[-1].split()[1])
 
@@ -155,39 +180,68 @@ def _spread(values: list[float]) -> dict[str, float]:
 def measure(cases: list[Case], rounds: int) -> list[dict]:
     """Each round, each case: ours first process (empty cache), reference, ours second
     process (warm cache), reference. Returns one record per case."""
-    times = {c.name: {"first": [], "second": [], "reference": [], "first_fit": [], "second_fit": [],
-                      "reference_fit": []} for c in cases}
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
+    times = {
+        c.name: {
+            "first": [],
+            "second": [],
+            "reference": [],
+            "first_fit": [],
+            "second_fit": [],
+            "reference_fit": [],
+        }
+        for c in cases
+    }
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")
+    }
     for r in range(rounds):
         for c in cases:
             with tempfile.TemporaryDirectory(prefix="genjax_cold_cache_") as cache:
                 ours_env = {**env, "GENJAX_COMPILATION_CACHE": cache}
                 got = times[c.name]
-                for kind, script, run_env in (("first", c.ours, ours_env), ("reference", c.reference, env),
-                                              ("second", c.ours, ours_env), ("reference", c.reference, env)):
+                for kind, script, run_env in (
+                    ("first", c.ours, ours_env),
+                    ("reference", c.reference, env),
+                    ("second", c.ours, ours_env),
+                    ("reference", c.reference, env),
+                ):
                     wall, fit = run_script(script, run_env)
                     got[kind].append(wall)
                     got[f"{kind}_fit"].append(fit)
-                print(f"round {r + 1}/{rounds} {c.name}: first {got['first'][-1]:.2f} s, second "
-                      f"{got['second'][-1]:.2f} s, reference {got['reference'][-1]:.2f} s", flush=True)
+                print(
+                    f"round {r + 1}/{rounds} {c.name}: first {got['first'][-1]:.2f} s, second "
+                    f"{got['second'][-1]:.2f} s, reference {got['reference'][-1]:.2f} s",
+                    flush=True,
+                )
     records = []
     for c in cases:
         t = {kind: _spread(values) for kind, values in times[c.name].items()}
-        records.append(record(
-            f"cold {c.name}: fresh process to fitted model, second process (cache warm)",
-            t["second"]["median"], c.reference_package, importlib.metadata.version(c.reference_package),
-            t["reference"]["median"], rounds=rounds, times=t,
-            first_process_s=t["first"]["median"], first_process_fit_s=t["first_fit"]["median"],
-            second_process_fit_s=t["second_fit"]["median"], reference_fit_s=t["reference_fit"]["median"],
-            second_within_3x=t["second"]["median"] <= 3 * t["reference"]["median"],
-            first_fit_within_1s=t["first_fit"]["median"] <= 1.0))
+        records.append(
+            record(
+                f"cold {c.name}: fresh process to fitted model, second process (cache warm)",
+                t["second"]["median"],
+                c.reference_package,
+                importlib.metadata.version(c.reference_package),
+                t["reference"]["median"],
+                rounds=rounds,
+                times=t,
+                first_process_s=t["first"]["median"],
+                first_process_fit_s=t["first_fit"]["median"],
+                second_process_fit_s=t["second_fit"]["median"],
+                reference_fit_s=t["reference_fit"]["median"],
+                second_within_3x=t["second"]["median"] <= 3 * t["reference"]["median"],
+                first_fit_within_1s=t["first_fit"]["median"] <= 1.0,
+            )
+        )
     return records
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}"
+    )
     parser.add_argument("--data_dir", default=os.environ.get("GENJAX_DATA_DIR", str(DEFAULT_DATA)))
     parser.add_argument("--out", default=None, help="write the JSON records here")
     args = parser.parse_args()
@@ -198,9 +252,12 @@ def main() -> None:
     records = measure(cases, args.rounds)
     report(records, args.out)
     for r in records:
-        print(f"{r['name']}: first process {r['first_process_s']:.2f} s (fit {r['first_process_fit_s']:.2f} s), "
-              f"second {r['ours_s']:.2f} s (fit {r['second_process_fit_s']:.3f} s), reference "
-              f"{r['reference_s']:.2f} s (fit {r['reference_fit_s']:.3f} s)")
+        print(
+            f"{r['name']}: first process {r['first_process_s']:.2f} s "
+            f"(fit {r['first_process_fit_s']:.2f} s), "
+            f"second {r['ours_s']:.2f} s (fit {r['second_process_fit_s']:.3f} s), reference "
+            f"{r['reference_s']:.2f} s (fit {r['reference_fit_s']:.3f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -127,21 +127,24 @@ def _cold_table(benchmarks: list[dict]) -> list[str]:
     if not records:
         return []
     lines = ["### Cold start", "",
-             "Seconds from a fresh process to a fitted model (`./launch.sh bench cold`), median (range) over",
-             "interleaved rounds; in brackets the part after the imports (data and fit, compilation",
-             "included). First process: empty compilation cache; second: the cache the first left.",
+             "Seconds from a fresh process to a fitted model (`./launch.sh bench cold`), median",
+             "(range) over interleaved rounds; in brackets the part after the imports (data and fit,",
+             "compilation included). First process: empty compilation cache; second: the cache the",
+             "first left.",
              "Targets: second process within 3x the reference, first process's fit within 1 s.", "",
-             "| case | first process | second process | reference | reference library | "
-             "second / reference | targets (3x, 1 s) |",
+             ("| case | first process | second process | reference | reference library | "
+              "second / reference | targets (3x, 1 s) |"),
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
         t = r["times"]
         case = r["name"].removeprefix("cold ").split(":")[0]
-        targets = " / ".join("met" if r[key] else "missed" for key in ("second_within_3x", "first_fit_within_1s"))
+        targets = " / ".join("met" if r[key] else "missed"
+                             for key in ("second_within_3x", "first_fit_within_1s"))
         lines.append(f"| {case} | {_range(t['first'])} [{t['first_fit']['median']:.3g}] | "
                      f"{_range(t['second'])} [{t['second_fit']['median']:.3g}] | "
                      f"{_range(t['reference'])} [{t['reference_fit']['median']:.3g}] | "
-                     f"{r['reference']} {r['reference_version']} | {1 / r['speedup']:.2f}x | {targets} |")
+                     f"{r['reference']} {r['reference_version']} | {1 / r['speedup']:.2f}x | "
+                     f"{targets} |")
     return [*lines, ""]
 
 

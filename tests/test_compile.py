@@ -1,5 +1,6 @@
 """Compilation: the persistent cache set-up, and fits that reuse their compiled programs
 when only a number changes (iteration count, tolerance, a data size within a bucket)."""
+
 import contextlib
 import os
 import pathlib
@@ -55,8 +56,17 @@ def test_gmm_fit_reuses_its_program(covariance_type):
     with count_compilations() as compiled:
         # Another size in the same bucket, another iteration count, tolerance, key, regulariser,
         # k-means iteration count and number of starts.
-        _, history = gmm.fit(jax.random.key(1), _blobs(140, seed=1), 3, covariance_type, num_iters=60,
-                             tol=1e-5, reg_covar=1e-4, kmeans_iters=5, num_inits=2)
+        _, history = gmm.fit(
+            jax.random.key(1),
+            _blobs(140, seed=1),
+            3,
+            covariance_type,
+            num_iters=60,
+            tol=1e-5,
+            reg_covar=1e-4,
+            kmeans_iters=5,
+            num_inits=2,
+        )
         gmm.fit(jax.random.key(2), _blobs(131, seed=2), 3, covariance_type, num_iters=7, tol=0.0)
     assert not compiled, compiled
     assert 1 < len(history) <= 60
@@ -66,8 +76,9 @@ def test_gmm_classifier_reuses_its_program():
     x, y = _blobs(220), np.repeat([0, 1], 110)
     gmm.fit_classifier(jax.random.key(0), x, y, 2, 2, "diag", num_iters=20)
     with count_compilations() as compiled:  # 220 and 200 rows: both padded to 224
-        _, history = gmm.fit_classifier(jax.random.key(1), x[:200], y[:200], 2, 2, "diag", num_iters=35,
-                                        tol=1e-6)
+        _, history = gmm.fit_classifier(
+            jax.random.key(1), x[:200], y[:200], 2, 2, "diag", num_iters=35, tol=1e-6
+        )
     assert not compiled, compiled
     assert history.shape[0] == 2 and 1 < history.shape[1] <= 35
 
@@ -108,8 +119,14 @@ print(events.count("/jax/compilation_cache/cache_hits"),
 def _run(env: dict) -> list[str]:
     root = pathlib.Path(__file__).resolve().parents[1]
     env = {**os.environ, "XLA_FLAGS": "", **env}
-    out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, cwd=root, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _SCRIPT],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.split("\n")
 
 
@@ -145,6 +162,8 @@ def test_lda_batch_fit_reuses_its_step():
     lda.fit_vb(_corpus(120), config, jax.random.key(0), num_iterations=3)
     other = lda.LDAConfig(4, 40, alpha=0.5, eta=0.2, max_doc_iter=35, mean_change_tol=1e-4)
     with count_compilations() as compiled:
-        _, history = lda.fit_vb(_corpus(115, seed=1), other, jax.random.key(1), num_iterations=30, tol=1e-4)
+        _, history = lda.fit_vb(
+            _corpus(115, seed=1), other, jax.random.key(1), num_iterations=30, tol=1e-4
+        )
     assert not compiled, compiled
     assert 1 < len(history.bounds) < 30  # stopped by tol, the iteration it stopped at

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from sklearn.mixture import GaussianMixture
 
 from genjax_lab.models import gmm
@@ -204,13 +205,14 @@ def test_tol_stops_where_sklearn_stops(covariance_type):
     x = _data()
     weights, means, precisions = _start(x, covariance_type)
     for tol in (1e-2, 1e-4):
-        ref = GaussianMixture(K, covariance_type=covariance_type, max_iter=200, tol=tol, reg_covar=1e-4,
-                              weights_init=weights, means_init=means, precisions_init=precisions).fit(x)
+        ref = GaussianMixture(K, covariance_type=covariance_type, max_iter=200, tol=tol,
+                              reg_covar=1e-4, weights_init=weights, means_init=means,
+                              precisions_init=precisions).fit(x)
         assert ref.converged_ and 2 < ref.n_iter_ < 200
         with jax.enable_x64(True):
             init = gmm.from_precisions(weights, means, precisions, covariance_type)
-            params, history = gmm.fit(jax.random.key(0), x, K, covariance_type, init=init, num_iters=200,
-                                      tol=tol, reg_covar=1e-4)
+            params, history = gmm.fit(jax.random.key(0), x, K, covariance_type, init=init,
+                                      num_iters=200, tol=tol, reg_covar=1e-4)
             assert len(history) == ref.n_iter_, (tol, len(history), ref.n_iter_)
             np.testing.assert_allclose(history[-1], ref.lower_bound_, rtol=1e-10)
             np.testing.assert_allclose(params.means, ref.means_, rtol=1e-8, atol=1e-9)

@@ -51,19 +51,22 @@ def test_cold_start_records_get_their_own_table(tmp_path):
     def times(median):
         return {"median": median, "min": median * 0.9, "max": median * 1.2}
 
-    record = {"name": "cold gmm_full: fresh process to fitted model", "ours_s": 1.5, "reference": "scikit-learn",
-              "reference_version": "1.9", "reference_s": 1.0, "speedup": 1 / 1.5,
+    record = {"name": "cold gmm_full: fresh process to fitted model", "ours_s": 1.5,
+              "reference": "scikit-learn", "reference_version": "1.9", "reference_s": 1.0, "speedup": 1 / 1.5,
               "times": {"first": times(3.0), "second": times(1.5), "reference": times(1.0),
-                        "first_fit": times(1.2), "second_fit": times(0.2), "reference_fit": times(0.05)},
+                        "first_fit": times(1.2), "second_fit": times(0.2),
+                        "reference_fit": times(0.05)},
               "second_within_3x": True, "first_fit_within_1s": False}
     (tmp_path / "bench" / "cold").mkdir(parents=True)
     (tmp_path / "bench" / "cold" / "result.json").write_text(json.dumps(
-        {"name": "cold", "records": [record], "command": "./launch.sh bench cold", "wall_s": 9.0, "hardware": "cpu"}))
+        {"name": "cold", "records": [record], "command": "./launch.sh bench cold", "wall_s": 9.0,
+         "hardware": "cpu"}))
     path = tmp_path / "results.md"
     report.write(path, replicate_root=tmp_path / "none", bench_root=tmp_path / "bench", readme=None)
     text = path.read_text()
     assert "### Cold start" in text
-    assert "| gmm_full | 3 (2.7-3.6) [1.2] | 1.5 (1.35-1.8) [0.2] | 1 (0.9-1.2) [0.05] | scikit-learn 1.9 | 1.50x | met / missed |" in text
+    assert ("| gmm_full | 3 (2.7-3.6) [1.2] | 1.5 (1.35-1.8) [0.2] | 1 (0.9-1.2) [0.05] | "
+            "scikit-learn 1.9 | 1.50x | met / missed |") in text
 
 
 def test_cold_benchmark_times_a_fresh_process():

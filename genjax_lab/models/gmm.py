@@ -59,8 +59,7 @@ import numpy as np
 from flax import struct
 from jax.scipy.linalg import solve_triangular
 
-from genjax_lab.core import checks
-from genjax_lab.core import compilation
+from genjax_lab.core import checks, compilation
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.models.naive_bayes import batch_einsum, is_batch_sharded
 
@@ -507,7 +506,8 @@ def _em_loop(params: GMM, x: jax.Array, mask: jax.Array | None, max_iter: jax.Ar
         ll = ll.astype(history.dtype)
         return i + 1, p, ll, history.at[i].set(ll), jnp.abs(ll - previous) < tol
 
-    start = (jnp.zeros((), jnp.int32), params, jnp.full((), -jnp.inf, x.dtype), history, jnp.zeros((), bool))
+    start = (jnp.zeros((), jnp.int32), params, jnp.full((), -jnp.inf, x.dtype), history,
+             jnp.zeros((), bool))
     iterations, params, _, history, _ = jax.lax.while_loop(running, iteration, start)
     return params, history, iterations
 
@@ -662,8 +662,8 @@ def _check_fit_counts(num_iters: int, tol: float, num_inits: int, kmeans_iters: 
 
 
 @functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "capacity"))
-def _fit_program(key, x, mask, init, start, max_iter, tol, reg_covar, kmeans_iters, *, num_components: int,
-                 covariance_type: str, capacity: int):
+def _fit_program(key, x, mask, init, start, max_iter, tol, reg_covar, kmeans_iters, *,
+                 num_components: int, covariance_type: str, capacity: int):
     """Start number `start` (init_kmeans(fold_in(key, start)) unless `init`), then `_em_loop`:
     (params, history, iterations, start finite, result finite). Every number is traced."""
     if init is None:
@@ -673,9 +673,10 @@ def _fit_program(key, x, mask, init, start, max_iter, tol, reg_covar, kmeans_ite
     return params, history, iterations, _finite(init), _finite(params)
 
 
-def fit(key: jax.Array, x: jax.Array, num_components: int, covariance_type: CovarianceType = "full", *,
-        mask: jax.Array | None = None, num_iters: int = 100, tol: float = 1e-3, num_inits: int = 1,
-        reg_covar: float = 1e-6, init: GMM | None = None, kmeans_iters: int = 20) -> tuple[GMM, np.ndarray]:
+def fit(key: jax.Array, x: jax.Array, num_components: int,
+        covariance_type: CovarianceType = "full", *, mask: jax.Array | None = None,
+        num_iters: int = 100, tol: float = 1e-3, num_inits: int = 1, reg_covar: float = 1e-6,
+        init: GMM | None = None, kmeans_iters: int = 20) -> tuple[GMM, np.ndarray]:
     """Fits a GMM to x [N, D] (mask [N]) as scikit-learn's GaussianMixture: a start, then EM
     until an iteration's mean log-likelihood gain falls below `tol` (absolute; 0: never) or
     after `num_iters` iterations; the best final log-likelihood of `num_inits` starts.
@@ -697,7 +698,8 @@ def fit(key: jax.Array, x: jax.Array, num_components: int, covariance_type: Cova
             raise ValueError(f"init must be a {covariance_type} GMM over D={d} features, got a "
                              f"{init.covariance_type} GMM over {init.num_features}")
         if num_inits != 1:
-            raise ValueError(f"num_inits must be 1 with init (every start would be init), got {num_inits}")
+            raise ValueError(f"num_inits must be 1 with init (every start would be init), "
+                             f"got {num_inits}")
     x_padded, mask_padded = _padded(x_np, None if mask is None else np.asarray(mask))
     best = None
     for start in range(num_inits):
@@ -803,8 +805,8 @@ class MixtureClassifier:
 
 
 @functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "capacity"))
-def _fit_classes_program(keys, x, class_masks, max_iter, tol, reg_covar, kmeans_iters, *, num_components: int,
-                         covariance_type: str, capacity: int):
+def _fit_classes_program(keys, x, class_masks, max_iter, tol, reg_covar, kmeans_iters, *,
+                         num_components: int, covariance_type: str, capacity: int):
     def one(key, mask):
         init = init_kmeans(key, x, num_components, covariance_type, mask, kmeans_iters=kmeans_iters,
                            reg_covar=reg_covar)
@@ -840,8 +842,8 @@ def fit_classifier(key: jax.Array, x: jax.Array, y: jax.Array, num_classes: int,
     class_masks = np.zeros((num_classes, x_padded.shape[0]), x_padded.dtype)
     class_masks[:, :len(x_np)] = (y_np[None, :] == np.arange(num_classes)[:, None]) * mask_np
     components, history, iterations, ok = _fit_classes_program(
-        jax.random.split(key, num_classes), x_padded, jnp.asarray(class_masks), num_iters, tol, reg_covar,
-        kmeans_iters, num_components=num_components, covariance_type=covariance_type,
+        jax.random.split(key, num_classes), x_padded, jnp.asarray(class_masks), num_iters, tol,
+        reg_covar, kmeans_iters, num_components=num_components, covariance_type=covariance_type,
         capacity=_iteration_capacity(num_iters))
     history, iterations, ok = jax.device_get((history, iterations, ok))
     _refuse_singular(ok, reg_covar, "a class-conditional mixture")
@@ -850,7 +852,8 @@ def fit_classifier(key: jax.Array, x: jax.Array, y: jax.Array, num_classes: int,
         log_prior = np.log(counts) - np.log(counts.sum())
     else:
         log_prior = np.log(np.asarray(class_prior, x_padded.dtype))
-    return MixtureClassifier(jnp.asarray(log_prior, x_padded.dtype), components), history[:, :iterations.max()]
+    classifier = MixtureClassifier(jnp.asarray(log_prior, x_padded.dtype), components)
+    return classifier, history[:, :iterations.max()]
 
 
 def _check_classifier_input(clf: MixtureClassifier, x, **_) -> None:

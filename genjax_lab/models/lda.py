@@ -72,8 +72,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from scipy.optimize import linear_sum_assignment
 
-from genjax_lab.core import checks
-from genjax_lab.core import compilation
+from genjax_lab.core import checks, compilation
 from genjax_lab.core import loop as loop_lib
 from genjax_lab.core.mesh import DATA_AXIS
 from genjax_lab.data.text import BagOfWords, bag_of_ids
@@ -198,11 +197,13 @@ def init_vb(key: jax.Array, config: LDAConfig) -> VBState:
     and, unlike jax.random.gamma, quick to compile. Any positive noise breaks the symmetry.
     The priors are traced: another alpha or eta reuses the compiled draw.
     """
-    return _init_vb(key, config.alpha0, config.eta0, num_topics=config.num_topics, vocab_size=config.vocab_size)
+    return _init_vb(key, config.alpha0, config.eta0, num_topics=config.num_topics,
+                    vocab_size=config.vocab_size)
 
 
 @functools.partial(jax.jit, static_argnames=("num_topics", "vocab_size"))
-def _init_vb(key: jax.Array, alpha: jax.Array, eta: jax.Array, *, num_topics: int, vocab_size: int) -> VBState:
+def _init_vb(key: jax.Array, alpha: jax.Array, eta: jax.Array, *, num_topics: int,
+             vocab_size: int) -> VBState:
     d = 100.0 - 1.0 / 3.0
     n = jax.random.normal(key, (num_topics, vocab_size))
     lam = d * jnp.maximum(1.0 + n / jnp.sqrt(9.0 * d), 0.1) ** 3 / 100.0
@@ -368,13 +369,14 @@ def vb_batch_step(state: VBState, gammas: tuple[jax.Array, ...] | None, groups: 
 
 
 @functools.partial(jax.jit, static_argnames="config")
-def _batch_step(state: VBState, gammas, groups: tuple[DocBatch, ...], config: LDAConfig, max_doc_iter: jax.Array,
-                mean_change_tol: jax.Array) -> tuple[VBState, tuple[jax.Array, ...], jax.Array]:
+def _batch_step(state: VBState, gammas, groups: tuple[DocBatch, ...], config: LDAConfig,
+                max_doc_iter: jax.Array, mean_change_tol: jax.Array
+                ) -> tuple[VBState, tuple[jax.Array, ...], jax.Array]:
     log_beta = dirichlet_expectation(state.lam)
     if gammas is None:
         gammas = [initial_gamma(state.alpha, g.counts) for g in groups]
-    estimates = [e_step(log_beta, state.alpha, g.ids, g.counts, g.mask, gamma, max_doc_iter, mean_change_tol)
-                 for g, gamma in zip(groups, gammas)]
+    estimates = [e_step(log_beta, state.alpha, g.ids, g.counts, g.mask, gamma, max_doc_iter,
+                        mean_change_tol) for g, gamma in zip(groups, gammas)]
     lam = state.eta + sum(est.sstats for est in estimates)
     all_gamma = jnp.concatenate([est.gamma for est in estimates])
     all_mask = jnp.concatenate([g.mask for g in groups])
@@ -647,7 +649,8 @@ def _group_batches(ids, counts, rows_per_group, multiple: int, mesh):
         g_ids = np.take_along_axis(g_ids, front, 1)[:, :width]
         g_counts = np.take_along_axis(g_counts, front, 1)[:, :width]
         slots = compilation.bucket_size(width, minimum=32, steps_per_octave=8) - width
-        g_ids, g_counts = np.pad(g_ids, ((0, 0), (0, slots))), np.pad(g_counts, ((0, 0), (0, slots)))
+        g_ids = np.pad(g_ids, ((0, 0), (0, slots)))
+        g_counts = np.pad(g_counts, ((0, 0), (0, slots)))
         bucket = compilation.bucket_size(len(rows), minimum=32, steps_per_octave=8)
         (g_ids, g_counts), mask = _pad_rows([g_ids, g_counts], -(-bucket // multiple) * multiple)
         batches.append(DocBatch(*_put([g_ids, g_counts, mask], mesh)))
