@@ -3,12 +3,14 @@
 The README's headline rows (between its `results` markers) are regenerated with it. A part
 with no result.json files behind it in this run (the replications after `./launch.sh bench`
 alone on a fresh clone, or the benchmarks after `replicate`) is kept from the previous report
-and headline rather than emptied."""
+and headline rather than emptied; so are the rows of the benchmark families not rerun (and the
+cold-start table when `cold` is not rerun)."""
 import json
 import math
 import os
 import pathlib
 import platform
+import re
 import shutil
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -107,13 +109,32 @@ def _replication_sections(results: list[dict], report_dir: pathlib.Path) -> list
     return lines
 
 
-def _benchmark_table(benchmarks: list[dict]) -> list[str]:
-    lines = ["| family | measurement | ours (s) | reference | reference (s) | speedup |", "| --- | --- | --- | --- | --- | --- |"]
-    for bench in benchmarks:
-        for r in bench["records"]:
-            lines.append(f"| {bench['name']} | {r['name']} | {r['ours_s']:.4g} | {r['reference']} {r['reference_version']} | "
-                         f"{r['reference_s']:.4g} | {r['speedup']:.2f}x |")
-    return lines
+_COLD = "### Cold start"
+_BENCH_TABLE_HEADER = "| family | measurement | ours (s) | reference | reference (s) | speedup |"
+
+
+def _benchmark_rows(benchmarks: list[dict]) -> list[tuple[str, str]]:
+    return [(bench["name"], f"| {bench['name']} | {r['name']} | {r['ours_s']:.4g} | {r['reference']} "
+                            f"{r['reference_version']} | {r['reference_s']:.4g} | {r['speedup']:.2f}x |")
+            for bench in benchmarks for r in bench["records"]]
+
+
+def _kept_benchmarks(previous: str, rerun: set[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(table rows, command lines) of the previous report's benchmark families not in `rerun`,
+    each as (family, line): `./launch.sh bench gmm` alone keeps the other families' rows."""
+    part = _previous_part(previous, _BENCHMARKS, None) or []
+    start = part.index(_BENCH_TABLE_HEADER) + 2 if _BENCH_TABLE_HEADER in part else len(part)
+    rows, commands = [], []
+    for line in part[start:]:
+        if not line.startswith("| "):
+            break
+        rows.append((line[2:].split(" | ", 1)[0], line))
+    for line in part:
+        command = re.match(r"- ([\w-]+): `", line)
+        if command:
+            commands.append((command.group(1), line))
+    return ([row for row in rows if row[0] not in rerun],
+            [command for command in commands if command[0] not in rerun])
 
 
 def _range(times: dict) -> str:
@@ -126,7 +147,7 @@ def _cold_table(benchmarks: list[dict]) -> list[str]:
     records = [r for bench in benchmarks for r in bench["records"] if "times" in r]
     if not records:
         return []
-    lines = ["### Cold start", "",
+    lines = [_COLD, "",
              "Seconds from a fresh process to a fitted model (`./launch.sh bench cold`), median",
              "(range) over interleaved rounds; in brackets the part after the imports (data and fit,",
              "compilation included). First process: empty compilation cache; second: the cache the",
@@ -205,8 +226,14 @@ def write(path: pathlib.Path, replicate_root: pathlib.Path, bench_root: pathlib.
         "(above 1: we are faster).", "",
     ]
     if benchmarks:
-        bench_part += [*_benchmark_table(benchmarks), "", *_cold_table(benchmarks)]
-        bench_part += [f"- {b['name']}: `{b['command']}`, {b['wall_s']:.0f} s, {b['hardware']}" for b in benchmarks]
+        kept_rows, kept_commands = _kept_benchmarks(previous, {b["name"] for b in benchmarks})
+        rows = sorted(kept_rows + _benchmark_rows(benchmarks), key=lambda row: row[0])
+        commands = sorted(kept_commands + [(b["name"], f"- {b['name']}: `{b['command']}`, {b['wall_s']:.0f} s, "
+                                                       f"{b['hardware']}") for b in benchmarks],
+                          key=lambda command: command[0])
+        cold = _cold_table(benchmarks) or _previous_part(previous, _COLD, "- ") or []
+        bench_part += [_BENCH_TABLE_HEADER, "| --- | --- | --- | --- | --- | --- |", *(line for _, line in rows), "",
+                       *cold, *(line for _, line in commands)]
     else:
         bench_part = _previous_part(previous, _BENCHMARKS, None) or [*bench_part, "Not run yet: `./launch.sh bench`."]
     lines = [

@@ -77,3 +77,22 @@ def test_cold_benchmark_times_a_fresh_process():
     wall, fit = cold.run_script("start = time.perf_counter()\ntime.sleep(0.2)\n", dict(os.environ))
     assert 0.2 <= fit < wall
     assert {"gmm_iris", "naive_bayes", "lda"} <= set(cold.CASES)
+
+
+def test_benchmark_families_not_rerun_keep_their_rows(tmp_path):
+    path = tmp_path / "results.md"
+    for name, speedup in (("alpha", 2.0), ("beta", 3.0)):
+        _benchmark(tmp_path / "all", speedup)
+        (tmp_path / "all" / "demo").rename(tmp_path / "all" / name)
+        result = json.loads((tmp_path / "all" / name / "result.json").read_text())
+        (tmp_path / "all" / name / "result.json").write_text(json.dumps({**result, "name": name}))
+    report.write(path, replicate_root=tmp_path / "none", bench_root=tmp_path / "all", readme=None)
+    _benchmark(tmp_path / "one", 5.0)  # only beta rerun
+    (tmp_path / "one" / "demo").rename(tmp_path / "one" / "beta")
+    result = json.loads((tmp_path / "one" / "beta" / "result.json").read_text())
+    (tmp_path / "one" / "beta" / "result.json").write_text(json.dumps({**result, "name": "beta"}))
+    report.write(path, replicate_root=tmp_path / "none", bench_root=tmp_path / "one", readme=None)
+    text = path.read_text()
+    assert "| alpha | step | 1 | lib 1 | 2 | 2.00x |" in text
+    assert "| beta | step | 1 | lib 1 | 5 | 5.00x |" in text and "3.00x" not in text
+    assert text.count("- alpha: `b`") == 1 and text.count("- beta: `b`") == 1
