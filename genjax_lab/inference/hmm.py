@@ -26,8 +26,8 @@ which needs no separately scaled beta. Viterbi runs in log space (max-plus).
 Numerics. In probability space a state whose probability falls below the float range
 (1e-38 in float32: ~87 nats below the best state) is flushed to zero and never comes back.
 That is harmless when every column of A has min / max >= 1e-6 (a flushed state's future is
-then at most 1e6 times anyone's, so the relative error it leaves is ~1e-11 per step; see
-`scaled_recursion_is_exact`), and there the fast recursions run. With structural zeros (a
+then at most 1e6 times anyone's, so the relative error it leaves is ~1e-12 K per step; see
+`_scaled_is_exact`), and there the fast recursions run. With structural zeros (a
 left-to-right chain) the flushed state may be the only way to a later observation, so the
 same recursions run in log space instead: log alpha is carried, and each prediction
 log sum_i exp(log alpha_{t-1}(i) + log A_ij) is shifted by its own largest term per column
@@ -137,20 +137,26 @@ def _log_normalise(logits: Array) -> tuple[Array, Array]:
     return jnp.where(finite, logits - jnp.where(finite, logc, 0.0), -jnp.inf), logc[..., 0]
 
 
-def _log_matmul(x: Array, y: Array) -> Array:
-    """log(exp(x) @ exp(y)) over the last axis of x and the second-last of y, each output
-    entry shifted by its own largest term: no term is lost however far below the others it
-    lies, and an entry with no finite term is -inf with a zero gradient."""
-    terms = x[..., :, :, None] + y[..., None, :, :]
-    m = jax.lax.stop_gradient(jnp.max(terms, axis=-2))
+def _log_sum_exp(terms: Array) -> Array:
+    """log sum exp over the last axis, each row shifted by its own largest term (so no term
+    is lost however far below the others it lies); a row with no finite term gives -inf with
+    a zero gradient. The last axis is the contiguous one: XLA vectorises it best."""
+    m = jax.lax.stop_gradient(jnp.max(terms, axis=-1, keepdims=True))
     m = jnp.where(jnp.isfinite(m), m, 0.0)
-    return _safe_log(jnp.sum(jnp.exp(terms - m[..., None, :]), axis=-2)) + m
+    return _safe_log(jnp.sum(jnp.exp(terms - m), axis=-1)) + m[..., 0]
 
 
-def scaled_recursion_is_exact(log_transition: Array) -> Array:
+def _log_matmul(x: Array, y: Array) -> Array:
+    """log(exp(x) @ exp(y)) for [..., I, K] and [..., K, J], exact in the sense of
+    `_log_sum_exp` for every output entry."""
+    return _log_sum_exp(x[..., :, None, :] + jnp.swapaxes(y, -1, -2)[..., None, :, :])
+
+
+def _scaled_is_exact(log_transition: Array) -> Array:
     """Whether the fast recursions in probability space are exact to float rounding for this
     transition matrix: every column's smallest entry is at least _MIN_COLUMN_RATIO of its
-    largest (module docstring). A scalar bool; False for any structural zero."""
+    largest (module docstring). A scalar bool; False where a column mixes zeros and nonzeros
+    (structural zeros: a state that some states can enter and others cannot)."""
     trans = jnp.exp(log_transition)
     top = jnp.max(trans, axis=0)
     ratio = jnp.where(top > 0, jnp.min(trans, axis=0) / jnp.where(top > 0, top, 1.0), 1.0)
@@ -161,7 +167,7 @@ def scaled_recursion_is_exact(log_transition: Array) -> Array:
 # flushed at step t (its filtered probability at most eps_t) changes p(y) by at most
 # eps_t * beta_t(j) / sum_i alpha_t(i) beta_t(i) relative, and when every column of A has
 # min / max >= r, beta_t(j) <= beta_t(i) / r for all i, j, so by at most eps_t / r. With
-# r >= 1e-6 and normalisers >= 1e-20, eps_t <= K * 1e-38 / 1e-20 and the bound is ~1e-11 K
+# r >= 1e-6 and normalisers >= 1e-20, eps_t <= K * 1e-38 / 1e-20 and the bound is ~1e-12 K
 # per step: negligible. Otherwise (structural zeros, left-to-right chains) a flushed state
 # may be the only way to a later observation, and the log-space recursions run instead.
 _MIN_COLUMN_RATIO = 1e-6
@@ -174,7 +180,7 @@ _MIN_NORMALISER = 1e-20
 def _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll, filters: bool = True):
     """The fast forward pass in probability space, time-major: (alphas [T, B, K] or None,
     log normalisers [T, B], predictions alpha_t A [T - 1, B, K] or None, exact) where exact
-    says it lost nothing (`scaled_recursion_is_exact` and every real step's normaliser
+    says it lost nothing (`_scaled_is_exact` and every real step's normaliser
     >= _MIN_NORMALISER). It multiplies each prediction by the likelihoods scaled to a
     maximum of 1, exp(ll_t - max ll_t), computed for all steps at once outside the
     sequential loop, which therefore holds no exp or log; filters=False skips writing the
@@ -201,9 +207,24 @@ def _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll, filters: 
 
     _, (alphas, preds, totals) = jax.lax.scan(step, alpha0, (scaled[1:], valid[1:]), unroll=unroll)
     totals = jnp.where(valid, jnp.concatenate([total0[None], totals]), 1.0)  # padding: log 1 = 0
-    exact = scaled_recursion_is_exact(log_transition) & jnp.all(totals >= _MIN_NORMALISER)
+    exact = _scaled_is_exact(log_transition) & jnp.all(totals >= _MIN_NORMALISER)
     logcs = jnp.where(valid, _safe_log(totals) + peak, 0.0)
     return (jnp.concatenate([alpha0[None], alphas]) if filters else None), logcs, preds, exact
+
+
+def _fast_forward(log_initial, log_transition, ll_tm, valid, unroll, filters: bool = True):
+    """`_forward_scaled` where `_scaled_is_exact`, else zeros with exact=False: a chain with
+    structural zeros goes straight to the log-space pass (outside vmap, where a batched cond
+    runs both branches anyway)."""
+    args = (log_initial, log_transition, ll_tm, valid, unroll, filters)
+
+    def skipped():
+        # Zeros like the inputs, so they carry the same sharding as the pass's outputs.
+        zeros = jnp.zeros_like(ll_tm, dtype=jnp.result_type(log_initial, log_transition, ll_tm))
+        kept = (zeros, zeros[1:]) if filters else (None, None)
+        return kept[0], zeros[..., 0], kept[1], jnp.zeros((), bool)
+
+    return jax.lax.cond(_scaled_is_exact(log_transition), lambda: _forward_scaled(*args), skipped)
 
 
 def _forward_log(log_initial, log_transition, ll_tm, valid, unroll, filters: bool = True):
@@ -215,7 +236,7 @@ def _forward_log(log_initial, log_transition, ll_tm, valid, unroll, filters: boo
 
     def step(la, inputs):
         ll_t, valid_t = inputs
-        log_pred = _log_matmul(la[:, None, :], log_transition)[:, 0]
+        log_pred = _log_sum_exp(la[:, None, :] + log_transition.T)
         la_t, logc_t = _log_normalise(log_pred + ll_t)
         # Padded steps keep the last real filter, so the final carry is alpha_{L-1}.
         la = jnp.where(valid_t[:, None], la_t, la)
@@ -230,7 +251,7 @@ def _forward_log(log_initial, log_transition, ll_tm, valid, unroll, filters: boo
 def _filter(log_initial, log_transition, ll_tm, valid, unroll):
     """(alphas [T, B, K], log normalisers [T, B]): the fast pass where it is exact, else the
     log-space pass. Under vmap both run (a batched cond is a select)."""
-    alphas, logcs, _, exact = _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll)
+    alphas, logcs, _, exact = _fast_forward(log_initial, log_transition, ll_tm, valid, unroll)
 
     def in_log_space():
         las, logcs_, _ = _forward_log(log_initial, log_transition, ll_tm, valid, unroll)
@@ -241,7 +262,7 @@ def _filter(log_initial, log_transition, ll_tm, valid, unroll):
 
 def _log_likelihood(log_initial, log_transition, ll_tm, valid, unroll):
     potentials = (log_initial, log_transition, ll_tm, valid, unroll)
-    _, logcs, _, exact = _forward_scaled(*potentials, filters=False)
+    _, logcs, _, exact = _fast_forward(*potentials, filters=False)
     logcs = jax.lax.cond(exact, lambda: logcs, lambda: _forward_log(*potentials, filters=False)[1])
     return jnp.sum(logcs, axis=0)
 
@@ -287,7 +308,7 @@ def _backward_log(log_transition, las, log_preds, valid, unroll):
         la_t, log_pred_next, valid_n = inputs
         usable = valid_n[:, None] & jnp.isfinite(log_pred_next)
         log_ratio = jnp.where(usable, lg_next - jnp.where(usable, log_pred_next, 0.0), -jnp.inf)
-        back = _log_matmul(log_transition, log_ratio[:, :, None])[..., 0]
+        back = _log_sum_exp(log_transition + log_ratio[:, None, :])
         lg = _log_normalise(jnp.where(valid_n[:, None], la_t + back, la_t))[0]
         return lg, (lg, log_ratio)
 
@@ -302,14 +323,15 @@ def _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise: bool):
     """Forward-backward: (log-likelihood [B], gamma [T, B, K], and the pairwise posteriors
     [T - 1, B, K, K] if pairwise else their sums over t, the transition counts [B, K, K]).
     The probability-space passes where they are exact, else the log-space ones."""
-    alphas, logcs, preds, exact = _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll)
+    alphas, logcs, preds, exact = _fast_forward(log_initial, log_transition, ll_tm, valid, unroll)
     trans = jnp.exp(log_transition)
 
     def scaled():
         gammas, ratios = _backward_posteriors(log_transition, alphas, preds, valid, unroll)
-        if pairwise:
-            return logcs, gammas, alphas[:-1, :, :, None] * trans * ratios[:, :, None, :]
-        return logcs, gammas, trans * jnp.einsum("tbi,tbj->bij", alphas[:-1], ratios)
+        xi = alphas[:-1, :, :, None] * trans * ratios[:, :, None, :]
+        # Summed as in the log-space branch (an einsum would drop the batch axis's sharding,
+        # and both branches must give the same type).
+        return logcs, gammas, xi if pairwise else jnp.sum(xi, axis=0)
 
     def in_log_space():
         las, logcs_, log_preds = _forward_log(log_initial, log_transition, ll_tm, valid, unroll)
@@ -369,7 +391,7 @@ def _log_elements(log_initial, log_transition, ll_tm, valid):
 def _parallel_log_messages(log_initial, log_transition, ll_tm, valid, backward: bool):
     """Prefix products of the elements (log alpha_t unnormalised, [T, B, K]) and, when
     backward, the suffix products' row sums (log beta_t, [T, B, K]), as (log matrix, log
-    scale) pairs: scaled to max 1 where `scaled_recursion_is_exact` says that loses nothing,
+    scale) pairs: scaled to max 1 where `_scaled_is_exact` says that loses nothing,
     else in log space. Also the elements themselves, in log space."""
     logits = _log_elements(log_initial, log_transition, ll_tm, valid)
 
@@ -393,7 +415,7 @@ def _parallel_log_messages(log_initial, log_transition, ll_tm, valid, backward: 
                                           reverse=True)
         return la, jax.nn.logsumexp(suffix, axis=-1)
 
-    la, lb = jax.lax.cond(scaled_recursion_is_exact(log_transition), scaled, in_log_space)
+    la, lb = jax.lax.cond(_scaled_is_exact(log_transition), scaled, in_log_space)
     return la, lb, logits
 
 
@@ -589,7 +611,7 @@ def hmm_posterior_sample(
     ll, lengths, unbatched = _batch(log_likelihoods, lengths)
     ll_tm, valid = _time_major(ll, lengths)
     # Log filters: a state below the float range may be the only way to x_{t+1}.
-    alphas, _, _, exact = _forward_scaled(log_initial, log_transition, ll_tm, valid, unroll)
+    alphas, _, _, exact = _fast_forward(log_initial, log_transition, ll_tm, valid, unroll)
     las = jax.lax.cond(exact, lambda: _safe_log(alphas),
                        lambda: _forward_log(log_initial, log_transition, ll_tm, valid, unroll)[0])
     last = (jnp.arange(ll_tm.shape[0])[:, None] == lengths[None, :] - 1)
