@@ -117,7 +117,9 @@ def naive_bayes(data_dir: pathlib.Path) -> list[Case]:
         "start = time.perf_counter()\n" + read + "tokens = [text.tokenize(m) for m in messages]\n"
         "vocab = text.build_vocabulary(tokens)\n"
         "x = text.to_dense(text.bag_of_words(tokens, vocab), len(vocab))\n"
-        "jax.block_until_ready(nb.fit(x, y, 2, 'multinomial', smoothing=1.0))\n"
+        "config = nb.default_config()\n"
+        "config.update({'kind': 'multinomial', 'num_classes': 2, 'alpha': 1.0})\n"
+        "jax.block_until_ready(nb.fit(jax.random.key(0), {'x': x, 'y': y}, config))\n"
     )
     reference = (
         "from sklearn.feature_extraction.text import CountVectorizer\n"

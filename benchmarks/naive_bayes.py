@@ -54,14 +54,18 @@ def nb_records(mnist_dir: str, rounds: int) -> list[dict]:
     references = (("gaussian", sk_nb.GaussianNB()),
                   ("bernoulli", sk_nb.BernoulliNB(binarize=127.0)))
     for kind, reference in references:
-        def our_fit(kind=kind):
-            return jax.block_until_ready(nb.fit(x, labels, 10, kind, binarize=127.0))
-        params = our_fit()
+        config = nb.default_config()
+        config.update({"kind": kind, "num_classes": 10, "binarize": 127.0})
+
+        def our_fit(config=config):
+            data = {"x": x, "y": labels}
+            return jax.block_until_ready(nb.fit(jax.random.key(0), data, config)[0])
+        classifier = nb.classifier(our_fit())
         name = f"sklearn {type(reference).__name__}"
         fit = interleaved(our_fit, lambda ref=reference: ref.fit(x, labels), rounds)
-        pred = interleaved(lambda p=params: jax.block_until_ready(nb.predict_proba(p, x_test)),
+        pred = interleaved(lambda c=classifier: jax.block_until_ready(c.predict_proba(x_test)),
                            lambda ref=reference: ref.predict_proba(x_test), rounds)
-        agreement = float(np.mean(np.asarray(nb.predict(params, x_test))
+        agreement = float(np.mean(np.asarray(classifier.predict(x_test))
                                   == reference.predict(x_test)))
         for what, timing, extra in (("fit MNIST 60k", fit, {}),
                                     ("predict_proba MNIST 10k", pred,
@@ -74,7 +78,8 @@ def nb_records(mnist_dir: str, rounds: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
+    parser.add_argument("--mnist_dir", default=str(
+        pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--out", default=None, help="write the JSON records here")
     args = parser.parse_args()

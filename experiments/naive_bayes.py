@@ -116,8 +116,10 @@ def run_spam(config, workdir: pathlib.Path) -> dict[str, float]:
     x, vocab_size = word_counts(messages, train, config.data.min_count, config.data.max_vocab)
 
     t0 = time.perf_counter()
-    nb_params = nb.fit(x[train], y[train], 2, "multinomial", smoothing=config.nb.alpha)
-    nb_score = np.asarray(nb.predict_proba(nb_params, x[test])[:, 1], np.float64)
+    nb_config = nb.default_config()
+    nb_config.update({"kind": "multinomial", "num_classes": 2, "alpha": config.nb.alpha})
+    nb_params, _ = nb.fit(jax.random.key(config.seed), {"x": x[train], "y": y[train]}, nb_config)
+    nb_score = np.asarray(nb.classifier(nb_params).predict_proba(x[test])[:, 1], np.float64)
     nb_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     lr_params, losses = logistic.fit(x[train], y[train], 2, c=config.logistic.c, num_steps=config.logistic.num_steps)
@@ -204,20 +206,28 @@ def draw_indices(y: np.ndarray, size: int, num_draws: int, num_test: int, rng) -
     return np.stack(trains), np.stack(tests)
 
 
-def fit_naive_bayes(x, y, mask, num_classes: int, kind: str, smoothing: float, binarize: float) -> nb.Params:
+def fit_naive_bayes(x, y, mask, num_classes: int, kind: str, smoothing: float,
+                    binarize: float) -> nb.Params:
     """nb.fit, plus kind 'gaussian_shared': Ng & Jordan's continuous naive Bayes, whose
     per-feature variance is shared by the classes (pooled within-class variance + the
     var_smoothing epsilon, smoothing x the largest feature variance), so that its posterior
-    has logistic regression's linear form."""
+    has logistic regression's linear form. `smoothing` is var_smoothing for the Gaussian
+    kinds, alpha for the others."""
+    gaussian = kind in ("gaussian", "gaussian_shared")
+    config = nb.default_config()
+    config.update({"kind": "gaussian" if gaussian else kind, "num_classes": num_classes,
+                   "var_smoothing" if gaussian else "alpha": smoothing, "binarize": binarize})
+    data = {"x": x, "y": y, "mask": mask}
     if kind != "gaussian_shared":
-        return nb.fit(x, y, num_classes, kind, mask=mask, smoothing=smoothing, binarize=binarize)
-    stats = nb.sufficient_statistics(x, y, mask, num_classes, "gaussian")
-    per_class = nb.from_statistics(stats, smoothing=smoothing)
-    total = stats.class_count.sum()
-    within = jnp.sum(stats.sum_sq - stats.sum**2 / stats.class_count[:, None], 0) / total
-    overall = stats.sum_sq.sum(0) / total - (stats.sum.sum(0) / total) ** 2
-    var = jnp.maximum(within, 0.0) + smoothing * jnp.max(overall)
-    return nb.GaussianNB(per_class.class_log_prior, per_class.mean, jnp.broadcast_to(var, per_class.mean.shape))
+        return nb.fit(jax.random.key(0), data, config)[0]  # closed form: the key is unused
+    stats = nb.statistics_step(None, data, config, nb.meta_from_data(data, config))
+    per_class = nb.from_statistics(stats, config)
+    # Central moments: sums of squares less squared sums lose every digit of a variance that
+    # is small against the mean (issue #17).
+    within = stats.m2.sum(0) / stats.class_count.sum()
+    var = within + smoothing * jnp.max(nb.pooled_variance(stats))
+    return nb.GaussianNB(per_class.log_prior, per_class.mean,
+                         jnp.broadcast_to(var, per_class.mean.shape))
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "kind", "smoothing", "binarize", "standardize",
@@ -239,7 +249,7 @@ def draw_errors(x, y, x_test, y_test, train_idx, train_mask, test_idx, l2, lr_sc
         xs, ys = x[tr], y[tr]
         xt, yt = (x_test, y_test) if te is None else (x[te], y[te])
         nb_params = fit_naive_bayes(xs, ys, mask, num_classes, kind, smoothing, binarize)
-        nb_error = jnp.mean(nb.predict(nb_params, xt) != yt)
+        nb_error = jnp.mean(nb.classifier(nb_params).predict(xt) != yt)
         xs, xt = xs * lr_scale, xt * lr_scale
         if standardize:  # moments of the real rows; constant features get scale 1
             weights = mask[:, None] / mask.sum()

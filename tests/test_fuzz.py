@@ -115,60 +115,76 @@ Y = np.arange(12, dtype=np.int32) % 2
 # ----------------------------------------------------------------------------- naive Bayes
 
 
+def _nb_config(kind: str = "gaussian", **fields) -> ml_collections.ConfigDict:
+    config = naive_bayes.default_config()
+    config.update({"kind": kind, **fields})
+    return config
+
+
+def _nb_fit(x, y, config):
+    return naive_bayes.fit(jax.random.key(0), {"x": x, "y": y}, config)[0]
+
+
 @pytest.fixture(scope="module")
 def gaussian_nb():
-    return naive_bayes.fit(X, Y, 2)
+    return _nb_fit(X, Y, _nb_config())
 
 
 @FUZZ
 @given(x=broken(X, ["ndim", "empty", "complex", "str", "nan", "inf"]))
 def test_naive_bayes_fit_refuses_bad_x(x):
     with refused("x"):
-        naive_bayes.fit(x, Y, 2)
+        _nb_fit(x, Y, _nb_config(num_classes=2))
 
 
 @FUZZ
 @given(y=broken(Y, ["ndim", "rows", "float", "bool", "complex"]) | st.just(Y + 2) | st.just(Y - 1))
 def test_naive_bayes_fit_refuses_bad_y(y):
     with refused("y"):
-        naive_bayes.fit(X, y, 2)
+        _nb_fit(X, y, _nb_config(num_classes=2))
 
 
 @FUZZ
-@given(num_classes=bad_counts(), smoothing=bad_reals(low=0.0, low_open=True).filter(lambda v: v is not None),
+@given(num_classes=bad_counts(minimum=0),
+       smoothing=bad_reals(low=0.0, low_open=True).filter(lambda v: v is not None),
        kind=st.sampled_from(["gaussian", "multinomial"]))
 def test_naive_bayes_refuses_bad_hyperparameters(num_classes, smoothing, kind):
+    """num_classes 0 takes the labels' largest + 1; var_smoothing 0 is allowed (alpha 0 is not)."""
     counts = np.abs(np.round(X * 3))
     with refused("num_classes"):
-        naive_bayes.fit(counts, Y, num_classes, kind)
+        _nb_fit(counts, Y, _nb_config(kind, num_classes=num_classes))
+    field = "var_smoothing" if kind == "gaussian" else "alpha"
     if kind == "gaussian" and isinstance(smoothing, float) and smoothing == 0.0:
-        return  # var_smoothing 0 is allowed (alpha 0 is not)
-    with refused("smoothing"):
-        naive_bayes.fit(counts, Y, 2, kind, smoothing=smoothing)
+        return
+    with refused(field):
+        _nb_fit(counts, Y, _nb_config(kind, **{field: smoothing}))
 
 
 @FUZZ
 @given(x=broken(X, ["ndim", "width", "empty", "complex", "str", "inf", "-inf"]))
-def test_naive_bayes_prediction_refuses_bad_x(gaussian_nb, x):
+def test_naive_bayes_scoring_refuses_bad_x(gaussian_nb, x):
     with refused("x"):
-        naive_bayes.predict_log_proba(gaussian_nb, x)
+        naive_bayes.log_prob(gaussian_nb, x)
+    with refused("x"):
+        naive_bayes.classifier(gaussian_nb).predict_log_proba(x)
 
 
 @FUZZ
-@given(num_samples=bad_counts(), y=st.sampled_from([np.array([0, 2]), np.array([-1]), np.array([0.0, 1.0]),
-                                                     np.zeros((2, 2), np.int32)]))
-def test_naive_bayes_sampling_refuses_bad_counts_and_labels(gaussian_nb, num_samples, y):
-    with refused("num_samples"):
-        naive_bayes.sample(jax.random.key(0), gaussian_nb, num_samples)
+@given(num=bad_counts(), y=st.sampled_from([np.array([0, 2]), np.array([-1, 0]),
+                                            np.array([0.0, 1.0]), np.zeros((2, 2), np.int32)]))
+def test_naive_bayes_sampling_refuses_bad_counts_and_labels(gaussian_nb, num, y):
+    with refused("num"):
+        naive_bayes.sample(jax.random.key(0), gaussian_nb, num)
     with refused("y"):
-        naive_bayes.sample_given_y(jax.random.key(0), gaussian_nb, y)
+        naive_bayes.sample(jax.random.key(0), gaussian_nb, 2, y=y)
 
 
 @FUZZ
 @given(x=hnp.arrays(np.float32, (5, 3), elements=st.floats(-1e3, 1e3, width=32) | st.just(np.nan)))
 def test_naive_bayes_valid_input_gives_finite_probabilities(gaussian_nb, x):
     """NaN marks a missing feature: marginalised out, not propagated."""
-    assert np.isfinite(naive_bayes.predict_log_proba(gaussian_nb, x)).all()
+    assert np.isfinite(naive_bayes.classifier(gaussian_nb).predict_log_proba(x)).all()
+    assert np.isfinite(naive_bayes.log_prob(gaussian_nb, x)).all()
 
 
 # ----------------------------------------------------------------------------- GMM

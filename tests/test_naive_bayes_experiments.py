@@ -147,3 +147,18 @@ def test_replication_configs_load_for_every_schedule(name):
         for schedule in rep.SCHEDULES:
             config = module.get_config(replication.config_arg(run, schedule))
             assert config.kind in nbx.KINDS
+
+
+def test_shared_variance_gaussian_keeps_its_digits_when_the_mean_dwarfs_the_spread():
+    """Pooled from central moments: sum_sq - sum^2 / n in float32 cancels every digit of a
+    variance of 1e-4 about a mean of 1e3 (issue #17's failure, in the experiment's pooling)."""
+    rng = np.random.default_rng(4)
+    y = np.arange(400) % 2
+    x = 1e3 + 0.5 * y[:, None] + 1e-2 * rng.normal(size=(400, 3))
+    mask = np.ones(400, np.float32)
+    params = nbx.fit_naive_bayes(x.astype(np.float32), y.astype(np.int32), mask, 2, "gaussian_shared",
+                                 1e-9, 0.0)
+    x32 = x.astype(np.float32).astype(np.float64)
+    within = sum(((x32[y == c] - x32[y == c].mean(0)) ** 2).sum(0) for c in range(2)) / 400
+    expected = within + 1e-9 * x32.var(0).max()
+    np.testing.assert_allclose(np.asarray(params.var), np.broadcast_to(expected, (2, 3)), rtol=1e-3)

@@ -220,10 +220,11 @@ def test_naive_bayes_fits_a_streamed_split_as_the_whole_array(tfds_dir, kind):
 
     in_memory = load_images(_data_config(tfds_dir))["train"]
     x = in_memory["image"].reshape(len(in_memory["image"]), -1).astype(np.float32) / 255.0
-    binarize = 0.5 if kind == "bernoulli" else 0.0
-    whole = naive_bayes.fit(x, in_memory["label"], 10, kind, binarize=binarize)
-    streamed = naive_bayes.fit_split(_streamed(tfds_dir)["train"], 10, kind, features=_pixels, labels="label",
-                                     batch_size=96, binarize=binarize)
+    config = naive_bayes.default_config()
+    config.update({"kind": kind, "num_classes": 10, "binarize": 0.5 if kind == "bernoulli" else 0.0})
+    whole, _ = naive_bayes.fit(jax.random.key(0), {"x": x, "y": in_memory["label"]}, config)
+    streamed, _ = naive_bayes.fit_split(_streamed(tfds_dir)["train"], config, features=_pixels,
+                                        labels="label", batch_size=96)
     for got, want in zip(jax.tree.leaves(streamed), jax.tree.leaves(whole), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 

@@ -100,3 +100,43 @@ def host_copy(tree):
         return np.asarray(x)
 
     return jax.tree.map(fetch, tree)
+
+
+def is_batch_sharded(x: jax.Array) -> bool:
+    """Whether x's leading axis is split over an Explicit mesh axis (as seen while tracing)."""
+    spec = jax.typeof(x).sharding.spec
+    return bool(spec) and spec[0] is not None
+
+
+def batch_einsum(subscripts: str, *operands: jax.Array, precision=None) -> jax.Array:
+    """`jnp.einsum` that contracts the (possibly sharded) batch axis to a replicated result.
+
+    On a mesh with Explicit axes (the default of `jax.make_mesh`) a contraction over a sharded
+    axis needs its output sharding stated; this states "replicated", which makes XLA reduce the
+    per-device partial sums across devices. Elsewhere it is plain einsum.
+    """
+    for operand in operands:
+        if is_batch_sharded(operand):
+            mesh = jax.typeof(operand).sharding.mesh
+            return jax.numpy.einsum(subscripts, *operands, precision=precision,
+                                    out_sharding=NamedSharding(mesh, PartitionSpec()))
+    return jax.numpy.einsum(subscripts, *operands, precision=precision)
+
+
+def on_device(x):
+    """x as a device array, copied once on the host first where that is the faster way in.
+
+    XLA's CPU client takes a host array without a copy when its data are 64-byte aligned, but
+    copies a misaligned one element by element, about 5x slower than numpy's copy (MNIST train
+    images, 188 MB: 100 ms against 20 ms); large numpy arrays are usually only 16-byte aligned.
+    Anything but a numpy array (or a non-canonical dtype, which jax converts anyway) is
+    returned as it is.
+    """
+    if (not isinstance(x, np.ndarray) or jax.default_backend() != "cpu"
+            or x.ctypes.data % 64 == 0 or x.dtype != jax.dtypes.canonicalize_dtype(x.dtype)):
+        return x
+    buffer = np.empty(x.nbytes + 64, np.uint8)
+    start = -buffer.ctypes.data % 64
+    aligned = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    np.copyto(aligned, x)
+    return jax.device_put(aligned)

@@ -18,7 +18,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from genjax_lab.core import checks
-from genjax_lab.models.naive_bayes import is_batch_sharded
+from genjax_lab.core.mesh import is_batch_sharded
 
 
 class LogisticParams(NamedTuple):

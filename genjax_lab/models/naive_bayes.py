@@ -3,15 +3,22 @@
 Model, C classes, D features: y ~ Categorical(pi), x_d | y ~ p_d(. | theta_{y,d}) independently.
   gaussian     x_d | y=c ~ N(mean_cd, var_cd)
   bernoulli    b_d = [x_d > binarize] ~ Bernoulli(p_cd)
-  multinomial  x ~ Multinomial(n, theta_c) (counts; the multinomial coefficient is dropped from
-               log_joint because it does not depend on the class, as in scikit-learn)
+  multinomial  x ~ Multinomial(n, theta_c) (word counts)
   categorical  x_d in {0..M_d - 1} ~ Categorical(theta_cd)
 
-Fitting is by sufficient statistics: `sufficient_statistics(x, y, mask, num_classes, kind)` is a
-mask-weighted reduction over the batch axis, so under jit with the batch sharded over the 'data'
-mesh axis it is a cross-device reduction, and statistics of streamed batches combine with
-`add_statistics(s1, s2)`. `from_statistics(stats, smoothing=...)` then gives the parameters,
-with scikit-learn's estimators:
+The verbs (genjax_lab.api), on data {"x": [N, D], "y": int [N], optional "mask": [N]}
+(categorical x: integer categories; a mask weighs rows, 0 for padding) and the config of
+`default_config()` (the whole config is the model's):
+  fit(key, data, config) -> (params, history)   closed form, from sufficient statistics:
+      `statistics_step(stats, batch, config, meta)` adds a batch's statistics to a running
+      total, then `from_statistics(stats, config)`; `fit_split` streams a split through it.
+  log_prob(params, x, y=None) -> [B]            exact log p(x | y), or log p(x) when y is None.
+  sample(key, params, num, *, y=None)           x [num, D]; `sample_with_labels` keeps the y.
+  classifier(params) -> genjax_lab.api.BayesClassifier (Bayes' rule; no latent, no posterior).
+
+Statistics are mask-weighted reductions over the batch axis, so under jit with the batch
+sharded over the 'data' mesh axis they are cross-device reductions, and the statistics of
+streamed batches combine with `add_statistics(s1, s2)`. Estimators, as scikit-learn's:
   gaussian     mean_cd, var = M2_cd / n_c + epsilon, where M2 is the sum of squared deviations
                from the class mean and epsilon = var_smoothing * max_d var_d(all data)
                (GaussianNB: the variance of all training data pooled over classes, not per
@@ -22,10 +29,13 @@ with scikit-learn's estimators:
   bernoulli    p_cd = (N_cd + alpha) / (n_c + 2 alpha)                      (BernoulliNB)
   multinomial  theta_cd = (N_cd + alpha) / (sum_d N_cd + D alpha)           (MultinomialNB)
   categorical  theta_cdm = (N_cdm + alpha) / (n_c + M_d alpha), M_d = largest category of
-               feature d seen in training + 1 unless given                  (CategoricalNB)
-Class priors are the class frequencies (fit_prior=True), uniform (fit_prior=False) or given.
+               feature d seen in training + 1                               (CategoricalNB)
+Class log priors (`log_prior`) are the log class frequencies (fit_prior), uniform, or given.
 
-Prediction is Bayes' rule in log space: log p(y | x) = log_joint - logsumexp_c log_joint.
+Scoring: log_prob is exact, the multinomial coefficient n! / prod_d x_d! included. The
+classifier's class log-likelihoods leave that coefficient out, as scikit-learn's joint
+log-likelihood does: it is the same for every class, so Bayes' rule is unchanged, but the
+classifier's `log_joint` / `log_marginal` of a multinomial model are log p up to it.
 Missing features (NaN entries, or `observed` False) are marginalised out: for the Gaussian,
 Bernoulli and categorical models that drops their factors; for the multinomial it restricts
 the word distribution to the observed features, theta_cd / sum_{d observed} theta_cd. Both equal
@@ -42,43 +52,80 @@ jit the functions are pure array code.
 import functools
 import math
 import operator
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import struct
-from jax.sharding import NamedSharding, PartitionSpec
 
+from genjax_lab import api
 from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import mesh as mesh_lib
+from genjax_lab.core.mesh import batch_einsum, is_batch_sharded
 
 Kind = Literal["gaussian", "bernoulli", "multinomial", "categorical"]
 KINDS = ("gaussian", "bernoulli", "multinomial", "categorical")
 
 
-# ----------------------------------------------------------------------------- sharded sums
-def batch_einsum(subscripts: str, *operands: jax.Array, precision=None) -> jax.Array:
-    """`jnp.einsum` that contracts the (possibly sharded) batch axis to a replicated result.
+# ----------------------------------------------------------------------------- config
+def default_config() -> ml_collections.ConfigDict:
+    """The model's whole config.
 
-    On a mesh with Explicit axes (the default of `jax.make_mesh`) a contraction over a sharded
-    axis needs its output sharding stated; this states "replicated", which makes XLA reduce the
-    per-device partial sums across devices. Elsewhere it is plain einsum.
+    kind: one of KINDS. num_classes: C, 0 to take the largest label + 1 of the data (which
+    must then be concrete: set it for a fit under jit). var_smoothing (gaussian) and alpha
+    (the discrete kinds' pseudo-count) as scikit-learn's. fit_prior: class frequencies as the
+    prior, else uniform; class_prior: a fixed prior [C] (empty: not fixed). binarize
+    (bernoulli): x > binarize is 1. num_categories (categorical): the size M of the category
+    axis, 0 for the largest category in the data + 1 (each feature's own M_d is always the
+    largest category of that feature seen in training + 1).
     """
-    for operand in operands:
-        if is_batch_sharded(operand):
-            mesh = jax.typeof(operand).sharding.mesh
-            return jnp.einsum(subscripts, *operands, precision=precision,
-                              out_sharding=NamedSharding(mesh, PartitionSpec()))
-    return jnp.einsum(subscripts, *operands, precision=precision)
+    return ml_collections.ConfigDict({
+        "kind": "gaussian", "num_classes": 0, "var_smoothing": 1e-9, "alpha": 1.0,
+        "fit_prior": True, "class_prior": (), "binarize": 0.0, "num_categories": 0,
+    })
 
 
-def is_batch_sharded(x: jax.Array) -> bool:
-    """Whether x's leading axis is split over an Explicit mesh axis (as seen while tracing)."""
-    spec = jax.typeof(x).sharding.spec
-    return bool(spec) and spec[0] is not None
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    checks.check_choice("config.kind", config.kind, KINDS)
+    checks.check_count("config.num_classes", config.num_classes, minimum=0)
+    checks.check_number("config.var_smoothing", config.var_smoothing, low=0.0)
+    checks.check_number("config.alpha", config.alpha, low=0.0, low_open=True)
+    checks.check_number("config.binarize", config.binarize)
+    checks.check_count("config.num_categories", config.num_categories, minimum=0)
+
+
+def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict:
+    """The sizes the data fix: num_features, num_classes, dtype (of the fitted parameters)
+    and, for the categorical model, num_categories (the category axis M)."""
+    _check_config(config)
+    checks.check_mapping("data", data, ("x", "y"))
+    x, y = data["x"], data["y"]
+    if checks.is_checkable(x):
+        checks.check_array("x", x, ("N", "D"), finite=False)
+    elif jnp.ndim(x) != 2:
+        raise ValueError(f"x must be [N, D], got shape {jnp.shape(x)}")
+    num_classes = config.num_classes
+    if num_classes == 0:
+        if not checks.is_checkable(y):
+            raise ValueError("config.num_classes must be set (> 0) for a fit under jit")
+        labels = checks.check_array("y", y, ("N",), kinds=checks.INTEGER)
+        num_classes = int(labels.max()) + 1
+    x_dtype = jnp.result_type(x)
+    dtype = x_dtype if jnp.issubdtype(x_dtype, jnp.floating) else jnp.dtype(jnp.float32)
+    meta = {"num_features": int(jnp.shape(x)[1]), "num_classes": int(num_classes),
+            "dtype": jnp.dtype(dtype).name}
+    if config.kind == "categorical":
+        num_categories = config.num_categories
+        if num_categories == 0:
+            if not checks.is_checkable(x):
+                raise ValueError("config.num_categories must be set (> 0) for a fit under jit")
+            num_categories = int(np.max(np.asarray(x))) + 1
+        meta["num_categories"] = int(num_categories)
+    return meta
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -90,16 +137,6 @@ class GaussianStats:
     class_count: jax.Array
     mean: jax.Array
     m2: jax.Array
-
-    @property
-    def sum(self) -> jax.Array:
-        """sum_n w_nc x_n [C, D], for callers that pool classes themselves."""
-        return self.class_count[:, None] * self.mean
-
-    @property
-    def sum_sq(self) -> jax.Array:
-        """sum_n w_nc x_n^2 [C, D]: raw, so differences of it lose the digits that m2 keeps."""
-        return self.m2 + self.class_count[:, None] * self.mean**2
 
 
 @struct.dataclass
@@ -116,16 +153,25 @@ class CountStats:
 Stats = GaussianStats | CountStats
 
 
+def pooled_variance(stats: GaussianStats) -> jax.Array:
+    """The variance of all the data, classes pooled [D]: within-class M2 plus the spread of
+    the class means about their mean, over the total count."""
+    count = stats.class_count[:, None]
+    total = stats.class_count.sum()
+    grand_mean = jnp.sum(count * stats.mean, 0) / total
+    return (stats.m2.sum(0) + jnp.sum(count * (stats.mean - grand_mean) ** 2, 0)) / total
+
+
 def _one_hot_weights(y: jax.Array, mask: jax.Array | None, num_classes: int, dtype) -> jax.Array:
     weights = jax.nn.one_hot(y, num_classes, dtype=dtype)
     return weights if mask is None else weights * mask.astype(dtype)[:, None]
 
 
-def _validate_training(x, y, mask, num_classes: int, kind: str, binarize, num_categories: int | None) -> None:
+def _validate_training(x, y, mask, num_classes: int, kind: str, binarize,
+                       num_categories: int | None) -> None:
     checks.check_choice("kind", kind, KINDS)
     checks.check_count("num_classes", num_classes)
-    if binarize is not None:
-        checks.check_number("binarize", binarize)
+    checks.check_number("binarize", binarize)
     if num_categories is not None:
         checks.check_count("num_categories", num_categories)
     # Finiteness is checked below on the real rows only: padding rows may hold anything.
@@ -142,12 +188,14 @@ def _validate_training(x, y, mask, num_classes: int, kind: str, binarize, num_ca
         raise ValueError(f"x must be finite for training, x[{row}, {col}] = {real[row, col]} "
                          "(missing features are only allowed at prediction)")
     if kind == "multinomial" and real.size and real.min() < 0:
-        raise ValueError(f"x must be non-negative counts for kind='multinomial', min is {real.min()}")
+        raise ValueError("x must be non-negative counts for kind='multinomial', "
+                         f"min is {real.min()}")
     if kind == "categorical" and real.size:
         if np.any(real != np.round(real)) or real.min() < 0:
             raise ValueError("x must be integer categories >= 0 for kind='categorical'")
         if num_categories is not None and real.max() >= num_categories:
-            raise ValueError(f"x has category {int(real.max())} but num_categories={num_categories}")
+            raise ValueError(f"x has category {int(real.max())} but "
+                             f"num_categories={num_categories}")
 
 
 def sufficient_statistics(
@@ -157,13 +205,13 @@ def sufficient_statistics(
     num_classes: int,
     kind: Kind = "gaussian",
     *,
-    binarize: float | None = 0.0,
+    binarize: float = 0.0,
     num_categories: int | None = None,
 ) -> Stats:
     """Mask-weighted sufficient statistics of a batch, summed over the batch axis.
 
     x: [B, D] (categorical: integer categories), y: int [B], mask: [B] or None (all real).
-    binarize: bernoulli threshold (x > binarize is 1; None: x is already 0/1).
+    binarize: bernoulli threshold (x > binarize is 1).
     num_categories: categorical only, the size M of the category axis (static; inferred from x
     when concrete and None).
     Returns GaussianStats or CountStats; combine two batches' with `add_statistics(a, b)`.
@@ -172,27 +220,10 @@ def sufficient_statistics(
         _validate_training(x, y, mask, num_classes, kind, binarize, num_categories)
         if kind == "categorical" and num_categories is None:
             num_categories = int(np.max(np.asarray(x))) + 1
-        x = _on_device(x)
+        x = mesh_lib.on_device(x)
     if kind == "categorical" and num_categories is None:
         raise ValueError("num_categories must be given for kind='categorical' under jit")
     return _statistics_impl(x, y, mask, num_classes, kind, binarize, num_categories)
-
-
-def _on_device(x):
-    """x as a device array, copied once on the host first where that is the faster way in.
-
-    XLA's CPU client takes a host array without a copy when its data are 64-byte aligned, but
-    copies a misaligned one element by element, about 5x slower than numpy's copy (MNIST train
-    images, 188 MB: 100 ms against 20 ms); large numpy arrays are usually only 16-byte aligned.
-    """
-    if (not isinstance(x, np.ndarray) or jax.default_backend() != "cpu" or x.ctypes.data % 64 == 0
-            or x.dtype != jax.dtypes.canonicalize_dtype(x.dtype)):
-        return x
-    buffer = np.empty(x.nbytes + 64, np.uint8)
-    start = -buffer.ctypes.data % 64
-    aligned = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
-    np.copyto(aligned, x)
-    return jax.device_put(aligned)
 
 
 def _gaussian_statistics(x: jax.Array, y: jax.Array, labels: jax.Array, weights: jax.Array,
@@ -263,43 +294,54 @@ def _add_gaussian(a: GaussianStats, b: GaussianStats) -> GaussianStats:
                          a.m2 + b.m2 + delta * delta * a.class_count[:, None] * share_b)
 
 
-def _binarized(x: jax.Array, binarize: float | None) -> jax.Array:
-    return x if binarize is None else (x > binarize).astype(jnp.result_type(x.dtype, jnp.float32))
+def statistics_step(stats: Stats | None, batch: Mapping[str, jax.Array],
+                    config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> Stats:
+    """The fit's step: `stats` (None to start) plus the statistics of `batch` ({"x", "y",
+    optional "mask"}), for the model of `config` with the sizes of `meta`."""
+    batch_stats = sufficient_statistics(
+        batch["x"], batch["y"], batch.get("mask"), meta["num_classes"], config.kind,
+        binarize=config.binarize, num_categories=meta.get("num_categories"))
+    return batch_stats if stats is None else add_statistics(stats, batch_stats)
+
+
+def _binarized(x: jax.Array, binarize: float) -> jax.Array:
+    return (x > binarize).astype(jnp.result_type(x.dtype, jnp.float32))
 
 
 # ----------------------------------------------------------------------------- parameters
 @struct.dataclass
 class GaussianNB:
-    """class_log_prior [C], mean [C, D], var [C, D] (smoothed)."""
+    """log_prior [C], mean [C, D], var [C, D] (smoothed)."""
 
-    class_log_prior: jax.Array
+    log_prior: jax.Array
     mean: jax.Array
     var: jax.Array
 
 
 @struct.dataclass
 class BernoulliNB:
-    """class_log_prior [C], log_prob [C, D] = log p(b_d = 1 | c), log_neg_prob [C, D] = log(1 - p)."""
+    """log_prior [C], log_prob [C, D] = log p(b_d = 1 | c), log_neg_prob [C, D] = log(1 - p)."""
 
-    class_log_prior: jax.Array
+    log_prior: jax.Array
     log_prob: jax.Array
     log_neg_prob: jax.Array
-    binarize: float | None = struct.field(pytree_node=False, default=0.0)
+    binarize: float = struct.field(pytree_node=False, default=0.0)
 
 
 @struct.dataclass
 class MultinomialNB:
-    """class_log_prior [C], log_prob [C, D] = log theta_cd (rows sum to 1 in prob space)."""
+    """log_prior [C], log_prob [C, D] = log theta_cd (rows sum to 1 in prob space)."""
 
-    class_log_prior: jax.Array
+    log_prior: jax.Array
     log_prob: jax.Array
 
 
 @struct.dataclass
 class CategoricalNB:
-    """class_log_prior [C], log_prob [C, D, M] = log theta_cdm; -inf for m >= num_categories[d]."""
+    """log_prior [C], log_prob [C, D, M] = log theta_cdm (-inf for m >= num_categories[d]),
+    num_categories int32 [D]."""
 
-    class_log_prior: jax.Array
+    log_prior: jax.Array
     log_prob: jax.Array
     num_categories: jax.Array
 
@@ -307,124 +349,119 @@ class CategoricalNB:
 Params = GaussianNB | BernoulliNB | MultinomialNB | CategoricalNB
 
 
-def _class_log_prior(class_count: jax.Array, class_prior, fit_prior: bool) -> jax.Array:
+def init(key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> Params:
+    """Uniform parameters of the structure, shapes and dtypes a fit gives (key unused: the
+    model has nothing random to start from)."""
+    del key
+    _check_config(config)
+    c, d = meta["num_classes"], meta["num_features"]
+    dtype = jnp.dtype(meta["dtype"])
+    log_prior = jnp.full((c,), -math.log(c), dtype)
+    if config.kind == "gaussian":
+        return GaussianNB(log_prior, jnp.zeros((c, d), dtype), jnp.ones((c, d), dtype))
+    if config.kind == "bernoulli":
+        half = jnp.full((c, d), math.log(0.5), dtype)
+        return BernoulliNB(log_prior, half, half, float(config.binarize))
+    if config.kind == "multinomial":
+        return MultinomialNB(log_prior, jnp.full((c, d), -math.log(d), dtype))
+    m = meta["num_categories"]
+    return CategoricalNB(log_prior, jnp.full((c, d, m), -math.log(m), dtype),
+                         jnp.full((d,), m, jnp.int32))
+
+
+def _log_prior(class_count: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
     num_classes = class_count.shape[0]
-    if class_prior is not None:
-        prior = np.asarray(class_prior, dtype=np.float64)
-        if prior.shape != (num_classes,) or not np.all(prior >= 0) or not math.isclose(prior.sum(), 1.0, rel_tol=1e-6):
-            raise ValueError(f"class_prior must be [{num_classes}] non-negative summing to 1, got {class_prior}")
+    if len(config.class_prior):
+        prior = np.asarray(config.class_prior, dtype=np.float64)
+        if (prior.shape != (num_classes,) or not np.all(prior >= 0)
+                or not math.isclose(prior.sum(), 1.0, rel_tol=1e-6)):
+            raise ValueError(f"config.class_prior must be [{num_classes}] non-negative summing "
+                             f"to 1, got {tuple(config.class_prior)}")
         return jnp.log(jnp.asarray(prior, class_count.dtype))
-    if not fit_prior:
+    if not config.fit_prior and config.kind != "gaussian":  # GaussianNB always fits its prior
         return jnp.full((num_classes,), -math.log(num_classes), class_count.dtype)
     return jnp.log(class_count) - jnp.log(class_count.sum())
 
 
-def _gaussian_params(stats: GaussianStats, var_smoothing: float, class_log_prior) -> GaussianNB:
-    count = stats.class_count[:, None]
-    total = stats.class_count.sum()
-    # The classes pooled: within-class M2 plus the spread of the class means about their mean.
-    grand_mean = jnp.sum(count * stats.mean, 0) / total
-    pooled_m2 = stats.m2.sum(0) + jnp.sum(count * (stats.mean - grand_mean) ** 2, 0)
-    var = stats.m2 / count + var_smoothing * jnp.max(pooled_m2 / total)
-    return GaussianNB(class_log_prior, stats.mean, var)
+def _gaussian_params(stats: GaussianStats, var_smoothing: float, log_prior) -> GaussianNB:
+    var = stats.m2 / stats.class_count[:, None] + var_smoothing * jnp.max(pooled_variance(stats))
+    return GaussianNB(log_prior, stats.mean, var)
 
 
 def _check_gaussian(stats: GaussianStats, params: GaussianNB | None, var_smoothing: float) -> None:
     if params is None:
         empty = np.flatnonzero(np.asarray(stats.class_count) <= 0)
         if empty.size:
-            raise ValueError(f"y has no examples of class {empty[0]} (stats.class_count[{empty[0]}] = 0): "
-                             "the Gaussian naive Bayes mean and variance of that class are undefined")
+            raise ValueError(f"y has no examples of class {empty[0]} (stats.class_count"
+                             f"[{empty[0]}] = 0): the Gaussian naive Bayes mean and variance of "
+                             "that class are undefined")
     elif np.any(np.asarray(params.var) <= 0):
         c, d = np.argwhere(np.asarray(params.var) <= 0)[0]
-        raise ValueError(f"feature {d} of class {c} has variance 0 and var_smoothing={var_smoothing} adds "
-                         "nothing (all data constant?): use var_smoothing > 0 and non-constant data")
+        raise ValueError(f"feature {d} of class {c} has variance 0 and config.var_smoothing="
+                         f"{var_smoothing} adds nothing (all data constant?): use "
+                         "var_smoothing > 0 and non-constant data")
 
 
-def _count_params(stats: CountStats, alpha: float, class_log_prior, num_categories) -> Params:
+def _count_params(stats: CountStats, alpha: float, log_prior) -> Params:
     fc, cc = stats.feature_count, stats.class_count
     if stats.kind == "bernoulli":
         log_total = jnp.log(cc + 2 * alpha)[:, None]
-        return BernoulliNB(class_log_prior, jnp.log(fc + alpha) - log_total,
+        return BernoulliNB(log_prior, jnp.log(fc + alpha) - log_total,
                            jnp.log(cc[:, None] - fc + alpha) - log_total, stats.binarize)
     if stats.kind == "multinomial":
         smoothed = fc + alpha
-        return MultinomialNB(class_log_prior, jnp.log(smoothed) - jnp.log(smoothed.sum(1, keepdims=True)))
+        return MultinomialNB(log_prior,
+                             jnp.log(smoothed) - jnp.log(smoothed.sum(1, keepdims=True)))
     size = fc.shape[2]
-    if num_categories is None:  # scikit-learn: largest category seen in training + 1
-        seen = fc.sum(0) > 0
-        num_categories = jnp.max(jnp.where(seen, jnp.arange(size) + 1, 0), axis=1)
-    num_categories = jnp.broadcast_to(jnp.asarray(num_categories, jnp.int32), fc.shape[1:2])
+    seen = fc.sum(0) > 0  # scikit-learn: M_d is the largest category seen in training + 1
+    num_categories = jnp.max(jnp.where(seen, jnp.arange(size) + 1, 0), axis=1).astype(jnp.int32)
     supported = jnp.arange(size)[None, :] < num_categories[:, None]  # [D, M]
     denom = cc[:, None] + alpha * num_categories[None, :]
     log_prob = jnp.where(supported, jnp.log(fc + alpha) - jnp.log(denom)[:, :, None], -jnp.inf)
-    return CategoricalNB(class_log_prior, log_prob, num_categories)
+    return CategoricalNB(log_prior, log_prob, num_categories)
 
 
-def from_statistics(
-    stats: Stats,
-    *,
-    smoothing: float | None = None,
-    class_prior: jax.Array | None = None,
-    fit_prior: bool = True,
-    num_categories: int | jax.Array | None = None,
-) -> Params:
-    """Parameters from summed statistics.
-
-    smoothing: var_smoothing for the Gaussian (default 1e-9), alpha (pseudo-count, default 1.0)
-    for the discrete models, as in scikit-learn. class_prior [C]: fixed priors; otherwise the
-    class frequencies (fit_prior) or uniform. num_categories (categorical): M_d, int or [D];
-    default the largest category seen + 1.
-    """
+def from_statistics(stats: Stats, config: ml_collections.ConfigDict) -> Params:
+    """Parameters from summed statistics, with config's var_smoothing (Gaussian) or alpha
+    (the discrete models) and class prior."""
+    _check_config(config)
+    log_prior = _log_prior(stats.class_count, config)
     if isinstance(stats, GaussianStats):
-        smoothing = checks.check_number("smoothing (var_smoothing)", 1e-9 if smoothing is None else smoothing, low=0.0)
         check = checks.is_checkable(stats)
         if check:
-            _check_gaussian(stats, None, smoothing)
-        params = jax.jit(_gaussian_params)(stats, smoothing, _class_log_prior(stats.class_count, class_prior, True))
+            _check_gaussian(stats, None, config.var_smoothing)
+        params = jax.jit(_gaussian_params)(stats, config.var_smoothing, log_prior)
         if check:
-            _check_gaussian(stats, params, smoothing)
+            _check_gaussian(stats, params, config.var_smoothing)
         return params
-    smoothing = checks.check_number("smoothing (alpha)", 1.0 if smoothing is None else smoothing, low=0.0, low_open=True)
-    if num_categories is not None and np.any(np.asarray(num_categories) > stats.feature_count.shape[-1]):
-        raise ValueError(f"num_categories must be <= {stats.feature_count.shape[-1]} (the statistics' category axis)")
-    return jax.jit(_count_params)(stats, smoothing, _class_log_prior(stats.class_count, class_prior, fit_prior),
-                                  num_categories)
+    return jax.jit(_count_params)(stats, config.alpha, log_prior)
 
 
-def fit(
-    x: jax.Array,
-    y: jax.Array,
-    num_classes: int,
-    kind: Kind = "gaussian",
-    *,
-    mask: jax.Array | None = None,
-    smoothing: float | None = None,
-    class_prior: jax.Array | None = None,
-    fit_prior: bool = True,
-    binarize: float | None = 0.0,
-    num_categories: int | None = None,
-) -> Params:
-    """One-shot fit: `from_statistics(sufficient_statistics(...))`."""
-    stats = sufficient_statistics(x, y, mask, num_classes, kind, binarize=binarize, num_categories=num_categories)
-    return from_statistics(stats, smoothing=smoothing, class_prior=class_prior, fit_prior=fit_prior)
+def fit(key: jax.Array, data: Mapping[str, jax.Array], config: ml_collections.ConfigDict,
+        init: Params | None = None) -> tuple[Params, dict]:
+    """The closed-form fit: one `statistics_step` over the data, then `from_statistics`.
+
+    key: unused (nothing random). init must be None: the estimate does not depend on a start.
+    history: {"num_iters": 1, "class_count": [C] (mask-weighted examples per class)}.
+    """
+    del key
+    if init is not None:
+        raise ValueError("init: naive Bayes is fitted in closed form from the data's "
+                         "statistics, there is no start to give (pass init=None)")
+    meta = meta_from_data(data, config)
+    stats = statistics_step(None, data, config, meta)
+    return from_statistics(stats, config), {"num_iters": 1, "class_count": stats.class_count}
 
 
 def fit_split(
     split: data_lib.Split,
-    num_classes: int,
-    kind: Kind = "gaussian",
+    config: ml_collections.ConfigDict,
     *,
     features: Callable[[dict[str, jax.Array]], jax.Array] = lambda batch: batch["x"],
     labels: str = "y",
     batch_size: int = 4096,
     mesh=None,
-    smoothing: float | None = None,
-    class_prior: jax.Array | None = None,
-    fit_prior: bool = True,
-    binarize: float | None = 0.0,
-    num_categories: int | None = None,
-) -> Params:
+) -> tuple[Params, dict]:
     """`fit` on a split read `batch_size` rows at a time: in memory, or streamed from
     ArrayRecord files (`streaming.RecordColumn`s) when it does not fit in host memory.
 
@@ -432,26 +469,34 @@ def fit_split(
     and its statistics are summed across devices inside the compiled step, then over the
     batches; `features(batch)` gives x [B, D] from the split's columns (e.g. flattened,
     scaled pixels) and `labels` names y. Equals `fit` on the whole split up to the order of
-    float summation. num_categories (categorical) must be given: the split is never whole.
+    float summation. config.num_classes (and, categorical, config.num_categories) must be
+    set: the split is never whole.
     """
-    if kind == "categorical" and num_categories is None:
-        raise ValueError("num_categories must be given for kind='categorical' on a split read in batches")
+    _check_config(config)
+    if config.num_classes == 0:
+        raise ValueError("config.num_classes must be set (> 0) to fit a split read in batches")
+    if config.kind == "categorical" and config.num_categories == 0:
+        raise ValueError("config.num_categories must be set (> 0) for kind='categorical' on a "
+                         "split read in batches")
+    meta = {"num_classes": config.num_classes}
+    if config.kind == "categorical":
+        meta["num_categories"] = config.num_categories
     mesh = mesh_lib.data_mesh() if mesh is None else mesh
 
     stats = None
     # Not loop_lib.sum_over_split: Gaussian statistics combine pairwise, not by addition.
     for local in data_lib.eval_batches(split, batch_size):
         batch = mesh_lib.global_batch(mesh, local)
-        batch_stats = sufficient_statistics(features(batch), batch[labels], batch["mask"],
-                                            num_classes, kind, binarize=binarize,
-                                            num_categories=num_categories)
-        stats = batch_stats if stats is None else add_statistics(stats, batch_stats)
-    return from_statistics(stats, smoothing=smoothing, class_prior=class_prior, fit_prior=fit_prior)
+        stats = statistics_step(
+            stats, {"x": features(batch), "y": batch[labels], "mask": batch["mask"]}, config,
+            meta)
+    return from_statistics(stats, config), {"num_iters": 1, "class_count": stats.class_count}
 
 
 # ----------------------------------------------------------------------------- scoring
 def _observed(x: jax.Array, observed: jax.Array | None) -> jax.Array:
-    present = jnp.ones(x.shape, bool) if not jnp.issubdtype(x.dtype, jnp.floating) else ~jnp.isnan(x)
+    floating = jnp.issubdtype(x.dtype, jnp.floating)
+    present = ~jnp.isnan(x) if floating else jnp.ones(x.shape, bool)
     return present if observed is None else present & jnp.asarray(observed, bool)
 
 
@@ -493,107 +538,128 @@ _LOG_LIK: dict[type, Callable] = {
 }
 
 
-def _validate_prediction(params: Params, x, observed) -> None:
-    num_features = params.log_prob.shape[1] if not isinstance(params, GaussianNB) else params.mean.shape[1]
+def _validate_scoring(params: Params, x, observed, y) -> None:
+    if isinstance(params, GaussianNB):
+        num_features = params.mean.shape[1]
+    else:
+        num_features = params.log_prob.shape[1]
     # NaN marks a missing feature (marginalised out); inf is no value at all.
     x_np = checks.check_array("x", x, ("B", num_features), allow_nan=True)
     if observed is not None:
         checks.check_array("observed", observed, x_np.shape)
+    if y is not None:
+        _check_labels(params, y, x_np.shape[0])
     if isinstance(params, CategoricalNB):
-        present = ~np.isnan(x_np) if np.issubdtype(x_np.dtype, np.floating) else np.ones(x_np.shape, bool)
+        floating = np.issubdtype(x_np.dtype, np.floating)
+        present = ~np.isnan(x_np) if floating else np.ones(x_np.shape, bool)
         if observed is not None:
             present &= np.asarray(observed, bool)
         limit = np.broadcast_to(np.asarray(params.num_categories), x_np.shape)
         bad = present & ((x_np < 0) | (x_np >= limit))
         if np.any(bad):
             row, col = np.argwhere(bad)[0]
-            raise ValueError(f"x[{row}, {col}] = {x_np[row, col]} is not a category of feature {col} "
-                             f"(0..{limit[row, col] - 1} seen in training)")
+            raise ValueError(f"x[{row}, {col}] = {x_np[row, col]} is not a category of feature "
+                             f"{col} (0..{limit[row, col] - 1} seen in training)")
 
 
-def log_joint(params: Params, x: jax.Array, observed: jax.Array | None = None) -> jax.Array:
-    """log p(x_observed, y = c) for every class: [B, C].
+def _check_labels(params: Params, y, num: int) -> None:
+    num_classes = params.log_prior.shape[0]
+    labels = checks.check_array("y", y, (num,), kinds=checks.INTEGER)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"y must be class indices in [0, {num_classes}), got range "
+                         f"[{labels.min()}, {labels.max()}]")
+
+
+@jax.jit
+def _class_log_likelihoods(params: Params, x: jax.Array, observed: jax.Array | None) -> jax.Array:
+    """log p(x_observed | y = c) [B, C], the multinomial coefficient left out."""
+    return _LOG_LIK[type(params)](params, x, _observed(x, observed))
+
+
+def _log_multinomial_coefficient(x: jax.Array, observed: jax.Array) -> jax.Array:
+    counts = jnp.where(observed, x, 0.0)
+    return jax.lax.lgamma(counts.sum(1) + 1.0) - jnp.sum(jax.lax.lgamma(counts + 1.0), axis=1)
+
+
+@jax.jit
+def _log_prob(params: Params, x: jax.Array, y: jax.Array | None, observed) -> jax.Array:
+    per_class = _class_log_likelihoods(params, x, observed)
+    if y is None:
+        scores = jax.nn.logsumexp(per_class + params.log_prior, axis=1)
+    else:
+        scores = jnp.take_along_axis(per_class, jnp.asarray(y)[:, None], axis=1)[:, 0]
+    if isinstance(params, MultinomialNB):
+        scores = scores + _log_multinomial_coefficient(
+            x.astype(scores.dtype), _observed(x, observed))
+    return scores
+
+
+def log_prob(params: Params, x: jax.Array, y: jax.Array | None = None, *,
+             observed: jax.Array | None = None) -> jax.Array:
+    """Exact log p(x_observed | y) [B] for labels y [B], or log p(x_observed) =
+    logsumexp_c log p(x_observed, y = c) when y is None (nats; Bernoulli: of the binarized x).
 
     x: [B, D]; NaN entries, and entries where `observed` [B, D] is False, are marginalised out.
     """
-    if checks.is_checkable(x, observed):
-        _validate_prediction(params, x, observed)
-    return _log_joint_impl(params, x, observed)
+    if checks.is_checkable(x, observed, y):
+        _validate_scoring(params, x, observed, y)
+    return _log_prob(params, x, y, observed)
 
 
-@jax.jit
-def _log_joint_impl(params: Params, x: jax.Array, observed: jax.Array | None) -> jax.Array:
-    observed = _observed(x, observed)
-    return params.class_log_prior + _LOG_LIK[type(params)](params, x, observed)
+def _classifier_log_likelihoods(params: Params, x: jax.Array, key: jax.Array | None) -> jax.Array:
+    del key  # exact
+    if checks.is_checkable(x):
+        _validate_scoring(params, x, None, None)
+    return _class_log_likelihoods(params, x, None)
 
 
-def predict_log_proba(params: Params, x: jax.Array, observed: jax.Array | None = None) -> jax.Array:
-    """log p(y = c | x_observed) by Bayes' rule (logsumexp normaliser): [B, C]."""
-    joint = log_joint(params, x, observed)
-    return joint - jax.nn.logsumexp(joint, axis=1, keepdims=True)
-
-
-def predict_proba(params: Params, x: jax.Array, observed: jax.Array | None = None) -> jax.Array:
-    """p(y = c | x_observed): [B, C]."""
-    return jnp.exp(predict_log_proba(params, x, observed))
-
-
-def predict(params: Params, x: jax.Array, observed: jax.Array | None = None) -> jax.Array:
-    """Most probable class: int [B]."""
-    return jnp.argmax(log_joint(params, x, observed), axis=1)
+def classifier(params: Params) -> api.BayesClassifier:
+    """Bayes' rule over the classes; NaN features are marginalised out. Its log_joint leaves
+    out the multinomial coefficient (the same for every class; see the module docstring)."""
+    return api.BayesClassifier(params.log_prior, params, _classifier_log_likelihoods)
 
 
 # ----------------------------------------------------------------------------- sampling
-def _check_total_count(params: Params, total_count) -> None:
+def _check_sample(num, params: Params, y, total_count, **_) -> None:
+    checks.check_count("num", num)
+    if y is not None:
+        _check_labels(params, y, num)
     if isinstance(params, MultinomialNB):
+        if total_count is None:
+            raise ValueError("total_count (draws per sample) is required to sample a "
+                             "multinomial model")
         checks.check_array("total_count (draws per sample)", total_count, nonnegative=True)
 
 
-def _check_sample_given_y(params: Params, y, total_count, **_) -> None:
-    num_classes = params.class_log_prior.shape[0]
-    labels = checks.check_array("y", y, ("N",), kinds=checks.INTEGER)
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"y must be class indices in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
-    _check_total_count(params, total_count)
-
-
-def _check_sample(num_samples, params: Params, total_count, **_) -> None:
-    checks.check_count("num_samples", num_samples)
-    _check_total_count(params, total_count)
-
-
-@checks.validated(_check_sample_given_y)
-@jax.jit
-def sample_given_y(key: jax.Array, params: Params, y: jax.Array, *, total_count=None) -> jax.Array:
-    """x ~ p(x | y) for each label: [N, D] (bernoulli: 0/1; categorical: int32 categories).
-
-    total_count (multinomial only): the number of draws n per sample, scalar or [N].
-    """
-    y = jnp.asarray(y)
+def _sample_given_y(key: jax.Array, params: Params, y: jax.Array, total_count) -> jax.Array:
     if isinstance(params, GaussianNB):
         noise = jax.random.normal(key, (y.shape[0], params.mean.shape[1]), params.mean.dtype)
         return params.mean[y] + jnp.sqrt(params.var[y]) * noise
     if isinstance(params, BernoulliNB):
         return jax.random.bernoulli(key, jnp.exp(params.log_prob[y])).astype(params.log_prob.dtype)
     if isinstance(params, MultinomialNB):
-        if total_count is None:
-            raise ValueError("total_count (draws per sample) is required to sample a multinomial model")
         n = jnp.broadcast_to(jnp.asarray(total_count, params.log_prob.dtype), y.shape)
         return jax.random.multinomial(key, n, jnp.exp(params.log_prob[y]))
     return jax.random.categorical(key, params.log_prob[y], axis=-1).astype(jnp.int32)
 
 
 @checks.validated(_check_sample)
-@functools.partial(jax.jit, static_argnames=("num_samples",))
-def sample(key: jax.Array, params: Params, num_samples: int, *, total_count=None) -> tuple[jax.Array, jax.Array]:
-    """(x [N, D], y int [N]) ~ p(x, y): y from the class prior, then x | y."""
-    label_key, x_key = jax.random.split(key)
-    y = jax.random.categorical(label_key, params.class_log_prior, shape=(num_samples,))
-    return sample_given_y(x_key, params, y, total_count=total_count), y
+@functools.partial(jax.jit, static_argnames=("num",))
+def sample_with_labels(key: jax.Array, params: Params, num: int, *, y: jax.Array | None = None,
+                       total_count=None) -> tuple[jax.Array, jax.Array]:
+    """(x [num, D], y int [num]) ~ p(x, y), or x ~ p(x | y) for given labels y [num].
+
+    Bernoulli x: 0/1; categorical: int32 categories. total_count (multinomial only, required
+    there): the number of draws n per sample, scalar or [num].
+    """
+    if y is None:
+        label_key, key = jax.random.split(key)
+        y = jax.random.categorical(label_key, params.log_prior, shape=(num,))
+    y = jnp.asarray(y)
+    return _sample_given_y(key, params, y, total_count), y
 
 
-__all__ = [
-    "KINDS", "GaussianStats", "CountStats", "GaussianNB", "BernoulliNB", "MultinomialNB", "CategoricalNB",
-    "batch_einsum", "is_batch_sharded", "sufficient_statistics", "add_statistics", "from_statistics", "fit",
-    "log_joint", "predict_log_proba", "predict_proba", "predict", "sample", "sample_given_y",
-]
+def sample(key: jax.Array, params: Params, num: int, *, y: jax.Array | None = None,
+           total_count=None) -> jax.Array:
+    """x [num, D] ~ p(x) (labels from the class prior), or ~ p(x | y) given y [num]."""
+    return sample_with_labels(key, params, num, y=y, total_count=total_count)[0]
