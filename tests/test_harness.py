@@ -117,10 +117,13 @@ def test_mismatched_checkpoint_is_refused_by_name(run_env, straight_run, tmp_pat
     workdir = tmp_path / "w"
     shutil.copytree(straight_run, workdir)
     before = final_state(workdir)
+    config_before = (workdir / "config.json").read_text()
     result = run_vae(run_env, workdir, "--config.model.latent_dim=5")
     assert result.returncode == 2
     assert "model.latent_dim" in result.stderr and "refusing to resume" in result.stderr
     assert final_state(workdir) == before
+    # The refused config does not overwrite the config of the run that owns the workdir.
+    assert (workdir / "config.json").read_text() == config_before
 
 
 @pytest.mark.fault("the newest checkpoint truncated or overwritten in place: reported by name, the run falls back to the newest intact one")

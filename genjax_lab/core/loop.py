@@ -237,8 +237,6 @@ def train_and_evaluate(
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     config_json = ckpt_lib.to_json(config)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True))
 
     # Mesh: one `data` axis over every device of every host.
     mesh = mesh_lib.data_mesh()
@@ -267,6 +265,10 @@ def train_and_evaluate(
         workdir / "checkpoints", config.checkpoint.every, config.checkpoint.keep
     )
     restored = checkpointer.restore_newest(abstract, config_json, config.checkpoint.on_corrupt)
+    # Written once the config has passed every check, so a refused run (another config's
+    # checkpoints, a batch the devices cannot split) leaves the accepted run's config.json.
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True))
     if restored is None:
         state, step = jax.jit(family.init, out_shardings=shardings)(init_key, example), 0
     else:
@@ -350,6 +352,7 @@ def train_and_evaluate(
     finally:
         profile.stop()
         watch.close()
+        batcher.close()
         checkpointer.wait()
         checkpointer.close()
         writer.close()
