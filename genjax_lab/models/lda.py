@@ -636,11 +636,11 @@ def length_groups(counts: np.ndarray, max_groups: int, multiple: int = 1) -> lis
     return [order[cuts[a]:cuts[b]] for a, b in zip(bounds[::-1], bounds[-2::-1])]
 
 
-def _group_batches(ids, counts, rows_per_group, multiple: int, mesh):
+def _group_batches(ids, counts, rows_per_group, multiple: int, mesh, buckets: tuple[int, int]):
     """The documents of each group with their words moved to the front, trimmed to the
     group's longest document and padded with masked rows and empty slots to bucket sizes
-    (rows also to `multiple`): DocBatch each. The buckets let corpora of nearby sizes share
-    the compiled step; eight sizes per doubling keep the padding under 12.5% per axis."""
+    (`buckets` = (minimum, sizes per doubling); rows also to `multiple`): DocBatch each. The
+    buckets let corpora of nearby sizes share the compiled step."""
     batches = []
     for rows in rows_per_group:
         g_ids, g_counts = ids[rows], counts[rows]
@@ -648,28 +648,32 @@ def _group_batches(ids, counts, rows_per_group, multiple: int, mesh):
         width = max(int((g_counts > 0).sum(1).max(initial=0)), 1)
         g_ids = np.take_along_axis(g_ids, front, 1)[:, :width]
         g_counts = np.take_along_axis(g_counts, front, 1)[:, :width]
-        slots = compilation.bucket_size(width, minimum=32, steps_per_octave=8) - width
+        slots = compilation.bucket_size(width, *buckets) - width
         g_ids = np.pad(g_ids, ((0, 0), (0, slots)))
         g_counts = np.pad(g_counts, ((0, 0), (0, slots)))
-        bucket = compilation.bucket_size(len(rows), minimum=32, steps_per_octave=8)
+        bucket = compilation.bucket_size(len(rows), *buckets)
         (g_ids, g_counts), mask = _pad_rows([g_ids, g_counts], -(-bucket // multiple) * multiple)
         batches.append(DocBatch(*_put([g_ids, g_counts, mask], mesh)))
     return tuple(batches)
 
 
 _MAX_LENGTH_GROUPS = 4
-# Up to this many word slots (documents x longest document) a corpus is one group: length
-# groups save little time on a small corpus, and one group's bucketed shape is what lets
-# corpora of nearby sizes share the compiled step.
-_ONE_GROUP_SLOTS = 2**17
+# A corpus of up to this many word slots (documents x longest document) is one group padded
+# to coarse buckets (from 32, eight sizes per doubling): its passes take well under a
+# millisecond, so sharing one compiled step across nearby corpus sizes matters more than the
+# padding. A larger corpus is split into length groups, each padded to fine buckets (sixteen
+# sizes per doubling, at most 6.25% per axis), so the warm pass time stays as it was.
+_ONE_GROUP_SLOTS = 2**13
+_SMALL_BUCKETS, _LARGE_BUCKETS = (32, 8), (8, 16)
 
 
 def _fit_batch(state, ids, counts, config, num_iterations, mesh, tol, warm_start) -> tuple[VBState, FitHistory]:
     devices = 1 if mesh is None else mesh.devices.size
     longest = int((counts > 0).sum(1).max(initial=1))
-    max_groups = 1 if ids.shape[0] * longest <= _ONE_GROUP_SLOTS else _MAX_LENGTH_GROUPS
-    rows_per_group = length_groups(counts, max_groups, devices)
-    groups = _group_batches(ids, counts, rows_per_group, devices, mesh)
+    small = ids.shape[0] * longest <= _ONE_GROUP_SLOTS
+    rows_per_group = length_groups(counts, 1 if small else _MAX_LENGTH_GROUPS, devices)
+    groups = _group_batches(ids, counts, rows_per_group, devices, mesh,
+                            _SMALL_BUCKETS if small else _LARGE_BUCKETS)
     state, bounds = _replicate(state, mesh), []
     gammas = None
     for _ in range(num_iterations):
