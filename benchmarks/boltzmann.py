@@ -131,8 +131,8 @@ def ais_check(x_train, x_test, epochs: int, temperatures: int, runs: int) -> dic
     jax.block_until_ready(params)
     train_s = time.perf_counter() - start
     start = time.perf_counter()
-    result = ais.ais_log_z(params, ais.piecewise_schedule(temperatures), jax.random.key(7), runs,
-                           base_vis_bias=ais.base_rate_bias(np.asarray(x_train)))
+    result = bm.ais_log_z(params, ais.piecewise_schedule(temperatures), jax.random.key(7), runs,
+                          base_vis_bias=bm.base_rate_bias(np.asarray(x_train)))
     ais_s = time.perf_counter() - start
 
     def mean_log_prob(x):

@@ -32,7 +32,7 @@ def main(config, workdir: pathlib.Path) -> None:
         return
 
     def scores():
-        scored = boltzmann.log_likelihood(family, result.state, dataset, config)
+        scored = boltzmann.final_scores(family, result.state, dataset, config)
         del scored["ais_seconds"]  # timings stay out of the record, so reruns compare equal
         return {**result.metrics, **scored}
 

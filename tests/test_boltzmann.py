@@ -23,7 +23,7 @@ def random_rbm(seed: int, num_visible: int, num_hidden: int, scale: float = 0.7)
 
 def random_dbm(seed: int, v: int, h1: int, h2: int, scale: float = 0.8) -> bm.DBMParams:
     rng = np.random.default_rng(seed)
-    f = lambda *shape: jnp.asarray(rng.normal(0, scale, shape), jnp.float32)  # noqa: E731
+    f = lambda *shape: jnp.asarray(rng.normal(0, scale, shape), jnp.float32)
     return bm.DBMParams(W1=f(v, h1), W2=f(h1, h2), b_vis=f(v), b_h1=f(h1), b_h2=f(h2))
 
 
@@ -46,7 +46,11 @@ def np_logsumexp(x, axis):
 def test_free_energy_equals_hidden_enumeration(visible):
     params = random_rbm(0, 7, 6)
     rng = np.random.default_rng(1)
-    v = rng.integers(0, 2, (5, 7)).astype(np.float64) if visible == "bernoulli" else rng.normal(0, 1.5, (5, 7))
+    v = (
+        rng.integers(0, 2, (5, 7)).astype(np.float64)
+        if visible == "bernoulli"
+        else rng.normal(0, 1.5, (5, 7))
+    )
     hs = binary_states(6)
     brute = -np_logsumexp(-np_energy(params, v[:, None, :], hs[None], visible), axis=1)
     ours = bm.free_energy(params, jnp.asarray(v, jnp.float32), visible)
@@ -67,13 +71,19 @@ def test_gibbs_chains_reach_the_exact_distribution():
 
 
 def dbm_exact_log_prob(params, v):
-    """log p(v) by summing exp(-E) over every (h1, h2) in float64, and log Z over every (v, h1, h2)."""
+    """log p(v) by summing exp(-E) over every (h1, h2) in float64, and log Z over every
+    (v, h1, h2)."""
     W1, W2, b, c1, c2 = (np.asarray(x, np.float64) for x in params)
     h1s, h2s = binary_states(W1.shape[1]), binary_states(W2.shape[1])
 
     def log_unnorm(vv):  # [N, V] -> [N]
-        neg_e = (vv @ W1 @ h1s.T)[:, :, None] + (h1s @ W2 @ h2s.T)[None] + (vv @ b)[:, None, None] \
-            + (h1s @ c1)[None, :, None] + (h2s @ c2)[None, None, :]
+        neg_e = (
+            (vv @ W1 @ h1s.T)[:, :, None]
+            + (h1s @ W2 @ h2s.T)[None]
+            + (vv @ b)[:, None, None]
+            + (h1s @ c1)[None, :, None]
+            + (h2s @ c2)[None, None, :]
+        )
         return np_logsumexp(neg_e.reshape(len(vv), -1), axis=1)
 
     log_z = np_logsumexp(log_unnorm(binary_states(W1.shape[0])), axis=0)
@@ -85,7 +95,7 @@ def test_dbm_bound_below_exact_log_prob_and_tightened_by_mean_field():
     v = binary_states(6)
     exact, log_z = dbm_exact_log_prob(params, v)
     vj = jnp.asarray(v, jnp.float32)
-    np.testing.assert_allclose(ais.dbm_exact_log_z(params), log_z, rtol=1e-6)
+    np.testing.assert_allclose(bm.dbm_exact_log_z(params), log_z, rtol=1e-6)
     loose = np.asarray(bm.dbm_lower_bound(params, vj, log_z, num_iters=1))
     tight = np.asarray(bm.dbm_lower_bound(params, vj, log_z, num_iters=30))
     assert np.all(tight <= exact + 1e-4), np.max(tight - exact)
@@ -115,10 +125,16 @@ def test_rbm_step_on_8_devices_equals_1_device(method):
     optimizer = bm.rbm_optimizer(0.1, momentum=0.5, weight_decay=1e-3)
     opt_state = optimizer.init(params)
     key = jax.random.key(6)
-    single = jax.jit(bm.make_rbm_step(optimizer, method=method, k=2))(params, opt_state, chains, batch, key)
+    single = jax.jit(bm.make_rbm_step(optimizer, method=method, k=2))(
+        params, opt_state, chains, batch, key
+    )
     many = jax.jit(bm.make_rbm_step(optimizer, method=method, k=2, mesh=mesh))(
-        sharded(mesh, params, P()), sharded(mesh, opt_state, P()), sharded(mesh, chains, P("data")),
-        sharded(mesh, batch, P("data")), key)
+        sharded(mesh, params, P()),
+        sharded(mesh, opt_state, P()),
+        sharded(mesh, chains, P("data")),
+        sharded(mesh, batch, P("data")),
+        key,
+    )
     np.testing.assert_array_equal(many[2], single[2])
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), many[:2], single[:2])
     assert len(many[2].sharding.device_set) == 8 if method == "pcd" else True
@@ -137,8 +153,12 @@ def test_dbm_step_on_8_devices_equals_1_device():
     key = jax.random.key(10)
     single = jax.jit(bm.make_dbm_step(optimizer, k=1))(params, opt_state, chains, batch, key)
     many = jax.jit(bm.make_dbm_step(optimizer, k=1, mesh=mesh))(
-        sharded(mesh, params, P()), sharded(mesh, opt_state, P()), sharded(mesh, chains, P("data")),
-        sharded(mesh, batch, P("data")), key)
+        sharded(mesh, params, P()),
+        sharded(mesh, opt_state, P()),
+        sharded(mesh, chains, P("data")),
+        sharded(mesh, batch, P("data")),
+        key,
+    )
     jax.tree.map(np.testing.assert_array_equal, many[2], single[2])
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), many[:2], single[:2])
 
@@ -156,9 +176,13 @@ def bars_data(num: int, seed: int) -> np.ndarray:
     return np.where(flips, 1 - x, x).astype(np.float32)
 
 
-@pytest.mark.parametrize("method, k, learning_rate, batch_size, num_epochs",
-                         [("cd", 1, 0.5, 20, 15), ("pcd", 5, 0.3, 50, 20)])  # PCD is unstable at CD's rate
-def test_cd_and_pcd_raise_the_exact_log_likelihood(method, k, learning_rate, batch_size, num_epochs):
+@pytest.mark.parametrize(
+    "method, k, learning_rate, batch_size, num_epochs",
+    [("cd", 1, 0.5, 20, 15), ("pcd", 5, 0.3, 50, 20)],
+)  # PCD is unstable at CD's rate
+def test_cd_and_pcd_raise_the_exact_log_likelihood(
+    method, k, learning_rate, batch_size, num_epochs
+):
     data = jnp.asarray(bars_data(600, 11))
     params = bm.init_rbm(jax.random.key(0), 9, 8, weight_scale=0.01)
     optimizer = bm.rbm_optimizer(learning_rate, momentum=0.5)
@@ -166,11 +190,13 @@ def test_cd_and_pcd_raise_the_exact_log_likelihood(method, k, learning_rate, bat
     opt_state, chains = optimizer.init(params), bm.init_rbm_chains(jax.random.key(1), 100, 9)
 
     def mean_log_lik(p):
-        return float(jnp.mean(bm.rbm_log_prob(p, data, ais.exact_log_z(p))))
+        return float(jnp.mean(bm.rbm_log_prob(p, data, bm.exact_log_z(p))))
 
     before = mean_log_lik(params)
     for e in range(num_epochs):
-        params, opt_state, chains, metrics = epoch(params, opt_state, chains, data, jax.random.key(100 + e))
+        params, opt_state, chains, metrics = epoch(
+            params, opt_state, chains, data, jax.random.key(100 + e)
+        )
     after = mean_log_lik(params)
     # uniform start: -9 log 2 = -6.24 nats; the data's entropy is ~3.6 nats (6 bars, 5% noise);
     # measured after training: about -3.8 (CD) and -3.9 (PCD)
@@ -183,15 +209,28 @@ def test_gaussian_rbm_learns_a_shifted_gaussian():
     data = (rng.normal(0, 1, (512, 3)) + np.array([2.0, -1.0, 0.5])).astype(np.float32)
     params = bm.init_rbm(jax.random.key(0), 3, 4, visible="gaussian")
     optimizer = bm.rbm_optimizer(0.05, momentum=0.5)
-    epoch = bm.make_epoch(bm.make_rbm_step(optimizer, method="pcd", visible="gaussian"), batch_size=32)
-    opt_state, chains = optimizer.init(params), bm.init_rbm_chains(jax.random.key(1), 32, 3, visible="gaussian")
+    epoch = bm.make_epoch(
+        bm.make_rbm_step(optimizer, method="pcd", visible="gaussian"), batch_size=32
+    )
+    opt_state, chains = (
+        optimizer.init(params),
+        bm.init_rbm_chains(jax.random.key(1), 32, 3, visible="gaussian"),
+    )
 
     def mean_log_lik(p):
-        return float(jnp.mean(bm.rbm_log_prob(p, jnp.asarray(data), ais.exact_log_z(p, visible="gaussian"), "gaussian")))
+        return float(
+            jnp.mean(
+                bm.rbm_log_prob(
+                    p, jnp.asarray(data), bm.exact_log_z(p, visible="gaussian"), "gaussian"
+                )
+            )
+        )
 
     before = mean_log_lik(params)
     for e in range(10):
-        params, opt_state, chains, _ = epoch(params, opt_state, chains, jnp.asarray(data), jax.random.key(e))
+        params, opt_state, chains, _ = epoch(
+            params, opt_state, chains, jnp.asarray(data), jax.random.key(e)
+        )
     after = mean_log_lik(params)
     optimum = -1.5 * np.log(2 * np.pi) - 1.5  # N(mu, I) fitted exactly: -4.26 nats
     assert before < optimum - 2.0 and after > optimum - 0.3, (before, after, optimum)
@@ -200,20 +239,26 @@ def test_gaussian_rbm_learns_a_shifted_gaussian():
 def test_pretrained_dbm_bound_beats_random_init_and_training_keeps_it():
     data = bars_data(400, 13)
     xj = jnp.asarray(data)
-    result = bm.pretrain_dbm(jax.random.key(0), xj, 8, 4, num_epochs=10, batch_size=20, learning_rate=0.3)
+    result = bm.pretrain_dbm(
+        jax.random.key(0), xj, 8, 4, num_epochs=10, batch_size=20, learning_rate=0.3
+    )
 
     @jax.jit  # one compilation for the three evaluations
     def mean_bound(p):
-        return jnp.mean(bm.dbm_lower_bound(p, xj, ais.dbm_exact_log_z(p)))
+        return jnp.mean(bm.dbm_lower_bound(p, xj, bm.dbm_exact_log_z(p)))
 
-    random_bound = float(mean_bound(bm.init_dbm(jax.random.key(1), 9, 8, 4, data_mean=data.mean(0))))
+    random_bound = float(
+        mean_bound(bm.init_dbm(jax.random.key(1), 9, 8, 4, data_mean=data.mean(0)))
+    )
     pretrained = float(mean_bound(result.params))
     optimizer = bm.rbm_optimizer(0.05)
     epoch = bm.make_epoch(bm.make_dbm_step(optimizer, k=1, mean_field_iters=10), batch_size=20)
     params, opt_state = result.params, optimizer.init(result.params)
     chains = bm.init_dbm_chains(jax.random.key(2), 20, params)
     for e in range(5):
-        params, opt_state, chains, metrics = epoch(params, opt_state, chains, xj, jax.random.key(50 + e))
+        params, opt_state, chains, metrics = epoch(
+            params, opt_state, chains, xj, jax.random.key(50 + e)
+        )
     trained = float(mean_bound(params))
     # measured: random -5.83, pretrained -4.07, after 5 DBM epochs -3.99 nats
     assert pretrained > random_bound + 1.0, (random_bound, pretrained)
@@ -225,7 +270,9 @@ def test_samples_and_filters_have_image_shapes():
     params = random_rbm(14, 12, 5)
     assert bm.rbm_filters(params, (3, 4)).shape == (5, 3, 4)
     dbm = random_dbm(15, 12, 5, 3)
-    chains, v_mean = bm.dbm_gibbs_chain(dbm, bm.init_dbm_chains(jax.random.key(0), 7, dbm), jax.random.key(1), 3)
+    chains, v_mean = bm.dbm_gibbs_chain(
+        dbm, bm.init_dbm_chains(jax.random.key(0), 7, dbm), jax.random.key(1), 3
+    )
     assert chains.v.shape == (7, 12) and chains.h2.shape == (7, 3) and v_mean.shape == (7, 12)
 
 
@@ -241,3 +288,81 @@ def test_bad_arguments_are_named():
         bm.init_rbm(jax.random.key(0), 4, 3, data_mean=np.zeros(5))
     with pytest.raises(ValueError, match="num_steps"):
         bm.gibbs_chain(random_rbm(0, 4, 3), jnp.zeros((2, 4)), jax.random.key(0), 0)
+
+
+def test_dbm_step_names_a_batch_without_its_mask():
+    params = random_dbm(16, 6, 4, 3)
+    optimizer = bm.rbm_optimizer(0.05)
+    step = bm.make_dbm_step(optimizer)
+    chains = bm.init_dbm_chains(jax.random.key(0), 4, params)
+    with pytest.raises(TypeError, match="batch.*mask"):
+        step(
+            params,
+            optimizer.init(params),
+            chains,
+            {"x": np.zeros((4, 6), np.float32)},
+            jax.random.key(1),
+        )
+
+
+def small_config(kind: str, **model):
+    config = bm.default_config()
+    config.batch_size, config.num_epochs = 50, 20.0
+    config.optim.learning_rate, config.optim.final_momentum = 0.3, 0.5  # PCD diverges at 0.9
+    config.optim.weight_decay = 0.0
+    config.model.kind, config.model.num_hidden, config.model.num_hidden2 = kind, 8, 4
+    config.model.update(model)
+    return config
+
+
+def test_fit_raises_the_exact_log_likelihood_of_an_rbm():
+    x = bars_data(600, 17)
+    config = small_config("rbm", method="pcd", k=5)
+    params, history = bm.fit(jax.random.key(0), {"x": x}, config)
+    start = bm.init(jax.random.key(0), config, bm.meta_from_data({"x": x}, config))
+    before, after = (float(jnp.mean(bm.log_prob(p, x))) for p in (start, params))
+    # uniform start -6.24 nats, the data's entropy ~3.6: measured about -3.9 after fitting
+    assert after > before + 1.5, (before, after)
+    assert history["num_iters"] == 20 * 12 and history["free_energy_data"].shape == (20,)
+    np.testing.assert_array_equal(
+        bm.log_prob(params, x), bm.rbm_log_prob(params, jnp.asarray(x), bm.exact_log_z(params))
+    )
+
+
+@pytest.mark.slow  # ~30 s: three compiled epochs (two pretraining RBMs and the joint DBM)
+def test_fit_pretrains_then_trains_a_dbm_with_the_structure_of_init():
+    x = bars_data(200, 18)
+    config = small_config("dbm", method="pcd", mean_field_iters=5)
+    config.num_epochs, config.pretrain.epochs, config.optim.learning_rate = 4.0, 1.0, 0.05
+    params, history = bm.fit(jax.random.key(1), {"x": x}, config)
+    meta = bm.meta_from_data({"x": x}, config)
+    abstract = jax.eval_shape(lambda k: bm.init(k, config, meta), jax.random.key(0))
+    assert jax.tree.structure(abstract) == jax.tree.structure(params)
+    for want, got in zip(jax.tree.leaves(abstract), jax.tree.leaves(params)):
+        assert (want.shape, want.dtype) == (got.shape, got.dtype)
+    assert history["unnormalized_bound"].shape == (2,) and history["num_iters"] == 2 * 4
+    bound = bm.log_prob_bound(jax.random.key(2), params, x, bm.log_partition(params))
+    np.testing.assert_array_equal(
+        bound, bm.dbm_lower_bound(params, jnp.asarray(x), bm.dbm_exact_log_z(params))
+    )
+    mu1, mu2 = bm.posterior(params, x)
+    assert mu1.shape == (200, 8) and mu2.shape == (200, 4)
+    assert bm.sample(jax.random.key(3), params, 5, num_sweeps=3).shape == (5, 9)
+
+
+def test_the_verbs_of_an_rbm():
+    params = random_rbm(19, 9, 6, scale=0.5)
+    x = bars_data(30, 20)
+    estimate = bm.log_prob_estimate(
+        jax.random.key(0), params, x, num_runs=32, betas=ais.piecewise_schedule(500)
+    )
+    np.testing.assert_allclose(estimate, bm.log_prob(params, x), atol=0.05)
+    assert bm.posterior(params, x.reshape(30, 3, 3)).shape == (30, 6)
+    samples = np.asarray(bm.sample(jax.random.key(1), params, 4, num_sweeps=2))
+    assert samples.shape == (4, 9) and set(np.unique(samples)) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="y"):
+        bm.sample(jax.random.key(1), params, 4, y=np.zeros(4, int))
+    with pytest.raises(NotImplementedError, match="log_prob_bound"):
+        bm.log_prob(random_dbm(0, 9, 4, 3), x)
+    with pytest.raises(NotImplementedError, match="log_prob"):
+        bm.log_prob_bound(jax.random.key(0), params, x)

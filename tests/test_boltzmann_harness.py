@@ -10,10 +10,10 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from experiments.configs import boltzmann_mnist
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.models import boltzmann as bm
-from experiments.configs import boltzmann_mnist
 from tests.helpers import assert_ok, final_state, kill_after_checkpoint, process_env, run_experiment
 
 TINY = "boltzmann_mnist.py:tiny"
@@ -41,7 +41,8 @@ def test_tiny_run_writes_grids_and_a_finite_log_likelihood(reference):
     assert np.isfinite(summary["test_log_likelihood"])
     # 64 binary pixels: log p(v) lies between -64 log 2 = -44.4 and 0 nats; measured -27.1
     assert -44.4 < summary["test_log_likelihood"] < -15.0
-    # AIS (2,000 temperatures, 16 runs) against enumeration of the 16 hidden units: measured 0.003 apart
+    # AIS (2,000 temperatures, 16 runs) against enumeration of the 16 hidden units: measured
+    # 0.003 apart
     assert abs(summary["log_z_ais"] - summary["log_z_exact"]) < 0.1, summary
 
 
@@ -76,7 +77,9 @@ def tiny_family(variant: str):
     return bm.family_for(config, dataset), images
 
 
-@pytest.mark.parametrize("variant", ["rbm_cd25,tiny", pytest.param("dbm,tiny", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "variant", ["rbm_cd25,tiny", pytest.param("dbm,tiny", marks=pytest.mark.slow)]
+)
 def test_family_step_on_8_devices_equals_1_device(variant):
     """The step the loop compiles (k schedule, DBM phase switch, shard_map) on the 8-device
     mesh against the same step on one device: chains equal, parameters to 1e-6."""
@@ -96,11 +99,13 @@ def test_family_step_on_8_devices_equals_1_device(variant):
         state = jax.device_put(state, NamedSharding(mesh, P()))
         sharded = jax.device_put(batch, NamedSharding(mesh, P("data")))
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(mesh_lib, "data_mesh", lambda: mesh)
+            patch.setattr(mesh_lib, "data_mesh", lambda mesh=mesh: mesh)
             for i in range(3):
-                state, metrics = step(state, sharded, jax.random.key(i))
+                state, _ = step(state, sharded, jax.random.key(i))
         results.append(jax.device_get(state))
     single, many = results
     jax.tree.map(np.testing.assert_array_equal, many.chains, single.chains)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), many.params, single.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), many.params, single.params
+    )
     assert int(many.step) == int(single.step)

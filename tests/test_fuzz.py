@@ -409,6 +409,14 @@ def test_rbm_refuses_bad_visible_units(v, function):
 
 
 @FUZZ
+@given(x=broken(V, ["width", "empty", "complex", "str", "nan", "inf"]),
+       verb=st.sampled_from([boltzmann.log_prob, boltzmann.posterior]))
+def test_boltzmann_verbs_refuse_bad_data(x, verb):
+    with refused("x"):
+        verb(RBM, x)
+
+
+@FUZZ
 @given(num_hidden=bad_counts(), weight_scale=bad_reals(low=0.0), visible=st.text(max_size=8),
        data_mean=broken(np.full(6, 0.5), ["nan", "inf", "complex"]))
 def test_rbm_refuses_bad_construction(num_hidden, weight_scale, visible, data_mean):

@@ -20,7 +20,8 @@ from genjax_lab.core import replication as rep
 REPLICATION = rep.Replication(
     experiment="boltzmann",
     paper="Salakhutdinov & Hinton 2009, Table 1 (DBM 784-500-1000)",
-    estimator="AIS log Z (100 runs, 20,000 temperatures); test mean of the mean-field bound minus log Z",
+    estimator=("AIS log Z (100 runs, 20,000 temperatures); test mean of the mean-field bound "
+               "minus log Z"),
     rows=(
         rep.Row(
             label="DBM 784-500-1000: test log p(v) (lower bound)",
@@ -42,7 +43,9 @@ REPLICATION = rep.Replication(
 
 def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     _, schedule = rep.parse_arg(arg)
-    config = rep.experiment_config("experiments/configs/boltzmann_mnist.py", "dbm,tiny" if schedule == "tiny" else "dbm")
+    config = rep.experiment_config(
+        "experiments/configs/boltzmann_mnist.py", "dbm,tiny" if schedule == "tiny" else "dbm"
+    )
     if schedule == "full":
         config.num_epochs = 510.0  # 5 + 5 pretraining, 500 joint
     return config

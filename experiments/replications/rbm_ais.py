@@ -30,7 +30,8 @@ REPLICATION = rep.Replication(
         ),
     ),
     data={"data.mnist_dir": "mnist"},
-    caveat="The quick schedule trains 6 epochs, far from the paper's; the 100 AIS runs agree (sigma of log Z 0.16), so the gap is training, not estimation.",
+    caveat=("The quick schedule trains 6 epochs, far from the paper's; the 100 AIS runs agree "
+            "(sigma of log Z 0.16), so the gap is training, not estimation."),
 )
 
 

@@ -10,11 +10,13 @@ import pathlib
 import urllib.parse
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
+from genjax_lab.core import checks
 from genjax_lab.core.data import Dataset
 from genjax_lab.data import idx
 from genjax_lab.data.builders import MnistIdx, SklearnDigits, prepare, reachable, record_columns
@@ -112,3 +114,35 @@ def label_log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     counts[counts == 0] = 1.0
     return np.log(counts / counts.sum()).astype(np.float32)
+
+
+def _check_pixels(images, binarize: str = "dynamic", **_) -> None:
+    checks.check_choice("binarize", binarize, BINARIZATIONS)
+    dtype = np.asarray(images).dtype
+    if dtype != np.uint8:
+        raise checks.DTypeError(f"images must be uint8 pixels (0..255), got {dtype}")
+
+
+@checks.validated(_check_pixels)
+def prepare_images(images: jax.Array, binarize: str, key: jax.Array) -> jax.Array:
+    """uint8 [B, H, W, C] -> float32 in [0, 1]; 'dynamic' draws fresh binary pixels per pass."""
+    if binarize == "dynamic":
+        return bernoulli_pixels(key, images)
+    return images.astype(jnp.float32) / 255.0  # 'static' was binarized at load; 'none': grey
+
+
+def bernoulli_pixels(key: jax.Array, images: jax.Array) -> jax.Array:
+    """x ~ Bernoulli(images / 255) per pixel, float32 {0, 1}, for uint8 images [B, ...].
+
+    Draws 16-bit uniforms, two from each 32-bit word, because random bits dominate the
+    cost of a small model's step on a CPU: half the bits of `jax.random.bernoulli`. The
+    probability is p = round(v * 65536 / 255) / 65536, within 8e-6 of v / 255. The bits
+    are laid out per example, so they do not depend on how the batch is sharded.
+    """
+    flat = images.reshape(images.shape[0], -1)
+    pixels = flat.shape[1]
+    words = jax.random.bits(key, (flat.shape[0], (pixels + 1) // 2), jnp.uint32)
+    halves = jax.lax.bitcast_convert_type(words, jnp.uint16)
+    uniform16 = halves.reshape(flat.shape[0], -1)[:, :pixels]
+    threshold = (flat.astype(jnp.uint32) * 65536 + 127) // 255
+    return (uniform16.astype(jnp.uint32) < threshold).astype(jnp.float32).reshape(images.shape)

@@ -1,0 +1,277 @@
+"""log Z of RBMs and DBMs, and the scoring verbs built on it.
+
+AIS (Salakhutdinov & Murray, ICML 2008) runs on genjax_lab.inference.ais along
+`RBMAnnealing`: with the base-rate model A (zero weights, zero hidden biases, visible biases
+b_A fit to the training data's pixel means) and the target B = (W, b, c), the intermediate
+models at inverse temperature beta are
+    log p*_beta(v) = (1 - beta) b_A.v + beta b.v + sum_j softplus(beta (c_j + (v W)_j))
+(Gaussian visible units: -(1 - beta) |v - b_A|^2 / 2 - beta |v - b|^2 / 2 in place of the
+linear terms), so p_0 = A with log Z_A = sum_i softplus(b_A,i) + H log 2 (Gaussian:
+V/2 log 2 pi + H log 2) and p_1 = B. The transition at beta is one Gibbs sweep
+h ~ p(h | v; beta), v ~ p(v | h; beta).
+
+DBM: given h1, v and h2 are independent, so a 2-layer DBM is the RBM with hidden h1 and
+visible [v, h2] (`dbm_as_rbm`). Its log Z is that RBM's: AIS anneals the DBM's joint with
+h1 sampled and both v and h2 summed out analytically in the weights; the base model fits
+b_A to the pixel means for v and is uniform (b_A = 0) for h2.
+
+Exact log Z enumerates the smaller layer (Bernoulli; Gaussian visible units: always the
+hidden layer, integrating v in closed form), in chunks of `chunk_size` states.
+
+The parameters carry no log Z: `log_prob(params, x)` enumerates it (`log_partition`, small
+models) unless given `log_z`; `log_prob_estimate(key, params, x)` takes it from AIS. A DBM's
+log p(v) is intractable even given log Z: `log_prob_bound` gives the mean-field bound.
+"""
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from genjax_lab.inference import ais
+from genjax_lab.models.boltzmann.model import (
+    DBMParams,
+    RBMParams,
+    check_visible,
+    dbm_as_rbm,
+    dbm_lower_bound,
+    rbm_log_prob,
+    sample_bernoulli,
+    sample_visible,
+    visible_batch,
+    visible_bias_from_mean,
+)
+
+_LOG_2PI = math.log(2 * math.pi)
+MAX_ENUMERATION_BITS = 26
+
+
+# ----------------------------------------------------------------------------- AIS
+
+
+def _linear_terms(v, bias, visible: str):
+    """The beta-independent visible part of log p*: b.v or -|v - b|^2 / 2: [M]."""
+    return v @ bias if visible == "bernoulli" else -0.5 * jnp.sum((v - bias) ** 2, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RBMAnnealing:
+    """The path from the base-rate RBM to the target RBM; theta = (RBMParams, b_A [V]), the
+    state of M runs their visible vectors [M, V]."""
+
+    visible: str = "bernoulli"
+
+    def sample_base(self, theta, keys):
+        _, base_bias = theta
+        probs_or_mean = jnp.broadcast_to(base_bias, (keys.shape[0], base_bias.shape[0]))
+        if self.visible == "bernoulli":
+            probs_or_mean = jax.nn.sigmoid(probs_or_mean)
+        return sample_visible(keys, probs_or_mean, self.visible)
+
+    def log_ratio(self, theta, v, beta_prev, beta):
+        params, base_bias = theta
+        logits = v @ params.W + params.b_hid
+        gap = (_linear_terms(v, params.b_vis, self.visible)
+               - _linear_terms(v, base_bias, self.visible))
+        hidden = jax.nn.softplus(beta * logits) - jax.nn.softplus(beta_prev * logits)
+        return (beta - beta_prev) * gap + jnp.sum(hidden, -1)
+
+    def transition(self, theta, keys, v, beta):
+        params, base_bias = theta
+        logits = v @ params.W + params.b_hid
+        pairs = jax.vmap(jax.random.split)(keys)
+        h = sample_bernoulli(pairs[:, 0], jax.nn.sigmoid(beta * logits))
+        field = (1.0 - beta) * base_bias + beta * (params.b_vis + h @ params.W.T)
+        if self.visible == "bernoulli":
+            field = jax.nn.sigmoid(field)
+        return sample_visible(pairs[:, 1], field, self.visible)
+
+
+def base_rate_bias(data, *, visible: str = "bernoulli", eps: float = 1e-3) -> np.ndarray:
+    """b_A of the base-rate model from training data [N, ...]: logit of clipped pixel means
+    (Bernoulli) or the means (Gaussian): [V]."""
+    check_visible(visible)
+    data = np.asarray(data, np.float64)
+    return visible_bias_from_mean(data.reshape(data.shape[0], -1).mean(0), visible, eps)
+
+
+def ais_log_z(params: RBMParams, betas, key: jax.Array, num_runs: int = 100, *,
+              base_vis_bias=None, visible: str = "bernoulli",
+              mesh: Mesh | None = None) -> ais.AISResult:
+    """AIS estimate of log Z for an RBM (Salakhutdinov & Murray 2008).
+
+    params: W [V, H], b_vis [V], b_hid [H]. betas: [K + 1] from 0 to 1
+    (`ais.paper_schedule()` or `ais.piecewise_schedule(K)`). base_vis_bias: [V] b_A
+    (`base_rate_bias(train_data)`); None: zeros (uniform base for Bernoulli, N(0, I) for
+    Gaussian). mesh: shard the runs over its 'data' axis (num_runs a multiple of its size);
+    results equal the unsharded run.
+    """
+    check_visible(visible)
+    num_visible, num_hidden = params.W.shape
+    base = (np.zeros(num_visible) if base_vis_bias is None
+            else np.asarray(base_vis_bias, np.float64))
+    if base.shape != (num_visible,):
+        raise ValueError(f"base_vis_bias must have shape ({num_visible},), got {base.shape}")
+    if not np.all(np.isfinite(base)):
+        raise ValueError("base_vis_bias must be finite (clip the pixel means before taking "
+                         "logits)")
+    if visible == "bernoulli":
+        log_z_base = np.sum(np.logaddexp(0.0, base)) + num_hidden * math.log(2)
+    else:
+        log_z_base = 0.5 * num_visible * _LOG_2PI + num_hidden * math.log(2)
+    dtype = params.W.dtype
+    return ais.annealed_importance_sampling(
+        RBMAnnealing(visible), (params, jnp.asarray(base, dtype)), betas, key, num_runs,
+        log_z_base=log_z_base, dtype=dtype, mesh=mesh)
+
+
+def dbm_ais_log_z(params: DBMParams, betas, key: jax.Array, num_runs: int = 100, *,
+                  base_vis_bias=None, mesh: Mesh | None = None) -> ais.AISResult:
+    """AIS log Z of a 2-layer DBM, annealing the equivalent RBM (hidden h1, visible [v, h2]).
+
+    base_vis_bias: [V] b_A for v (pixel means); h2's base is uniform.
+    """
+    num_visible, num_h2 = params.b_vis.shape[0], params.b_h2.shape[0]
+    base_v = (np.zeros(num_visible) if base_vis_bias is None
+              else np.asarray(base_vis_bias, np.float64))
+    if base_v.shape != (num_visible,):
+        raise ValueError(f"base_vis_bias must have shape ({num_visible},), got {base_v.shape}")
+    return ais_log_z(dbm_as_rbm(params), betas, key, num_runs,
+                     base_vis_bias=np.concatenate([base_v, np.zeros(num_h2)]), mesh=mesh)
+
+
+# ----------------------------------------------------------------------------- enumeration
+
+
+def _states(start, num: int, bits: int, dtype) -> jax.Array:
+    """The binary expansions of integers start .. start + num - 1: [num, bits]."""
+    ints = start + jnp.arange(num, dtype=jnp.int32)
+    return ((ints[:, None] >> jnp.arange(bits, dtype=jnp.int32)) & 1).astype(dtype)
+
+
+def _log_terms_over_hidden(params: RBMParams, h, visible: str):
+    """log sum_v exp(-E(v, h)) for each h [S, H]: [S]."""
+    field = params.b_vis + h @ params.W.T
+    if visible == "bernoulli":
+        return h @ params.b_hid + jnp.sum(jax.nn.softplus(field), -1)
+    num_visible = params.b_vis.shape[0]
+    return (h @ params.b_hid + 0.5 * jnp.sum(field**2, -1) - 0.5 * jnp.sum(params.b_vis**2)
+            + 0.5 * num_visible * _LOG_2PI)
+
+
+def _log_terms_over_visible(params: RBMParams, v, visible: str):
+    """log sum_h exp(-E(v, h)) = -F(v) for each binary v [S, V]: [S]."""
+    return v @ params.b_vis + jnp.sum(jax.nn.softplus(v @ params.W + params.b_hid), -1)
+
+
+@functools.partial(jax.jit, static_argnames=("side", "visible", "chunk_size"))
+def _enumerate(params: RBMParams, side: str, visible: str, chunk_size: int):
+    bits = params.W.shape[1] if side == "hidden" else params.W.shape[0]
+    total = 2**bits
+    chunk = min(chunk_size, total)
+    terms = _log_terms_over_hidden if side == "hidden" else _log_terms_over_visible
+
+    def chunk_lse(start):
+        states = _states(start, chunk, bits, params.W.dtype)
+        valid = start + jnp.arange(chunk) < total  # the last chunk may run past 2^bits
+        return jax.nn.logsumexp(jnp.where(valid, terms(params, states, visible), -jnp.inf))
+
+    starts = jnp.arange(0, total, chunk, dtype=jnp.int32)
+    return jax.nn.logsumexp(jax.lax.map(chunk_lse, starts))
+
+
+def exact_log_z(params: RBMParams, *, visible: str = "bernoulli", chunk_size: int = 4096,
+                side: str | None = None) -> jax.Array:
+    """log Z by enumerating 2^n states of one layer, the other summed out analytically: [].
+
+    side: 'hidden' or 'visible' (Bernoulli only); default the smaller layer (always the
+    hidden one for Gaussian visible units). Memory is chunk_size states at a time; the
+    result has the precision of params (enable x64 for float64).
+    """
+    check_visible(visible)
+    num_visible, num_hidden = params.W.shape
+    if side is None:
+        side = "hidden" if visible == "gaussian" or num_hidden <= num_visible else "visible"
+    if side not in ("hidden", "visible"):
+        raise ValueError(f"side must be 'hidden' or 'visible', got {side!r}")
+    if side == "visible" and visible == "gaussian":
+        raise ValueError("side='visible' needs binary visible units; Gaussian ones are "
+                         "integrated out instead")
+    bits = num_hidden if side == "hidden" else num_visible
+    if bits > MAX_ENUMERATION_BITS:
+        raise ValueError(f"exact_log_z would enumerate 2^{bits} {side} states; at most "
+                         f"2^{MAX_ENUMERATION_BITS} allowed")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    return _enumerate(params, side, visible, chunk_size)
+
+
+def dbm_exact_log_z(params: DBMParams, *, chunk_size: int = 4096) -> jax.Array:
+    """log Z of a 2-layer DBM by enumeration of h1 (or of [v, h2] if smaller): []."""
+    return exact_log_z(dbm_as_rbm(params), chunk_size=chunk_size)
+
+
+# ----------------------------------------------------------------------------- the verbs
+
+
+def log_partition(params: RBMParams | DBMParams, *, chunk_size: int = 4096) -> jax.Array:
+    """Exact log Z of a Bernoulli RBM or a DBM by enumeration (the smaller layer of the RBM
+    or of the DBM's RBM form must have at most MAX_ENUMERATION_BITS units): []."""
+    if isinstance(params, DBMParams):
+        return dbm_exact_log_z(params, chunk_size=chunk_size)
+    return exact_log_z(params, chunk_size=chunk_size)
+
+
+def _ais_log_z(key, params, num_runs: int, betas, base_vis_bias) -> float:
+    betas = ais.paper_schedule() if betas is None else betas
+    if isinstance(params, DBMParams):
+        return dbm_ais_log_z(params, betas, key, num_runs, base_vis_bias=base_vis_bias).log_z
+    return ais_log_z(params, betas, key, num_runs, base_vis_bias=base_vis_bias).log_z
+
+
+def log_prob(params: RBMParams, x: jax.Array, log_z=None) -> jax.Array:
+    """Exact log p(v) = -F(v) - log Z of a Bernoulli RBM, in nats: x [B, ...] -> [B].
+
+    log_z: the RBM's log partition function; None: enumerated here by `log_partition`
+    (small models only: pass an AIS estimate, or use `log_prob_estimate`, for large ones).
+    """
+    if isinstance(params, DBMParams):
+        raise NotImplementedError("a DBM's log p(v) is intractable even given log Z: use "
+                                  "log_prob_bound (the mean-field lower bound)")
+    log_z = log_partition(params) if log_z is None else log_z
+    return rbm_log_prob(params, visible_batch(params, x), log_z)
+
+
+def log_prob_estimate(key: jax.Array, params: RBMParams, x: jax.Array, *, num_runs: int = 100,
+                      betas=None, base_vis_bias=None) -> jax.Array:
+    """log p(v) of a Bernoulli RBM with log Z estimated by AIS: x [B, ...] -> [B].
+
+    num_runs AIS runs along `betas` (None: the paper's 14,500-step schedule) from the
+    base-rate model `base_vis_bias` [V] (`base_rate_bias(train_x)`; None: uniform).
+    """
+    if isinstance(params, DBMParams):
+        raise NotImplementedError("a DBM's log p(v) is intractable even given log Z: use "
+                                  "log_prob_bound (the mean-field lower bound)")
+    v = visible_batch(params, x)  # refuse a bad x before the AIS runs
+    return rbm_log_prob(params, v, _ais_log_z(key, params, num_runs, betas, base_vis_bias))
+
+
+def log_prob_bound(key: jax.Array, params: DBMParams, x: jax.Array, log_z=None, *,
+                   num_iters: int = 10, num_runs: int = 100, betas=None,
+                   base_vis_bias=None) -> jax.Array:
+    """The DBM's mean-field lower bound on log p(v) in nats: x [B, ...] -> [B].
+
+    log_z: the DBM's log partition function; None: estimated by AIS with `key` (num_runs,
+    betas and base_vis_bias as in `log_prob_estimate`), which makes the result an estimate
+    of the bound (AIS underestimates log Z on average).
+    """
+    if isinstance(params, RBMParams):
+        raise NotImplementedError("an RBM's log p(v) is exact given log Z: use log_prob (or "
+                                  "log_prob_estimate with an AIS log Z)")
+    v = visible_batch(params, x)
+    if log_z is None:
+        log_z = _ais_log_z(key, params, num_runs, betas, base_vis_bias)
+    return dbm_lower_bound(params, v, log_z, num_iters)
