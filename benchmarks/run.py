@@ -22,8 +22,8 @@ from absl import app, flags
 
 from genjax_lab import report
 
-NAMES = ("vae", "gan", "hmm", "gmm", "naive_bayes", "lda", "boltzmann", "cold")
-READS_MNIST = ("vae", "gan", "naive_bayes", "boltzmann")
+NAMES = ("vae", "gan", "hmm", "gmm", "naive_bayes", "lda", "boltzmann", "cold", "pipeline")
+READS_MNIST = ("vae", "gan", "naive_bayes", "boltzmann", "pipeline")
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Where each benchmark's result.json goes.")
 _DATA_DIR = flags.DEFINE_string(
@@ -31,7 +31,8 @@ _DATA_DIR = flags.DEFINE_string(
     "Folder holding mnist/ (default $GENJAX_DATA_DIR, else ../shared/data beside the repository).",
 )
 _REPORT = flags.DEFINE_string("report", "docs/results.md", "Report to regenerate ('' for none).")
-_REPLICATE_ROOT = flags.DEFINE_string("replicate_root", "runs/replicate/quick", "Replication results the report includes.")
+_REPLICATE_ROOT = flags.DEFINE_string(
+    "replicate_root", "runs/replicate", "Replication results (<schedule>/<name>/result.json) the report includes.")
 _README = flags.DEFINE_string("readme", "README.md", "README whose headline rows are regenerated ('' for none).")
 
 

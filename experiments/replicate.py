@@ -154,7 +154,7 @@ def main(argv: list[str]) -> None:
             if not result["passed"]:
                 failed.append(job["name"])
     if _REPORT.value:
-        report.write(pathlib.Path(_REPORT.value), replicate_root=root / schedule,
+        report.write(pathlib.Path(_REPORT.value), replicate_root=root,
                      readme=pathlib.Path(_README.value) if _README.value else None)
         print(f"replicate: report written to {_REPORT.value}", flush=True)
     if failed:

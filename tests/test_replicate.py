@@ -102,7 +102,8 @@ def test_replicate_end_to_end_fails_on_a_wrong_published_number(tmp_path):
     [row] = result["rows"]
     assert row["status"] == "fail" and row["published"] == 1000.0
     report = (tmp_path / "results.md").read_text()
-    assert "| rbm_ais | RBM 500 hidden, CD-25: test log p(v) | 1000 |" in report
+    assert "| rbm_ais | tiny | RBM 500 hidden, CD-25: test log p(v) | 1000 |" in report
+    assert "smoke: fails its pipeline check" in report
     assert (tmp_path / "figures" / "rbm_ais").is_dir()
 
     # The same run checked against its own number passes, without training again.

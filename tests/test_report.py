@@ -7,13 +7,16 @@ import pathlib
 from genjax_lab import report
 
 
-def _replication(root: pathlib.Path, ours: float) -> None:
+def _replication(root: pathlib.Path, ours: float, schedule: str = "quick") -> None:
+    """A result.json of replication `demo` under root/<schedule>/demo/, written before rows
+    carried verdicts (the report computes them)."""
     row = {"label": "row A", "published": 1.0, "ours": ours, "gap": ours - 1.0, "tolerance": 0.5,
-           "better": "", "status": "pass", "metric": "a"}
-    result = {"name": "demo", "paper": "A paper", "estimator": "e", "schedule": "quick", "hardware": "cpu",
-              "wall_s": 1.0, "command": "c", "runs": {}, "rows": [row], "passed": True}
-    (root / "demo").mkdir(parents=True)
-    (root / "demo" / "result.json").write_text(json.dumps(result))
+           "better": "", "status": "pass" if abs(ours - 1.0) <= 0.5 else "fail", "metric": "a"}
+    result = {"name": "demo", "paper": "A paper", "estimator": "e", "schedule": schedule,
+              "hardware": "cpu", "wall_s": 1.0, "command": "c", "runs": {}, "rows": [row],
+              "passed": row["status"] == "pass"}
+    (root / schedule / "demo").mkdir(parents=True)
+    (root / schedule / "demo" / "result.json").write_text(json.dumps(result))
 
 
 def _benchmark(root: pathlib.Path, speedup: float) -> None:
@@ -31,20 +34,45 @@ def test_a_part_without_results_is_kept_from_the_previous_report(tmp_path):
     _replication(tmp_path / "rep", ours=1.2)
     _benchmark(tmp_path / "bench1", speedup=3.0)
     report.write(path, replicate_root=tmp_path / "rep", bench_root=tmp_path / "bench1", readme=readme)
-    assert "| demo | row A | 1 | 1.2 |" in path.read_text() and "| 3.00x |" in path.read_text()
+    assert "| demo | quick | row A | 1 | 1.2 |" in path.read_text() and "| 3.00x |" in path.read_text()
 
     _benchmark(tmp_path / "bench2", speedup=5.0)  # bench alone: the replication rows stay
     report.write(path, replicate_root=empty, bench_root=tmp_path / "bench2", readme=readme)
     text, headline = path.read_text(), readme.read_text()
-    assert "| demo | row A | 1 | 1.2 |" in text and "| 5.00x |" in text and "| 3.00x |" not in text
-    assert "| demo | A paper | 1 / 1 (0) | PASS |" in headline and "| demo | step | lib | 5.00x |" in headline
+    assert "| demo | quick | row A | 1 | 1.2 |" in text and "| 5.00x |" in text and "| 3.00x |" not in text
+    assert "| demo | quick | row A | 1 | 1.2 | 0.2 | smoke: pipeline runs, gap +0.2 |" in headline
+    assert "| demo | step | lib | 5.00x |" in headline
     assert headline.startswith("intro\n") and headline.endswith(f"{report.README_END}\nrest\n")
 
     _replication(tmp_path / "rep2", ours=1.4)  # replicate alone: the benchmark rows stay
     report.write(path, replicate_root=tmp_path / "rep2", bench_root=empty, readme=readme)
     text, headline = path.read_text(), readme.read_text()
-    assert "| demo | row A | 1 | 1.4 |" in text and "| 1.2 |" not in text and "| 5.00x |" in text
+    assert "| demo | quick | row A | 1 | 1.4 |" in text and "| 1.2 |" not in text and "| 5.00x |" in text
     assert "| demo | step | lib | 5.00x |" in headline
+
+
+def test_the_headline_shows_the_longest_schedule_and_replicates_only_on_full(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.README_BEGIN}\n{report.README_END}\n")
+    path, root = tmp_path / "results.md", tmp_path / "rep"
+    _replication(root, ours=1.2, schedule="quick")  # within its tolerance: still only a smoke test
+    report.write(path, replicate_root=root, bench_root=tmp_path / "none", readme=readme)
+    assert "smoke test (quick schedule): pipeline runs, nothing replicated yet" in path.read_text()
+    assert "| demo | quick | row A | 1 | 1.2 | 0.2 | smoke: pipeline runs, gap +0.2 |" in readme.read_text()
+
+    _replication(root, ours=1.3, schedule="full")
+    report.write(path, replicate_root=root, bench_root=tmp_path / "none", readme=readme)
+    headline = readme.read_text()
+    assert "| demo | full | row A | 1 | 1.3 | 0.3 | replicated |" in headline
+    assert "| quick |" not in headline  # the longest schedule run stands for the replication
+    assert "### demo (full): replicated" in path.read_text()
+    assert "### demo (quick): smoke test" in path.read_text()  # both runs stay in the report
+
+    (root / "full" / "demo" / "result.json").unlink()
+    _replication(root / "again", ours=2.0, schedule="full")
+    report.write(path, replicate_root=root / "again", bench_root=tmp_path / "none", readme=readme)
+    assert "| demo | full | row A | 1 | 2 | 1 | not replicated, gap +1 |" in readme.read_text()
+    assert "### demo (full): not replicated" in path.read_text()
 
 
 def test_cold_start_records_get_their_own_table(tmp_path):
