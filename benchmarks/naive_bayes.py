@@ -19,14 +19,14 @@ from collections.abc import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import sklearn  # noqa: E402
-from sklearn import naive_bayes as sk_nb  # noqa: E402
+import jax
+import numpy as np
+import sklearn
+from sklearn import naive_bayes as sk_nb
 
-from benchmarks.common import record, report  # noqa: E402
-from genjax_lab.data.idx import load_mnist_split  # noqa: E402
-from genjax_lab.models import naive_bayes as nb  # noqa: E402
+from benchmarks.common import record, report
+from genjax_lab.data.idx import load_mnist_split
+from genjax_lab.models import naive_bayes as nb
 
 
 def interleaved(ours: Callable[[], object], theirs: Callable[[], object], rounds: int) -> dict:

@@ -4,7 +4,8 @@ naive Bayes (generative) against logistic regression (discriminative).
   ./launch.sh naive_bayes --config=experiments/configs/naive_bayes_spam.py \
       --config.data.spam_path=../shared/data/text/SMSSpamCollection
   ./launch.sh naive_bayes --config=experiments/configs/ng_jordan.py \
-      --config.data.spam_path=../shared/data/text/SMSSpamCollection --config.data.mnist_dir=../shared/data/mnist
+      --config.data.spam_path=../shared/data/text/SMSSpamCollection \
+      --config.data.mnist_dir=../shared/data/mnist
 
 config.kind chooses:
   spam             multinomial naive Bayes (genjax_lab.models.naive_bayes), logistic regression
@@ -49,18 +50,21 @@ config_lib.define_flags(config_lib.beside(__file__, "configs/naive_bayes_spam.py
 
 
 def read_spam(path: str) -> tuple[list[str], np.ndarray]:
-    """SMS Spam Collection: lines 'ham<TAB>text' / 'spam<TAB>text' -> (messages, y int [N], 1 = spam)."""
+    """SMS Spam Collection: lines 'ham<TAB>text' / 'spam<TAB>text' -> (messages, y int [N],
+    1 = spam)."""
     file = pathlib.Path(path)
     if not path or not file.is_file():
         raise FileNotFoundError(f"config.data.spam_path: no SMS Spam Collection file at {path!r} "
                                 "(set --config.data.spam_path=.../text/SMSSpamCollection)")
     messages, labels = [], []
-    for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         label, sep, message = line.partition("\t")
         if not sep or label not in ("ham", "spam"):
-            raise ValueError(f"config.data.spam_path: line {number} of {file} is not 'ham|spam<TAB>text'")
+            raise ValueError(f"config.data.spam_path: line {number} of {file} is not "
+                             "'ham|spam<TAB>text'")
         messages.append(message)
         labels.append(label == "spam")
     return messages, np.asarray(labels, np.int32)
@@ -73,7 +77,8 @@ def subsample(y: np.ndarray, max_count: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(len(y))[:max_count])
 
 
-def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(y: np.ndarray, test_fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices with each class split in the proportion test_fraction."""
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"config.data.test_fraction must be in (0, 1), got {test_fraction}")
@@ -81,16 +86,18 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     train, test = [], []
     for c in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == c))
-        n_test = int(round(test_fraction * len(members)))
+        n_test = round(test_fraction * len(members))
         test.append(members[:n_test])
         train.append(members[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def word_counts(messages: list[str], train: np.ndarray, min_count: int, max_size: int) -> tuple[np.ndarray, int]:
+def word_counts(messages: list[str], train: np.ndarray, min_count: int,
+                max_size: int) -> tuple[np.ndarray, int]:
     """Documents x vocabulary counts float32 [N, V], the vocabulary built on `train` only."""
     tokens = [text.tokenize(m) for m in messages]
-    vocab = text.build_vocabulary([tokens[i] for i in train], min_count=min_count, max_size=max_size or None)
+    vocab = text.build_vocabulary([tokens[i] for i in train], min_count=min_count,
+                                  max_size=max_size or None)
     return text.to_dense(text.bag_of_words(tokens, vocab), len(vocab)), len(vocab)
 
 
@@ -122,25 +129,32 @@ def run_spam(config, workdir: pathlib.Path) -> dict[str, float]:
     nb_score = np.asarray(nb.classifier(nb_params).predict_proba(x[test])[:, 1], np.float64)
     nb_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    lr_params, losses = logistic.fit(x[train], y[train], 2, c=config.logistic.c, num_steps=config.logistic.num_steps)
+    lr_params, losses = logistic.fit(x[train], y[train], 2, c=config.logistic.c,
+                                     num_steps=config.logistic.num_steps)
     lr_score = np.asarray(logistic.predict_proba(lr_params, x[test])[:, 1], np.float64)
     lr_seconds = time.perf_counter() - t0
-    reference = sk_nb.MultinomialNB(alpha=config.nb.alpha).fit(x[train].astype(np.float64), y[train])
+    reference = sk_nb.MultinomialNB(alpha=config.nb.alpha)
+    reference.fit(x[train].astype(np.float64), y[train])
     sk_score = reference.predict_proba(x[test].astype(np.float64))[:, 1]
 
     summary = {"num_train": len(train), "num_test": len(test), "vocab_size": vocab_size,
-               "test_spam_fraction": float(y[test].mean()), "nb_seconds": nb_seconds, "lr_seconds": lr_seconds,
+               "test_spam_fraction": float(y[test].mean()), "nb_seconds": nb_seconds,
+               "lr_seconds": lr_seconds,
                "logistic_final_loss": float(losses[-1]),
-               "nb_sklearn_prediction_agreement": float(np.mean((nb_score > 0.5) == (sk_score > 0.5)))}
+               "nb_sklearn_prediction_agreement": float(
+                   np.mean((nb_score > 0.5) == (sk_score > 0.5)))}
     for name, score in (("nb", nb_score), ("logistic", lr_score), ("sklearn_nb", sk_score)):
         summary.update({f"{name}_{k}": v for k, v in binary_metrics(y[test], score).items()})
     curves = []
-    for name, score, color in (("naive Bayes", nb_score, (200, 0, 0)), ("logistic", lr_score, (0, 0, 200))):
+    for name, score, color in (("naive Bayes", nb_score, (200, 0, 0)),
+                               ("logistic", lr_score, (0, 0, 200))):
         fpr, tpr, _ = sk_metrics.roc_curve(y[test], score)
         curves.append(Series(name, fpr, tpr, color=color))
     plot_panels(workdir / "spam_roc.png", [
-        Panel("SMS spam ROC (test set)", curves, "false positive rate", "true positive rate", (0.0, 1.0), (0.0, 1.0)),
-        Panel("zoom: false positive rate <= 0.1", curves, "false positive rate", "true positive rate",
+        Panel("SMS spam ROC (test set)", curves, "false positive rate", "true positive rate",
+              (0.0, 1.0), (0.0, 1.0)),
+        Panel("zoom: false positive rate <= 0.1", curves, "false positive rate",
+              "true positive rate",
               (0.0, 0.1), (0.7, 1.0))])
     return summary
 
@@ -171,20 +185,28 @@ def load_dataset(name: str, config) -> Dataset:
         messages, y = read_spam(config.data.spam_path)
         keep = subsample(y, spec.max_examples, config.seed)
         messages, y = [messages[i] for i in keep], y[keep]
-        # Vocabulary from all messages (unsupervised, labels unused): one feature space for every draw.
-        x, _ = word_counts(messages, np.arange(len(y)), config.data.min_count, config.data.max_vocab)
+        # Vocabulary from all messages (unsupervised, labels unused): one feature space for
+        # every draw.
+        x, _ = word_counts(messages, np.arange(len(y)), config.data.min_count,
+                           config.data.max_vocab)
         return Dataset(x, y)
     if name == "mnist":
         if not config.data.mnist_dir or not pathlib.Path(config.data.mnist_dir).is_dir():
-            raise FileNotFoundError(f"config.data.mnist_dir: no MNIST folder at {config.data.mnist_dir!r}")
-        (x, y), (xt, yt) = (idx.load_mnist_split(config.data.mnist_dir, s) for s in ("train", "test"))
-        keep, keep_test = subsample(y, spec.max_examples, config.seed), subsample(yt, spec.max_test, config.seed)
-        flat = lambda a: a.reshape(len(a), -1).astype(np.float32)  # noqa: E731
-        return Dataset(flat(x[keep]), y[keep].astype(np.int32), flat(xt[keep_test]), yt[keep_test].astype(np.int32))
-    raise ValueError(f"config.datasets: unknown dataset {name!r}; known: {sorted([*bundled, 'spam', 'mnist'])}")
+            raise FileNotFoundError("config.data.mnist_dir: no MNIST folder at "
+                                    f"{config.data.mnist_dir!r}")
+        (x, y), (xt, yt) = (idx.load_mnist_split(config.data.mnist_dir, s)
+                            for s in ("train", "test"))
+        keep = subsample(y, spec.max_examples, config.seed)
+        keep_test = subsample(yt, spec.max_test, config.seed)
+        flat = lambda a: a.reshape(len(a), -1).astype(np.float32)
+        return Dataset(flat(x[keep]), y[keep].astype(np.int32), flat(xt[keep_test]),
+                       yt[keep_test].astype(np.int32))
+    known = sorted([*bundled, "spam", "mnist"])
+    raise ValueError(f"config.datasets: unknown dataset {name!r}; known: {known}")
 
 
-def draw_indices(y: np.ndarray, size: int, num_draws: int, num_test: int, rng) -> tuple[np.ndarray, np.ndarray]:
+def draw_indices(y: np.ndarray, size: int, num_draws: int, num_test: int,
+                 rng) -> tuple[np.ndarray, np.ndarray]:
     """(train [R, size], test [R, num_test]) indices: each draw holds out a random test set,
     then takes one random example of every class (so every class has a fit) and the rest of
     the training set uniformly from what remains."""
@@ -192,14 +214,17 @@ def draw_indices(y: np.ndarray, size: int, num_draws: int, num_test: int, rng) -
     if size < len(classes):
         raise ValueError(f"config.curves: training size {size} is below the {len(classes)} classes")
     if size + num_test > len(y):
-        raise ValueError(f"config.curves: training size {size} + {num_test} test examples exceed the {len(y)} available")
+        raise ValueError(f"config.curves: training size {size} + {num_test} test examples "
+                         f"exceed the {len(y)} available")
     trains, tests = [], []
     for _ in range(num_draws):
         order = rng.permutation(len(y))
         test, pool = order[:num_test], order[num_test:]
-        firsts = np.array([pool[np.flatnonzero(y[pool] == c)[0]] if np.any(y[pool] == c) else -1 for c in classes])
+        firsts = np.array([pool[np.flatnonzero(y[pool] == c)[0]] if np.any(y[pool] == c) else -1
+                           for c in classes])
         if np.any(firsts < 0):
-            raise ValueError("config.curves: a class has no example left after holding out the test set")
+            raise ValueError("config.curves: a class has no example left after holding out "
+                             "the test set")
         rest = pool[~np.isin(pool, firsts)][: size - len(classes)]
         trains.append(np.concatenate([firsts, rest]))
         tests.append(test)
@@ -230,10 +255,12 @@ def fit_naive_bayes(x, y, mask, num_classes: int, kind: str, smoothing: float,
                          jnp.broadcast_to(var, per_class.mean.shape))
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "kind", "smoothing", "binarize", "standardize",
+@functools.partial(jax.jit, static_argnames=("num_classes", "kind", "smoothing", "binarize",
+                                             "standardize",
                                              "num_steps", "batch_size"))
-def draw_errors(x, y, x_test, y_test, train_idx, train_mask, test_idx, l2, lr_scale, *, num_classes: int,
-                kind: str, smoothing: float, binarize: float, standardize: bool, num_steps: int, batch_size: int):
+def draw_errors(x, y, x_test, y_test, train_idx, train_mask, test_idx, l2, lr_scale, *,
+                num_classes: int, kind: str, smoothing: float, binarize: float, standardize: bool,
+                num_steps: int, batch_size: int):
     """Test errors (naive Bayes [R], logistic [R]) of R training sets.
 
     x [N, D], y [N]: the pool; train_idx [R, m] with train_mask [R, m] (training sets of
@@ -289,7 +316,7 @@ def learning_curve(name: str, data: Dataset, config) -> dict:
     rng = np.random.default_rng(config.seed)
     num_classes = int(max(data.y.max(), -1 if data.y_test is None else data.y_test.max())) + 1
     explicit = data.x_test is not None
-    num_test = 0 if explicit else int(round(spec.test_fraction * len(data.y)))
+    num_test = 0 if explicit else round(spec.test_fraction * len(data.y))
     x, y = jnp.asarray(data.x), jnp.asarray(data.y)
     x_test = jnp.asarray(data.x_test) if explicit else None
     y_test = jnp.asarray(data.y_test) if explicit else None
@@ -311,18 +338,20 @@ def learning_curve(name: str, data: Dataset, config) -> dict:
             x, y, x_test, y_test, jnp.asarray(train_idx), jnp.asarray(train_mask),
             None if explicit else jnp.asarray(np.concatenate(tests)), jnp.asarray(l2, jnp.float32),
             spec.lr_scale, num_classes=num_classes, kind=spec.nb_kind, smoothing=spec.smoothing,
-            binarize=spec.binarize, standardize=spec.standardize, num_steps=config.logistic.num_steps,
+            binarize=spec.binarize, standardize=spec.standardize,
+            num_steps=config.logistic.num_steps,
             batch_size=batch_size)
         nb_err = np.asarray(nb_err, np.float64).reshape(len(bucket), spec.num_draws)
         lr_err = np.asarray(lr_err, np.float64).reshape(len(bucket), spec.num_draws)
-        sem = lambda e: float(e.std(ddof=1) / np.sqrt(len(e))) if len(e) > 1 else 0.0  # noqa: E731
+        sem = lambda e: float(e.std(ddof=1) / np.sqrt(len(e))) if len(e) > 1 else 0.0
         for size, nb_e, lr_e in zip(bucket, nb_err, lr_err):
             rows.append({"size": size, "nb_error": float(nb_e.mean()), "nb_sem": sem(nb_e),
                          "lr_error": float(lr_e.mean()), "lr_sem": sem(lr_e),
                          "difference_sem": sem(lr_e - nb_e)})  # paired: the same draws
             metrics_lib.say(f"{name} m={size}: naive Bayes {rows[-1]['nb_error']:.4f}  "
                             f"logistic {rows[-1]['lr_error']:.4f}")
-    return {"rows": rows, "num_test": len(data.y_test) if explicit else num_test, "num_draws": spec.num_draws}
+    return {"rows": rows, "num_test": len(data.y_test) if explicit else num_test,
+            "num_draws": spec.num_draws}
 
 
 def crossing_size(rows: list[dict]) -> int:
@@ -346,8 +375,10 @@ def curve_summary(name: str, curve: dict) -> dict[str, float]:
     small, large = rows[0], rows[-1]
     smaller_half = rows[: (len(rows) + 1) // 2]
     return {
-        f"{name}_nb_lead_small_n": max(r["lr_error"] - r["nb_error"] - 2 * r["difference_sem"] for r in smaller_half),
-        f"{name}_lr_lead_large_n": large["nb_error"] - large["lr_error"] - 2 * large["difference_sem"],
+        f"{name}_nb_lead_small_n": max(r["lr_error"] - r["nb_error"] - 2 * r["difference_sem"]
+                                       for r in smaller_half),
+        f"{name}_lr_lead_large_n": (large["nb_error"] - large["lr_error"]
+                                    - 2 * large["difference_sem"]),
         f"{name}_size_small": small["size"], f"{name}_size_large": large["size"],
         f"{name}_nb_error_small": small["nb_error"], f"{name}_lr_error_small": small["lr_error"],
         f"{name}_nb_error_large": large["nb_error"], f"{name}_lr_error_large": large["lr_error"],
@@ -365,7 +396,8 @@ def run_learning_curves(config, workdir: pathlib.Path) -> dict[str, float]:
         raise ValueError("config.datasets is empty: name datasets, e.g. 'breast_cancer,digits'")
     unknown = [n for n in names if n not in config.curves]
     if unknown:
-        raise ValueError(f"config.datasets: no config.curves entry for {unknown}; have {sorted(config.curves)}")
+        raise ValueError(f"config.datasets: no config.curves entry for {unknown}; "
+                         f"have {sorted(config.curves)}")
     summary, curves, panels = {}, {}, []
     for name in names:
         t0 = time.perf_counter()
@@ -377,10 +409,12 @@ def run_learning_curves(config, workdir: pathlib.Path) -> dict[str, float]:
         sizes = np.array([r["size"] for r in curve["rows"]], float)
         series = [Series(label, sizes, np.array([r[f"{key}_error"] for r in curve["rows"]]),
                          np.array([r[f"{key}_sem"] for r in curve["rows"]]), color)
-                  for label, key, color in (("naive Bayes", "nb", (200, 0, 0)), ("logistic", "lr", (0, 0, 200)))]
+                  for label, key, color in (("naive Bayes", "nb", (200, 0, 0)),
+                                            ("logistic", "lr", (0, 0, 200)))]
         top = max(float(np.max(s.y + s.err)) for s in series)
-        panels.append(Panel(f"{name} ({curve['num_draws']} draws)", series, "training examples (log)",
-                            "test error", (float(np.log10(sizes[0])), float(np.log10(sizes[-1]))),
+        panels.append(Panel(f"{name} ({curve['num_draws']} draws)", series,
+                            "training examples (log)", "test error",
+                            (float(np.log10(sizes[0])), float(np.log10(sizes[-1]))),
                             (0.0, max(top * 1.05, 1e-3)), log_x=True))
     (workdir / "learning_curves.json").write_text(json.dumps(curves, indent=1))
     plot_panels(workdir / "learning_curves.png", panels)
@@ -410,13 +444,14 @@ class Panel:
     log_x: bool = False
 
 
-def _draw_panel(draw: ImageDraw.ImageDraw, panel: Panel, left: int, top: int, width: int, height: int) -> None:
+def _draw_panel(draw: ImageDraw.ImageDraw, panel: Panel, left: int, top: int, width: int,
+                height: int) -> None:
     """Axes box, tick labels at the ends, lines with error bars, legend; log_x plots log10 x."""
     (x0, x1), (y0, y1) = panel.x_range, panel.y_range
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
     # Values outside the ranges are drawn on the box's edge (a zoomed panel).
-    px = lambda v: left + (np.clip(v, x0, x1) - x0) / (x1 - x0) * width  # noqa: E731
-    py = lambda v: top + height - (np.clip(v, y0, y1) - y0) / (y1 - y0) * height  # noqa: E731
+    px = lambda v: left + (np.clip(v, x0, x1) - x0) / (x1 - x0) * width
+    py = lambda v: top + height - (np.clip(v, y0, y1) - y0) / (y1 - y0) * height
     draw.rectangle([left, top, left + width, top + height], outline="black")
     draw.text((left, top - 16), panel.title, fill="black")
     x_tick = (lambda v: f"{10 ** v:.0f}") if panel.log_x else (lambda v: f"{v:.2g}")
@@ -432,7 +467,8 @@ def _draw_panel(draw: ImageDraw.ImageDraw, panel: Panel, left: int, top: int, wi
         draw.line(points, fill=s.color, width=2)
         if s.err is not None:
             for (a, b), e in zip(points, s.err):
-                draw.line([(a, b - e / (y1 - y0) * height), (a, b + e / (y1 - y0) * height)], fill=s.color, width=1)
+                half = e / (y1 - y0) * height
+                draw.line([(a, b - half), (a, b + half)], fill=s.color, width=1)
                 draw.ellipse([a - 2, b - 2, a + 2, b + 2], fill=s.color)
         draw.text((left + width - 90, top + 6 + 12 * k), s.label, fill=s.color)
 
@@ -442,11 +478,13 @@ def plot_panels(path: pathlib.Path, panels: list[Panel], columns: int = 3) -> No
     width, height, margin = 300, 200, 50
     columns = min(columns, len(panels))
     rows = -(-len(panels) // columns)
-    image = Image.new("RGB", (columns * (width + 2 * margin), rows * (height + 2 * margin)), "white")
+    image = Image.new("RGB", (columns * (width + 2 * margin), rows * (height + 2 * margin)),
+                      "white")
     draw = ImageDraw.Draw(image)
     for k, panel in enumerate(panels):
         r, c = divmod(k, columns)
-        _draw_panel(draw, panel, c * (width + 2 * margin) + margin, r * (height + 2 * margin) + margin // 2 + 10,
+        _draw_panel(draw, panel, c * (width + 2 * margin) + margin,
+                    r * (height + 2 * margin) + margin // 2 + 10,
                     width, height)
     image.save(path)
 

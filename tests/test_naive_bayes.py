@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from scipy.special import gammaln, logsumexp
 from sklearn import naive_bayes as sk
 
@@ -79,7 +80,8 @@ def test_fixed_and_uniform_priors_match_sklearn():
     x, y = _data("multinomial")
     with jax.enable_x64(True):
         prior = np.array([0.2, 0.3, 0.5])
-        cases = ((_config("multinomial", class_prior=tuple(prior)), sk.MultinomialNB(class_prior=prior)),
+        cases = ((_config("multinomial", class_prior=tuple(prior)),
+                  sk.MultinomialNB(class_prior=prior)),
                  (_config("bernoulli", fit_prior=False), sk.BernoulliNB(fit_prior=False)),
                  (_config("gaussian", class_prior=tuple(prior)), sk.GaussianNB(priors=prior)))
         for config, reference in cases:
@@ -91,7 +93,7 @@ def test_fixed_and_uniform_priors_match_sklearn():
 def test_streamed_and_sharded_statistics_equal_one_shot(kind):
     x, y = _data(kind, n=240)
     x, y = x.astype(np.float32), y.astype(np.int32)
-    kw = dict(binarize=1.0, num_categories=int(x.max()) + 1)
+    kw = {"binarize": 1.0, "num_categories": int(x.max()) + 1}
     whole = nb.sufficient_statistics(x, y, None, C, kind, **kw)
     # Streamed: three batches, the last padded with garbage rows that the mask removes.
     batches = [(x[:100], y[:100], np.ones(100)), (x[100:200], y[100:200], np.ones(100))]
@@ -181,8 +183,10 @@ def test_sampling_moments():
     for c in range(2):
         np.testing.assert_allclose(x[y == c].mean(0), params.mean[c], atol=0.06)
         np.testing.assert_allclose(x[y == c].var(0), params.var[c], rtol=0.05)
-    bern = nb.BernoulliNB(jnp.zeros(1), jnp.log(jnp.array([[0.2, 0.9]])), jnp.log(jnp.array([[0.8, 0.1]])))
-    np.testing.assert_allclose(nb.sample(key, bern, 20_000, y=jnp.zeros(20_000, int)).mean(0), [0.2, 0.9], atol=0.01)
+    bern = nb.BernoulliNB(jnp.zeros(1), jnp.log(jnp.array([[0.2, 0.9]])),
+                          jnp.log(jnp.array([[0.8, 0.1]])))
+    np.testing.assert_allclose(nb.sample(key, bern, 20_000, y=jnp.zeros(20_000, int)).mean(0),
+                               [0.2, 0.9], atol=0.01)
     multi = nb.MultinomialNB(jnp.zeros(1), jnp.log(jnp.array([[0.5, 0.3, 0.2]])))
     counts = nb.sample(key, multi, 5_000, y=jnp.zeros(5_000, int), total_count=10)
     np.testing.assert_allclose(counts.sum(1), 10)
@@ -236,8 +240,8 @@ def test_absent_class_in_discrete_model_is_never_predicted_and_gives_no_nan():
 
 
 def test_mnist_gaussian_and_bernoulli_accuracy_match_sklearn():
-    from tests.helpers import shared_data
     from genjax_lab.data.idx import load_mnist_split
+    from tests.helpers import shared_data
     images, labels = load_mnist_split(shared_data("mnist"), "test")
     x = images.reshape(len(images), -1)[:4000].astype(np.float32)
     y, x_test = labels[:4000], images.reshape(len(images), -1)[4000:6000].astype(np.float32)

@@ -2,7 +2,8 @@
 naive Bayes and logistic regression against the number of training examples.
 
   ./launch.sh naive_bayes --config=experiments/configs/ng_jordan.py \
-      --config.data.spam_path=../shared/data/text/SMSSpamCollection --config.data.mnist_dir=../shared/data/mnist
+      --config.data.spam_path=../shared/data/text/SMSSpamCollection \
+      --config.data.mnist_dir=../shared/data/mnist
 
 Per dataset (config.curves.NAME): training sizes, random draws per size (a fresh held-out
 test set per draw, or MNIST's test split), the naive Bayes kind (Gaussian for continuous
@@ -22,15 +23,16 @@ Variants:
 import ml_collections
 
 
-def _curve(sizes, *, num_draws=20, test_fraction=0.3, max_examples=0, max_test=0, nb_kind="gaussian",
-           smoothing=1e-9, binarize=0.0, lr_scale=1.0, standardize=True, c=1.0,
+def _curve(sizes, *, num_draws=20, test_fraction=0.3, max_examples=0, max_test=0,
+           nb_kind="gaussian", smoothing=1e-9, binarize=0.0, lr_scale=1.0, standardize=True, c=1.0,
            pad_factor=1000.0) -> ml_collections.ConfigDict:
     # pad_factor: sizes within this factor of the group's smallest are padded to one shape
     # (masked) and share one compilation; small data sets take one group, large ones several.
-    return ml_collections.ConfigDict(dict(
-        sizes=tuple(sizes), num_draws=num_draws, test_fraction=test_fraction, max_examples=max_examples,
-        max_test=max_test, nb_kind=nb_kind, smoothing=smoothing, binarize=binarize, lr_scale=lr_scale,
-        standardize=standardize, c=c, pad_factor=pad_factor))
+    return ml_collections.ConfigDict({
+        "sizes": tuple(sizes), "num_draws": num_draws, "test_fraction": test_fraction,
+        "max_examples": max_examples, "max_test": max_test, "nb_kind": nb_kind,
+        "smoothing": smoothing, "binarize": binarize, "lr_scale": lr_scale,
+        "standardize": standardize, "c": c, "pad_factor": pad_factor})
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
@@ -47,12 +49,15 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.curves = ml_collections.ConfigDict({
         "breast_cancer": _curve((4, 8, 16, 32, 64, 128, 256, 398), nb_kind="gaussian_shared"),
         "wine": _curve((3, 6, 12, 24, 48, 96, 125), nb_kind="gaussian_shared"),
-        "digits": _curve((10, 20, 40, 80, 160, 320, 640, 1258), nb_kind="multinomial", smoothing=1.0,
+        "digits": _curve((10, 20, 40, 80, 160, 320, 640, 1258), nb_kind="multinomial",
+                         smoothing=1.0,
                          lr_scale=1 / 16, standardize=False),
-        "spam": _curve((10, 30, 100, 300, 1000, 4344), num_draws=5, test_fraction=0.2, nb_kind="multinomial",
+        "spam": _curve((10, 30, 100, 300, 1000, 4344), num_draws=5, test_fraction=0.2,
+                       nb_kind="multinomial",
                        smoothing=1.0, standardize=False, pad_factor=4.0),
-        "mnist": _curve((10, 30, 100, 300, 1000, 3000, 10000), num_draws=5, max_examples=10_000, max_test=2_000,
-                        nb_kind="bernoulli", smoothing=1.0, binarize=127.0, lr_scale=1 / 255, standardize=False, pad_factor=4.0),
+        "mnist": _curve((10, 30, 100, 300, 1000, 3000, 10000), num_draws=5, max_examples=10_000,
+                        max_test=2_000, nb_kind="bernoulli", smoothing=1.0, binarize=127.0,
+                        lr_scale=1 / 255, standardize=False, pad_factor=4.0),
     })
     if variant == "tiny":
         config.datasets = "breast_cancer,wine,digits"

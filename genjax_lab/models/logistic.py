@@ -32,7 +32,8 @@ def init(num_features: int, num_classes: int, dtype=jnp.float32) -> LogisticPara
     """Zero parameters (the objective is convex: the start does not matter)."""
     checks.check_count("num_features", num_features)
     checks.check_count("num_classes", num_classes)
-    return LogisticParams(jnp.zeros((num_features, num_classes), dtype), jnp.zeros((num_classes,), dtype))
+    return LogisticParams(jnp.zeros((num_features, num_classes), dtype),
+                          jnp.zeros((num_classes,), dtype))
 
 
 def l2_from_c(c: float, num_train: int) -> float:
@@ -76,13 +77,15 @@ def loss(params: LogisticParams, batch: dict, l2: float) -> jax.Array:
             return jax.tree.map(lambda v: jax.lax.psum(v, axis), _masked_sums(params, x, y, mask))
 
         sums = jax.shard_map(device_sums, mesh=jax.typeof(x).sharding.mesh,
-                             in_specs=(P(), P(axis), P(axis), P(axis)), out_specs=P())(params, x, y, mask)
+                             in_specs=(P(), P(axis), P(axis), P(axis)),
+                             out_specs=P())(params, x, y, mask)
     else:
         sums = _masked_sums(params, x, y, mask)
     return sums[0] / sums[1] + 0.5 * l2 * jnp.sum(params.weights**2)
 
 
-def make_optimizer(name: str = "lbfgs", learning_rate: float = 1e-2) -> optax.GradientTransformation:
+def make_optimizer(name: str = "lbfgs",
+                   learning_rate: float = 1e-2) -> optax.GradientTransformation:
     """'lbfgs' (full batch, line search) or 'adam' (minibatches, `learning_rate`)."""
     if name == "lbfgs":
         return optax.lbfgs()
@@ -92,13 +95,15 @@ def make_optimizer(name: str = "lbfgs", learning_rate: float = 1e-2) -> optax.Gr
 
 
 def make_step(optimizer: optax.GradientTransformation, l2: float, *, linesearch: bool) -> Callable:
-    """Jittable `(params, opt_state, batch) -> (params, opt_state, loss)`; linesearch=True for L-BFGS."""
+    """Jittable `(params, opt_state, batch) -> (params, opt_state, loss)`; linesearch=True
+    for L-BFGS."""
     def step(params, opt_state, batch):
         def value_fn(p):
             return loss(p, batch, l2)
         if linesearch:
             value, grad = optax.value_and_grad_from_state(value_fn)(params, state=opt_state)
-            updates, opt_state = optimizer.update(grad, opt_state, params, value=value, grad=grad, value_fn=value_fn)
+            updates, opt_state = optimizer.update(grad, opt_state, params, value=value, grad=grad,
+                                                  value_fn=value_fn)
         else:
             value, grad = jax.value_and_grad(value_fn)(params)
             updates, opt_state = optimizer.update(grad, opt_state, params)
