@@ -322,3 +322,24 @@ def test_gaussian_split_and_sharded_fits_equal_the_one_shot_fit():
             np.testing.assert_allclose(params.var, whole.var, rtol=1e-9)
             np.testing.assert_allclose(nb.classifier(params).log_joint(x), ref,
                                        rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", nb.KINDS)
+def test_init_has_the_structure_of_a_fit_so_a_saved_model_loads(kind, tmp_path):
+    """saving.load rebuilds the parameters from init under eval_shape: tree, shapes and dtypes
+    (and Bernoulli's static threshold) must be a fit's."""
+    from genjax_lab import saving
+
+    x, y = _data(kind)
+    config = _smoothed(kind)
+    data = {"x": x.astype(np.float32), "y": y.astype(np.int32)}
+    params, _ = nb.fit(jax.random.key(0), data, config)
+    meta = nb.meta_from_data(data, config)
+    abstract = jax.eval_shape(lambda key: nb.init(key, config, meta), jax.random.key(0))
+    assert jax.tree.structure(abstract) == jax.tree.structure(params)
+    for shape, leaf in zip(jax.tree.leaves(abstract), jax.tree.leaves(params), strict=True):
+        assert (shape.shape, shape.dtype) == (leaf.shape, leaf.dtype)
+    if kind == "bernoulli":
+        saving.save(tmp_path, "naive_bayes", config, meta, params)
+        loaded = saving.load(tmp_path)
+        np.testing.assert_array_equal(loaded.log_prob(data["x"]), nb.log_prob(params, data["x"]))
