@@ -328,10 +328,12 @@ def _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise: bool):
 
     def scaled():
         gammas, ratios = _backward_posteriors(log_transition, alphas, preds, valid, unroll)
-        xi = alphas[:-1, :, :, None] * trans * ratios[:, :, None, :]
-        # Summed as in the log-space branch (an einsum would drop the batch axis's sharding,
-        # and both branches must give the same type).
-        return logcs, gammas, xi if pairwise else jnp.sum(xi, axis=0)
+        if pairwise:
+            return logcs, gammas, alphas[:-1, :, :, None] * trans * ratios[:, :, None, :]
+        # Batch axis first: the einsum then keeps its sharding, as the other branch's sum does
+        # (both branches must give the same type).
+        outer = jnp.einsum("bti,btj->bij", jnp.swapaxes(alphas[:-1], 0, 1), jnp.swapaxes(ratios, 0, 1))
+        return logcs, gammas, trans * outer
 
     def in_log_space():
         las, logcs_, log_preds = _forward_log(log_initial, log_transition, ll_tm, valid, unroll)
