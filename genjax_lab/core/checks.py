@@ -218,3 +218,7 @@ def check_mapping(name: str, value, keys: Sequence[str]) -> None:
         got = type(value).__name__ + shape
     wanted = ", ".join(repr(k) for k in sorted(keys))
     raise TypeError(f"{name} must be a mapping with keys {wanted}, got {got}")
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or statistic became NaN or infinite: the run stops, checkpoints kept."""

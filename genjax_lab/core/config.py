@@ -207,7 +207,7 @@ USER_ERRORS = (
     FileNotFoundError,
     KeyError,
     ckpt_lib.CheckpointError,
-    loop_lib.NonFiniteError,
+    checks.NonFiniteError,
     mesh_lib.DistributedStartError,
 )
 

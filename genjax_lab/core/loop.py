@@ -24,6 +24,8 @@ from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core import metrics as metrics_lib
+from genjax_lab.core.checks import NonFiniteError
+from genjax_lab.core.splits import evaluate
 
 State = Any
 Batch = Mapping[str, jax.Array]
@@ -61,10 +63,6 @@ class RunResult:
     step: int
     metrics: dict[str, float]
     preempted: bool
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss or statistic became NaN or infinite: the run stops, checkpoints kept."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -199,29 +197,6 @@ def _resumed_evaluation_missing(config, workdir: pathlib.Path, step: int, num_st
     if jax.process_count() > 1:
         missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
     return missing
-
-
-def sum_over_split(batch_sums: Callable[[dict[str, jax.Array], int], Any], mesh, split: data_lib.Split,
-                   batch_size: int) -> Any:
-    """The sum over the split's batches i of the pytree `batch_sums(batch, i)`, on device.
-
-    Batch i is global batch i of `data.eval_batches` (rows in order, padded rows with mask
-    0), assembled from every host's share and sharded over `data`, so the reductions inside
-    batch_sums run across devices and hosts. A streaming split is read one batch at a time.
-    """
-    totals = None
-    for i, local in enumerate(data_lib.eval_batches(split, batch_size)):
-        sums = batch_sums(mesh_lib.global_batch(mesh, local), i)
-        totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
-    return totals
-
-
-def evaluate(eval_fn, state, mesh, arrays, batch_size: int, key) -> dict[str, float]:
-    """Means over the whole split of an eval step's mask-weighted sums."""
-    totals = sum_over_split(lambda batch, i: eval_fn(state, batch, jax.random.fold_in(key, i)), mesh, arrays,
-                            batch_size)
-    size = data_lib.num_examples(arrays)
-    return {k: float(v) / size for k, v in mesh_lib.host_copy(totals).items()}
 
 
 def train_and_evaluate(

@@ -27,7 +27,8 @@ from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import images as images_lib
 from genjax_lab.core import mesh as mesh_lib
-from genjax_lab.core.loop import Family, base_config, evaluate
+from genjax_lab.core.loop import Family, base_config
+from genjax_lab.core.splits import evaluate
 from genjax_lab.core.state import TrainState
 from genjax_lab.data.images import BINARIZATIONS, image_data_config, label_log_prior
 

@@ -18,7 +18,8 @@ import optax
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import images as images_lib
 from genjax_lab.core import mesh as mesh_lib
-from genjax_lab.core.loop import Family, base_config, evaluate
+from genjax_lab.core.loop import Family, base_config
+from genjax_lab.core.splits import evaluate
 from genjax_lab.data.images import image_data_config, prepare_images
 from genjax_lab.inference import ais
 from genjax_lab.models.boltzmann.fit import (
