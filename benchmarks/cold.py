@@ -86,7 +86,9 @@ def gmm_iris(data_dir: pathlib.Path) -> list[Case]:
         ours = (
             "import jax\nfrom genjax_lab.models import gmm\nstart = time.perf_counter()\n"
             + load
-            + f"params, history = gmm.fit(jax.random.key(0), x.astype(np.float32), 3, {kind!r})\n"
+            + "config = gmm.default_config()\n"
+            + f"config.update(num_components=3, covariance_type={kind!r})\n"
+            + "params, history = gmm.fit(jax.random.key(0), {'x': x.astype(np.float32)}, config)\n"
             "jax.block_until_ready(params)\n"
         )
         reference = (
@@ -139,9 +141,10 @@ def lda(data_dir: pathlib.Path) -> list[Case]:
         "start = time.perf_counter()\n"
         f"tokens = [text.tokenize(d) for d in text.read_corpus({path!r})]\n"
         "vocab = text.build_vocabulary(tokens, min_count=2)\n"
-        "config = lda.LDAConfig(10, len(vocab))\n"
+        "config = lda.default_config()\n"
+        "config.num_iters = 20\n"
         "bags = text.bag_of_words(tokens, vocab)\n"
-        "state, _ = lda.fit_vb(bags, config, jax.random.key(0), num_iterations=20)\n"
+        "state, _ = lda.fit(jax.random.key(0), {'x': bags, 'vocab_size': len(vocab)}, config)\n"
         "jax.block_until_ready(state)\n"
     )
     reference = (

@@ -19,14 +19,14 @@ import warnings
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import sklearn  # noqa: E402
-from sklearn.mixture import GaussianMixture  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sklearn
+from sklearn.mixture import GaussianMixture
 
-from benchmarks.common import median_seconds, record, report  # noqa: E402
-from genjax_lab.models import gmm  # noqa: E402
+from benchmarks.common import median_seconds, record, report
+from genjax_lab.models import gmm
 
 N, D, K = 100_000, 16, 32
 
@@ -49,13 +49,16 @@ def gmm_records(x: np.ndarray, iters: int, repeats: int) -> list[dict]:
     xj = jnp.asarray(x)
     for covariance_type in ("full", "diag"):
         init = gmm.init_kmeans(jax.random.key(0), xj, K, covariance_type, kmeans_iters=5)
-        ours = median_seconds(lambda: jax.block_until_ready(gmm.em(init, xj, num_iters=iters)), repeats) / iters
+        ours = median_seconds(
+            lambda start=init: jax.block_until_ready(gmm.em(start, xj, num_iters=iters)),
+            repeats) / iters
         weights = np.asarray(init.weights, np.float64)
-        kwargs = dict(covariance_type=covariance_type, tol=0, init_params="random_from_data", random_state=0,
-                      weights_init=weights / weights.sum(), means_init=np.asarray(init.means, np.float64),
-                      precisions_init=sklearn_precisions(init))
+        kwargs = {"covariance_type": covariance_type, "tol": 0, "init_params": "random_from_data",
+                  "random_state": 0, "weights_init": weights / weights.sum(),
+                  "means_init": np.asarray(init.means, np.float64),
+                  "precisions_init": sklearn_precisions(init)}
 
-        def sklearn_fit(max_iter: int) -> float:
+        def sklearn_fit(max_iter: int, kwargs: dict = kwargs) -> float:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "did not converge": tol=0 on purpose
                 start = time.perf_counter()

@@ -5,8 +5,9 @@ imputation of the occluded bottom half of test images.
 
 mnist: pixels / 255; a PCA basis W [784, d] (top `pca_dim` eigenvectors of the float64 sample
 covariance of the first `pca_train` training images, NumPy eigh); codes z = W^T (x - m) in float32.
-For each K in `num_components_list` a GMM (`covariance_type`, k-means++ then `em_iters` EM
-iterations, `reg_covar`) is fitted to the codes of the first `num_train` training images;
+For each K in `num_components_list` a GMM (`covariance_type`, the best of `num_inits` k-means++
+starts, each followed by up to `num_iters` EM iterations stopping once the mean log-likelihood
+gains less than `tol`, `reg_covar`) is fitted to the codes of the first `num_train` training images;
 summary.json holds bic_kK / aic_kK (on those codes, lower is better), train_loglik_kK and
 test_loglik_kK (mean log-density per image of the PCA codes, not of pixels), seconds_kK,
 best_k_bic and best_k_aic. bic_vs_k.png plots BIC and AIC against K; samples.png shows
@@ -124,7 +125,7 @@ def load_mnist(config) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"config.data.mnist_dir: no MNIST folder at {mnist_dir!r} "
                                 "(pass --config.data.mnist_dir=DIR with the IDX files)")
     (train, _), (test, _) = (idx.load_mnist_split(mnist_dir, split) for split in ("train", "test"))
-    flat = lambda images: images.reshape(len(images), -1).astype(np.float64) / 255.0  # noqa: E731
+    flat = lambda images: images.reshape(len(images), -1).astype(np.float64) / 255.0
     return flat(train), flat(test)
 
 
@@ -138,18 +139,25 @@ def run_mnist(config, workdir: pathlib.Path) -> dict[str, float]:
     z_train, z_test = jnp.asarray(pca.encode(train)), jnp.asarray(pca.encode(test))
     summary = {"pca_noise_var": pca.noise_var, "num_train": float(len(train)), "num_test": float(len(test))}
     fits = {}
+    model = gmm.default_config()
+    model.update(covariance_type=config.covariance_type, num_iters=config.num_iters,
+                 tol=config.tol, num_inits=config.num_inits, reg_covar=config.reg_covar)
     for k in ks:
         t0 = time.perf_counter()
-        params, history = gmm.fit(jax.random.fold_in(jax.random.key(config.seed), k), z_train, k,
-                                  config.covariance_type, num_iters=config.em_iters, reg_covar=config.reg_covar)
+        model.num_components = k
+        params, history = gmm.fit(jax.random.fold_in(jax.random.key(config.seed), k),
+                                  {"x": z_train}, model)
+        history = history["log_likelihood"]
         summary[f"seconds_k{k}"] = time.perf_counter() - t0
         summary[f"bic_k{k}"] = float(gmm.bic(params, z_train))
         summary[f"aic_k{k}"] = float(gmm.aic(params, z_train))
         summary[f"train_loglik_k{k}"] = float(gmm.score(params, z_train))
         summary[f"test_loglik_k{k}"] = float(gmm.score(params, z_test))
         fits[k] = params
-        metrics_lib.say(f"K={k}: BIC {summary[f'bic_k{k}']:.4g}, test log-lik {summary[f'test_loglik_k{k}']:.2f} "
-                        f"({summary[f'seconds_k{k}']:.1f} s, EM log-lik {float(history[0]):.2f} -> {float(history[-1]):.2f})")
+        metrics_lib.say(f"K={k}: BIC {summary[f'bic_k{k}']:.4g}, test log-lik "
+                        f"{summary[f'test_loglik_k{k}']:.2f} ({summary[f'seconds_k{k}']:.1f} s, "
+                        f"{len(history)} EM iterations, log-lik {float(history[0]):.2f} -> "
+                        f"{float(history[-1]):.2f})")
     best_bic = min(ks, key=lambda k: summary[f"bic_k{k}"])
     summary["best_k_bic"] = float(best_bic)
     summary["best_k_aic"] = float(min(ks, key=lambda k: summary[f"aic_k{k}"]))
@@ -157,7 +165,8 @@ def run_mnist(config, workdir: pathlib.Path) -> dict[str, float]:
                                                              "AIC": [summary[f"aic_k{k}"] for k in ks]},
                               "GMM on MNIST PCA codes, lower is better", "components K")
     best = fits[best_bic]
-    codes, _ = gmm.sample(jax.random.fold_in(jax.random.key(config.seed), 10_000), best, config.num_samples)
+    codes = gmm.sample(jax.random.fold_in(jax.random.key(config.seed), 10_000), best,
+                       config.num_samples)
     _save_grid(workdir / "samples.png", [np.clip(pca.decode(codes), 0.0, 1.0)])
     summary.update(_imputation(config, workdir, best, pca, test[: config.num_impute], train.mean(0)))
     return summary

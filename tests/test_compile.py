@@ -52,34 +52,30 @@ def test_counter_sees_a_recompilation():
 
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_gmm_fit_reuses_its_program(covariance_type):
-    gmm.fit(jax.random.key(0), _blobs(150), 3, covariance_type, num_iters=100)
+    config = gmm.default_config()
+    config.update(num_components=3, covariance_type=covariance_type, num_iters=100)
+    gmm.fit(jax.random.key(0), {"x": _blobs(150)}, config)
     with count_compilations() as compiled:
         # Another size in the same bucket, another iteration count, tolerance, key, regulariser,
         # k-means iteration count and number of starts.
-        _, history = gmm.fit(
-            jax.random.key(1),
-            _blobs(140, seed=1),
-            3,
-            covariance_type,
-            num_iters=60,
-            tol=1e-5,
-            reg_covar=1e-4,
-            kmeans_iters=5,
-            num_inits=2,
-        )
-        gmm.fit(jax.random.key(2), _blobs(131, seed=2), 3, covariance_type, num_iters=7, tol=0.0)
+        config.update(num_iters=60, tol=1e-5, reg_covar=1e-4, kmeans_iters=5, num_inits=2)
+        _, history = gmm.fit(jax.random.key(1), {"x": _blobs(140, seed=1)}, config)
+        config.update(num_iters=7, tol=0.0, reg_covar=1e-6, kmeans_iters=20, num_inits=1)
+        gmm.fit(jax.random.key(2), {"x": _blobs(131, seed=2)}, config)
     assert not compiled, compiled
-    assert 1 < len(history) <= 60
+    assert 1 < history["num_iters"] <= 60
 
 
 def test_gmm_classifier_reuses_its_program():
     x, y = _blobs(220), np.repeat([0, 1], 110)
-    gmm.fit_classifier(jax.random.key(0), x, y, 2, 2, "diag", num_iters=20)
+    config = gmm.default_config()
+    config.update(class_conditional=True, covariance_type="diag", num_iters=20)
+    gmm.fit(jax.random.key(0), {"x": x, "y": y}, config)
     with count_compilations() as compiled:  # 220 and 200 rows: both padded to 224
-        _, history = gmm.fit_classifier(
-            jax.random.key(1), x[:200], y[:200], 2, 2, "diag", num_iters=35, tol=1e-6
-        )
+        config.update(num_iters=35, tol=1e-6)
+        _, history = gmm.fit(jax.random.key(1), {"x": x[:200], "y": y[:200]}, config)
     assert not compiled, compiled
+    history = history["log_likelihood"]
     assert history.shape[0] == 2 and 1 < history.shape[1] <= 35
 
 
@@ -108,7 +104,9 @@ jax.monitoring.register_event_listener(lambda event, **_: events.append(event))
 jax.monitoring.register_event_duration_secs_listener(lambda event, d, **_: events.append(event))
 from genjax_lab.models import gmm
 x = np.random.default_rng(0).normal(size=(150, 4)).astype(np.float32)
-gmm.fit(jax.random.key(0), x, 3, "full")
+config = gmm.default_config()
+config.num_components = 3
+gmm.fit(jax.random.key(0), {"x": x}, config)
 print(jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs,
       jax.config.jax_compilation_cache_max_size)
 print(events.count("/jax/compilation_cache/cache_hits"),
@@ -159,11 +157,10 @@ def test_lda_batch_fit_reuses_its_step():
     from genjax_lab.models import lda
 
     config = lda.LDAConfig(4, 40, max_doc_iter=20)
-    lda.fit_vb(_corpus(120), config, jax.random.key(0), num_iterations=3)
+    lda.fit_vb(jax.random.key(0), _corpus(120), config, num_iters=3)
     other = lda.LDAConfig(4, 40, alpha=0.5, eta=0.2, max_doc_iter=35, mean_change_tol=1e-4)
     with count_compilations() as compiled:
-        _, history = lda.fit_vb(
-            _corpus(115, seed=1), other, jax.random.key(1), num_iterations=30, tol=1e-4
-        )
+        _, history = lda.fit_vb(jax.random.key(1), _corpus(115, seed=1), other, num_iters=30,
+                                tol=1e-4)
     assert not compiled, compiled
     assert 1 < len(history.bounds) < 30  # stopped by tol, the iteration it stopped at

@@ -1,6 +1,7 @@
 """Gaussian mixtures against scikit-learn (same start, N EM iterations, float64), EM
 monotonicity, streamed / chunked / sharded E-steps, Gaussian conditioning against closed
-forms, sampling moments, the class-conditional classifier and bad input."""
+forms, sampling moments, the unlabelled mixture's shared verbs, the class-conditional
+classifier and bad input."""
 import warnings
 
 import jax
@@ -11,9 +12,16 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from sklearn.mixture import GaussianMixture
 
+from genjax_lab.inference import kmeans
 from genjax_lab.models import gmm
 
 K, D = 3, 3
+
+
+def _config(**fields):
+    config = gmm.default_config()
+    config.update(fields)
+    return config
 
 
 def _data(n: int = 300, seed: int = 0) -> np.ndarray:
@@ -51,7 +59,7 @@ def test_em_matches_sklearn_and_never_decreases(covariance_type):
         np.testing.assert_allclose(gmm.covariances(params), ref.covariances_, rtol=1e-9, atol=1e-10)
         np.testing.assert_allclose(params.precision_cholesky, ref.precisions_cholesky_, rtol=1e-9, atol=1e-10)
         np.testing.assert_allclose(history[-1], ref.lower_bound_, rtol=1e-10)
-        np.testing.assert_allclose(gmm.log_likelihood(params, x), ref.score_samples(x), rtol=1e-10)
+        np.testing.assert_allclose(gmm.log_prob(params, x), ref.score_samples(x), rtol=1e-10)
         np.testing.assert_allclose(gmm.predict_proba(params, x), ref.predict_proba(x), atol=1e-10)
         np.testing.assert_allclose(gmm.bic(params, x), ref.bic(x), rtol=1e-10)
         np.testing.assert_allclose(gmm.aic(params, x), ref.aic(x), rtol=1e-10)
@@ -107,7 +115,7 @@ def test_conditioning_matches_closed_forms():
             o, m = observed[n], ~observed[n]
             marginal = gmm.from_covariances(weights, means[:, o], cov[:, o][:, :, o], "full")
             # Marginalising the missing dimensions = the model refit on the observed ones only.
-            np.testing.assert_allclose(cond.marginal_log_likelihood[n], gmm.log_likelihood(marginal, x[n:n + 1, o])[0],
+            np.testing.assert_allclose(cond.marginal_log_likelihood[n], gmm.log_prob(marginal, x[n:n + 1, o])[0],
                                        rtol=1e-10)
             np.testing.assert_allclose(np.exp(cond.log_weights[n]), gmm.predict_proba(marginal, x[n:n + 1, o])[0],
                                        rtol=1e-9)
@@ -133,7 +141,7 @@ def test_conditioning_matches_closed_forms():
 def test_sampling_moments():
     weights, means, cov = _full_model()
     params = gmm.from_covariances(weights, means, cov, "full")
-    x, labels = gmm.sample(jax.random.key(0), params, 60_000)
+    x, labels = gmm.sample_with_components(jax.random.key(0), params, 60_000)
     x, labels = np.asarray(x), np.asarray(labels)
     np.testing.assert_allclose(np.bincount(labels) / len(labels), weights, atol=0.01)
     for k in range(K):
@@ -152,12 +160,14 @@ def test_sampling_moments():
 
 def test_fit_with_kmeans_plus_plus_reaches_sklearn_quality():
     x = _data(n=600).astype(np.float32)
-    params, history = gmm.fit(jax.random.key(0), x, K, "full", num_iters=30)
-    seeds = np.asarray(gmm.kmeans_plus_plus(jax.random.key(0), jnp.asarray(x), K))
+    params, history = gmm.fit(jax.random.key(0), {"x": x}, _config(num_components=K, num_iters=30))
+    seeds = np.asarray(kmeans.kmeans_plus_plus(jax.random.key(0), jnp.asarray(x), K))
     assert all(np.any(np.all(x == s, axis=1)) for s in seeds)  # seeds are data points
     ref = GaussianMixture(K, covariance_type="full", random_state=0).fit(x)
     assert float(gmm.score(params, x)) > ref.score(x) - 0.02
-    assert np.all(np.diff(np.asarray(history)) >= -1e-4)
+    assert np.all(np.diff(history["log_likelihood"]) >= -1e-4)
+    assert history["num_iters"] == len(history["log_likelihood"]) <= 30
+    assert history["converged"] == (history["num_iters"] < 30)
 
 
 def test_mixture_classifier():
@@ -165,37 +175,66 @@ def test_mixture_classifier():
     x0 = np.concatenate([rng.normal(size=(150, 2)) + [3, 0], rng.normal(size=(150, 2)) + [-3, 0]])
     x1 = np.concatenate([rng.normal(size=(150, 2)) + [0, 3], rng.normal(size=(50, 2)) + [0, -3]])
     x, y = np.concatenate([x0, x1]).astype(np.float32), np.repeat([0, 1], [300, 200])
-    clf, history = gmm.fit_classifier(jax.random.key(0), x, y, 2, 2, "full", num_iters=20, tol=0.0)
-    assert history.shape == (2, 20)
-    np.testing.assert_allclose(np.exp(clf.class_log_prior), [0.6, 0.4], rtol=1e-6)
-    log_proba = np.asarray(gmm.classifier_predict_log_proba(clf, x))
+    params, history = gmm.fit(jax.random.key(0), {"x": x, "y": y},
+                              _config(class_conditional=True, num_iters=20, tol=0.0))
+    assert history["log_likelihood"].shape == (2, 20)
+    np.testing.assert_array_equal(history["num_iters"], [20, 20])
+    np.testing.assert_allclose(np.exp(params.log_prior), [0.6, 0.4], rtol=1e-6)
+    clf = gmm.classifier(params)
+    log_proba = np.asarray(clf.predict_log_proba(x))
     np.testing.assert_allclose(np.exp(log_proba).sum(1), 1.0, rtol=1e-5)
-    assert np.mean(np.asarray(gmm.classifier_predict(clf, x)) == y) > 0.93  # classes overlap a little
+    assert np.mean(np.asarray(clf.predict(x)) == y) > 0.93  # classes overlap a little
     # Bayes' rule by hand with scikit-learn mixtures fitted per class.
     refs = [GaussianMixture(2, random_state=0).fit(x[y == c]) for c in range(2)]
     joint = np.stack([r.score_samples(x) for r in refs], 1) + np.log([0.6, 0.4])
-    assert np.mean(joint.argmax(1) == np.asarray(gmm.classifier_predict(clf, x))) > 0.99
+    assert np.mean(joint.argmax(1) == np.asarray(clf.predict(x))) > 0.99
+    # log p(x) of the labelled model is the classifier's marginal; log p(x | y) its class term.
+    np.testing.assert_allclose(gmm.log_prob(params, x), clf.log_marginal(x), rtol=1e-5)
+    np.testing.assert_allclose(gmm.log_prob(params, x, y),
+                               clf.log_joint(x)[np.arange(len(y)), y] - params.log_prior[y],
+                               rtol=1e-5)
+    # x given y: each class's draws sit where that class's data sit.
+    drawn, labels = gmm.sample_with_labels(jax.random.key(1), params, 4000,
+                                           y=np.repeat([0, 1], 2000))
+    np.testing.assert_array_equal(labels, np.repeat([0, 1], 2000))
+    assert np.mean(np.asarray(clf.predict(drawn)) == np.asarray(labels)) > 0.93
+    np.testing.assert_allclose(np.abs(np.asarray(drawn[:2000])).mean(0), [3, 0.8], atol=0.15)
+    np.testing.assert_allclose(np.asarray(drawn[2000:]).mean(0), [0, 1.5], atol=0.15)
+    joint_posterior = np.asarray(gmm.posterior(params, x))
+    assert joint_posterior.shape == (500, 2, 2)
+    np.testing.assert_allclose(joint_posterior.sum((1, 2)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(joint_posterior.sum(2), np.exp(log_proba), atol=1e-5)
 
 
 def test_bad_input_is_refused_with_the_argument_named():
     x = _data(n=60)
+    key = jax.random.key(0)
     with pytest.raises(ValueError, match="x must be finite"):
-        gmm.fit(jax.random.key(0), np.where(np.eye(60, D) > 0, np.nan, x), K)
+        gmm.fit(key, {"x": np.where(np.eye(60, D) > 0, np.nan, x)}, _config(num_components=K))
     with pytest.raises(ValueError, match="num_components=70"):
-        gmm.fit(jax.random.key(0), x, 70)
-    with pytest.raises(ValueError, match="covariance_type"):
-        gmm.fit(jax.random.key(0), x, K, "banana")
-    with pytest.raises(ValueError, match="reg_covar"):
-        gmm.fit(jax.random.key(0), x, K, reg_covar=-1.0)
+        gmm.fit(key, {"x": x}, _config(num_components=70))
+    with pytest.raises(ValueError, match="config.covariance_type"):
+        gmm.fit(key, {"x": x}, _config(covariance_type="banana"))
+    with pytest.raises(ValueError, match="config.reg_covar"):
+        gmm.fit(key, {"x": x}, _config(reg_covar=-1.0))
+    with pytest.raises(TypeError, match="data must be a mapping with keys 'x'"):
+        gmm.fit(key, {"features": x}, _config())
+    with pytest.raises(ValueError, match="class_conditional"):
+        gmm.fit(key, {"x": x, "y": np.zeros(60, int)}, _config())
     # Singular: points on a line in 3-D with no regularisation.
     line = np.outer(np.linspace(0, 1, 60), [1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match="increase reg_covar"):
-        gmm.fit(jax.random.key(0), line, 2, num_iters=3, reg_covar=0.0)
+    with pytest.raises(ValueError, match="increase config.reg_covar"):
+        gmm.fit(key, {"x": line}, _config(num_iters=3, reg_covar=0.0))
     # ... while the default reg_covar gives a finite, documented regularised result.
-    params, _ = gmm.fit(jax.random.key(0), line.astype(np.float32), 2, num_iters=3, reg_covar=1e-3)
-    assert np.all(np.isfinite(np.asarray(gmm.log_likelihood(params, line.astype(np.float32)))))
+    params, _ = gmm.fit(key, {"x": line.astype(np.float32)}, _config(num_iters=3, reg_covar=1e-3))
+    assert np.all(np.isfinite(np.asarray(gmm.log_prob(params, line.astype(np.float32)))))
+    labelled = _config(class_conditional=True)
     with pytest.raises(ValueError, match="class 1 of y"):
-        gmm.fit_classifier(jax.random.key(0), x, (np.arange(60) >= 59).astype(int), 2, 2)
+        gmm.fit(key, {"x": x, "y": (np.arange(60) >= 59).astype(int)}, labelled)
+    with pytest.raises(ValueError, match="y"):
+        gmm.log_prob(params, line.astype(np.float32), np.zeros(60, int))
+    with pytest.raises(TypeError, match="LabelledGMM"):
+        gmm.classifier(params)
 
 
 @pytest.mark.parametrize("covariance_type", gmm.COVARIANCE_TYPES)
@@ -211,10 +250,12 @@ def test_tol_stops_where_sklearn_stops(covariance_type):
         assert ref.converged_ and 2 < ref.n_iter_ < 200
         with jax.enable_x64(True):
             init = gmm.from_precisions(weights, means, precisions, covariance_type)
-            params, history = gmm.fit(jax.random.key(0), x, K, covariance_type, init=init,
-                                      num_iters=200, tol=tol, reg_covar=1e-4)
-            assert len(history) == ref.n_iter_, (tol, len(history), ref.n_iter_)
-            np.testing.assert_allclose(history[-1], ref.lower_bound_, rtol=1e-10)
+            config = _config(num_components=K, covariance_type=covariance_type, num_iters=200,
+                             tol=tol, reg_covar=1e-4)
+            params, history = gmm.fit(jax.random.key(0), {"x": x}, config, init=init)
+            assert history["num_iters"] == ref.n_iter_, (tol, history["num_iters"], ref.n_iter_)
+            assert history["converged"]
+            np.testing.assert_allclose(history["log_likelihood"][-1], ref.lower_bound_, rtol=1e-10)
             np.testing.assert_allclose(params.means, ref.means_, rtol=1e-8, atol=1e-9)
             # em, the same loop without the k-means start or padding, stops there too.
             _, em_history = gmm.em(init, x, num_iters=200, tol=tol, reg_covar=1e-4)
@@ -225,14 +266,65 @@ def test_num_inits_keeps_the_best_start():
     """Start i is init_kmeans(fold_in(key, i)); the fit keeps the highest final lower bound."""
     x = _data(n=128).astype(np.float32)  # a bucket size: the fit pads no rows
     key = jax.random.key(3)
-    _, history = gmm.fit(key, x, 6, "diag", num_inits=4, kmeans_iters=0, num_iters=50)
+    config = _config(num_components=6, covariance_type="diag", num_inits=4, kmeans_iters=0,
+                     num_iters=50)
+    _, history = gmm.fit(key, {"x": x}, config)
     finals = []
     for i in range(4):
         start = gmm.init_kmeans(jax.random.fold_in(key, i), x, 6, "diag", kmeans_iters=0)
         finals.append(float(gmm.em(start, x, num_iters=50, tol=1e-3)[1][-1]))
     assert len(set(np.round(finals, 4))) > 1, finals  # the starts differ, so the choice matters
-    np.testing.assert_allclose(history[-1], max(finals), rtol=1e-5)
-    with pytest.raises(ValueError, match="num_inits"):
-        gmm.fit(key, x, 2, num_inits=0)
-    with pytest.raises(ValueError, match="tol"):
-        gmm.fit(key, x, 2, tol=-1.0)
+    np.testing.assert_allclose(history["log_likelihood"][-1], max(finals), rtol=1e-5)
+    with pytest.raises(ValueError, match="config.num_inits"):
+        gmm.fit(key, {"x": x}, _config(num_inits=0))
+    with pytest.raises(ValueError, match="config.tol"):
+        gmm.fit(key, {"x": x}, _config(tol=-1.0))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_unlabelled_verbs_and_init_shapes(covariance_type):
+    """fit / init / meta_from_data agree on the parameter structure (what saving.load
+    rebuilds); posterior is the responsibilities; sample is x alone, y refused."""
+    x = _data(n=150).astype(np.float32)
+    config = _config(num_components=K, covariance_type=covariance_type, num_iters=10)
+    params, _ = gmm.fit(jax.random.key(0), {"x": x}, config)
+    meta = gmm.meta_from_data({"x": x}, config)
+    assert meta == {"num_features": D, "dtype": "float32"}
+    fresh = jax.eval_shape(lambda key: gmm.init(key, config, meta), jax.random.key(0))
+    assert jax.tree.structure(fresh) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(params)):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+    np.testing.assert_allclose(gmm.posterior(params, x), gmm.predict_proba(params, x))
+    drawn = gmm.sample(jax.random.key(1), params, 7)
+    with_components, _ = gmm.sample_with_components(jax.random.key(1), params, 7)
+    np.testing.assert_array_equal(drawn, with_components)
+    assert drawn.shape == (7, D)
+    with pytest.raises(ValueError, match="y"):
+        gmm.sample(jax.random.key(1), params, 3, y=np.zeros(3, int))
+    labelled = _config(num_components=K, class_conditional=True, num_iters=5)
+    y = np.repeat([0, 1, 2], 50)
+    params, _ = gmm.fit(jax.random.key(0), {"x": x, "y": y}, labelled)
+    meta = gmm.meta_from_data({"x": x, "y": y}, labelled)
+    fresh = jax.eval_shape(lambda key: gmm.init(key, labelled, meta), jax.random.key(0))
+    assert jax.tree.structure(fresh) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(params)):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+
+
+def test_kmeans_weights_drop_and_scale_rows():
+    """Rows of weight 0 never seed nor move a centre; a weighted row counts as repeated rows."""
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.normal(size=(50, 2)) + 10, rng.normal(size=(50, 2)) - 10,
+                        np.full((20, 2), 1e3)]).astype(np.float32)
+    weights = np.concatenate([np.ones(100), np.zeros(20)]).astype(np.float32)
+    centers = np.asarray(kmeans.kmeans(jax.random.key(0), x, 2, weights, num_iters=5))
+    np.testing.assert_allclose(np.sort(centers[:, 0]), [x[50:100, 0].mean(), x[:50, 0].mean()],
+                               rtol=1e-5)
+    # Weight 2 on one row = that row twice: the Lloyd step's means agree.
+    doubled = np.concatenate([x[:100], x[:1]])
+    start = centers
+    twice = kmeans.lloyd_step(doubled, start, np.ones(101, np.float32))
+    weighted = kmeans.lloyd_step(x[:100], start, np.r_[2.0, np.ones(99)].astype(np.float32))
+    np.testing.assert_allclose(twice, weighted, rtol=1e-6)
+    with pytest.raises(ValueError, match="weights"):
+        kmeans.kmeans(jax.random.key(0), x, 2, -weights)

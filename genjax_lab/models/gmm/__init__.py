@@ -1,0 +1,57 @@
+"""Gaussian mixture models (genjax_lab.api's verbs): the model maths in `model`, EM and the
+k-means start in `em`, config, fit and the class-conditional classifier in `family`.
+
+Data layout: {"x": [N, D] float, "y": [N] int (class-conditional fits only), "mask": [N]
+(optional row weights, 0 = padding)}. Parameters: a `GMM` (unlabelled) or a `LabelledGMM`
+(config.class_conditional: one GMM per class on a leading class axis, and log_prior [C]).
+"""
+from genjax_lab.models.gmm.em import (
+    EMStats,
+    add_statistics,
+    e_step,
+    em,
+    em_split,
+    em_step,
+    init_kmeans,
+    m_step,
+)
+from genjax_lab.models.gmm.family import classifier, default_config, fit, init, meta_from_data
+from genjax_lab.models.gmm.model import (
+    COVARIANCE_TYPES,
+    GMM,
+    Conditional,
+    CovarianceType,
+    LabelledGMM,
+    aic,
+    bic,
+    class_log_likelihoods,
+    component_log_prob,
+    condition,
+    covariances,
+    from_covariances,
+    from_precisions,
+    full_covariances,
+    impute,
+    log_prob,
+    num_parameters,
+    posterior,
+    predict,
+    predict_log_proba,
+    predict_proba,
+    sample,
+    sample_conditional,
+    sample_with_components,
+    sample_with_labels,
+    score,
+    shift,
+)
+
+__all__ = [
+    "COVARIANCE_TYPES", "GMM", "Conditional", "CovarianceType", "EMStats", "LabelledGMM",
+    "add_statistics", "aic", "bic", "class_log_likelihoods", "classifier", "component_log_prob",
+    "condition", "covariances", "default_config", "e_step", "em", "em_split", "em_step", "fit",
+    "from_covariances", "from_precisions", "full_covariances", "impute", "init", "init_kmeans",
+    "log_prob", "m_step", "meta_from_data", "num_parameters", "posterior", "predict",
+    "predict_log_proba", "predict_proba", "sample", "sample_conditional",
+    "sample_with_components", "sample_with_labels", "score", "shift",
+]

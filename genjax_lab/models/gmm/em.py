@@ -1,0 +1,304 @@
+"""Gaussian mixtures, EM: the E-step statistics, the M-step, `em_step`, whole EM runs (`em`,
+`em_split`) and the k-means start (`init_kmeans`).
+
+EM, one iteration (`em_step`): the E-step forms responsibilities r_nk = p(z=k | x_n) in log
+space (logsumexp) and their statistics, mask-weighted sums over the batch axis (`e_step`):
+  N_k = sum_n r_nk,  S1_k = sum_n r_nk (x_n - c),  S2_k = sum_n r_nk (x_n - c)(x_n - c)^T
+(diag/spherical keep the diagonal of S2; tied keeps sum_n (x_n - c)(x_n - c)^T), plus the sum
+of log p(x_n). The shift c = sum_k w_k mu_k of the current parameters keeps raw moments from
+cancelling in float32 when the data sit far from the origin. Being batch sums, the statistics
+of a sharded batch are reduced across devices inside jit, and those of streamed batches add
+(`add_statistics`); `m_step` then gives the new parameters (scikit-learn's estimators):
+  N_k += 10 eps (no empty component), w = N / sum N, mu_k = c + S1_k / N_k,
+  Sigma_k = S2_k / N_k - (S1_k / N_k)(S1_k / N_k)^T + reg_covar I   (full; diag: diagonal;
+  spherical: mean of the diagonal; tied: (sum_k S2_k - sum_k N_k m_k m_k^T) / sum N + reg I).
+Each iteration cannot decrease the log-likelihood (tested). `em` runs EM as one compiled
+`lax.while_loop` whose iteration count and tolerance are traced values: it stops, as
+scikit-learn, after the first iteration whose mean log-likelihood gain is below `tol`, and
+returns the log-likelihood before each M-step.
+
+Initialisation (`init_kmeans`, jittable, vmappable over classes): k-means
+(genjax_lab.inference.kmeans), then one M-step from the hard assignments. To reproduce a
+scikit-learn run, build the same start with `from_precisions` (its means_init, weights_init,
+precisions_init) instead.
+"""
+import functools
+import operator
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from genjax_lab.core import checks, compilation
+from genjax_lab.core import mesh as mesh_lib
+from genjax_lab.core.mesh import batch_einsum, is_batch_sharded
+from genjax_lab.inference import kmeans as kmeans_lib
+from genjax_lab.models.gmm.model import (
+    GMM,
+    CovarianceType,
+    _check_mask,
+    _check_params,
+    _check_points,
+    _check_type,
+    _cholesky_of_inverse,
+    _log_joint,
+    shift,
+)
+
+if TYPE_CHECKING:  # the training loop (checkpoints, Orbax) is imported only by em_split
+    from genjax_lab.core import data as data_lib
+
+
+@struct.dataclass
+class EMStats:
+    """resp_sum [K], sum_x [K, D], sum_xx (full [K, D, D], diag/spherical [K, D], tied [D, D]),
+    log_likelihood (sum of mask * log p(x_n)), count (sum of mask). x is shifted by
+    `shift(params)`."""
+
+    resp_sum: jax.Array
+    sum_x: jax.Array
+    sum_xx: jax.Array
+    log_likelihood: jax.Array
+    count: jax.Array
+
+def _check_e_step(params: GMM, x, mask, chunk_size=-1, **_) -> None:
+    _check_params(params)
+    _check_points(params, x, mask, padding_ignored=True)
+    if chunk_size not in (None, -1):
+        checks.check_count("chunk_size", chunk_size)
+
+
+def _check_em(params: GMM, x, mask, reg_covar, num_iters: int = 1, **_) -> None:
+    _check_e_step(params, x, mask)
+    checks.check_number("reg_covar", reg_covar, low=0.0)
+    checks.check_count("num_iters", num_iters)
+
+
+def _check_seeding(x, num_components: int, mask=None, covariance_type: str = "full",
+                   kmeans_iters: int = 0,
+                   reg_covar: float = 0.0, **_) -> None:
+    _check_mask(mask, checks.check_array("x", x, ("N", "D"), kinds=checks.FLOAT).shape[0])
+    _check_type(covariance_type)
+    checks.check_count("num_components", num_components)
+    checks.check_count("kmeans_iters", kmeans_iters, minimum=0)
+    checks.check_number("reg_covar", reg_covar, low=0.0)
+
+# ----------------------------------------------------------------------------- EM
+def _packed_outer(xc: jax.Array) -> jax.Array:
+    """Upper triangle of x x^T per row: [N, D (D + 1) / 2] (half the work of the full outer
+    product)."""
+    rows, cols = np.triu_indices(xc.shape[1])
+    return xc[:, rows] * xc[:, cols]
+
+
+def _unpack(packed: jax.Array, d: int) -> jax.Array:
+    """[..., D (D + 1) / 2] upper triangles -> symmetric [..., D, D]."""
+    rows, cols = np.triu_indices(d)
+    index = np.zeros((d, d), np.int32)
+    index[rows, cols] = index[cols, rows] = np.arange(len(rows))
+    return packed[..., index]
+
+
+def _statistics(resp: jax.Array, xc: jax.Array,
+                covariance_type: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(resp_sum, sum_x, sum_xx) of centred x [N, D] under mask-weighted responsibilities
+    resp [N, K].
+
+    One matmul resp^T [x, second moments] per block: its rows are the components, so the
+    (possibly sharded) batch axis is contracted once.
+    """
+    d = xc.shape[1]
+    if covariance_type == "full":
+        moments = batch_einsum("nk,nf->kf", resp, jnp.concatenate([xc, _packed_outer(xc)], axis=1))
+        return resp.sum(0), moments[:, :d], _unpack(moments[:, d:], d)
+    if covariance_type == "tied":
+        sum_xx = _unpack(batch_einsum("n,nf->f", resp.sum(1), _packed_outer(xc)), d)
+        return resp.sum(0), batch_einsum("nk,nd->kd", resp, xc), sum_xx
+    moments = batch_einsum("nk,nf->kf", resp, jnp.concatenate([xc, xc * xc], axis=1))
+    return resp.sum(0), moments[:, :d], moments[:, d:]
+
+
+def _block_e_step(params: GMM, x: jax.Array, mask: jax.Array) -> EMStats:
+    x = jnp.where(mask[:, None] > 0, x, 0.0)  # padding rows may hold anything
+    joint = _log_joint(params, x)
+    log_px = jax.nn.logsumexp(joint, axis=1, keepdims=True)
+    resp = jnp.exp(joint - log_px) * mask[:, None]
+    resp_sum, sum_x, sum_xx = _statistics(resp, x - shift(params), params.covariance_type)
+    return EMStats(resp_sum, sum_x, sum_xx, jnp.sum(log_px[:, 0] * mask), mask.sum())
+
+
+def _default_chunk_size(x: jax.Array, covariance_type: str) -> int | None:
+    # On CPU, [chunk, K, D] intermediates that stay in cache are ~2-3x faster than whole-batch
+    # ones; accelerators and explicitly sharded batches take the batch whole.
+    if is_batch_sharded(x) or jax.default_backend() != "cpu":
+        return None
+    return 1024 if covariance_type in ("full", "tied") else 4096
+
+
+@checks.validated(_check_e_step)
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def e_step(params: GMM, x: jax.Array, mask: jax.Array | None = None, *,
+           chunk_size: int | None = -1) -> EMStats:
+    """E-step statistics of a batch x [B, D] (mask [B]), summed over the batch axis.
+
+    chunk_size: rows per block of a sequential lax.scan over the batch (same sums, less memory
+    traffic); None: the whole batch at once; -1 (default): on CPU for an unsharded batch 1024
+    (full, tied) or 4096 (diag, spherical), else None.
+    """
+    mask = jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
+    chunk_size = _default_chunk_size(x, params.covariance_type) if chunk_size == -1 else chunk_size
+    n = x.shape[0]
+    if chunk_size is None or n <= chunk_size:
+        return _block_e_step(params, x, mask)
+    num_chunks = -(-n // chunk_size)
+    pad = num_chunks * chunk_size - n  # padded rows get mask 0
+    xs = jnp.pad(x, ((0, pad), (0, 0))).reshape(num_chunks, chunk_size, x.shape[1])
+    masks = jnp.pad(mask, (0, pad)).reshape(num_chunks, chunk_size)
+    first = _block_e_step(params, xs[0], masks[0])
+
+    def body(total, block):
+        return add_statistics(total, _block_e_step(params, *block)), None
+
+    return jax.lax.scan(body, first, (xs[1:], masks[1:]))[0]
+
+
+def add_statistics(a: EMStats, b: EMStats) -> EMStats:
+    """Statistics of the union of two batches (same parameters)."""
+    return jax.tree.map(operator.add, a, b)
+
+
+def _m_step(stats: EMStats, center: jax.Array, covariance_type: str, reg_covar: float) -> GMM:
+    nk = stats.resp_sum + 10 * jnp.finfo(stats.resp_sum.dtype).eps
+    mean_c = stats.sum_x / nk[:, None]
+    d = mean_c.shape[1]
+    eye = jnp.eye(d, dtype=mean_c.dtype)
+    if covariance_type == "full":
+        cov = (stats.sum_xx / nk[:, None, None] - mean_c[:, :, None] * mean_c[:, None, :]
+               + reg_covar * eye)
+        chol = _cholesky_of_inverse(cov)
+    elif covariance_type == "tied":
+        outer = jnp.einsum("k,kd,ke->de", nk, mean_c, mean_c)
+        cov = (stats.sum_xx - outer) / nk.sum() + reg_covar * eye
+        chol = _cholesky_of_inverse(cov)
+    else:
+        var = stats.sum_xx / nk[:, None] - mean_c**2 + reg_covar
+        chol = 1.0 / jnp.sqrt(var if covariance_type == "diag" else var.mean(1))
+    return GMM(nk / nk.sum(), center + mean_c, chol, covariance_type)
+
+
+def _check_m_step(params: GMM, stats: EMStats, reg_covar, **_) -> None:
+    _check_params(params)
+    checks.check_finite_tree("stats", stats)
+    checks.check_number("reg_covar", reg_covar, low=0.0)
+
+
+@checks.validated(_check_m_step)
+@jax.jit
+def m_step(params: GMM, stats: EMStats, reg_covar: float = 1e-6) -> GMM:
+    """New parameters from the E-step statistics taken under `params`."""
+    return _m_step(stats, shift(params), params.covariance_type, reg_covar)
+
+
+@checks.validated(_check_em)
+@jax.jit
+def em_step(params: GMM, x: jax.Array, mask: jax.Array | None = None,
+            reg_covar: float = 1e-6) -> tuple[GMM, jax.Array]:
+    """One EM iteration on a (possibly sharded) batch: (new params, mean log-likelihood under
+    `params`)."""
+    stats = e_step(params, x, mask)
+    return m_step(params, stats, reg_covar), stats.log_likelihood / stats.count
+
+
+def _em_loop(params: GMM, x: jax.Array, mask: jax.Array | None, max_iter: jax.Array, tol: jax.Array,
+             reg_covar: jax.Array, capacity: int) -> tuple[GMM, jax.Array, jax.Array]:
+    """Up to max_iter <= capacity EM iterations (both traced but capacity), stopping after the
+    M-step of the first iteration whose mean log-likelihood gained less than tol in absolute
+    value, as scikit-learn. Returns (params, history [capacity], NaN past the iterations run,
+    iterations run)."""
+    history = jnp.full((capacity,), jnp.nan, x.dtype)
+
+    def running(carry):
+        i, _, _, _, converged = carry
+        return (i < max_iter) & ~converged
+
+    def iteration(carry):
+        i, p, previous, history, _ = carry
+        p, ll = em_step(p, x, mask, reg_covar)
+        ll = ll.astype(history.dtype)
+        return i + 1, p, ll, history.at[i].set(ll), jnp.abs(ll - previous) < tol
+
+    start = (jnp.zeros((), jnp.int32), params, jnp.full((), -jnp.inf, x.dtype), history,
+             jnp.zeros((), bool))
+    iterations, params, _, history, _ = jax.lax.while_loop(running, iteration, start)
+    return params, history, iterations
+
+
+_em_program = jax.jit(_em_loop, static_argnames=("capacity",))
+
+
+def _iteration_capacity(num_iters: int) -> int:
+    # The history buffer's length is a shape: bucketed, so most iteration counts share it.
+    return compilation.bucket_size(num_iters, minimum=128)
+
+
+@checks.validated(_check_em)
+def em(params: GMM, x: jax.Array, mask: jax.Array | None = None, *, num_iters: int,
+       reg_covar: float = 1e-6, tol: float = 0.0) -> tuple[GMM, np.ndarray]:
+    """Up to `num_iters` EM iterations as one compiled while loop, stopping once an iteration's
+    mean log-likelihood gain is below `tol` in absolute value (scikit-learn's rule; tol=0:
+    exactly num_iters). The counts are traced: another num_iters or tol reuses the program.
+    Returns (params, mean log-likelihood before each M-step [iterations run])."""
+    checks.check_number("tol", tol, low=0.0)
+    x = jnp.asarray(x)
+    params, history, iterations = _em_program(params, x, mask, num_iters, tol, reg_covar,
+                                              capacity=_iteration_capacity(num_iters))
+    history, iterations = jax.device_get((history, iterations))
+    return params, history[:iterations]
+
+
+def em_split(params: GMM, split: "data_lib.Split", *, num_iters: int,
+             features: Callable[[dict[str, jax.Array]], jax.Array] = lambda batch: batch["x"],
+             reg_covar: float = 1e-6, batch_size: int = 4096, mesh=None) -> tuple[GMM, jax.Array]:
+    """`em` on a split read `batch_size` rows at a time (in memory, or streamed from
+    ArrayRecord files when it does not fit in host memory): each iteration sums the E-step
+    statistics of every global batch, sharded over the `data` mesh (default: all devices of
+    all hosts), then takes one M-step. `features(batch)` gives x [B, D] from the split's
+    columns. Returns (params, mean log-likelihood before each M-step [num_iters]); equals `em`
+    on the whole split up to the order of float summation."""
+    from genjax_lab.core import splits  # imported here: it brings in the input pipeline
+
+    checks.check_count("num_iters", num_iters)
+    mesh = mesh_lib.data_mesh() if mesh is None else mesh
+    checked = lambda p, batch: e_step(p, features(batch), batch["mask"])
+    # Called from Python, e_step copies each batch to the host to check it. Every pass reads
+    # the same rows, so the first pass checks them and later passes run compiled only.
+    compiled = jax.jit(checked)
+    log_likelihoods = []
+    for iteration in range(num_iters):
+        batch_stats = checked if iteration == 0 else compiled
+        stats = splits.sum_over_split(lambda batch, _, p=params, f=batch_stats: f(p, batch),
+                                        mesh, split, batch_size)
+        log_likelihoods.append(stats.log_likelihood / stats.count)
+        params = m_step(params, stats, reg_covar)
+    return params, jnp.stack(log_likelihoods)
+
+
+# ----------------------------------------------------------------------------- initialisation
+@checks.validated(_check_seeding)
+@functools.partial(jax.jit, static_argnames=("num_components", "covariance_type"))
+def init_kmeans(key: jax.Array, x: jax.Array, num_components: int,
+                covariance_type: CovarianceType = "full", mask: jax.Array | None = None, *,
+                kmeans_iters: int = 20, reg_covar: float = 1e-6) -> GMM:
+    """k-means (genjax_lab.inference.kmeans: k-means++ seeds, `kmeans_iters` Lloyd iterations,
+    traced), then the M-step of the hard assignments. Jittable."""
+    mask = jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
+    centers = kmeans_lib.kmeans(key, x, num_components, mask, num_iters=kmeans_iters)
+    resp = kmeans_lib.hard_assign(x, centers) * mask[:, None]
+    center = jnp.sum(x * mask[:, None], axis=0) / mask.sum()
+    resp_sum, sum_x, sum_xx = _statistics(resp, x - center, covariance_type)
+    zero = jnp.zeros((), x.dtype)
+    return _m_step(EMStats(resp_sum, sum_x, sum_xx, zero, zero), center, covariance_type,
+                   reg_covar)
