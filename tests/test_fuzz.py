@@ -190,33 +190,40 @@ def test_naive_bayes_valid_input_gives_finite_probabilities(gaussian_nb, x):
 # ----------------------------------------------------------------------------- GMM
 
 
+def _gmm_config(**fields) -> ml_collections.ConfigDict:
+    # A fresh ConfigDict takes any value's type, so bad values reach the fit's own checks.
+    return ml_collections.ConfigDict({**gmm.default_config().to_dict(), **fields})
+
+
 @pytest.fixture(scope="module")
 def fitted_gmm():
-    return gmm.fit(jax.random.key(0), X, 2, "diag", num_iters=5)[0]
+    config = _gmm_config(covariance_type="diag", num_iters=5)
+    return gmm.fit(jax.random.key(0), {"x": X}, config)[0]
 
 
 @FUZZ
 @given(x=broken(X, ["ndim", "empty", "int", "bool", "complex", "str", "nan", "inf"]))
 def test_gmm_fit_refuses_bad_x(x):
     with refused("x"):
-        gmm.fit(jax.random.key(0), x, 2)
+        gmm.fit(jax.random.key(0), {"x": x}, _gmm_config())
 
 
 @FUZZ
 @given(num_components=bad_counts() | st.integers(13, 100), reg_covar=bad_reals(low=0.0),
        num_iters=bad_counts())
 def test_gmm_fit_refuses_bad_hyperparameters(num_components, reg_covar, num_iters):
-    with refused("num_components"):
-        gmm.fit(jax.random.key(0), X, num_components)
-    with refused("reg_covar"):
-        gmm.fit(jax.random.key(0), X, 2, reg_covar=reg_covar)
-    with refused("num_iters"):
-        gmm.fit(jax.random.key(0), X, 2, num_iters=num_iters)
+    with refused("config.num_components"):
+        gmm.fit(jax.random.key(0), {"x": X}, _gmm_config(num_components=num_components))
+    with refused("config.reg_covar"):
+        gmm.fit(jax.random.key(0), {"x": X}, _gmm_config(reg_covar=reg_covar))
+    with refused("config.num_iters"):
+        gmm.fit(jax.random.key(0), {"x": X}, _gmm_config(num_iters=num_iters))
 
 
 @FUZZ
 @given(x=broken(X, ["ndim", "width", "empty", "int", "complex", "nan", "inf"]),
-       function=st.sampled_from([gmm.log_likelihood, gmm.score, gmm.predict, gmm.predict_proba]))
+       function=st.sampled_from([gmm.log_prob, gmm.posterior, gmm.score, gmm.predict,
+                                 gmm.predict_proba]))
 def test_gmm_scoring_refuses_bad_x(fitted_gmm, x, function):
     with refused("x"):
         function(fitted_gmm, x)
@@ -226,7 +233,7 @@ def test_gmm_scoring_refuses_bad_x(fitted_gmm, x, function):
 @given(means=broken(np.zeros((2, 3), np.float32), ["nan", "inf"]))
 def test_gmm_scoring_refuses_non_finite_parameters(fitted_gmm, means):
     with refused("params.means"):
-        gmm.log_likelihood(fitted_gmm.replace(means=means), X)
+        gmm.log_prob(fitted_gmm.replace(means=means), X)
 
 
 @FUZZ
@@ -246,7 +253,7 @@ def test_gmm_construction_refuses_bad_parameters(weights, covariances):
 def test_gmm_valid_input_gives_finite_output(fitted_gmm, x):
     """Finite rows score finitely; NaN entries are missing dimensions that impute fills in."""
     complete = np.nan_to_num(x)
-    assert np.isfinite(gmm.log_likelihood(fitted_gmm, complete)).all()
+    assert np.isfinite(gmm.log_prob(fitted_gmm, complete)).all()
     assert np.isfinite(gmm.impute(fitted_gmm, x)).all()
 
 
