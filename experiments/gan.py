@@ -19,7 +19,7 @@ from genjax_lab.core import config as config_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core.loop import train_and_evaluate
 from genjax_lab.data.images import load_images
-from genjax_lab.models import gan
+from genjax_lab.models import classifier, gan
 
 config_lib.define_flags(config_lib.beside(__file__, "configs/gan_mnist.py:tiny_mlp"), "runs/gan")
 
@@ -27,8 +27,12 @@ config_lib.define_flags(config_lib.beside(__file__, "configs/gan_mnist.py:tiny_m
 def main(config, workdir: pathlib.Path) -> None:
     dataset, validation = gan.split_holdout(load_images(config.data), config.data.holdout)
     family = gan.family_for(config, dataset)
-    family = dataclasses.replace(
-        family, score_samples=lambda state: gan.sample_metrics(family, state, dataset, validation, config))
+    features = None
+    if config.eval.classifier_workdir:  # loaded before training: a wrong path fails at once
+        features = classifier.FeatureNetwork.load(config.eval.classifier_workdir,
+                                                  family.image_shape)
+    family = dataclasses.replace(family, score_samples=lambda state: gan.sample_metrics(
+        family, state, dataset, validation, config, features))
     start = time.perf_counter()
     result = train_and_evaluate(config, workdir, family.as_family(), dataset)
     train_seconds = time.perf_counter() - start  # this launch only

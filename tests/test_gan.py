@@ -205,3 +205,72 @@ def test_resume_after_sigkill_is_bitwise_exact(variant_runs):
     assert_ok(resumed)
     assert killed_at < 30 and "resumed from" in resumed.stdout
     assert final_state(root / "killed") == final_state(root / "tiny_mlp")
+
+
+# ----------------------------------------------------------------------------- the shared verbs
+
+
+def _digits_data(conditional: bool) -> dict:
+    train = _digits_dataset()["train"]
+    return {"x": train["image"][:96], **({"y": train["label"][:96]} if conditional else {})}
+
+
+def test_init_has_the_structure_fit_returns_and_fit_runs_the_loop_step():
+    """saving.load rebuilds params through init: the trees must match leaf for leaf; fit's
+    history is that of the loop's train_step (its metric names, one value per step)."""
+    config = gan_mnist.get_config("tiny_cgan")
+    config.num_steps = 3
+    data = _digits_data(conditional=True)
+    meta = gan.meta_from_data(data, config)
+    assert meta == {"image_shape": [8, 8, 1], "num_classes": 10}
+    params, history = gan.fit(jax.random.key(0), data, config)
+    fresh = gan.init(jax.random.key(1), config, meta)
+    shapes = lambda tree: jax.tree.map(lambda v: (v.shape, v.dtype), tree)  # noqa: E731
+    assert jax.tree.structure(fresh) == jax.tree.structure(params)
+    assert shapes(fresh) == shapes(params)
+    assert history["num_iters"] == 3 and history["g_loss"].shape == (3,)
+    assert set(history) == {"num_iters", "d_loss", "d_real", "d_fake", "g_loss"}
+    assert np.all(np.isfinite(history["d_loss"]))
+    with pytest.raises(ValueError, match=r"data\['y'\]"):
+        gan.meta_from_data({"x": data["x"]}, config)
+
+
+def test_conditional_samples_follow_the_label_and_plain_ones_refuse_it():
+    """x given y: one key gives every row the same z, so rows asked for the same label are
+    equal and rows asked for another label differ; the result is G(z, onehot(y))."""
+    config = gan_mnist.get_config("tiny_cgan")
+    params = gan.init(jax.random.key(0), config, {"image_shape": [8, 8, 1], "num_classes": 10})
+    key = jax.random.key(4)
+    labels = np.array([0, 1, 2, 3], np.int32)
+    given = gan.sample(key, params, 4, y=labels)
+    same = gan.sample(key, params, 4, y=np.zeros(4, np.int32))
+    assert given.shape == (4, 8, 8, 1) and 0 < given.min() and given.max() < 1
+    np.testing.assert_array_equal(given[0], same[0])
+    assert all(np.abs(given[i] - same[i]).max() > 1e-4 for i in (1, 2, 3))
+    z = gan.draw_noise("normal", config.model.noise_dim, jax.random.fold_in(key, 0), 4)
+    expected = params.spec.generator.apply(params.generator, z, jax.nn.one_hot(labels, 10))
+    np.testing.assert_allclose(given, expected, rtol=1e-5, atol=1e-6)
+    assert gan.sample(key, params, 7).shape == (7, 8, 8, 1)  # labels drawn from the prior
+    with pytest.raises(ValueError, match="y must lie"):
+        gan.sample(key, params, 2, y=np.array([0, 10]))
+    plain = gan.init(jax.random.key(0), gan_mnist.get_config("tiny_mlp"),
+                     {"image_shape": [8, 8, 1], "num_classes": 10})
+    with pytest.raises(ValueError, match="not conditional"):
+        gan.sample(key, plain, 2, y=np.array([0, 1]))
+
+
+def test_log_prob_names_the_parzen_estimate_which_is_the_window_on_samples():
+    config = gan_mnist.get_config("tiny_mlp")
+    params = gan.init(jax.random.key(0), config, {"image_shape": [8, 8, 1], "num_classes": 10})
+    images = _digits_dataset()["test"]["image"][:6]
+    with pytest.raises(NotImplementedError, match="parzen_log_prob"):
+        gan.log_prob(params, images)
+    key, sigma = jax.random.key(3), 0.3
+    got = gan.parzen_log_prob(key, params, images, num_samples=50, sigma=sigma)
+    mu = gan.sample(key, params, 50).reshape(50, -1).astype(np.float64)
+    x = images.reshape(6, -1) / 255.0
+    sq = ((x[:, None] - mu[None]) ** 2).sum(-1)
+    expected = (np.logaddexp.reduce(-sq / (2 * sigma**2), axis=1) - np.log(50)
+                - x.shape[1] * np.log(sigma * np.sqrt(2 * np.pi)))
+    assert got.shape == (6,)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)

@@ -71,3 +71,29 @@ def plot_against_k(path: pathlib.Path, ks: list[int], series: dict[str, list[flo
     draw.text((margin + w // 2 - 30, margin + h + 24), x_label, fill="black")
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
+
+
+def plot_metrics(path: pathlib.Path, records: list[dict], width: int = 640,
+                 panel: int = 120) -> None:
+    """One panel per metric of `records` ({"step": s, name: value, ...}; "split" ignored)
+    against step, min-max scaled with the value range printed."""
+    names = sorted({k for r in records for k in r if k not in ("step", "split")})
+    image = Image.new("RGB", (width, max(1, len(names)) * panel), "white")
+    draw = ImageDraw.Draw(image)
+    for i, name in enumerate(names):
+        points = [(r["step"], r[name]) for r in records if name in r and np.isfinite(r[name])]
+        top = i * panel
+        draw.rectangle([40, top + 18, width - 10, top + panel - 8], outline=(180, 180, 180))
+        if not points:
+            continue
+        steps, values = np.array(points, np.float64).T
+        lo, hi = values.min(), values.max()
+        draw.text((42, top + 4), f"{name}: {lo:.4g} .. {hi:.4g} "
+                  f"(last {values[-1]:.4g}, step {int(steps[-1])})", fill="black")
+        if len(points) < 2:
+            continue
+        xs = 42 + (steps - steps.min()) / max(np.ptp(steps), 1e-12) * (width - 54)
+        ys = top + panel - 10 - (values - lo) / max(hi - lo, 1e-12) * (panel - 30)
+        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=(31, 119, 180), width=2)
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)

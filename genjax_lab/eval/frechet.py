@@ -1,7 +1,9 @@
-"""Sample-quality metrics in the feature space of the project's own MNIST classifier.
+"""Sample-quality metrics in the feature space of a classifier the caller supplies.
 
-- Frechet distance between Gaussians fitted to features (the FID recipe, with the MNIST
-  classifier of models/classifier.py in place of Inception):
+Everything here takes arrays, or a feature function images -> (logits, features) (the
+project's MNIST classifier, models.classifier.FeatureNetwork, in place of Inception); no
+model is imported.
+- Frechet distance between Gaussians fitted to features (the FID recipe):
   |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2}), in float64 on the host. tr (S1 S2)^{1/2}
   comes from symmetric eigen-decompositions: with R = S1^{1/2}, S1 S2 is similar to the
   symmetric PSD R S2 R, so the trace is sum sqrt(eig(R S2 R)); no complex sqrtm.
@@ -9,16 +11,12 @@
   score's formula with the MNIST classifier).
 - Label accuracy: how often the classifier names the label a conditional sample was asked for.
 """
-import dataclasses
-import json
-import pathlib
+from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from genjax_lab.models import classifier
+# images [N, H, W, C] (uint8, or floats in [0, 1]) -> (logits [N, K], features [N, F]).
+FeatureFunction = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def gaussian_fit(features) -> tuple[np.ndarray, np.ndarray]:
@@ -41,9 +39,11 @@ def frechet_distance(mean1, cov1, mean2, cov2) -> float:
     mean1, mean2 = np.asarray(mean1, np.float64), np.asarray(mean2, np.float64)
     cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
     f = mean1.shape[0]
-    for name, value, shape in (("mean2", mean2, (f,)), ("cov1", cov1, (f, f)), ("cov2", cov2, (f, f))):
+    expected = (("mean2", mean2, (f,)), ("cov1", cov1, (f, f)), ("cov2", cov2, (f, f)))
+    for name, value, shape in expected:
         if value.shape != shape:
-            raise ValueError(f"{name} must have shape {shape} to match mean1 {mean1.shape}, got {value.shape}")
+            raise ValueError(f"{name} must have shape {shape} to match mean1 {mean1.shape}, "
+                             f"got {value.shape}")
     root1 = _psd_sqrt(cov1)
     middle = root1 @ cov2 @ root1
     trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)).sum()
@@ -77,41 +77,18 @@ def label_accuracy(logits, labels) -> tuple[float, np.ndarray]:
     return float(correct.mean()), per_label
 
 
-@dataclasses.dataclass(frozen=True)
-class FeatureNetwork:
-    """A trained classifier of experiments/classifier.py: images -> (logits, features)."""
-
-    family: classifier.ClassifierFamily
-    params: object
-
-    @classmethod
-    def load(cls, workdir: str | pathlib.Path, image_shape: tuple[int, int, int]) -> "FeatureNetwork":
-        """The classifier trained in `workdir` (its config.json and newest checkpoint)."""
-        config_path = pathlib.Path(workdir) / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(
-                f"config.eval.classifier_workdir={str(workdir)!r}: no config.json; train one with "
-                "./launch.sh classifier --config=experiments/configs/classifier.py:mnist --config.data.mnist_dir=DIR "
-                f"--workdir={workdir}")
-        config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-        family = classifier.ClassifierFamily(config=config, image_shape=tuple(image_shape))
-        params = classifier.load_params(workdir)
-        try:
-            jax.eval_shape(family.model.apply, params, jnp.zeros((1, *image_shape)))
-        except Exception as e:  # noqa: BLE001 - a shape mismatch shows up as any of several errors
-            raise ValueError(f"config.eval.classifier_workdir={str(workdir)!r}: its classifier does not take "
-                             f"images of shape {tuple(image_shape)} ({e})") from e
-        return cls(family=family, params=params)
-
-    def __call__(self, images, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-        """(logits [N, K], features [N, F]) of uint8 or [0, 1] float images [N, H, W, C]."""
-        model = self.family.model
-        outputs = [_apply(model, self.params, jnp.asarray(images[i:i + batch_size]))
-                   for i in range(0, len(images), batch_size)]
-        return tuple(np.concatenate([np.asarray(o[j]) for o in outputs]) for j in range(2))
-
-
-@jax.jit(static_argnums=0)
-def _apply(model, params, images):
-    x = images.astype(jnp.float32) / (255.0 if images.dtype == jnp.uint8 else 1.0)
-    return model.apply(params, x)
+def feature_scores(features: FeatureFunction, samples, test_images,
+                   train_images) -> dict[str, float]:
+    """Samples against real images through `features`: frechet_distance (samples vs test),
+    its floor frechet_distance_train_vs_test (real train vs real test), classifier_score of
+    the samples and classifier_score_test of the test images."""
+    sample_logits, sample_features = features(samples)
+    test_logits, test_features = features(test_images)
+    _, train_features = features(train_images)
+    return {
+        "frechet_distance": frechet_distance_of_features(sample_features, test_features),
+        "frechet_distance_train_vs_test": frechet_distance_of_features(train_features,
+                                                                       test_features),
+        "classifier_score": classifier_score(sample_logits),
+        "classifier_score_test": classifier_score(test_logits),
+    }

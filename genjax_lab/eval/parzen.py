@@ -10,6 +10,10 @@ sigma is chosen from logspace(-1, 0, 10) by the mean log-likelihood of validatio
 +- its standard error (std / sqrt(M), as the paper's code). Squared distances come from
 |x|^2 + |mu|^2 - 2 x.mu, one matrix product per chunk of data and of samples; the
 logsumexp over samples runs chunk by chunk, so memory is that of one chunk pair.
+
+Not comparable to a likelihood: this is a kernel density of a sampler's output, whose value
+depends on sigma and the number of samples (Theis et al. 2016 show it can rank models in
+any order); it is the protocol of the GAN papers, not another family's log p(x).
 """
 import dataclasses
 import functools
@@ -75,7 +79,8 @@ def _log_sum_kernels(samples, sample_valid, x, sigmas, chunk: int):
 
 
 def parzen_log_likelihoods(samples, x, sigmas, chunk: int = 1000) -> np.ndarray:
-    """log p(x) under the Parzen window on `samples`, for each sigma: [M, S] float64.
+    """log p(x) under the Parzen window on `samples`, for each sigma: [M, S] float64 (the
+    window's density, not the sampling model's likelihood).
 
     samples: [N, ...] and x: [M, ...] pixels in [0, 1]; sigmas: [S] positive widths.
     """

@@ -4,6 +4,7 @@ It models only P(Y | X): it cannot score or sample x, which is what the generati
 families add. Its features also serve as the feature space for sample-quality metrics.
 """
 import dataclasses
+import json
 import pathlib
 from collections.abc import Sequence
 
@@ -61,10 +62,12 @@ class ClassifierFamily:
     @property
     def model(self) -> Classifier:
         c = self.config
-        return Classifier(hidden=tuple(c.model.hidden), num_classes=c.data.num_classes, conv=c.model.conv)
+        return Classifier(hidden=tuple(c.model.hidden), num_classes=c.data.num_classes,
+                          conv=c.model.conv)
 
     def optimizer(self) -> optax.GradientTransformation:
-        return optax.adamw(self.config.optim.learning_rate, weight_decay=self.config.optim.weight_decay)
+        optim = self.config.optim
+        return optax.adamw(optim.learning_rate, weight_decay=optim.weight_decay)
 
     def _inputs(self, batch, key):
         x = batch["image"].astype(jnp.float32) / 255.0
@@ -110,7 +113,8 @@ def _check_features_input(family: ClassifierFamily, images, **_) -> None:
     pixels = checks.check_array("images", images, ("B", *family.image_shape))
     limit = 255 if pixels.dtype == np.uint8 else 1
     if pixels.min() < 0 or pixels.max() > limit:
-        raise ValueError(f"images must be uint8 or in [0, 1], got {pixels.dtype} in [{pixels.min()}, {pixels.max()}]")
+        raise ValueError(f"images must be uint8 or in [0, 1], got {pixels.dtype} in "
+                         f"[{pixels.min()}, {pixels.max()}]")
 
 
 @checks.validated(_check_features_input)
@@ -121,11 +125,55 @@ def features(family: ClassifierFamily, params, images: jax.Array) -> jax.Array:
 
 
 def load_params(workdir: pathlib.Path):
-    """Parameters of a classifier trained by experiments/classifier.py, from its newest checkpoint."""
+    """Parameters of a classifier trained by experiments/classifier.py, from its newest
+    checkpoint."""
     import orbax.checkpoint as ocp
 
     manager = ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints")
     step = manager.latest_step()
     if step is None:
         raise FileNotFoundError(f"no classifier checkpoint under {workdir}/checkpoints")
-    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]["params"]
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return restored["state"]["params"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureNetwork:
+    """A trained classifier of experiments/classifier.py as the feature function of the
+    sample metrics (genjax_lab.eval.frechet): images -> (logits, features)."""
+
+    family: ClassifierFamily
+    params: object
+
+    @classmethod
+    def load(cls, workdir: str | pathlib.Path,
+             image_shape: tuple[int, int, int]) -> "FeatureNetwork":
+        """The classifier trained in `workdir` (its config.json and newest checkpoint)."""
+        config_path = pathlib.Path(workdir) / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(
+                f"config.eval.classifier_workdir={str(workdir)!r}: no config.json; train one "
+                "with ./launch.sh classifier --config=experiments/configs/classifier.py:mnist "
+                f"--config.data.mnist_dir=DIR --workdir={workdir}")
+        config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+        family = ClassifierFamily(config=config, image_shape=tuple(image_shape))
+        params = load_params(workdir)
+        try:
+            jax.eval_shape(family.model.apply, params, jnp.zeros((1, *image_shape)))
+        except Exception as e:  # a shape mismatch shows up as any of several errors
+            raise ValueError(f"config.eval.classifier_workdir={str(workdir)!r}: its classifier "
+                             f"does not take images of shape {tuple(image_shape)} ({e})") from e
+        return cls(family=family, params=params)
+
+    def __call__(self, images, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """(logits [N, K], features [N, F]) of uint8 or [0, 1] float images [N, H, W, C]."""
+        model = self.family.model
+        outputs = [_apply(model, self.params, jnp.asarray(images[i:i + batch_size]))
+                   for i in range(0, len(images), batch_size)]
+        return tuple(np.concatenate([np.asarray(o[j]) for o in outputs]) for j in range(2))
+
+
+@jax.jit(static_argnums=0)
+def _apply(model, params, images):
+    x = images.astype(jnp.float32) / (255.0 if images.dtype == jnp.uint8 else 1.0)
+    return model.apply(params, x)
