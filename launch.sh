@@ -18,6 +18,10 @@ usage:
   ./launch.sh replicate [NAME...] [--schedule=quick|full|tiny] [--data_dir=DIR]
                                                        the paper replications, checked, into docs/results.md
   ./launch.sh bench [NAME...] [--data_dir=DIR]         each family against its reference library
+  ./launch.sh sample --workdir=W [--label=Y] [--num=N] [--out=FILE]
+                                                       new data from a finished run's model
+  ./launch.sh classify --workdir=W --input=F           Bayes-rule labels of the inputs in F
+  ./launch.sh score --workdir=W --input=F              log p(x) in nats (or its bound/estimate)
   sbatch --array=0-8 launch.sh replicate --schedule=full   one replication per array task
 
 Flags go to the experiment untouched: --config=FILE[:variant], --config.key=value,
@@ -179,6 +183,9 @@ main() {
       shift
       python_env bench
       exec "$PYTHON" -m benchmarks.run "$@" ;;
+    sample|classify|score)
+      python_env ""
+      exec "$PYTHON" -m genjax_lab.cli "$@" ;;
     --processes)
       [[ $# -ge 3 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "launch.sh: --processes needs a count and an experiment" >&2; usage >&2; exit 2; }
       python_env ""

@@ -3,6 +3,8 @@
   ./launch.sh boltzmann                                   # tiny RBM on the 8x8 digits, seconds
   ./launch.sh boltzmann --config=experiments/configs/boltzmann_mnist.py:rbm_cd25 \
       --config.data.mnist_dir=DIR --workdir=runs/rbm_cd25
+  ./launch.sh sample --workdir=runs/boltzmann             # then: fantasies, a PNG grid
+  ./launch.sh score --workdir=runs/boltzmann --input=IMAGES.npy   # log p(v), AIS log Z
 
 summary.json: the loop's final metrics, log_z_ais (+ lower/upper: log(Z +- 3 sigma)),
 test_log_likelihood (DBM: the mean-field lower bound), train_log_likelihood, timings
@@ -12,6 +14,9 @@ import json
 import pathlib
 import time
 
+import numpy as np
+
+from genjax_lab import saving
 from genjax_lab.core import config as config_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core.loop import train_and_evaluate
@@ -36,6 +41,11 @@ def main(config, workdir: pathlib.Path) -> None:
         del scored["ais_seconds"]  # timings stay out of the record, so reruns compare equal
         return {**result.metrics, **scored}
 
+    shape = family.image_shape
+    meta = {"num_visible": int(np.prod(shape)), "image_shape": list(shape),
+            "input": {"kind": "image", "shape": list(shape), "layout": "flat",
+                      "binarize": "threshold"}}
+    saving.save(workdir, "boltzmann", config, meta, result.state.params)
     start = time.perf_counter()
     metrics = metrics_lib.final_metrics(workdir, result.step, scores)
     timings = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start}

@@ -37,6 +37,7 @@ from sklearn import datasets as sk_datasets
 from sklearn import metrics as sk_metrics
 from sklearn import naive_bayes as sk_nb
 
+from genjax_lab import saving
 from genjax_lab.core import config as config_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.data import idx, text
@@ -93,12 +94,12 @@ def stratified_split(y: np.ndarray, test_fraction: float,
 
 
 def word_counts(messages: list[str], train: np.ndarray, min_count: int,
-                max_size: int) -> tuple[np.ndarray, int]:
-    """Documents x vocabulary counts float32 [N, V], the vocabulary built on `train` only."""
+                max_size: int) -> tuple[np.ndarray, text.Vocabulary]:
+    """Documents x vocabulary counts float32 [N, V] and the vocabulary, built on `train` only."""
     tokens = [text.tokenize(m) for m in messages]
     vocab = text.build_vocabulary([tokens[i] for i in train], min_count=min_count,
                                   max_size=max_size or None)
-    return text.to_dense(text.bag_of_words(tokens, vocab), len(vocab)), len(vocab)
+    return text.to_dense(text.bag_of_words(tokens, vocab), len(vocab)), vocab
 
 
 # --------------------------------------------------------------------------------- spam
@@ -120,12 +121,17 @@ def run_spam(config, workdir: pathlib.Path) -> dict[str, float]:
     keep = subsample(y, config.data.max_docs, config.seed)
     messages, y = [messages[i] for i in keep], y[keep]
     train, test = stratified_split(y, config.data.test_fraction, config.seed)
-    x, vocab_size = word_counts(messages, train, config.data.min_count, config.data.max_vocab)
+    x, vocab = word_counts(messages, train, config.data.min_count, config.data.max_vocab)
 
     t0 = time.perf_counter()
     nb_config = nb.default_config()
     nb_config.update({"kind": "multinomial", "num_classes": 2, "alpha": config.nb.alpha})
     nb_params, _ = nb.fit(jax.random.key(config.seed), {"x": x[train], "y": y[train]}, nb_config)
+    # The finished workdir is the filter: ./launch.sh classify --workdir=W --input=MESSAGES
+    meta = {**nb.meta_from_data({"x": x[train], "y": y[train]}, nb_config),
+            "input": {"kind": "text", "vocabulary": list(vocab.words), "labels": ["ham", "spam"],
+                      "sample_kwargs": {"total_count": 12}}}  # words in a sampled message
+    saving.save(workdir, "naive_bayes", nb_config, meta, nb_params)
     nb_score = np.asarray(nb.classifier(nb_params).predict_proba(x[test])[:, 1], np.float64)
     nb_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -137,7 +143,7 @@ def run_spam(config, workdir: pathlib.Path) -> dict[str, float]:
     reference.fit(x[train].astype(np.float64), y[train])
     sk_score = reference.predict_proba(x[test].astype(np.float64))[:, 1]
 
-    summary = {"num_train": len(train), "num_test": len(test), "vocab_size": vocab_size,
+    summary = {"num_train": len(train), "num_test": len(test), "vocab_size": len(vocab),
                "test_spam_fraction": float(y[test].mean()), "nb_seconds": nb_seconds,
                "lr_seconds": lr_seconds,
                "logistic_final_loss": float(losses[-1]),

@@ -19,7 +19,6 @@ from ml_collections import config_flags
 
 from genjax_lab.core import checkpoint as ckpt_lib
 from genjax_lab.core import checks
-from genjax_lab.core import loop as loop_lib
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core import metrics as metrics_lib
 
