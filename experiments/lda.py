@@ -20,6 +20,7 @@ Resumability: every fit takes seconds to a minute, so nothing is checkpointed; a
 again refits from scratch (the replication runner skips runs whose summary.json exists).
 Times are wall seconds including compilation.
 """
+
 import pathlib
 import time
 
@@ -31,7 +32,7 @@ from scipy.optimize import linear_sum_assignment
 from genjax_lab.core import config as config_lib
 from genjax_lab.core import images as images_lib
 from genjax_lab.core import metrics as metrics_lib
-from genjax_lab.data import text
+from genjax_lab.data import synthetic, text
 from genjax_lab.models import lda
 
 config_lib.define_flags(config_lib.beside(__file__, "configs/lda_bars.py"), "runs/lda")
@@ -39,34 +40,48 @@ config_lib.define_flags(config_lib.beside(__file__, "configs/lda_bars.py"), "run
 # -------------------------------------------------------------------------------- bars
 
 
-def _vb_config(config, num_topics: int, vocab_size: int, alpha: float | None, eta: float | None) -> lda.LDAConfig:
-    return lda.LDAConfig(num_topics, vocab_size, alpha=alpha, eta=eta, max_doc_iter=int(config.vb.max_doc_iter),
-                         learning_offset=float(config.vb.get("learning_offset", 1024.0)),
-                         learning_decay=float(config.vb.get("learning_decay", 0.7)))
-
-
-def _fit_bars_vb(config, bags: text.BagOfWords, model: lda.LDAConfig, key: jax.Array) -> lda.VBState:
+def model_config(config, num_topics: int, alpha: float | None, eta: float | None):
+    """The family's config (lda.default_config()) for this experiment's VB settings."""
     vb = config.vb
-    if vb.method == "batch":
-        state, _ = lda.fit_vb(bags, model, key, num_iterations=vb.num_iterations, num_restarts=vb.num_restarts)
-    elif vb.method == "online":
-        state, _ = lda.fit_vb(bags, model, key, method="online", num_iterations=vb.num_iterations,
-                              batch_size=vb.batch_size)
-    else:
-        raise ValueError(f"config.vb.method must be 'batch' or 'online', got {vb.method!r}")
-    return state
+    model = lda.default_config()
+    model.update(
+        {
+            "num_topics": num_topics,
+            "alpha": alpha,
+            "eta": eta,
+            "max_doc_iter": int(vb.max_doc_iter),
+            "num_iters": int(vb.num_iters),
+            "method": vb.get("method", "batch"),
+            "num_restarts": int(vb.get("num_restarts", 1)),
+            "batch_size": int(vb.get("batch_size", 64)),
+            "learning_offset": float(vb.get("learning_offset", 1024.0)),
+            "learning_decay": float(vb.get("learning_decay", 0.7)),
+        }
+    )
+    if model.method not in ("batch", "online"):
+        raise ValueError(f"config.vb.method must be 'batch' or 'online', got {model.method!r}")
+    return model
+
+
+def bars_corpus(
+    key: jax.Array, num_docs: int, doc_length: int, alpha: float
+) -> tuple[text.BagOfWords, np.ndarray]:
+    """Documents drawn from the bars topics with theta ~ Dirichlet(alpha): (bags, topics)."""
+    topics = synthetic.bars_topics()
+    corpus = lda.sample_documents(key, topics, alpha, num_docs, doc_length)
+    return text.bag_of_ids(np.asarray(corpus.words)), topics
 
 
 _topic_bound = jax.jit(lda.topic_bound)  # one compilation instead of many eager ops
 
 
-def heldout_perplexity(state: lda.VBState, bags: text.BagOfWords, model: lda.LDAConfig) -> float:
-    """exp(-sum_d bound_d / words) with each document's variational bound under q(beta) (Hoffman
-    et al. 2010's held-out estimator). Unlike `lda.perplexity` (scikit-learn's), it leaves out
-    the corpus-level topic term, which says nothing about the held-out words and, divided by
-    a small held-out word count, swamps them (on lee_background it turns about 1.3e3 into
-    4e4 at K = 5 and 3e8 at K = 40)."""
-    bound = lda.elbo(state, bags, model) - float(_topic_bound(state.lam, state.eta))
+def heldout_perplexity(params: lda.VBState, bags: text.BagOfWords, model: lda.LDAConfig) -> float:
+    """exp(-sum_d bound_d / words) with each document's variational bound under q(beta) (the
+    sum of `lda.log_prob_bound`; Hoffman et al. 2010's held-out estimator). Unlike
+    `lda.perplexity` (scikit-learn's), it leaves out the corpus-level topic term, which says
+    nothing about the held-out words and, divided by a small held-out word count, swamps them
+    (on lee_background it turns about 1.3e3 into 4e4 at K = 5 and 3e8 at K = 40)."""
+    bound = lda.elbo(params, bags, model) - float(_topic_bound(params.lam, params.eta))
     return float(np.exp(-bound / float(bags.counts.sum())))
 
 
@@ -77,26 +92,37 @@ def run_bars(config, workdir: pathlib.Path) -> dict[str, float]:
     k_data, k_vb, k_gibbs = jax.random.split(jax.random.key(config.seed), 3)
     t0 = time.perf_counter()
     # One draw, split after: a second sample_documents shape would compile again.
-    everything, truth = lda.bars_corpus(k_data, data.num_docs + data.heldout_docs, data.doc_length, data.alpha)
-    bags, heldout = everything.subset(slice(0, data.num_docs)), everything.subset(slice(data.num_docs, None))
+    everything, truth = bars_corpus(
+        k_data, data.num_docs + data.heldout_docs, data.doc_length, data.alpha
+    )
+    bags, heldout = (
+        everything.subset(slice(0, data.num_docs)),
+        everything.subset(slice(data.num_docs, None)),
+    )
     observed, held = lda.split_bags(heldout, seed=config.seed)
     corpus_seconds = time.perf_counter() - t0
-    model = _vb_config(config, m.num_topics, truth.shape[1], m.alpha, m.eta)
+    vb_config = model_config(config, m.num_topics, m.alpha, m.eta)
+    model = lda.lda_config(vb_config, truth.shape[1])
 
     t0 = time.perf_counter()
-    vb_state = jax.block_until_ready(_fit_bars_vb(config, bags, model, k_vb))
+    vb_state, _ = lda.fit(k_vb, {"x": bags, "vocab_size": truth.shape[1]}, vb_config)
+    vb_state = jax.block_until_ready(vb_state)
     vb_seconds = time.perf_counter() - t0
     vb_topics = np.asarray(lda.topic_word(vb_state))
     metrics_lib.say(f"VB ({config.vb.method}) in {vb_seconds:.1f} s")
 
     t0 = time.perf_counter()
-    gibbs_state, _, log_liks = lda.fit_gibbs(bags, model, k_gibbs, num_sweeps=config.gibbs.num_sweeps)
+    gibbs_state, _, log_probs = lda.fit_gibbs(
+        k_gibbs, bags, model, num_iters=config.gibbs.num_iters
+    )
     gibbs_topics = np.asarray(lda.gibbs_topics(gibbs_state, model.eta0))
     gibbs_seconds = time.perf_counter() - t0
-    metrics_lib.say(f"Gibbs ({config.gibbs.num_sweeps} sweeps) in {gibbs_seconds:.1f} s")
+    metrics_lib.say(f"Gibbs ({config.gibbs.num_iters} sweeps) in {gibbs_seconds:.1f} s")
 
     def completion(topics) -> float:
-        return lda.completion_perplexity(topics, np.full(m.num_topics, model.alpha0, np.float32), observed, held, model)
+        return lda.completion_perplexity(
+            topics, np.full(m.num_topics, model.alpha0, np.float32), observed, held, model
+        )
 
     _plot_bars(workdir / "bars_topics.png", truth, {"VB": vb_topics, "Gibbs": gibbs_topics})
     return {
@@ -106,25 +132,34 @@ def run_bars(config, workdir: pathlib.Path) -> dict[str, float]:
         "vb_completion_perplexity": completion(vb_topics),
         "gibbs_completion_perplexity": completion(gibbs_topics),
         "true_topics_completion_perplexity": completion(truth),
-        "gibbs_final_log_likelihood": float(log_liks[-1]),
-        "vb_seconds": vb_seconds, "gibbs_seconds": gibbs_seconds, "corpus_seconds": corpus_seconds,
-        "num_docs": float(data.num_docs), "doc_length": float(data.doc_length),
+        "gibbs_final_log_p_w_given_z": float(log_probs[-1]),
+        "vb_seconds": vb_seconds,
+        "gibbs_seconds": gibbs_seconds,
+        "corpus_seconds": corpus_seconds,
+        "num_docs": float(data.num_docs),
+        "doc_length": float(data.doc_length),
     }
 
 
 def matched_order(truth: np.ndarray, recovered: np.ndarray) -> np.ndarray:
     """Indices into recovered [K', V] of the topic matched to each true topic [K, V] (the
     cosine-maximising one-to-one matching of `lda.topic_match_score`)."""
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    rows, cols = linear_sum_assignment(-unit(np.asarray(truth, np.float64)) @ unit(np.asarray(recovered, np.float64)).T)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    rows, cols = linear_sum_assignment(
+        -unit(np.asarray(truth, np.float64)) @ unit(np.asarray(recovered, np.float64)).T
+    )
     return cols[np.argsort(rows)]
 
 
-def _plot_bars(path: pathlib.Path, truth: np.ndarray, fits: dict[str, np.ndarray], cell: int = 10) -> None:
+def _plot_bars(
+    path: pathlib.Path, truth: np.ndarray, fits: dict[str, np.ndarray], cell: int = 10
+) -> None:
     """One row of side x side grids per topic set (true first), recovered topics in the order
     of the true topic each is matched to; each grid scaled to its own maximum (white = 0)."""
-    side = int(round(np.sqrt(truth.shape[1])))
-    rows = [("true", truth)] + [(name, topics[matched_order(truth, topics)]) for name, topics in fits.items()]
+    side = round(float(np.sqrt(truth.shape[1])))
+    rows = [("true", truth)] + [
+        (name, topics[matched_order(truth, topics)]) for name, topics in fits.items()
+    ]
     label_w, gap, grid = 50, 6, side * cell
     width = label_w + truth.shape[0] * (grid + gap)
     image = Image.new("RGB", (width, len(rows) * (grid + gap) + 24), "white")
@@ -139,8 +174,15 @@ def _plot_bars(path: pathlib.Path, truth: np.ndarray, fits: dict[str, np.ndarray
             for i in range(side):
                 for j in range(side):
                     shade = int(255 * (1.0 - pixels[i, j]))
-                    draw.rectangle([left + j * cell, top + i * cell, left + (j + 1) * cell - 1,
-                                    top + (i + 1) * cell - 1], fill=(shade, shade, shade))
+                    draw.rectangle(
+                        [
+                            left + j * cell,
+                            top + i * cell,
+                            left + (j + 1) * cell - 1,
+                            top + (i + 1) * cell - 1,
+                        ],
+                        fill=(shade, shade, shade),
+                    )
             draw.rectangle([left - 1, top - 1, left + grid, top + grid], outline="gray")
     image.save(path)
 
@@ -149,26 +191,37 @@ def _plot_bars(path: pathlib.Path, truth: np.ndarray, fits: dict[str, np.ndarray
 
 
 def load_corpus(config) -> tuple[text.BagOfWords, text.BagOfWords, text.Vocabulary]:
-    """(train, held-out) bags of a seeded document split, and the vocabulary of the training part."""
+    """(train, held-out) bags of a seeded document split, and the vocabulary of the training
+    part."""
     data = config.data
     path = pathlib.Path(data.path)
     if not path.is_file():
-        raise FileNotFoundError(f"config.data.path: no corpus file at {path} (one document per line; "
-                                f"pass --config.data.path=FILE)")
+        raise FileNotFoundError(
+            f"config.data.path: no corpus file at {path} (one document per line; "
+            f"pass --config.data.path=FILE)"
+        )
     docs = text.read_corpus(path)
     if data.max_docs:
         docs = docs[: data.max_docs]
     if not 0.0 < data.heldout_fraction < 1.0:
-        raise ValueError(f"config.data.heldout_fraction must be in (0, 1), got {data.heldout_fraction}")
-    num_heldout = int(round(data.heldout_fraction * len(docs)))
+        raise ValueError(
+            f"config.data.heldout_fraction must be in (0, 1), got {data.heldout_fraction}"
+        )
+    num_heldout = round(float(data.heldout_fraction) * len(docs))
     if num_heldout < 1 or num_heldout >= len(docs):
-        raise ValueError(f"config.data: {len(docs)} documents leave no training or no held-out part "
-                         f"at heldout_fraction={data.heldout_fraction}")
+        raise ValueError(
+            f"config.data: {len(docs)} documents leave no training or no held-out part "
+            f"at heldout_fraction={data.heldout_fraction}"
+        )
     tokens = [text.tokenize(d) for d in docs]
     order = np.random.default_rng(config.seed).permutation(len(docs))
     train_tokens = [tokens[i] for i in order[num_heldout:]]
-    vocab = text.build_vocabulary(train_tokens, min_count=data.min_count, max_doc_fraction=data.max_doc_fraction,
-                                  max_size=data.max_size or None)
+    vocab = text.build_vocabulary(
+        train_tokens,
+        min_count=data.min_count,
+        max_doc_fraction=data.max_doc_fraction,
+        max_size=data.max_size or None,
+    )
     heldout = text.bag_of_words([tokens[i] for i in order[:num_heldout]], vocab)
     return text.bag_of_words(train_tokens, vocab), heldout, vocab
 
@@ -184,39 +237,65 @@ def unigram_perplexity(train: text.BagOfWords, heldout: text.BagOfWords, vocab_s
 def run_corpus(config, workdir: pathlib.Path) -> dict[str, float]:
     ks = [int(k) for k in config.num_topics_list]
     if not ks or min(ks) < 1:
-        raise ValueError(f"config.num_topics_list must hold numbers of topics >= 1, got {config.num_topics_list}")
+        raise ValueError(
+            f"config.num_topics_list must hold numbers of topics >= 1, got {config.num_topics_list}"
+        )
     train, heldout, vocab = load_corpus(config)
     observed, held = lda.split_bags(heldout, seed=config.seed)
     summary = {
-        "num_train_docs": float(train.num_docs), "num_heldout_docs": float(heldout.num_docs),
-        "vocab_size": float(len(vocab)), "heldout_words": float(heldout.counts.sum()),
+        "num_train_docs": float(train.num_docs),
+        "num_heldout_docs": float(heldout.num_docs),
+        "vocab_size": float(len(vocab)),
+        "heldout_words": float(heldout.counts.sum()),
         "unigram_perplexity": unigram_perplexity(train, heldout, len(vocab)),
         "unigram_completion_perplexity": unigram_perplexity(train, held, len(vocab)),
     }
     lines = []
     for k in ks:
-        model = _vb_config(config, k, len(vocab), None, None)
+        vb_config = model_config(config, k, None, None)
+        model = lda.lda_config(vb_config, len(vocab))
         t0 = time.perf_counter()
-        state, history = lda.fit_vb(train, model, jax.random.fold_in(jax.random.key(config.seed), k),
-                                    num_iterations=config.vb.num_iterations)
+        state, history = lda.fit(
+            jax.random.fold_in(jax.random.key(config.seed), k),
+            {"x": train, "vocab_size": len(vocab)},
+            vb_config,
+        )
         summary[f"seconds_k{k}"] = time.perf_counter() - t0
         summary[f"heldout_perplexity_k{k}"] = heldout_perplexity(state, heldout, model)
         summary[f"completion_perplexity_k{k}"] = lda.completion_perplexity(
-            lda.topic_word(state), state.alpha, observed, held, model)
-        summary[f"train_bound_per_word_k{k}"] = history.bounds[-1] / float(train.counts.sum())
-        metrics_lib.say(f"K={k}: held-out bound perplexity {summary[f'heldout_perplexity_k{k}']:.1f}, "
-                        f"completion {summary[f'completion_perplexity_k{k}']:.1f} ({summary[f'seconds_k{k}']:.1f} s)")
+            lda.topic_word(state), state.alpha, observed, held, model
+        )
+        summary[f"train_bound_per_word_k{k}"] = float(history["objective"][-1]) / float(
+            train.counts.sum()
+        )
+        metrics_lib.say(
+            f"K={k}: held-out bound perplexity {summary[f'heldout_perplexity_k{k}']:.1f}, "
+            f"completion {summary[f'completion_perplexity_k{k}']:.1f} "
+            f"({summary[f'seconds_k{k}']:.1f} s)"
+        )
         lines.append(f"K = {k}")
-        lines += [f"  {i:3d}: {' '.join(words)}"
-                  for i, words in enumerate(lda.top_words(lda.topic_word(state), vocab.words, config.num_top_words))]
+        lines += [
+            f"  {i:3d}: {' '.join(words)}"
+            for i, words in enumerate(
+                lda.top_words(lda.topic_word(state), vocab.words, config.num_top_words)
+            )
+        ]
     best = min(ks, key=lambda k: summary[f"completion_perplexity_k{k}"])
     summary["best_num_topics_by_completion"] = float(best)
-    (workdir / "top_words.txt").write_text(f"{pathlib.Path(config.data.path).name}: top words per topic\n"
-                                           + "\n".join(lines) + "\n")
-    images_lib.plot_against_k(workdir / "perplexity_vs_topics.png", ks, {
-        "held-out bound": [summary[f"heldout_perplexity_k{k}"] for k in ks],
-        "completion": [summary[f"completion_perplexity_k{k}"] for k in ks],
-    }, "held-out perplexity vs topics K; unigram dashed", "topics K", reference=summary["unigram_perplexity"])
+    (workdir / "top_words.txt").write_text(
+        f"{pathlib.Path(config.data.path).name}: top words per topic\n" + "\n".join(lines) + "\n"
+    )
+    images_lib.plot_against_k(
+        workdir / "perplexity_vs_topics.png",
+        ks,
+        {
+            "held-out bound": [summary[f"heldout_perplexity_k{k}"] for k in ks],
+            "completion": [summary[f"completion_perplexity_k{k}"] for k in ks],
+        },
+        "held-out perplexity vs topics K; unigram dashed",
+        "topics K",
+        reference=summary["unigram_perplexity"],
+    )
     return summary
 
 

@@ -1,5 +1,6 @@
 """LDA: bars recovery (VB and Gibbs), agreement with scikit-learn, 8-device sharding,
 monotone batch bound, Newton prior updates against scipy, bad input, real corpora."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,17 +9,25 @@ import scipy.optimize
 import scipy.special
 from sklearn.decomposition import LatentDirichletAllocation
 
+from genjax_lab.core.checks import NonFiniteError
 from genjax_lab.core.mesh import data_mesh
-from genjax_lab.data import text
+from genjax_lab.data import synthetic, text
 from genjax_lab.models import lda
 from tests.helpers import shared_data
 
 BARS = lda.LDAConfig(num_topics=10, vocab_size=25, alpha=1.0, eta=0.1)
 
 
+def bars_corpus(key, num_docs: int = 2000, doc_length: int = 100, alpha: float = 1.0):
+    """Documents of the bars topics, theta ~ Dirichlet(alpha): (bags, true topics [10, 25])."""
+    topics = synthetic.bars_topics()
+    corpus = lda.sample_documents(key, topics, alpha, num_docs, doc_length)
+    return text.bag_of_ids(np.asarray(corpus.words)), topics
+
+
 @pytest.fixture(scope="module")
 def bars():
-    return lda.bars_corpus(jax.random.key(0))
+    return bars_corpus(jax.random.key(0))
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +48,13 @@ def unigram_perplexity(train: text.BagOfWords, heldout: text.BagOfWords, vocab_s
 
 
 def test_bars_generator_follows_the_generative_process():
-    topics = lda.bars_topics()
+    topics = synthetic.bars_topics()
     assert topics.shape == (10, 25)
     np.testing.assert_allclose(topics.sum(1), 1.0)
     assert ((topics > 0).sum(1) == 5).all() and (topics.sum(0) == 0.4).all()  # each pixel in 2 bars
-    corpus = lda.sample_documents(jax.random.key(3), topics, 1.0, 2000, 100)  # the fixture's compilation
+    corpus = lda.sample_documents(
+        jax.random.key(3), topics, 1.0, 2000, 100
+    )  # the fixture's compilation
     words, z = np.asarray(corpus.words), np.asarray(corpus.topics)
     assert words.shape == z.shape == (2000, 100)
     assert (topics[z, words] > 0).all()  # every word lies on the bar of its topic
@@ -53,16 +64,20 @@ def test_bars_generator_follows_the_generative_process():
     np.testing.assert_allclose(freq, 1 / 25, atol=0.004)
     names = [f"px{i}" for i in range(25)]
     assert lda.top_words(topics, names, n=5)[0] == ["px0", "px1", "px2", "px3", "px4"]
-    assert sorted(lda.top_words(topics, names, n=5)[5]) == sorted(["px0", "px5", "px10", "px15", "px20"])
+    assert sorted(lda.top_words(topics, names, n=5)[5]) == sorted(
+        ["px0", "px5", "px10", "px15", "px20"]
+    )
 
 
 def test_topic_match_score():
-    topics = lda.bars_topics()
+    topics = synthetic.bars_topics()
     rng = np.random.default_rng(0)
     assert lda.topic_match_score(topics, topics[rng.permutation(10)]) == pytest.approx(1.0)
     merged = 0.5 * (topics + np.roll(topics, 5, axis=0))  # each a horizontal + a vertical bar
     assert lda.topic_match_score(topics, merged) < 0.8
-    assert lda.topic_match_score(topics, np.full((10, 25), 1 / 25)) == pytest.approx(np.sqrt(5 / 25))
+    assert lda.topic_match_score(topics, np.full((10, 25), 1 / 25)) == pytest.approx(
+        np.sqrt(5 / 25)
+    )
 
 
 # ----------------------------------------------------------------------------- recovery
@@ -73,14 +88,14 @@ def test_batch_vb_recovers_bars(bars):
     the bound (documents restarted every pass, the default) never decreases."""
     bags, topics = bars
     config = lda.LDAConfig(10, 25, alpha=1.0, eta=0.1, max_doc_iter=20)
-    state, history = lda.fit_vb(bags, config, jax.random.key(1), num_iterations=40, num_restarts=3)
+    state, history = lda.fit_vb(jax.random.key(1), bags, config, num_iters=40, num_restarts=3)
     assert lda.topic_match_score(topics, lda.topic_word(state)) >= 0.95
     assert np.all(np.diff(history.bounds) >= -1e-6 * np.abs(history.bounds[:-1]))
 
 
 def test_gibbs_recovers_bars(bars):
     bags, topics = bars
-    state, tokens, log_liks = lda.fit_gibbs(bags, BARS, jax.random.key(2), num_sweeps=100)
+    state, _, log_liks = lda.fit_gibbs(jax.random.key(2), bags, BARS, num_iters=100)
     assert lda.topic_match_score(topics, lda.gibbs_topics(state, BARS.eta0)) >= 0.95
     assert log_liks[-1] > log_liks[0] + 0.3 * abs(log_liks[0])
     theta = np.asarray(lda.gibbs_doc_topics(state, BARS.alpha0))
@@ -94,13 +109,14 @@ def test_gibbs_on_8_devices_is_well_defined(bars):
     bags, topics = bars
     bags = bags.subset(slice(0, 1003))
     mesh = data_mesh()
-    state, tokens, log_liks = lda.fit_gibbs(bags, BARS, jax.random.key(4), num_sweeps=100, mesh=mesh)
+    state, tokens, log_liks = lda.fit_gibbs(jax.random.key(4), bags, BARS, num_iters=100, mesh=mesh)
     assert state.z.shape[0] == 1008 and state.z.sharding.spec[0] == "data"
     assert np.isfinite(np.asarray(log_liks)).all()
     z = np.asarray(state.z)
     assert z.min() >= 0 and z.max() < 10
-    doc_topic, topic_word, topic_total = lda._count(jnp.asarray(z), jnp.asarray(tokens.words),
-                                                    jnp.asarray(tokens.mask), 10, 25)
+    doc_topic, topic_word, topic_total = lda.gibbs._count(
+        jnp.asarray(z), jnp.asarray(tokens.words), jnp.asarray(tokens.mask), 10, 25
+    )
     np.testing.assert_array_equal(np.asarray(state.topic_word), np.asarray(topic_word))
     np.testing.assert_array_equal(np.asarray(state.doc_topic), np.asarray(doc_topic))
     np.testing.assert_array_equal(np.asarray(state.topic_total), np.asarray(topic_total))
@@ -114,7 +130,9 @@ def test_gibbs_on_8_devices_is_well_defined(bars):
 def sklearn_initial_state(seed: int = 0) -> lda.VBState:
     """scikit-learn's initial lambda, RandomState(seed).gamma(100, 1/100, (K, V)), as our state."""
     lam = np.random.RandomState(seed).gamma(100.0, 1.0 / 100.0, (10, 25))
-    return lda.VBState(jnp.asarray(lam, jnp.float32), jnp.full(10, 1.0), jnp.float32(0.1), jnp.int32(0))
+    return lda.VBState(
+        jnp.asarray(lam, jnp.float32), jnp.full(10, 1.0), jnp.float32(0.1), jnp.int32(0)
+    )
 
 
 def test_perplexity_estimator_is_sklearns_and_batch_fits_agree(small_bars):
@@ -126,18 +144,31 @@ def test_perplexity_estimator_is_sklearns_and_batch_fits_agree(small_bars):
     (the brief asks for 2%); sklearn's document gammas start at random, ours at alpha + N/K,
     hence the small differences."""
     train, heldout, _ = small_bars
-    sk = LatentDirichletAllocation(n_components=10, doc_topic_prior=1.0, topic_word_prior=0.1,
-                                   learning_method="batch", max_iter=15, random_state=0)
+    sk = LatentDirichletAllocation(
+        n_components=10,
+        doc_topic_prior=1.0,
+        topic_word_prior=0.1,
+        learning_method="batch",
+        max_iter=15,
+        random_state=0,
+    )
     sk.fit(text.to_dense(train, 25))
     sk_state = sklearn_initial_state()._replace(lam=jnp.asarray(sk.components_, jnp.float32))
-    state, _ = lda.fit_vb(train, BARS, jax.random.key(5), num_iterations=15, state=sklearn_initial_state())
+    state, _ = lda.fit_vb(
+        jax.random.key(5), train, BARS, num_iters=15, state=sklearn_initial_state()
+    )
     for bags in (train, heldout):
         sk_ppl = sk.perplexity(text.to_dense(bags, 25))
         assert lda.perplexity(sk_state, bags, BARS) == pytest.approx(sk_ppl, rel=1e-4)
         assert lda.perplexity(state, bags, BARS) == pytest.approx(sk_ppl, rel=2e-3)
-    np.testing.assert_allclose(np.asarray(state.lam), sk.components_, atol=0.02 * sk.components_.max())
-    np.testing.assert_allclose(np.asarray(lda.transform(sk_state, heldout, BARS)),
-                               sk.transform(text.to_dense(heldout, 25)), atol=0.01)
+    np.testing.assert_allclose(
+        np.asarray(state.lam), sk.components_, atol=0.02 * sk.components_.max()
+    )
+    np.testing.assert_allclose(
+        np.asarray(lda.posterior(sk_state, heldout)),
+        sk.transform(text.to_dense(heldout, 25)),
+        atol=0.01,
+    )
 
 
 def test_online_vb_agrees_with_sklearn_online(small_bars):
@@ -145,16 +176,38 @@ def test_online_vb_agrees_with_sklearn_online(small_bars):
     batches of 40 in corpus order, 3 epochs), same initial lambda: held-out perplexity within 2%."""
     train, heldout, _ = small_bars
     config = lda.LDAConfig(10, 25, alpha=1.0, eta=0.1, learning_offset=10.0, learning_decay=0.7)
-    sk = LatentDirichletAllocation(n_components=10, doc_topic_prior=1.0, topic_word_prior=0.1,
-                                   learning_method="online", learning_offset=10.0, learning_decay=0.7,
-                                   batch_size=40, max_iter=3, random_state=0, total_samples=train.num_docs)
+    sk = LatentDirichletAllocation(
+        n_components=10,
+        doc_topic_prior=1.0,
+        topic_word_prior=0.1,
+        learning_method="online",
+        learning_offset=10.0,
+        learning_decay=0.7,
+        batch_size=40,
+        max_iter=3,
+        random_state=0,
+        total_samples=train.num_docs,
+    )
     sk.fit(text.to_dense(train, 25))
-    state, history = lda.fit_vb(train, config, jax.random.key(6), method="online", num_iterations=3,
-                                batch_size=40, state=sklearn_initial_state(), shuffle=False)
-    assert int(state.step) == 24 and len(history.bounds) == 24  # 8 batches, the last of 20 documents
-    assert lda.perplexity(state, heldout, config) == pytest.approx(sk.perplexity(text.to_dense(heldout, 25)),
-                                                                   rel=0.02)
-    np.testing.assert_allclose(np.asarray(state.lam), sk.components_, atol=0.05 * sk.components_.max())
+    state, history = lda.fit_vb(
+        jax.random.key(6),
+        train,
+        config,
+        method="online",
+        num_iters=3,
+        batch_size=40,
+        state=sklearn_initial_state(),
+        shuffle=False,
+    )
+    assert (
+        int(state.step) == 24 and len(history.bounds) == 24
+    )  # 8 batches, the last of 20 documents
+    assert lda.perplexity(state, heldout, config) == pytest.approx(
+        sk.perplexity(text.to_dense(heldout, 25)), rel=0.02
+    )
+    np.testing.assert_allclose(
+        np.asarray(state.lam), sk.components_, atol=0.05 * sk.components_.max()
+    )
 
 
 # ----------------------------------------------------------------------------- sharding, bound
@@ -166,14 +219,17 @@ def test_sharded_vb_equals_single_device(small_bars):
     (tolerance 1e-4 relative on lambda, 1e-5 on the bound)."""
     train, _, _ = small_bars
     mesh = data_mesh()
-    one, h_one = lda.fit_vb(train, BARS, jax.random.key(7), num_iterations=5)
-    eight, h_eight = lda.fit_vb(train, BARS, jax.random.key(7), num_iterations=5, mesh=mesh)
+    one, h_one = lda.fit_vb(jax.random.key(7), train, BARS, num_iters=5)
+    eight, h_eight = lda.fit_vb(jax.random.key(7), train, BARS, num_iters=5, mesh=mesh)
     np.testing.assert_allclose(np.asarray(eight.lam), np.asarray(one.lam), rtol=1e-4)
     np.testing.assert_allclose(h_eight.bounds, h_one.bounds, rtol=1e-5)
     online = lda.LDAConfig(10, 25, alpha=1.0, eta=0.1, learning_offset=10.0, learning_decay=0.7)
-    one, _ = lda.fit_vb(train, online, jax.random.key(8), method="online", num_iterations=1, batch_size=40)
-    eight, _ = lda.fit_vb(train, online, jax.random.key(8), method="online", num_iterations=1, batch_size=40,
-                          mesh=mesh)
+    one, _ = lda.fit_vb(
+        jax.random.key(8), train, online, method="online", num_iters=1, batch_size=40
+    )
+    eight, _ = lda.fit_vb(
+        jax.random.key(8), train, online, method="online", num_iters=1, batch_size=40, mesh=mesh
+    )
     np.testing.assert_allclose(np.asarray(eight.lam), np.asarray(one.lam), rtol=1e-4)
 
 
@@ -198,16 +254,21 @@ def test_length_groups_partition_the_documents_and_do_not_change_the_fit(monkeyp
     config = lda.LDAConfig(10, 25, alpha=0.5, eta=0.1, max_doc_iter=30)
     fits = {}
     for max_groups in (1, 4):
-        monkeypatch.setattr(lda, "_MAX_LENGTH_GROUPS", max_groups)
+        monkeypatch.setattr(lda.vb, "_MAX_LENGTH_GROUPS", max_groups)
         for mesh in (None, data_mesh()):
-            fits[max_groups, mesh is None] = lda.fit_vb(bags, config, jax.random.key(2), num_iterations=4,
-                                                        mesh=mesh)
+            fits[max_groups, mesh is None] = lda.fit_vb(
+                jax.random.key(2), bags, config, num_iters=4, mesh=mesh
+            )
     reference_state, reference = fits[1, True]
     for state, history in fits.values():
-        np.testing.assert_allclose(np.asarray(state.lam), np.asarray(reference_state.lam), rtol=1e-4)
+        np.testing.assert_allclose(
+            np.asarray(state.lam), np.asarray(reference_state.lam), rtol=1e-4
+        )
         np.testing.assert_allclose(history.bounds, reference.bounds, rtol=1e-5)
         np.testing.assert_allclose(history.gamma, reference.gamma, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(reference.gamma[lengths == 0], 0.5, rtol=1e-6)  # empty documents: alpha
+    np.testing.assert_allclose(
+        reference.gamma[lengths == 0], 0.5, rtol=1e-6
+    )  # empty documents: alpha
 
 
 def test_batch_bound_never_decreases_with_learned_priors(small_bars):
@@ -215,7 +276,7 @@ def test_batch_bound_never_decreases_with_learned_priors(small_bars):
     eta learned by Newton (fixed priors, default fresh starts: the bars and wiki250 tests)."""
     train, _, _ = small_bars
     config = lda.LDAConfig(10, 25, alpha=0.3, eta=0.05, learn_alpha=True, learn_eta=True)
-    state, history = lda.fit_vb(train, config, jax.random.key(9), num_iterations=30, warm_start=True)
+    state, history = lda.fit_vb(jax.random.key(9), train, config, num_iters=30, warm_start=True)
     bounds = np.asarray(history.bounds, np.float64)
     assert np.all(np.diff(bounds) >= -2e-6 * np.abs(bounds[:-1])), np.diff(bounds).min()
     assert bounds[-1] > bounds[0]
@@ -236,13 +297,17 @@ def test_a_non_finite_bound_stops_the_fit_naming_the_iteration(small_bars, monke
             calls.append(None)
             if len(calls) < 3:
                 return (*rest, last)
-            return (*rest, {**last, "bound_per_word": jnp.nan} if isinstance(last, dict) else jnp.nan)
+            return (
+                *rest,
+                {**last, "bound_per_word": jnp.nan} if isinstance(last, dict) else jnp.nan,
+            )
+
         return wrapped
 
     name = "vb_batch_step" if method == "batch" else "_online_step"
-    monkeypatch.setattr(lda, name, failing_from_the_third(getattr(lda, name)))
-    with pytest.raises(lda.loop_lib.NonFiniteError, match=f"non-finite {method} VB bound nan at iteration 3"):
-        lda.fit_vb(train, config, jax.random.key(0), method=method, num_iterations=5, batch_size=16)
+    monkeypatch.setattr(lda.vb, name, failing_from_the_third(getattr(lda.vb, name)))
+    with pytest.raises(NonFiniteError, match=f"non-finite {method} VB bound nan at iteration 3"):
+        lda.fit_vb(jax.random.key(0), train, config, method=method, num_iters=5, batch_size=16)
 
 
 def test_newton_prior_updates_match_scipy():
@@ -254,28 +319,36 @@ def test_newton_prior_updates_match_scipy():
 
     def neg_alpha(log_a):
         a = np.exp(log_a)
-        return -(n * (scipy.special.gammaln(a.sum()) - scipy.special.gammaln(a).sum()) + (a * s).sum())
+        return -(
+            n * (scipy.special.gammaln(a.sum()) - scipy.special.gammaln(a).sum()) + (a * s).sum()
+        )
 
     expected = np.exp(scipy.optimize.minimize(neg_alpha, np.zeros(4), method="BFGS", tol=1e-10).x)
-    got = lda._newton_alpha(jnp.full(4, 1.0), jnp.asarray(s, jnp.float32), jnp.float32(n), 20)
+    got = lda.vb._newton_alpha(jnp.full(4, 1.0), jnp.asarray(s, jnp.float32), jnp.float32(n), 20)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-3)
 
     lam = rng.gamma(2.0, 1.0, (3, 20))
-    e_beta_sum = (scipy.special.digamma(lam) - scipy.special.digamma(lam.sum(1, keepdims=True))).sum()
+    e_beta_sum = (
+        scipy.special.digamma(lam) - scipy.special.digamma(lam.sum(1, keepdims=True))
+    ).sum()
 
     def neg_eta(log_e):
         e = np.exp(log_e[0])
-        return -(3 * (scipy.special.gammaln(20 * e) - 20 * scipy.special.gammaln(e)) + e * e_beta_sum)
+        return -(
+            3 * (scipy.special.gammaln(20 * e) - 20 * scipy.special.gammaln(e)) + e * e_beta_sum
+        )
 
     expected_eta = np.exp(scipy.optimize.minimize(neg_eta, [0.0], method="BFGS", tol=1e-12).x[0])
-    got_eta = lda._newton_eta(jnp.float32(1.0), jnp.float32(e_beta_sum), (3, 20), 20)
+    got_eta = lda.vb._newton_eta(jnp.float32(1.0), jnp.float32(e_beta_sum), (3, 20), 20)
     assert float(got_eta) == pytest.approx(expected_eta, rel=1e-3)
 
 
 def test_digamma_positive_matches_scipy():
     x = np.logspace(-4, 5, 500).astype(np.float32)
     expected = scipy.special.digamma(x.astype(np.float64))
-    np.testing.assert_allclose(np.asarray(lda.digamma_positive(jnp.asarray(x))), expected, rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(
+        np.asarray(lda.digamma_positive(jnp.asarray(x))), expected, rtol=2e-6, atol=2e-6
+    )
 
 
 # ----------------------------------------------------------------------------- using a model
@@ -284,25 +357,95 @@ def test_digamma_positive_matches_scipy():
 def test_proportions_and_document_completion(small_bars):
     train, heldout, topics = small_bars
     # a document drawn from topic 3 alone is assigned to it
-    single_bags = text.bag_of_ids(np.random.default_rng(0).choice(np.flatnonzero(topics[3]), (5, 50)))
-    theta = np.asarray(lda.infer_proportions(topics, np.full(10, 0.1), single_bags, BARS))
+    single_bags = text.bag_of_ids(
+        np.random.default_rng(0).choice(np.flatnonzero(topics[3]), (5, 50))
+    )
+    theta = np.asarray(lda.posterior_given_topics(topics, np.full(10, 0.1), single_bags, BARS))
     assert (theta.argmax(1) == 3).all() and (theta[:, 3] > 0.8).all()
     # completion perplexity against a float64 NumPy evaluation at the same theta
     observed, held = lda.split_bags(heldout, seed=0)
     assert (observed.counts + held.counts == heldout.counts).all()
-    state, _ = lda.fit_vb(train, BARS, jax.random.key(11), num_iterations=30)
+    state, _ = lda.fit_vb(jax.random.key(11), train, BARS, num_iters=30)
     beta = np.asarray(lda.topic_word(state), np.float64)
     ppl = lda.completion_perplexity(beta, state.alpha, observed, held, BARS)
-    theta = np.asarray(lda.infer_proportions(beta, state.alpha, observed, BARS), np.float64)
+    theta = np.asarray(lda.posterior_given_topics(beta, state.alpha, observed, BARS), np.float64)
     p = np.einsum("dk,kdl->dl", theta, beta[:, held.ids])
     expected = np.exp(-(held.counts * np.log(p)).sum() / held.counts.sum())
     assert ppl == pytest.approx(expected, rel=1e-4)
     # close to completion with the true topics, and better than the unigram baseline (~25)
     oracle = lda.completion_perplexity(topics, jnp.full(10, 1.0), observed, held, BARS)
     assert oracle < ppl < 1.03 * oracle < unigram_perplexity(train, held, 25)
-    gibbs, _, _ = lda.fit_gibbs(train, BARS, jax.random.key(12), num_sweeps=100)
-    gibbs_ppl = lda.completion_perplexity(lda.gibbs_topics(gibbs, 0.1), jnp.full(10, 1.0), observed, held, BARS)
+    gibbs, _, _ = lda.fit_gibbs(jax.random.key(12), train, BARS, num_iters=100)
+    gibbs_ppl = lda.completion_perplexity(
+        lda.gibbs_topics(gibbs, 0.1), jnp.full(10, 1.0), observed, held, BARS
+    )
     assert oracle < gibbs_ppl < 1.03 * oracle
+
+
+def _verb_config(method: str, num_iters: int):
+    config = lda.default_config()
+    config.num_topics, config.alpha, config.eta = 10, 1.0, 0.1
+    config.method, config.num_iters = method, num_iters
+    return config
+
+
+def test_fit_verb_is_the_building_blocks_by_config_method(small_bars):
+    """fit(key, data, config) gives the numbers of fit_vb / fit_gibbs bitwise; every method's
+    params have init's structure (what saving.load rebuilds); Gibbs params are
+    Dirichlet(n_kw + eta), so E[beta] is the Gibbs estimate."""
+    train, _, _ = small_bars
+    data = {"x": train}
+    meta = lda.meta_from_data(data, _verb_config("batch", 1))
+    assert meta == {"num_topics": 10, "vocab_size": 25}
+    abstract = jax.eval_shape(
+        lambda key: lda.init(key, _verb_config("batch", 1), meta), jax.random.key(0)
+    )
+    params, history = lda.fit(jax.random.key(7), data, _verb_config("batch", 5))
+    state, reference = lda.fit_vb(jax.random.key(7), train, BARS, num_iters=5)
+    np.testing.assert_array_equal(np.asarray(params.lam), np.asarray(state.lam))
+    np.testing.assert_array_equal(history["objective"], reference.bounds)
+    assert history["num_iters"] == 5 and not history["converged"]
+    fits = [params]
+    online, history = lda.fit(jax.random.key(8), data, _verb_config("online", 2))
+    assert history["num_iters"] == 2 and len(history["objective"]) == 2 * 5  # 5 batches of 64
+    fits.append(online)
+    gibbs, history = lda.fit(jax.random.key(12), data, _verb_config("gibbs", 20))
+    gibbs_state, _, log_probs = lda.fit_gibbs(jax.random.key(12), train, BARS, num_iters=20)
+    np.testing.assert_array_equal(history["objective"], np.asarray(log_probs))
+    np.testing.assert_allclose(
+        np.asarray(lda.topic_word(gibbs)), np.asarray(lda.gibbs_topics(gibbs_state, 0.1)), rtol=1e-6
+    )
+    fits.append(gibbs)
+    for fitted in fits:
+        assert jax.tree.structure(fitted) == jax.tree.structure(abstract)
+        for leaf, spec in zip(jax.tree.leaves(fitted), jax.tree.leaves(abstract)):
+            assert (leaf.shape, leaf.dtype) == (spec.shape, spec.dtype)
+
+
+def test_posterior_bound_and_sample_verbs(small_bars):
+    train, heldout, _ = small_bars
+    params, _ = lda.fit(jax.random.key(11), {"x": train}, _verb_config("batch", 10))
+    theta = np.asarray(lda.posterior(params, heldout))
+    assert theta.shape == (100, 10)
+    np.testing.assert_allclose(theta.sum(1), 1.0, rtol=1e-5)
+    bounds = np.asarray(lda.log_prob_bound(jax.random.key(0), params, heldout))
+    assert bounds.shape == (100,) and (bounds < 0).all()
+    # the per-document bounds and the topic term make up the corpus ELBO
+    total = float(bounds.astype(np.float64).sum() + lda.topic_bound(params.lam, params.eta))
+    assert total == pytest.approx(lda.elbo(params, heldout, BARS), rel=1e-5)
+    docs = lda.sample(jax.random.key(3), params, 6, length=40)
+    assert docs.ids.shape[0] == 6 and (docs.counts.sum(1) == 40).all()
+    assert docs.ids.max() < 25
+    again = lda.sample(jax.random.key(3), params, 6, length=40)
+    np.testing.assert_array_equal(again.ids, docs.ids)
+    with pytest.raises(ValueError, match="y: LDA has no label"):
+        lda.sample(jax.random.key(3), params, 6, y=np.zeros(6, np.int32))
+    with pytest.raises(ValueError, match="config.method"):
+        lda.fit(jax.random.key(0), {"x": train}, _verb_config("em", 1))
+    with pytest.raises(ValueError, match="init: collapsed Gibbs"):
+        lda.fit(jax.random.key(0), {"x": train}, _verb_config("gibbs", 1), init=params)
+    with pytest.raises(ValueError, match="data must be"):
+        lda.fit(jax.random.key(0), train, _verb_config("batch", 1))
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -318,24 +461,33 @@ def test_bad_input_is_refused_or_follows_the_documented_rule(small_bars):
         lda.LDAConfig(num_topics=3, vocab_size=25, learning_decay=0.5)
     oov = text.BagOfWords(np.array([[1, 25]], np.int32), np.ones((1, 2), np.float32))
     with pytest.raises(ValueError, match=r"ids must be in \[0, vocab_size=25\); document 0"):
-        lda.fit_vb(oov, BARS, jax.random.key(0), num_iterations=1)
+        lda.fit_vb(jax.random.key(0), oov, BARS, num_iters=1)
     with pytest.raises(ValueError, match="ids must be in"):
-        lda.fit_gibbs(oov, BARS, jax.random.key(0), num_sweeps=1)
+        lda.fit_gibbs(jax.random.key(0), oov, BARS, num_iters=1)
     with pytest.raises(ValueError, match="counts must be finite and >= 0"):
-        lda.perplexity(lda.init_vb(jax.random.key(0), BARS),
-                       text.BagOfWords(np.zeros((1, 1), np.int32), -np.ones((1, 1), np.float32)), BARS)
+        lda.perplexity(
+            lda.init_vb(jax.random.key(0), BARS),
+            text.BagOfWords(np.zeros((1, 1), np.int32), -np.ones((1, 1), np.float32)),
+            BARS,
+        )
     with pytest.raises(ValueError, match="whole numbers"):
-        lda.tokens_from_bags(text.BagOfWords(np.zeros((1, 1), np.int32), np.full((1, 1), 0.5, np.float32)), 25)
+        lda.tokens_from_bags(
+            text.BagOfWords(np.zeros((1, 1), np.int32), np.full((1, 1), 0.5, np.float32)), 25
+        )
     empty = text.bag_of_ids([[], []])
     with pytest.raises(ValueError, match="no words"):
         lda.perplexity(lda.init_vb(jax.random.key(0), BARS), empty, BARS)
     # Empty documents are allowed and change nothing: same fit with two appended.
-    with_empty = text.BagOfWords(np.concatenate([train.ids, np.zeros((2, train.ids.shape[1]), np.int32)]),
-                                 np.concatenate([train.counts, np.zeros((2, train.ids.shape[1]), np.float32)]))
-    plain, _ = lda.fit_vb(train, BARS, jax.random.key(13), num_iterations=3)
-    padded, _ = lda.fit_vb(with_empty, BARS, jax.random.key(13), num_iterations=3)
+    with_empty = text.BagOfWords(
+        np.concatenate([train.ids, np.zeros((2, train.ids.shape[1]), np.int32)]),
+        np.concatenate([train.counts, np.zeros((2, train.ids.shape[1]), np.float32)]),
+    )
+    plain, _ = lda.fit_vb(jax.random.key(13), train, BARS, num_iters=3)
+    padded, _ = lda.fit_vb(jax.random.key(13), with_empty, BARS, num_iters=3)
     np.testing.assert_allclose(np.asarray(padded.lam), np.asarray(plain.lam), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(lda.transform(plain, empty, BARS)), 0.1, rtol=1e-6)  # prior mean
+    np.testing.assert_allclose(
+        np.asarray(lda.posterior(plain, empty)), 0.1, rtol=1e-6
+    )  # prior mean
 
 
 # ----------------------------------------------------------------------------- real corpora
@@ -348,11 +500,14 @@ def _real_bags(path, **vocab_args):
 
 
 def test_lee_corpus_online_vb_beats_unigram():
-    bags, vocab = _real_bags(shared_data("text/lee_background.cor"), min_count=3, max_doc_fraction=0.3)
+    bags, vocab = _real_bags(
+        shared_data("text/lee_background.cor"), min_count=3, max_doc_fraction=0.3
+    )
     train, test = bags.subset(slice(0, 270)), bags.subset(slice(270, None))
     config = lda.LDAConfig(10, len(vocab), learning_offset=10.0)
-    state, history = lda.fit_vb(train, config, jax.random.key(0), method="online", num_iterations=10,
-                                batch_size=32)
+    state, history = lda.fit_vb(
+        jax.random.key(0), train, config, method="online", num_iters=10, batch_size=32
+    )
     observed, held = lda.split_bags(test, seed=0)
     ppl = lda.completion_perplexity(lda.topic_word(state), state.alpha, observed, held, config)
     assert np.isfinite(history.bounds).all()
@@ -362,11 +517,15 @@ def test_lee_corpus_online_vb_beats_unigram():
 
 
 def test_wiki250_batch_vb():
-    bags, vocab = _real_bags(shared_data("text/wiki250_stemmed.cor.gz"), min_count=10, max_doc_fraction=0.5,
-                             max_size=2000)
+    bags, vocab = _real_bags(
+        shared_data("text/wiki250_stemmed.cor.gz"),
+        min_count=10,
+        max_doc_fraction=0.5,
+        max_size=2000,
+    )
     train, test = bags.subset(slice(0, 225)), bags.subset(slice(225, None))
     config = lda.LDAConfig(10, len(vocab))
-    state, history = lda.fit_vb(train, config, jax.random.key(0), num_iterations=6)
+    state, history = lda.fit_vb(jax.random.key(0), train, config, num_iters=6)
     bounds = np.asarray(history.bounds, np.float64)
     assert np.all(np.diff(bounds) >= -2e-6 * np.abs(bounds[:-1]))
     observed, held = lda.split_bags(test, seed=0)

@@ -2,6 +2,7 @@
 match scores, PNG), the tiny real-text run in process (perplexity per K, top words, PNG),
 the held-out estimator against its definition, the topic-matching order, bad input naming
 the config key, and the replication module."""
+
 import json
 import math
 import pathlib
@@ -14,10 +15,9 @@ import pytest
 from PIL import Image
 
 from genjax_lab.core import replication as rep
-from genjax_lab.data import text
+from genjax_lab.data import synthetic, text
 from genjax_lab.models import lda
 from tests.helpers import REPO, assert_ok, process_env, shared_data
-
 
 lx = rep.load_module("experiments/lda.py")  # a script: its functions
 
@@ -31,10 +31,21 @@ def _png(path: pathlib.Path) -> tuple[int, int]:
 
 def test_bars_tiny_replication_end_to_end(tmp_path):
     workdir = tmp_path / "run"
-    command = [sys.executable, str(REPO / "experiments" / "lda.py"),
-               f"--config={REPO}/experiments/replications/lda_bars.py:tiny", f"--workdir={workdir}"]
-    result = subprocess.run(command, env=process_env(tmp_path / "tfds"), capture_output=True, text=True,
-                            timeout=300, cwd=REPO)
+    command = [
+        sys.executable,
+        str(REPO / "experiments" / "lda.py"),
+        f"--config={REPO}/experiments/replications/lda_bars.py:tiny",
+        f"--workdir={workdir}",
+    ]
+    result = subprocess.run(
+        command,
+        check=False,
+        env=process_env(tmp_path / "tfds"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert_ok(result)
     summary = json.loads((workdir / "summary.json").read_text())
     replication, _ = rep.load("lda_bars")
@@ -45,7 +56,8 @@ def test_bars_tiny_replication_end_to_end(tmp_path):
     # Uniform topics score sqrt(5/25) = 0.45, one merged pair about 0.9: both fits found the bars.
     assert summary["gibbs_match_score"] >= 0.95
     assert summary["vb_match_score"] >= 0.85
-    # Completion perplexity cannot beat the true topics by much; 25 (uniform over pixels) is the ceiling.
+    # Completion perplexity cannot beat the true topics by much; 25 (uniform over pixels) is
+    # the ceiling.
     floor = summary["true_topics_completion_perplexity"]
     for key in ("vb_completion_perplexity", "gibbs_completion_perplexity"):
         assert 0.98 * floor < summary[key] < 25.0, key
@@ -78,13 +90,15 @@ def test_heldout_perplexity_is_the_document_bound():
     model = lda.LDAConfig(10, 25, alpha=1.0, eta=0.1)
     state = lda.init_vb(jax.random.key(1), model)
     docs = lda.elbo(state, bags, model) - float(lx._topic_bound(state.lam, state.eta))
-    assert lx.heldout_perplexity(state, bags, model) == pytest.approx(math.exp(-docs / bags.counts.sum()), rel=1e-6)
+    assert lx.heldout_perplexity(state, bags, model) == pytest.approx(
+        math.exp(-docs / bags.counts.sum()), rel=1e-6
+    )
     # The topic term is negative (a KL), so scikit-learn's estimator is the larger.
     assert lx.heldout_perplexity(state, bags, model) < lda.perplexity(state, bags, model)
 
 
 def test_matched_order_undoes_a_permutation():
-    truth = lda.bars_topics()
+    truth = synthetic.bars_topics()
     perm = np.random.default_rng(0).permutation(10)
     np.testing.assert_array_equal(perm[lx.matched_order(truth, truth[perm])], np.arange(10))
 
@@ -106,10 +120,12 @@ def test_replication_module():
     replication, module = rep.load("lda_bars")
     assert replication.experiment == "lda" and len(replication.rows) == 2
     assert all(row.published == 1.0 and row.better == "higher" for row in replication.rows)
-    assert replication.rows[0].passes(0.96, "quick") and not replication.rows[0].passes(0.94, "quick")
+    assert replication.rows[0].passes(0.96, "quick") and not replication.rows[0].passes(
+        0.94, "quick"
+    )
     configs = {s: module.get_config(s) for s in rep.SCHEDULES}
     assert all(c.kind == "bars" for c in configs.values())
     assert configs["quick"].data.num_docs == 2000 and configs["quick"].data.doc_length == 100
-    assert configs["full"].gibbs.num_sweeps > configs["quick"].gibbs.num_sweeps
+    assert configs["full"].gibbs.num_iters > configs["quick"].gibbs.num_iters
     with pytest.raises(ValueError, match="schedule"):
         module.get_config("medium")

@@ -14,6 +14,7 @@ Variants (`--config=experiments/configs/lda_bars.py:VARIANT`):
   default  the paper's 2,000 x 100 corpus, VB 3 starts x 40 passes, Gibbs 200 sweeps.
   tiny     400 documents of 100 words, VB 3 starts x 20 passes, Gibbs 60 sweeps (seconds).
 """
+
 import ml_collections
 
 
@@ -22,21 +23,31 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.kind = "bars"
     config.seed = 0
     # heldout_docs: extra documents from the same process, for held-out perplexities only.
-    config.data = ml_collections.ConfigDict({"num_docs": 2000, "doc_length": 100, "alpha": 1.0, "heldout_docs": 200})
+    config.data = ml_collections.ConfigDict(
+        {"num_docs": 2000, "doc_length": 100, "alpha": 1.0, "heldout_docs": 200}
+    )
     # alpha = the generating Dirichlet(1); eta = 0.1, a sparse topic prior (our choice).
     config.model = ml_collections.ConfigDict({"num_topics": 10, "alpha": 1.0, "eta": 0.1})
-    # method "batch" or "online"; online uses batch_size, learning_offset (tau0), learning_decay (kappa).
+    # method "batch" or "online"; online uses batch_size, learning_offset (tau0) and
+    # learning_decay (kappa).
     # About half of single batch-VB starts merge two bars (a local optimum): keep the best of 3.
-    config.vb = ml_collections.ConfigDict({
-        "method": "batch", "num_iterations": 40, "num_restarts": 3, "max_doc_iter": 20,
-        "batch_size": 100, "learning_offset": 10.0, "learning_decay": 0.7,
-    })
-    config.gibbs = ml_collections.ConfigDict({"num_sweeps": 200})
+    config.vb = ml_collections.ConfigDict(
+        {
+            "method": "batch",
+            "num_iters": 40,
+            "num_restarts": 3,
+            "max_doc_iter": 20,
+            "batch_size": 100,
+            "learning_offset": 10.0,
+            "learning_decay": 0.7,
+        }
+    )
+    config.gibbs = ml_collections.ConfigDict({"num_iters": 200})
     if variant == "tiny":
         config.data.num_docs = 400
         config.data.heldout_docs = 50
-        config.vb.num_iterations = 20
-        config.gibbs.num_sweeps = 60
+        config.vb.num_iters = 20
+        config.gibbs.num_iters = 60
     elif variant != "default":
         raise ValueError(f"unknown variant {variant!r} of lda_bars: default or tiny")
     return config

@@ -26,6 +26,7 @@ Variants (`--config=experiments/configs/lda_corpus.py:VARIANT`):
   wiki250  wiki250_stemmed.cor.gz, 2,000-word vocabulary, K in 10, 20, 50, 30 passes.
   tiny     the first 120 documents of lee_background, K in 3 and 6, 8 passes (seconds).
 """
+
 import pathlib
 
 import ml_collections
@@ -39,23 +40,29 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.seed = 0
     # max_docs: use only the first max_docs documents (0: all). Vocabulary: words seen
     # >= min_count times, in <= max_doc_fraction of documents, the max_size most frequent (0: all).
-    config.data = ml_collections.ConfigDict({
-        "path": str(TEXT_DIR / "lee_background.cor"), "max_docs": 0, "heldout_fraction": 0.1,
-        "min_count": 3, "max_doc_fraction": 0.3, "max_size": 0,
-    })
+    config.data = ml_collections.ConfigDict(
+        {
+            "path": str(TEXT_DIR / "lee_background.cor"),
+            "max_docs": 0,
+            "heldout_fraction": 0.1,
+            "min_count": 3,
+            "max_doc_fraction": 0.3,
+            "max_size": 0,
+        }
+    )
     config.num_topics_list = (5, 10, 20, 40)
-    config.vb = ml_collections.ConfigDict({"num_iterations": 50, "max_doc_iter": 100})
+    config.vb = ml_collections.ConfigDict({"num_iters": 50, "max_doc_iter": 100})
     config.num_top_words = 10
     if variant == "wiki250":
         config.data.path = str(TEXT_DIR / "wiki250_stemmed.cor.gz")
         config.data.update({"min_count": 10, "max_doc_fraction": 0.5, "max_size": 2000})
         config.num_topics_list = (10, 20, 50)
-        config.vb.num_iterations = 30
+        config.vb.num_iters = 30
     elif variant == "tiny":
         config.data.max_docs = 120
         config.data.heldout_fraction = 0.2
         config.num_topics_list = (3, 6)
-        config.vb.num_iterations = 8
+        config.vb.num_iters = 8
         config.vb.max_doc_iter = 30
     elif variant != "default":
         raise ValueError(f"unknown variant {variant!r} of lda_corpus: default, wiki250 or tiny")

@@ -1,0 +1,283 @@
+"""LDA's shared maths: the hyperparameters, the variational state, input checks, the
+document E-step and the bound, and the categorical draw the sampler and Gibbs share.
+
+Variational Bayes (Hoffman, Blei & Bach 2010). q(beta_k) = Dirichlet(lambda_k),
+q(theta_d) = Dirichlet(gamma_d), q(z_dn) = phi_dn. E-step, per document, to a fixed point:
+  phi_dwk  ∝ exp(E[log theta_dk] + E[log beta_kw]),   gamma_dk = alpha_k + sum_w c_dw phi_dwk,
+run for all documents of a batch at once (a `lax.while_loop` until every document's mean
+|change in gamma| < tol, or max_doc_iter).
+
+The E-step works in a shifted exp form: exp(E log theta - max_k) and exp(E log beta -
+max_k per word) are <= 1 with a maximum of 1, so products do not overflow; the per-word
+normaliser is floored at the smallest normal float32, so a word whose every topic weight
+underflows (only when alpha < ~0.01) is dropped from gamma rather than producing NaN.
+Bounds are computed with logsumexp.
+
+Variational bound. ELBO(data) = sum_d [E log p(w_d, theta_d, z_d | beta) -
+E log q(theta_d, z_d)] + sum_k [E log p(beta_k) - E log q(beta_k)], with q(theta) fitted by
+the E-step: `document_bounds` is the first sum's terms, `topic_bound` the second sum.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from genjax_lab.core import checks
+from genjax_lab.core.mesh import DATA_AXIS
+
+_TINY = float(jnp.finfo(jnp.float32).tiny)
+
+
+@dataclasses.dataclass(frozen=True)
+class LDAConfig:
+    """Hyperparameters; hashable, so jitted functions take it as a static argument.
+
+    alpha, eta: symmetric Dirichlet priors, default 1 / num_topics (Hoffman et al.,
+    scikit-learn). learning_offset = tau0, learning_decay = kappa of the online rate.
+    """
+
+    num_topics: int
+    vocab_size: int
+    alpha: float | None = None
+    eta: float | None = None
+    learn_alpha: bool = False
+    learn_eta: bool = False
+    learning_offset: float = 1024.0
+    learning_decay: float = 0.7
+    max_doc_iter: int = 100
+    mean_change_tol: float = 1e-3
+
+    def __post_init__(self):
+        checks.check_count("num_topics", self.num_topics)
+        checks.check_count("vocab_size", self.vocab_size)
+        for name in ("alpha", "eta"):
+            if getattr(self, name) is not None:
+                checks.check_positive(name, getattr(self, name))
+        # (0.5, 1]: the Robbins-Monro conditions under which online VB converges
+        checks.check_number(
+            "learning_decay (kappa)", self.learning_decay, low=0.5, high=1.0, low_open=True
+        )
+        checks.check_number("learning_offset (tau0)", self.learning_offset, low=0.0)
+        checks.check_count("max_doc_iter", self.max_doc_iter)
+        checks.check_number("mean_change_tol", self.mean_change_tol, low=0.0)
+
+    @property
+    def alpha0(self) -> float:
+        return 1.0 / self.num_topics if self.alpha is None else self.alpha
+
+    @property
+    def eta0(self) -> float:
+        return 1.0 / self.num_topics if self.eta is None else self.eta
+
+
+class VBState(NamedTuple):
+    lam: jax.Array  # [K, V] variational Dirichlet parameters of the topics
+    alpha: jax.Array  # [K]
+    eta: jax.Array  # []
+    step: jax.Array  # [] int32, updates done (t of the online rate is step + 1)
+
+
+class EStep(NamedTuple):
+    gamma: jax.Array  # [B, K] variational Dirichlet parameters of the documents
+    sstats: jax.Array  # [K, V] mask-weighted expected topic-word counts
+    iterations: jax.Array  # [] fixed-point iterations run
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_bags(ids, counts, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Host-side check of padded bags; returns them as int32 / float32 numpy arrays."""
+    ids = checks.check_array("ids", ids, kinds=checks.INTEGER, nonempty=False)
+    counts = checks.check_array("counts", counts, finite=False, nonempty=False)
+    if ids.ndim != 2 or ids.shape != counts.shape:
+        raise ValueError(f"ids and counts must both be [D, L], got {ids.shape} and {counts.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        d = int(np.argwhere((ids < 0) | (ids >= vocab_size))[0, 0])
+        raise ValueError(
+            f"ids must be in [0, vocab_size={vocab_size}); document {d} has an id outside"
+        )
+    if not np.isfinite(counts).all() or (counts < 0).any():
+        raise ValueError("counts must be finite and >= 0")
+    return ids.astype(np.int32), counts.astype(np.float32)
+
+
+def _check_alpha(alpha, num_topics: int) -> None:
+    """A Dirichlet parameter over topics: a scalar (symmetric) or [K], finite and > 0."""
+    dims = () if np.ndim(alpha) == 0 else (num_topics,)
+    checks.check_array("alpha", alpha, dims, positive=True)
+
+
+def check_topics(topics, alpha, config: LDAConfig) -> None:
+    """Point topics [K, V] (rows on the simplex) and alpha (scalar or [K]) for `config`."""
+    checks.check_simplex("topics", topics, (config.num_topics, config.vocab_size), atol=1e-4)
+    _check_alpha(alpha, config.num_topics)
+
+
+def check_state(state: VBState, config: LDAConfig) -> None:
+    """A VB state for `config`: lam [K, V] and alpha [K] finite and positive, eta > 0."""
+    checks.check_array(
+        "state.lam", state.lam, (config.num_topics, config.vocab_size), positive=True
+    )
+    checks.check_array("state.alpha", state.alpha, (config.num_topics,), positive=True)
+    checks.check_array("state.eta", state.eta, (), positive=True)
+
+
+def digamma_positive(x: jax.Array) -> jax.Array:
+    """digamma for x > 0, about 10x cheaper on CPU than jax.scipy.special.digamma (it is
+    the E-step's inner cost): psi(x) = psi(x + 6) - sum_{i<6} 1 / (x + i), then the
+    asymptotic series at x + 6 >= 6 (truncation error < 1e-8)."""
+    shifted = x + 6.0
+    inv = 1.0 / shifted
+    inv2 = inv * inv
+    series = jnp.log(shifted) - 0.5 * inv - inv2 * (1.0 / 12 - inv2 * (1.0 / 120 - inv2 / 252))
+    return series - sum(1.0 / (x + i) for i in range(6))
+
+
+def dirichlet_expectation(param: jax.Array) -> jax.Array:
+    """E[log x] for x ~ Dirichlet(param) along the last axis: [..., K] -> [..., K]."""
+    return digamma_positive(param) - digamma_positive(param.sum(-1, keepdims=True))
+
+
+def initial_gamma(alpha: jax.Array, counts: jax.Array) -> jax.Array:
+    """alpha + N_d / K: the words spread evenly over topics, [B, K]."""
+    return alpha + counts.sum(-1, keepdims=True) / alpha.shape[0]
+
+
+def _word_columns(log_beta: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """exp(log_beta - max over topics) of each document word, [B, L, K], and the max, [B, L].
+
+    Shifted and exponentiated on [V, K] before the gather: V K exps instead of B L K.
+    """
+    shift = log_beta.max(0)  # [V]
+    return jnp.exp(log_beta - shift).T[ids], shift[ids]
+
+
+def _theta_weights(gamma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """exp(E log theta - max over topics), [B, K], and the max, [B]."""
+    e = dirichlet_expectation(gamma)
+    shift = e.max(-1)
+    return jnp.exp(e - shift[:, None]), shift
+
+
+def _mix(beta: jax.Array, theta: jax.Array) -> jax.Array:
+    """sum_k theta_bk beta_blk: [B, L, K], [B, K] -> [B, L]. Written as a product and a sum,
+    which XLA fuses into one loop: on CPU about 1.4x faster than the batched-matvec einsum."""
+    return (beta * theta[:, None, :]).sum(-1)
+
+
+def e_step(
+    log_beta: jax.Array,
+    alpha: jax.Array,
+    ids: jax.Array,
+    counts: jax.Array,
+    mask: jax.Array,
+    gamma0: jax.Array,
+    max_iter: int,
+    tol: float,
+) -> EStep:
+    """Document fixed point for a batch. log_beta [K, V] (E[log beta] for VB, log beta for
+    point topics), alpha [K], ids/counts [B, L], mask [B], gamma0 [B, K]."""
+    beta, _ = _word_columns(log_beta, ids)
+
+    def theta_weights(gamma):
+        return _theta_weights(gamma)[0]
+
+    def word_weights(theta):  # c_dw / sum_k theta_k beta_kw, [B, L]
+        return counts / jnp.maximum(_mix(beta, theta), _TINY)
+
+    def update(gamma):
+        theta = theta_weights(gamma)
+        return alpha + theta * (word_weights(theta)[..., None] * beta).sum(1)
+
+    def cond(carry):
+        _, change, i = carry
+        return (i < max_iter) & (change >= tol)
+
+    def body(carry):
+        gamma, _, i = carry
+        new = update(gamma)
+        return new, jnp.abs(new - gamma).mean(-1).max(), i + 1
+
+    gamma, _, iterations = jax.lax.while_loop(
+        cond, body, (gamma0, jnp.float32(jnp.inf), jnp.int32(0))
+    )
+    theta = theta_weights(gamma)
+    resp = (
+        beta * theta[:, None, :] * (word_weights(theta) * mask[:, None])[..., None]
+    )  # c phi, [B, L, K]
+    # Row scatter into [V, K] (contiguous K-vectors) is about twice as fast as into [K, V].
+    sstats = (
+        jnp.zeros(log_beta.shape[::-1], log_beta.dtype)
+        .at[ids.reshape(-1)]
+        .add(resp.reshape(-1, resp.shape[-1]))
+        .T
+    )
+    return EStep(gamma, sstats, iterations)
+
+
+def document_bounds(
+    log_beta: jax.Array, alpha: jax.Array, ids: jax.Array, counts: jax.Array, gamma: jax.Array
+) -> jax.Array:
+    """Per-document part of the ELBO with phi optimal given gamma: [B].
+
+    The word term log sum_k exp(E log theta_k + E log beta_kw) is evaluated with both parts
+    shifted by their maxima (exact unless every topic term of a word underflows float32).
+    """
+    e_theta = dirichlet_expectation(gamma)
+    beta, word_shift = _word_columns(log_beta, ids)
+    theta, theta_shift = _theta_weights(gamma)
+    words = (
+        jnp.log(jnp.maximum(_mix(beta, theta), _TINY)) + word_shift + theta_shift[:, None]
+    )  # [B, L]
+    theta_kl = (
+        ((alpha - gamma) * e_theta + gammaln(gamma) - gammaln(alpha)).sum(-1)
+        + gammaln(alpha.sum())
+        - gammaln(gamma.sum(-1))
+    )
+    return (counts * words).sum(-1) + theta_kl
+
+
+def topic_bound(lam: jax.Array, eta: jax.Array) -> jax.Array:
+    """E log p(beta) - E log q(beta), summed over topics: []."""
+    e_beta = dirichlet_expectation(lam)
+    num_topics, vocab_size = lam.shape
+    return (
+        ((eta - lam) * e_beta + gammaln(lam)).sum()
+        - lam.size * gammaln(eta)
+        + num_topics * gammaln(vocab_size * eta)
+        - gammaln(lam.sum(-1)).sum()
+    )
+
+
+def _inverse_cdf(u: jax.Array, cdf: jax.Array) -> jax.Array:
+    """Categorical draws from uniforms u [...] and unnormalised CDFs cdf [..., K]: int32 [...].
+
+    One uniform per draw: on CPU far cheaper than jax.random.categorical's K Gumbel variates.
+    """
+    drawn = (cdf < u[..., None] * cdf[..., -1:]).sum(-1)
+    return jnp.minimum(drawn, cdf.shape[-1] - 1).astype(jnp.int32)
+
+
+def _pad_rows(arrays: Sequence[np.ndarray], multiple: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Appends zero rows so the leading axis is a multiple; returns arrays and mask [D']."""
+    d = arrays[0].shape[0]
+    padded = -(-d // multiple) * multiple
+    mask = np.zeros(padded, np.float32)
+    mask[:d] = 1.0
+    return [
+        np.concatenate([a, np.zeros((padded - d, *a.shape[1:]), a.dtype)]) for a in arrays
+    ], mask
+
+
+def _put(arrays, mesh: Mesh | None):
+    if mesh is None:
+        return [jnp.asarray(a) for a in arrays]
+    return jax.device_put(list(arrays), NamedSharding(mesh, P(DATA_AXIS)))
