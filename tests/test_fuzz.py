@@ -369,9 +369,9 @@ COUNTS = np.array([[2.0, 1.0, 1.0], [1.0, 3.0, 0.0]], np.float32)
 def test_lda_refuses_bad_bags(ids, counts):
     state = lda.init_vb(jax.random.key(0), LDA_CONFIG)
     with refused("ids"):
-        lda.transform(state, BagOfWords(ids, COUNTS), LDA_CONFIG)
+        lda.posterior(state, BagOfWords(ids, COUNTS), max_doc_iter=LDA_CONFIG.max_doc_iter)
     with refused("counts"):
-        lda.transform(state, BagOfWords(IDS, counts), LDA_CONFIG)
+        lda.posterior(state, BagOfWords(IDS, counts), max_doc_iter=LDA_CONFIG.max_doc_iter)
 
 
 TOPICS = np.full((2, 5), 0.2, np.float32)
@@ -384,9 +384,9 @@ TOPICS = np.full((2, 5), 0.2, np.float32)
 def test_lda_refuses_bad_topics_priors_and_sizes(topics, alpha, num_docs):
     bags = BagOfWords(IDS, COUNTS)
     with refused("topics"):
-        lda.infer_proportions(topics, 0.5, bags, LDA_CONFIG)
+        lda.posterior_given_topics(topics, 0.5, bags, LDA_CONFIG)
     with refused("alpha"):
-        lda.infer_proportions(TOPICS, alpha, bags, LDA_CONFIG)
+        lda.posterior_given_topics(TOPICS, alpha, bags, LDA_CONFIG)
     with refused("num_docs"):
         lda.sample_documents(jax.random.key(0), TOPICS, 0.5, num_docs, 4)
 
@@ -395,7 +395,7 @@ def test_lda_refuses_bad_topics_priors_and_sizes(topics, alpha, num_docs):
 @given(counts=hnp.arrays(np.float32, (2, 3), elements=st.integers(0, 50).map(float)))
 def test_lda_valid_bags_give_finite_proportions(counts):
     state = lda.init_vb(jax.random.key(0), LDA_CONFIG)
-    theta = np.asarray(lda.transform(state, BagOfWords(IDS, counts), LDA_CONFIG))
+    theta = np.asarray(lda.posterior(state, BagOfWords(IDS, counts), max_doc_iter=20))
     assert np.isfinite(theta).all()
     np.testing.assert_allclose(theta.sum(-1), 1.0, rtol=1e-5)
 
