@@ -72,3 +72,27 @@ def test_classifier_score_and_label_accuracy():
     accuracy, per_label = frechet.label_accuracy(logits, labels)
     assert accuracy == pytest.approx(0.9)
     assert per_label.shape == (10,) and np.nanmin(per_label) < 1.0
+
+
+def test_feature_scores_take_a_feature_function():
+    """eval takes a feature function (images -> (logits, features)), never a model: the
+    scores are those of the arrays it returns, and train stands in as the real-data floor."""
+    rng = np.random.default_rng(3)
+    weights = rng.normal(size=(16, 5))
+
+    def features(images):
+        flat = np.asarray(images, np.float64).reshape(len(images), -1)
+        return flat @ weights, flat[:, :6]
+
+    samples, test, train = (rng.random((40, 4, 4, 1)) for _ in range(3))
+    scores = frechet.feature_scores(features, samples, test, train)
+    assert scores == {
+        "frechet_distance": frechet.frechet_distance_of_features(features(samples)[1],
+                                                                 features(test)[1]),
+        "frechet_distance_train_vs_test": frechet.frechet_distance_of_features(
+            features(train)[1], features(test)[1]),
+        "classifier_score": frechet.classifier_score(features(samples)[0]),
+        "classifier_score_test": frechet.classifier_score(features(test)[0]),
+    }
+    assert frechet.feature_scores(features, test, test, test)["frechet_distance"] == (
+        pytest.approx(0.0, abs=1e-9))
