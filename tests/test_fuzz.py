@@ -527,6 +527,12 @@ def test_gan_config_refuses_out_of_range_values(data, field):
         gan.family_for(config, _digits())
 
 
+@functools.cache
+def _tiny_gan_params() -> gan.GANParams:
+    meta = {"image_shape": [8, 8, 1], "num_classes": 10}
+    return gan.init(jax.random.key(0), gan_mnist.get_config("tiny_mlp"), meta)
+
+
 @FUZZ
 @given(hidden=st.lists(bad_counts(), min_size=1, max_size=3).map(tuple), num=bad_counts())
 def test_classifier_and_sampling_sizes_are_refused(hidden, num):
@@ -534,9 +540,8 @@ def test_classifier_and_sampling_sizes_are_refused(hidden, num):
     config.model.hidden = hidden
     with refused("config.model.hidden"):
         classifier.family_for(config, _digits())
-    family = gan.family_for(gan_mnist.get_config("tiny_mlp"), _digits())
     with refused("num"):
-        gan.generate_many(family, None, jax.random.key(0), num)
+        gan.sample(jax.random.key(0), _tiny_gan_params(), num)
 
 
 # ----------------------------------------------------------------------------- logistic regression
