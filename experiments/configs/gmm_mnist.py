@@ -6,10 +6,11 @@ and imputation of the bottom half of test images (experiments/gmm.py, docs/naive
 data.mnist_dir defaults to ../shared/data/mnist (relative to the repository root, where
 launch.sh runs); a missing folder is an error naming config.data.mnist_dir.
 
-Measured here (2 shared CPU cores, default variant, 67 s wall with compilation): BIC is
-lowest at K = 20 (AIC keeps falling to K = 40); test log-likelihood of the 50-dim codes
--55.8 (K = 1) -> -22.4 (K = 40); imputing the bottom half of 1,000 test images, MSE 0.0511
-against 0.0680 for the training mean image (0.0108 = the PCA reconstruction floor).
+Measured here (2 shared CPU cores at load ~10, default variant, 167 s wall with
+compilation): BIC is lowest at K = 20 (AIC keeps falling to K = 40); test log-likelihood of
+the 50-dim codes -55.8 (K = 1) -> -23.6 (K = 40); imputing the bottom half of 1,000 test
+images, MSE 0.0516 against 0.0680 for the training mean image (0.0108 = the PCA
+reconstruction floor).
 
 Variants (`--config=experiments/configs/gmm_mnist.py:VARIANT`):
   default  PCA 50 on 10,000 images, full-covariance GMMs with K = 1, 5, 10, 20, 40 on 20,000
