@@ -2,6 +2,7 @@
 VB: scored by the per-document ELBO (`log_prob_bound`), no label. (Online VB and collapsed
 Gibbs go through the same verbs in tests/test_lda.py.)"""
 
+import jax
 import numpy as np
 
 from genjax_lab.data import synthetic, text
@@ -10,8 +11,13 @@ from tests.conformance import Case
 
 
 def _make_data(key):
-    corpus = lda.sample_documents(key, synthetic.bars_topics(), 1.0, 300, 40)
-    bags = text.bag_of_ids(np.asarray(corpus.words))
+    # The generative process in NumPy: no sampler to compile for the data.
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    topics = synthetic.bars_topics()
+    theta = rng.dirichlet(np.ones(len(topics)), 300)
+    words = [[rng.choice(25, p=topics[z]) for z in rng.choice(len(topics), 40, p=t)]
+             for t in theta]
+    bags = text.bag_of_ids(words)
     train, test = bags.subset(slice(0, 240)), bags.subset(slice(240, 300))
     return {"x": train, "vocab_size": 25}, {"x": test}
 
