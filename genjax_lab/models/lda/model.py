@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 from scipy.optimize import linear_sum_assignment
 
 from genjax_lab.core import checks
@@ -308,7 +309,7 @@ def fit(
     config: ml_collections.ConfigDict,
     init: VBState | None = None,
     *,
-    mesh=None,
+    mesh: Mesh | None = None,
 ) -> tuple[VBState, dict]:
     """Fits LDA to data = {'x': BagOfWords} by config.method; returns (params, history).
 
