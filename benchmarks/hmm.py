@@ -36,8 +36,6 @@ import numpy as np
 from hmmlearn import hmm as hmmlearn_hmm
 
 from benchmarks.common import record, report
-from genjax_lab.inference import em
-from genjax_lab.inference import hmm as inf
 from genjax_lab.models import hmm
 
 K, D = 8, 4
@@ -55,7 +53,7 @@ def _gaussian_case(num_sequences: int, num_steps: int, seed: int = 0, left_to_ri
         pi, a = hmm.left_to_right_transitions(K, self_prob=0.9, max_jump=2)
     means, var = rng.normal(size=(K, D)) * 2.0, rng.uniform(0.5, 1.5, (K, D))
     params = hmm.make_hmm(pi, a, hmm.diag_gaussian_emission(means, var))
-    _, obs = hmm.sample(jax.random.key(seed), params, num_steps, num_sequences)
+    _, obs = hmm.sample_with_states(jax.random.key(seed), params, num_sequences, length=num_steps)
     ref = hmmlearn_hmm.GaussianHMM(K, "diag", init_params="", params="stmc", n_iter=1,
                                    implementation="scaling", covars_prior=0.0, min_covar=1e-12)
     ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = pi, a, means, var
@@ -121,16 +119,16 @@ def _gaussian_records(label: str, num_sequences: int, num_steps: int, repeats: i
     dyn_forward, dyn_em = _dynamax_fns(params, obs)
     batch = {"obs": obs, "lengths": lengths}
 
-    ours_fwd = lambda: _block(hmm.sequence_log_likelihood(params, obs, lengths))  # noqa: E731
-    ours_par = lambda: _block(hmm.sequence_log_likelihood(params, obs, lengths, parallel=True))  # noqa: E731
-    ours_em = lambda: _block(em.em_step(params, batch, em.MAXIMUM_LIKELIHOOD))  # noqa: E731
+    ours_fwd = lambda: _block(hmm.log_prob_unchecked(params, obs, lengths))
+    ours_par = lambda: _block(hmm.log_prob_unchecked(params, obs, lengths, parallel=True))
+    ours_em = lambda: _block(hmm.em_step(params, batch, hmm.MAXIMUM_LIKELIHOOD))
 
     # Agreement: float64 ours vs hmmlearn; float32 reported.
     ref_ll = ref.score(flat, ref_lengths)
     ours32 = float(jnp.sum(ours_fwd()))
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params)
-        ours64 = float(jnp.sum(hmm.sequence_log_likelihood(p64, jnp.asarray(np.asarray(obs), jnp.float64), lengths)))
+        ours64 = float(jnp.sum(hmm.log_prob_unchecked(p64, jnp.asarray(np.asarray(obs), jnp.float64), lengths)))
     rel64, rel32 = abs(ours64 - ref_ll) / abs(ref_ll), abs(ours32 - ref_ll) / abs(ref_ll)
     assert rel64 < 1e-6, f"{label}: float64 log-likelihood differs from hmmlearn by {rel64:.2e}"
     dyn_rel = abs(float(jnp.sum(dyn_forward(obs))) - ref_ll) / abs(ref_ll)
@@ -164,14 +162,14 @@ def _casino_records(num_steps: int, repeats: int) -> list[dict]:
     a = np.array([[0.95, 0.05], [0.10, 0.90]])
     b = np.array([[1 / 6] * 6, [0.1] * 5 + [0.5]])
     params = hmm.make_hmm([0.5, 0.5], a, hmm.categorical_emission(b))
-    _, obs = hmm.sample(jax.random.key(1), params, num_steps, 1)
+    _, obs = hmm.sample_with_states(jax.random.key(1), params, 1, length=num_steps)
     lengths = jnp.array([num_steps], jnp.int32)
     ref = hmmlearn_hmm.CategoricalHMM(2, init_params="", implementation="scaling")
     ref.startprob_, ref.transmat_, ref.emissionprob_ = np.array([0.5, 0.5]), a, b
     flat = np.asarray(obs).reshape(-1, 1)
 
-    seq = lambda: _block(hmm._viterbi(params, obs, lengths, False))  # noqa: E731
-    par = lambda: _block(hmm._viterbi(params, obs, lengths, True))  # noqa: E731
+    seq = lambda: _block(hmm.model._viterbi(params, obs, lengths, False))
+    par = lambda: _block(hmm.model._viterbi(params, obs, lengths, True))
     pi_, a_ = hmm.initial_probs(params), hmm.transition_probs(params)
     dyn = jax.jit(lambda o: hmm_posterior_mode(pi_, a_, hmm.log_emission(params, o)))
     ref_lp, ref_path = ref.decode(flat, algorithm="viterbi")
@@ -222,13 +220,14 @@ def _fsdd_records(fsdd_path: str, num_iters: int) -> list[dict]:
     params, _ = _block(fit(start))
     ours_s = time.perf_counter() - t0
     counts = np.bincount(train.digits, minlength=10)
-    clf = hmm.make_classifier(params, counts / counts.sum())
-    ours_acc = float(np.mean(np.asarray(hmm.classifier_predict(clf, test_x, test_len)) == test.digits))
+    clf = hmm.classifier(hmm.make_labelled(params, counts / counts.sum()))
+    predicted = np.asarray(clf.predict(hmm.Sequences(test_x, test_len)))
+    ours_acc = float(np.mean(predicted == test.digits))
 
     models, t0 = [], time.perf_counter()
     for c in range(10):
         idx = np.flatnonzero(train.digits == c)
-        model = _hmmlearn_digit_model(jax.tree.map(lambda x: x[c], start), num_iters)
+        model = _hmmlearn_digit_model(jax.tree.map(lambda x, c=c: x[c], start), num_iters)
         model.fit(np.concatenate([train_x[i, : train_len[i]] for i in idx]).astype(np.float64), train_len[idx])
         models.append(model)
     ref_s = time.perf_counter() - t0

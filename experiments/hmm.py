@@ -4,7 +4,7 @@ digit recognition on the Free Spoken Digit Dataset (one HMM per digit, Bayes' ru
   ./launch.sh hmm --config=experiments/configs/hmm_casino.py
   ./launch.sh hmm --config=experiments/configs/hmm_fsdd.py --config.data.fsdd_path=TARBALL
 
-Both fit by MAP Baum-Welch (genjax_lab.inference.em.em_step), vmapped: over random restarts
+Both fit by MAP Baum-Welch (genjax_lab.models.hmm.em_step), vmapped: over random restarts
 (casino) or over the ten digit classes (FSDD), so one jitted step updates every model.
 
 Resumable EM: EM is full-batch and deterministic, so it does not go through the minibatch
@@ -29,11 +29,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from genjax_lab.core import checkpoint as ckpt_lib
+from genjax_lab.core import checks
 from genjax_lab.core import config as config_lib
-from genjax_lab.core import loop as loop_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.data import audio
-from genjax_lab.inference import em
 from genjax_lab.models import hmm
 
 config_lib.define_flags(config_lib.beside(__file__, "configs/hmm_casino.py"), "runs/hmm")
@@ -87,7 +86,7 @@ def resumable_em(config, workdir: pathlib.Path, start, chunk: Callable) -> EMRun
             finite = np.isfinite(objectives[-n:])
             if not finite.all():
                 first = int(np.argmin(finite))
-                raise loop_lib.NonFiniteError(
+                raise checks.NonFiniteError(
                     f"non-finite EM objective {objectives[-n:][first]} at iteration {step - n + first + 1}; "
                     f"stopped without saving it (newest checkpoint: iteration {step - n})")
             checkpointer.save(step, state, {"config": saved_config, "objectives": objectives}, force=True)
@@ -98,8 +97,8 @@ def resumable_em(config, workdir: pathlib.Path, start, chunk: Callable) -> EMRun
     return EMRun(state, np.asarray(objectives), compile_seconds, train_seconds, resumed_from)
 
 
-def _prior(config) -> em.HMMPrior:
-    return em.HMMPrior(**config.prior.to_dict())
+def _prior(config) -> hmm.HMMPrior:
+    return hmm.HMMPrior(**config.prior.to_dict())
 
 
 # ------------------------------------------------------------------------------ casino
@@ -114,14 +113,6 @@ def casino_model() -> hmm.HMMParams:
     return hmm.make_hmm([0.5, 0.5], CASINO_TRANSITIONS, hmm.categorical_emission(CASINO_EMISSIONS))
 
 
-def _random_start(key: jax.Array, num_states: int, num_symbols: int) -> hmm.HMMParams:
-    """Sticky random transitions and Dirichlet(1) emission rows: EM's starting points."""
-    k_a, k_b = jax.random.split(key)
-    a = 0.8 * jnp.eye(num_states) + 0.2 * jax.random.dirichlet(k_a, jnp.ones(num_states), (num_states,))
-    b = jax.random.dirichlet(k_b, jnp.ones(num_symbols), (num_states,))
-    return hmm.HMMParams(jnp.zeros(num_states), jnp.log(a), hmm.CategoricalEmission(jnp.log(b)))
-
-
 def _align_states(emissions: np.ndarray, reference: np.ndarray) -> tuple[int, ...]:
     """The relabelling (learned state perm[k] plays true state k) closest in emissions."""
     k = reference.shape[0]
@@ -132,19 +123,23 @@ def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
     truth = casino_model()
     key = jax.random.key(config.seed)
     k_train, k_test, k_starts = jax.random.split(key, 3)
-    _, rolls = hmm.sample(k_train, truth, config.data.num_steps, config.data.num_sequences)
+    rolls = hmm.sample(k_train, truth, config.data.num_sequences, length=config.data.num_steps)
     batch = {"obs": rolls, "lengths": jnp.full((config.data.num_sequences,), config.data.num_steps, jnp.int32)}
     prior = _prior(config)
-    starts = jax.vmap(lambda k: _random_start(k, 2, 6))(jax.random.split(k_starts, config.model.num_restarts))
+    starts = jax.vmap(lambda k: hmm.init_categorical_hmm(k, 2, 6))(jax.random.split(k_starts, config.model.num_restarts))
 
     def chunk(params, n):
         def body(p, _):
-            new, stats = jax.vmap(em.em_step, in_axes=(0, None, None))(p, batch, prior)
+            new, stats = jax.vmap(hmm.em_step, in_axes=(0, None, None))(p, batch, prior)
             return new, jnp.max(stats.objective)  # the best restart's
         return jax.lax.scan(body, params, length=n)
 
     run = resumable_em(config, workdir, starts, chunk)
-    finals = jax.vmap(lambda p: em._objective(p, batch["obs"], batch["lengths"], jnp.ones(batch["lengths"].shape), prior))(run.state)
+    def objective(p):
+        loglik = hmm.log_prob_unchecked(p, batch["obs"], batch["lengths"])
+        return jnp.sum(loglik) + hmm.parameter_log_prior(p, prior)
+
+    finals = jax.vmap(objective)(run.state)
     best = int(jnp.argmax(jnp.where(jnp.isfinite(finals), finals, -jnp.inf)))
     fitted = jax.tree.map(lambda x: x[best], run.state)
     a = np.asarray(hmm.transition_probs(fitted), np.float64)
@@ -152,12 +147,12 @@ def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
     perm = list(_align_states(b, CASINO_EMISSIONS))
     a, b = a[np.ix_(perm, perm)], b[perm]
 
-    true_states, test_rolls = hmm.sample(k_test, truth, config.data.test_steps, 1)
-    test_lengths = jnp.array([config.data.test_steps], jnp.int32)
+    true_states, test_rolls = hmm.sample_with_states(k_test, truth, 1, length=config.data.test_steps)
+    test_x = hmm.Sequences(test_rolls, jnp.array([config.data.test_steps], jnp.int32))
     decoded = {}
     for name, params in (("", fitted), ("_true_params", truth)):
-        posterior = np.asarray(hmm.posteriors(params, test_rolls, test_lengths).posteriors[0])
-        path = np.asarray(hmm.most_likely_states(params, test_rolls, test_lengths).states[0])
+        posterior = np.asarray(hmm.posterior(params, test_x)[0])
+        path = np.asarray(hmm.most_likely_states(params, test_x).states[0])
         if name == "":  # learned labels -> true labels
             posterior, path = posterior[:, perm], np.argsort(perm)[path]
             p_loaded = posterior[:, LOADED]
@@ -184,7 +179,7 @@ def _plot_casino(path: pathlib.Path, p_loaded: np.ndarray, loaded: np.ndarray, h
     width = len(p_loaded) * scale + 2 * margin
     image = Image.new("RGB", (width, height + 2 * margin), "white")
     draw = ImageDraw.Draw(image)
-    y = lambda p: margin + (1.0 - p) * height  # noqa: E731
+    y = lambda p: margin + (1.0 - p) * height
     for t in np.flatnonzero(loaded):
         draw.rectangle([margin + t * scale, margin, margin + (t + 1) * scale, margin + height], fill=(255, 200, 200))
     draw.rectangle([margin, margin, width - margin, margin + height], outline="black")
@@ -228,7 +223,7 @@ def group_by_class(features: np.ndarray, lengths: np.ndarray, labels: np.ndarray
     per_class = max(len(idx) for idx in members)
     bounds = np.linspace(0, per_class, num_buckets + 1).round().astype(int)
     batches = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         chosen = [idx[lo:hi] for idx in members]
         t = max([int(lengths[i].max()) for i in chosen if len(i)], default=1)
         obs = np.zeros((num_classes, hi - lo, t, features.shape[-1]), np.float32)
@@ -249,14 +244,14 @@ def digit_hmms_em(config, features: np.ndarray, lengths: np.ndarray, labels: np.
     buckets = group_by_class(features, lengths, labels, num_classes, m.num_buckets)
     prior = _prior(config)
     init = jax.jit(jax.vmap(functools.partial(
-        em.init_gaussian_hmm, num_states=m.num_states, emission="mixture" if m.num_components > 1 else "diag",
+        hmm.init_gaussian_hmm, num_states=m.num_states, emission="mixture" if m.num_components > 1 else "diag",
         num_components=m.num_components, left_to_right=True)))
     keys = jax.random.split(jax.random.key(config.seed), num_classes)
     start = init(keys, whole["obs"], whole["lengths"], mask=whole["mask"])
 
     def chunk(params, n):
         def body(p, _):
-            new, stats = jax.vmap(em.em_step_buckets, in_axes=(0, 0, None))(p, buckets, prior)
+            new, stats = jax.vmap(hmm.em_step_buckets, in_axes=(0, 0, None))(p, buckets, prior)
             return new, jnp.sum(stats.objective)
         return jax.lax.scan(body, params, length=n)
 
@@ -275,8 +270,8 @@ def run_fsdd(config, workdir: pathlib.Path) -> dict[str, float]:
     start, chunk = digit_hmms_em(config, train_x, train_len, train.digits)
     run = resumable_em(config, workdir, start, chunk)
     counts = np.bincount(train.digits, minlength=num_classes)
-    clf = hmm.make_classifier(run.state, counts / counts.sum())
-    predicted = np.asarray(hmm.classifier_predict(clf, test_x, test_len))
+    clf = hmm.classifier(hmm.make_labelled(run.state, counts / counts.sum()))
+    predicted = np.asarray(clf.predict(hmm.Sequences(test_x, test_len)))
     confusion = np.zeros((num_classes, num_classes), int)
     np.add.at(confusion, (test.digits, predicted), 1)
     _plot_confusion(workdir / "fsdd_confusion.png", confusion)

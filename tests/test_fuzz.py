@@ -274,15 +274,15 @@ LENGTHS = np.array([5, 3])
 @given(obs=broken(OBS, ["ndim", "float", "bool", "complex", "str"]) | st.just(OBS + 6) | st.just(OBS - 1))
 def test_hmm_refuses_bad_observations(casino, obs):
     with refused("obs"):
-        hmm.log_likelihood(casino, obs, LENGTHS)
+        hmm.log_prob(casino, hmm.Sequences(obs, LENGTHS))
 
 
 @FUZZ
 @given(lengths=broken(LENGTHS, ["ndim", "rows", "float"]) | st.just(np.array([5, 0])) | st.just(np.array([6, 1])),
-       function=st.sampled_from([hmm.log_likelihood, hmm.posteriors, hmm.most_likely_states]))
+       function=st.sampled_from([hmm.log_prob, hmm.smooth, hmm.most_likely_states]))
 def test_hmm_refuses_bad_lengths(casino, lengths, function):
     with refused("lengths"):
-        function(casino, OBS, lengths)
+        function(casino, hmm.Sequences(OBS, lengths))
 
 
 @FUZZ
@@ -295,12 +295,12 @@ def test_hmm_refuses_probabilities_off_the_simplex(casino, probs):
 
 
 @FUZZ
-@given(logits=broken(np.zeros((2, 2), np.float32), ["nan", "inf"]), num_steps=bad_counts())
-def test_hmm_refuses_bad_parameters_and_sizes(casino, logits, num_steps):
+@given(logits=broken(np.zeros((2, 2), np.float32), ["nan", "inf"]), length=bad_counts())
+def test_hmm_refuses_bad_parameters_and_sizes(casino, logits, length):
     with refused("params.transition_logits"):
-        hmm.log_likelihood(casino._replace(transition_logits=logits), OBS, LENGTHS)
-    with refused("num_steps"):
-        hmm.sample(jax.random.key(0), casino, num_steps)
+        hmm.log_prob(casino._replace(transition_logits=logits), hmm.Sequences(OBS, LENGTHS))
+    with refused("length"):
+        hmm.sample(jax.random.key(0), casino, 1, length=length)
 
 
 LOG_LIKELIHOODS = np.log(RNG.dirichlet(np.ones(3), size=(2, 6))).astype(np.float32)
@@ -467,7 +467,7 @@ def _digits(num: int = 40) -> Dataset:
 @pytest.fixture(scope="module")
 def cvae():
     family = vae.family_for(vae_digits.get_config("tiny"), _digits())
-    return family.model, family.init(jax.random.key(0), None).params
+    return family.params(family.init(jax.random.key(0), None).params)
 
 
 PIXELS = (RNG.random((4, 8, 8, 1)) < 0.5).astype(np.float32)
@@ -478,32 +478,32 @@ LABELS = np.arange(4, dtype=np.int32)
 @given(x=broken(PIXELS, ["ndim", "width", "empty", "int", "complex", "nan", "inf", "negative"])
        | st.just(PIXELS * 255))
 def test_vae_bounds_refuse_bad_images(cvae, x):
-    model, params = cvae
     with refused("x"):
-        vae.elbo(model, params, x, LABELS, jax.random.key(0))
+        vae.elbo(jax.random.key(0), cvae, x, LABELS)
 
 
 @FUZZ
 @given(y=broken(LABELS, ["ndim", "rows", "float", "bool"]) | st.just(LABELS + 10) | st.just(LABELS - 1),
-       num_samples=bad_counts(), chunk=bad_counts())
+       num_samples=bad_counts(),
+       chunk=bad_counts().filter(lambda c: c is not None))  # None: all samples at once
 def test_vae_refuses_bad_labels_and_sample_counts(cvae, y, num_samples, chunk):
-    model, params = cvae
     key = jax.random.key(0)
     with refused("y"):
-        vae.iwae_bound(model, params, PIXELS, y, key, 2)
+        vae.log_prob_bound(key, cvae, PIXELS, y, num_samples=2)
     with refused("num_samples"):
-        vae.iwae_bound(model, params, PIXELS, LABELS, key, num_samples)
+        vae.log_prob_bound(key, cvae, PIXELS, LABELS, num_samples=num_samples)
     with refused("chunk"):
-        vae.importance_log_likelihood(model, params, PIXELS, LABELS, key, 4, chunk)
+        vae.log_prob_estimate(key, cvae, PIXELS, LABELS, num_samples=4, chunk=chunk)
     with refused("num"):
-        vae.sample(model, params, key, num_samples)
+        vae.sample(key, cvae, num_samples)
+    with refused("num_samples"):
+        vae.classifier(cvae, num_samples=num_samples)
 
 
 @FUZZ
 @given(x=hnp.arrays(np.float32, (4, 8, 8, 1), elements=st.floats(0, 1, width=32)))
 def test_vae_valid_input_gives_finite_bounds(cvae, x):
-    model, params = cvae
-    assert np.isfinite(vae.elbo(model, params, x, LABELS, jax.random.key(0))).all()
+    assert np.isfinite(vae.elbo(jax.random.key(0), cvae, x, LABELS)).all()
 
 
 # ----------------------------------------------------------------------------- configs of the image families

@@ -10,7 +10,6 @@ from hmmlearn import hmm as hmmlearn_hmm
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from genjax_lab.inference import em
 from genjax_lab.inference import hmm as inf
 from genjax_lab.models import hmm
 
@@ -153,18 +152,18 @@ def _path_log_joint(ref, flat, path, lengths):
 def test_matches_hmmlearn(kind):
     rng = np.random.default_rng(3)
     ref, params = _hmmlearn_model(kind, rng, k=4, d=3)
-    _, obs = hmm.sample(jax.random.key(3), params, 60, 3)
+    _, obs = hmm.sample_with_states(jax.random.key(3), params, 3, length=60)
     lengths = np.array([60, 35, 12])
     flat = np.concatenate([np.asarray(obs[i, :n]) for i, n in enumerate(lengths)])
     flat = flat[:, None] if kind == "categorical" else flat.astype(np.float64)
-    cut = lambda x: np.concatenate([np.asarray(x[i, :n]) for i, n in enumerate(lengths)])  # noqa: E731
+    cut = lambda x: np.concatenate([np.asarray(x[i, :n]) for i, n in enumerate(lengths)])
     ref_lp, ref_path = ref.decode(flat, lengths, algorithm="viterbi")
     # Parallel == sequential is tested below; here the parallel path runs on the case with ties.
     for parallel in (False, True) if kind == "categorical" else (False,):
-        smooth = hmm.posteriors(params, obs, lengths, parallel=parallel)
+        smooth = hmm.smooth(params, hmm.Sequences(obs, lengths), parallel=parallel)
         np.testing.assert_allclose(np.sum(smooth.log_likelihood), ref.score(flat, lengths), rtol=1e-6)
         np.testing.assert_allclose(cut(smooth.posteriors), ref.predict_proba(flat, lengths), atol=1e-5)
-        vit = hmm.most_likely_states(params, obs, lengths, parallel=parallel)
+        vit = hmm.most_likely_states(params, hmm.Sequences(obs, lengths), parallel=parallel)
         np.testing.assert_allclose(np.sum(vit.log_prob), ref_lp, rtol=1e-6)
         if kind == "categorical":
             # Discrete symbols make exact ties (2,3,2,3 vs 3,2,3,2 on a run of one symbol):
@@ -172,7 +171,7 @@ def test_matches_hmmlearn(kind):
             np.testing.assert_allclose(_path_log_joint(ref, flat, cut(vit.states), lengths), ref_lp, rtol=1e-7)
         else:
             np.testing.assert_array_equal(cut(vit.states), ref_path)
-    np.testing.assert_allclose(np.sum(hmm.log_likelihood(params, obs, lengths)), ref.score(flat, lengths), rtol=1e-6)
+    np.testing.assert_allclose(np.sum(hmm.log_prob(params, hmm.Sequences(obs, lengths))), ref.score(flat, lengths), rtol=1e-6)
 
 
 def test_em_step_matches_hmmlearn():
@@ -181,10 +180,10 @@ def test_em_step_matches_hmmlearn():
     rng = np.random.default_rng(4)
     ref, params = _hmmlearn_model("diag", rng, k=3, d=2)
     ref.set_params(params="stmc", n_iter=1, covars_prior=0.0, min_covar=1e-12)
-    _, obs = hmm.sample(jax.random.key(4), params, 50, 4)
+    _, obs = hmm.sample_with_states(jax.random.key(4), params, 4, length=50)
     lengths = np.array([50, 30, 20, 45])
     ref.fit(np.concatenate([np.asarray(obs[i, :n], np.float64) for i, n in enumerate(lengths)]), lengths)
-    new, _ = em.em_step(params, {"obs": obs, "lengths": jnp.asarray(lengths)}, em.MAXIMUM_LIKELIHOOD)
+    new, _ = hmm.em_step(params, {"obs": obs, "lengths": jnp.asarray(lengths)}, hmm.MAXIMUM_LIKELIHOOD)
     np.testing.assert_allclose(hmm.initial_probs(new), ref.startprob_, atol=1e-5)
     np.testing.assert_allclose(hmm.transition_probs(new), ref.transmat_, atol=1e-5)
     np.testing.assert_allclose(new.emission.means, ref.means_, rtol=1e-5, atol=1e-5)
@@ -196,7 +195,7 @@ def test_em_step_matches_hmmlearn():
 
 def _casino(num_steps, num_sequences, key=0):
     params = hmm.make_hmm([0.5, 0.5], CASINO_A, hmm.categorical_emission(CASINO_B))
-    return params, hmm.sample(jax.random.key(key), params, num_steps, num_sequences)
+    return params, hmm.sample_with_states(jax.random.key(key), params, num_sequences, length=num_steps)
 
 
 @pytest.mark.parametrize(
@@ -204,10 +203,10 @@ def _casino(num_steps, num_sequences, key=0):
     [("diag", False), ("full", True), ("mixture", False)],
 )
 def test_em_never_decreases_map_objective(emission, left_to_right):
-    _, obs = hmm.sample(jax.random.key(5), _hmmlearn_model("diag", np.random.default_rng(5), 3, 2)[1], 80, 6)
+    _, obs = hmm.sample_with_states(jax.random.key(5), _hmmlearn_model("diag", np.random.default_rng(5), 3, 2)[1], 6, length=80)
     lengths = np.array([80, 70, 60, 50, 40, 30])
-    start = em.init_gaussian_hmm(jax.random.key(6), obs, jnp.asarray(lengths), 4, emission, 2, left_to_right)
-    fitted, stats = em.fit_em(start, obs, lengths, 25)
+    start = hmm.init_gaussian_hmm(jax.random.key(6), obs, jnp.asarray(lengths), 4, emission, 2, left_to_right)
+    fitted, stats = hmm.fit_em(start, hmm.Sequences(obs, lengths), num_iters=25)
     objective = np.asarray(stats.objective, np.float64)
     assert np.all(np.isfinite(objective))
     # float32 objective of magnitude ~1e3: allow rounding (1e-6 relative), nothing more.
@@ -223,15 +222,43 @@ def test_em_categorical_recovers_casino_and_is_monotone():
     lengths = np.full(16, 400)
     start = hmm.make_hmm([0.5, 0.5], [[0.8, 0.2], [0.2, 0.8]],
                          hmm.categorical_emission([[0.2] * 5 + [0.0], [0.1] * 5 + [0.5]]))
-    prior = em.HMMPrior(1.5, 1.5, 1.5)
-    fitted, stats = em.fit_em(start, obs, lengths, 60, prior)
+    prior = hmm.HMMPrior(1.5, 1.5, 1.5)
+    fitted, stats = hmm.fit_em(start, hmm.Sequences(obs, lengths), num_iters=60, prior=prior)
     objective = np.asarray(stats.objective)
     assert np.all(np.diff(objective) >= -1e-6 * np.abs(objective[1:]))
     # A zero emission probability is a structural zero: it stays zero.
     assert np.isneginf(fitted.emission.logits[0, 5])
-    assert np.sum(hmm.log_likelihood(fitted, obs, lengths)) > np.sum(hmm.log_likelihood(true, obs, lengths)) - 30
+    assert np.sum(hmm.log_prob(fitted, hmm.Sequences(obs, lengths))) > np.sum(hmm.log_prob(true, hmm.Sequences(obs, lengths))) - 30
     probs = np.asarray(jax.nn.softmax(fitted.emission.logits))
     assert probs[1, 5] > 0.35 and np.all(probs[1, :5] < 0.15)  # state 1 is the loaded die
+
+
+@pytest.mark.parametrize("kind,tol", [("diag", 1e-2), ("categorical", 1e-3)])
+def test_tol_stops_where_hmmlearn_stops(kind, tol):
+    """The same data and start, maximum likelihood, hmmlearn's tol: EM stops at hmmlearn's
+    iteration (its monitor_.iter) with the same log-likelihoods on the way."""
+    rng = np.random.default_rng(21)
+    d = 6 if kind == "categorical" else 2
+    _, truth = _hmmlearn_model(kind, rng, 3, d)
+    ref, start = _hmmlearn_model(kind, rng, 3, d)
+    _, obs = hmm.sample_with_states(jax.random.key(21), truth, 5, length=80)
+    lengths = np.array([80, 64, 70, 33, 51])
+    flat = np.concatenate([np.asarray(obs[i, :n]) for i, n in enumerate(lengths)])
+    if kind == "categorical":
+        ref.set_params(params="ste", n_iter=500, tol=tol)
+        flat = flat.reshape(-1, 1)
+    else:
+        ref.set_params(params="stmc", n_iter=500, tol=tol, covars_prior=0.0, min_covar=1e-12)
+    ref.fit(flat.astype(np.float64) if kind == "diag" else flat, lengths)
+    config = hmm.default_config()
+    config.update(num_states=3, emission=kind, num_iters=500, tol=tol)
+    config.prior.update(covariance_prior=0.0, covariance_pseudocount=0.0)
+    _, history = hmm.fit(jax.random.key(0), {"x": hmm.Sequences(obs, lengths)}, config,
+                         init=start)
+    assert 3 < ref.monitor_.iter < 500 and ref.monitor_.converged
+    assert history["num_iters"] == ref.monitor_.iter and history["converged"]
+    np.testing.assert_allclose(history["log_likelihood"][-2:], list(ref.monitor_.history),
+                               rtol=1e-5)
 
 
 def test_em_step_buckets_equals_em_step_on_the_union():
@@ -239,18 +266,18 @@ def test_em_step_buckets_equals_em_step_on_the_union():
     step as em_step on all sequences padded to the longest."""
     rng = np.random.default_rng(12)
     _, params = _hmmlearn_model("diag", rng, 3, 2)
-    start = em.init_gaussian_hmm(jax.random.key(3), *hmm.validate_sequences(
-        params, hmm.sample(jax.random.key(2), params, 40, 5)[1], np.full(5, 40)), 3, "mixture", 2)
-    _, obs = hmm.sample(jax.random.key(7), params, 40, 5)
+    start = hmm.init_gaussian_hmm(jax.random.key(3), *hmm.validate_sequences(
+        params, hmm.sample_with_states(jax.random.key(2), params, 5, length=40)[1], np.full(5, 40)), 3, "mixture", 2)
+    _, obs = hmm.sample_with_states(jax.random.key(7), params, 5, length=40)
     lengths = np.array([40, 12, 33, 7, 20])
     obs = np.where(np.arange(40)[None, :, None] < lengths[:, None, None], np.asarray(obs), 0.0)
-    union, union_stats = em.em_step(start, {"obs": obs, "lengths": jnp.asarray(lengths)})
+    union, union_stats = hmm.em_step(start, {"obs": obs, "lengths": jnp.asarray(lengths)})
     short, long = [1, 3, 4], [0, 2]
     buckets = (
         {"obs": obs[short, :20], "lengths": jnp.asarray(lengths[short]), "mask": jnp.ones(3)},
         {"obs": obs[long + [1]], "lengths": jnp.asarray(lengths[long + [1]]), "mask": jnp.array([1.0, 1.0, 0.0])},
     )
-    new, stats = em.em_step_buckets(start, buckets)
+    new, stats = hmm.em_step_buckets(start, buckets)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(union)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats.objective, union_stats.objective, rtol=1e-5)
@@ -262,7 +289,7 @@ def test_empty_state_does_not_collapse():
     obs = np.random.default_rng(8).normal(size=(4, 30, 2)).astype(np.float32)
     params = hmm.make_hmm(np.ones(3) / 3, np.ones((3, 3)) / 3,
                           hmm.diag_gaussian_emission([[0, 0], [0.5, 0], [1e4, 1e4]], np.ones((3, 2))))
-    fitted, stats = em.fit_em(params, obs, np.full(4, 30), 5)
+    fitted, stats = hmm.fit_em(params, hmm.Sequences(obs, np.full(4, 30)), num_iters=5)
     for leaf in jax.tree.leaves(fitted):
         assert np.all(np.isfinite(np.asarray(leaf)) | np.isneginf(np.asarray(leaf)))
     assert np.all(np.isfinite(np.asarray(stats.objective)))
@@ -272,18 +299,23 @@ def test_restarts_gradient_fit_and_structural_zeros():
     rng = np.random.default_rng(9)
     _, truth = _hmmlearn_model("diag", rng, 3, 2)
     truth = truth._replace(emission=truth.emission._replace(means=truth.emission.means * 3))
-    _, obs = hmm.sample(jax.random.key(9), truth, 100, 8)
+    _, obs = hmm.sample_with_states(jax.random.key(9), truth, 8, length=100)
     lengths = np.full(8, 100)
-    best, finals = em.fit_em_restarts(jax.random.key(10), obs, lengths, 3, 20, num_restarts=3)
-    assert finals.shape == (3,)
-    ours = em._objective(best, *hmm.validate_sequences(best, obs, lengths), jnp.ones(8), em.HMMPrior())
-    np.testing.assert_allclose(ours, np.max(finals), rtol=1e-5)
-    true_ll = np.sum(hmm.log_likelihood(truth, obs, lengths))
-    assert np.sum(hmm.log_likelihood(best, obs, lengths)) > true_ll - 5.0
+    config = hmm.default_config()
+    config.update(num_states=3, num_iters=20, tol=-np.inf)
+    data = {"x": hmm.Sequences(obs, lengths)}
+    _, one = hmm.fit(jax.random.key(10), data, config)
+    config.num_inits = 3
+    best, history = hmm.fit(jax.random.key(10), data, config)
+    assert history["num_iters"] == 20 and not history["converged"]
+    # Start 0 is the single start's: the best of three is at least as good.
+    assert history["objective"][-1] >= one["objective"][-1]
+    true_ll = np.sum(hmm.log_prob(truth, hmm.Sequences(obs, lengths)))
+    assert np.sum(hmm.log_prob(best, hmm.Sequences(obs, lengths))) > true_ll - 5.0
     # Gradient fitting of a left-to-right model: loss falls, -inf logits stay -inf.
-    start = em.init_gaussian_hmm(jax.random.key(11), *hmm.validate_sequences(truth, obs, lengths), 3, "full",
+    start = hmm.init_gaussian_hmm(jax.random.key(11), *hmm.validate_sequences(truth, obs, lengths), 3, "full",
                                  left_to_right=True)
-    fitted, losses = em.fit_gradient(start, obs, lengths, 40)
+    fitted, losses = hmm.fit_gradient(start, hmm.Sequences(obs, lengths), 40)
     losses = np.asarray(losses)
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.1
     np.testing.assert_array_equal(np.isneginf(fitted.transition_logits), np.isneginf(start.transition_logits))
@@ -363,20 +395,20 @@ def test_observation_far_below_every_reachable_state_uses_the_log_space_pass():
 def _all_outputs(params, obs, lengths):
     lpi, la = jax.nn.log_softmax(params.initial_logits), jax.nn.log_softmax(params.transition_logits)
     ll = hmm.log_emission(params, obs)
-    new, stats = em.em_step(params, {"obs": obs, "lengths": lengths})
+    _, stats = hmm.em_step(params, {"obs": obs, "lengths": lengths})
     return inf.hmm_smoother(lpi, la, ll, lengths), inf.hmm_viterbi(lpi, la, ll, lengths), stats.log_likelihood
 
 
 def test_variable_lengths_equal_one_by_one():
     params = _hmmlearn_model("full", np.random.default_rng(14), 3, 2)[1]
-    _, obs = hmm.sample(jax.random.key(14), params, 40, 3)
+    _, obs = hmm.sample_with_states(jax.random.key(14), params, 3, length=40)
     lengths = np.array([40, 17, 1])
     garbage = np.array(obs)
     for i, n in enumerate(lengths):
         garbage[i, n:] = np.nan  # padding content must not matter
     padded, _ = hmm.validate_sequences(params, garbage, lengths)
     smooth, vit, em_ll = _all_outputs(params, padded, jnp.asarray(lengths))
-    np.testing.assert_allclose(hmm.log_likelihood(params, garbage, lengths), smooth.log_likelihood, rtol=1e-6)
+    np.testing.assert_allclose(hmm.log_prob(params, hmm.Sequences(garbage, lengths)), smooth.log_likelihood, rtol=1e-6)
     for i, n in enumerate(lengths):
         one_smooth, one_vit, one_em_ll = _all_outputs(params, obs[i:i + 1, :n], jnp.array([n]))
         np.testing.assert_allclose(smooth.log_likelihood[i], one_smooth.log_likelihood[0], rtol=1e-6)
@@ -387,8 +419,8 @@ def test_variable_lengths_equal_one_by_one():
         em_ll -= one_em_ll
     np.testing.assert_allclose(em_ll, 0.0, atol=1e-3)
     # The mask removes a sequence exactly like leaving it out.
-    masked, _ = em.em_step(params, {"obs": padded, "lengths": jnp.asarray(lengths), "mask": jnp.array([1.0, 1.0, 0.0])})
-    dropped, _ = em.em_step(params, {"obs": padded[:2], "lengths": jnp.asarray(lengths[:2])})
+    masked, _ = hmm.em_step(params, {"obs": padded, "lengths": jnp.asarray(lengths), "mask": jnp.array([1.0, 1.0, 0.0])})
+    dropped, _ = hmm.em_step(params, {"obs": padded[:2], "lengths": jnp.asarray(lengths[:2])})
     for x, y in zip(jax.tree.leaves(masked), jax.tree.leaves(dropped)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
@@ -398,15 +430,15 @@ def test_em_step_sharded_over_8_devices_equals_one_device():
     devices inside the jitted step. Agreement to 1e-5 relative (reduction order only)."""
     assert jax.device_count() == 8
     params = _hmmlearn_model("diag", np.random.default_rng(15), 3, 2)[1]
-    _, obs = hmm.sample(jax.random.key(15), params, 64, 16)
+    _, obs = hmm.sample_with_states(jax.random.key(15), params, 16, length=64)
     lengths = jnp.asarray(np.random.default_rng(16).integers(20, 65, 16), jnp.int32)
     mask = jnp.ones(16).at[-2:].set(0.0)
     batch = {"obs": obs, "lengths": lengths, "mask": mask}
-    single, single_stats = em.em_step(params, batch)
+    single, single_stats = hmm.em_step(params, batch)
     mesh = jax.make_mesh((8,), ("data",))
     sharded_batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
     assert len(sharded_batch["obs"].sharding.device_set) == 8
-    multi, multi_stats = em.em_step(params, sharded_batch)
+    multi, multi_stats = hmm.em_step(params, sharded_batch)
     np.testing.assert_allclose(multi_stats.log_likelihood, single_stats.log_likelihood, rtol=1e-6)
     for x, y in zip(jax.tree.leaves(multi), jax.tree.leaves(single)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
@@ -426,7 +458,7 @@ def test_sampling_frequencies():
         np.testing.assert_allclose(freq, CASINO_B[s], atol=0.03)
     mix = hmm.make_hmm([1.0, 0.0], np.eye(2), hmm.gaussian_mixture_emission(
         [[0.3, 0.7], [0.5, 0.5]], [[[-5.0], [5.0]], [[0.0], [0.0]]], np.full((2, 2, 1), 0.25)))
-    _, y = hmm.sample(jax.random.key(1), mix, 4000, 1)
+    _, y = hmm.sample_with_states(jax.random.key(1), mix, 1, length=4000)
     np.testing.assert_allclose(np.mean(np.asarray(y) > 0), 0.7, atol=0.03)
 
 
@@ -450,27 +482,35 @@ def test_emission_log_likelihoods_against_scipy():
 def test_classifier_bayes_rule():
     fair = hmm.make_hmm([1.0], [[1.0]], hmm.categorical_emission(CASINO_B[:1]))
     loaded = hmm.make_hmm([1.0], [[1.0]], hmm.categorical_emission(CASINO_B[1:]))
-    clf = hmm.make_classifier(hmm.stack_hmms([fair, loaded]), [0.3, 0.7])
-    obs = np.array([[5, 5, 5, 0], [0, 1, 2, 3]])
-    logpost = np.asarray(hmm.classifier_log_posterior(clf, obs, [3, 4]))
+    clf = hmm.classifier(hmm.make_labelled(hmm.stack_hmms([fair, loaded]), [0.3, 0.7]))
+    x = hmm.Sequences(np.array([[5, 5, 5, 0], [0, 1, 2, 3]]), np.array([3, 4]))
+    logpost = np.asarray(clf.predict_log_proba(x))
     joint = np.array([[3 * np.log(1 / 6) + np.log(0.3), 3 * np.log(0.5) + np.log(0.7)],
                       [4 * np.log(1 / 6) + np.log(0.3), 4 * np.log(0.1) + np.log(0.7)]])
-    np.testing.assert_allclose(logpost, joint - np.logaddexp.reduce(joint, 1, keepdims=True), rtol=1e-5)
-    np.testing.assert_array_equal(hmm.classifier_predict(clf, obs, [3, 4]), [1, 0])
+    np.testing.assert_allclose(logpost, joint - np.logaddexp.reduce(joint, 1, keepdims=True),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(clf.predict(x), [1, 0])
     # Fitting: one casino-like HMM per class, learned from labelled sequences at once.
     a = hmm.make_hmm([0.5, 0.5], CASINO_A, hmm.categorical_emission(CASINO_B))
     b = hmm.make_hmm([0.5, 0.5], CASINO_A, hmm.categorical_emission(CASINO_B[::-1, ::-1]))
-    (_, xa), (_, xb) = hmm.sample(jax.random.key(1), a, 100, 20), hmm.sample(jax.random.key(2), b, 100, 20)
+    xa, xb = (hmm.sample(jax.random.key(k), m, 20, length=100) for k, m in ((1, a), (2, b)))
     x, y = jnp.concatenate([xa, xb]), np.repeat([0, 1], 20)
-    start = hmm.make_hmm([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]],
-                         hmm.categorical_emission(np.random.default_rng(0).dirichlet(np.ones(6) * 5, 2)))
-    fitted, stats = em.fit_classifier(hmm.stack_hmms([start, start]), x, np.full(40, 100), y, 30,
-                                      em.HMMPrior(1.1, 1.1, 1.1))
-    assert stats.objective.shape == (2, 30)
-    np.testing.assert_allclose(np.exp(fitted.log_class_prior), [0.5, 0.5])
-    (_, ta), (_, tb) = hmm.sample(jax.random.key(3), a, 100, 20), hmm.sample(jax.random.key(4), b, 100, 20)
-    pred = hmm.classifier_predict(fitted, jnp.concatenate([ta, tb]), np.full(40, 100))
+    start = hmm.make_hmm([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], hmm.categorical_emission(
+        np.random.default_rng(0).dirichlet(np.ones(6) * 5, 2)))
+    config = hmm.default_config()
+    config.update(emission="categorical", class_conditional=True, num_iters=30, tol=-np.inf)
+    config.prior.update(initial_concentration=1.1, transition_concentration=1.1,
+                        emission_concentration=1.1)
+    init = hmm.make_labelled(hmm.stack_hmms([start, start]), [0.5, 0.5])
+    fitted, history = hmm.fit(jax.random.key(0), {"x": x, "y": y}, config, init=init)
+    assert history["objective"].shape == (2, 30)
+    np.testing.assert_allclose(np.exp(fitted.log_prior), [0.5, 0.5])
+    ta, tb = (hmm.sample(jax.random.key(k), m, 20, length=100) for k, m in ((3, a), (4, b)))
+    pred = hmm.classifier(fitted).predict(jnp.concatenate([ta, tb]))
     assert np.mean(np.asarray(pred) == y) >= 0.9
+    # Joint draws of a class, and from the class prior.
+    given = hmm.sample(jax.random.key(5), fitted, 6, y=np.array([0, 1, 0, 1, 0, 1]), length=50)
+    np.testing.assert_array_equal(hmm.classifier(fitted).predict(given), [0, 1, 0, 1, 0, 1])
 
 
 # ---------------------------------------------------------------- bad input
@@ -492,22 +532,24 @@ def test_bad_input_names_the_problem():
         hmm.full_gaussian_emission(np.zeros((1, 2)), [[[1, 2], [2, 1]]])
     params = hmm.make_hmm([0.5, 0.5], CASINO_A, good)
     with pytest.raises(ValueError, match="lengths must be >= 1"):
-        hmm.log_likelihood(params, np.zeros((2, 5), int), [5, 0])
+        hmm.log_prob(params, hmm.Sequences(np.zeros((2, 5), int), [5, 0]))
     with pytest.raises(ValueError, match="lengths must be <= T"):
-        hmm.log_likelihood(params, np.zeros((2, 5), int), [5, 6])
+        hmm.log_prob(params, hmm.Sequences(np.zeros((2, 5), int), [5, 6]))
     with pytest.raises(ValueError, match=r"lengths must have shape \[B\]"):
-        hmm.log_likelihood(params, np.zeros((2, 5), int), [5])
+        hmm.log_prob(params, hmm.Sequences(np.zeros((2, 5), int), [5]))
     with pytest.raises(ValueError, match=r"obs symbols must lie in \[0, 6\)"):
-        hmm.log_likelihood(params, np.full((1, 5), 6), [5])
+        hmm.log_prob(params, hmm.Sequences(np.full((1, 5), 6), [5]))
     with pytest.raises(ValueError, match=r"obs must be \[B, T\] integers"):
-        hmm.log_likelihood(params, np.zeros((5,), int), [5])
+        hmm.log_prob(params, hmm.Sequences(np.zeros((5,), int), [5]))
     gauss = hmm.make_hmm([0.5, 0.5], CASINO_A, hmm.diag_gaussian_emission(np.zeros((2, 3)), np.ones((2, 3))))
     bad = np.zeros((2, 4, 3))
     bad[1, 2, 0] = np.nan
     with pytest.raises(ValueError, match=r"obs contains NaN or inf \(sequence 1, step 2\)"):
-        em.fit_em(gauss, bad, [4, 4], 1)
-    np.testing.assert_allclose(hmm.log_likelihood(gauss, bad, [4, 2])[1], hmm.log_likelihood(gauss, bad[:1], [2])[0])
+        hmm.fit_em(gauss, hmm.Sequences(bad, [4, 4]), num_iters=1)
+    np.testing.assert_allclose(hmm.log_prob(gauss, hmm.Sequences(bad, [4, 2]))[1], hmm.log_prob(gauss, hmm.Sequences(bad[:1], [2]))[0])
     with pytest.raises(ValueError, match="obs must have D = 3 features"):
-        hmm.log_likelihood(gauss, np.zeros((2, 4, 2)), [4, 4])
-    with pytest.raises(ValueError, match="labels must be"):
-        em.fit_classifier(hmm.stack_hmms([params, params]), np.zeros((2, 5), int), [5, 5], [0, 2], 1)
+        hmm.log_prob(gauss, hmm.Sequences(np.zeros((2, 4, 2)), [4, 4]))
+    config = hmm.default_config()
+    config.update(emission="categorical", class_conditional=True, num_classes=2)
+    with pytest.raises(ValueError, match=r"y must be class indices in \[0, 2\)"):
+        hmm.fit(jax.random.key(0), {"x": np.zeros((2, 5), int), "y": [0, 2]}, config)

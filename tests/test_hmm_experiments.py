@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from genjax_lab.core import checkpoint as ckpt_lib
+from genjax_lab.core import checks
 from genjax_lab.core import replication as rep
-from tests.helpers import REPO, assert_ok, process_env, run_experiment, shared_data
-
+from tests.helpers import assert_ok, process_env, run_experiment, shared_data
 
 hx = rep.load_module("experiments/hmm.py")  # a script: its functions
 
@@ -89,7 +89,7 @@ def test_a_non_finite_objective_stops_em_naming_the_iteration(tmp_path):
             return s, jnp.where(s["x"][0] >= 5.0, jnp.nan, jnp.sum(s["x"]))
         return jax.lax.scan(body, state, length=n)
 
-    with pytest.raises(hx.loop_lib.NonFiniteError, match=r"non-finite EM objective nan at iteration 5;.*iteration 4\)"):
+    with pytest.raises(checks.NonFiniteError, match=r"non-finite EM objective nan at iteration 5;.*iteration 4\)"):
         hx.resumable_em(_counter_config(10, 2), tmp_path, {"x": jnp.zeros(3)}, diverging)
     assert ckpt_lib.Checkpointer(tmp_path / "checkpoints", every=2, keep=2).steps() == [2, 4]
 

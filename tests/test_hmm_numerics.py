@@ -5,7 +5,7 @@ state explains up to 1,000 nats better than the others; and dtype handling under
 Every example runs one batch of B sequences of fixed shape (so each function compiles
 once per test) with variable lengths, through every public message-passing function:
 filter, log-likelihood, smoother and pairwise posteriors (sequential and parallel),
-Viterbi (both), and the EM statistics (`em.em_step` on a categorical model whose emission
+Viterbi (both), and the EM statistics (`hmm.em_step` on a categorical model whose emission
 log-probabilities are the drawn potentials).
 """
 import os
@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genjax_lab.inference import em
 from genjax_lab.inference import hmm as inf
 from genjax_lab.models import hmm
 
@@ -171,7 +170,7 @@ def test_float32_message_passing_matches_float64_log_space_oracle(model):
 
     # EM statistics: the ML M-step turns them into normalised expected counts.
     params, batch, shift = _em_model(*model)
-    new, stats = em.em_step(params, batch, em.MAXIMUM_LIKELIHOOD)
+    new, stats = hmm.em_step(params, batch, hmm.MAXIMUM_LIKELIHOOD)
     np.testing.assert_allclose(stats.log_likelihood, np.sum(ref_ll - shift * lengths),
                                atol=float(np.sum(_tolerance(ref_ll))))
     initial = np.mean([r["posteriors"][0] for r in refs], 0)
@@ -229,27 +228,30 @@ def test_float64_is_kept_under_x64():
         assert params.emission.logits.dtype == jnp.float64
         obs = rng.integers(0, 6, (2, 50))
         lengths = np.array([50, 30])
-        assert hmm.log_likelihood(params, obs, lengths).dtype == jnp.float64
-        post = hmm.posteriors(params, obs, lengths)
+        assert hmm.log_prob(params, hmm.Sequences(obs, lengths)).dtype == jnp.float64
+        post = hmm.smooth(params, hmm.Sequences(obs, lengths))
         assert post.posteriors.dtype == jnp.float64 and post.transition_counts.dtype == jnp.float64
-        new, stats = em.fit_em(params, obs, lengths, 2, em.MAXIMUM_LIKELIHOOD)
+        new, stats = hmm.fit_em(params, hmm.Sequences(obs, lengths), num_iters=2, prior=hmm.MAXIMUM_LIKELIHOOD)
         assert new.transition_logits.dtype == jnp.float64
         assert stats.log_likelihood.dtype == jnp.float64
         gauss = hmm.diag_gaussian_emission(rng.normal(size=(2, 3)), np.ones((2, 3)))
         g_params = hmm.make_hmm([0.5, 0.5], np.full((2, 2), 0.5), gauss)
         assert g_params.emission.means.dtype == jnp.float64
         x = rng.normal(size=(2, 50, 3))
-        assert hmm.log_likelihood(g_params, x, lengths).dtype == jnp.float64
-        fitted, finals = em.fit_em_restarts(jax.random.key(0), x, lengths, 2, 3, num_restarts=2)
-        assert fitted.emission.means.dtype == jnp.float64 and finals.dtype == jnp.float64
+        assert hmm.log_prob(g_params, hmm.Sequences(x, lengths)).dtype == jnp.float64
+        config = hmm.default_config()
+        config.update(num_iters=3, num_inits=2)
+        fitted, history = hmm.fit(jax.random.key(0), {"x": hmm.Sequences(x, lengths)}, config)
+        assert fitted.emission.means.dtype == jnp.float64
+        assert history["objective"].dtype == jnp.float64
         # float64 precision, not float32's: two models 1e-12 apart in a transition differ.
         a2 = np.array([[0.95 - 1e-12, 0.05 + 1e-12], [0.10, 0.90]])
         other = hmm.make_hmm([0.5, 0.5], a2, params.emission)
-        diff = hmm.log_likelihood(params, obs, lengths) - hmm.log_likelihood(other, obs, lengths)
+        diff = hmm.log_prob(params, hmm.Sequences(obs, lengths)) - hmm.log_prob(other, hmm.Sequences(obs, lengths))
         assert np.all(np.asarray(diff) != 0.0)
         params32, _ = _casino_in(np.float32)
         assert params32.transition_logits.dtype == jnp.float32
-        assert hmm.posteriors(params32, obs, lengths).posteriors.dtype == jnp.float32
+        assert hmm.smooth(params32, hmm.Sequences(obs, lengths)).posteriors.dtype == jnp.float32
 
 
 @pytest.mark.parametrize("parallel", [False, True])
@@ -261,7 +263,7 @@ def test_viterbi_in_float64(parallel):
         params, a = _casino_in(np.float64)
         obs = rng.integers(0, 6, (3, 40))
         lengths = np.array([40, 17, 1])
-        result = hmm.most_likely_states(params, obs, lengths, parallel=parallel)
+        result = hmm.most_likely_states(params, hmm.Sequences(obs, lengths), parallel=parallel)
         assert result.states.dtype == jnp.int32 and result.log_prob.dtype == jnp.float64
         log_b = np.log(np.array([[1 / 6] * 6, [0.1] * 5 + [0.5]]))
         for b, n in enumerate(lengths):

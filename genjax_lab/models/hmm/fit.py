@@ -1,5 +1,9 @@
-"""Fitting HMMs (genjax_lab.models.hmm): MAP Baum-Welch EM, k-means/segmental starts with
-restarts, and gradient ascent on the marginal likelihood.
+"""Fitting HMMs: the family's config, `init`, `meta_from_data` and `fit` (MAP Baum-Welch EM
+from k-means / segmental / random starts, best of `num_inits`, stopping on `tol`), the EM step
+it is made of, and gradient ascent on the marginal likelihood.
+
+Data layout of `fit`: {"x": Sequences(obs, lengths) or obs [B, T] int / [B, T, D] float,
+"y": [B] int (class-conditional fits), "mask": [B] (optional sequence weights)}.
 
 EM step. The E-step runs forward-backward on a batch {'obs' [B, T(, D)], 'lengths' [B],
 'mask' [B]} and forms sufficient statistics as sums over the batch axis weighted by the
@@ -37,12 +41,16 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 import optax
 from jax import Array
 
+from genjax_lab.core import checks, compilation
+from genjax_lab.inference import kmeans as kmeans_lib
 from genjax_lab.inference.hmm import hmm_log_likelihood, hmm_smoother
-from genjax_lab.models import hmm as hmm_model
-from genjax_lab.models.hmm import (
+from genjax_lab.models.hmm import model as hmm_model
+from genjax_lab.models.hmm.model import (
     CategoricalEmission,
     DiagGaussianEmission,
     Emission,
@@ -65,14 +73,15 @@ class HMMPrior(NamedTuple):
 
 
 MAXIMUM_LIKELIHOOD = HMMPrior(covariance_prior=0.0, covariance_pseudocount=0.0)
+DEFAULT_PRIOR = HMMPrior()
 
 
 class EMStats(NamedTuple):
     """E-step results under the parameters going in: log_likelihood = sum_b mask_b
-    log p(y_b) (scalar), log_prior = log p(theta) up to a constant, objective = their sum."""
+    log p(y_b) (scalar), parameter_log_prior = log p(theta) up to a constant, objective = their sum."""
 
     log_likelihood: Array
-    log_prior: Array
+    parameter_log_prior: Array
     objective: Array
 
 
@@ -152,7 +161,7 @@ def _gaussian_map_full(emission: FullGaussianEmission, n, s1, s2, prior: HMMPrio
     shift = (prior.mean_weight * (prior.mean_prior - emission.means) + s1) / jnp.where(mean_den > 0, mean_den, 1.0)
     shift = jnp.where(mean_den > 0, shift, 0.0)
     means = emission.means + shift
-    outer = lambda a, b: a[:, :, None] * b[:, None, :]  # noqa: E731
+    outer = lambda a, b: a[:, :, None] * b[:, None, :]
     scatter = s2 - outer(shift, s1) - outer(s1, shift) + n[:, None, None] * outer(shift, shift)
     dm = means - prior.mean_prior
     num = prior.covariance_prior * eye + scatter + prior.mean_weight * outer(dm, dm)
@@ -195,7 +204,7 @@ def _diag_log_prior(means, log_scales, prior: HMMPrior) -> Array:
     return jnp.sum(-prior.covariance_pseudocount * log_scales - 0.5 * quad * inv_var)
 
 
-def log_prior(params: HMMParams, prior: HMMPrior) -> Array:
+def parameter_log_prior(params: HMMParams, prior: HMMPrior) -> Array:
     """log p(theta) up to an additive constant (module docstring), a scalar."""
     total = _dirichlet_log_prior(params.initial_logits, prior.initial_concentration)
     total += _dirichlet_log_prior(params.transition_logits, prior.transition_concentration)
@@ -233,7 +242,7 @@ def _batch_mask(batch: dict, params: HMMParams) -> Array:
 
 
 @jax.jit
-def em_step(params: HMMParams, batch: dict, prior: HMMPrior = HMMPrior()) -> tuple[HMMParams, EMStats]:
+def em_step(params: HMMParams, batch: dict, prior: HMMPrior = DEFAULT_PRIOR) -> tuple[HMMParams, EMStats]:
     """One MAP Baum-Welch iteration on batch {'obs' [B, T(, D)], 'lengths' [B], optional
     'mask' [B]}. Returns (new params, EMStats of the params going in). Inputs are not
     validated (jit); obs must be finite also on padding (`validate_sequences` zeroes it)."""
@@ -242,7 +251,7 @@ def em_step(params: HMMParams, batch: dict, prior: HMMPrior = HMMPrior()) -> tup
 
 
 @jax.jit
-def em_step_buckets(params: HMMParams, batches: tuple[dict, ...], prior: HMMPrior = HMMPrior()) -> tuple[HMMParams, EMStats]:
+def em_step_buckets(params: HMMParams, batches: tuple[dict, ...], prior: HMMPrior = DEFAULT_PRIOR) -> tuple[HMMParams, EMStats]:
     """`em_step` on the union of several batches that differ in padded length T (sequences
     bucketed by length, so short ones are not padded to the longest and the forward-backward
     and emission work scale with the real frames): the E-step statistics of every batch are
@@ -258,25 +267,61 @@ def _m_step(params: HMMParams, stats, prior: HMMPrior) -> tuple[HMMParams, EMSta
         _dirichlet_map(params.transition_logits, transition, prior.transition_concentration),
         _m_step_emission(params.emission, emission_stats, prior),
     )
-    lp = log_prior(params, prior)
+    lp = parameter_log_prior(params, prior)
     return new, EMStats(loglik, lp, loglik + lp)
 
 
-@functools.partial(jax.jit, static_argnames=("num_iters",))
-def _fit_em(params, obs, lengths, mask, num_iters, prior):
+def _em_loop(params: HMMParams, obs: Array, lengths: Array, mask: Array, max_iter: Array,
+             tol: Array, prior: HMMPrior, capacity: int) -> tuple[HMMParams, EMStats, Array]:
+    """Up to max_iter <= capacity EM steps (all traced but capacity), stopping after the M-step
+    of the first iteration whose objective gained less than tol over the previous one
+    (hmmlearn's ConvergenceMonitor). Returns (params, EMStats of the params going into each
+    step [capacity], NaN past the iterations run, iterations run)."""
     batch = {"obs": obs, "lengths": lengths, "mask": mask}
-    return jax.lax.scan(lambda p, _: em_step(p, batch, prior), params, length=num_iters)
+    dtype = params.transition_logits.dtype
+    empty = EMStats(*(jnp.full((capacity,), jnp.nan, dtype) for _ in EMStats._fields))
+
+    def running(carry):
+        i, _, _, _, converged = carry
+        return (i < max_iter) & ~converged
+
+    def iteration(carry):
+        i, p, previous, history, _ = carry
+        p, stats = em_step(p, batch, prior)
+        stats = EMStats(*(jnp.asarray(v, dtype) for v in stats))
+        history = EMStats(*(h.at[i].set(v) for h, v in zip(history, stats)))
+        return i + 1, p, stats.objective, history, stats.objective - previous < tol
+
+    start = (jnp.zeros((), jnp.int32), params, jnp.full((), -jnp.inf, dtype), empty,
+             jnp.zeros((), bool))
+    iterations, params, _, history, _ = jax.lax.while_loop(running, iteration, start)
+    return params, history, iterations
 
 
-def fit_em(
-    params: HMMParams, obs, lengths, num_iters: int, prior: HMMPrior = HMMPrior(), mask=None
-) -> tuple[HMMParams, EMStats]:
-    """`num_iters` EM steps from `params` on validated obs [B, T(, D)], lengths [B] and an
-    optional mask [B] (weights per sequence, e.g. to fit one class of a labelled set).
-    Returns (params, EMStats with a leading [num_iters] axis, before each step)."""
-    obs, lengths = hmm_model.validate_sequences(params, obs, lengths)
+@functools.partial(jax.jit, static_argnames=("capacity",))
+def _em_program(params, obs, lengths, mask, max_iter, tol, prior, capacity):
+    return _em_loop(params, obs, lengths, mask, max_iter, tol, prior, capacity)
+
+
+def iteration_capacity(num_iters: int) -> int:
+    # The history buffer's length is a shape: bucketed, so most iteration counts share it.
+    return compilation.bucket_size(num_iters, minimum=128)
+
+
+def fit_em(params: HMMParams, x, *, num_iters: int, tol: float = -np.inf,
+           prior: HMMPrior = DEFAULT_PRIOR, mask=None) -> tuple[HMMParams, EMStats]:
+    """Up to `num_iters` EM steps from `params` on validated sequences x (Sequences or obs
+    [B, T(, D)]) with optional sequence weights mask [B] (e.g. one class of a labelled set),
+    stopping once an iteration's objective gain falls below `tol` (default: never). One
+    compiled while loop: another num_iters or tol reuses it. Returns (params, EMStats before
+    each step, [iterations run])."""
+    checks.check_count("num_iters", num_iters)
+    x = hmm_model.as_sequences(x)
+    obs, lengths = hmm_model.validate_sequences(params, x.obs, x.lengths)
     mask = _mask(mask, lengths, params.transition_logits.dtype)
-    return _fit_em(params, obs, lengths, mask, num_iters, prior)
+    params, history, iterations = _em_program(params, obs, lengths, mask, num_iters, tol, prior,
+                                              iteration_capacity(num_iters))
+    return params, jax.tree.map(lambda h: h[: int(iterations)], history)
 
 
 # ----------------------------------------------------------------------------- starts
@@ -292,32 +337,6 @@ def _weighted_moments(frames: Array, resp: Array, floor: Array):
     means = resp.T @ frames / jnp.maximum(n, 1e-12)
     var = resp.T @ (frames * frames) / jnp.maximum(n, 1e-12) - means * means
     return means, jnp.maximum(var, floor)
-
-
-def kmeans(key: Array, frames: Array, weights: Array, num_clusters: int, num_iters: int = 20) -> Array:
-    """Lloyd's k-means on weighted frames [N, D] (weight 0 = ignored), k-means++ seeding by
-    one weighted draw per centre. Returns centres [num_clusters, D]."""
-
-    def seed(centres, inputs):
-        i, k = inputs
-        d2 = jnp.min(jnp.sum((frames[:, None] - centres[None]) ** 2, -1) + jnp.where(jnp.arange(num_clusters) < i, 0.0, jnp.inf), axis=1)
-        d2 = jnp.where(i == 0, 1.0, d2)
-        idx = jax.random.categorical(k, jnp.log(jnp.maximum(d2 * weights, 0.0)))
-        return centres.at[i].set(frames[idx]), None
-
-    centres = jnp.zeros((num_clusters, frames.shape[-1]), frames.dtype)
-    keys = jax.random.split(key, num_clusters)
-    centres, _ = jax.lax.scan(seed, centres, (jnp.arange(num_clusters), keys))
-
-    def lloyd(centres, _):
-        assign = jnp.argmin(jnp.sum((frames[:, None] - centres[None]) ** 2, -1), axis=1)
-        resp = jax.nn.one_hot(assign, num_clusters, dtype=frames.dtype) * weights[:, None]
-        n = jnp.sum(resp, axis=0)[:, None]
-        new = resp.T @ frames / jnp.maximum(n, 1e-12)
-        return jnp.where(n > 0, new, centres), None
-
-    centres, _ = jax.lax.scan(lloyd, centres, None, length=num_iters)
-    return centres
 
 
 @functools.partial(jax.jit, static_argnames=("num_states", "emission", "num_components", "left_to_right"))
@@ -353,9 +372,8 @@ def init_gaussian_hmm(
             init_logits = jnp.log(jnp.asarray(pi, obs.dtype))
             trans_logits = jnp.log(jnp.asarray(a, obs.dtype))
     else:
-        centres = kmeans(k_centres, frames, weights, num_states)
-        assign = jnp.argmin(jnp.sum((frames[:, None] - centres[None]) ** 2, -1), axis=1)
-        resp = jax.nn.one_hot(assign, num_states, dtype=obs.dtype) * weights[:, None]
+        centres = kmeans_lib.kmeans(k_centres, frames, num_states, weights)
+        resp = kmeans_lib.hard_assign(frames, centres) * weights[:, None]
         init_logits = jnp.zeros((num_states,), obs.dtype)
         trans_logits = jnp.zeros((num_states, num_states), obs.dtype)
     means, var = _weighted_moments(frames, resp, floor)
@@ -376,46 +394,9 @@ def init_gaussian_hmm(
     return HMMParams(init_logits, trans_logits, em)
 
 
-def fit_em_restarts(
-    key: Array,
-    obs,
-    lengths,
-    num_states: int,
-    num_iters: int,
-    num_restarts: int = 4,
-    emission: str = "diag",
-    num_components: int = 1,
-    left_to_right: bool = False,
-    prior: HMMPrior = HMMPrior(),
-    mask=None,
-) -> tuple[HMMParams, Array]:
-    """Start (`init_gaussian_hmm` with its own key) + EM for `num_restarts` keys at once
-    (vmap); returns the params with the best final MAP objective and all final objectives
-    [num_restarts]. With left_to_right the starts differ only for mixtures (jitter)."""
-    probe = HMMParams(None, None, DiagGaussianEmission(jnp.zeros((1, jnp.shape(obs)[-1])), None))
-    obs, lengths = hmm_model.validate_sequences(probe, obs, lengths)
-    mask = _mask(mask, lengths, obs.dtype)
-    return _fit_restarts(key, obs, lengths, mask, num_states, num_iters, num_restarts, emission,
-                         num_components, left_to_right, prior)
-
-
-@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8, 9))
-def _fit_restarts(key, obs, lengths, mask, num_states, num_iters, num_restarts, emission,
-                  num_components, left_to_right, prior):
-    def one(k):
-        start = init_gaussian_hmm(k, obs, lengths, num_states, emission, num_components, left_to_right, mask)
-        params, _ = _fit_em(start, obs, lengths, mask, num_iters, prior)
-        final = _objective(params, obs, lengths, mask, prior)
-        return params, final
-
-    params, finals = jax.vmap(one)(jax.random.split(key, num_restarts))
-    best = jnp.argmax(jnp.where(jnp.isfinite(finals), finals, -jnp.inf))
-    return jax.tree.map(lambda x: x[best], params), finals
-
-
 def _objective(params, obs, lengths, mask, prior):
     loglik = hmm_log_likelihood(*hmm_model._potentials(params, obs), lengths)
-    return jnp.sum(mask * loglik) + log_prior(params, prior)
+    return jnp.sum(mask * loglik) + parameter_log_prior(params, prior)
 
 
 # --------------------------------------------------------------------------- gradient
@@ -423,23 +404,23 @@ def _objective(params, obs, lengths, mask, prior):
 
 def fit_gradient(
     params: HMMParams,
-    obs,
-    lengths,
-    num_steps: int,
+    x,
+    num_iters: int,
     optimizer: optax.GradientTransformation | None = None,
-    prior: HMMPrior = HMMPrior(),
+    prior: HMMPrior = DEFAULT_PRIOR,
     mask=None,
 ) -> tuple[HMMParams, Array]:
     """Gradient ascent on the MAP objective with optax (default Adam, lr 0.05), full batch.
-    The loss is -(objective) / number of real frames. Returns (params, losses [num_steps])."""
-    obs, lengths = hmm_model.validate_sequences(params, obs, lengths)
+    The loss is -(objective) / number of real frames. Returns (params, losses [num_iters])."""
+    x = hmm_model.as_sequences(x)
+    obs, lengths = hmm_model.validate_sequences(params, x.obs, x.lengths)
     mask = _mask(mask, lengths, params.transition_logits.dtype)
     optimizer = optax.adam(0.05) if optimizer is None else optimizer
-    return _fit_gradient(params, obs, lengths, mask, num_steps, optimizer, prior)
+    return _fit_gradient(params, obs, lengths, mask, num_iters, optimizer, prior)
 
 
-@functools.partial(jax.jit, static_argnames=("num_steps", "optimizer"))
-def _fit_gradient(params, obs, lengths, mask, num_steps, optimizer, prior):
+@functools.partial(jax.jit, static_argnames=("num_iters", "optimizer"))
+def _fit_gradient(params, obs, lengths, mask, num_iters, optimizer, prior):
     frames = jnp.sum(mask * lengths)
 
     def loss_fn(p):
@@ -451,28 +432,267 @@ def _fit_gradient(params, obs, lengths, mask, num_steps, optimizer, prior):
         updates, opt_state = optimizer.update(grads, opt_state, p)
         return (optax.apply_updates(p, updates), opt_state), loss
 
-    (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), length=num_steps)
+    (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), length=num_iters)
     return params, losses
 
 
-# ------------------------------------------------------------------------- classifier
+# ------------------------------------------------------------------------------ family
+
+EMISSIONS = ("categorical", "diag", "full", "mixture")
 
 
-def fit_classifier(
-    hmms: HMMParams, obs, lengths, labels, num_iters: int, prior: HMMPrior = HMMPrior()
-) -> tuple[hmm_model.HMMClassifier, EMStats]:
-    """EM for every class HMM at once: hmms stacked [C, ...] (starts), obs [B, T(, D)],
-    lengths [B], labels [B] in [0, C). Class c is fitted on the sequences with label c (a
-    mask, vmapped over classes); the class prior is the label frequency. Returns the
-    classifier and per-class EMStats [C, num_iters]."""
-    first = jax.tree.map(lambda x: x[0], hmms)
-    obs, lengths = hmm_model.validate_sequences(first, obs, lengths)
-    c = hmms.initial_logits.shape[0]
-    labels = jnp.asarray(labels)
-    if labels.shape != lengths.shape or jnp.any((labels < 0) | (labels >= c)):
-        raise ValueError(f"labels must be [B] = {lengths.shape} integers in [0, {c})")
-    masks = jax.nn.one_hot(labels, c, dtype=hmms.transition_logits.dtype).T  # [C, B]
-    fit = functools.partial(_fit_em, num_iters=num_iters, prior=prior)
-    fitted, stats = jax.vmap(fit, in_axes=(0, None, None, 0))(hmms, obs, lengths, masks)
-    counts = jnp.sum(masks, axis=1)
-    return hmm_model.HMMClassifier(fitted, jnp.log(counts / jnp.sum(counts))), stats
+def default_config() -> ml_collections.ConfigDict:
+    """The model's whole config.
+
+    num_states: K. emission: one of EMISSIONS; num_components: per state (mixture only);
+    num_symbols: V for categorical emissions (0: the largest symbol + 1). left_to_right: a
+    Bakis chain started from a uniform segmentation (else k-means for Gaussians, random
+    sticky transitions and Dirichlet(1) emissions for symbols). num_iters: the most EM
+    iterations; tol: stop after the first iteration whose objective (total log-likelihood
+    plus the log prior) gained less than tol, as hmmlearn (a negative tol such as -inf:
+    run num_iters). num_inits: starts, the best final objective kept. prior: HMMPrior's
+    fields. class_conditional: one HMM per class of data["y"] and the class prior (a
+    LabelledHMM); num_classes: C, 0 for the largest label + 1.
+    """
+    return ml_collections.ConfigDict({
+        "num_states": 2, "emission": "diag", "num_components": 1, "num_symbols": 0,
+        "left_to_right": False, "num_iters": 100, "tol": 1e-2, "num_inits": 1,
+        "prior": ml_collections.ConfigDict(HMMPrior()._asdict()),
+        "class_conditional": False, "num_classes": 0,
+    })
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    checks.check_count("config.num_states", config.num_states)
+    checks.check_choice("config.emission", config.emission, EMISSIONS)
+    checks.check_count("config.num_components", config.num_components)
+    checks.check_count("config.num_symbols", config.num_symbols, minimum=0)
+    checks.check_count("config.num_iters", config.num_iters)
+    checks.check_count("config.num_inits", config.num_inits)
+    checks.check_count("config.num_classes", config.num_classes, minimum=0)
+
+
+def _sequences(x) -> tuple[np.ndarray, np.ndarray]:
+    """(obs, lengths) as NumPy of data["x"]: Sequences or a bare obs array."""
+    if isinstance(x, hmm_model.Sequences):
+        return np.asarray(x.obs), np.asarray(x.lengths)
+    obs = checks.check_array("x", x, nonempty=False, finite=False)
+    if obs.ndim < 2:
+        raise ValueError(f"x must be obs [B, T] or [B, T, D] (or Sequences), got {obs.shape}")
+    return obs, np.full(obs.shape[:1], obs.shape[1])
+
+
+def meta_from_data(data, config: ml_collections.ConfigDict) -> dict:
+    """The sizes the data fix: num_symbols (categorical) or num_features, the emission kind,
+    dtype and, class-conditional, num_classes."""
+    _check_config(config)
+    checks.check_mapping("data", data, ("x", "y") if config.class_conditional else ("x",))
+    obs, lengths = _sequences(data["x"])
+    meta = {"emission": config.emission}
+    if config.emission == "categorical":
+        if not np.issubdtype(obs.dtype, np.integer):
+            raise ValueError(f"x must hold integer symbols for categorical emissions, got "
+                             f"{obs.dtype}")
+        valid = np.arange(obs.shape[1])[None, :] < lengths[:, None]
+        meta["num_symbols"] = int(config.num_symbols or obs[valid].max() + 1)
+        meta["dtype"] = jnp.dtype(jax.dtypes.canonicalize_dtype(float)).name
+    else:
+        if obs.ndim != 3:
+            raise ValueError(f"x must be obs [B, T, D] for {config.emission} emissions, got "
+                             f"shape {obs.shape}")
+        meta["num_features"] = int(obs.shape[-1])
+        meta["dtype"] = jnp.dtype(hmm_model.float_dtype(obs)).name
+    if config.class_conditional:
+        num_classes = config.num_classes
+        if num_classes == 0:
+            num_classes = int(checks.check_array("y", data["y"], (obs.shape[0],),
+                                                 kinds=checks.INTEGER).max()) + 1
+        meta["num_classes"] = int(num_classes)
+    return meta
+
+
+def _fresh_hmm(key: Array, config, meta) -> HMMParams:
+    k, dtype = config.num_states, jnp.dtype(meta["dtype"])
+    zeros = functools.partial(jnp.zeros, dtype=dtype)
+    if config.emission == "categorical":
+        emission = CategoricalEmission(zeros((k, meta["num_symbols"])))
+    else:
+        d = meta["num_features"]
+        means = jax.random.normal(key, (k, d), dtype)
+        if config.emission == "diag":
+            emission = DiagGaussianEmission(means, zeros((k, d)))
+        elif config.emission == "full":
+            emission = FullGaussianEmission(means, zeros((k, d, d)))
+        else:
+            m = config.num_components
+            emission = GaussianMixtureEmission(
+                zeros((k, m)), jax.random.normal(key, (k, m, d), dtype), zeros((k, m, d)))
+    return HMMParams(zeros((k,)), zeros((k, k)), emission)
+
+
+def init(key: Array, config: ml_collections.ConfigDict,
+         meta) -> "HMMParams | hmm_model.LabelledHMM":
+    """A fresh model of the structure a fit gives: uniform probabilities, standard normal
+    means and unit scales (per class, with a uniform class prior, when class-conditional)."""
+    _check_config(config)
+    if not config.class_conditional:
+        return _fresh_hmm(key, config, meta)
+    c = meta["num_classes"]
+    hmms = jax.vmap(lambda k: _fresh_hmm(k, config, meta))(jax.random.split(key, c))
+    return hmm_model.LabelledHMM(jnp.full((c,), -np.log(c), meta["dtype"]), hmms)
+
+
+def init_categorical_hmm(key: Array, num_states: int, num_symbols: int,
+                         left_to_right: bool = False, dtype=jnp.float32) -> HMMParams:
+    """A random start for symbols: sticky random transitions (0.8 I + 0.2 Dirichlet(1)
+    rows; or a Bakis chain when left_to_right), uniform initial state, Dirichlet(1) rows."""
+    k_a, k_b = jax.random.split(key)
+    b = jax.random.dirichlet(k_b, jnp.ones(num_symbols, dtype), (num_states,))
+    if left_to_right:
+        pi, a = hmm_model.left_to_right_transitions(num_states)
+        with jax.ensure_compile_time_eval(), np.errstate(divide="ignore"):
+            init_logits, trans_logits = jnp.asarray(np.log(pi), dtype), jnp.asarray(np.log(a), dtype)
+    else:
+        sticky = jax.random.dirichlet(k_a, jnp.ones(num_states, dtype), (num_states,))
+        init_logits = jnp.zeros((num_states,), dtype)
+        trans_logits = jnp.log(0.8 * jnp.eye(num_states, dtype=dtype) + 0.2 * sticky)
+    return HMMParams(init_logits, trans_logits, CategoricalEmission(jnp.log(b)))
+
+
+def _start(key, obs, lengths, mask, *, num_states, emission, num_components, num_symbols,
+           left_to_right) -> HMMParams:
+    if emission == "categorical":
+        return init_categorical_hmm(key, num_states, num_symbols, left_to_right,
+                                    mask.dtype)
+    return init_gaussian_hmm(key, obs, lengths, num_states, emission, num_components,
+                             left_to_right, mask)
+
+
+_STATIC = ("num_states", "emission", "num_components", "num_symbols", "left_to_right",
+           "capacity")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _fit_program(key, start_index, obs, lengths, class_masks, init, max_iter, tol, prior, *,
+                 num_states, emission, num_components, num_symbols, left_to_right, capacity):
+    """Start number `start_index` of every class (from fold_in(key, start_index) split over
+    the classes, unless `init` [C, ...]), then `_em_loop`, vmapped over the class masks
+    [C, B]. Every number is traced."""
+    keys = jax.random.split(jax.random.fold_in(key, start_index), class_masks.shape[0])
+
+    def one(k, mask, start):
+        if start is None:
+            start = _start(k, obs, lengths, mask, num_states=num_states, emission=emission,
+                           num_components=num_components, num_symbols=num_symbols,
+                           left_to_right=left_to_right)
+        return _em_loop(start, obs, lengths, mask, max_iter, tol, prior, capacity)
+
+    return jax.vmap(one)(keys, class_masks, init)
+
+
+def _padded(obs: np.ndarray, lengths: np.ndarray, dtype):
+    """obs and lengths padded to bucketed sizes (compilation.bucket_size of B and T, so nearby
+    data sizes share one compiled fit): padded sequences have length 1, zero frames and,
+    through the masks the caller builds, no weight."""
+    b, t = obs.shape[:2]
+    rows, steps = compilation.bucket_size(b, minimum=8), compilation.bucket_size(t, minimum=16)
+    padded = np.zeros((rows, steps, *obs.shape[2:]), dtype)
+    padded[:b, :t] = obs
+    padded_lengths = np.ones(rows, np.int32)
+    padded_lengths[:b] = lengths
+    return padded, padded_lengths
+
+
+def _converged(objective: np.ndarray, iterations: np.ndarray, tol: float) -> np.ndarray:
+    """Whether the last iteration run gained less than tol: objective [C, capacity]."""
+    rows = np.arange(objective.shape[0])
+    last = objective[rows, np.maximum(iterations - 1, 0)]
+    previous = objective[rows, np.maximum(iterations - 2, 0)]
+    return (iterations >= 2) & (last - previous < tol)
+
+
+def _pick(better: np.ndarray, new, old):
+    """Per class [C]: the new start's leaf where it is better, else the old one's."""
+    return np.where(better.reshape(-1, *[1] * (np.ndim(new) - 1)), new, old)
+
+
+def _pick(better: np.ndarray, new, old):
+    """Per class [C]: the new start's leaf where it is better, else the old one's."""
+    return np.where(better.reshape(-1, *[1] * (np.ndim(new) - 1)), new, old)
+
+
+def fit(key: Array, data, config: ml_collections.ConfigDict,
+        init: "HMMParams | hmm_model.LabelledHMM | None" = None):
+    """Fits an HMM to data["x"] (Sequences or obs [B, T(, D)]; sequence weights data["mask"]
+    [B], optional), or with config.class_conditional one HMM per class of data["y"] [B] and
+    the class prior (a LabelledHMM).
+
+    config: `default_config()`. Start i draws from fold_in(key, i), or is `init` (then
+    config.num_inits must be 1). One compiled while loop per start, on sequences padded to
+    bucketed B and T: another size within a bucket, num_iters, tol, prior or key reuses it.
+    history: "objective" and "log_likelihood" (total over the sequences) before each M-step
+    [iterations run] of the best start, "num_iters" the iterations run, "converged" whether
+    EM stopped on tol; class-conditional: per class ([C, most iterations], NaN past a class's
+    own), and "class_count" [C].
+    """
+    meta = meta_from_data(data, config)
+    labelled = config.class_conditional
+    if not labelled and "y" in data:
+        raise ValueError("data has 'y' but config.class_conditional is False: set it to fit one "
+                         "HMM per class, or leave 'y' out")
+    want = hmm_model.LabelledHMM if labelled else HMMParams
+    if init is not None and not isinstance(init, want):
+        raise TypeError(f"init must be a {want.__name__}, got {type(init).__name__}")
+    if init is not None and config.num_inits != 1:
+        raise ValueError(f"config.num_inits must be 1 with init (every start would be init), "
+                         f"got {config.num_inits}")
+    obs, lengths = _sequences(data["x"])
+    probe = _fresh_hmm(jax.random.key(0), config, meta) if init is None else hmm_model._one_hmm(
+        init)
+    hmm_model.check_params(probe, "init")
+    obs, lengths = jax.device_get(hmm_model.validate_sequences(probe, obs, lengths))
+    num = obs.shape[0]
+    mask = np.ones(num) if data.get("mask") is None else checks.check_array(
+        "mask", data["mask"], (num,), nonnegative=True)
+    dtype = jnp.dtype(meta["dtype"])
+    obs, lengths = _padded(obs, lengths, obs.dtype)
+    if labelled:
+        c = meta["num_classes"]
+        y = hmm_model._check_labels(hmm_model.LabelledHMM(jnp.zeros(c), None), data["y"], num)
+        class_masks = np.zeros((c, len(lengths)), dtype)
+        class_masks[:, :num] = (y[None, :] == np.arange(c)[:, None]) * mask
+    else:
+        class_masks = np.zeros((1, len(lengths)), dtype)
+        class_masks[0, :num] = mask
+    starts = None
+    if init is not None:
+        starts = init.hmms if labelled else jax.tree.map(lambda leaf: leaf[None], init)
+    prior = HMMPrior(**{f: jnp.asarray(v, dtype) for f, v in config.prior.to_dict().items()})
+    best = None
+    for start in range(config.num_inits):
+        params, history, iterations = jax.device_get(_fit_program(
+            key, start, obs, lengths, class_masks, starts, config.num_iters,
+            jnp.asarray(config.tol, dtype), prior, num_states=config.num_states,
+            emission=config.emission, num_components=config.num_components,
+            num_symbols=meta.get("num_symbols", 0), left_to_right=config.left_to_right,
+            capacity=iteration_capacity(config.num_iters)))
+        final = history.objective[np.arange(len(iterations)), iterations - 1]
+        final = np.where(np.isfinite(final), final, -np.inf)
+        if best is None:
+            best = params, history, iterations, final
+            continue
+        pick = functools.partial(_pick, final > best[3])
+        best = (jax.tree.map(pick, params, best[0]), jax.tree.map(pick, history, best[1]),
+                pick(iterations, best[2]), np.maximum(final, best[3]))
+    params, history, iterations, _ = best
+    params = jax.tree.map(jnp.asarray, params)
+    most = int(iterations.max())
+    out = {"objective": history.objective[:, :most],
+           "log_likelihood": history.log_likelihood[:, :most],
+           "num_iters": iterations, "converged": _converged(history.objective, iterations,
+                                                            config.tol)}
+    if not labelled:
+        return jax.tree.map(lambda leaf: leaf[0], params), {k: v[0] for k, v in out.items()}
+    counts = class_masks.sum(1)
+    log_prior = jnp.asarray(np.log(counts) - np.log(counts.sum()), dtype)
+    return hmm_model.LabelledHMM(log_prior, params), {**out, "class_count": counts}

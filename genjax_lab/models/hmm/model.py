@@ -1,6 +1,6 @@
-"""Hidden Markov models: parameter pytrees, emission models, sampling, scoring, classifier.
+"""Hidden Markov models: parameter pytrees, emission models, scoring, decoding and sampling.
 
-A K-state HMM: x_0 ~ pi, x_t | x_{t-1} ~ A[x_{t-1}], y_t | x_t ~ emission[x_t]. Parameters
+A K-state HMM: z_0 ~ pi, z_t | z_{t-1} ~ A[z_{t-1}], x_t | z_t ~ emission[z_t]. Parameters
 are unconstrained, so any value is a valid model and gradient fitting needs no projection:
   pi = softmax(initial_logits), A = softmax(transition_logits, rows),
   categorical: B = softmax(logits, rows); diagonal Gaussian: sigma = exp(log_scales);
@@ -9,14 +9,15 @@ are unconstrained, so any value is a valid model and gradient fitting needs no p
 A -inf logit is a structural zero (left-to-right models): EM keeps it zero and gradients
 through it are zero.
 
-Observations come batched and padded: obs [B, T] int (categorical) or [B, T, D] float,
-with `lengths` [B] (1 <= lengths <= T). The public functions here validate their inputs on
-the host and name the argument at fault; the jitted message passing lives in
-genjax_lab.inference.hmm and Baum-Welch / gradient fitting in genjax_lab.inference.em.
+Sequences `x` come batched and padded: `Sequences(obs, lengths)` with obs [B, T] int
+(categorical) or [B, T, D] float and lengths [B] (1 <= lengths <= T), or a bare obs array
+when every sequence has all T steps. The public functions validate their inputs on the host
+and name the argument at fault; the jitted message passing lives in genjax_lab.inference.hmm.
 
-The generative classifier keeps one HMM per class (leaves stacked on a leading class axis)
-and a class prior, and applies Bayes' rule: log p(c | y) = log p(y | c) + log p(c) - log p(y).
+Class-conditional HMMs (`LabelledHMM`: one HMM per class, leaves stacked on a leading class
+axis, and the class log prior) classify by Bayes' rule through genjax_lab.api.BayesClassifier.
 """
+import dataclasses
 import functools
 import math
 from typing import NamedTuple
@@ -27,6 +28,7 @@ import jax.scipy.linalg
 import numpy as np
 from jax import Array
 
+from genjax_lab import api
 from genjax_lab.core import checks
 from genjax_lab.inference import hmm as hmm_inference
 
@@ -73,11 +75,27 @@ class HMMParams(NamedTuple):
     emission: Emission
 
 
-class HMMClassifier(NamedTuple):
-    """hmms: HMMParams with a leading class axis [C, ...] on every leaf; log_class_prior: [C]."""
+class LabelledHMM(NamedTuple):
+    """One HMM per class: hmms has a leading class axis [C, ...] on every leaf; log_prior [C]
+    is log P(y)."""
 
+    log_prior: Array
     hmms: HMMParams
-    log_class_prior: Array
+
+
+class Sequences(NamedTuple):
+    """A padded batch: obs [B, T] int or [B, T, D] float; lengths [B] int, 1 <= lengths <= T."""
+
+    obs: Array
+    lengths: Array
+
+
+def as_sequences(x) -> Sequences:
+    """`Sequences` as given, or a bare obs array [B, T(, D)] with every length T (traceable)."""
+    if isinstance(x, Sequences):
+        return x
+    obs = jnp.asarray(x) if not isinstance(x, np.ndarray) else x
+    return Sequences(obs, jnp.full(obs.shape[:1], obs.shape[1], jnp.int32))
 
 
 # ------------------------------------------------------------------------- validation
@@ -326,29 +344,82 @@ def _potentials(params: HMMParams, obs: Array) -> tuple[Array, Array, Array]:
     )
 
 
+def _one_hmm(params: "HMMParams | LabelledHMM") -> HMMParams:
+    """The first class's HMM of a LabelledHMM (every class has its shapes), else params."""
+    if isinstance(params, LabelledHMM):
+        return jax.tree.map(lambda leaf: leaf[0], params.hmms)
+    return params
+
+
+def _checked(params: "HMMParams | LabelledHMM", x) -> tuple[Array, Array]:
+    """Validated (obs, lengths) of `x` (Sequences or a bare obs array) against params."""
+    if isinstance(params, LabelledHMM):
+        checks.check_finite_tree("params.log_prior", params.log_prior, allow_neg_inf=True)
+    x = x if isinstance(x, Sequences) else Sequences(x, np.full(np.shape(x)[:1], np.shape(x)[1]))
+    return _checked_inputs(_one_hmm(params), x.obs, x.lengths)
+
+
 @functools.partial(jax.jit, static_argnames=("parallel",))
-def sequence_log_likelihood(params: HMMParams, obs: Array, lengths: Array, parallel: bool = False) -> Array:
-    """Jitted log p(y_b) for every sequence, [B]; no validation (use `log_likelihood`)."""
+def log_prob_unchecked(params: HMMParams, obs: Array, lengths: Array,
+                       parallel: bool = False) -> Array:
+    """Jitted log p(x_b) [B] of one HMM, no validation (`log_prob` validates)."""
     if parallel:
-        return hmm_inference.hmm_filter(*_potentials(params, obs), lengths, parallel=True).log_likelihood
+        return hmm_inference.hmm_filter(*_potentials(params, obs), lengths,
+                                        parallel=True).log_likelihood
     return hmm_inference.hmm_log_likelihood(*_potentials(params, obs), lengths)
 
 
-def log_likelihood(params: HMMParams, obs, lengths, parallel: bool = False) -> Array:
-    """log p(y_b) for obs [B, T(, D)] padded to T with lengths [B]; validated, -> [B]."""
-    obs, lengths = _checked_inputs(params, obs, lengths)
-    return sequence_log_likelihood(params, obs, lengths, parallel)
+@jax.jit
+def class_log_likelihoods(hmms: HMMParams, obs: Array, lengths: Array) -> Array:
+    """log p(x_b | y = c) [B, C] for class HMMs stacked [C, ...] (vmapped over classes)."""
+    return jax.vmap(log_prob_unchecked, in_axes=(0, None, None), out_axes=-1)(hmms, obs, lengths)
+
+
+def _check_labels(params: LabelledHMM, y, num: int) -> np.ndarray:
+    c = params.log_prior.shape[-1]
+    y = checks.check_array("y", y, (num,), kinds=checks.INTEGER)
+    if y.size and (y.min() < 0 or y.max() >= c):
+        raise ValueError(f"y must be class indices in [0, {c}), got range [{y.min()}, {y.max()}]")
+    return y
+
+
+def log_prob(params: "HMMParams | LabelledHMM", x, y=None, parallel: bool = False) -> Array:
+    """Exact log p(x_b) [B] of sequences x (Sequences or obs [B, T(, D)]), validated. For a
+    LabelledHMM: log p(x_b | y_b) given labels y [B], else log p(x_b) = log sum_c p(x_b, c)."""
+    obs, lengths = _checked(params, x)
+    if not isinstance(params, LabelledHMM):
+        if y is not None:
+            raise ValueError("y: an unlabelled HMM has no class label (fit a LabelledHMM)")
+        return log_prob_unchecked(params, obs, lengths, parallel)
+    per_class = class_log_likelihoods(params.hmms, obs, lengths)
+    if y is None:
+        return jax.nn.logsumexp(per_class + params.log_prior, axis=-1)
+    y = _check_labels(params, y, obs.shape[0])
+    return jnp.take_along_axis(per_class, jnp.asarray(y)[:, None], axis=-1)[:, 0]
 
 
 @functools.partial(jax.jit, static_argnames=("parallel",))
-def _posteriors(params, obs, lengths, parallel):
+def _smooth(params, obs, lengths, parallel):
     return hmm_inference.hmm_smoother(*_potentials(params, obs), lengths, parallel=parallel)
 
 
-def posteriors(params: HMMParams, obs, lengths, parallel: bool = False) -> hmm_inference.SmootherResult:
-    """Forward-backward on validated obs [B, T(, D)]: SmootherResult with posteriors [B, T, K]."""
-    obs, lengths = _checked_inputs(params, obs, lengths)
-    return _posteriors(params, obs, lengths, parallel)
+def smooth(params: HMMParams, x, parallel: bool = False) -> hmm_inference.SmootherResult:
+    """Forward-backward on validated sequences x: a SmootherResult (posteriors [B, T, K],
+    log-likelihoods [B], ...)."""
+    obs, lengths = _checked(params, x)
+    return _smooth(params, obs, lengths, parallel)
+
+
+def posterior(params: "HMMParams | LabelledHMM", x, parallel: bool = False) -> Array:
+    """Smoothed state marginals p(z_t = k | x_b) [B, T, K] (zero on padding). For a
+    LabelledHMM the latents are the class and the states: p(y = c, z_t = k | x_b) [B, T, C, K]."""
+    obs, lengths = _checked(params, x)
+    if not isinstance(params, LabelledHMM):
+        return _smooth(params, obs, lengths, parallel).posteriors
+    smoothed = jax.vmap(_smooth, in_axes=(0, None, None, None))(params.hmms, obs, lengths,
+                                                                  parallel)
+    class_post = jax.nn.softmax(smoothed.log_likelihood.T + params.log_prior, axis=-1)  # [B, C]
+    return jnp.einsum("bc,cbtk->btck", class_post, smoothed.posteriors)
 
 
 @functools.partial(jax.jit, static_argnames=("parallel",))
@@ -356,17 +427,21 @@ def _viterbi(params, obs, lengths, parallel):
     return hmm_inference.hmm_viterbi(*_potentials(params, obs), lengths, parallel=parallel)
 
 
-def most_likely_states(params: HMMParams, obs, lengths, parallel: bool = False) -> hmm_inference.ViterbiResult:
-    """Viterbi paths [B, T] (-1 on padding) and their log p(x*, y) [B], validated input."""
-    obs, lengths = _checked_inputs(params, obs, lengths)
+def most_likely_states(params: HMMParams, x, parallel: bool = False) -> hmm_inference.ViterbiResult:
+    """Viterbi paths [B, T] (-1 on padding) and their log p(z*, x) [B], validated input."""
+    obs, lengths = _checked(params, x)
     return _viterbi(params, obs, lengths, parallel)
 
 
-@checks.validated(lambda params, obs, lengths, **_: _checked_inputs(params, obs, lengths))
 @jax.jit
-def sample_posterior(key: Array, params: HMMParams, obs: Array, lengths: Array) -> Array:
-    """One draw x ~ p(x | y) per sequence (forward-filtering backward-sampling), [B, T]."""
+def _sample_posterior(key, params, obs, lengths):
     return hmm_inference.hmm_posterior_sample(key, *_potentials(params, obs), lengths)
+
+
+def sample_posterior(key: Array, params: HMMParams, x) -> Array:
+    """One draw z ~ p(z | x) per sequence (forward-filtering backward-sampling), [B, T]."""
+    obs, lengths = _checked(params, x)
+    return _sample_posterior(key, params, obs, lengths)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -390,30 +465,51 @@ def _sample_emission(key: Array, emission: Emission, states: Array) -> Array:
     raise TypeError(f"unknown emission type {type(emission).__name__}")
 
 
-def _check_sample(params: HMMParams, num_steps: int, num_sequences: int, **_) -> None:
-    check_params(params)
-    checks.check_count("num_steps", num_steps)
-    checks.check_count("num_sequences", num_sequences)
+def _check_sample(key, params, num: int, y=None, *, length: int, **_) -> None:
+    check_params(_one_hmm(params))
+    checks.check_count("num", num)
+    checks.check_count("length", length)
+    if y is not None:
+        if not isinstance(params, LabelledHMM):
+            raise ValueError("y: an unlabelled HMM has no class label (fit a LabelledHMM)")
+        _check_labels(params, y, num)
+
+
+def _chain(key: Array, params: HMMParams, length: int) -> tuple[Array, Array]:
+    """One joint draw (states [length] int32, emissions [length(, D)])."""
+    k_init, k_chain, k_obs = jax.random.split(key, 3)
+    z0 = jax.random.categorical(k_init, params.initial_logits)
+
+    def step(z, k):
+        nxt = jax.random.categorical(k, params.transition_logits[z])
+        return nxt, nxt
+
+    _, rest = jax.lax.scan(step, z0, jax.random.split(k_chain, length - 1))
+    states = jnp.concatenate([z0[None], rest]).astype(jnp.int32)
+    return states, _sample_emission(k_obs, params.emission, states)
 
 
 @checks.validated(_check_sample)
-@functools.partial(jax.jit, static_argnames=("num_steps", "num_sequences"))
-def sample(key: Array, params: HMMParams, num_steps: int, num_sequences: int = 1) -> tuple[Array, Array]:
-    """Joint draws (states [N, T] int32, obs [N, T] or [N, T, D]) with N = num_sequences."""
+@functools.partial(jax.jit, static_argnames=("num", "length"))
+def sample_with_states(key: Array, params: "HMMParams | LabelledHMM", num: int, y=None, *,
+                       length: int) -> tuple[Array, Array]:
+    """`num` joint draws of `length` steps: (states [num, length] int32, emissions [num,
+    length] or [num, length, D]). A LabelledHMM draws from class y [num] (from the class
+    prior when y is None)."""
+    keys = jax.random.split(key, num)
+    if not isinstance(params, LabelledHMM):
+        return jax.vmap(lambda k: _chain(k, params, length))(keys)
+    if y is None:
+        y = jax.random.categorical(jax.random.fold_in(key, num), params.log_prior, shape=(num,))
+    per_draw = jax.tree.map(lambda leaf: leaf[jnp.asarray(y)], params.hmms)
+    return jax.vmap(lambda k, p: _chain(k, p, length))(keys, per_draw)
 
-    def one(key):
-        k_init, k_chain, k_obs = jax.random.split(key, 3)
-        x0 = jax.random.categorical(k_init, params.initial_logits)
 
-        def step(x, k):
-            nxt = jax.random.categorical(k, params.transition_logits[x])
-            return nxt, nxt
-
-        _, rest = jax.lax.scan(step, x0, jax.random.split(k_chain, num_steps - 1))
-        states = jnp.concatenate([x0[None], rest]).astype(jnp.int32)
-        return states, _sample_emission(k_obs, params.emission, states)
-
-    return jax.vmap(one)(jax.random.split(key, num_sequences))
+def sample(key: Array, params: "HMMParams | LabelledHMM", num: int, *, y=None,
+           length: int) -> Array:
+    """`num` sequences of `length` emissions, [num, length(, D)] (states: sample_with_states);
+    a LabelledHMM draws from class y [num], or from its class prior when y is None."""
+    return sample_with_states(key, params, num, y, length=length)[1]
 
 
 # --------------------------------------------------------------------------- classifier
@@ -424,32 +520,31 @@ def stack_hmms(hmms: list[HMMParams]) -> HMMParams:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *hmms)
 
 
-def make_classifier(hmms: HMMParams, class_probs) -> HMMClassifier:
-    """hmms stacked [C, ...] (see `stack_hmms`) and validated class_probs [C]."""
+def make_labelled(hmms: HMMParams, class_probs) -> LabelledHMM:
+    """hmms stacked [C, ...] (see `stack_hmms`) and validated class probabilities [C]."""
     c = hmms.initial_logits.shape[0]
     if any(np.shape(leaf)[:1] != (c,) for leaf in jax.tree.leaves(hmms)):
         raise ValueError(f"hmms must carry a class axis of C={c} on every leaf (see stack_hmms)")
     check_params(jax.tree.map(lambda leaf: leaf[0], hmms), "hmms[0]")
     probs = checks.check_simplex("class_probs", class_probs, (c,))
-    return HMMClassifier(hmms, _log(probs, class_probs))
+    return LabelledHMM(_log(probs, class_probs), hmms)
 
 
-@jax.jit
-def class_log_joint(clf: HMMClassifier, obs: Array, lengths: Array) -> Array:
-    """log p(y_b | c) + log p(c), [B, C]: every class HMM scores the whole batch (vmap)."""
-    per_class = jax.vmap(sequence_log_likelihood, in_axes=(0, None, None))(clf.hmms, obs, lengths)
-    return per_class.T + clf.log_class_prior
+def _classifier_log_likelihoods(hmms: HMMParams, x, key: Array | None) -> Array:
+    del key  # exact
+    x = as_sequences(x)
+    if checks.is_checkable(x):
+        x = Sequences(*_checked_inputs(jax.tree.map(lambda leaf: leaf[0], hmms), *x))
+    return class_log_likelihoods(hmms, x.obs, x.lengths)
 
 
-def classifier_log_posterior(clf: HMMClassifier, obs, lengths) -> Array:
-    """Bayes' rule log p(c | y_b) = log p(y_b | c) + log p(c) - log p(y_b), [B, C]; validated."""
-    first = jax.tree.map(lambda x: x[0], clf.hmms)
-    obs, lengths = _checked_inputs(first, obs, lengths)
-    checks.check_finite_tree("clf", clf, allow_neg_inf=True)
-    joint = class_log_joint(clf, obs, lengths)
-    return joint - jax.nn.logsumexp(joint, axis=-1, keepdims=True)
-
-
-def classifier_predict(clf: HMMClassifier, obs, lengths) -> Array:
-    """Most probable class per sequence, [B] int32."""
-    return jnp.argmax(classifier_log_posterior(clf, obs, lengths), axis=-1).astype(jnp.int32)
+def classifier(params: LabelledHMM) -> api.BayesClassifier:
+    """Bayes' rule over the classes of a LabelledHMM: log P(y) + log p(x | y); x is Sequences
+    or obs [B, T(, D)]."""
+    if not isinstance(params, LabelledHMM):
+        raise TypeError(f"params: a classifier needs class-conditional HMMs (LabelledHMM, from fit "
+                        f"with config.class_conditional), got {type(params).__name__}")
+    checks.check_finite_tree("params.log_prior", params.log_prior, allow_neg_inf=True)
+    check_params(jax.tree.map(lambda leaf: leaf[0], params.hmms), "params.hmms[0]")
+    base = api.from_class_conditionals(params.log_prior, params.hmms, log_prob_unchecked)
+    return dataclasses.replace(base, class_log_likelihoods=_classifier_log_likelihoods)
