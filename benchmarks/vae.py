@@ -32,6 +32,7 @@ from benchmarks.common import harness_seconds_per_step, record, report, seconds_
 from experiments.configs import vae_mnist  # noqa: E402
 from genjax_lab.core.data import Dataset  # noqa: E402
 from genjax_lab.data.idx import load_mnist_split  # noqa: E402
+from genjax_lab.data.images import bernoulli_pixels
 from genjax_lab.models import vae  # noqa: E402
 
 # (fan_in, fan_out) of the benchmark's layers: encoder 784-200-200 with two 50-unit heads
@@ -49,7 +50,7 @@ def bare_jax_loop(config, images: np.ndarray):
     """The floor: the same model and bound in one jitted, donated step fed numpy batches.
     Returns `run(n)` and the step's compiled program."""
     model = vae.make_model(config.model, images.shape[1:], 10)
-    params = model.init(jax.random.key(0), jnp.zeros((1, *images.shape[1:])))
+    params = vae.init_variables(jax.random.key(0), model)
     optimizer = optax.adam(config.optim.learning_rate, eps=config.optim.eps)
     key = jax.random.key(1)
 
@@ -57,8 +58,8 @@ def bare_jax_loop(config, images: np.ndarray):
     def step(params, opt_state, batch, counter):
         def loss(params):
             binarize_key, sample_key = jax.random.split(jax.random.fold_in(key, counter))
-            x = vae.bernoulli_pixels(binarize_key, batch)
-            return -vae.elbo(model, params, x, None, sample_key).mean()
+            x = bernoulli_pixels(binarize_key, batch)
+            return -vae.elbo(sample_key, vae.VAEParams(params, None, model), x).mean()
 
         value, grads = jax.value_and_grad(loss)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
