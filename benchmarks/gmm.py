@@ -3,9 +3,10 @@
 GMM: n = 100,000 points, d = 16, K = 32 (a sample of a random 32-component mixture),
 float32, full and diagonal covariances, the same start for both (our k-means++ init,
 passed to scikit-learn as weights_init / means_init / precisions_init). Seconds per EM
-iteration: ours = one compiled `gmm.em` while loop of `iters` iterations (tol 0) / iters (compile excluded,
-median of repeats); scikit-learn = (time of fit with max_iter=2 + iters, tol=0) - (time with
-max_iter=2), divided by iters, so its fixed costs (initialisation, final E-step) cancel.
+iteration: ours = one compiled `gmm.em` while loop of `iters` iterations (tol 0) / iters
+(compile excluded, median of repeats); scikit-learn = (time of fit with max_iter=2 + iters,
+tol=0) - (time with max_iter=2), divided by iters, so its fixed costs (initialisation, final
+E-step) cancel.
 
 The machine may be shared: timings are provisional.
 
@@ -36,7 +37,8 @@ def mixture_data(seed: int = 0) -> np.ndarray:
     centers = rng.normal(size=(K, D)) * 4
     scales = rng.uniform(0.5, 2.0, size=(K, D, D)) * (rng.random((K, D, D)) < 0.3) + np.eye(D)
     labels = rng.integers(0, K, N)
-    return (centers[labels] + np.einsum("nd,nde->ne", rng.normal(size=(N, D)), scales[labels])).astype(np.float32)
+    noise = np.einsum("nd,nde->ne", rng.normal(size=(N, D)), scales[labels])
+    return (centers[labels] + noise).astype(np.float32)
 
 
 def sklearn_precisions(params: gmm.GMM) -> np.ndarray:
@@ -66,8 +68,9 @@ def gmm_records(x: np.ndarray, iters: int, repeats: int) -> list[dict]:
                 return time.perf_counter() - start
 
         theirs = (sklearn_fit(2 + iters) - sklearn_fit(2)) / iters
-        records.append(record(f"gmm EM s/iter {covariance_type} n={N} d={D} K={K}", ours, "sklearn GaussianMixture",
-                              sklearn.__version__, theirs, iterations=iters))
+        records.append(record(f"gmm EM s/iter {covariance_type} n={N} d={D} K={K}", ours,
+                              "sklearn GaussianMixture", sklearn.__version__, theirs,
+                              iterations=iters))
     return records
 
 

@@ -26,7 +26,8 @@ def _config(**fields):
 
 def _data(n: int = 300, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    parts = [rng.normal(size=(n // 3, D)) @ np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.5]]) + 4,
+    mixing = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.5]])
+    parts = [rng.normal(size=(n // 3, D)) @ mixing + 4,
              rng.normal(size=(n // 3, D)) * 0.5 - 2,
              rng.normal(size=(n - 2 * (n // 3), D)) * [1.0, 3.0, 0.2]]
     return np.concatenate(parts)
@@ -37,7 +38,8 @@ def _start(x, covariance_type):
     rng = np.random.default_rng(1)
     means = x[rng.choice(len(x), K, replace=False)]
     cov = {"full": np.stack([np.eye(D) * (1 + k) for k in range(K)]), "tied": np.eye(D) * 2,
-           "diag": np.ones((K, D)) * [[1.0], [2.0], [0.5]], "spherical": np.array([1.0, 2.0, 0.5])}[covariance_type]
+           "diag": np.ones((K, D)) * [[1.0], [2.0], [0.5]],
+           "spherical": np.array([1.0, 2.0, 0.5])}[covariance_type]
     precisions = np.linalg.inv(cov) if covariance_type in ("full", "tied") else 1 / cov
     return np.array([0.2, 0.3, 0.5]), means, precisions
 
@@ -49,15 +51,17 @@ def test_em_matches_sklearn_and_never_decreases(covariance_type):
     iters = 20
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn: "did not converge" with tol=0
-        ref = GaussianMixture(K, covariance_type=covariance_type, max_iter=iters, tol=0, reg_covar=1e-4,
-                              weights_init=weights, means_init=means, precisions_init=precisions).fit(x)
+        ref = GaussianMixture(K, covariance_type=covariance_type, max_iter=iters, tol=0,
+                              reg_covar=1e-4, weights_init=weights, means_init=means,
+                              precisions_init=precisions).fit(x)
     with jax.enable_x64(True):
-        params, history = gmm.em(gmm.from_precisions(weights, means, precisions, covariance_type), x,
-                                 num_iters=iters, reg_covar=1e-4)
+        start = gmm.from_precisions(weights, means, precisions, covariance_type)
+        params, history = gmm.em(start, x, num_iters=iters, reg_covar=1e-4)
         np.testing.assert_allclose(params.weights, ref.weights_, rtol=1e-9)
         np.testing.assert_allclose(params.means, ref.means_, rtol=1e-9, atol=1e-10)
         np.testing.assert_allclose(gmm.covariances(params), ref.covariances_, rtol=1e-9, atol=1e-10)
-        np.testing.assert_allclose(params.precision_cholesky, ref.precisions_cholesky_, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(params.precision_cholesky, ref.precisions_cholesky_, rtol=1e-9,
+                                   atol=1e-10)
         np.testing.assert_allclose(history[-1], ref.lower_bound_, rtol=1e-10)
         np.testing.assert_allclose(gmm.log_prob(params, x), ref.score_samples(x), rtol=1e-10)
         np.testing.assert_allclose(gmm.predict_proba(params, x), ref.predict_proba(x), atol=1e-10)
@@ -75,7 +79,8 @@ def test_em_matches_sklearn_and_never_decreases(covariance_type):
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag"])
 def test_streamed_chunked_and_sharded_e_steps_equal_one_shot(covariance_type):
     x = _data(n=240).astype(np.float32)
-    params = gmm.from_precisions(*(np.asarray(a, np.float32) for a in _start(x, covariance_type)), covariance_type)
+    start = (np.asarray(a, np.float32) for a in _start(x, covariance_type))
+    params = gmm.from_precisions(*start, covariance_type)
     whole = gmm.e_step(params, x, chunk_size=None)
     chunked = gmm.e_step(params, x, chunk_size=64)  # 240 = 3 * 64 + 48: the last chunk padded
     streamed = gmm.add_statistics(gmm.e_step(params, x[:100]), gmm.e_step(params, x[100:]))
@@ -115,10 +120,10 @@ def test_conditioning_matches_closed_forms():
             o, m = observed[n], ~observed[n]
             marginal = gmm.from_covariances(weights, means[:, o], cov[:, o][:, :, o], "full")
             # Marginalising the missing dimensions = the model refit on the observed ones only.
-            np.testing.assert_allclose(cond.marginal_log_likelihood[n], gmm.log_prob(marginal, x[n:n + 1, o])[0],
-                                       rtol=1e-10)
-            np.testing.assert_allclose(np.exp(cond.log_weights[n]), gmm.predict_proba(marginal, x[n:n + 1, o])[0],
-                                       rtol=1e-9)
+            np.testing.assert_allclose(cond.marginal_log_likelihood[n],
+                                       gmm.log_prob(marginal, x[n:n + 1, o])[0], rtol=1e-10)
+            np.testing.assert_allclose(np.exp(cond.log_weights[n]),
+                                       gmm.predict_proba(marginal, x[n:n + 1, o])[0], rtol=1e-9)
             expected = x[n].copy()
             expected[m] = 0.0
             for k in range(K):
@@ -133,8 +138,8 @@ def test_conditioning_matches_closed_forms():
     # Diagonal: conditioning is trivial (missing dims keep their component's marginal).
     diag = gmm.from_covariances(weights, means, np.ones((K, D)) * 2.0, "diag")
     imputed = gmm.impute(diag, np.array([[means[0, 0], np.nan, np.nan]]))
-    posterior = gmm.predict_proba(gmm.from_covariances(weights, means[:, :1], np.ones((K, 1)) * 2.0, "diag"),
-                                  means[:1, :1])[0]
+    first_dim = gmm.from_covariances(weights, means[:, :1], np.ones((K, 1)) * 2.0, "diag")
+    posterior = gmm.predict_proba(first_dim, means[:1, :1])[0]
     np.testing.assert_allclose(imputed[0, 1:], posterior @ means[:, 1:], rtol=1e-5)
 
 
@@ -153,9 +158,11 @@ def test_sampling_moments():
     draws = np.asarray(gmm.sample_conditional(jax.random.key(1), one, given))
     np.testing.assert_array_equal(draws[:, [0, 2]], given[:, [0, 2]])
     gain = cov[0][1, [0, 2]] @ np.linalg.inv(cov[0][np.ix_([0, 2], [0, 2])])
-    np.testing.assert_allclose(draws[:, 1].mean(), means[0, 1] + gain @ (np.array([1.0, -1.0]) - means[0, [0, 2]]),
+    np.testing.assert_allclose(draws[:, 1].mean(),
+                               means[0, 1] + gain @ (np.array([1.0, -1.0]) - means[0, [0, 2]]),
                                atol=0.05)
-    np.testing.assert_allclose(draws[:, 1].var(), cov[0][1, 1] - gain @ cov[0][[0, 2], 1], rtol=0.05)
+    np.testing.assert_allclose(draws[:, 1].var(), cov[0][1, 1] - gain @ cov[0][[0, 2], 1],
+                               rtol=0.05)
 
 
 def test_fit_with_kmeans_plus_plus_reaches_sklearn_quality():

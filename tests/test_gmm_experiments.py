@@ -43,7 +43,8 @@ def test_tiny_mnist_in_process(tmp_path):
     d, n = config.pca_dim, config.num_train
     p = 4 * d * (d + 1) // 2 + 4 * d + 3
     assert summary["bic_k4"] - summary["aic_k4"] == pytest.approx(p * (math.log(n) - 2), rel=1e-4)
-    # Imputation beats the mean image clearly but cannot beat the PCA reconstruction that sees the hidden half.
+    # Imputation beats the mean image clearly but cannot beat the PCA reconstruction that sees
+    # the hidden half.
     assert summary["imputation_mse"] < 0.95 * summary["imputation_mse_mean_baseline"]
     assert summary["imputation_mse"] > summary["pca_reconstruction_mse_hidden"]
     assert summary["num_impute"] == 200.0
@@ -89,14 +90,17 @@ def test_impute_pixels_matches_joint_gaussian_conditioning():
     factors = rng.normal(size=(k, d, d))
     covs = factors @ np.swapaxes(factors, 1, 2) + 0.3 * np.eye(d)
     noise_var = 0.2
-    x = mean + (means[rng.integers(0, k, n)] + rng.normal(size=(n, d))) @ basis.T + rng.normal(size=(n, num_pixels)) * 0.4
+    codes = means[rng.integers(0, k, n)] + rng.normal(size=(n, d))
+    x = mean + codes @ basis.T + rng.normal(size=(n, num_pixels)) * 0.4
     observed = np.array([True, True, False, True, False, True, False])
-    expected, expected_resp = _numpy_conditioning(weights, means, covs, mean, basis, noise_var, x, observed)
+    expected, expected_resp = _numpy_conditioning(weights, means, covs, mean, basis, noise_var, x,
+                                                  observed)
     assert expected_resp.max(1).min() < 0.99  # several components matter
     with jax.enable_x64(True):
         params = gmm.from_covariances(jnp.asarray(weights), jnp.asarray(means), jnp.asarray(covs))
-        imputed, log_resp = gx.impute_pixels(params, jnp.asarray(mean), jnp.asarray(basis), jnp.float64(noise_var),
-                                             jnp.asarray(x), jnp.asarray(observed))
+        imputed, log_resp = gx.impute_pixels(params, jnp.asarray(mean), jnp.asarray(basis),
+                                             jnp.float64(noise_var), jnp.asarray(x),
+                                             jnp.asarray(observed))
         assert imputed.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(imputed), expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(np.exp(np.asarray(log_resp)), expected_resp, rtol=1e-8, atol=1e-10)
