@@ -13,8 +13,15 @@ from experiments.configs import gan_mnist
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core.data import Dataset, EpochBatcher
 from genjax_lab.models import gan
-from tests.helpers import (REPO, assert_ok, experiment_command, final_state, kill_after_checkpoint,
-                           process_env, run_experiment)
+from tests.helpers import (
+    REPO,
+    assert_ok,
+    experiment_command,
+    final_state,
+    kill_after_checkpoint,
+    process_env,
+    run_experiment,
+)
 
 
 def _digits_dataset() -> Dataset:
@@ -34,15 +41,17 @@ def _family(variant: str, **model_overrides) -> gan.GANFamily:
 def test_losses_equal_numpy():
     rng = np.random.default_rng(0)
     real, fake = rng.normal(size=7) * 3, rng.normal(size=7) * 3
-    softplus = lambda v: np.logaddexp(0.0, v)  # noqa: E731
+    softplus = lambda v: np.logaddexp(0.0, v)
     expected = {
         "nonsaturating": (softplus(-real) + softplus(fake), softplus(-fake)),
         "hinge": (np.maximum(0, 1 - real) + np.maximum(0, 1 + fake), -fake),
         "wgan-gp": (fake - real, -fake),
     }
     for loss, (d_expected, g_expected) in expected.items():
-        np.testing.assert_allclose(gan.discriminator_loss(loss, jnp.float32(real), jnp.float32(fake)), d_expected, rtol=1e-5)
-        np.testing.assert_allclose(gan.generator_loss(loss, jnp.float32(fake)), g_expected, rtol=1e-5)
+        d_loss = gan.discriminator_loss(loss, jnp.float32(real), jnp.float32(fake))
+        np.testing.assert_allclose(d_loss, d_expected, rtol=1e-5)
+        np.testing.assert_allclose(gan.generator_loss(loss, jnp.float32(fake)), g_expected,
+                                   rtol=1e-5)
 
 
 def test_gradient_penalty_of_a_known_critic():
@@ -66,10 +75,11 @@ def test_paper_initialisation_bounds_every_kernel(variant):
     state = family.init(jax.random.key(0), None)
     for params, bound in ((state.g_params, 0.05), (state.d_params, 0.005)):
         flat = jax.tree_util.tree_flatten_with_path(params)[0]
-        kernels = np.concatenate([np.ravel(v) for path, v in flat if "kernel" in jax.tree_util.keystr(path)])
+        names = [(jax.tree_util.keystr(path), v) for path, v in flat]
+        kernels = np.concatenate([np.ravel(v) for name, v in names if "kernel" in name])
         assert np.abs(kernels).max() <= bound and np.abs(kernels).max() > 0.9 * bound
         assert abs(kernels.std() - bound / np.sqrt(3)) < 0.05 * bound  # uniform, not normal
-        biases = [v for path, v in flat if "bias" in jax.tree_util.keystr(path) and "out" not in jax.tree_util.keystr(path)]
+        biases = [v for name, v in names if "bias" in name and "out" not in name]
         assert all(not np.any(b) for b in biases)
     default = _family(variant, g_init_range=0.0, d_init_range=0.0).init(jax.random.key(0), None)
     assert np.abs(np.asarray(default.d_params["params"]["Dense_0"]["kernel"])).max() > 0.005
@@ -84,7 +94,8 @@ def test_ema_warm_up():
 
 @pytest.mark.parametrize("variant,overrides", [
     ("tiny_mlp", {}),  # maxout D with dropout, nonsaturating loss
-    ("tiny_cgan", {"arch": "dcgan", "loss": "wgan-gp", "n_critic": 2}),  # conv, labels, scan, penalty
+    # conv, labels, scan, penalty
+    ("tiny_cgan", {"arch": "dcgan", "loss": "wgan-gp", "n_critic": 2}),
 ])
 def test_train_step_on_8_devices_equals_1_device(variant, overrides):
     """Same global batch and key: 8-way data parallel vs one device, after two steps.
@@ -97,7 +108,8 @@ def test_train_step_on_8_devices_equals_1_device(variant, overrides):
     for devices in (jax.devices()[:1], jax.devices()[:8]):
         mesh = mesh_lib.data_mesh(devices)
         batch = mesh_lib.global_batch(mesh, batch_np)
-        state = jax.jit(family.init, out_shardings=mesh_lib.replicated(mesh))(jax.random.key(0), batch)
+        init = jax.jit(family.init, out_shardings=mesh_lib.replicated(mesh))
+        state = init(jax.random.key(0), batch)
         step = jax.jit(family.train_step, out_shardings=mesh_lib.replicated(mesh))
         state, metrics = step(state, batch, jax.random.key(5))
         state, metrics = step(state, batch, jax.random.key(6))
@@ -105,8 +117,10 @@ def test_train_step_on_8_devices_equals_1_device(variant, overrides):
     (state_1, metrics_1), (state_8, metrics_8) = results
     assert len(jax.devices()) == 8 and int(state_8.updates) == 2
     for name in metrics_1:
-        np.testing.assert_allclose(metrics_8[name], metrics_1[name], rtol=1e-5, atol=1e-6, err_msg=name)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), state_8, state_1)
+        np.testing.assert_allclose(metrics_8[name], metrics_1[name], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                 state_8, state_1)
 
 
 def test_padded_rows_do_not_change_the_step():
@@ -135,25 +149,29 @@ def test_conditional_discriminator_projects_the_label_onto_its_features(arch):
     images = jnp.asarray(_digits_dataset()["test"]["image"][:4], jnp.float32) / 255.0
 
     def logits(params):  # [10 labels, 4 images]
-        return np.stack([np.asarray(discriminator.apply(params, images, jax.nn.one_hot(jnp.full(4, k), 10)))
+        return np.stack([np.asarray(discriminator.apply(params, images,
+                                                        jax.nn.one_hot(jnp.full(4, k), 10)))
                          for k in range(10)])
 
     def scaled_embedding(factor):
         projection = d_params["params"]["label_projection"]
-        return {"params": {**d_params["params"], "label_projection": {"kernel": factor * projection["kernel"]}}}
+        scaled = {"kernel": factor * projection["kernel"]}
+        return {"params": {**d_params["params"], "label_projection": scaled}}
 
     base = logits(scaled_embedding(0.0))
     np.testing.assert_allclose(base, np.broadcast_to(base[:1], base.shape), rtol=1e-6)
     label_part = logits(scaled_embedding(100.0)) - base  # scaled up: the initial embedding is tiny
     assert np.abs(label_part).max() > 1e-3
-    np.testing.assert_allclose(logits(scaled_embedding(200.0)) - base, 2.0 * label_part, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(logits(scaled_embedding(200.0)) - base, 2.0 * label_part,
+                               rtol=1e-3, atol=1e-6)
 
 
 def test_fixed_grid_puts_one_label_per_row_and_shares_noise_per_column():
     family = _family("tiny_cgan")
     z, labels, rows = family.fixed_grid_inputs()
     assert rows == 10 and z.shape == (100, family.config.model.noise_dim)
-    np.testing.assert_array_equal(np.asarray(labels).reshape(10, 10), np.repeat(np.arange(10), 10).reshape(10, 10))
+    np.testing.assert_array_equal(np.asarray(labels).reshape(10, 10),
+                                  np.repeat(np.arange(10), 10).reshape(10, 10))
     np.testing.assert_array_equal(np.asarray(z[:10]), np.asarray(z[90:]))
     z_again, _, _ = family.fixed_grid_inputs()
     np.testing.assert_array_equal(np.asarray(z), np.asarray(z_again))
@@ -179,7 +197,8 @@ def variant_runs(tmp_path_factory):
     results = {}
     for variant, process in processes.items():
         stdout, stderr = process.communicate(timeout=300)
-        results[variant] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        results[variant] = subprocess.CompletedProcess(process.args, process.returncode, stdout,
+                                                       stderr)
     return root, results, killed_at, resumed
 
 
@@ -196,7 +215,8 @@ def test_tiny_variant_runs_and_writes_its_sample_grid(variant_runs, variant):
     # the sample metrics are those of the last evaluation, logged with it (for the curves)
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     last_eval = [r for r in records if r["split"] == "test"][-1]
-    assert last_eval["step"] == 30 and last_eval["parzen_log_likelihood"] == summary["parzen_log_likelihood"]
+    assert last_eval["step"] == 30
+    assert last_eval["parzen_log_likelihood"] == summary["parzen_log_likelihood"]
 
 
 def test_resume_after_sigkill_is_bitwise_exact(variant_runs):
@@ -225,7 +245,7 @@ def test_init_has_the_structure_fit_returns_and_fit_runs_the_loop_step():
     assert meta == {"image_shape": [8, 8, 1], "num_classes": 10}
     params, history = gan.fit(jax.random.key(0), data, config)
     fresh = gan.init(jax.random.key(1), config, meta)
-    shapes = lambda tree: jax.tree.map(lambda v: (v.shape, v.dtype), tree)  # noqa: E731
+    shapes = lambda tree: jax.tree.map(lambda v: (v.shape, v.dtype), tree)
     assert jax.tree.structure(fresh) == jax.tree.structure(params)
     assert shapes(fresh) == shapes(params)
     assert history["num_iters"] == 3 and history["g_loss"].shape == (3,)
