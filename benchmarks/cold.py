@@ -21,8 +21,10 @@ Cases, on small real data, each the library's default fit:
   lda          the Lee background corpus (300 news articles): the text pipeline, batch VB,
                K = 10, 20 passes, against CountVectorizer and LatentDirichletAllocation
                (batch, max_iter 20).
-A new case (e.g. the HMM on the casino, against hmmlearn) is one function decorated with
-`@case` returning its Case(s).
+  hmm_casino   the occasionally dishonest casino, 5 x 1,000 rolls drawn from the published
+               model: a two-state categorical hmm.fit (random start, tol 1e-2, at most 100
+               iterations) against hmmlearn's CategoricalHMM (the same).
+A new case is one function decorated with `@case` returning its Case(s).
 
   .venv/bin/python -m benchmarks.cold --out=/tmp/cold.json --rounds=3
 """
@@ -156,6 +158,41 @@ def lda(data_dir: pathlib.Path) -> list[Case]:
         "                          random_state=0).fit(x)\n"
     )
     return [Case("lda_lee_background", ours, reference, "scikit-learn")]
+
+
+# The casino's rolls (Durbin et al. 1998, sec. 3.2), drawn with NumPy alike in both scripts:
+# 5 sequences of 1,000 rolls.
+_CASINO_ROLLS = """
+rng = np.random.default_rng(0)
+a = np.array([[0.95, 0.05], [0.10, 0.90]])
+b = np.array([[1 / 6] * 6, [0.1] * 5 + [0.5]])
+rolls = np.zeros((5, 1000), np.int32)
+for i in range(5):
+    z = 0
+    for t in range(1000):
+        rolls[i, t] = rng.choice(6, p=b[z])
+        z = rng.choice(2, p=a[z])
+"""
+
+
+@case
+def hmm_casino(data_dir: pathlib.Path) -> list[Case]:
+    del data_dir
+    ours = (
+        "import jax\nfrom genjax_lab.models import hmm\nstart = time.perf_counter()\n"
+        + _CASINO_ROLLS
+        + "config = hmm.default_config()\n"
+        "config.update(emission='categorical', num_states=2, num_iters=100, tol=1e-2)\n"
+        "params, history = hmm.fit(jax.random.key(0), {'x': rolls}, config)\n"
+        "jax.block_until_ready(params)\n"
+    )
+    reference = (
+        "from hmmlearn import hmm\nstart = time.perf_counter()\n"
+        + _CASINO_ROLLS
+        + "hmm.CategoricalHMM(2, n_iter=100, tol=1e-2, random_state=0).fit(\n"
+        "    rolls.reshape(-1, 1), [1000] * 5)\n"
+    )
+    return [Case("hmm_casino", ours, reference, "hmmlearn")]
 
 
 def run_script(script: str, env: dict[str, str]) -> tuple[float, float]:

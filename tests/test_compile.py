@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from genjax_lab.core import compilation
-from genjax_lab.models import gmm
+from genjax_lab.models import gmm, hmm
 
 _LOWERED = "/jax/core/compile/jaxpr_to_mlir_module_duration"  # once per program traced and lowered
 
@@ -164,3 +164,24 @@ def test_lda_batch_fit_reuses_its_step():
                                 tol=1e-4)
     assert not compiled, compiled
     assert 1 < len(history.bounds) < 30  # stopped by tol, the iteration it stopped at
+
+
+def _hmm_sequences(num: int, length: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(num, length, 2)).astype(np.float32)
+    obs[:, length // 2:] += 3.0
+    return hmm.Sequences(obs, rng.integers(length // 2, length + 1, num))
+
+
+def test_hmm_fit_reuses_its_program():
+    config = hmm.default_config()
+    config.update(num_states=2, emission="diag", num_iters=30)
+    hmm.fit(jax.random.key(0), {"x": _hmm_sequences(20, 50)}, config)
+    with count_compilations() as compiled:
+        # 18 and 20 sequences share a bucket (20), as do 53 and 50 steps (56); another
+        # iteration count, tolerance, prior, key and number of starts.
+        config.update(num_iters=12, tol=1e-5, num_inits=2)
+        config.prior.covariance_prior = 1e-3
+        _, history = hmm.fit(jax.random.key(1), {"x": _hmm_sequences(18, 53, seed=1)}, config)
+    assert not compiled, compiled
+    assert 1 < history["num_iters"] <= 12

@@ -36,6 +36,7 @@ left-to-right models (state k gets frames [k L / K, (k + 1) L / K)), the usual s
 speech. `fit_em_restarts` vmaps start + EM over several keys and keeps the fit with the
 best MAP objective. `fit_gradient` maximises the same objective with optax instead.
 """
+
 import functools
 from typing import NamedTuple
 
@@ -78,7 +79,8 @@ DEFAULT_PRIOR = HMMPrior()
 
 class EMStats(NamedTuple):
     """E-step results under the parameters going in: log_likelihood = sum_b mask_b
-    log p(y_b) (scalar), parameter_log_prior = log p(theta) up to a constant, objective = their sum."""
+    log p(y_b) (scalar), parameter_log_prior = log p(theta) up to a constant, objective =
+    their sum."""
 
     log_likelihood: Array
     parameter_log_prior: Array
@@ -110,7 +112,11 @@ def _emission_stats(emission: Emission, obs: Array, weights: Array):
         joint = hmm_model._mixture_joint_log_prob(emission, obs)  # [B, T, K, M]
         w = (weights[..., None] * jax.nn.softmax(joint, axis=-1))[..., None]
         diff = obs[..., None, None, :] - emission.means  # [B, T, K, M, D]
-        return jnp.sum(w[..., 0], (0, 1)), jnp.sum(w * diff, (0, 1)), jnp.sum(w * diff * diff, (0, 1))
+        return (
+            jnp.sum(w[..., 0], (0, 1)),
+            jnp.sum(w * diff, (0, 1)),
+            jnp.sum(w * diff * diff, (0, 1)),
+        )
     raise TypeError(f"unknown emission type {type(emission).__name__}")
 
 
@@ -142,11 +148,17 @@ def _gaussian_map_diag(means, log_scales, n, s1, s2, prior: HMMPrior):
     """Diagonal MAP from statistics centred on the old means; shapes [..., D], n [...]."""
     n = n[..., None]
     mean_den = prior.mean_weight + n
-    shift = (prior.mean_weight * (prior.mean_prior - means) + s1) / jnp.where(mean_den > 0, mean_den, 1.0)
+    shift = (prior.mean_weight * (prior.mean_prior - means) + s1) / jnp.where(
+        mean_den > 0, mean_den, 1.0
+    )
     shift = jnp.where(mean_den > 0, shift, 0.0)
     new_means = means + shift
     scatter = s2 - 2.0 * shift * s1 + n * shift * shift
-    num = prior.covariance_prior + jnp.maximum(scatter, 0.0) + prior.mean_weight * (new_means - prior.mean_prior) ** 2
+    num = (
+        prior.covariance_prior
+        + jnp.maximum(scatter, 0.0)
+        + prior.mean_weight * (new_means - prior.mean_prior) ** 2
+    )
     den = n + prior.covariance_pseudocount
     ok = (den > 0) & (num > 0)
     var = num / jnp.where(ok, den, 1.0)
@@ -158,7 +170,9 @@ def _gaussian_map_full(emission: FullGaussianEmission, n, s1, s2, prior: HMMPrio
     d = emission.means.shape[-1]
     eye = jnp.eye(d, dtype=emission.means.dtype)
     mean_den = (prior.mean_weight + n)[:, None]
-    shift = (prior.mean_weight * (prior.mean_prior - emission.means) + s1) / jnp.where(mean_den > 0, mean_den, 1.0)
+    shift = (prior.mean_weight * (prior.mean_prior - emission.means) + s1) / jnp.where(
+        mean_den > 0, mean_den, 1.0
+    )
     shift = jnp.where(mean_den > 0, shift, 0.0)
     means = emission.means + shift
     outer = lambda a, b: a[:, :, None] * b[:, None, :]
@@ -170,21 +184,31 @@ def _gaussian_map_full(emission: FullGaussianEmission, n, s1, s2, prior: HMMPrio
     cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
     chol = jnp.linalg.cholesky(cov)
     ok = (den[:, 0, 0] > 0) & jnp.all(jnp.isfinite(chol), axis=(-2, -1))
-    raw = jnp.where(ok[:, None, None], hmm_model._raw_tril(jnp.where(ok[:, None, None], chol, eye)), emission.scale_tril)
+    raw = jnp.where(
+        ok[:, None, None],
+        hmm_model._raw_tril(jnp.where(ok[:, None, None], chol, eye)),
+        emission.scale_tril,
+    )
     return FullGaussianEmission(means, raw)
 
 
 def _m_step_emission(emission: Emission, stats, prior: HMMPrior) -> Emission:
     if isinstance(emission, CategoricalEmission):
-        return CategoricalEmission(_dirichlet_map(emission.logits, stats, prior.emission_concentration))
+        return CategoricalEmission(
+            _dirichlet_map(emission.logits, stats, prior.emission_concentration)
+        )
     if isinstance(emission, DiagGaussianEmission):
-        return DiagGaussianEmission(*_gaussian_map_diag(emission.means, emission.log_scales, *stats, prior))
+        return DiagGaussianEmission(
+            *_gaussian_map_diag(emission.means, emission.log_scales, *stats, prior)
+        )
     if isinstance(emission, FullGaussianEmission):
         return _gaussian_map_full(emission, *stats, prior)
     if isinstance(emission, GaussianMixtureEmission):
         n, s1, s2 = stats
         logits = _dirichlet_map(emission.logits, n, prior.emission_concentration)
-        means, log_scales = _gaussian_map_diag(emission.means, emission.log_scales, n, s1, s2, prior)
+        means, log_scales = _gaussian_map_diag(
+            emission.means, emission.log_scales, n, s1, s2, prior
+        )
         return GaussianMixtureEmission(logits, means, log_scales)
     raise TypeError(f"unknown emission type {type(emission).__name__}")
 
@@ -214,8 +238,10 @@ def parameter_log_prior(params: HMMParams, prior: HMMPrior) -> Array:
     if isinstance(e, DiagGaussianEmission):
         return total + _diag_log_prior(e.means, e.log_scales, prior)
     if isinstance(e, GaussianMixtureEmission):
-        return total + _dirichlet_log_prior(e.logits, prior.emission_concentration) + _diag_log_prior(
-            e.means, e.log_scales, prior
+        return (
+            total
+            + _dirichlet_log_prior(e.logits, prior.emission_concentration)
+            + _diag_log_prior(e.means, e.log_scales, prior)
         )
     if isinstance(e, FullGaussianEmission):
         chol = hmm_model.scale_tril(e.scale_tril)
@@ -225,7 +251,9 @@ def parameter_log_prior(params: HMMParams, prior: HMMPrior) -> Array:
         scale = prior.covariance_prior * eye + prior.mean_weight * dm[:, :, None] * dm[:, None, :]
         inv = jax.scipy.linalg.cho_solve((chol, True), scale)
         logdet = 2.0 * jnp.sum(jnp.diagonal(e.scale_tril, axis1=-2, axis2=-1), axis=-1)
-        return total + jnp.sum(-0.5 * prior.covariance_pseudocount * logdet - 0.5 * jnp.trace(inv, axis1=-2, axis2=-1))
+        return total + jnp.sum(
+            -0.5 * prior.covariance_pseudocount * logdet - 0.5 * jnp.trace(inv, axis1=-2, axis2=-1)
+        )
     raise TypeError(f"unknown emission type {type(e).__name__}")
 
 
@@ -242,7 +270,9 @@ def _batch_mask(batch: dict, params: HMMParams) -> Array:
 
 
 @jax.jit
-def em_step(params: HMMParams, batch: dict, prior: HMMPrior = DEFAULT_PRIOR) -> tuple[HMMParams, EMStats]:
+def em_step(
+    params: HMMParams, batch: dict, prior: HMMPrior = DEFAULT_PRIOR
+) -> tuple[HMMParams, EMStats]:
     """One MAP Baum-Welch iteration on batch {'obs' [B, T(, D)], 'lengths' [B], optional
     'mask' [B]}. Returns (new params, EMStats of the params going in). Inputs are not
     validated (jit); obs must be finite also on padding (`validate_sequences` zeroes it)."""
@@ -251,7 +281,9 @@ def em_step(params: HMMParams, batch: dict, prior: HMMPrior = DEFAULT_PRIOR) -> 
 
 
 @jax.jit
-def em_step_buckets(params: HMMParams, batches: tuple[dict, ...], prior: HMMPrior = DEFAULT_PRIOR) -> tuple[HMMParams, EMStats]:
+def em_step_buckets(
+    params: HMMParams, batches: tuple[dict, ...], prior: HMMPrior = DEFAULT_PRIOR
+) -> tuple[HMMParams, EMStats]:
     """`em_step` on the union of several batches that differ in padded length T (sequences
     bucketed by length, so short ones are not padded to the longest and the forward-backward
     and emission work scale with the real frames): the E-step statistics of every batch are
@@ -271,8 +303,16 @@ def _m_step(params: HMMParams, stats, prior: HMMPrior) -> tuple[HMMParams, EMSta
     return new, EMStats(loglik, lp, loglik + lp)
 
 
-def _em_loop(params: HMMParams, obs: Array, lengths: Array, mask: Array, max_iter: Array,
-             tol: Array, prior: HMMPrior, capacity: int) -> tuple[HMMParams, EMStats, Array]:
+def _em_loop(
+    params: HMMParams,
+    obs: Array,
+    lengths: Array,
+    mask: Array,
+    max_iter: Array,
+    tol: Array,
+    prior: HMMPrior,
+    capacity: int,
+) -> tuple[HMMParams, EMStats, Array]:
     """Up to max_iter <= capacity EM steps (all traced but capacity), stopping after the M-step
     of the first iteration whose objective gained less than tol over the previous one
     (hmmlearn's ConvergenceMonitor). Returns (params, EMStats of the params going into each
@@ -292,8 +332,13 @@ def _em_loop(params: HMMParams, obs: Array, lengths: Array, mask: Array, max_ite
         history = EMStats(*(h.at[i].set(v) for h, v in zip(history, stats)))
         return i + 1, p, stats.objective, history, stats.objective - previous < tol
 
-    start = (jnp.zeros((), jnp.int32), params, jnp.full((), -jnp.inf, dtype), empty,
-             jnp.zeros((), bool))
+    start = (
+        jnp.zeros((), jnp.int32),
+        params,
+        jnp.full((), -jnp.inf, dtype),
+        empty,
+        jnp.zeros((), bool),
+    )
     iterations, params, _, history, _ = jax.lax.while_loop(running, iteration, start)
     return params, history, iterations
 
@@ -308,8 +353,15 @@ def iteration_capacity(num_iters: int) -> int:
     return compilation.bucket_size(num_iters, minimum=128)
 
 
-def fit_em(params: HMMParams, x, *, num_iters: int, tol: float = -np.inf,
-           prior: HMMPrior = DEFAULT_PRIOR, mask=None) -> tuple[HMMParams, EMStats]:
+def fit_em(
+    params: HMMParams,
+    x,
+    *,
+    num_iters: int,
+    tol: float = -np.inf,
+    prior: HMMPrior = DEFAULT_PRIOR,
+    mask=None,
+) -> tuple[HMMParams, EMStats]:
     """Up to `num_iters` EM steps from `params` on validated sequences x (Sequences or obs
     [B, T(, D)]) with optional sequence weights mask [B] (e.g. one class of a labelled set),
     stopping once an iteration's objective gain falls below `tol` (default: never). One
@@ -319,8 +371,9 @@ def fit_em(params: HMMParams, x, *, num_iters: int, tol: float = -np.inf,
     x = hmm_model.as_sequences(x)
     obs, lengths = hmm_model.validate_sequences(params, x.obs, x.lengths)
     mask = _mask(mask, lengths, params.transition_logits.dtype)
-    params, history, iterations = _em_program(params, obs, lengths, mask, num_iters, tol, prior,
-                                              iteration_capacity(num_iters))
+    params, history, iterations = _em_program(
+        params, obs, lengths, mask, num_iters, tol, prior, iteration_capacity(num_iters)
+    )
     return params, jax.tree.map(lambda h: h[: int(iterations)], history)
 
 
@@ -339,7 +392,9 @@ def _weighted_moments(frames: Array, resp: Array, floor: Array):
     return means, jnp.maximum(var, floor)
 
 
-@functools.partial(jax.jit, static_argnames=("num_states", "emission", "num_components", "left_to_right"))
+@functools.partial(
+    jax.jit, static_argnames=("num_states", "emission", "num_components", "left_to_right")
+)
 def init_gaussian_hmm(
     key: Array,
     obs: Array,
@@ -359,9 +414,10 @@ def init_gaussian_hmm(
     mask = jnp.ones((b,), obs.dtype) if mask is None else mask
     weights = _frame_weights(lengths, t, mask).reshape(-1)
     frames = obs.reshape(-1, d)
-    global_var = jnp.sum(weights[:, None] * frames**2, 0) / jnp.sum(weights) - (
-        jnp.sum(weights[:, None] * frames, 0) / jnp.sum(weights)
-    ) ** 2
+    global_var = (
+        jnp.sum(weights[:, None] * frames**2, 0) / jnp.sum(weights)
+        - (jnp.sum(weights[:, None] * frames, 0) / jnp.sum(weights)) ** 2
+    )
     floor = 1e-3 * jnp.maximum(global_var, 1e-6)
     k_centres, k_jitter = jax.random.split(key)
     if left_to_right:
@@ -386,7 +442,8 @@ def init_gaussian_hmm(
         noise = jax.random.normal(k_jitter, (num_states, num_components, d), obs.dtype)
         comp_means = means[:, None] + 0.5 * jnp.sqrt(var)[:, None] * noise
         em = GaussianMixtureEmission(
-            jnp.zeros((num_states, num_components), obs.dtype), comp_means,
+            jnp.zeros((num_states, num_components), obs.dtype),
+            comp_means,
             jnp.broadcast_to(0.5 * jnp.log(var)[:, None], comp_means.shape),
         )
     else:
@@ -454,12 +511,21 @@ def default_config() -> ml_collections.ConfigDict:
     fields. class_conditional: one HMM per class of data["y"] and the class prior (a
     LabelledHMM); num_classes: C, 0 for the largest label + 1.
     """
-    return ml_collections.ConfigDict({
-        "num_states": 2, "emission": "diag", "num_components": 1, "num_symbols": 0,
-        "left_to_right": False, "num_iters": 100, "tol": 1e-2, "num_inits": 1,
-        "prior": ml_collections.ConfigDict(HMMPrior()._asdict()),
-        "class_conditional": False, "num_classes": 0,
-    })
+    return ml_collections.ConfigDict(
+        {
+            "num_states": 2,
+            "emission": "diag",
+            "num_components": 1,
+            "num_symbols": 0,
+            "left_to_right": False,
+            "num_iters": 100,
+            "tol": 1e-2,
+            "num_inits": 1,
+            "prior": ml_collections.ConfigDict(HMMPrior()._asdict()),
+            "class_conditional": False,
+            "num_classes": 0,
+        }
+    )
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -491,22 +557,26 @@ def meta_from_data(data, config: ml_collections.ConfigDict) -> dict:
     meta = {"emission": config.emission}
     if config.emission == "categorical":
         if not np.issubdtype(obs.dtype, np.integer):
-            raise ValueError(f"x must hold integer symbols for categorical emissions, got "
-                             f"{obs.dtype}")
+            raise ValueError(
+                f"x must hold integer symbols for categorical emissions, got {obs.dtype}"
+            )
         valid = np.arange(obs.shape[1])[None, :] < lengths[:, None]
         meta["num_symbols"] = int(config.num_symbols or obs[valid].max() + 1)
         meta["dtype"] = jnp.dtype(jax.dtypes.canonicalize_dtype(float)).name
     else:
         if obs.ndim != 3:
-            raise ValueError(f"x must be obs [B, T, D] for {config.emission} emissions, got "
-                             f"shape {obs.shape}")
+            raise ValueError(
+                f"x must be obs [B, T, D] for {config.emission} emissions, got shape {obs.shape}"
+            )
         meta["num_features"] = int(obs.shape[-1])
         meta["dtype"] = jnp.dtype(hmm_model.float_dtype(obs)).name
     if config.class_conditional:
         num_classes = config.num_classes
         if num_classes == 0:
-            num_classes = int(checks.check_array("y", data["y"], (obs.shape[0],),
-                                                 kinds=checks.INTEGER).max()) + 1
+            num_classes = (
+                int(checks.check_array("y", data["y"], (obs.shape[0],), kinds=checks.INTEGER).max())
+                + 1
+            )
         meta["num_classes"] = int(num_classes)
     return meta
 
@@ -526,12 +596,14 @@ def _fresh_hmm(key: Array, config, meta) -> HMMParams:
         else:
             m = config.num_components
             emission = GaussianMixtureEmission(
-                zeros((k, m)), jax.random.normal(key, (k, m, d), dtype), zeros((k, m, d)))
+                zeros((k, m)), jax.random.normal(key, (k, m, d), dtype), zeros((k, m, d))
+            )
     return HMMParams(zeros((k,)), zeros((k, k)), emission)
 
 
-def init(key: Array, config: ml_collections.ConfigDict,
-         meta) -> "HMMParams | hmm_model.LabelledHMM":
+def init(
+    key: Array, config: ml_collections.ConfigDict, meta
+) -> "HMMParams | hmm_model.LabelledHMM":
     """A fresh model of the structure a fit gives: uniform probabilities, standard normal
     means and unit scales (per class, with a uniform class prior, when class-conditional)."""
     _check_config(config)
@@ -542,8 +614,9 @@ def init(key: Array, config: ml_collections.ConfigDict,
     return hmm_model.LabelledHMM(jnp.full((c,), -np.log(c), meta["dtype"]), hmms)
 
 
-def init_categorical_hmm(key: Array, num_states: int, num_symbols: int,
-                         left_to_right: bool = False, dtype=jnp.float32) -> HMMParams:
+def init_categorical_hmm(
+    key: Array, num_states: int, num_symbols: int, left_to_right: bool = False, dtype=jnp.float32
+) -> HMMParams:
     """A random start for symbols: sticky random transitions (0.8 I + 0.2 Dirichlet(1)
     rows; or a Bakis chain when left_to_right), uniform initial state, Dirichlet(1) rows."""
     k_a, k_b = jax.random.split(key)
@@ -551,7 +624,10 @@ def init_categorical_hmm(key: Array, num_states: int, num_symbols: int,
     if left_to_right:
         pi, a = hmm_model.left_to_right_transitions(num_states)
         with jax.ensure_compile_time_eval(), np.errstate(divide="ignore"):
-            init_logits, trans_logits = jnp.asarray(np.log(pi), dtype), jnp.asarray(np.log(a), dtype)
+            init_logits, trans_logits = (
+                jnp.asarray(np.log(pi), dtype),
+                jnp.asarray(np.log(a), dtype),
+            )
     else:
         sticky = jax.random.dirichlet(k_a, jnp.ones(num_states, dtype), (num_states,))
         init_logits = jnp.zeros((num_states,), dtype)
@@ -559,22 +635,38 @@ def init_categorical_hmm(key: Array, num_states: int, num_symbols: int,
     return HMMParams(init_logits, trans_logits, CategoricalEmission(jnp.log(b)))
 
 
-def _start(key, obs, lengths, mask, *, num_states, emission, num_components, num_symbols,
-           left_to_right) -> HMMParams:
+def _start(
+    key, obs, lengths, mask, *, num_states, emission, num_components, num_symbols, left_to_right
+) -> HMMParams:
     if emission == "categorical":
-        return init_categorical_hmm(key, num_states, num_symbols, left_to_right,
-                                    mask.dtype)
-    return init_gaussian_hmm(key, obs, lengths, num_states, emission, num_components,
-                             left_to_right, mask)
+        return init_categorical_hmm(key, num_states, num_symbols, left_to_right, mask.dtype)
+    return init_gaussian_hmm(
+        key, obs, lengths, num_states, emission, num_components, left_to_right, mask
+    )
 
 
-_STATIC = ("num_states", "emission", "num_components", "num_symbols", "left_to_right",
-           "capacity")
+_STATIC = ("num_states", "emission", "num_components", "num_symbols", "left_to_right", "capacity")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _fit_program(key, start_index, obs, lengths, class_masks, init, max_iter, tol, prior, *,
-                 num_states, emission, num_components, num_symbols, left_to_right, capacity):
+def _fit_program(
+    key,
+    start_index,
+    obs,
+    lengths,
+    class_masks,
+    init,
+    max_iter,
+    tol,
+    prior,
+    *,
+    num_states,
+    emission,
+    num_components,
+    num_symbols,
+    left_to_right,
+    capacity,
+):
     """Start number `start_index` of every class (from fold_in(key, start_index) split over
     the classes, unless `init` [C, ...]), then `_em_loop`, vmapped over the class masks
     [C, B]. Every number is traced."""
@@ -582,9 +674,17 @@ def _fit_program(key, start_index, obs, lengths, class_masks, init, max_iter, to
 
     def one(k, mask, start):
         if start is None:
-            start = _start(k, obs, lengths, mask, num_states=num_states, emission=emission,
-                           num_components=num_components, num_symbols=num_symbols,
-                           left_to_right=left_to_right)
+            start = _start(
+                k,
+                obs,
+                lengths,
+                mask,
+                num_states=num_states,
+                emission=emission,
+                num_components=num_components,
+                num_symbols=num_symbols,
+                left_to_right=left_to_right,
+            )
         return _em_loop(start, obs, lengths, mask, max_iter, tol, prior, capacity)
 
     return jax.vmap(one)(keys, class_masks, init)
@@ -621,8 +721,12 @@ def _pick(better: np.ndarray, new, old):
     return np.where(better.reshape(-1, *[1] * (np.ndim(new) - 1)), new, old)
 
 
-def fit(key: Array, data, config: ml_collections.ConfigDict,
-        init: "HMMParams | hmm_model.LabelledHMM | None" = None):
+def fit(
+    key: Array,
+    data,
+    config: ml_collections.ConfigDict,
+    init: "HMMParams | hmm_model.LabelledHMM | None" = None,
+):
     """Fits an HMM to data["x"] (Sequences or obs [B, T(, D)]; sequence weights data["mask"]
     [B], optional), or with config.class_conditional one HMM per class of data["y"] [B] and
     the class prior (a LabelledHMM).
@@ -638,22 +742,30 @@ def fit(key: Array, data, config: ml_collections.ConfigDict,
     meta = meta_from_data(data, config)
     labelled = config.class_conditional
     if not labelled and "y" in data:
-        raise ValueError("data has 'y' but config.class_conditional is False: set it to fit one "
-                         "HMM per class, or leave 'y' out")
+        raise ValueError(
+            "data has 'y' but config.class_conditional is False: set it to fit one "
+            "HMM per class, or leave 'y' out"
+        )
     want = hmm_model.LabelledHMM if labelled else HMMParams
     if init is not None and not isinstance(init, want):
         raise TypeError(f"init must be a {want.__name__}, got {type(init).__name__}")
     if init is not None and config.num_inits != 1:
-        raise ValueError(f"config.num_inits must be 1 with init (every start would be init), "
-                         f"got {config.num_inits}")
+        raise ValueError(
+            f"config.num_inits must be 1 with init (every start would be init), "
+            f"got {config.num_inits}"
+        )
     obs, lengths = _sequences(data["x"])
-    probe = _fresh_hmm(jax.random.key(0), config, meta) if init is None else hmm_model._one_hmm(
-        init)
+    probe = (
+        _fresh_hmm(jax.random.key(0), config, meta) if init is None else hmm_model._one_hmm(init)
+    )
     hmm_model.check_params(probe, "init")
-    obs, lengths = jax.device_get(hmm_model.validate_sequences(probe, obs, lengths))
+    obs, lengths = hmm_model.validate_sequences_host(probe, obs, lengths)
     num = obs.shape[0]
-    mask = np.ones(num) if data.get("mask") is None else checks.check_array(
-        "mask", data["mask"], (num,), nonnegative=True)
+    mask = (
+        np.ones(num)
+        if data.get("mask") is None
+        else checks.check_array("mask", data["mask"], (num,), nonnegative=True)
+    )
     dtype = jnp.dtype(meta["dtype"])
     obs, lengths = _padded(obs, lengths, obs.dtype)
     if labelled:
@@ -670,27 +782,46 @@ def fit(key: Array, data, config: ml_collections.ConfigDict,
     prior = HMMPrior(**{f: jnp.asarray(v, dtype) for f, v in config.prior.to_dict().items()})
     best = None
     for start in range(config.num_inits):
-        params, history, iterations = jax.device_get(_fit_program(
-            key, start, obs, lengths, class_masks, starts, config.num_iters,
-            jnp.asarray(config.tol, dtype), prior, num_states=config.num_states,
-            emission=config.emission, num_components=config.num_components,
-            num_symbols=meta.get("num_symbols", 0), left_to_right=config.left_to_right,
-            capacity=iteration_capacity(config.num_iters)))
+        params, history, iterations = jax.device_get(
+            _fit_program(
+                key,
+                start,
+                obs,
+                lengths,
+                class_masks,
+                starts,
+                config.num_iters,
+                jnp.asarray(config.tol, dtype),
+                prior,
+                num_states=config.num_states,
+                emission=config.emission,
+                num_components=config.num_components,
+                num_symbols=meta.get("num_symbols", 0),
+                left_to_right=config.left_to_right,
+                capacity=iteration_capacity(config.num_iters),
+            )
+        )
         final = history.objective[np.arange(len(iterations)), iterations - 1]
         final = np.where(np.isfinite(final), final, -np.inf)
         if best is None:
             best = params, history, iterations, final
             continue
         pick = functools.partial(_pick, final > best[3])
-        best = (jax.tree.map(pick, params, best[0]), jax.tree.map(pick, history, best[1]),
-                pick(iterations, best[2]), np.maximum(final, best[3]))
+        best = (
+            jax.tree.map(pick, params, best[0]),
+            jax.tree.map(pick, history, best[1]),
+            pick(iterations, best[2]),
+            np.maximum(final, best[3]),
+        )
     params, history, iterations, _ = best
     params = jax.tree.map(jnp.asarray, params)
     most = int(iterations.max())
-    out = {"objective": history.objective[:, :most],
-           "log_likelihood": history.log_likelihood[:, :most],
-           "num_iters": iterations, "converged": _converged(history.objective, iterations,
-                                                            config.tol)}
+    out = {
+        "objective": history.objective[:, :most],
+        "log_likelihood": history.log_likelihood[:, :most],
+        "num_iters": iterations,
+        "converged": _converged(history.objective, iterations, config.tol),
+    }
     if not labelled:
         return jax.tree.map(lambda leaf: leaf[0], params), {k: v[0] for k, v in out.items()}
     counts = class_masks.sum(1)

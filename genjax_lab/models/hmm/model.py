@@ -17,6 +17,7 @@ and name the argument at fault; the jitted message passing lives in genjax_lab.i
 Class-conditional HMMs (`LabelledHMM`: one HMM per class, leaves stacked on a leading class
 axis, and the class log prior) classify by Bayes' rule through genjax_lab.api.BayesClassifier.
 """
+
 import dataclasses
 import functools
 import math
@@ -64,7 +65,9 @@ class GaussianMixtureEmission(NamedTuple):
     log_scales: Array
 
 
-Emission = CategoricalEmission | DiagGaussianEmission | FullGaussianEmission | GaussianMixtureEmission
+Emission = (
+    CategoricalEmission | DiagGaussianEmission | FullGaussianEmission | GaussianMixtureEmission
+)
 
 
 class HMMParams(NamedTuple):
@@ -131,13 +134,20 @@ def check_params(params: HMMParams, name: str = "params") -> None:
     """One K-state HMM: leaf shapes that fit together, no NaN and no +inf (a -inf logit is a
     structural zero; every other leaf must be finite). Raises ValueError naming the leaf."""
     k = num_states(params)
-    shapes = {"initial_logits": np.shape(params.initial_logits), "transition_logits": np.shape(params.transition_logits),
-              "emission": (emission_num_states(params.emission),)}
+    shapes = {
+        "initial_logits": np.shape(params.initial_logits),
+        "transition_logits": np.shape(params.transition_logits),
+        "emission": (emission_num_states(params.emission),),
+    }
     if shapes != {"initial_logits": (k,), "transition_logits": (k, k), "emission": (k,)}:
-        raise ValueError(f"{name} must be one HMM with K states: initial_logits [K], transition_logits [K, K] "
-                         f"and an emission for K states; got shapes {shapes}")
+        raise ValueError(
+            f"{name} must be one HMM with K states: initial_logits [K], transition_logits [K, K] "
+            f"and an emission for K states; got shapes {shapes}"
+        )
     checks.check_finite_tree(f"{name}.initial_logits", params.initial_logits, allow_neg_inf=True)
-    checks.check_finite_tree(f"{name}.transition_logits", params.transition_logits, allow_neg_inf=True)
+    checks.check_finite_tree(
+        f"{name}.transition_logits", params.transition_logits, allow_neg_inf=True
+    )
     for field, value in params.emission._asdict().items():
         checks.check_finite_tree(f"{name}.emission.{field}", value, allow_neg_inf=field == "logits")
 
@@ -145,6 +155,13 @@ def check_params(params: HMMParams, name: str = "params") -> None:
 def validate_sequences(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
     """Checks obs [B, T] / [B, T, D] against the emission model and lengths [B]; returns
     them as arrays. Raises ValueError naming `obs` or `lengths`."""
+    obs, lengths = validate_sequences_host(params, obs, lengths)
+    return jnp.asarray(obs), jnp.asarray(lengths)
+
+
+def validate_sequences_host(params: HMMParams, obs, lengths) -> tuple[np.ndarray, np.ndarray]:
+    """`validate_sequences` as NumPy arrays (obs with zeroed padding, int32 lengths), for
+    callers that pad them further before a compiled call."""
     emission = params.emission
     # Values are checked below on the real steps only: padding may hold anything.
     obs = checks.check_array("obs", obs, finite=False, nonempty=False)
@@ -158,18 +175,27 @@ def validate_sequences(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
     if not np.issubdtype(lengths.dtype, np.integer):
         raise ValueError(f"lengths must be integers, got {lengths.dtype}")
     if np.any(lengths < 1):
-        raise ValueError(f"lengths must be >= 1 (zero-length sequence at index {int(np.argmin(lengths))})")
+        raise ValueError(
+            f"lengths must be >= 1 (zero-length sequence at index {int(np.argmin(lengths))})"
+        )
     if np.any(lengths > obs.shape[1]):
         raise ValueError(f"lengths must be <= T = {obs.shape[1]}, got {int(lengths.max())}")
     valid = np.arange(obs.shape[1])[None, :] < lengths[:, None]
     if event_ndim == 0:
         num_symbols = emission.logits.shape[-1]
         if not np.issubdtype(obs.dtype, np.integer):
-            raise ValueError(f"obs must be integer symbols for a categorical emission, got {obs.dtype}")
+            raise ValueError(
+                f"obs must be integer symbols for a categorical emission, got {obs.dtype}"
+            )
         real = obs[valid]
         if real.size and (real.min() < 0 or real.max() >= num_symbols):
-            raise ValueError(f"obs symbols must lie in [0, {num_symbols}), got range [{real.min()}, {real.max()}]")
-        return jnp.asarray(np.where(valid, obs, 0), jnp.int32), jnp.asarray(lengths, jnp.int32)
+            raise ValueError(
+                f"obs symbols must lie in [0, {num_symbols}), got range "
+                f"[{real.min()}, {real.max()}]"
+            )
+        # Cast on the host: a device-side cast would compile once per batch size.
+        symbols = np.where(valid, obs, 0).astype(np.int32)
+        return symbols, lengths.astype(np.int32)
     dim = emission.means.shape[-1]
     if obs.shape[-1] != dim:
         raise ValueError(f"obs must have D = {dim} features per step, got {obs.shape[-1]}")
@@ -178,7 +204,8 @@ def validate_sequences(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
         raise ValueError(f"obs contains NaN or inf (sequence {b}, step {t})")
     # Padding may hold anything (even NaN); zero it so it cannot leak through 0 * NaN.
     dtype = float_dtype(obs) if jnp.issubdtype(obs.dtype, jnp.floating) else emission.means.dtype
-    return jnp.asarray(np.where(valid[..., None], obs, 0.0), dtype), jnp.asarray(lengths, jnp.int32)
+    frames = np.where(valid[..., None], obs, 0.0).astype(dtype)
+    return frames, lengths.astype(np.int32)
 
 
 def _checked_inputs(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
@@ -240,8 +267,11 @@ def gaussian_mixture_emission(weights, means, variances) -> GaussianMixtureEmiss
     dtype = float_dtype(weights, means, variances)
     means = checks.check_array("means", means, (*w.shape, "D")).astype(np.float64)
     var = _check_positive("variances", variances, means.shape)
-    return GaussianMixtureEmission(jnp.asarray(np.log(w), dtype), jnp.asarray(means, dtype),
-                                   jnp.asarray(0.5 * np.log(var), dtype))
+    return GaussianMixtureEmission(
+        jnp.asarray(np.log(w), dtype),
+        jnp.asarray(means, dtype),
+        jnp.asarray(0.5 * np.log(var), dtype),
+    )
 
 
 def _raw_tril(chol):
@@ -257,7 +287,9 @@ def scale_tril(raw: Array) -> Array:
     return jnp.tril(raw, -1) + diag[..., None] * jnp.eye(raw.shape[-1], dtype=raw.dtype)
 
 
-def left_to_right_transitions(num_states: int, self_prob: float = 0.6, max_jump: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def left_to_right_transitions(
+    num_states: int, self_prob: float = 0.6, max_jump: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """(initial_probs [K], transition_probs [K, K]) of a Bakis left-to-right chain: start in
     state 0, stay with `self_prob`, else move forward by 1..max_jump (uniformly); the last
     state absorbs. The zeros stay zero under EM."""
@@ -324,7 +356,9 @@ def emission_log_prob(emission: Emission, obs: Array) -> Array:
 def _mixture_joint_log_prob(emission: GaussianMixtureEmission, obs: Array) -> Array:
     """log w_km + log N(y; mu_km, diag) -> [..., K, M]."""
     k, m, d = emission.means.shape
-    comp = _diag_log_prob(emission.means.reshape(k * m, d), emission.log_scales.reshape(k * m, d), obs)
+    comp = _diag_log_prob(
+        emission.means.reshape(k * m, d), emission.log_scales.reshape(k * m, d), obs
+    )
     return comp.reshape(*comp.shape[:-1], k, m) + jax.nn.log_softmax(emission.logits, axis=-1)
 
 
@@ -360,12 +394,14 @@ def _checked(params: "HMMParams | LabelledHMM", x) -> tuple[Array, Array]:
 
 
 @functools.partial(jax.jit, static_argnames=("parallel",))
-def log_prob_unchecked(params: HMMParams, obs: Array, lengths: Array,
-                       parallel: bool = False) -> Array:
+def log_prob_unchecked(
+    params: HMMParams, obs: Array, lengths: Array, parallel: bool = False
+) -> Array:
     """Jitted log p(x_b) [B] of one HMM, no validation (`log_prob` validates)."""
     if parallel:
-        return hmm_inference.hmm_filter(*_potentials(params, obs), lengths,
-                                        parallel=True).log_likelihood
+        return hmm_inference.hmm_filter(
+            *_potentials(params, obs), lengths, parallel=True
+        ).log_likelihood
     return hmm_inference.hmm_log_likelihood(*_potentials(params, obs), lengths)
 
 
@@ -416,8 +452,7 @@ def posterior(params: "HMMParams | LabelledHMM", x, parallel: bool = False) -> A
     obs, lengths = _checked(params, x)
     if not isinstance(params, LabelledHMM):
         return _smooth(params, obs, lengths, parallel).posteriors
-    smoothed = jax.vmap(_smooth, in_axes=(0, None, None, None))(params.hmms, obs, lengths,
-                                                                  parallel)
+    smoothed = jax.vmap(_smooth, in_axes=(0, None, None, None))(params.hmms, obs, lengths, parallel)
     class_post = jax.nn.softmax(smoothed.log_likelihood.T + params.log_prior, axis=-1)  # [B, C]
     return jnp.einsum("bc,cbtk->btck", class_post, smoothed.posteriors)
 
@@ -491,8 +526,9 @@ def _chain(key: Array, params: HMMParams, length: int) -> tuple[Array, Array]:
 
 @checks.validated(_check_sample)
 @functools.partial(jax.jit, static_argnames=("num", "length"))
-def sample_with_states(key: Array, params: "HMMParams | LabelledHMM", num: int, y=None, *,
-                       length: int) -> tuple[Array, Array]:
+def sample_with_states(
+    key: Array, params: "HMMParams | LabelledHMM", num: int, y=None, *, length: int
+) -> tuple[Array, Array]:
     """`num` joint draws of `length` steps: (states [num, length] int32, emissions [num,
     length] or [num, length, D]). A LabelledHMM draws from class y [num] (from the class
     prior when y is None)."""
@@ -505,8 +541,9 @@ def sample_with_states(key: Array, params: "HMMParams | LabelledHMM", num: int, 
     return jax.vmap(lambda k, p: _chain(k, p, length))(keys, per_draw)
 
 
-def sample(key: Array, params: "HMMParams | LabelledHMM", num: int, *, y=None,
-           length: int) -> Array:
+def sample(
+    key: Array, params: "HMMParams | LabelledHMM", num: int, *, y=None, length: int
+) -> Array:
     """`num` sequences of `length` emissions, [num, length(, D)] (states: sample_with_states);
     a LabelledHMM draws from class y [num], or from its class prior when y is None."""
     return sample_with_states(key, params, num, y, length=length)[1]
@@ -542,8 +579,10 @@ def classifier(params: LabelledHMM) -> api.BayesClassifier:
     """Bayes' rule over the classes of a LabelledHMM: log P(y) + log p(x | y); x is Sequences
     or obs [B, T(, D)]."""
     if not isinstance(params, LabelledHMM):
-        raise TypeError(f"params: a classifier needs class-conditional HMMs (LabelledHMM, from fit "
-                        f"with config.class_conditional), got {type(params).__name__}")
+        raise TypeError(
+            f"params: a classifier needs class-conditional HMMs (LabelledHMM, from fit "
+            f"with config.class_conditional), got {type(params).__name__}"
+        )
     checks.check_finite_tree("params.log_prior", params.log_prior, allow_neg_inf=True)
     check_params(jax.tree.map(lambda leaf: leaf[0], params.hmms), "params.hmms[0]")
     base = api.from_class_conditionals(params.log_prior, params.hmms, log_prob_unchecked)
