@@ -24,7 +24,7 @@ def _config():
     config.data.binarize, config.data.num_classes = "none", 2  # the pixels are binary already
     config.model.update(conditional=True, encoder_hidden=(32,), decoder_hidden=(32,),
                         latent_dim=2)
-    config.num_steps, config.batch_size = 300, 32
+    config.num_steps, config.batch_size = 150, 32
     return config
 
 
