@@ -15,6 +15,7 @@ import json
 import pathlib
 import time
 
+from genjax_lab import saving
 from genjax_lab.core import config as config_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core.loop import train_and_evaluate
@@ -38,6 +39,9 @@ def main(config, workdir: pathlib.Path) -> None:
     train_seconds = time.perf_counter() - start  # this launch only
     if result.preempted:
         return  # the final estimates belong to the run that reaches the last step
+    meta = {"image_shape": list(family.image_shape), "num_classes": family.num_classes,
+            "input": {"kind": "image", "shape": list(family.image_shape), "layout": "image"}}
+    saving.save(workdir, "gan", config, meta, family.params_of(result.state))
     # no timings in the record: reruns compare equal
     metrics = metrics_lib.final_metrics(workdir, result.step, lambda: result.metrics)
     metrics_lib.write_summary(workdir, {**metrics, "train_seconds": train_seconds})

@@ -2,10 +2,13 @@
 
   ./launch.sh vae --config=experiments/configs/vae_digits.py
   ./launch.sh vae --config=experiments/configs/vae_mnist.py:iwae_table1 --config.data.mnist_dir=DIR
+  ./launch.sh sample --workdir=runs/vae --label=7        # then: digits given a label (a CVAE)
+  ./launch.sh classify --workdir=runs/vae --input=DIGITS.npy   # Bayes' rule over p(x | y)
 """
 import json
 import pathlib
 
+from genjax_lab import saving
 from genjax_lab.core import config as config_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core.loop import train_and_evaluate
@@ -21,6 +24,12 @@ def main(config, workdir: pathlib.Path) -> None:
     result = train_and_evaluate(config, workdir, family.as_family(), dataset)
     if result.preempted:
         return  # the final estimates belong to the run that reaches the last step
+    binarized = config.data.binarize != "none"
+    meta = {**family.meta, "input": {
+        "kind": "image", "shape": list(family.image_shape), "layout": "image",
+        "binarize": "threshold" if binarized else None,
+        "labels": [str(label) for label in range(family.num_classes)]}}
+    saving.save(workdir, "vae", config, meta, family.params(result.state.params))
     metrics = result.metrics
     if config.eval.nll_samples:
         metrics = metrics_lib.final_metrics(

@@ -27,8 +27,10 @@ import numpy as np
 from genjax_lab import saving
 
 _IMAGE_SUFFIXES = (".png",)
-_ESTIMATORS = (("log_prob", "exact"), ("log_prob_bound", "lower bound"),
-               ("log_prob_estimate", "estimate"))
+# The first a model has, in this order: exact, then an estimate (importance sampling, AIS:
+# tighter than a model's cheap bound), then a bound.
+_ESTIMATORS = (("log_prob", "exact"), ("log_prob_estimate", "estimate"),
+               ("log_prob_bound", "lower bound"))
 
 
 class UsageError(ValueError):

@@ -89,7 +89,8 @@ def save(directory: str | pathlib.Path, family_name: str, config: ml_collections
         checkpointer.save(target / "params", params, force=True)
     record = {"format": FORMAT, "family": family_name, "config": checkpoint_lib.to_json(config),
               "meta": dict(meta), "sha256": checkpoint_lib.state_digest(params)}
-    (target / "model.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    if jax.process_index() == 0:  # every process saved its share of the parameters above
+        (target / "model.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return target
 
 

@@ -366,3 +366,9 @@ def test_the_verbs_of_an_rbm():
         bm.log_prob(random_dbm(0, 9, 4, 3), x)
     with pytest.raises(NotImplementedError, match="log_prob"):
         bm.log_prob_bound(jax.random.key(0), params, x)
+
+
+def test_an_rbm_too_large_to_enumerate_points_to_the_estimate():
+    params = bm.init_rbm(jax.random.key(0), 40, 30)
+    with pytest.raises(NotImplementedError, match="log_prob_estimate"):
+        bm.log_prob(params, jnp.zeros((2, 40)))

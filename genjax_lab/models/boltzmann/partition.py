@@ -241,7 +241,13 @@ def log_prob(params: RBMParams, x: jax.Array, log_z=None) -> jax.Array:
     if isinstance(params, DBMParams):
         raise NotImplementedError("a DBM's log p(v) is intractable even given log Z: use "
                                   "log_prob_bound (the mean-field lower bound)")
-    log_z = log_partition(params) if log_z is None else log_z
+    if log_z is None:
+        if min(params.W.shape) > MAX_ENUMERATION_BITS:
+            # Exact is out of reach, not wrong input: callers fall back to an estimate.
+            raise NotImplementedError(
+                f"log Z of an RBM with {min(params.W.shape)} units in its smaller layer "
+                "cannot be enumerated: pass log_z, or use log_prob_estimate (AIS)")
+        log_z = log_partition(params)
     return rbm_log_prob(params, visible_batch(params, x), log_z)
 
 
