@@ -12,8 +12,8 @@ harness (core/loop.py); instead the EM state (the stacked params) is saved with
 core.checkpoint.Checkpointer every `checkpoint.every` iterations (config, shapes and a hash
 verified on restore, as in the harness), together with the objective trace so far. A run
 started again in the same workdir resumes from the newest checkpoint and ends with the
-same params as an uninterrupted run; `num_steps` (the EM iterations) may be raised on
-resume to train longer.
+same params as an uninterrupted run; `num_steps` (the EM iterations; the loop's key, which
+the checkpoint's config check lets a resume raise) may be raised on resume to train longer.
 """
 import dataclasses
 import functools
@@ -123,8 +123,8 @@ def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
     truth = casino_model()
     key = jax.random.key(config.seed)
     k_train, k_test, k_starts = jax.random.split(key, 3)
-    rolls = hmm.sample(k_train, truth, config.data.num_sequences, length=config.data.num_steps)
-    batch = {"obs": rolls, "lengths": jnp.full((config.data.num_sequences,), config.data.num_steps, jnp.int32)}
+    rolls = hmm.sample(k_train, truth, config.data.num_sequences, length=config.data.length)
+    batch = {"obs": rolls, "lengths": jnp.full((config.data.num_sequences,), config.data.length, jnp.int32)}
     prior = _prior(config)
     starts = jax.vmap(lambda k: hmm.init_categorical_hmm(k, 2, 6))(jax.random.split(k_starts, config.model.num_restarts))
 
@@ -147,8 +147,8 @@ def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
     perm = list(_align_states(b, CASINO_EMISSIONS))
     a, b = a[np.ix_(perm, perm)], b[perm]
 
-    true_states, test_rolls = hmm.sample_with_states(k_test, truth, 1, length=config.data.test_steps)
-    test_x = hmm.Sequences(test_rolls, jnp.array([config.data.test_steps], jnp.int32))
+    true_states, test_rolls = hmm.sample_with_states(k_test, truth, 1, length=config.data.test_length)
+    test_x = hmm.Sequences(test_rolls, jnp.array([config.data.test_length], jnp.int32))
     decoded = {}
     for name, params in (("", fitted), ("_true_params", truth)):
         posterior = np.asarray(hmm.posterior(params, test_x)[0])
@@ -160,7 +160,7 @@ def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
         decoded[f"posterior_accuracy{name}"] = float(np.mean(posterior.argmax(-1) == np.asarray(true_states[0])))
     _plot_casino(workdir / "casino_posterior.png", p_loaded[: config.plot_steps],
                  np.asarray(true_states[0, : config.plot_steps]) == LOADED)
-    num_rolls = config.data.num_sequences * config.data.num_steps
+    num_rolls = config.data.num_sequences * config.data.length
     return {
         "a_fair_to_loaded": a[FAIR, LOADED], "a_loaded_to_fair": a[LOADED, FAIR],
         "p6_loaded": b[LOADED, 5], "p6_fair": b[FAIR, 5],

@@ -15,7 +15,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.seed = 0
     config.num_steps = 200  # EM iterations
     config.checkpoint = ml_collections.ConfigDict({"every": 50, "keep": 2, "on_corrupt": "fail"})
-    config.data = ml_collections.ConfigDict({"num_sequences": 10, "num_steps": 2000, "test_steps": 2000})
+    config.data = ml_collections.ConfigDict({"num_sequences": 10, "length": 2000, "test_length": 2000})
     config.model = ml_collections.ConfigDict({"num_restarts": 8})
     # Dirichlet(2) on transition and emission rows: add-one smoothing, the MAP in MAP-EM.
     config.prior = ml_collections.ConfigDict({
@@ -26,8 +26,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         config.num_steps = 20
         config.checkpoint.every = 10
         config.data.num_sequences = 2
-        config.data.num_steps = 500
-        config.data.test_steps = 300
+        config.data.length = 500
+        config.data.test_length = 300
         config.model.num_restarts = 2
     elif variant != "default":
         raise ValueError(f"unknown variant {variant!r} of hmm_casino: default or tiny")

@@ -45,6 +45,6 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     config = rep.experiment_config("experiments/configs/hmm_casino.py", "tiny" if schedule == "tiny" else "default")
     if schedule == "full":
         config.data.num_sequences = 100
-        config.data.num_steps = 10_000
+        config.data.length = 10_000
         config.num_steps = 300
     return config
