@@ -13,6 +13,7 @@ usage:
   ./launch.sh --processes N <experiment> [flags...]    N processes on this machine, one JAX cluster
   sbatch [-n N] launch.sh <experiment> [flags...]      under SLURM: one process per task (srun)
   ./launch.sh test [pytest args...]                    the test suite
+  ./launch.sh lint [ruff args...]                      ruff check with the rules pinned in pyproject.toml
   ./launch.sh reliability [pytest args...]             every fault-injection and fuzz test, 20 trials
                                                        per family, into docs/reliability.md
   ./launch.sh replicate [NAME...] [--schedule=quick|full|tiny] [--data_dir=DIR]
@@ -170,6 +171,10 @@ main() {
       python_env test
       export XLA_FLAGS="${XLA_FLAGS:-}"
       exec "$PYTHON" -m pytest "$@" ;;
+    lint)
+      shift
+      python_env test
+      exec "$PYTHON" -m ruff check "$@" ;;
     reliability)
       shift
       python_env test

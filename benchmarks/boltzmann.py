@@ -34,17 +34,17 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import sklearn  # noqa: E402
-from sklearn.neural_network import BernoulliRBM  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sklearn
+from sklearn.neural_network import BernoulliRBM
 
-from benchmarks import common  # noqa: E402
-from benchmarks.common import record, report  # noqa: E402
-from genjax_lab.data.idx import load_mnist_split  # noqa: E402
-from genjax_lab.inference import ais  # noqa: E402
-from genjax_lab.models import boltzmann as bm  # noqa: E402
+from benchmarks import common
+from benchmarks.common import record, report
+from genjax_lab.data.idx import load_mnist_split
+from genjax_lab.inference import ais
+from genjax_lab.models import boltzmann as bm
 
 NUM_HIDDEN, BATCH, LEARNING_RATE = 500, 100, 0.1
 VARIANTS = tuple((method, name) for method in ("pcd", "cd") for name in ("scan", "loop"))

@@ -20,15 +20,15 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from benchmarks import common  # noqa: E402
-from benchmarks.common import harness_seconds_per_step, record, report, seconds_per_step  # noqa: E402
-from experiments.configs import gan_mnist  # noqa: E402
-from genjax_lab.core.data import Dataset  # noqa: E402
-from genjax_lab.data.idx import load_mnist_split  # noqa: E402
-from genjax_lab.models import gan  # noqa: E402
+from benchmarks import common
+from benchmarks.common import harness_seconds_per_step, record, report, seconds_per_step
+from experiments.configs import gan_mnist
+from genjax_lab.core.data import Dataset
+from genjax_lab.data.idx import load_mnist_split
+from genjax_lab.models import gan
 
 G_LAYERS = ((100, 256), (256, 512), (512, 784))
 D_LAYERS = ((784, 512), (512, 256), (256, 1))

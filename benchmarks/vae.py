@@ -22,18 +22,18 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-from benchmarks import common  # noqa: E402
-from benchmarks.common import harness_seconds_per_step, record, report, seconds_per_step  # noqa: E402
-from experiments.configs import vae_mnist  # noqa: E402
-from genjax_lab.core.data import Dataset  # noqa: E402
-from genjax_lab.data.idx import load_mnist_split  # noqa: E402
+from benchmarks import common
+from benchmarks.common import harness_seconds_per_step, record, report, seconds_per_step
+from experiments.configs import vae_mnist
+from genjax_lab.core.data import Dataset
+from genjax_lab.data.idx import load_mnist_split
 from genjax_lab.data.images import bernoulli_pixels
-from genjax_lab.models import vae  # noqa: E402
+from genjax_lab.models import vae
 
 # (fan_in, fan_out) of the benchmark's layers: encoder 784-200-200 with two 50-unit heads
 # (mean, log std), decoder 50-200-200-784.

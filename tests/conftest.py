@@ -15,9 +15,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # folder to try the suite with a cache; tests/test_compile.py tests the cache itself.
 os.environ.setdefault("GENJAX_COMPILATION_CACHE", "off")
 
-import pathlib  # noqa: E402
+import pathlib
 
-import pytest  # noqa: E402
+import pytest
 
 # (what, report) of every test marked `fault`, for the reliability table.
 _FAULT_REPORTS: list = []

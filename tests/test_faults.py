@@ -17,7 +17,14 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, assert_ok, checkpoint_steps, experiment_command, final_state, process_env
+from tests.helpers import (
+    REPO,
+    assert_ok,
+    checkpoint_steps,
+    experiment_command,
+    final_state,
+    process_env,
+)
 
 # family -> (experiment, config, flags): checkpoints every step or two, so kills land between
 # and inside saves.

@@ -28,9 +28,9 @@ from hypothesis.extra import numpy as hnp
 from experiments.configs import gan_mnist, vae_digits
 from genjax_lab.core import config as config_lib
 from genjax_lab.core.data import Dataset
+from genjax_lab.data.text import BagOfWords
 from genjax_lab.inference import hmm as hmm_inference
 from genjax_lab.models import boltzmann, classifier, gan, gmm, hmm, lda, logistic, naive_bayes, vae
-from genjax_lab.data.text import BagOfWords
 
 settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from genjax_lab.core import metrics as metrics_lib
-from tests.helpers import (REPO, assert_ok, final_state, kill_after_checkpoint, process_env,
-                           run_experiment)
+from tests.helpers import (
+    REPO,
+    assert_ok,
+    final_state,
+    kill_after_checkpoint,
+    process_env,
+    run_experiment,
+)
 from tests.test_cli import assert_refused
 
 TINY = "vae_digits.py:tiny"

@@ -14,7 +14,14 @@ import pytest
 
 from genjax_lab.core import metrics as metrics_lib
 from tests import slurm_cluster
-from tests.helpers import REPO, assert_ok, checkpoint_steps, final_state, process_env, run_experiment
+from tests.helpers import (
+    REPO,
+    assert_ok,
+    checkpoint_steps,
+    final_state,
+    process_env,
+    run_experiment,
+)
 
 TINY = f"--config={REPO}/experiments/configs/vae_digits.py:tiny"
 # Two CPU processes all-reduce through gloo at about 30 steps/s: long enough to interrupt.

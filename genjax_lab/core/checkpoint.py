@@ -162,7 +162,7 @@ class Checkpointer:
         where = self.directory / str(step)
         try:
             meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        except Exception as e:  # noqa: BLE001 - any read failure means an unusable checkpoint
+        except Exception as e:
             raise CorruptCheckpoint(f"checkpoint {where}: its meta item cannot be read ({e})") from e
         if meta is None:
             raise CorruptCheckpoint(f"checkpoint {where}: its meta item is missing")
@@ -186,7 +186,7 @@ class Checkpointer:
             state = self.manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
             )["state"]
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise CorruptCheckpoint(f"checkpoint {where}: the state cannot be read ({e})") from e
         digest = state_digest(state)
         if digest != meta.get("state_sha256"):

@@ -50,8 +50,8 @@ def plot_against_k(path: pathlib.Path, ks: list[int], series: dict[str, list[flo
     lo, hi = lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9)
     xs = np.log(ks) if max(ks) > 4 * min(ks) else np.asarray(ks, np.float64)
     x0, x1 = xs.min(), xs.max() if xs.max() > xs.min() else xs.min() + 1.0
-    px = lambda x: margin + (x - x0) / (x1 - x0) * w  # noqa: E731
-    py = lambda v: margin + (hi - v) / (hi - lo) * h  # noqa: E731
+    px = lambda x: margin + (x - x0) / (x1 - x0) * w
+    py = lambda v: margin + (hi - v) / (hi - lo) * h
     draw.rectangle([margin, margin, margin + w, margin + h], outline="black")
     if reference is not None:
         for x in np.linspace(margin, margin + w, 40)[::2]:

@@ -49,7 +49,7 @@ def initialize_distributed(environ: Mapping[str, str] = os.environ) -> None:
             heartbeat_timeout_seconds=heartbeat,
             initialization_timeout=120,
         )
-    except Exception as e:  # noqa: BLE001 - any failure here must stop the run
+    except Exception as e:
         raise DistributedStartError(
             f"process {process_id}/{num_processes} could not join the JAX cluster at "
             f"{coordinator}: {e}"

@@ -100,8 +100,8 @@ def test_split(recordings: Recordings, num_test_indices: int = 5) -> tuple[Recor
 
 def mel_filterbank(config: MfccConfig = MfccConfig()) -> np.ndarray:
     """[fft_length // 2 + 1, num_filters] triangular filters, equally spaced in mel."""
-    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
-    hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)
+    hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)
     edges = hz(np.linspace(0.0, mel(config.sample_rate / 2), config.num_filters + 2))
     freqs = np.arange(config.fft_length // 2 + 1) * config.sample_rate / config.fft_length
     lo, centre, hi = edges[:-2], edges[1:-1], edges[2:]
