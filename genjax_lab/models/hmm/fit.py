@@ -30,11 +30,13 @@ which EM never decreases):
     of a singular matrix, so states cannot collapse into NaN. kappa = Psi = n0 = 0 and
     Dirichlet c = 1 is maximum likelihood (used to compare with hmmlearn).
 
-Starts: `kmeans_init` (Lloyd's k-means on all real frames; state variances are the cluster
-variances) for ergodic models, and a uniform segmentation of every sequence for
-left-to-right models (state k gets frames [k L / K, (k + 1) L / K)), the usual start for
-speech. `fit_em_restarts` vmaps start + EM over several keys and keeps the fit with the
-best MAP objective. `fit_gradient` maximises the same objective with optax instead.
+Starts: `init_gaussian_hmm` (k-means from genjax_lab.inference.kmeans on all real frames;
+state variances are the cluster variances) for ergodic models, a uniform segmentation of
+every sequence for left-to-right models (state k gets frames [k L / K, (k + 1) L / K)), the
+usual start for speech, and `init_categorical_hmm` (random sticky transitions, Dirichlet(1)
+emissions) for symbols. `fit` runs `num_inits` starts through one compiled while loop each
+and keeps the best final MAP objective per class. `fit_gradient` maximises the same
+objective with optax instead.
 """
 
 import functools
