@@ -1,6 +1,7 @@
 """Class-conditional Gaussian HMMs: two classes of 2-D sequences whose two states sit at
 different places (class 0: (2, 0) and (-2, 0); class 1: (0, 2) and (0, -2)), with lengths
 that vary, so the labelled case goes through Sequences and the classifier."""
+
 import jax
 import jax.numpy as jnp
 
@@ -31,5 +32,12 @@ def _config():
     return config
 
 
-CASE = Case(family="hmm", make_data=_make_data, config=_config(), likelihood="exact",
-            labelled=True, min_train_accuracy=0.95, sample_kwargs={"length": 8})
+CASE = Case(
+    family="hmm",
+    make_data=_make_data,
+    config=_config(),
+    likelihood="exact",
+    labelled=True,
+    min_train_accuracy=0.95,
+    sample_kwargs={"length": 8},
+)
