@@ -19,6 +19,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from genjax_lab.core import checkpoint as checkpoint_lib
+from genjax_lab.core import mesh as mesh_lib
 
 MODEL_DIR = "model"
 FORMAT = 1
@@ -85,6 +86,9 @@ def save(directory: str | pathlib.Path, family_name: str, config: ml_collections
     """Writes `<directory>/model/` (replacing an older one) and returns its path."""
     family_module(family_name)  # refuse an unknown name before writing anything
     target = pathlib.Path(directory).resolve() / MODEL_DIR
+    # Host copies: a process's own arrays (a label prior made on each host) cannot be saved
+    # as global arrays, and Orbax writes replicated NumPy arrays once, from process 0.
+    params = mesh_lib.host_copy(params)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(target / "params", params, force=True)
     record = {"format": FORMAT, "family": family_name, "config": checkpoint_lib.to_json(config),
