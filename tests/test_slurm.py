@@ -95,7 +95,11 @@ def test_sigterm_then_requeue_resumes_to_the_uninterrupted_result(cluster, job_e
     stopped = re.findall(r"preempted: saved step (\d+)", job_log(preempted))
     assert len(stopped) == 1, job_log(preempted)[-3000:]
     stop_step = int(stopped[0])
-    assert stop_step < STEPS and stop_step % 10 == 0  # both tasks stopped at one agreed step
+    assert stop_step < STEPS
+    # Both tasks stop at JAX's preemption sync point: one agreed step, any step.
+    stops = {int(step) for step in re.findall(r"process \d stopped at step (\d+)",
+                                               job_log(preempted))}
+    assert stops <= {stop_step}, job_log(preempted)[-3000:]
     assert checkpoint_steps(preempted)[-1] == stop_step
 
     cluster.scontrol("requeue", str(job))  # starts again after cred_expire (slurm_cluster)
