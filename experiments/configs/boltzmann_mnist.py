@@ -3,7 +3,7 @@ on a CPU-sized schedule; and tiny variants on the embedded 8x8 digits (offline, 
 
   ./launch.sh boltzmann --config=experiments/configs/boltzmann_mnist.py:tiny
   ./launch.sh boltzmann --config=experiments/configs/boltzmann_mnist.py:rbm_cd25 \
-      --config.data.mnist_dir=/work/shared/data/mnist --workdir=runs/rbm_cd25
+      --config.data.mnist_dir=DIR/mnist --workdir=runs/rbm_cd25
 
 MNIST is binarized once, stochastically, with a fixed seed (`data.binarize='static'`, as the
 papers); batch 100; SGD with momentum 0.5 for 5 epochs then 0.9, weight decay 2e-4 on the

@@ -1,4 +1,4 @@
-"""LDA on the "bars" corpus (Griffiths & Steyvers 2004, /work/shared/REFERENCES.md): 10
+"""LDA on the "bars" corpus (Griffiths & Steyvers 2004, ../shared/REFERENCES.md): 10
 topics, 5 horizontal and 5 vertical bars on a 5x5 pixel grid (V = 25), 2,000 documents of
 100 words, theta ~ Dirichlet(1). The corpus is sampled with a seeded key and fitted twice,
 by batch variational Bayes (best final ELBO of `vb.num_restarts` starts) and by collapsed

@@ -1,7 +1,7 @@
 """LDA on real text, one document per line (genjax_lab.data.text): for each number of
 topics K in `num_topics_list`, batch variational Bayes on 90% of the documents, then the
 held-out perplexity of the other 10% (a seeded random split of documents, as Blei, Ng &
-Jordan 2003; /work/shared/REFERENCES.md). Priors alpha = eta = 1/K (Hoffman et al. 2010).
+Jordan 2003; ../shared/REFERENCES.md). Priors alpha = eta = 1/K (Hoffman et al. 2010).
 
   ./launch.sh lda --config=experiments/configs/lda_corpus.py \
       --config.data.path=../shared/data/text/lee_background.cor

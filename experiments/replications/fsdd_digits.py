@@ -1,9 +1,9 @@
 """Isolated spoken-digit recognition on the Free Spoken Digit Dataset (FSDD, 6 speakers x 10
 digits x 50 recordings, 8 kHz), with one left-to-right GMM-HMM per digit and Bayes' rule.
 
-  ./launch.sh replicate fsdd_digits --schedule=quick --data_dir=/work/shared/data
+  ./launch.sh replicate fsdd_digits --schedule=quick --data_dir=DIR
 
-No paper number: /work/shared/REFERENCES.md gives none for FSDD. The row compares against
+No paper number: ../shared/REFERENCES.md gives none for FSDD. The row compares against
 the test accuracy that issue #3 measured on this machine for hmmlearn 0.3.3's GMMHMM with the
 same front end and topology: 0.99 (297/300), after about 150 s of training (13 MFCCs +
 deltas + delta-deltas, per-utterance mean normalisation; 8 left-to-right states, 4 diagonal

@@ -1,6 +1,6 @@
 """Goodfellow et al., NeurIPS 2014, "Generative adversarial nets", Table 1: the MLP GAN's
 Gaussian Parzen-window log-likelihood of the MNIST test set is 225 +- 2 (as cited in
-/work/shared/REFERENCES.md).
+../shared/REFERENCES.md).
 
   ./launch.sh replicate gan_parzen --schedule=quick
 

@@ -1,5 +1,5 @@
 """Durbin, Eddy, Krogh & Mitchison 1998, "Biological Sequence Analysis", section 3.2 (the
-occasionally dishonest casino, Figure 3.5 / /work/shared/REFERENCES.md): the published model
+occasionally dishonest casino, Figure 3.5 / ../shared/REFERENCES.md): the published model
 switches fair -> loaded with probability 0.05 and loaded -> fair with 0.10; the loaded die
 shows a six with probability 1/2 (faces 1-5: 1/10 each), the fair one 1/6 each.
 

@@ -1,7 +1,7 @@
 """Burda, Grosse & Salakhutdinov, ICLR 2016, "Importance weighted autoencoders", Table 1:
 test negative log-likelihood (nats) on MNIST with dynamic binarization of VAE and IWAE
 trained with k = 1, 5, 50 samples, with 1 and 2 stochastic layers (numbers as cited in
-/work/shared/REFERENCES.md):
+../shared/REFERENCES.md):
 
   model            k=1     k=5     k=50
   VAE, 1 layer     86.76   86.47   86.35

@@ -1,5 +1,5 @@
 """Griffiths & Steyvers 2004, "Finding scientific topics" (PNAS), the "bars" demonstration
-(/work/shared/REFERENCES.md): 10 topics, 5 horizontal and 5 vertical bars on a 5x5 grid
+(../shared/REFERENCES.md): 10 topics, 5 horizontal and 5 vertical bars on a 5x5 grid
 (V = 25), 2,000 documents of 100 words, theta ~ Dirichlet(1); the paper shows that
 collapsed Gibbs recovers the bars (a figure, no numeric table).
 

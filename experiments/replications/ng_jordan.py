@@ -1,10 +1,10 @@
 """Ng & Jordan (NeurIPS 2002), "On discriminative vs. generative classifiers: a comparison of
 logistic regression and naive Bayes", Figure 1 (learning curves on UCI data sets). The claim
-(/work/shared/REFERENCES.md) is qualitative: naive Bayes approaches its (higher) asymptotic
+(../shared/REFERENCES.md) is qualitative: naive Bayes approaches its (higher) asymptotic
 error much faster, so it wins with few training examples, logistic regression wins with
 many, and the curves cross.
 
-  ./launch.sh replicate ng_jordan --schedule=quick --data_dir=/work/shared/data
+  ./launch.sh replicate ng_jordan --schedule=quick --data_dir=DIR
 
 Estimator: for each training size m, R random training sets (one example of every class, the
 rest uniform; a fresh random 30% test set per draw, 20% for spam, MNIST's test split for

@@ -1,9 +1,9 @@
 """SMS spam filtering (SMS Spam Collection, 5,430 messages here: 4,716 ham, 714 spam) with
 multinomial naive Bayes on bag-of-words counts.
 
-  ./launch.sh replicate spam_nb --schedule=quick --data_dir=/work/shared/data
+  ./launch.sh replicate spam_nb --schedule=quick --data_dir=DIR
 
-No paper number: /work/shared/REFERENCES.md gives none for SMS spam. The rows compare our
+No paper number: ../shared/REFERENCES.md gives none for SMS spam. The rows compare our
 naive Bayes with scikit-learn's MultinomialNB (alpha = 1) fitted on the same word counts and
 the same seeded 80/20 stratified split, measured on this machine with the quick schedule:
 test accuracy 0.98343 (1,068 / 1,086) and ROC AUC of P(spam | message) 0.99397. Those are
