@@ -23,6 +23,7 @@ plausible numbers.
 
   .venv/bin/python benchmarks/boltzmann.py --mnist_dir=../shared/data/mnist --out=/tmp/rbm.json
 """
+
 import argparse
 import functools
 import json
@@ -69,9 +70,16 @@ def binarized(mnist_dir: str, split: str, seed: int) -> np.ndarray:
 
 def sklearn_epoch(x: np.ndarray):
     """One sklearn epoch: fit with n_iter=1 (its init is a small part of it)."""
+
     def run():
-        BernoulliRBM(n_components=NUM_HIDDEN, learning_rate=LEARNING_RATE, batch_size=BATCH, n_iter=1,
-                     random_state=0).fit(x)
+        BernoulliRBM(
+            n_components=NUM_HIDDEN,
+            learning_rate=LEARNING_RATE,
+            batch_size=BATCH,
+            n_iter=1,
+            random_state=0,
+        ).fit(x)
+
     return run
 
 
@@ -92,6 +100,7 @@ def scan_epoch(x, method: str):
         counter[0] += 1
         carry[0], carry[1], carry[2], metrics = epoch(*carry, x, jax.random.key(counter[0]))
         jax.block_until_ready(metrics)
+
     return run
 
 
@@ -108,8 +117,11 @@ def loop_epoch(x, method: str):
         order = jax.random.permutation(key, x.shape[0]).reshape(-1, BATCH)
         for i in range(order.shape[0]):
             batch = {"x": x[order[i]], "mask": mask}
-            carry[0], carry[1], carry[2], metrics = jit_step(*carry, batch, jax.random.fold_in(key, i))
+            carry[0], carry[1], carry[2], metrics = jit_step(
+                *carry, batch, jax.random.fold_in(key, i)
+            )
         jax.block_until_ready(metrics)
+
     return run
 
 
@@ -121,7 +133,9 @@ def _seconds(run) -> float:
 
 def ais_check(x_train, x_test, epochs: int, temperatures: int, runs: int) -> dict:
     """CD-1 for `epochs` epochs (sklearn's settings), then AIS log Z and test log-likelihood."""
-    params = bm.init_rbm(jax.random.key(0), x_train.shape[1], NUM_HIDDEN, data_mean=np.asarray(x_train.mean(0)))
+    params = bm.init_rbm(
+        jax.random.key(0), x_train.shape[1], NUM_HIDDEN, data_mean=np.asarray(x_train.mean(0))
+    )
     optimizer = bm.rbm_optimizer(LEARNING_RATE, momentum=0.0)
     epoch = bm.make_epoch(bm.make_rbm_step(optimizer, method="cd", k=1), BATCH)
     opt_state = optimizer.init(params)
@@ -131,22 +145,45 @@ def ais_check(x_train, x_test, epochs: int, temperatures: int, runs: int) -> dic
     jax.block_until_ready(params)
     train_s = time.perf_counter() - start
     start = time.perf_counter()
-    result = bm.ais_log_z(params, ais.piecewise_schedule(temperatures), jax.random.key(7), runs,
-                          base_vis_bias=bm.base_rate_bias(np.asarray(x_train)))
+    result = bm.ais_log_z(
+        params,
+        ais.piecewise_schedule(temperatures),
+        jax.random.key(7),
+        runs,
+        base_vis_bias=bm.base_rate_bias(np.asarray(x_train)),
+    )
     ais_s = time.perf_counter() - start
 
     def mean_log_prob(x):
-        return float(jnp.mean(jnp.concatenate([bm.rbm_log_prob(params, b, result.log_z) for b in jnp.split(x, 10)])))
+        return float(
+            jnp.mean(
+                jnp.concatenate(
+                    [bm.rbm_log_prob(params, b, result.log_z) for b in jnp.split(x, 10)]
+                )
+            )
+        )
 
-    return {"epochs": epochs, "temperatures": temperatures, "runs": runs, "log_z": result.log_z,
-            "log_z_lower": result.log_z_lower, "log_z_upper": result.log_z_upper, "log_z_std": result.log_z_std,
-            "test_log_likelihood": mean_log_prob(x_test), "train_log_likelihood": mean_log_prob(x_train),
-            "train_s": train_s, "ais_s": ais_s}
+    return {
+        "epochs": epochs,
+        "temperatures": temperatures,
+        "runs": runs,
+        "log_z": result.log_z,
+        "log_z_lower": result.log_z_lower,
+        "log_z_upper": result.log_z_upper,
+        "log_z_std": result.log_z_std,
+        "test_log_likelihood": mean_log_prob(x_test),
+        "train_log_likelihood": mean_log_prob(x_train),
+        "train_s": train_s,
+        "ais_s": ais_s,
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
+    parser.add_argument(
+        "--mnist_dir",
+        default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"),
+    )
     parser.add_argument("--rounds", type=int, default=5)
     # Fewer rows time part of an epoch (the same batches for every contender): per-batch
     # costs are uniform, so ratios and FLOP rates keep their meaning on a loaded machine.
@@ -157,7 +194,7 @@ def main():
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    x_np = binarized(args.mnist_dir, "train", seed=0)[:args.rows]
+    x_np = binarized(args.mnist_dir, "train", seed=0)[: args.rows]
     x = jnp.asarray(x_np)
     num_batches = -(-x.shape[0] // BATCH)
     flops = {}
@@ -171,37 +208,62 @@ def main():
         # The compiled count also holds the matrix-vector products (v . b_vis in the free
         # energies, the mask-weighted sums): 0.1% more.
         if not math.isclose(counted, analytic[method], rel_tol=2e-3):
-            raise AssertionError(f"{method}: compiled matmul FLOPs {counted:.4g} differ from the analytic "
-                                 f"{analytic[method]:.4g}")
-    contenders = {f"sklearn_{dtype}": sklearn_epoch(x_np.astype(dtype)) for dtype in ("float32", "float64")}
+            raise AssertionError(
+                f"{method}: compiled matmul FLOPs {counted:.4g} differ from the analytic "
+                f"{analytic[method]:.4g}"
+            )
+    contenders = {
+        f"sklearn_{dtype}": sklearn_epoch(x_np.astype(dtype)) for dtype in ("float32", "float64")
+    }
     for method, name in VARIANTS:
         contenders[f"{method}_{name}"] = (scan_epoch if name == "scan" else loop_epoch)(x, method)
         contenders[f"{method}_{name}"]()  # compile and warm up
     # Interleaved rounds, each with its own peak: this machine's speed drifts over minutes.
     rounds = common.interleaved_rounds(
-        {name: functools.partial(_seconds, run) for name, run in contenders.items()}, args.rounds)
+        {name: functools.partial(_seconds, run) for name, run in contenders.items()}, args.rounds
+    )
     step, carry = our_state(x, "pcd")
     epoch_hlo = bm.make_epoch(step, BATCH).lower(*carry, x, jax.random.key(0)).compile().as_text()
-    profile = common.op_profile(lambda n: [contenders["pcd_scan"]() for _ in range(n)], 1, epoch_hlo)
+    profile = common.op_profile(
+        lambda n: [contenders["pcd_scan"]() for _ in range(n)], 1, epoch_hlo
+    )
     common.print_profile("PCD-1 scan epoch", profile)
     records = []
     for method, name in VARIANTS:
         for dtype in ("float32", "float64"):
             ours, reference = f"{method}_{name}", f"sklearn_{dtype}"
-            records.append(record(
-                f"rbm epoch {method.upper()}-1 ({name}) vs sklearn {dtype}", statistics.median(rounds[ours]),
-                reference=f"sklearn BernoulliRBM PCD-1 {dtype}", reference_version=sklearn.__version__,
-                reference_s=statistics.median(rounds[reference]), hidden=NUM_HIDDEN, batch=BATCH,
-                device=jax.devices()[0].platform, flops_per_step=flops[method],
-                flops_per_step_analytic=analytic[method], reference_flops_per_step=analytic["pcd"],
-                step="epoch", rows=int(x.shape[0]), rounds={k: rounds[k] for k in ("peak", ours, reference)},
-                **common.ceiling_fields(rounds, ours, reference, flops[method], analytic["pcd"]),
-                **({"profile": profile} if ours == "pcd_scan" and dtype == "float32" else {})))
+            records.append(
+                record(
+                    f"rbm epoch {method.upper()}-1 ({name}) vs sklearn {dtype}",
+                    statistics.median(rounds[ours]),
+                    reference=f"sklearn BernoulliRBM PCD-1 {dtype}",
+                    reference_version=sklearn.__version__,
+                    reference_s=statistics.median(rounds[reference]),
+                    hidden=NUM_HIDDEN,
+                    batch=BATCH,
+                    device=jax.devices()[0].platform,
+                    flops_per_step=flops[method],
+                    flops_per_step_analytic=analytic[method],
+                    reference_flops_per_step=analytic["pcd"],
+                    step="epoch",
+                    rows=int(x.shape[0]),
+                    rounds={k: rounds[k] for k in ("peak", ours, reference)},
+                    **common.ceiling_fields(
+                        rounds, ours, reference, flops[method], analytic["pcd"]
+                    ),
+                    **({"profile": profile} if ours == "pcd_scan" and dtype == "float32" else {}),
+                )
+            )
     report(records, None)
     result = {"records": records}
     if args.ais_epochs:
-        check = ais_check(x, jnp.asarray(binarized(args.mnist_dir, "test", seed=1)), args.ais_epochs,
-                          args.ais_temperatures, args.ais_runs)
+        check = ais_check(
+            x,
+            jnp.asarray(binarized(args.mnist_dir, "test", seed=1)),
+            args.ais_epochs,
+            args.ais_temperatures,
+            args.ais_runs,
+        )
         print(json.dumps(check, indent=1))
         result["ais_check"] = check
     if args.out:

@@ -1,6 +1,7 @@
 """Shared pieces of the benchmark scripts: timing, the result records, and how close a step
 comes to the machine (FLOPs from the compiled program, the float32 matmul peak measured in
 the same run, and a per-op profile of where the step's time goes)."""
+
 import collections
 import gzip
 import json
@@ -24,7 +25,9 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
     return statistics.median(times)
 
 
-def record(name: str, ours_s: float, reference: str, reference_version: str, reference_s: float, **extra) -> dict:
+def record(
+    name: str, ours_s: float, reference: str, reference_version: str, reference_s: float, **extra
+) -> dict:
     """One measurement: speedup = reference time / our time (above 1: we are faster)."""
     return {
         "name": name,
@@ -46,22 +49,30 @@ def _spread_text(s: dict | None, scale: float = 1.0, unit: str = "") -> str:
 def report(records: list[dict], out: str | None) -> None:
     """Prints a table (with the utilisation lines, where a record has them) and writes
     `{"records": [...]}` to `out` when given."""
-    print(f"{'measurement':48s} {'ours (s)':>10s} {'reference':>22s} {'ref (s)':>10s} {'speedup':>8s}")
+    print(
+        f"{'measurement':48s} {'ours (s)':>10s} {'reference':>22s} {'ref (s)':>10s} {'speedup':>8s}"
+    )
     for r in records:
         reference = f"{r['reference']} {r['reference_version']}"
-        print(f"{r['name']:48s} {r['ours_s']:10.4f} {reference:>22s} {r['reference_s']:10.4f} {r['speedup']:7.2f}x")
+        print(
+            f"{r['name']:48s} {r['ours_s']:10.4f} {reference:>22s} {r['reference_s']:10.4f} {r['speedup']:7.2f}x"
+        )
         if "speedup_spread" in r:
-            print(f"    per-round speedup, median [min-max] over {r['rounds_count']} rounds: "
-                  f"{_spread_text(r['speedup_spread'], unit='x')}")
+            print(
+                f"    per-round speedup, median [min-max] over {r['rounds_count']} rounds: "
+                f"{_spread_text(r['speedup_spread'], unit='x')}"
+            )
         if "ours_utilisation" in r:
-            print(f"    peak {_spread_text(r['peak_flops_per_s'], 1e-9, ' GFLOP/s')}; "
-                  f"ours {r['flops_per_step'] / 1e6:.1f} MFLOP/step, "
-                  f"{_spread_text(r['ours_flops_per_s'], 1e-9, ' GFLOP/s')}, "
-                  f"{_spread_text(r['ours_utilisation'], 100, '%')} of the round's peak "
-                  f"({_spread_text(r['ours_utilisation_of_best_peak'], 100, '%')} of the best); "
-                  f"reference {r['reference_flops_per_step'] / 1e6:.1f} MFLOP/step, "
-                  f"{_spread_text(r['reference_utilisation'], 100, '%')} "
-                  f"({_spread_text(r['reference_utilisation_of_best_peak'], 100, '%')})")
+            print(
+                f"    peak {_spread_text(r['peak_flops_per_s'], 1e-9, ' GFLOP/s')}; "
+                f"ours {r['flops_per_step'] / 1e6:.1f} MFLOP/step, "
+                f"{_spread_text(r['ours_flops_per_s'], 1e-9, ' GFLOP/s')}, "
+                f"{_spread_text(r['ours_utilisation'], 100, '%')} of the round's peak "
+                f"({_spread_text(r['ours_utilisation_of_best_peak'], 100, '%')} of the best); "
+                f"reference {r['reference_flops_per_step'] / 1e6:.1f} MFLOP/step, "
+                f"{_spread_text(r['reference_utilisation'], 100, '%')} "
+                f"({_spread_text(r['reference_utilisation_of_best_peak'], 100, '%')})"
+            )
     if out:
         pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(out).write_text(json.dumps({"records": records}, indent=2))
@@ -123,8 +134,9 @@ def compiled_flops(compiled) -> float:
     return float(cost["flops"])
 
 
-def dense_train_flops(batch: int, layers: Sequence[tuple[int, int]],
-                      input_grad_of_first: bool = False) -> float:
+def dense_train_flops(
+    batch: int, layers: Sequence[tuple[int, int]], input_grad_of_first: bool = False
+) -> float:
     """Matmul FLOPs of a forward and backward pass through dense layers [(fan_in, fan_out)]:
     2 * batch * fan_in * fan_out for the forward product, the same for the weight gradient,
     and the same for the input gradient of every layer but the first (unless asked: the
@@ -144,7 +156,9 @@ def spread(values: Sequence[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def interleaved_rounds(contenders: dict[str, Callable[[], float]], num_rounds: int) -> dict[str, list[float]]:
+def interleaved_rounds(
+    contenders: dict[str, Callable[[], float]], num_rounds: int
+) -> dict[str, list[float]]:
     """Seconds per step of each contender (`contenders[name]()` measures and returns it),
     in `num_rounds` interleaved rounds, with the float32 matmul peak measured just before
     each contender: the machine is shared and its load moves within a round, so the
@@ -156,13 +170,17 @@ def interleaved_rounds(contenders: dict[str, Callable[[], float]], num_rounds: i
             samples.append(matmul_peak_flops())
             rounds[name].append(measure())
         rounds["peak"].append(max(samples))
-        print(f"round {i}: peak {rounds['peak'][-1] / 1e9:.1f} GFLOP/s, "
-              + ", ".join(f"{name} {rounds[name][-1] * 1e3:.2f} ms" for name in contenders), flush=True)
+        print(
+            f"round {i}: peak {rounds['peak'][-1] / 1e9:.1f} GFLOP/s, "
+            + ", ".join(f"{name} {rounds[name][-1] * 1e3:.2f} ms" for name in contenders),
+            flush=True,
+        )
     return rounds
 
 
-def ceiling_fields(rounds: dict[str, list[float]], ours: str, reference: str, flops: float,
-                   reference_flops: float) -> dict:
+def ceiling_fields(
+    rounds: dict[str, list[float]], ours: str, reference: str, flops: float, reference_flops: float
+) -> dict:
     """The record's fields on speed and the ceiling, from `interleaved_rounds`: the
     per-round ratio reference / ours, and each side's FLOP rate and its share of the
     round's peak ('utilisation') and of the best peak of the whole run ('..._of_best_peak':
@@ -187,7 +205,8 @@ def ceiling_fields(rounds: dict[str, list[float]], ours: str, reference: str, fl
 # ----------------------------------------------------------------------------- where the time goes
 
 _INSTRUCTION = re.compile(
-    r"^\s*(?:ROOT )?%([\w.\-]+) = .*?\b(dot|convolution|fusion|custom-call)\(")
+    r"^\s*(?:ROOT )?%([\w.\-]+) = .*?\b(dot|convolution|fusion|custom-call)\("
+)
 _COMPUTATION = re.compile(r"^%([\w.\-]+) \(")
 _CALLS = re.compile(r"calls=%([\w.\-]+)")
 
@@ -220,8 +239,11 @@ _DOT = re.compile(r"= \w+\[([\d,]*)\]\S* dot\(%([\w.\-]+), .*lhs_contracting_dim
 def hlo_matmul_flops(hlo_text: str) -> float:
     """2 * (output elements) * (contracted length), summed over the program's dots: the
     matmul FLOPs the compiled program runs per call (a loop body counted once)."""
-    shapes = {m.group(1): [int(d) for d in m.group(2).split(",") if d]
-              for line in hlo_text.splitlines() if (m := _SHAPE.match(line))}
+    shapes = {
+        m.group(1): [int(d) for d in m.group(2).split(",") if d]
+        for line in hlo_text.splitlines()
+        if (m := _SHAPE.match(line))
+    }
     total = 0.0
     for line in hlo_text.splitlines():
         if m := _DOT.search(line):
@@ -253,8 +275,11 @@ def op_profile(run: Callable[[int], object], steps: int, hlo_text: str, top: int
     work (argument handling, Python, the loop) with no op running. `top` ops by time."""
     import jax
 
-    names = {m.group(1) for line in hlo_text.splitlines()
-             if (m := re.match(r"^\s*(?:ROOT )?%([\w.\-]+) = ", line))}
+    names = {
+        m.group(1)
+        for line in hlo_text.splitlines()
+        if (m := re.match(r"^\s*(?:ROOT )?%([\w.\-]+) = ", line))
+    }
     matmuls = matmul_ops(hlo_text)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
@@ -277,15 +302,18 @@ def op_profile(run: Callable[[int], object], steps: int, hlo_text: str, top: int
         "busy_us": _union_length(intervals) / steps,
         "matmul_us": matmul_us / steps,
         "other_ops_us": (sum(per_op.values()) - matmul_us) / steps,
-        "top_ops": [{"op": n, "us": t / steps, "matmul": n in matmuls}
-                    for n, t in per_op.most_common(top)],
+        "top_ops": [
+            {"op": n, "us": t / steps, "matmul": n in matmuls} for n, t in per_op.most_common(top)
+        ],
     }
 
 
 def print_profile(title: str, profile: dict) -> None:
-    print(f"{title}: wall {profile['wall_us']:.0f} us/step, "
-          f"ops running {profile['busy_us']:.0f} us "
-          f"(matmul {profile['matmul_us']:.0f} us, other ops {profile['other_ops_us']:.0f} us, "
-          f"summed over threads), nothing running {profile['wall_us'] - profile['busy_us']:.0f} us")
+    print(
+        f"{title}: wall {profile['wall_us']:.0f} us/step, "
+        f"ops running {profile['busy_us']:.0f} us "
+        f"(matmul {profile['matmul_us']:.0f} us, other ops {profile['other_ops_us']:.0f} us, "
+        f"summed over threads), nothing running {profile['wall_us'] - profile['busy_us']:.0f} us"
+    )
     for op in profile["top_ops"]:
         print(f"    {op['us']:8.0f} us  {op['op']}{'  (matmul)' if op['matmul'] else ''}")

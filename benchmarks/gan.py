@@ -12,6 +12,7 @@ metrics and checkpoints every 1000 steps.
 
   .venv/bin/python benchmarks/gan.py --mnist_dir=../shared/data/mnist [--steps=300] [--out=runs/bench/gan.json]
 """
+
 import argparse
 import math
 import pathlib
@@ -65,7 +66,7 @@ def bare_jax_loop(config, dataset):
 
     def run(n):
         for i in range(n):
-            rows = order[(i * batch_size) % len(images):][:batch_size]
+            rows = order[(i * batch_size) % len(images) :][:batch_size]
             batch = {"image": images[rows], "label": labels[rows], "mask": mask}
             carry[0], metrics, carry[1] = step(carry[0], batch, carry[1])
         jax.block_until_ready(metrics)
@@ -82,10 +83,21 @@ def torch_loop(images: np.ndarray, batch_size: int, threads: int, freeze_d: bool
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     nn = torch.nn
-    generator = nn.Sequential(nn.Linear(100, 256), nn.ReLU(), nn.Linear(256, 512), nn.ReLU(),
-                              nn.Linear(512, 784), nn.Sigmoid())
-    discriminator = nn.Sequential(nn.Linear(784, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256),
-                                  nn.LeakyReLU(0.2), nn.Linear(256, 1))
+    generator = nn.Sequential(
+        nn.Linear(100, 256),
+        nn.ReLU(),
+        nn.Linear(256, 512),
+        nn.ReLU(),
+        nn.Linear(512, 784),
+        nn.Sigmoid(),
+    )
+    discriminator = nn.Sequential(
+        nn.Linear(784, 512),
+        nn.LeakyReLU(0.2),
+        nn.Linear(512, 256),
+        nn.LeakyReLU(0.2),
+        nn.Linear(256, 1),
+    )
     g_opt = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     ema = [p.detach().clone() for p in generator.parameters()]
@@ -95,7 +107,7 @@ def torch_loop(images: np.ndarray, batch_size: int, threads: int, freeze_d: bool
     ones, zeros = torch.ones(batch_size, 1), torch.zeros(batch_size, 1)
 
     def step(i):
-        rows = order[(i * batch_size) % len(images):][:batch_size]
+        rows = order[(i * batch_size) % len(images) :][:batch_size]
         real = data[rows].float() / 255.0
         fake = generator(torch.randn(batch_size, 100))
         d_opt.zero_grad(set_to_none=True)
@@ -123,13 +135,20 @@ def torch_loop(images: np.ndarray, batch_size: int, threads: int, freeze_d: bool
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
+    parser.add_argument(
+        "--mnist_dir",
+        default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"),
+    )
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile_steps", type=int, default=200)
-    parser.add_argument("--harness", action=argparse.BooleanOptionalAction, default=True,
-                        help="Time the whole harness too (two start-ups per round: slow on a loaded machine).")
+    parser.add_argument(
+        "--harness",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Time the whole harness too (two start-ups per round: slow on a loaded machine).",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -151,7 +170,9 @@ def main():
     flops, analytic = common.hlo_matmul_flops(hlo), analytic_flops(b)
     # XLA rewrites the width-1 products of D's logit layer as multiply-reduce, not dots.
     if not math.isclose(flops, analytic, rel_tol=1e-3):
-        raise AssertionError(f"compiled matmul FLOPs {flops:.4g} differ from the analytic count {analytic:.4g}")
+        raise AssertionError(
+            f"compiled matmul FLOPs {flops:.4g} differ from the analytic count {analytic:.4g}"
+        )
     # Interleaved rounds, each with its own peak: this machine's speed drifts over minutes.
     contenders = {
         "bare": lambda: seconds_per_step(bare, args.steps),
@@ -159,31 +180,65 @@ def main():
         "torch_tuned": lambda: seconds_per_step(torch_tuned, args.steps),
     }
     if args.harness:
-        contenders["harness"] = lambda: harness_seconds_per_step(gan.family_for, config, dataset, args.steps)
+        contenders["harness"] = lambda: harness_seconds_per_step(
+            gan.family_for, config, dataset, args.steps
+        )
     rounds = common.interleaved_rounds(contenders, args.rounds)
     profile = common.op_profile(bare, args.profile_steps, hlo)
     common.print_profile(f"bare step, batch {b}", profile)
     seconds = {k: statistics.median(v) for k, v in rounds.items() if k != "peak"}
-    reference_flops = {"torch": analytic_flops(b, d_weight_grads_in_g_step=True), "torch_tuned": analytic,
-                       "bare": analytic}
-    extra = {"batch_size": b, **{f"{k}_examples_per_s": b / v for k, v in seconds.items()}, "rounds": rounds,
-             "flops_per_step": flops, "flops_per_step_analytic": analytic,
-             "xla_cost_flops_per_step": common.compiled_flops(compiled)}
+    reference_flops = {
+        "torch": analytic_flops(b, d_weight_grads_in_g_step=True),
+        "torch_tuned": analytic,
+        "bare": analytic,
+    }
+    extra = {
+        "batch_size": b,
+        **{f"{k}_examples_per_s": b / v for k, v in seconds.items()},
+        "rounds": rounds,
+        "flops_per_step": flops,
+        "flops_per_step_analytic": analytic,
+        "xla_cost_flops_per_step": common.compiled_flops(compiled),
+    }
 
     def measured(name, ours, reference, reference_name, version, **more):
-        return record(f"GAN train step, {name} (batch {b})", seconds[ours], reference_name, version,
-                      seconds[reference], **extra, reference_flops_per_step=reference_flops[reference],
-                      **common.ceiling_fields(rounds, ours, reference, flops, reference_flops[reference]), **more)
+        return record(
+            f"GAN train step, {name} (batch {b})",
+            seconds[ours],
+            reference_name,
+            version,
+            seconds[reference],
+            **extra,
+            reference_flops_per_step=reference_flops[reference],
+            **common.ceiling_fields(rounds, ours, reference, flops, reference_flops[reference]),
+            **more,
+        )
 
     records = []
     if args.harness:
-        records += [measured("harness vs PyTorch", "harness", "torch", "torch", torch_version),
-                    measured("harness vs PyTorch, D frozen in G step", "harness", "torch_tuned", "torch-tuned",
-                             torch_version),
-                    measured("harness vs bare jitted loop", "harness", "bare", "bare-jax", jax.__version__)]
-    records += [measured("bare jitted loop vs PyTorch", "bare", "torch", "torch", torch_version, profile=profile),
-                measured("bare jitted loop vs PyTorch, D frozen in G step", "bare", "torch_tuned", "torch-tuned",
-                         torch_version)]
+        records += [
+            measured("harness vs PyTorch", "harness", "torch", "torch", torch_version),
+            measured(
+                "harness vs PyTorch, D frozen in G step",
+                "harness",
+                "torch_tuned",
+                "torch-tuned",
+                torch_version,
+            ),
+            measured("harness vs bare jitted loop", "harness", "bare", "bare-jax", jax.__version__),
+        ]
+    records += [
+        measured(
+            "bare jitted loop vs PyTorch", "bare", "torch", "torch", torch_version, profile=profile
+        ),
+        measured(
+            "bare jitted loop vs PyTorch, D frozen in G step",
+            "bare",
+            "torch_tuned",
+            "torch-tuned",
+            torch_version,
+        ),
+    ]
     report(records, args.out)
 
 

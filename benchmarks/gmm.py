@@ -12,6 +12,7 @@ The machine may be shared: timings are provisional.
 
   .venv/bin/python -m benchmarks.gmm --out=/tmp/gmm.json
 """
+
 import argparse
 import pathlib
 import sys
@@ -51,14 +52,23 @@ def gmm_records(x: np.ndarray, iters: int, repeats: int) -> list[dict]:
     xj = jnp.asarray(x)
     for covariance_type in ("full", "diag"):
         init = gmm.init_kmeans(jax.random.key(0), xj, K, covariance_type, kmeans_iters=5)
-        ours = median_seconds(
-            lambda start=init: jax.block_until_ready(gmm.em(start, xj, num_iters=iters)),
-            repeats) / iters
+        ours = (
+            median_seconds(
+                lambda start=init: jax.block_until_ready(gmm.em(start, xj, num_iters=iters)),
+                repeats,
+            )
+            / iters
+        )
         weights = np.asarray(init.weights, np.float64)
-        kwargs = {"covariance_type": covariance_type, "tol": 0, "init_params": "random_from_data",
-                  "random_state": 0, "weights_init": weights / weights.sum(),
-                  "means_init": np.asarray(init.means, np.float64),
-                  "precisions_init": sklearn_precisions(init)}
+        kwargs = {
+            "covariance_type": covariance_type,
+            "tol": 0,
+            "init_params": "random_from_data",
+            "random_state": 0,
+            "weights_init": weights / weights.sum(),
+            "means_init": np.asarray(init.means, np.float64),
+            "precisions_init": sklearn_precisions(init),
+        }
 
         def sklearn_fit(max_iter: int, kwargs: dict = kwargs) -> float:
             with warnings.catch_warnings():
@@ -68,9 +78,16 @@ def gmm_records(x: np.ndarray, iters: int, repeats: int) -> list[dict]:
                 return time.perf_counter() - start
 
         theirs = (sklearn_fit(2 + iters) - sklearn_fit(2)) / iters
-        records.append(record(f"gmm EM s/iter {covariance_type} n={N} d={D} K={K}", ours,
-                              "sklearn GaussianMixture", sklearn.__version__, theirs,
-                              iterations=iters))
+        records.append(
+            record(
+                f"gmm EM s/iter {covariance_type} n={N} d={D} K={K}",
+                ours,
+                "sklearn GaussianMixture",
+                sklearn.__version__,
+                theirs,
+                iterations=iters,
+            )
+        )
     return records
 
 

@@ -23,6 +23,7 @@ recursions sum per-step log normalisers after the scan, not in a running float).
 
     .venv/bin/python -m benchmarks.hmm --out runs/bench/hmm.json [--skip_fsdd] [--fsdd_iters 10]
 """
+
 import argparse
 import functools
 import importlib.metadata
@@ -54,8 +55,16 @@ def _gaussian_case(num_sequences: int, num_steps: int, seed: int = 0, left_to_ri
     means, var = rng.normal(size=(K, D)) * 2.0, rng.uniform(0.5, 1.5, (K, D))
     params = hmm.make_hmm(pi, a, hmm.diag_gaussian_emission(means, var))
     _, obs = hmm.sample_with_states(jax.random.key(seed), params, num_sequences, length=num_steps)
-    ref = hmmlearn_hmm.GaussianHMM(K, "diag", init_params="", params="stmc", n_iter=1,
-                                   implementation="scaling", covars_prior=0.0, min_covar=1e-12)
+    ref = hmmlearn_hmm.GaussianHMM(
+        K,
+        "diag",
+        init_params="",
+        params="stmc",
+        n_iter=1,
+        implementation="scaling",
+        covars_prior=0.0,
+        min_covar=1e-12,
+    )
     ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = pi, a, means, var
     return params, obs, ref
 
@@ -93,11 +102,14 @@ def _dynamax_fns(params: hmm.HMMParams, obs):
 
     model = DiagonalGaussianHMM(K, D)
     dyn_params, props = model.initialize(
-        jax.random.key(0), method="prior", emission_means=params.emission.means,
+        jax.random.key(0),
+        method="prior",
+        emission_means=params.emission.means,
         emission_scale_diags=jnp.exp(params.emission.log_scales),
     )
     dyn_params = dyn_params._replace(
-        initial=dyn_params.initial._replace(probs=pi), transitions=dyn_params.transitions._replace(transition_matrix=a)
+        initial=dyn_params.initial._replace(probs=pi),
+        transitions=dyn_params.transitions._replace(transition_matrix=a),
     )
     m_state = model.initialize_m_step_state(dyn_params, props)
 
@@ -110,8 +122,9 @@ def _dynamax_fns(params: hmm.HMMParams, obs):
     return forward, lambda: em_step(dyn_params, obs)
 
 
-def _gaussian_records(label: str, num_sequences: int, num_steps: int, repeats: int,
-                      left_to_right: bool = False) -> list[dict]:
+def _gaussian_records(
+    label: str, num_sequences: int, num_steps: int, repeats: int, left_to_right: bool = False
+) -> list[dict]:
     params, obs, ref = _gaussian_case(num_sequences, num_steps, left_to_right=left_to_right)
     lengths = jnp.full((num_sequences,), num_steps, jnp.int32)
     flat = np.asarray(obs, np.float64).reshape(-1, D)
@@ -128,22 +141,50 @@ def _gaussian_records(label: str, num_sequences: int, num_steps: int, repeats: i
     ours32 = float(jnp.sum(ours_fwd()))
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params)
-        ours64 = float(jnp.sum(hmm.log_prob_unchecked(p64, jnp.asarray(np.asarray(obs), jnp.float64), lengths)))
+        ours64 = float(
+            jnp.sum(hmm.log_prob_unchecked(p64, jnp.asarray(np.asarray(obs), jnp.float64), lengths))
+        )
     rel64, rel32 = abs(ours64 - ref_ll) / abs(ref_ll), abs(ours32 - ref_ll) / abs(ref_ll)
     assert rel64 < 1e-6, f"{label}: float64 log-likelihood differs from hmmlearn by {rel64:.2e}"
     dyn_rel = abs(float(jnp.sum(dyn_forward(obs))) - ref_ll) / abs(ref_ll)
-    agree = {"rel_diff_float64": rel64, "rel_diff_float32": rel32, "dynamax_rel_diff_float32": dyn_rel}
+    agree = {
+        "rel_diff_float64": rel64,
+        "rel_diff_float32": rel32,
+        "dynamax_rel_diff_float32": dyn_rel,
+    }
 
     def hmmlearn_em():
-        m = hmmlearn_hmm.GaussianHMM(K, "diag", init_params="", params="stmc", n_iter=1, tol=-np.inf,
-                                     implementation="scaling", covars_prior=0.0, min_covar=1e-12)
-        m.startprob_, m.transmat_, m.means_, m.covars_ = ref.startprob_, ref.transmat_, ref.means_, ref._covars_
+        m = hmmlearn_hmm.GaussianHMM(
+            K,
+            "diag",
+            init_params="",
+            params="stmc",
+            n_iter=1,
+            tol=-np.inf,
+            implementation="scaling",
+            covars_prior=0.0,
+            min_covar=1e-12,
+        )
+        m.startprob_, m.transmat_, m.means_, m.covars_ = (
+            ref.startprob_,
+            ref.transmat_,
+            ref.means_,
+            ref._covars_,
+        )
         m.fit(flat, ref_lengths)
 
-    t = _interleaved_seconds({
-        "fwd": ours_fwd, "par": ours_par, "em": ours_em,
-        "dyn_fwd": lambda: _block(dyn_forward(obs)), "dyn_em": lambda: _block(dyn_em()),
-        "ref_fwd": lambda: ref.score(flat, ref_lengths), "ref_em": hmmlearn_em}, repeats)
+    t = _interleaved_seconds(
+        {
+            "fwd": ours_fwd,
+            "par": ours_par,
+            "em": ours_em,
+            "dyn_fwd": lambda: _block(dyn_forward(obs)),
+            "dyn_em": lambda: _block(dyn_em()),
+            "ref_fwd": lambda: ref.score(flat, ref_lengths),
+            "ref_em": hmmlearn_em,
+        },
+        repeats,
+    )
     t_fwd, t_par, t_em, t_ref_fwd, t_ref_em = t["fwd"], t["par"], t["em"], t["ref_fwd"], t["ref_em"]
     t_dyn_fwd, t_dyn_em = t["dyn_fwd"], t["dyn_em"]
     hl, dx = ("hmmlearn", _version("hmmlearn")), ("dynamax", _version("dynamax"))
@@ -174,14 +215,30 @@ def _casino_records(num_steps: int, repeats: int) -> list[dict]:
     dyn = jax.jit(lambda o: hmm_posterior_mode(pi_, a_, hmm.log_emission(params, o)))
     ref_lp, ref_path = ref.decode(flat, algorithm="viterbi")
     ours = seq()
-    assert np.array_equal(np.asarray(ours.states[0]), ref_path), "casino Viterbi path differs from hmmlearn"
+    assert np.array_equal(np.asarray(ours.states[0]), ref_path), (
+        "casino Viterbi path differs from hmmlearn"
+    )
     assert np.array_equal(np.asarray(dyn(obs[0])), ref_path)
-    t = _interleaved_seconds({"seq": seq, "par": par, "dyn": lambda: _block(dyn(obs[0])),
-                              "ref": lambda: ref.decode(flat, algorithm="viterbi")}, repeats)
+    t = _interleaved_seconds(
+        {
+            "seq": seq,
+            "par": par,
+            "dyn": lambda: _block(dyn(obs[0])),
+            "ref": lambda: ref.decode(flat, algorithm="viterbi"),
+        },
+        repeats,
+    )
     t_seq, t_par, t_dyn, t_ref = t["seq"], t["par"], t["dyn"], t["ref"]
     rel = abs(float(ours.log_prob[0]) - ref_lp) / abs(ref_lp)
     return [
-        record("(c) casino Viterbi T=10k", t_seq, "hmmlearn", _version("hmmlearn"), t_ref, rel_diff_float32=rel),
+        record(
+            "(c) casino Viterbi T=10k",
+            t_seq,
+            "hmmlearn",
+            _version("hmmlearn"),
+            t_ref,
+            rel_diff_float32=rel,
+        ),
         record("(c) casino Viterbi T=10k", t_seq, "dynamax", _version("dynamax"), t_dyn),
         record("(c) casino Viterbi parallel vs sequential", t_par, "ours sequential", "", t_seq),
     ]
@@ -191,8 +248,16 @@ def _hmmlearn_digit_model(start: hmm.HMMParams, num_iters: int):
     """hmmlearn GMMHMM holding our start parameters of one class (so both fits start alike)."""
     e = start.emission
     k, m = e.logits.shape
-    model = hmmlearn_hmm.GMMHMM(k, m, covariance_type="diag", init_params="", params="stmcw", n_iter=num_iters,
-                                tol=-np.inf, implementation="scaling")
+    model = hmmlearn_hmm.GMMHMM(
+        k,
+        m,
+        covariance_type="diag",
+        init_params="",
+        params="stmcw",
+        n_iter=num_iters,
+        tol=-np.inf,
+        implementation="scaling",
+    )
     model.startprob_ = np.asarray(hmm.initial_probs(start), np.float64)
     model.transmat_ = np.asarray(hmm.transition_probs(start), np.float64)
     model.weights_ = np.asarray(jax.nn.softmax(e.logits, axis=-1), np.float64)
@@ -228,31 +293,61 @@ def _fsdd_records(fsdd_path: str, num_iters: int) -> list[dict]:
     for c in range(10):
         idx = np.flatnonzero(train.digits == c)
         model = _hmmlearn_digit_model(jax.tree.map(lambda x, c=c: x[c], start), num_iters)
-        model.fit(np.concatenate([train_x[i, : train_len[i]] for i in idx]).astype(np.float64), train_len[idx])
+        model.fit(
+            np.concatenate([train_x[i, : train_len[i]] for i in idx]).astype(np.float64),
+            train_len[idx],
+        )
         models.append(model)
     ref_s = time.perf_counter() - t0
-    scores = np.array([[mod.score(test_x[i, : test_len[i]].astype(np.float64)) for mod in models]
-                       for i in range(len(test.digits))]) + np.log(counts / counts.sum())
+    scores = np.array(
+        [
+            [mod.score(test_x[i, : test_len[i]].astype(np.float64)) for mod in models]
+            for i in range(len(test.digits))
+        ]
+    ) + np.log(counts / counts.sum())
     ref_acc = float(np.mean(scores.argmax(1) == test.digits))
-    return [record(f"(d) FSDD 10 GMM-HMMs, {num_iters} EM iterations", ours_s, "hmmlearn GMMHMM",
-                   _version("hmmlearn"), ref_s, ours_accuracy=ours_acc, reference_accuracy=ref_acc,
-                   ours_compile_s=compile_s, num_test=len(test.digits))]
+    return [
+        record(
+            f"(d) FSDD 10 GMM-HMMs, {num_iters} EM iterations",
+            ours_s,
+            "hmmlearn GMMHMM",
+            _version("hmmlearn"),
+            ref_s,
+            ours_accuracy=ours_acc,
+            reference_accuracy=ref_acc,
+            ours_compile_s=compile_s,
+            num_test=len(test.digits),
+        )
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="write the JSON records here")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
-    parser.add_argument("--skip_fsdd", action="store_true", help="leave out the FSDD comparison (d)")
-    parser.add_argument("--fsdd_path", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-                                                   / "fsdd" / "recordings.tar.gz"))
-    parser.add_argument("--fsdd_iters", type=int, default=10, help="EM iterations of both FSDD fits")
+    parser.add_argument(
+        "--skip_fsdd", action="store_true", help="leave out the FSDD comparison (d)"
+    )
+    parser.add_argument(
+        "--fsdd_path",
+        default=str(
+            pathlib.Path(__file__).resolve().parents[2]
+            / "shared"
+            / "data"
+            / "fsdd"
+            / "recordings.tar.gz"
+        ),
+    )
+    parser.add_argument(
+        "--fsdd_iters", type=int, default=10, help="EM iterations of both FSDD fits"
+    )
     args = parser.parse_args()
     records = _gaussian_records("(a) 64 x T=1000 K=8 D=4", 64, 1000, args.repeats)
     records += _gaussian_records("(b) 1 x T=100k K=8 D=4", 1, 100_000, args.repeats)
     records += _casino_records(10_000, args.repeats)
-    records += _gaussian_records("(e) left-to-right 64 x T=1000 K=8 D=4", 64, 1000, args.repeats,
-                                left_to_right=True)
+    records += _gaussian_records(
+        "(e) left-to-right 64 x T=1000 K=8 D=4", 64, 1000, args.repeats, left_to_right=True
+    )
     if args.skip_fsdd:
         pass
     elif not pathlib.Path(args.fsdd_path).is_file():

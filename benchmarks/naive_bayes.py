@@ -10,6 +10,7 @@ spread (lowest and highest) of the per-round speedups.
 
   .venv/bin/python -m benchmarks.naive_bayes --mnist_dir=../shared/data/mnist --out=/tmp/nb.json
 """
+
 import argparse
 import pathlib
 import statistics
@@ -40,9 +41,13 @@ def interleaved(ours: Callable[[], object], theirs: Callable[[], object], rounds
             fn()
             times[name].append(time.perf_counter() - start)
     ratios = [t / o for o, t in zip(times["ours"], times["theirs"])]
-    return {"ours_s": statistics.median(times["ours"]),
-            "reference_s": statistics.median(times["theirs"]),
-            "rounds": rounds, "speedup_min": min(ratios), "speedup_max": max(ratios)}
+    return {
+        "ours_s": statistics.median(times["ours"]),
+        "reference_s": statistics.median(times["theirs"]),
+        "rounds": rounds,
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+    }
 
 
 def nb_records(mnist_dir: str, rounds: int) -> list[dict]:
@@ -51,8 +56,10 @@ def nb_records(mnist_dir: str, rounds: int) -> list[dict]:
     x = images.reshape(len(images), -1).astype(np.float32)
     x_test = test_images.reshape(len(test_images), -1).astype(np.float32)
     records = []
-    references = (("gaussian", sk_nb.GaussianNB()),
-                  ("bernoulli", sk_nb.BernoulliNB(binarize=127.0)))
+    references = (
+        ("gaussian", sk_nb.GaussianNB()),
+        ("bernoulli", sk_nb.BernoulliNB(binarize=127.0)),
+    )
     for kind, reference in references:
         config = nb.default_config()
         config.update({"kind": kind, "num_classes": 10, "binarize": 127.0})
@@ -60,26 +67,43 @@ def nb_records(mnist_dir: str, rounds: int) -> list[dict]:
         def our_fit(config=config):
             data = {"x": x, "y": labels}
             return jax.block_until_ready(nb.fit(jax.random.key(0), data, config)[0])
+
         classifier = nb.classifier(our_fit())
         name = f"sklearn {type(reference).__name__}"
         fit = interleaved(our_fit, lambda ref=reference: ref.fit(x, labels), rounds)
-        pred = interleaved(lambda c=classifier: jax.block_until_ready(c.predict_proba(x_test)),
-                           lambda ref=reference: ref.predict_proba(x_test), rounds)
-        agreement = float(np.mean(np.asarray(classifier.predict(x_test))
-                                  == reference.predict(x_test)))
-        for what, timing, extra in (("fit MNIST 60k", fit, {}),
-                                    ("predict_proba MNIST 10k", pred,
-                                     {"prediction_agreement": agreement})):
+        pred = interleaved(
+            lambda c=classifier: jax.block_until_ready(c.predict_proba(x_test)),
+            lambda ref=reference: ref.predict_proba(x_test),
+            rounds,
+        )
+        agreement = float(
+            np.mean(np.asarray(classifier.predict(x_test)) == reference.predict(x_test))
+        )
+        for what, timing, extra in (
+            ("fit MNIST 60k", fit, {}),
+            ("predict_proba MNIST 10k", pred, {"prediction_agreement": agreement}),
+        ):
             ours_s, theirs_s = timing.pop("ours_s"), timing.pop("reference_s")
-            records.append(record(f"naive bayes {kind} {what}", ours_s, name,
-                                  sklearn.__version__, theirs_s, **timing, **extra))
+            records.append(
+                record(
+                    f"naive bayes {kind} {what}",
+                    ours_s,
+                    name,
+                    sklearn.__version__,
+                    theirs_s,
+                    **timing,
+                    **extra,
+                )
+            )
     return records
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mnist_dir", default=str(
-        pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
+    parser.add_argument(
+        "--mnist_dir",
+        default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"),
+    )
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--out", default=None, help="write the JSON records here")
     args = parser.parse_args()
@@ -88,8 +112,10 @@ def main() -> None:
     records = nb_records(args.mnist_dir, args.rounds)
     report(records, args.out)
     for r in records:
-        print(f"{r['name']}: speedup over {r['rounds']} interleaved rounds "
-              f"{r['speedup_min']:.2f}x to {r['speedup_max']:.2f}x")
+        print(
+            f"{r['name']}: speedup over {r['rounds']} interleaved rounds "
+            f"{r['speedup_min']:.2f}x to {r['speedup_max']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ pipeline outruns the step. Interleaved rounds, medians (this machine's speed dri
 
   .venv/bin/python benchmarks/pipeline.py --mnist_dir=../shared/data/mnist [--out=...]
 """
+
 import argparse
 import pathlib
 import statistics
@@ -49,11 +50,15 @@ class MnistIdxBytes(builders.MnistIdx, skip_registration=True):
 
     def _info(self):
         info = super()._info()
-        image = tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8,
-                                     encoding=tfds.features.Encoding.BYTES)
+        image = tfds.features.Tensor(
+            shape=(28, 28, 1), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
+        )
         features = {"image": image, "label": info.features["label"]}
-        return tfds.core.DatasetInfo(builder=self, description=info.description,
-                                     features=tfds.features.FeaturesDict(features))
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=info.description,
+            features=tfds.features.FeaturesDict(features),
+        )
 
 
 def streamed_bytes_split(mnist_dir: str, tfds_dir: str) -> dict:
@@ -62,8 +67,9 @@ def streamed_bytes_split(mnist_dir: str, tfds_dir: str) -> dict:
     return builders.record_columns(builder, "train", {"image": np.uint8, "label": np.int32})
 
 
-def pipeline_seconds_per_example(split, batch_size: int, steps: int,
-                                 read_options: grain.ReadOptions) -> float:
+def pipeline_seconds_per_example(
+    split, batch_size: int, steps: int, read_options: grain.ReadOptions
+) -> float:
     """`steps` batches from a fresh batcher, after its first (which builds the epoch's
     table and starts the read-ahead)."""
     batcher = data_lib.EpochBatcher(split, batch_size, seed=0, read_options=read_options)
@@ -103,8 +109,9 @@ class Step:
         metrics = None
         start = time.perf_counter()
         for step in range(first, first + steps):
-            self._carry[0], metrics, self._carry[1] = self._step(self._carry[0], batch_at(step),
-                                                                 self._carry[1])
+            self._carry[0], metrics, self._carry[1] = self._step(
+                self._carry[0], batch_at(step), self._carry[1]
+            )
         jax.block_until_ready(metrics)
         return (time.perf_counter() - start) / steps
 
@@ -116,32 +123,47 @@ def _families(dataset: data_lib.Dataset) -> dict[str, tuple[object, int]]:
     gan_config = gan_mnist.get_config("mlp_small")
     gan_config.batch_size = 128
     gan_config.model.ema_decay = 0.999
-    return {"VAE": (vae.family_for(vae_config, dataset).as_family(), 100),
-            "GAN": (gan.family_for(gan_config, dataset).as_family(), 128)}
+    return {
+        "VAE": (vae.family_for(vae_config, dataset).as_family(), 100),
+        "GAN": (gan.family_for(gan_config, dataset).as_family(), 128),
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     shared = pathlib.Path(__file__).resolve().parents[2] / "shared"
     parser.add_argument("--mnist_dir", default=str(shared / "data" / "mnist"))
-    parser.add_argument("--tfds_dir", default="runs/bench/pipeline/tfds",
-                        help="Where MNIST is prepared as ArrayRecord files (reused when there).")
+    parser.add_argument(
+        "--tfds_dir",
+        default="runs/bench/pipeline/tfds",
+        help="Where MNIST is prepared as ArrayRecord files (reused when there).",
+    )
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
     data_config = ml_collections.ConfigDict(
-        {"name": "mnist", "binarize": "dynamic", "streaming": False,
-         "mnist_dir": args.mnist_dir, "tfds_dir": args.tfds_dir})
+        {
+            "name": "mnist",
+            "binarize": "dynamic",
+            "streaming": False,
+            "mnist_dir": args.mnist_dir,
+            "tfds_dir": args.tfds_dir,
+        }
+    )
     in_memory = load_images(data_config)
     data_config.streaming = True
-    splits = {"in memory": in_memory["train"], "streamed": load_images(data_config)["train"],
-              "streamed as bytes": streamed_bytes_split(args.mnist_dir, args.tfds_dir)}
+    splits = {
+        "in memory": in_memory["train"],
+        "streamed": load_images(data_config)["train"],
+        "streamed as bytes": streamed_bytes_split(args.mnist_dir, args.tfds_dir),
+    }
     families = _families(in_memory)
-    fixed = {name: [data_lib.EpochBatcher(in_memory["train"], b, seed=1).batch(i)
-                    for i in range(20)]
-             for name, (_, b) in families.items()}
+    fixed = {
+        name: [data_lib.EpochBatcher(in_memory["train"], b, seed=1).batch(i) for i in range(20)]
+        for name, (_, b) in families.items()
+    }
     steps = {name: Step(family, fixed[name][0]) for name, (family, _) in families.items()}
 
     times: dict[str, list[float]] = {}
@@ -151,14 +173,17 @@ def main():
 
     for _ in range(args.rounds):
         for name, (_, b) in families.items():
+
             def from_memory(i, name=name):
                 return fixed[name][i % 20]
 
             add(f"{name} step", steps[name].run(from_memory, 0, args.steps) / b)
             for where, split in splits.items():
                 for variant, options in (("", data_lib.READ_OPTIONS), (" sync", SYNCHRONOUS)):
-                    add(f"pipeline {where} b{b}{variant}",
-                        pipeline_seconds_per_example(split, b, args.steps, options))
+                    add(
+                        f"pipeline {where} b{b}{variant}",
+                        pipeline_seconds_per_example(split, b, args.steps, options),
+                    )
                 batcher = data_lib.EpochBatcher(split, b, seed=0)
                 add(f"{name} fed {where}", steps[name].run(batcher.batch, 0, args.steps) / b)
                 batcher.close()
@@ -173,24 +198,52 @@ def main():
         for where in splits:
             for variant, label in (("", "read ahead"), (" sync", "synchronous")):
                 ours = median[f"pipeline {where} b{b}{variant}"]
-                records.append(record(
-                    f"pipeline {where}, {label} (batch {b}) vs {name} step", ours, reference,
-                    jax.__version__, step_s, batch_size=b, pipeline_examples_per_s=1 / ours,
-                    step_examples_per_s=1 / step_s))
+                records.append(
+                    record(
+                        f"pipeline {where}, {label} (batch {b}) vs {name} step",
+                        ours,
+                        reference,
+                        jax.__version__,
+                        step_s,
+                        batch_size=b,
+                        pipeline_examples_per_s=1 / ours,
+                        step_examples_per_s=1 / step_s,
+                    )
+                )
             fed = median[f"{name} fed {where}"]
-            records.append(record(
-                f"{name} step fed by the pipeline {where} (batch {b}) vs fed from memory", fed,
-                reference, jax.__version__, step_s, batch_size=b, fed_examples_per_s=1 / fed,
-                step_examples_per_s=1 / step_s))
+            records.append(
+                record(
+                    f"{name} step fed by the pipeline {where} (batch {b}) vs fed from memory",
+                    fed,
+                    reference,
+                    jax.__version__,
+                    step_s,
+                    batch_size=b,
+                    fed_examples_per_s=1 / fed,
+                    step_examples_per_s=1 / step_s,
+                )
+            )
         grain_s = median[f"grain shuffle b{b}"]
-        records.append(record(f"grain shuffle node, row indices alone (batch {b}) vs {name} step",
-                              grain_s, reference, jax.__version__, step_s, batch_size=b,
-                              grain_version=grain.__version__,
-                              pipeline_examples_per_s=1 / grain_s, step_examples_per_s=1 / step_s))
+        records.append(
+            record(
+                f"grain shuffle node, row indices alone (batch {b}) vs {name} step",
+                grain_s,
+                reference,
+                jax.__version__,
+                step_s,
+                batch_size=b,
+                grain_version=grain.__version__,
+                pipeline_examples_per_s=1 / grain_s,
+                step_examples_per_s=1 / step_s,
+            )
+        )
     report(records, args.out)
     for r in records:
-        rates = ", ".join(f"{k.removesuffix('_examples_per_s')} {v:,.0f}" for k, v in r.items()
-                          if k.endswith("_examples_per_s"))
+        rates = ", ".join(
+            f"{k.removesuffix('_examples_per_s')} {v:,.0f}"
+            for k, v in r.items()
+            if k.endswith("_examples_per_s")
+        )
         print(f"{r['name']}: examples/s {rates}")
 
 

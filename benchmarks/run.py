@@ -10,6 +10,7 @@ reference_s, speedup = reference_s / ours_s) plus the command, wall time and har
 benchmarks that read MNIST get `--mnist_dir=<data_dir>/mnist`, the HMM one
 `--fsdd_path=<data_dir>/fsdd/recordings.tar.gz`, the cold-start one `--data_dir=<data_dir>`.
 """
+
 import json
 import os
 import pathlib
@@ -27,13 +28,19 @@ READS_MNIST = ("vae", "gan", "naive_bayes", "boltzmann", "pipeline")
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Where each benchmark's result.json goes.")
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", os.environ.get("GENJAX_DATA_DIR"),
+    "data_dir",
+    os.environ.get("GENJAX_DATA_DIR"),
     "Folder holding mnist/ (default $GENJAX_DATA_DIR, else ../shared/data beside the repository).",
 )
 _REPORT = flags.DEFINE_string("report", "docs/results.md", "Report to regenerate ('' for none).")
 _REPLICATE_ROOT = flags.DEFINE_string(
-    "replicate_root", "runs/replicate", "Replication results (<schedule>/<name>/result.json) the report includes.")
-_README = flags.DEFINE_string("readme", "README.md", "README whose headline rows are regenerated ('' for none).")
+    "replicate_root",
+    "runs/replicate",
+    "Replication results (<schedule>/<name>/result.json) the report includes.",
+)
+_README = flags.DEFINE_string(
+    "readme", "README.md", "README whose headline rows are regenerated ('' for none)."
+)
 
 
 def _command(name: str, out: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
@@ -65,18 +72,32 @@ def main(argv: list[str]) -> None:
             code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=report.REPO)
         wall = time.perf_counter() - start
         if code != 0 or not out.is_file():
-            print(f"bench {name}: FAILED (exit code {code}); see {workdir / 'bench.log'}", flush=True)
+            print(
+                f"bench {name}: FAILED (exit code {code}); see {workdir / 'bench.log'}", flush=True
+            )
             failed.append(name)
             continue
         records = json.loads(out.read_text())["records"]
-        result = {"name": name, "command": f"./launch.sh bench {name}", "wall_s": wall,
-                  "hardware": report.hardware(), "records": records}
+        result = {
+            "name": name,
+            "command": f"./launch.sh bench {name}",
+            "wall_s": wall,
+            "hardware": report.hardware(),
+            "records": records,
+        }
         (workdir / "result.json").write_text(json.dumps(result, indent=1))
         for r in records:
-            print(f"    {r['name']}: {r['speedup']:.2f}x over {r['reference']} {r['reference_version']}", flush=True)
+            print(
+                f"    {r['name']}: {r['speedup']:.2f}x over {r['reference']} {r['reference_version']}",
+                flush=True,
+            )
     if _REPORT.value:
-        report.write(pathlib.Path(_REPORT.value), replicate_root=pathlib.Path(_REPLICATE_ROOT.value),
-                     bench_root=pathlib.Path(_WORKDIR.value), readme=pathlib.Path(_README.value) if _README.value else None)
+        report.write(
+            pathlib.Path(_REPORT.value),
+            replicate_root=pathlib.Path(_REPLICATE_ROOT.value),
+            bench_root=pathlib.Path(_WORKDIR.value),
+            readme=pathlib.Path(_README.value) if _README.value else None,
+        )
     if failed:
         sys.exit(1)
 

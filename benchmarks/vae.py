@@ -13,6 +13,7 @@ rest of the time goes. Every ratio is given as median [min-max] over interleaved
 
   .venv/bin/python benchmarks/vae.py --mnist_dir=../shared/data/mnist [--batch_size=100]
 """
+
 import argparse
 import functools
 import math
@@ -71,7 +72,7 @@ def bare_jax_loop(config, images: np.ndarray):
 
     def run(n):
         for i in range(n):
-            rows = order[(i * batch_size) % len(images):][:batch_size]
+            rows = order[(i * batch_size) % len(images) :][:batch_size]
             carry[0], carry[1], value, carry[2] = step(carry[0], carry[1], images[rows], carry[2])
         value.block_until_ready()
 
@@ -103,13 +104,15 @@ def torch_loop(images: np.ndarray, batch_size: int, threads: int):
     log_2pi = math.log(2 * math.pi)
 
     def step(i):
-        rows = order[(i * batch_size) % len(images):][:batch_size]
+        rows = order[(i * batch_size) % len(images) :][:batch_size]
         x = torch.bernoulli(data[rows].float() / 255.0)
         mean, log_std = encoder(x).chunk(2, dim=-1)
         eps = torch.randn_like(mean)
         z = mean + log_std.exp() * eps
         logits = decoder(z)
-        log_px = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        log_px = -torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, x, reduction="none"
+        ).sum(-1)
         log_pz = (-0.5 * z**2 - 0.5 * log_2pi).sum(-1)
         log_qz = (-0.5 * eps**2 - 0.5 * log_2pi - log_std).sum(-1)
         loss = -(log_px + log_pz - log_qz).mean()
@@ -127,13 +130,20 @@ def torch_loop(images: np.ndarray, batch_size: int, threads: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"))
+    parser.add_argument(
+        "--mnist_dir",
+        default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"),
+    )
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile_steps", type=int, default=200)
-    parser.add_argument("--harness", action=argparse.BooleanOptionalAction, default=True,
-                        help="Time the whole harness too (two start-ups per round: slow on a loaded machine).")
+    parser.add_argument(
+        "--harness",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Time the whole harness too (two start-ups per round: slow on a loaded machine).",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -146,39 +156,63 @@ def main():
     config.optim.boundaries, config.optim.scales = (), ()
     config.log_every, config.checkpoint.every, config.eval.nll_samples = 100, 1000, 0
 
-    (bare, compiled), (torch_run, torch_version) = bare_jax_loop(config, images), torch_loop(
-        images, args.batch_size, threads=2)
+    (bare, compiled), (torch_run, torch_version) = (
+        bare_jax_loop(config, images),
+        torch_loop(images, args.batch_size, threads=2),
+    )
     b = args.batch_size
     hlo = compiled.as_text()
     flops, analytic = common.hlo_matmul_flops(hlo), analytic_flops(b)
     if not math.isclose(flops, analytic, rel_tol=1e-6):
-        raise AssertionError(f"compiled matmul FLOPs {flops:.4g} differ from the analytic count {analytic:.4g}")
+        raise AssertionError(
+            f"compiled matmul FLOPs {flops:.4g} differ from the analytic count {analytic:.4g}"
+        )
     # Interleaved rounds, each with its own peak: this machine's speed drifts over minutes.
     contenders = {
         "bare": lambda: seconds_per_step(bare, args.steps),
         "torch": lambda: seconds_per_step(torch_run, args.steps),
     }
     if args.harness:
-        contenders["harness"] = lambda: harness_seconds_per_step(vae.family_for, config, dataset, args.steps)
+        contenders["harness"] = lambda: harness_seconds_per_step(
+            vae.family_for, config, dataset, args.steps
+        )
     rounds = common.interleaved_rounds(contenders, args.rounds)
     profile = common.op_profile(bare, args.profile_steps, hlo)
     common.print_profile(f"bare step, batch {b}", profile)
     seconds = {k: statistics.median(v) for k, v in rounds.items() if k != "peak"}
-    extra = {"batch_size": b, **{f"{k}_examples_per_s": b / v for k, v in seconds.items()},
-             "flops_per_step": flops, "flops_per_step_analytic": analytic,
-             "xla_cost_flops_per_step": common.compiled_flops(compiled), "reference_flops_per_step": analytic,
-             "rounds": rounds}
+    extra = {
+        "batch_size": b,
+        **{f"{k}_examples_per_s": b / v for k, v in seconds.items()},
+        "flops_per_step": flops,
+        "flops_per_step_analytic": analytic,
+        "xla_cost_flops_per_step": common.compiled_flops(compiled),
+        "reference_flops_per_step": analytic,
+        "rounds": rounds,
+    }
 
     def measured(name, ours, reference, reference_name, version, **more):
-        return record(f"VAE train step, {name} (batch {b})", seconds[ours], reference_name, version,
-                      seconds[reference], **extra, **common.ceiling_fields(rounds, ours, reference, flops, analytic),
-                      **more)
+        return record(
+            f"VAE train step, {name} (batch {b})",
+            seconds[ours],
+            reference_name,
+            version,
+            seconds[reference],
+            **extra,
+            **common.ceiling_fields(rounds, ours, reference, flops, analytic),
+            **more,
+        )
 
     records = []
     if args.harness:
-        records += [measured("harness vs PyTorch", "harness", "torch", "torch", torch_version),
-                    measured("harness vs bare jitted loop", "harness", "bare", "bare-jax", jax.__version__)]
-    records.append(measured("bare jitted loop vs PyTorch", "bare", "torch", "torch", torch_version, profile=profile))
+        records += [
+            measured("harness vs PyTorch", "harness", "torch", "torch", torch_version),
+            measured("harness vs bare jitted loop", "harness", "bare", "bare-jax", jax.__version__),
+        ]
+    records.append(
+        measured(
+            "bare jitted loop vs PyTorch", "bare", "torch", "torch", torch_version, profile=profile
+        )
+    )
     report(records, args.out)
 
 

@@ -10,6 +10,7 @@ summary.json: the loop's final metrics, log_z_ais (+ lower/upper: log(Z +- 3 sig
 test_log_likelihood (DBM: the mean-field lower bound), train_log_likelihood, timings
 (train_seconds, eval_seconds: AIS and scoring).
 """
+
 import json
 import pathlib
 import time
@@ -23,8 +24,9 @@ from genjax_lab.core.loop import train_and_evaluate
 from genjax_lab.data.images import load_images
 from genjax_lab.models import boltzmann
 
-config_lib.define_flags(config_lib.beside(__file__, "configs/boltzmann_mnist.py:tiny"),
-                        "runs/boltzmann")
+config_lib.define_flags(
+    config_lib.beside(__file__, "configs/boltzmann_mnist.py:tiny"), "runs/boltzmann"
+)
 
 
 def main(config, workdir: pathlib.Path) -> None:
@@ -42,9 +44,11 @@ def main(config, workdir: pathlib.Path) -> None:
         return {**result.metrics, **scored}
 
     shape = family.image_shape
-    meta = {"num_visible": int(np.prod(shape)), "image_shape": list(shape),
-            "input": {"kind": "image", "shape": list(shape), "layout": "flat",
-                      "binarize": "threshold"}}
+    meta = {
+        "num_visible": int(np.prod(shape)),
+        "image_shape": list(shape),
+        "input": {"kind": "image", "shape": list(shape), "layout": "flat", "binarize": "threshold"},
+    }
     saving.save(workdir, "boltzmann", config, meta, result.state.params)
     start = time.perf_counter()
     metrics = metrics_lib.final_metrics(workdir, result.step, scores)

@@ -1,8 +1,9 @@
 """Trains the discriminative baseline p(y | x) (and the feature network of sample metrics).
 
-  ./launch.sh classifier                                     # digits, beside the CVAE
-  ./launch.sh classifier --config=experiments/configs/classifier.py:mnist --config.data.mnist_dir=DIR
+./launch.sh classifier                                     # digits, beside the CVAE
+./launch.sh classifier --config=experiments/configs/classifier.py:mnist --config.data.mnist_dir=DIR
 """
+
 import json
 import pathlib
 
@@ -17,7 +18,9 @@ config_lib.define_flags(config_lib.beside(__file__, "configs/classifier.py"), "r
 
 def main(config, workdir: pathlib.Path) -> None:
     dataset = load_images(config.data)
-    result = train_and_evaluate(config, workdir, classifier.family_for(config, dataset).as_family(), dataset)
+    result = train_and_evaluate(
+        config, workdir, classifier.family_for(config, dataset).as_family(), dataset
+    )
     if result.preempted:
         return
     metrics_lib.write_summary(workdir, result.metrics)

@@ -10,6 +10,7 @@ parzen_sigma), with a classifier frechet_distance (floor: frechet_distance_train
 classifier_score (test images: classifier_score_test), cGAN label_accuracy. summary.json:
 the last step's metrics and the timings (train_seconds includes the evaluations).
 """
+
 import dataclasses
 import json
 import pathlib
@@ -30,17 +31,25 @@ def main(config, workdir: pathlib.Path) -> None:
     family = gan.family_for(config, dataset)
     features = None
     if config.eval.classifier_workdir:  # loaded before training: a wrong path fails at once
-        features = classifier.FeatureNetwork.load(config.eval.classifier_workdir,
-                                                  family.image_shape)
-    family = dataclasses.replace(family, score_samples=lambda state: gan.sample_metrics(
-        family, state, dataset, validation, config, features))
+        features = classifier.FeatureNetwork.load(
+            config.eval.classifier_workdir, family.image_shape
+        )
+    family = dataclasses.replace(
+        family,
+        score_samples=lambda state: gan.sample_metrics(
+            family, state, dataset, validation, config, features
+        ),
+    )
     start = time.perf_counter()
     result = train_and_evaluate(config, workdir, family.as_family(), dataset)
     train_seconds = time.perf_counter() - start  # this launch only
     if result.preempted:
         return  # the final estimates belong to the run that reaches the last step
-    meta = {"image_shape": list(family.image_shape), "num_classes": family.num_classes,
-            "input": {"kind": "image", "shape": list(family.image_shape), "layout": "image"}}
+    meta = {
+        "image_shape": list(family.image_shape),
+        "num_classes": family.num_classes,
+        "input": {"kind": "image", "shape": list(family.image_shape), "layout": "image"},
+    }
     saving.save(workdir, "gan", config, meta, family.params_of(result.state))
     # no timings in the record: reruns compare equal
     metrics = metrics_lib.final_metrics(workdir, result.step, lambda: result.metrics)

@@ -30,6 +30,7 @@ image's own PCA reconstruction, which sees the hidden half).
 Resumability: every fit takes seconds, so nothing is checkpointed; a rerun starts over.
 Times are wall seconds including compilation.
 """
+
 import pathlib
 import time
 
@@ -81,8 +82,14 @@ def fit_pca(x: np.ndarray, dim: int) -> PCA:
 
 
 @jax.jit
-def impute_pixels(params: gmm.GMM, mean: jax.Array, basis: jax.Array, noise_var: jax.Array,
-                  x: jax.Array, observed: jax.Array) -> tuple[jax.Array, jax.Array]:
+def impute_pixels(
+    params: gmm.GMM,
+    mean: jax.Array,
+    basis: jax.Array,
+    noise_var: jax.Array,
+    x: jax.Array,
+    observed: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
     """Posterior mean of pixels given the observed ones under z ~ GMM,
     x = mean + basis z + N(0, noise_var I).
 
@@ -111,11 +118,14 @@ def impute_pixels(params: gmm.GMM, mean: jax.Array, basis: jax.Array, noise_var:
     r = resid[:, None, :] - (params.means @ w_o.T)[None]  # [N, K, D]
     g = jnp.einsum("nkp,pd->kdn", r, w_o) / noise_var  # W_o^T r / s2: [K, d, N]
     quad = jnp.sum(r * r, axis=2) / noise_var - jnp.einsum("kdn,kdn->nk", g, solve_a(g))
-    log_det = (jnp.sum(obs) * jnp.log(noise_var)
-               + 2 * jnp.sum(jnp.log(jnp.diagonal(cov_chol, axis1=1, axis2=2)), axis=1)
-               + 2 * jnp.sum(jnp.log(jnp.diagonal(a_chol, axis1=1, axis2=2)), axis=1))  # [K]
+    log_det = (
+        jnp.sum(obs) * jnp.log(noise_var)
+        + 2 * jnp.sum(jnp.log(jnp.diagonal(cov_chol, axis1=1, axis2=2)), axis=1)
+        + 2 * jnp.sum(jnp.log(jnp.diagonal(a_chol, axis1=1, axis2=2)), axis=1)
+    )  # [K]
     log_joint = jnp.log(params.weights) - 0.5 * (
-        jnp.sum(obs) * jnp.log(2 * jnp.pi) + log_det + quad)
+        jnp.sum(obs) * jnp.log(2 * jnp.pi) + log_det + quad
+    )
     log_resp = log_joint - jax.nn.logsumexp(log_joint, axis=1, keepdims=True)
     z_post = jnp.einsum("nk,nkd->nd", jnp.exp(log_resp), z_mean)
     return jnp.where(observed, x, mean + z_post @ basis.T), log_resp
@@ -125,8 +135,10 @@ def load_mnist(config) -> tuple[np.ndarray, np.ndarray]:
     """(train [N, 784], test [N', 784]) float64 pixels in [0, 1]."""
     mnist_dir = config.data.mnist_dir
     if not mnist_dir or not pathlib.Path(mnist_dir).is_dir():
-        raise FileNotFoundError(f"config.data.mnist_dir: no MNIST folder at {mnist_dir!r} "
-                                "(pass --config.data.mnist_dir=DIR with the IDX files)")
+        raise FileNotFoundError(
+            f"config.data.mnist_dir: no MNIST folder at {mnist_dir!r} "
+            "(pass --config.data.mnist_dir=DIR with the IDX files)"
+        )
     (train, _), (test, _) = (idx.load_mnist_split(mnist_dir, split) for split in ("train", "test"))
     flat = lambda images: images.reshape(len(images), -1).astype(np.float64) / 255.0
     return flat(train), flat(test)
@@ -135,23 +147,33 @@ def load_mnist(config) -> tuple[np.ndarray, np.ndarray]:
 def run_mnist(config, workdir: pathlib.Path) -> dict[str, float]:
     ks = [int(k) for k in config.num_components_list]
     if not ks or min(ks) < 1:
-        raise ValueError("config.num_components_list must hold numbers of components >= 1, "
-                         f"got {ks}")
+        raise ValueError(
+            f"config.num_components_list must hold numbers of components >= 1, got {ks}"
+        )
     train, test = load_mnist(config)
     train, test = train[: config.num_train], test[: config.num_test]
     pca = fit_pca(train[: config.pca_train], config.pca_dim)
     z_train, z_test = jnp.asarray(pca.encode(train)), jnp.asarray(pca.encode(test))
-    summary = {"pca_noise_var": pca.noise_var, "num_train": float(len(train)),
-               "num_test": float(len(test))}
+    summary = {
+        "pca_noise_var": pca.noise_var,
+        "num_train": float(len(train)),
+        "num_test": float(len(test)),
+    }
     fits = {}
     model = gmm.default_config()
-    model.update(covariance_type=config.covariance_type, num_iters=config.num_iters,
-                 tol=config.tol, num_inits=config.num_inits, reg_covar=config.reg_covar)
+    model.update(
+        covariance_type=config.covariance_type,
+        num_iters=config.num_iters,
+        tol=config.tol,
+        num_inits=config.num_inits,
+        reg_covar=config.reg_covar,
+    )
     for k in ks:
         t0 = time.perf_counter()
         model.num_components = k
-        params, history = gmm.fit(jax.random.fold_in(jax.random.key(config.seed), k),
-                                  {"x": z_train}, model)
+        params, history = gmm.fit(
+            jax.random.fold_in(jax.random.key(config.seed), k), {"x": z_train}, model
+        )
         history = history["log_likelihood"]
         summary[f"seconds_k{k}"] = time.perf_counter() - t0
         summary[f"bic_k{k}"] = float(gmm.bic(params, z_train))
@@ -159,33 +181,53 @@ def run_mnist(config, workdir: pathlib.Path) -> dict[str, float]:
         summary[f"train_loglik_k{k}"] = float(gmm.score(params, z_train))
         summary[f"test_loglik_k{k}"] = float(gmm.score(params, z_test))
         fits[k] = params
-        metrics_lib.say(f"K={k}: BIC {summary[f'bic_k{k}']:.4g}, test log-lik "
-                        f"{summary[f'test_loglik_k{k}']:.2f} ({summary[f'seconds_k{k}']:.1f} s, "
-                        f"{len(history)} EM iterations, log-lik {float(history[0]):.2f} -> "
-                        f"{float(history[-1]):.2f})")
+        metrics_lib.say(
+            f"K={k}: BIC {summary[f'bic_k{k}']:.4g}, test log-lik "
+            f"{summary[f'test_loglik_k{k}']:.2f} ({summary[f'seconds_k{k}']:.1f} s, "
+            f"{len(history)} EM iterations, log-lik {float(history[0]):.2f} -> "
+            f"{float(history[-1]):.2f})"
+        )
     best_bic = min(ks, key=lambda k: summary[f"bic_k{k}"])
     summary["best_k_bic"] = float(best_bic)
     summary["best_k_aic"] = float(min(ks, key=lambda k: summary[f"aic_k{k}"]))
     criteria = {name: [summary[f"{name.lower()}_k{k}"] for k in ks] for name in ("BIC", "AIC")}
-    images_lib.plot_against_k(workdir / "bic_vs_k.png", ks, criteria,
-                              "GMM on MNIST PCA codes, lower is better", "components K")
+    images_lib.plot_against_k(
+        workdir / "bic_vs_k.png",
+        ks,
+        criteria,
+        "GMM on MNIST PCA codes, lower is better",
+        "components K",
+    )
     best = fits[best_bic]
-    codes = gmm.sample(jax.random.fold_in(jax.random.key(config.seed), 10_000), best,
-                       config.num_samples)
+    codes = gmm.sample(
+        jax.random.fold_in(jax.random.key(config.seed), 10_000), best, config.num_samples
+    )
     _save_grid(workdir / "samples.png", [np.clip(pca.decode(codes), 0.0, 1.0)])
-    summary.update(_imputation(config, workdir, best, pca, test[: config.num_impute],
-                               train.mean(0)))
+    summary.update(
+        _imputation(config, workdir, best, pca, test[: config.num_impute], train.mean(0))
+    )
     return summary
 
 
-def _imputation(config, workdir: pathlib.Path, params: gmm.GMM, pca: PCA, test: np.ndarray,
-                train_mean: np.ndarray) -> dict[str, float]:
+def _imputation(
+    config,
+    workdir: pathlib.Path,
+    params: gmm.GMM,
+    pca: PCA,
+    test: np.ndarray,
+    train_mean: np.ndarray,
+) -> dict[str, float]:
     observed = np.zeros((SIDE, SIDE), bool)
     observed[: SIDE // 2] = True
     observed = observed.ravel()
-    imputed, _ = impute_pixels(params, jnp.asarray(pca.mean, jnp.float32),
-                               jnp.asarray(pca.basis, jnp.float32), jnp.float32(pca.noise_var),
-                               jnp.asarray(test, jnp.float32), jnp.asarray(observed))
+    imputed, _ = impute_pixels(
+        params,
+        jnp.asarray(pca.mean, jnp.float32),
+        jnp.asarray(pca.basis, jnp.float32),
+        jnp.float32(pca.noise_var),
+        jnp.asarray(test, jnp.float32),
+        jnp.asarray(observed),
+    )
     imputed = np.clip(np.asarray(imputed, np.float64), 0.0, 1.0)
     hidden = ~observed
     reconstruction = np.clip(pca.decode(pca.encode(test)), 0.0, 1.0)
@@ -196,13 +238,15 @@ def _imputation(config, workdir: pathlib.Path, params: gmm.GMM, pca: PCA, test: 
         "imputation_mse": float(np.mean((imputed[:, hidden] - test[:, hidden]) ** 2)),
         "imputation_mse_mean_baseline": float(np.mean((train_mean[hidden] - test[:, hidden]) ** 2)),
         "pca_reconstruction_mse_hidden": float(
-            np.mean((reconstruction[:, hidden] - test[:, hidden]) ** 2)),
+            np.mean((reconstruction[:, hidden] - test[:, hidden]) ** 2)
+        ),
         "num_impute": float(len(test)),
     }
 
 
-def _save_grid(path: pathlib.Path, rows_of_images: list[np.ndarray], per_row: int = 10,
-               scale: int = 2) -> None:
+def _save_grid(
+    path: pathlib.Path, rows_of_images: list[np.ndarray], per_row: int = 10, scale: int = 2
+) -> None:
     """Images [N, 784] in [0, 1] (white = 1 ink shown black) as a grid; each array in
     `rows_of_images` starts a new block of rows, blocks separated by a gap."""
     gap = 4
@@ -214,10 +258,10 @@ def _save_grid(path: pathlib.Path, rows_of_images: list[np.ndarray], per_row: in
     for i, (block, r) in enumerate(rows):
         if i > 0 and r == 0:
             top += gap
-        for j, image in enumerate(block[r * per_row:(r + 1) * per_row]):
+        for j, image in enumerate(block[r * per_row : (r + 1) * per_row]):
             pixels = np.kron(255 - np.round(image * 255), np.ones((scale, scale))).astype(np.uint8)
             left = j * cell + 1
-            canvas[top + 1:top + 1 + SIDE * scale, left:left + SIDE * scale] = pixels
+            canvas[top + 1 : top + 1 + SIDE * scale, left : left + SIDE * scale] = pixels
         top += cell
     Image.fromarray(canvas[:top]).save(path)
 

@@ -15,6 +15,7 @@ started again in the same workdir resumes from the newest checkpoint and ends wi
 same params as an uninterrupted run; `num_steps` (the EM iterations; the loop's key, which
 the checkpoint's config check lets a resume raise) may be raised on resume to train longer.
 """
+
 import dataclasses
 import functools
 import itertools
@@ -59,9 +60,13 @@ def resumable_em(config, workdir: pathlib.Path, start, chunk: Callable) -> EMRun
     every = int(config.checkpoint.every)
     if every < 1 or config.num_steps < 1:
         raise ValueError("config.num_steps and config.checkpoint.every must be >= 1")
-    checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", every=every, keep=int(config.checkpoint.keep))
+    checkpointer = ckpt_lib.Checkpointer(
+        workdir / "checkpoints", every=every, keep=int(config.checkpoint.keep)
+    )
     saved_config = ckpt_lib.to_json(config)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), start)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), start
+    )
     restored = checkpointer.restore_newest(abstract, saved_config, config.checkpoint.on_corrupt)
     state, step, objectives = start, 0, []
     if restored is not None:
@@ -88,9 +93,14 @@ def resumable_em(config, workdir: pathlib.Path, start, chunk: Callable) -> EMRun
                 first = int(np.argmin(finite))
                 raise checks.NonFiniteError(
                     f"non-finite EM objective {objectives[-n:][first]} at iteration {step - n + first + 1}; "
-                    f"stopped without saving it (newest checkpoint: iteration {step - n})")
-            checkpointer.save(step, state, {"config": saved_config, "objectives": objectives}, force=True)
-            metrics_lib.say(f"EM iteration {step}/{config.num_steps}  objective {objectives[-1]:.6g}")
+                    f"stopped without saving it (newest checkpoint: iteration {step - n})"
+                )
+            checkpointer.save(
+                step, state, {"config": saved_config, "objectives": objectives}, force=True
+            )
+            metrics_lib.say(
+                f"EM iteration {step}/{config.num_steps}  objective {objectives[-1]:.6g}"
+            )
         checkpointer.wait()
     finally:
         checkpointer.close()
@@ -116,7 +126,9 @@ def casino_model() -> hmm.HMMParams:
 def _align_states(emissions: np.ndarray, reference: np.ndarray) -> tuple[int, ...]:
     """The relabelling (learned state perm[k] plays true state k) closest in emissions."""
     k = reference.shape[0]
-    return min(itertools.permutations(range(k)), key=lambda p: np.abs(emissions[list(p)] - reference).sum())
+    return min(
+        itertools.permutations(range(k)), key=lambda p: np.abs(emissions[list(p)] - reference).sum()
+    )
 
 
 def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
@@ -124,17 +136,24 @@ def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
     key = jax.random.key(config.seed)
     k_train, k_test, k_starts = jax.random.split(key, 3)
     rolls = hmm.sample(k_train, truth, config.data.num_sequences, length=config.data.length)
-    batch = {"obs": rolls, "lengths": jnp.full((config.data.num_sequences,), config.data.length, jnp.int32)}
+    batch = {
+        "obs": rolls,
+        "lengths": jnp.full((config.data.num_sequences,), config.data.length, jnp.int32),
+    }
     prior = _prior(config)
-    starts = jax.vmap(lambda k: hmm.init_categorical_hmm(k, 2, 6))(jax.random.split(k_starts, config.model.num_restarts))
+    starts = jax.vmap(lambda k: hmm.init_categorical_hmm(k, 2, 6))(
+        jax.random.split(k_starts, config.model.num_restarts)
+    )
 
     def chunk(params, n):
         def body(p, _):
             new, stats = jax.vmap(hmm.em_step, in_axes=(0, None, None))(p, batch, prior)
             return new, jnp.max(stats.objective)  # the best restart's
+
         return jax.lax.scan(body, params, length=n)
 
     run = resumable_em(config, workdir, starts, chunk)
+
     def objective(p):
         loglik = hmm.log_prob_unchecked(p, batch["obs"], batch["lengths"])
         return jnp.sum(loglik) + hmm.parameter_log_prior(p, prior)
@@ -147,7 +166,9 @@ def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
     perm = list(_align_states(b, CASINO_EMISSIONS))
     a, b = a[np.ix_(perm, perm)], b[perm]
 
-    true_states, test_rolls = hmm.sample_with_states(k_test, truth, 1, length=config.data.test_length)
+    true_states, test_rolls = hmm.sample_with_states(
+        k_test, truth, 1, length=config.data.test_length
+    )
     test_x = hmm.Sequences(test_rolls, jnp.array([config.data.test_length], jnp.int32))
     decoded = {}
     for name, params in (("", fitted), ("_true_params", truth)):
@@ -157,23 +178,34 @@ def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
             posterior, path = posterior[:, perm], np.argsort(perm)[path]
             p_loaded = posterior[:, LOADED]
         decoded[f"viterbi_accuracy{name}"] = float(np.mean(path == np.asarray(true_states[0])))
-        decoded[f"posterior_accuracy{name}"] = float(np.mean(posterior.argmax(-1) == np.asarray(true_states[0])))
-    _plot_casino(workdir / "casino_posterior.png", p_loaded[: config.plot_steps],
-                 np.asarray(true_states[0, : config.plot_steps]) == LOADED)
+        decoded[f"posterior_accuracy{name}"] = float(
+            np.mean(posterior.argmax(-1) == np.asarray(true_states[0]))
+        )
+    _plot_casino(
+        workdir / "casino_posterior.png",
+        p_loaded[: config.plot_steps],
+        np.asarray(true_states[0, : config.plot_steps]) == LOADED,
+    )
     num_rolls = config.data.num_sequences * config.data.length
     return {
-        "a_fair_to_loaded": a[FAIR, LOADED], "a_loaded_to_fair": a[LOADED, FAIR],
-        "p6_loaded": b[LOADED, 5], "p6_fair": b[FAIR, 5],
+        "a_fair_to_loaded": a[FAIR, LOADED],
+        "a_loaded_to_fair": a[LOADED, FAIR],
+        "p6_loaded": b[LOADED, 5],
+        "p6_fair": b[FAIR, 5],
         "max_abs_transition_error": float(np.abs(a - CASINO_TRANSITIONS).max()),
         "max_abs_emission_error": float(np.abs(b - CASINO_EMISSIONS).max()),
         "train_log_likelihood_per_roll": float(np.max(np.asarray(finals))) / num_rolls,
-        "em_iterations": float(len(run.objectives)), "best_restart": float(best),
-        "train_seconds": run.train_seconds, "compile_seconds": run.compile_seconds,
+        "em_iterations": float(len(run.objectives)),
+        "best_restart": float(best),
+        "train_seconds": run.train_seconds,
+        "compile_seconds": run.compile_seconds,
         **decoded,
     }
 
 
-def _plot_casino(path: pathlib.Path, p_loaded: np.ndarray, loaded: np.ndarray, height: int = 220) -> None:
+def _plot_casino(
+    path: pathlib.Path, p_loaded: np.ndarray, loaded: np.ndarray, height: int = 220
+) -> None:
     """P(loaded | rolls) over time (blue line) with the true loaded stretches shaded red."""
     scale, margin = 3, 30
     width = len(p_loaded) * scale + 2 * margin
@@ -181,7 +213,10 @@ def _plot_casino(path: pathlib.Path, p_loaded: np.ndarray, loaded: np.ndarray, h
     draw = ImageDraw.Draw(image)
     y = lambda p: margin + (1.0 - p) * height
     for t in np.flatnonzero(loaded):
-        draw.rectangle([margin + t * scale, margin, margin + (t + 1) * scale, margin + height], fill=(255, 200, 200))
+        draw.rectangle(
+            [margin + t * scale, margin, margin + (t + 1) * scale, margin + height],
+            fill=(255, 200, 200),
+        )
     draw.rectangle([margin, margin, width - margin, margin + height], outline="black")
     points = [(margin + (t + 0.5) * scale, y(p)) for t, p in enumerate(p_loaded)]
     draw.line(points, fill=(0, 0, 200), width=2)
@@ -199,20 +234,29 @@ def load_fsdd(config) -> tuple[audio.Recordings, audio.Recordings]:
     """(train, test) recordings of the chosen speakers and digits."""
     path = pathlib.Path(config.data.fsdd_path)
     if not path.is_file():
-        raise FileNotFoundError(f"config.data.fsdd_path: no FSDD tarball (recordings.tar.gz) at {path}")
+        raise FileNotFoundError(
+            f"config.data.fsdd_path: no FSDD tarball (recordings.tar.gz) at {path}"
+        )
     recordings = audio.read_fsdd(path)
     keep = recordings.digits < config.data.num_digits
     if config.data.speakers:
         keep &= np.isin(recordings.speakers, config.data.speakers.split(","))
     keep &= recordings.indices < config.data.max_index
     if not keep.any():
-        raise ValueError(f"config.data: no recording of speakers {config.data.speakers!r} with digit < "
-                         f"{config.data.num_digits} and index < {config.data.max_index}")
+        raise ValueError(
+            f"config.data: no recording of speakers {config.data.speakers!r} with digit < "
+            f"{config.data.num_digits} and index < {config.data.max_index}"
+        )
     return audio.test_split(audio.select(recordings, keep), config.data.num_test_indices)
 
 
-def group_by_class(features: np.ndarray, lengths: np.ndarray, labels: np.ndarray, num_classes: int,
-                   num_buckets: int = 1) -> tuple[dict, ...]:
+def group_by_class(
+    features: np.ndarray,
+    lengths: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    num_buckets: int = 1,
+) -> tuple[dict, ...]:
     """features [N, T, D], lengths, labels [N] -> `num_buckets` batches {'obs' [C, n_j, T_j, D],
     'lengths', 'mask' [C, n_j]}: each class's recordings sorted by length and cut into
     equal-count buckets, bucket j padded to its own longest T_j (EM's cost follows the real
@@ -230,8 +274,14 @@ def group_by_class(features: np.ndarray, lengths: np.ndarray, labels: np.ndarray
         lens = np.ones((num_classes, hi - lo), np.int32)
         mask = np.zeros((num_classes, hi - lo), np.float32)
         for c, idx in enumerate(chosen):
-            obs[c, : len(idx)], lens[c, : len(idx)], mask[c, : len(idx)] = features[idx, :t], lengths[idx], 1.0
-        batches.append({"obs": jnp.asarray(obs), "lengths": jnp.asarray(lens), "mask": jnp.asarray(mask)})
+            obs[c, : len(idx)], lens[c, : len(idx)], mask[c, : len(idx)] = (
+                features[idx, :t],
+                lengths[idx],
+                1.0,
+            )
+        batches.append(
+            {"obs": jnp.asarray(obs), "lengths": jnp.asarray(lens), "mask": jnp.asarray(mask)}
+        )
     return tuple(b for b in batches if b["obs"].shape[1] > 0)
 
 
@@ -243,9 +293,17 @@ def digit_hmms_em(config, features: np.ndarray, lengths: np.ndarray, labels: np.
     (whole,) = group_by_class(features, lengths, labels, num_classes)
     buckets = group_by_class(features, lengths, labels, num_classes, m.num_buckets)
     prior = _prior(config)
-    init = jax.jit(jax.vmap(functools.partial(
-        hmm.init_gaussian_hmm, num_states=m.num_states, emission="mixture" if m.num_components > 1 else "diag",
-        num_components=m.num_components, left_to_right=True)))
+    init = jax.jit(
+        jax.vmap(
+            functools.partial(
+                hmm.init_gaussian_hmm,
+                num_states=m.num_states,
+                emission="mixture" if m.num_components > 1 else "diag",
+                num_components=m.num_components,
+                left_to_right=True,
+            )
+        )
+    )
     keys = jax.random.split(jax.random.key(config.seed), num_classes)
     start = init(keys, whole["obs"], whole["lengths"], mask=whole["mask"])
 
@@ -253,6 +311,7 @@ def digit_hmms_em(config, features: np.ndarray, lengths: np.ndarray, labels: np.
         def body(p, _):
             new, stats = jax.vmap(hmm.em_step_buckets, in_axes=(0, 0, None))(p, buckets, prior)
             return new, jnp.sum(stats.objective)
+
         return jax.lax.scan(body, params, length=n)
 
     return start, chunk
@@ -279,10 +338,13 @@ def run_fsdd(config, workdir: pathlib.Path) -> dict[str, float]:
     return {
         "test_accuracy": float(np.mean(predicted == test.digits)),
         "test_errors": float(np.sum(predicted != test.digits)),
-        "num_test": float(len(test.digits)), "num_train": float(len(train.digits)),
-        "train_seconds": run.train_seconds, "compile_seconds": run.compile_seconds,
+        "num_test": float(len(test.digits)),
+        "num_train": float(len(train.digits)),
+        "train_seconds": run.train_seconds,
+        "compile_seconds": run.compile_seconds,
         "train_seconds_with_compile": run.train_seconds + run.compile_seconds,
-        "feature_seconds": feature_seconds, "em_iterations": float(len(run.objectives)),
+        "feature_seconds": feature_seconds,
+        "em_iterations": float(len(run.objectives)),
         "final_objective_per_frame": float(run.objectives[-1] / np.sum(train_len)),
     }
 
@@ -299,10 +361,21 @@ def _plot_confusion(path: pathlib.Path, confusion: np.ndarray, cell: int = 36) -
         draw.text((margin + i * cell + cell // 2 - 3, margin - 14), str(i), fill="black")
         for j in range(c):
             shade = int(255 * (1.0 - confusion[i, j] / top))
-            box = [margin + j * cell, margin + i * cell, margin + (j + 1) * cell, margin + (i + 1) * cell]
-            draw.rectangle(box, fill=(shade, shade, 255) if i == j else (255, shade, shade), outline="gray")
+            box = [
+                margin + j * cell,
+                margin + i * cell,
+                margin + (j + 1) * cell,
+                margin + (i + 1) * cell,
+            ]
+            draw.rectangle(
+                box, fill=(shade, shade, 255) if i == j else (255, shade, shade), outline="gray"
+            )
             if confusion[i, j]:
-                draw.text((box[0] + 8, box[1] + 12), str(confusion[i, j]), fill="black" if shade > 120 else "white")
+                draw.text(
+                    (box[0] + 8, box[1] + 12),
+                    str(confusion[i, j]),
+                    fill="black" if shade > 120 else "white",
+                )
     draw.text((4, 4), "true (rows) vs predicted (columns)", fill="black")
     image.save(path)
 

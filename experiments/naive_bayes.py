@@ -23,6 +23,7 @@ config.kind chooses:
 
 Every fit is full batch and cheap, so nothing is checkpointed: a rerun recomputes.
 """
+
 import dataclasses
 import functools
 import json
@@ -44,8 +45,9 @@ from genjax_lab.data import idx, text
 from genjax_lab.models import logistic
 from genjax_lab.models import naive_bayes as nb
 
-config_lib.define_flags(config_lib.beside(__file__, "configs/naive_bayes_spam.py"),
-                        "runs/naive_bayes")
+config_lib.define_flags(
+    config_lib.beside(__file__, "configs/naive_bayes_spam.py"), "runs/naive_bayes"
+)
 
 # --------------------------------------------------------------------------------- data
 
@@ -55,8 +57,10 @@ def read_spam(path: str) -> tuple[list[str], np.ndarray]:
     1 = spam)."""
     file = pathlib.Path(path)
     if not path or not file.is_file():
-        raise FileNotFoundError(f"config.data.spam_path: no SMS Spam Collection file at {path!r} "
-                                "(set --config.data.spam_path=.../text/SMSSpamCollection)")
+        raise FileNotFoundError(
+            f"config.data.spam_path: no SMS Spam Collection file at {path!r} "
+            "(set --config.data.spam_path=.../text/SMSSpamCollection)"
+        )
     messages, labels = [], []
     lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
     for number, line in enumerate(lines, 1):
@@ -64,8 +68,9 @@ def read_spam(path: str) -> tuple[list[str], np.ndarray]:
             continue
         label, sep, message = line.partition("\t")
         if not sep or label not in ("ham", "spam"):
-            raise ValueError(f"config.data.spam_path: line {number} of {file} is not "
-                             "'ham|spam<TAB>text'")
+            raise ValueError(
+                f"config.data.spam_path: line {number} of {file} is not 'ham|spam<TAB>text'"
+            )
         messages.append(message)
         labels.append(label == "spam")
     return messages, np.asarray(labels, np.int32)
@@ -78,8 +83,9 @@ def subsample(y: np.ndarray, max_count: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(len(y))[:max_count])
 
 
-def stratified_split(y: np.ndarray, test_fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices with each class split in the proportion test_fraction."""
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"config.data.test_fraction must be in (0, 1), got {test_fraction}")
@@ -93,12 +99,14 @@ def stratified_split(y: np.ndarray, test_fraction: float,
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def word_counts(messages: list[str], train: np.ndarray, min_count: int,
-                max_size: int) -> tuple[np.ndarray, text.Vocabulary]:
+def word_counts(
+    messages: list[str], train: np.ndarray, min_count: int, max_size: int
+) -> tuple[np.ndarray, text.Vocabulary]:
     """Documents x vocabulary counts float32 [N, V] and the vocabulary, built on `train` only."""
     tokens = [text.tokenize(m) for m in messages]
-    vocab = text.build_vocabulary([tokens[i] for i in train], min_count=min_count,
-                                  max_size=max_size or None)
+    vocab = text.build_vocabulary(
+        [tokens[i] for i in train], min_count=min_count, max_size=max_size or None
+    )
     return text.to_dense(text.bag_of_words(tokens, vocab), len(vocab)), vocab
 
 
@@ -128,40 +136,68 @@ def run_spam(config, workdir: pathlib.Path) -> dict[str, float]:
     nb_config.update({"kind": "multinomial", "num_classes": 2, "alpha": config.nb.alpha})
     nb_params, _ = nb.fit(jax.random.key(config.seed), {"x": x[train], "y": y[train]}, nb_config)
     # The finished workdir is the filter: ./launch.sh classify --workdir=W --input=MESSAGES
-    meta = {**nb.meta_from_data({"x": x[train], "y": y[train]}, nb_config),
-            "input": {"kind": "text", "vocabulary": list(vocab.words), "labels": ["ham", "spam"],
-                      "sample_kwargs": {"total_count": 12}}}  # words in a sampled message
+    meta = {
+        **nb.meta_from_data({"x": x[train], "y": y[train]}, nb_config),
+        "input": {
+            "kind": "text",
+            "vocabulary": list(vocab.words),
+            "labels": ["ham", "spam"],
+            "sample_kwargs": {"total_count": 12},
+        },
+    }  # words in a sampled message
     saving.save(workdir, "naive_bayes", nb_config, meta, nb_params)
     nb_score = np.asarray(nb.classifier(nb_params).predict_proba(x[test])[:, 1], np.float64)
     nb_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    lr_params, losses = logistic.fit(x[train], y[train], 2, c=config.logistic.c,
-                                     num_steps=config.logistic.num_steps)
+    lr_params, losses = logistic.fit(
+        x[train], y[train], 2, c=config.logistic.c, num_steps=config.logistic.num_steps
+    )
     lr_score = np.asarray(logistic.predict_proba(lr_params, x[test])[:, 1], np.float64)
     lr_seconds = time.perf_counter() - t0
     reference = sk_nb.MultinomialNB(alpha=config.nb.alpha)
     reference.fit(x[train].astype(np.float64), y[train])
     sk_score = reference.predict_proba(x[test].astype(np.float64))[:, 1]
 
-    summary = {"num_train": len(train), "num_test": len(test), "vocab_size": len(vocab),
-               "test_spam_fraction": float(y[test].mean()), "nb_seconds": nb_seconds,
-               "lr_seconds": lr_seconds,
-               "logistic_final_loss": float(losses[-1]),
-               "nb_sklearn_prediction_agreement": float(
-                   np.mean((nb_score > 0.5) == (sk_score > 0.5)))}
+    summary = {
+        "num_train": len(train),
+        "num_test": len(test),
+        "vocab_size": len(vocab),
+        "test_spam_fraction": float(y[test].mean()),
+        "nb_seconds": nb_seconds,
+        "lr_seconds": lr_seconds,
+        "logistic_final_loss": float(losses[-1]),
+        "nb_sklearn_prediction_agreement": float(np.mean((nb_score > 0.5) == (sk_score > 0.5))),
+    }
     for name, score in (("nb", nb_score), ("logistic", lr_score), ("sklearn_nb", sk_score)):
         summary.update({f"{name}_{k}": v for k, v in binary_metrics(y[test], score).items()})
     curves = []
-    for name, score, color in (("naive Bayes", nb_score, (200, 0, 0)),
-                               ("logistic", lr_score, (0, 0, 200))):
+    for name, score, color in (
+        ("naive Bayes", nb_score, (200, 0, 0)),
+        ("logistic", lr_score, (0, 0, 200)),
+    ):
         fpr, tpr, _ = sk_metrics.roc_curve(y[test], score)
         curves.append(Series(name, fpr, tpr, color=color))
-    plot_panels(workdir / "spam_roc.png", [
-        Panel("SMS spam ROC (test set)", curves, "false positive rate", "true positive rate",
-              (0.0, 1.0), (0.0, 1.0)),
-        Panel("zoom: false positive rate <= 0.1", curves, "false positive rate",
-              "true positive rate",
-              (0.0, 0.1), (0.7, 1.0))])
+    plot_panels(
+        workdir / "spam_roc.png",
+        [
+            Panel(
+                "SMS spam ROC (test set)",
+                curves,
+                "false positive rate",
+                "true positive rate",
+                (0.0, 1.0),
+                (0.0, 1.0),
+            ),
+            Panel(
+                "zoom: false positive rate <= 0.1",
+                curves,
+                "false positive rate",
+                "true positive rate",
+                (0.0, 0.1),
+                (0.7, 1.0),
+            ),
+        ],
+    )
     return summary
 
 
@@ -180,8 +216,12 @@ class Dataset:
 
 
 def load_dataset(name: str, config) -> Dataset:
-    bundled = {"breast_cancer": sk_datasets.load_breast_cancer, "digits": sk_datasets.load_digits,
-               "wine": sk_datasets.load_wine, "iris": sk_datasets.load_iris}
+    bundled = {
+        "breast_cancer": sk_datasets.load_breast_cancer,
+        "digits": sk_datasets.load_digits,
+        "wine": sk_datasets.load_wine,
+        "iris": sk_datasets.load_iris,
+    }
     spec = config.curves[name]
     if name in bundled:
         x, y = bundled[name](return_X_y=True)
@@ -193,26 +233,34 @@ def load_dataset(name: str, config) -> Dataset:
         messages, y = [messages[i] for i in keep], y[keep]
         # Vocabulary from all messages (unsupervised, labels unused): one feature space for
         # every draw.
-        x, _ = word_counts(messages, np.arange(len(y)), config.data.min_count,
-                           config.data.max_vocab)
+        x, _ = word_counts(
+            messages, np.arange(len(y)), config.data.min_count, config.data.max_vocab
+        )
         return Dataset(x, y)
     if name == "mnist":
         if not config.data.mnist_dir or not pathlib.Path(config.data.mnist_dir).is_dir():
-            raise FileNotFoundError("config.data.mnist_dir: no MNIST folder at "
-                                    f"{config.data.mnist_dir!r}")
-        (x, y), (xt, yt) = (idx.load_mnist_split(config.data.mnist_dir, s)
-                            for s in ("train", "test"))
+            raise FileNotFoundError(
+                f"config.data.mnist_dir: no MNIST folder at {config.data.mnist_dir!r}"
+            )
+        (x, y), (xt, yt) = (
+            idx.load_mnist_split(config.data.mnist_dir, s) for s in ("train", "test")
+        )
         keep = subsample(y, spec.max_examples, config.seed)
         keep_test = subsample(yt, spec.max_test, config.seed)
         flat = lambda a: a.reshape(len(a), -1).astype(np.float32)
-        return Dataset(flat(x[keep]), y[keep].astype(np.int32), flat(xt[keep_test]),
-                       yt[keep_test].astype(np.int32))
+        return Dataset(
+            flat(x[keep]),
+            y[keep].astype(np.int32),
+            flat(xt[keep_test]),
+            yt[keep_test].astype(np.int32),
+        )
     known = sorted([*bundled, "spam", "mnist"])
     raise ValueError(f"config.datasets: unknown dataset {name!r}; known: {known}")
 
 
-def draw_indices(y: np.ndarray, size: int, num_draws: int, num_test: int,
-                 rng) -> tuple[np.ndarray, np.ndarray]:
+def draw_indices(
+    y: np.ndarray, size: int, num_draws: int, num_test: int, rng
+) -> tuple[np.ndarray, np.ndarray]:
     """(train [R, size], test [R, num_test]) indices: each draw holds out a random test set,
     then takes one random example of every class (so every class has a fit) and the rest of
     the training set uniformly from what remains."""
@@ -220,25 +268,30 @@ def draw_indices(y: np.ndarray, size: int, num_draws: int, num_test: int,
     if size < len(classes):
         raise ValueError(f"config.curves: training size {size} is below the {len(classes)} classes")
     if size + num_test > len(y):
-        raise ValueError(f"config.curves: training size {size} + {num_test} test examples "
-                         f"exceed the {len(y)} available")
+        raise ValueError(
+            f"config.curves: training size {size} + {num_test} test examples "
+            f"exceed the {len(y)} available"
+        )
     trains, tests = [], []
     for _ in range(num_draws):
         order = rng.permutation(len(y))
         test, pool = order[:num_test], order[num_test:]
-        firsts = np.array([pool[np.flatnonzero(y[pool] == c)[0]] if np.any(y[pool] == c) else -1
-                           for c in classes])
+        firsts = np.array(
+            [pool[np.flatnonzero(y[pool] == c)[0]] if np.any(y[pool] == c) else -1 for c in classes]
+        )
         if np.any(firsts < 0):
-            raise ValueError("config.curves: a class has no example left after holding out "
-                             "the test set")
+            raise ValueError(
+                "config.curves: a class has no example left after holding out the test set"
+            )
         rest = pool[~np.isin(pool, firsts)][: size - len(classes)]
         trains.append(np.concatenate([firsts, rest]))
         tests.append(test)
     return np.stack(trains), np.stack(tests)
 
 
-def fit_naive_bayes(x, y, mask, num_classes: int, kind: str, smoothing: float,
-                    binarize: float) -> nb.Params:
+def fit_naive_bayes(
+    x, y, mask, num_classes: int, kind: str, smoothing: float, binarize: float
+) -> nb.Params:
     """nb.fit, plus kind 'gaussian_shared': Ng & Jordan's continuous naive Bayes, whose
     per-feature variance is shared by the classes (pooled within-class variance + the
     var_smoothing epsilon, smoothing x the largest feature variance), so that its posterior
@@ -246,8 +299,14 @@ def fit_naive_bayes(x, y, mask, num_classes: int, kind: str, smoothing: float,
     kinds, alpha for the others."""
     gaussian = kind in ("gaussian", "gaussian_shared")
     config = nb.default_config()
-    config.update({"kind": "gaussian" if gaussian else kind, "num_classes": num_classes,
-                   "var_smoothing" if gaussian else "alpha": smoothing, "binarize": binarize})
+    config.update(
+        {
+            "kind": "gaussian" if gaussian else kind,
+            "num_classes": num_classes,
+            "var_smoothing" if gaussian else "alpha": smoothing,
+            "binarize": binarize,
+        }
+    )
     data = {"x": x, "y": y, "mask": mask}
     if kind != "gaussian_shared":
         return nb.fit(jax.random.key(0), data, config)[0]  # closed form: the key is unused
@@ -257,16 +316,42 @@ def fit_naive_bayes(x, y, mask, num_classes: int, kind: str, smoothing: float,
     # is small against the mean (issue #17).
     within = stats.m2.sum(0) / stats.class_count.sum()
     var = within + smoothing * jnp.max(nb.pooled_variance(stats))
-    return nb.GaussianNB(per_class.log_prior, per_class.mean,
-                         jnp.broadcast_to(var, per_class.mean.shape))
+    return nb.GaussianNB(
+        per_class.log_prior, per_class.mean, jnp.broadcast_to(var, per_class.mean.shape)
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "kind", "smoothing", "binarize",
-                                             "standardize",
-                                             "num_steps", "batch_size"))
-def draw_errors(x, y, x_test, y_test, train_idx, train_mask, test_idx, l2, lr_scale, *,
-                num_classes: int, kind: str, smoothing: float, binarize: float, standardize: bool,
-                num_steps: int, batch_size: int):
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "num_classes",
+        "kind",
+        "smoothing",
+        "binarize",
+        "standardize",
+        "num_steps",
+        "batch_size",
+    ),
+)
+def draw_errors(
+    x,
+    y,
+    x_test,
+    y_test,
+    train_idx,
+    train_mask,
+    test_idx,
+    l2,
+    lr_scale,
+    *,
+    num_classes: int,
+    kind: str,
+    smoothing: float,
+    binarize: float,
+    standardize: bool,
+    num_steps: int,
+    batch_size: int,
+):
     """Test errors (naive Bayes [R], logistic [R]) of R training sets.
 
     x [N, D], y [N]: the pool; train_idx [R, m] with train_mask [R, m] (training sets of
@@ -341,23 +426,46 @@ def learning_curve(name: str, data: Dataset, config) -> dict:
         # Draws per vmapped batch: bounded memory ([batch, pad, D] gathered features).
         batch_size = int(max(1, min(len(l2), config.max_batch_elements // (pad * data.x.shape[1]))))
         nb_err, lr_err = draw_errors(
-            x, y, x_test, y_test, jnp.asarray(train_idx), jnp.asarray(train_mask),
-            None if explicit else jnp.asarray(np.concatenate(tests)), jnp.asarray(l2, jnp.float32),
-            spec.lr_scale, num_classes=num_classes, kind=spec.nb_kind, smoothing=spec.smoothing,
-            binarize=spec.binarize, standardize=spec.standardize,
+            x,
+            y,
+            x_test,
+            y_test,
+            jnp.asarray(train_idx),
+            jnp.asarray(train_mask),
+            None if explicit else jnp.asarray(np.concatenate(tests)),
+            jnp.asarray(l2, jnp.float32),
+            spec.lr_scale,
+            num_classes=num_classes,
+            kind=spec.nb_kind,
+            smoothing=spec.smoothing,
+            binarize=spec.binarize,
+            standardize=spec.standardize,
             num_steps=config.logistic.num_steps,
-            batch_size=batch_size)
+            batch_size=batch_size,
+        )
         nb_err = np.asarray(nb_err, np.float64).reshape(len(bucket), spec.num_draws)
         lr_err = np.asarray(lr_err, np.float64).reshape(len(bucket), spec.num_draws)
         sem = lambda e: float(e.std(ddof=1) / np.sqrt(len(e))) if len(e) > 1 else 0.0
         for size, nb_e, lr_e in zip(bucket, nb_err, lr_err):
-            rows.append({"size": size, "nb_error": float(nb_e.mean()), "nb_sem": sem(nb_e),
-                         "lr_error": float(lr_e.mean()), "lr_sem": sem(lr_e),
-                         "difference_sem": sem(lr_e - nb_e)})  # paired: the same draws
-            metrics_lib.say(f"{name} m={size}: naive Bayes {rows[-1]['nb_error']:.4f}  "
-                            f"logistic {rows[-1]['lr_error']:.4f}")
-    return {"rows": rows, "num_test": len(data.y_test) if explicit else num_test,
-            "num_draws": spec.num_draws}
+            rows.append(
+                {
+                    "size": size,
+                    "nb_error": float(nb_e.mean()),
+                    "nb_sem": sem(nb_e),
+                    "lr_error": float(lr_e.mean()),
+                    "lr_sem": sem(lr_e),
+                    "difference_sem": sem(lr_e - nb_e),
+                }
+            )  # paired: the same draws
+            metrics_lib.say(
+                f"{name} m={size}: naive Bayes {rows[-1]['nb_error']:.4f}  "
+                f"logistic {rows[-1]['lr_error']:.4f}"
+            )
+    return {
+        "rows": rows,
+        "num_test": len(data.y_test) if explicit else num_test,
+        "num_draws": spec.num_draws,
+    }
 
 
 def crossing_size(rows: list[dict]) -> int:
@@ -381,13 +489,18 @@ def curve_summary(name: str, curve: dict) -> dict[str, float]:
     small, large = rows[0], rows[-1]
     smaller_half = rows[: (len(rows) + 1) // 2]
     return {
-        f"{name}_nb_lead_small_n": max(r["lr_error"] - r["nb_error"] - 2 * r["difference_sem"]
-                                       for r in smaller_half),
-        f"{name}_lr_lead_large_n": (large["nb_error"] - large["lr_error"]
-                                    - 2 * large["difference_sem"]),
-        f"{name}_size_small": small["size"], f"{name}_size_large": large["size"],
-        f"{name}_nb_error_small": small["nb_error"], f"{name}_lr_error_small": small["lr_error"],
-        f"{name}_nb_error_large": large["nb_error"], f"{name}_lr_error_large": large["lr_error"],
+        f"{name}_nb_lead_small_n": max(
+            r["lr_error"] - r["nb_error"] - 2 * r["difference_sem"] for r in smaller_half
+        ),
+        f"{name}_lr_lead_large_n": (
+            large["nb_error"] - large["lr_error"] - 2 * large["difference_sem"]
+        ),
+        f"{name}_size_small": small["size"],
+        f"{name}_size_large": large["size"],
+        f"{name}_nb_error_small": small["nb_error"],
+        f"{name}_lr_error_small": small["lr_error"],
+        f"{name}_nb_error_large": large["nb_error"],
+        f"{name}_lr_error_large": large["lr_error"],
         f"{name}_lr_minus_nb_error_small_n": small["lr_error"] - small["nb_error"],
         f"{name}_nb_minus_lr_error_large_n": large["nb_error"] - large["lr_error"],
         f"{name}_difference_sem_small": small["difference_sem"],
@@ -402,8 +515,9 @@ def run_learning_curves(config, workdir: pathlib.Path) -> dict[str, float]:
         raise ValueError("config.datasets is empty: name datasets, e.g. 'breast_cancer,digits'")
     unknown = [n for n in names if n not in config.curves]
     if unknown:
-        raise ValueError(f"config.datasets: no config.curves entry for {unknown}; "
-                         f"have {sorted(config.curves)}")
+        raise ValueError(
+            f"config.datasets: no config.curves entry for {unknown}; have {sorted(config.curves)}"
+        )
     summary, curves, panels = {}, {}, []
     for name in names:
         t0 = time.perf_counter()
@@ -413,15 +527,31 @@ def run_learning_curves(config, workdir: pathlib.Path) -> dict[str, float]:
         summary.update(curve_summary(name, curve))
         summary[f"{name}_seconds"] = curve["seconds"]
         sizes = np.array([r["size"] for r in curve["rows"]], float)
-        series = [Series(label, sizes, np.array([r[f"{key}_error"] for r in curve["rows"]]),
-                         np.array([r[f"{key}_sem"] for r in curve["rows"]]), color)
-                  for label, key, color in (("naive Bayes", "nb", (200, 0, 0)),
-                                            ("logistic", "lr", (0, 0, 200)))]
+        series = [
+            Series(
+                label,
+                sizes,
+                np.array([r[f"{key}_error"] for r in curve["rows"]]),
+                np.array([r[f"{key}_sem"] for r in curve["rows"]]),
+                color,
+            )
+            for label, key, color in (
+                ("naive Bayes", "nb", (200, 0, 0)),
+                ("logistic", "lr", (0, 0, 200)),
+            )
+        ]
         top = max(float(np.max(s.y + s.err)) for s in series)
-        panels.append(Panel(f"{name} ({curve['num_draws']} draws)", series,
-                            "training examples (log)", "test error",
-                            (float(np.log10(sizes[0])), float(np.log10(sizes[-1]))),
-                            (0.0, max(top * 1.05, 1e-3)), log_x=True))
+        panels.append(
+            Panel(
+                f"{name} ({curve['num_draws']} draws)",
+                series,
+                "training examples (log)",
+                "test error",
+                (float(np.log10(sizes[0])), float(np.log10(sizes[-1]))),
+                (0.0, max(top * 1.05, 1e-3)),
+                log_x=True,
+            )
+        )
     (workdir / "learning_curves.json").write_text(json.dumps(curves, indent=1))
     plot_panels(workdir / "learning_curves.png", panels)
     return summary
@@ -450,8 +580,9 @@ class Panel:
     log_x: bool = False
 
 
-def _draw_panel(draw: ImageDraw.ImageDraw, panel: Panel, left: int, top: int, width: int,
-                height: int) -> None:
+def _draw_panel(
+    draw: ImageDraw.ImageDraw, panel: Panel, left: int, top: int, width: int, height: int
+) -> None:
     """Axes box, tick labels at the ends, lines with error bars, legend; log_x plots log10 x."""
     (x0, x1), (y0, y1) = panel.x_range, panel.y_range
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
@@ -460,7 +591,7 @@ def _draw_panel(draw: ImageDraw.ImageDraw, panel: Panel, left: int, top: int, wi
     py = lambda v: top + height - (np.clip(v, y0, y1) - y0) / (y1 - y0) * height
     draw.rectangle([left, top, left + width, top + height], outline="black")
     draw.text((left, top - 16), panel.title, fill="black")
-    x_tick = (lambda v: f"{10 ** v:.0f}") if panel.log_x else (lambda v: f"{v:.2g}")
+    x_tick = (lambda v: f"{10**v:.0f}") if panel.log_x else (lambda v: f"{v:.2g}")
     draw.text((left, top + height + 4), x_tick(x0), fill="black")
     draw.text((left + width - 30, top + height + 4), x_tick(x1), fill="black")
     draw.text((left + width // 2 - 50, top + height + 16), panel.x_label, fill="black")
@@ -484,14 +615,20 @@ def plot_panels(path: pathlib.Path, panels: list[Panel], columns: int = 3) -> No
     width, height, margin = 300, 200, 50
     columns = min(columns, len(panels))
     rows = -(-len(panels) // columns)
-    image = Image.new("RGB", (columns * (width + 2 * margin), rows * (height + 2 * margin)),
-                      "white")
+    image = Image.new(
+        "RGB", (columns * (width + 2 * margin), rows * (height + 2 * margin)), "white"
+    )
     draw = ImageDraw.Draw(image)
     for k, panel in enumerate(panels):
         r, c = divmod(k, columns)
-        _draw_panel(draw, panel, c * (width + 2 * margin) + margin,
-                    r * (height + 2 * margin) + margin // 2 + 10,
-                    width, height)
+        _draw_panel(
+            draw,
+            panel,
+            c * (width + 2 * margin) + margin,
+            r * (height + 2 * margin) + margin // 2 + 10,
+            width,
+            height,
+        )
     image.save(path)
 
 

@@ -10,6 +10,7 @@ its checkpoints, a run with a summary.json and the same command is not repeated)
 to `<run>.log` beside it; `<workdir>/<schedule>/<name>/result.json` holds the rows. Exits 1
 when a row falls outside its tolerance or a run fails, 2 on bad flags.
 """
+
 import concurrent.futures
 import json
 import os
@@ -27,16 +28,29 @@ from absl import app, flags, logging
 from genjax_lab import report
 from genjax_lab.core import replication as rep
 
-_SCHEDULE = flags.DEFINE_enum("schedule", "quick", rep.SCHEDULES, "tiny: CI-sized; quick: a 2-core CPU; full: the papers'.")
+_SCHEDULE = flags.DEFINE_enum(
+    "schedule", "quick", rep.SCHEDULES, "tiny: CI-sized; quick: a 2-core CPU; full: the papers'."
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/replicate", "Root of the per-replication workdirs.")
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", os.environ.get("GENJAX_DATA_DIR"),
+    "data_dir",
+    os.environ.get("GENJAX_DATA_DIR"),
     "Folder holding mnist/, fsdd/, text/ (default $GENJAX_DATA_DIR, else ../shared/data beside the repository if present).",
 )
-_REGISTRY = flags.DEFINE_string("registry", str(rep.REGISTRY), "Folder of replication config modules.")
-_REPORT = flags.DEFINE_string("report", "docs/results.md", "Report to regenerate after the runs ('' for none).")
-_README = flags.DEFINE_string("readme", "README.md", "README whose headline rows are regenerated with the report ('' for none).")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs trained at the same time (one per accelerator is sensible).")
+_REGISTRY = flags.DEFINE_string(
+    "registry", str(rep.REGISTRY), "Folder of replication config modules."
+)
+_REPORT = flags.DEFINE_string(
+    "report", "docs/results.md", "Report to regenerate after the runs ('' for none)."
+)
+_README = flags.DEFINE_string(
+    "readme",
+    "README.md",
+    "README whose headline rows are regenerated with the report ('' for none).",
+)
+_PARALLEL = flags.DEFINE_integer(
+    "parallel", 1, "Runs trained at the same time (one per accelerator is sensible)."
+)
 
 _children: set[subprocess.Popen] = set()
 _children_lock = threading.Lock()
@@ -62,7 +76,9 @@ def _selected(argv: list[str], registry: pathlib.Path) -> list[str]:
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     if task is not None:
         if not 0 <= int(task) < len(known):
-            raise app.UsageError(f"SLURM_ARRAY_TASK_ID={task}: there are {len(known)} replications ({' '.join(known)})")
+            raise app.UsageError(
+                f"SLURM_ARRAY_TASK_ID={task}: there are {len(known)} replications ({' '.join(known)})"
+            )
         return [known[int(task)]]
     return known
 
@@ -88,8 +104,13 @@ def _train(command: list[str], workdir: pathlib.Path, label: str) -> tuple[bool,
             _children.discard(process)
     wall = done.get("wall_s", 0.0) + time.perf_counter() - start  # summed over resumptions
     ok = code == 0 and rep.read_summary(workdir) is not None
-    stamp.write_text(json.dumps({"command": command, "ok": ok, "exit_code": code, "wall_s": wall}, indent=1))
-    print(f"  {label}: {'finished' if ok else f'FAILED (exit code {code})'} after {wall:.0f} s", flush=True)
+    stamp.write_text(
+        json.dumps({"command": command, "ok": ok, "exit_code": code, "wall_s": wall}, indent=1)
+    )
+    print(
+        f"  {label}: {'finished' if ok else f'FAILED (exit code {code})'} after {wall:.0f} s",
+        flush=True,
+    )
     return ok, wall
 
 
@@ -101,34 +122,67 @@ def _forward_sigterm(signum, frame) -> None:
     print("replicate: SIGTERM forwarded to the running experiments; rerun to resume", flush=True)
 
 
-def _submit(name: str, registry: pathlib.Path, root: pathlib.Path, schedule: str, data_dir, pool) -> dict:
+def _submit(
+    name: str, registry: pathlib.Path, root: pathlib.Path, schedule: str, data_dir, pool
+) -> dict:
     """Queues the runs of one replication on the pool; returns what `_finish` needs."""
     replication, module = rep.load(name, registry)
     runs = rep.runs_for(replication, module, schedule)
     workdirs = {run: root / schedule / name / run for run in runs}
     commands = {
-        run: rep.run_command(sys.executable, replication, registry / f"{name}.py", run, schedule, workdirs[run], data_dir)
+        run: rep.run_command(
+            sys.executable,
+            replication,
+            registry / f"{name}.py",
+            run,
+            schedule,
+            workdirs[run],
+            data_dir,
+        )
         for run in runs
     }
-    futures = {run: pool.submit(_train, commands[run], workdirs[run], f"{name}/{run}") for run in runs}
-    return {"name": name, "replication": replication, "workdirs": workdirs, "commands": commands, "futures": futures}
+    futures = {
+        run: pool.submit(_train, commands[run], workdirs[run], f"{name}/{run}") for run in runs
+    }
+    return {
+        "name": name,
+        "replication": replication,
+        "workdirs": workdirs,
+        "commands": commands,
+        "futures": futures,
+    }
 
 
 def _finish(job: dict, root: pathlib.Path, schedule: str) -> dict:
     """Waits for a replication's runs, checks its rows and writes its result.json."""
     name, replication, workdirs = job["name"], job["replication"], job["workdirs"]
     outcomes = {run: future.result() for run, future in job["futures"].items()}
-    summaries = {run: rep.read_summary(workdirs[run]) if ok else None for run, (ok, _) in outcomes.items()}
+    summaries = {
+        run: rep.read_summary(workdirs[run]) if ok else None for run, (ok, _) in outcomes.items()
+    }
     rows = rep.check(replication, summaries, schedule)
     result = {
-        "name": name, "paper": replication.paper, "estimator": replication.estimator, "caveat": replication.caveat, "schedule": schedule,
-        "experiment": replication.experiment, "hardware": report.hardware(),
+        "name": name,
+        "paper": replication.paper,
+        "estimator": replication.estimator,
+        "caveat": replication.caveat,
+        "schedule": schedule,
+        "experiment": replication.experiment,
+        "hardware": report.hardware(),
         "wall_s": sum(wall for _, wall in outcomes.values()),
-        "runs": {run: {"ok": ok, "wall_s": wall, "workdir": str(workdirs[run]), "command": shlex.join(job["commands"][run])}
-                 for run, (ok, wall) in outcomes.items()},
+        "runs": {
+            run: {
+                "ok": ok,
+                "wall_s": wall,
+                "workdir": str(workdirs[run]),
+                "command": shlex.join(job["commands"][run]),
+            }
+            for run, (ok, wall) in outcomes.items()
+        },
         "command": f"./launch.sh replicate {name} --schedule={schedule}",
         "rows": rows,
-        "passed": all(ok for ok, _ in outcomes.values()) and all(r["status"] != "fail" for r in rows),
+        "passed": all(ok for ok, _ in outcomes.values())
+        and all(r["status"] != "fail" for r in rows),
     }
     (root / schedule / name / "result.json").write_text(json.dumps(result, indent=1))
     return result
@@ -140,22 +194,31 @@ def main(argv: list[str]) -> None:
     names = _selected(argv, registry)
     root, schedule, data_dir = pathlib.Path(_WORKDIR.value).resolve(), _SCHEDULE.value, _data_dir()
     signal.signal(signal.SIGTERM, _forward_sigterm)
-    print(f"replicate: {len(names)} replication(s), schedule {schedule}, workdirs under {root / schedule}, "
-          f"data {data_dir or '(none)'}, on {platform.node()}", flush=True)
+    print(
+        f"replicate: {len(names)} replication(s), schedule {schedule}, workdirs under {root / schedule}, "
+        f"data {data_dir or '(none)'}, on {platform.node()}",
+        flush=True,
+    )
     failed = []
     with concurrent.futures.ThreadPoolExecutor(max(1, _PARALLEL.value)) as pool:
         jobs = [_submit(name, registry, root, schedule, data_dir, pool) for name in names]
         for index, job in enumerate(jobs, 1):
             result = _finish(job, root, schedule)
-            print(f"[{index}/{len(jobs)}] {job['name']}: {'PASS' if result['passed'] else 'FAIL'} "
-                  f"({result['wall_s']:.0f} s of training and evaluation)", flush=True)
+            print(
+                f"[{index}/{len(jobs)}] {job['name']}: {'PASS' if result['passed'] else 'FAIL'} "
+                f"({result['wall_s']:.0f} s of training and evaluation)",
+                flush=True,
+            )
             for row in result["rows"]:
                 print(f"    {report.row_line(row)}", flush=True)
             if not result["passed"]:
                 failed.append(job["name"])
     if _REPORT.value:
-        report.write(pathlib.Path(_REPORT.value), replicate_root=root,
-                     readme=pathlib.Path(_README.value) if _README.value else None)
+        report.write(
+            pathlib.Path(_REPORT.value),
+            replicate_root=root,
+            readme=pathlib.Path(_README.value) if _README.value else None,
+        )
         print(f"replicate: report written to {_REPORT.value}", flush=True)
     if failed:
         print(f"replicate: outside tolerance or failed: {' '.join(failed)}", flush=True)

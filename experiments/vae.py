@@ -1,10 +1,11 @@
 """Trains a VAE, IWAE or conditional VAE, then scores the test set.
 
-  ./launch.sh vae --config=experiments/configs/vae_digits.py
-  ./launch.sh vae --config=experiments/configs/vae_mnist.py:iwae_table1 --config.data.mnist_dir=DIR
-  ./launch.sh sample --workdir=runs/vae --label=7        # then: digits given a label (a CVAE)
-  ./launch.sh classify --workdir=runs/vae --input=DIGITS.npy   # Bayes' rule over p(x | y)
+./launch.sh vae --config=experiments/configs/vae_digits.py
+./launch.sh vae --config=experiments/configs/vae_mnist.py:iwae_table1 --config.data.mnist_dir=DIR
+./launch.sh sample --workdir=runs/vae --label=7        # then: digits given a label (a CVAE)
+./launch.sh classify --workdir=runs/vae --input=DIGITS.npy   # Bayes' rule over p(x | y)
 """
+
 import json
 import pathlib
 
@@ -25,15 +26,24 @@ def main(config, workdir: pathlib.Path) -> None:
     if result.preempted:
         return  # the final estimates belong to the run that reaches the last step
     binarized = config.data.binarize != "none"
-    meta = {**family.meta, "input": {
-        "kind": "image", "shape": list(family.image_shape), "layout": "image",
-        "binarize": "threshold" if binarized else None,
-        "labels": [str(label) for label in range(family.num_classes)]}}
+    meta = {
+        **family.meta,
+        "input": {
+            "kind": "image",
+            "shape": list(family.image_shape),
+            "layout": "image",
+            "binarize": "threshold" if binarized else None,
+            "labels": [str(label) for label in range(family.num_classes)],
+        },
+    }
     saving.save(workdir, "vae", config, meta, family.params(result.state.params))
     metrics = result.metrics
     if config.eval.nll_samples:
         metrics = metrics_lib.final_metrics(
-            workdir, result.step, lambda: {**result.metrics, **vae.test_nll(family, result.state, dataset, config)})
+            workdir,
+            result.step,
+            lambda: {**result.metrics, **vae.test_nll(family, result.state, dataset, config)},
+        )
     metrics_lib.write_summary(workdir, metrics)
     metrics_lib.say(json.dumps(metrics, indent=1))
 

@@ -24,6 +24,7 @@ Classification goes through Bayes' rule with `BayesClassifier`: a class log prio
 one class-conditional model per class (params stacked on a leading class axis) or one
 conditional model p(x | y).
 """
+
 from collections.abc import Callable
 from typing import Any
 

@@ -15,6 +15,7 @@ Samples: a PNG grid for images, words for text, a .npy file for sequences; what 
 family's `sample` needs (a document's or a sequence's length) is `sample_kwargs` there.
 Bad input ends in one line naming the flag or file, and exit status 2.
 """
+
 import argparse
 import pathlib
 import sys
@@ -29,8 +30,11 @@ from genjax_lab import saving
 _IMAGE_SUFFIXES = (".png",)
 # The first a model has, in this order: exact, then an estimate (importance sampling, AIS:
 # tighter than a model's cheap bound), then a bound.
-_ESTIMATORS = (("log_prob", "exact"), ("log_prob_estimate", "estimate"),
-               ("log_prob_bound", "lower bound"))
+_ESTIMATORS = (
+    ("log_prob", "exact"),
+    ("log_prob_estimate", "estimate"),
+    ("log_prob_bound", "lower bound"),
+)
 
 
 class UsageError(ValueError):
@@ -40,8 +44,10 @@ class UsageError(ValueError):
 def _input_spec(model: saving.Model) -> Mapping[str, Any]:
     spec = model.meta.get("input")
     if not spec:
-        raise UsageError(f"--workdir: the {model.family_name} model saved no input description "
-                         "(meta['input']), so its inputs cannot be read from files")
+        raise UsageError(
+            f"--workdir: the {model.family_name} model saved no input description "
+            "(meta['input']), so its inputs cannot be read from files"
+        )
     return spec
 
 
@@ -52,8 +58,11 @@ def _read_images(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[np.ndarra
         pixels = np.load(path).astype(np.float32)
         names = [f"{path.name}[{i}]" for i in range(len(pixels))]
     else:
-        files = sorted(p for p in path.iterdir() if p.suffix in _IMAGE_SUFFIXES) \
-            if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.iterdir() if p.suffix in _IMAGE_SUFFIXES)
+            if path.is_dir()
+            else [path]
+        )
         if not files:
             raise UsageError(f"--input={path}: no PNG files in this folder")
         pixels = np.stack([np.asarray(Image.open(f).convert("L"), np.float32) for f in files])
@@ -64,8 +73,9 @@ def _read_images(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[np.ndarra
     if pixels.ndim == len(shape):  # [N, H, W] for an [H, W, 1] model
         pixels = pixels[..., None]
     if pixels.shape[1:] != shape:
-        raise UsageError(f"--input={path}: images of shape {pixels.shape[1:]}, the model "
-                         f"takes {shape}")
+        raise UsageError(
+            f"--input={path}: images of shape {pixels.shape[1:]}, the model takes {shape}"
+        )
     if spec.get("binarize") == "threshold":
         pixels = (pixels >= 0.5).astype(np.float32)
     if spec.get("layout") == "flat":
@@ -90,8 +100,9 @@ def _read_sequences(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[np.nda
     if sequences.ndim == 2:
         sequences = sequences[None]
     if sequences.ndim != 3:
-        raise UsageError(f"--input={path}: sequences must be [T, D] or [B, T, D], got "
-                         f"{sequences.shape}")
+        raise UsageError(
+            f"--input={path}: sequences must be [T, D] or [B, T, D], got {sequences.shape}"
+        )
     return sequences, [f"{path.name}[{i}]" for i in range(len(sequences))]
 
 
@@ -111,8 +122,9 @@ def read_input(model: saving.Model, path: str) -> tuple[np.ndarray, list[str]]:
     except UsageError:
         raise
     except (OSError, ValueError) as error:  # not an image, not a .npy array, not text
-        raise UsageError(f"--input={path}: cannot read it as {spec['kind']} input: "
-                         f"{str(error).splitlines()[0]}") from error
+        raise UsageError(
+            f"--input={path}: cannot read it as {spec['kind']} input: {str(error).splitlines()[0]}"
+        ) from error
 
 
 def _label_names(model: saving.Model, num_classes: int) -> list[str]:
@@ -169,8 +181,12 @@ def _write_samples(model: saving.Model, samples: Any, out: str | None) -> str:
     if kind == "text":
         counts = np.asarray(samples)
         words = spec["vocabulary"]
-        return "\n".join(" ".join(f"{words[i]}x{int(row[i])}" if row[i] > 1 else words[i]
-                                  for i in np.flatnonzero(row)) for row in counts)
+        return "\n".join(
+            " ".join(
+                f"{words[i]}x{int(row[i])}" if row[i] > 1 else words[i] for i in np.flatnonzero(row)
+            )
+            for row in counts
+        )
     path = pathlib.Path(out or "samples.npy")
     np.save(path, np.asarray(jax.tree_util.tree_leaves(samples)[0]))
     return f"wrote samples to {path}"

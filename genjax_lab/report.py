@@ -5,6 +5,7 @@ with no result.json files behind it in this run (the replications after `./launc
 alone on a fresh clone, or the benchmarks after `replicate`) is kept from the previous report
 and headline rather than emptied; so are the rows of the benchmark families not rerun (and the
 cold-start table when `cold` is not rerun)."""
+
 import json
 import math
 import os
@@ -24,7 +25,11 @@ def hardware() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = pathlib.Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
         model = names[0] if names else model
     import jax
 
@@ -44,17 +49,25 @@ def _tolerance(row: dict) -> str:
     if row["tolerance"] is None:
         return "not checked on this schedule"
     tolerance = "± " + _number(row["tolerance"])
-    return tolerance + {"lower": ", lower passes", "higher": ", higher passes"}.get(row["better"], "")
+    return tolerance + {"lower": ", lower passes", "higher": ", higher passes"}.get(
+        row["better"], ""
+    )
 
 
 def row_line(row: dict) -> str:
     """'pass  IWAE, 1 layer, k=50: ours 85.9, published 84.78 (gap 1.12, tolerance ± 3)'."""
-    return (f"{row['status']:7s} {row['label']}: ours {_number(row['ours'])}, published {_number(row['published'])} "
-            f"(gap {_number(row['gap'])}, tolerance {_tolerance(row)})")
+    return (
+        f"{row['status']:7s} {row['label']}: ours {_number(row['ours'])}, published {_number(row['published'])} "
+        f"(gap {_number(row['gap'])}, tolerance {_tolerance(row)})"
+    )
 
 
 def _load(root: pathlib.Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(root.glob("*/result.json"))] if root.is_dir() else []
+    return (
+        [json.loads(p.read_text()) for p in sorted(root.glob("*/result.json"))]
+        if root.is_dir()
+        else []
+    )
 
 
 def _schedule_rank(result: dict) -> int:
@@ -64,7 +77,9 @@ def _schedule_rank(result: dict) -> int:
 def _load_replications(root: pathlib.Path) -> list[dict]:
     """Every replication result under root/<schedule>/<name>/, by name, the paper's schedule
     first; each row carries its verdict (computed for results written before verdicts)."""
-    results = [json.loads(p.read_text()) for p in root.glob("*/*/result.json")] if root.is_dir() else []
+    results = (
+        [json.loads(p.read_text()) for p in root.glob("*/*/result.json")] if root.is_dir() else []
+    )
     for result in results:
         for row in result["rows"]:
             row.setdefault("verdict", rep.verdict(row["status"], row["gap"], result["schedule"]))
@@ -75,7 +90,9 @@ def _best_per_replication(results: list[dict]) -> list[dict]:
     """The result of the longest schedule run of each replication (full, then quick, tiny)."""
     best = {}
     for result in results:
-        if result["name"] not in best or _schedule_rank(result) > _schedule_rank(best[result["name"]]):
+        if result["name"] not in best or _schedule_rank(result) > _schedule_rank(
+            best[result["name"]]
+        ):
             best[result["name"]] = result
     return [best[name] for name in sorted(best)]
 
@@ -114,13 +131,17 @@ def _copy_figures(result: dict, figures: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _replication_table(results: list[dict]) -> list[str]:
-    lines = ["| replication | schedule | row | published | ours | gap | tolerance | check | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| replication | schedule | row | published | ours | gap | tolerance | check | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for result in results:
         for row in result["rows"]:
-            lines.append(f"| {result['name']} | {result['schedule']} | {row['label']} | "
-                         f"{_number(row['published'])} | {_number(row['ours'])} | {_number(row['gap'])} | "
-                         f"{_tolerance(row)} | {row['status']} | {row['verdict']} |")
+            lines.append(
+                f"| {result['name']} | {result['schedule']} | {row['label']} | "
+                f"{_number(row['published'])} | {_number(row['ours'])} | {_number(row['gap'])} | "
+                f"{_tolerance(row)} | {row['status']} | {row['verdict']} |"
+            )
     return lines
 
 
@@ -128,7 +149,8 @@ def _replication_sections(results: list[dict], report_dir: pathlib.Path) -> list
     lines = []
     for result in results:
         lines += [
-            f"### {result['name']} ({result['schedule']}): {replication_verdict(result)}", "",
+            f"### {result['name']} ({result['schedule']}): {replication_verdict(result)}",
+            "",
             f"- pipeline check: {'PASS' if result['passed'] else 'FAIL'}",
             f"- paper: {result['paper']}",
             f"- estimator: {result['estimator']}",
@@ -154,12 +176,20 @@ _BENCH_TABLE_HEADER = "| family | measurement | ours (s) | reference | reference
 
 
 def _benchmark_rows(benchmarks: list[dict]) -> list[tuple[str, str]]:
-    return [(bench["name"], f"| {bench['name']} | {r['name']} | {r['ours_s']:.4g} | {r['reference']} "
-                            f"{r['reference_version']} | {r['reference_s']:.4g} | {r['speedup']:.2f}x |")
-            for bench in benchmarks for r in bench["records"]]
+    return [
+        (
+            bench["name"],
+            f"| {bench['name']} | {r['name']} | {r['ours_s']:.4g} | {r['reference']} "
+            f"{r['reference_version']} | {r['reference_s']:.4g} | {r['speedup']:.2f}x |",
+        )
+        for bench in benchmarks
+        for r in bench["records"]
+    ]
 
 
-def _kept_benchmarks(previous: str, rerun: set[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def _kept_benchmarks(
+    previous: str, rerun: set[str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(table rows, command lines) of the previous report's benchmark families not in `rerun`,
     each as (family, line): `./launch.sh bench gmm` alone keeps the other families' rows."""
     part = _previous_part(previous, _BENCHMARKS, None) or []
@@ -173,8 +203,10 @@ def _kept_benchmarks(previous: str, rerun: set[str]) -> tuple[list[tuple[str, st
         command = re.match(r"- ([\w-]+): `", line)
         if command:
             commands.append((command.group(1), line))
-    return ([row for row in rows if row[0] not in rerun],
-            [command for command in commands if command[0] not in rerun])
+    return (
+        [row for row in rows if row[0] not in rerun],
+        [command for command in commands if command[0] not in rerun],
+    )
 
 
 def _range(times: dict) -> str:
@@ -187,43 +219,58 @@ def _cold_table(benchmarks: list[dict]) -> list[str]:
     records = [r for bench in benchmarks for r in bench["records"] if "times" in r]
     if not records:
         return []
-    lines = [_COLD, "",
-             "Seconds from a fresh process to a fitted model (`./launch.sh bench cold`), median",
-             "(range) over interleaved rounds; in brackets the part after the imports (data and fit,",
-             "compilation included). First process: empty compilation cache; second: the cache the",
-             "first left.",
-             "Targets: second process within 3x the reference, first process's fit within 1 s.", "",
-             ("| case | first process | second process | reference | reference library | "
-              "second / reference | targets (3x, 1 s) |"),
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        _COLD,
+        "",
+        "Seconds from a fresh process to a fitted model (`./launch.sh bench cold`), median",
+        "(range) over interleaved rounds; in brackets the part after the imports (data and fit,",
+        "compilation included). First process: empty compilation cache; second: the cache the",
+        "first left.",
+        "Targets: second process within 3x the reference, first process's fit within 1 s.",
+        "",
+        (
+            "| case | first process | second process | reference | reference library | "
+            "second / reference | targets (3x, 1 s) |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in records:
         t = r["times"]
         case = r["name"].removeprefix("cold ").split(":")[0]
-        targets = " / ".join("met" if r[key] else "missed"
-                             for key in ("second_within_3x", "first_fit_within_1s"))
-        lines.append(f"| {case} | {_range(t['first'])} [{t['first_fit']['median']:.3g}] | "
-                     f"{_range(t['second'])} [{t['second_fit']['median']:.3g}] | "
-                     f"{_range(t['reference'])} [{t['reference_fit']['median']:.3g}] | "
-                     f"{r['reference']} {r['reference_version']} | {1 / r['speedup']:.2f}x | "
-                     f"{targets} |")
+        targets = " / ".join(
+            "met" if r[key] else "missed" for key in ("second_within_3x", "first_fit_within_1s")
+        )
+        lines.append(
+            f"| {case} | {_range(t['first'])} [{t['first_fit']['median']:.3g}] | "
+            f"{_range(t['second'])} [{t['second_fit']['median']:.3g}] | "
+            f"{_range(t['reference'])} [{t['reference_fit']['median']:.3g}] | "
+            f"{r['reference']} {r['reference_version']} | {1 / r['speedup']:.2f}x | "
+            f"{targets} |"
+        )
     return [*lines, ""]
 
 
 def _headline(results: list[dict], benchmarks: list[dict]) -> list[str]:
     """Per replication, the longest schedule run: each row's published number, ours, the gap
     and the verdict in words; then one line per benchmark record."""
-    lines = ["| replication | best schedule run | row | published | ours | gap | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| replication | best schedule run | row | published | ours | gap | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for result in _best_per_replication(results):
         for index, row in enumerate(result["rows"]):
             name, schedule = (result["name"], result["schedule"]) if index == 0 else ("", "")
-            lines.append(f"| {name} | {schedule} | {row['label']} | {_number(row['published'])} | "
-                         f"{_number(row['ours'])} | {_number(row['gap'])} | {row['verdict']} |")
+            lines.append(
+                f"| {name} | {schedule} | {row['label']} | {_number(row['published'])} | "
+                f"{_number(row['ours'])} | {_number(row['gap'])} | {row['verdict']} |"
+            )
     if benchmarks:
         lines += ["", _BENCH_HEADLINE, "| --- | --- | --- | --- |"]
         for bench in benchmarks:
-            lines += [f"| {bench['name']} | {r['name']} | {r['reference']} | {r['speedup']:.2f}x |"
-                      for r in bench["records"]]
+            lines += [
+                f"| {bench['name']} | {r['name']} | {r['reference']} | {r['speedup']:.2f}x |"
+                for r in bench["records"]
+            ]
     return lines
 
 
@@ -237,12 +284,19 @@ def _previous_part(text: str, start: str, end: str | None) -> list[str] | None:
     begin = next((i for i, line in enumerate(lines) if line.startswith(start)), None)
     if begin is None:
         return None
-    stop = next((i for i, line in enumerate(lines) if end and i > begin and line.startswith(end)), len(lines))
+    stop = next(
+        (i for i, line in enumerate(lines) if end and i > begin and line.startswith(end)),
+        len(lines),
+    )
     return lines[begin:stop]
 
 
-def write(path: pathlib.Path, replicate_root: pathlib.Path, bench_root: pathlib.Path = REPO / "runs" / "bench",
-          readme: pathlib.Path | None = REPO / "README.md") -> None:
+def write(
+    path: pathlib.Path,
+    replicate_root: pathlib.Path,
+    bench_root: pathlib.Path = REPO / "runs" / "bench",
+    readme: pathlib.Path | None = REPO / "README.md",
+) -> None:
     """Writes the report at `path` from the result.json files under the two roots, and the
     headline rows into `readme` between its results markers (when it has them). A root
     without results keeps its part of the previous report and headline."""
@@ -253,50 +307,83 @@ def write(path: pathlib.Path, replicate_root: pathlib.Path, bench_root: pathlib.
     benchmarks = _load(pathlib.Path(bench_root))
     schedules = sorted({r["schedule"] for r in results}, key=rep.SCHEDULES.index)
     replications = [
-        f"{_REPLICATIONS} (schedules run: {', '.join(schedules) or 'none'})", "",
+        f"{_REPLICATIONS} (schedules run: {', '.join(schedules) or 'none'})",
+        "",
         "Verdicts: a row is **replicated** only on the `full` schedule (the paper's protocol) and",
         "within the paper's own uncertainty (its standard error or, where it gives none, the",
         "spread of reproductions: about 1 nat for the IWAE, RBM and DBM tables, 2 for the GAN",
         "Parzen estimate). A shorter schedule is a **smoke** test: the pipeline runs, and the gap",
         "says how far it got. The check column is the schedule's own pipeline tolerance",
-        "(`./launch.sh replicate` exits 1 when it fails); each replication's docstring says why.", "",
-        *_replication_table(results), "",
+        "(`./launch.sh replicate` exits 1 when it fails); each replication's docstring says why.",
+        "",
+        *_replication_table(results),
+        "",
         *_replication_sections(results, path.parent),
     ]
     if not results:
         replications = _previous_part(previous, _REPLICATIONS, _BENCHMARKS) or replications
     bench_part = [
-        _BENCHMARKS, "",
+        _BENCHMARKS,
+        "",
         "Speedup = the reference library's time / ours, measured in the same run on the same data",
-        "(above 1: we are faster).", "",
+        "(above 1: we are faster).",
+        "",
     ]
     if benchmarks:
         kept_rows, kept_commands = _kept_benchmarks(previous, {b["name"] for b in benchmarks})
         rows = sorted(kept_rows + _benchmark_rows(benchmarks), key=lambda row: row[0])
-        commands = sorted(kept_commands + [(b["name"], f"- {b['name']}: `{b['command']}`, {b['wall_s']:.0f} s, "
-                                                       f"{b['hardware']}") for b in benchmarks],
-                          key=lambda command: command[0])
+        commands = sorted(
+            kept_commands
+            + [
+                (
+                    b["name"],
+                    f"- {b['name']}: `{b['command']}`, {b['wall_s']:.0f} s, {b['hardware']}",
+                )
+                for b in benchmarks
+            ],
+            key=lambda command: command[0],
+        )
         cold = _cold_table(benchmarks) or _previous_part(previous, _COLD, "- ") or []
-        bench_part += [_BENCH_TABLE_HEADER, "| --- | --- | --- | --- | --- | --- |", *(line for _, line in rows), "",
-                       *cold, *(line for _, line in commands)]
+        bench_part += [
+            _BENCH_TABLE_HEADER,
+            "| --- | --- | --- | --- | --- | --- |",
+            *(line for _, line in rows),
+            "",
+            *cold,
+            *(line for _, line in commands),
+        ]
     else:
-        bench_part = _previous_part(previous, _BENCHMARKS, None) or [*bench_part, "Not run yet: `./launch.sh bench`."]
+        bench_part = _previous_part(previous, _BENCHMARKS, None) or [
+            *bench_part,
+            "Not run yet: `./launch.sh bench`.",
+        ]
     lines = [
-        "# Results", "",
+        "# Results",
+        "",
         "Generated by `./launch.sh replicate` and `./launch.sh bench` from the `result.json` files of",
         "their workdirs (`genjax_lab/report.py`); do not edit by hand. Per-family notes with longer",
         "runs and discussion: [vae](vae.md), [boltzmann](boltzmann.md), [gan](gan.md), [hmm](hmm.md),",
-        "[naive bayes and gmm](naive_bayes.md), [lda](lda.md).", "",
-        *replications, *bench_part,
+        "[naive bayes and gmm](naive_bayes.md), [lda](lda.md).",
+        "",
+        *replications,
+        *bench_part,
     ]
     path.write_text("\n".join(lines) + "\n")
     if readme is not None and readme.is_file():
-        _write_headline(readme, _headline(results, benchmarks), keep_replications=not results,
-                        keep_benchmarks=not benchmarks)
+        _write_headline(
+            readme,
+            _headline(results, benchmarks),
+            keep_replications=not results,
+            keep_benchmarks=not benchmarks,
+        )
 
 
-def _write_headline(readme: pathlib.Path, lines: list[str], keep_replications: bool = False,
-                    keep_benchmarks: bool = False) -> None:
+def _write_headline(
+    readme: pathlib.Path,
+    lines: list[str],
+    keep_replications: bool = False,
+    keep_benchmarks: bool = False,
+) -> None:
     """Replaces the rows between the README's markers; the replication table (the lines
     before the benchmark table) and the benchmark table are each kept from the old rows
     when asked."""
@@ -319,4 +406,6 @@ def _write_headline(readme: pathlib.Path, lines: list[str], keep_replications: b
     if new_benchmarks and (not new_replications or new_replications[-1] != ""):
         new_replications = [*new_replications, ""]
     rows = [*new_replications, *new_benchmarks]
-    readme.write_text(head + README_BEGIN + "\n" + "\n".join(rows).strip("\n") + "\n" + README_END + tail)
+    readme.write_text(
+        head + README_BEGIN + "\n" + "\n".join(rows).strip("\n") + "\n" + README_END + tail
+    )

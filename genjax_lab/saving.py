@@ -6,6 +6,7 @@ and `params/` (an Orbax checkpoint). Loading rebuilds the parameter structure fr
 `family.init(key, config, meta)` with `jax.eval_shape`, so no dataset is read, and refuses
 parameters whose bytes no longer hash to what was saved.
 """
+
 import dataclasses
 import importlib
 import json
@@ -81,8 +82,13 @@ class Model:
         return self._verb("classifier")(self.params)
 
 
-def save(directory: str | pathlib.Path, family_name: str, config: ml_collections.ConfigDict,
-         meta: Mapping[str, Any], params: Any) -> pathlib.Path:
+def save(
+    directory: str | pathlib.Path,
+    family_name: str,
+    config: ml_collections.ConfigDict,
+    meta: Mapping[str, Any],
+    params: Any,
+) -> pathlib.Path:
     """Writes `<directory>/model/` (replacing an older one) and returns its path."""
     family_module(family_name)  # refuse an unknown name before writing anything
     target = pathlib.Path(directory).resolve() / MODEL_DIR
@@ -91,8 +97,13 @@ def save(directory: str | pathlib.Path, family_name: str, config: ml_collections
     params = mesh_lib.host_copy(params)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(target / "params", params, force=True)
-    record = {"format": FORMAT, "family": family_name, "config": checkpoint_lib.to_json(config),
-              "meta": dict(meta), "sha256": checkpoint_lib.state_digest(params)}
+    record = {
+        "format": FORMAT,
+        "family": family_name,
+        "config": checkpoint_lib.to_json(config),
+        "meta": dict(meta),
+        "sha256": checkpoint_lib.state_digest(params),
+    }
     if jax.process_index() == 0:  # every process saved its share of the parameters above
         (target / "model.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return target
@@ -107,15 +118,18 @@ def load(workdir: str | pathlib.Path) -> Model:
     if not record_path.is_file():
         raise FileNotFoundError(
             f"{directory.parent}: no finished model here (no {MODEL_DIR}/model.json); "
-            "a run writes it when it finishes")
+            "a run writes it when it finishes"
+        )
     record = json.loads(record_path.read_text())
     if record.get("format") != FORMAT:
         raise checkpoint_lib.CheckpointError(
-            f"{record_path}: format {record.get('format')!r}, this code reads {FORMAT}")
+            f"{record_path}: format {record.get('format')!r}, this code reads {FORMAT}"
+        )
     family = family_module(record["family"])
     config = ml_collections.ConfigDict(record["config"])
-    abstract = jax.eval_shape(lambda key: family.init(key, config, record["meta"]),
-                              jax.random.key(0))
+    abstract = jax.eval_shape(
+        lambda key: family.init(key, config, record["meta"]), jax.random.key(0)
+    )
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             params = checkpointer.restore(directory / "params", abstract)
@@ -123,5 +137,6 @@ def load(workdir: str | pathlib.Path) -> Model:
         raise checkpoint_lib.CorruptCheckpoint(f"{directory / 'params'}: {error}") from error
     if checkpoint_lib.state_digest(params) != record["sha256"]:
         raise checkpoint_lib.CorruptCheckpoint(
-            f"{directory / 'params'}: the parameters do not hash to what was saved")
+            f"{directory / 'params'}: the parameters do not hash to what was saved"
+        )
     return Model(record["family"], config, record["meta"], params)

@@ -1,5 +1,6 @@
 """Helpers shared by tests: real data beside the repo (skipped with a reason when absent),
 and experiments run as real processes."""
+
 import json
 import os
 import pathlib
@@ -32,40 +33,68 @@ def process_env(tfds_dir: pathlib.Path) -> dict[str, str]:
     return env
 
 
-def experiment_command(experiment: str, config: str, workdir: pathlib.Path, *flags: str) -> list[str]:
+def experiment_command(
+    experiment: str, config: str, workdir: pathlib.Path, *flags: str
+) -> list[str]:
     """`python experiments/<experiment>.py --config=experiments/configs/<config> --workdir=...`."""
-    return [sys.executable, str(REPO / "experiments" / f"{experiment}.py"),
-            f"--config={REPO}/experiments/configs/{config}", f"--workdir={workdir}", *flags]
+    return [
+        sys.executable,
+        str(REPO / "experiments" / f"{experiment}.py"),
+        f"--config={REPO}/experiments/configs/{config}",
+        f"--workdir={workdir}",
+        *flags,
+    ]
 
 
 def run_experiment(env, experiment: str, config: str, workdir, *flags: str, timeout: int = 300):
-    return subprocess.run(experiment_command(experiment, config, workdir, *flags),
-                          env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        experiment_command(experiment, config, workdir, *flags),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
 
 
 def checkpoint_steps(workdir) -> list[int]:
     checkpoints = pathlib.Path(workdir) / "checkpoints"
-    return sorted(int(p.name) for p in checkpoints.glob("*") if p.name.isdigit()) if checkpoints.exists() else []
+    return (
+        sorted(int(p.name) for p in checkpoints.glob("*") if p.name.isdigit())
+        if checkpoints.exists()
+        else []
+    )
 
 
 def final_state(workdir):
     """(newest checkpoint step, its state hash, every metrics record) of a workdir."""
     step = checkpoint_steps(workdir)[-1]
-    meta = json.loads((pathlib.Path(workdir) / "checkpoints" / str(step) / "meta" / "metadata").read_text())
+    meta = json.loads(
+        (pathlib.Path(workdir) / "checkpoints" / str(step) / "meta" / "metadata").read_text()
+    )
     return step, meta["state_sha256"], metrics_lib.read_metrics(workdir)
 
 
-def kill_after_checkpoint(env, experiment: str, config: str, workdir, min_step: int, *flags: str) -> int:
+def kill_after_checkpoint(
+    env, experiment: str, config: str, workdir, min_step: int, *flags: str
+) -> int:
     """Starts an experiment and SIGKILLs it once a checkpoint at step >= min_step exists.
 
     Returns the newest checkpoint step left behind; fails if the run ended on its own.
     """
-    process = subprocess.Popen(experiment_command(experiment, config, workdir, *flags), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    process = subprocess.Popen(
+        experiment_command(experiment, config, workdir, *flags),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
         steps = checkpoint_steps(workdir)

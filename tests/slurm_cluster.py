@@ -5,6 +5,7 @@ own slurm.conf under a temporary folder (found by clients through SLURM_CONF), a
 stops its daemons afterwards. Where any of that fails, `start` raises `Unavailable`
 with the reason, and the tests skip saying it.
 """
+
 import os
 import pathlib
 import shutil
@@ -24,7 +25,9 @@ class Unavailable(RuntimeError):
 def _run(*command, timeout=120, check=True, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
-        raise Unavailable(f"`{' '.join(command)}` failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+        raise Unavailable(
+            f"`{' '.join(command)}` failed ({result.returncode}): {result.stderr.strip()[-500:]}"
+        )
     return result
 
 
@@ -67,34 +70,36 @@ class Cluster:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         cpus = os.cpu_count() or 2
         self.conf.write_text(
-            "\n".join([
-                "ClusterName=genjax",
-                f"SlurmctldHost={self.node}",
-                "SlurmUser=root",
-                "SlurmdUser=root",
-                f"StateSaveLocation={self.root / 'state'}",
-                f"SlurmdSpoolDir={self.root / 'spool'}",
-                f"SlurmctldPidFile={self.root / 'slurmctld.pid'}",
-                f"SlurmdPidFile={self.root / 'slurmd.pid'}",
-                f"SlurmctldLogFile={self.root / 'log' / 'slurmctld.log'}",
-                f"SlurmdLogFile={self.root / 'log' / 'slurmd.log'}",
-                "SlurmctldPort=16817",
-                "SlurmdPort=16818",
-                "AuthType=auth/munge",
-                # A requeued job waits for its old credential to expire (default 120 s).
-                "AuthInfo=cred_expire=10",
-                "ProctrackType=proctrack/linuxproc",
-                "TaskPlugin=task/none",
-                "SelectType=select/cons_tres",
-                "SelectTypeParameters=CR_CPU",
-                "ReturnToService=2",
-                "MpiDefault=none",
-                "JobRequeue=1",
-                "KillWait=10",
-                f"NodeName={self.node} CPUs={cpus} RealMemory=8000 State=UNKNOWN",
-                f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4",
-                "",
-            ])
+            "\n".join(
+                [
+                    "ClusterName=genjax",
+                    f"SlurmctldHost={self.node}",
+                    "SlurmUser=root",
+                    "SlurmdUser=root",
+                    f"StateSaveLocation={self.root / 'state'}",
+                    f"SlurmdSpoolDir={self.root / 'spool'}",
+                    f"SlurmctldPidFile={self.root / 'slurmctld.pid'}",
+                    f"SlurmdPidFile={self.root / 'slurmd.pid'}",
+                    f"SlurmctldLogFile={self.root / 'log' / 'slurmctld.log'}",
+                    f"SlurmdLogFile={self.root / 'log' / 'slurmd.log'}",
+                    "SlurmctldPort=16817",
+                    "SlurmdPort=16818",
+                    "AuthType=auth/munge",
+                    # A requeued job waits for its old credential to expire (default 120 s).
+                    "AuthInfo=cred_expire=10",
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_CPU",
+                    "ReturnToService=2",
+                    "MpiDefault=none",
+                    "JobRequeue=1",
+                    "KillWait=10",
+                    f"NodeName={self.node} CPUs={cpus} RealMemory=8000 State=UNKNOWN",
+                    f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4",
+                    "",
+                ]
+            )
         )
 
     def start(self) -> None:
@@ -109,7 +114,9 @@ class Cluster:
             if state in ("idle", "mix", "alloc"):
                 return
             time.sleep(0.5)
-        raise Unavailable(f"the SLURM node did not come up (sinfo state {state!r}); see {self.root / 'log'}")
+        raise Unavailable(
+            f"the SLURM node did not come up (sinfo state {state!r}); see {self.root / 'log'}"
+        )
 
     def stop(self) -> None:
         for name in ("slurmd", "slurmctld"):
@@ -134,7 +141,12 @@ class Cluster:
                 return field.split("=", 1)[1]
         return "UNKNOWN"
 
-    def wait(self, job: int, timeout: float = 300, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")) -> str:
+    def wait(
+        self,
+        job: int,
+        timeout: float = 300,
+        states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"),
+    ) -> str:
         deadline = time.time() + timeout
         while time.time() < deadline:
             state = self.state(job)

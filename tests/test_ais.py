@@ -1,6 +1,7 @@
 """log Z: enumeration against float64 brute force over every joint state (and quadrature for
 Gaussian visible units), AIS against enumeration within its stated error, sharded AIS
 against unsharded, the DBM through its equivalent RBM."""
+
 import dataclasses
 import math
 import pathlib

@@ -1,4 +1,5 @@
 """The shared Bayes-rule classifier against a float64 NumPy computation of Bayes' rule."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,14 +22,16 @@ PRIOR = np.array([0.5, 0.3, 0.2])
 
 def _oracle_posterior(x):
     log_joint = np.log(PRIOR) + np.stack(
-        [stats.norm.logpdf(x, m, s).sum(-1) for m, s in zip(MEANS, SDS)], axis=-1)
+        [stats.norm.logpdf(x, m, s).sum(-1) for m, s in zip(MEANS, SDS)], axis=-1
+    )
     return log_joint - np.logaddexp.reduce(log_joint, axis=-1, keepdims=True), log_joint
 
 
 def test_class_conditional_classifier_is_bayes_rule():
     x = np.random.default_rng(0).normal(size=(50, 2)) * 2
     clf = api.from_class_conditionals(
-        np.log(PRIOR), (jnp.asarray(MEANS), jnp.asarray(SDS)), _gaussian_log_prob)
+        np.log(PRIOR), (jnp.asarray(MEANS), jnp.asarray(SDS)), _gaussian_log_prob
+    )
     log_post, log_joint = _oracle_posterior(x)
     np.testing.assert_allclose(clf.predict_log_proba(x), log_post, atol=1e-5)
     np.testing.assert_allclose(clf.log_marginal(x), np.logaddexp.reduce(log_joint, -1), rtol=1e-6)
@@ -45,8 +48,9 @@ def test_conditional_model_gives_the_same_classifier():
         return _gaussian_log_prob((mean[y], sd[y]), x)
 
     x = np.random.default_rng(1).normal(size=(20, 2))
-    clf = api.from_conditional(np.log(PRIOR), (jnp.asarray(MEANS), jnp.asarray(SDS)),
-                               log_prob_given_y)
+    clf = api.from_conditional(
+        np.log(PRIOR), (jnp.asarray(MEANS), jnp.asarray(SDS)), log_prob_given_y
+    )
     np.testing.assert_allclose(clf.predict_log_proba(x), _oracle_posterior(x)[0], atol=1e-5)
 
 
@@ -57,10 +61,12 @@ def test_estimated_likelihoods_need_a_key_and_share_it_across_classes():
         return _gaussian_log_prob((mean[y], sd[y]), x) + noise
 
     x = np.random.default_rng(2).normal(size=(10, 2))
-    clf = api.from_conditional(np.log(PRIOR), (jnp.asarray(MEANS), jnp.asarray(SDS)),
-                               noisy_log_prob, stochastic=True)
+    clf = api.from_conditional(
+        np.log(PRIOR), (jnp.asarray(MEANS), jnp.asarray(SDS)), noisy_log_prob, stochastic=True
+    )
     with pytest.raises(ValueError, match="key="):
         clf.predict(x)
     # Common random numbers cancel in P(y | x): the posterior is the exact one.
-    np.testing.assert_allclose(clf.predict_log_proba(x, jax.random.key(0)),
-                               _oracle_posterior(x)[0], atol=1e-5)
+    np.testing.assert_allclose(
+        clf.predict_log_proba(x, jax.random.key(0)), _oracle_posterior(x)[0], atol=1e-5
+    )

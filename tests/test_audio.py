@@ -1,5 +1,6 @@
 """Speech front end: MFCCs against an independent float64 NumPy computation of the textbook
 definition, padding, the FSDD tarball reader (synthetic and real) and bad input."""
+
 import io
 import tarfile
 
@@ -24,7 +25,7 @@ def _reference_mfcc(wave: np.ndarray, sr: int = 8000) -> np.ndarray:
     num = 1 + (len(y) - frame) // step
     ceps = np.zeros((num, 13))
     for t in range(num):
-        power = np.abs(np.fft.rfft(y[t * step: t * step + frame] * window, nfft)) ** 2 / nfft
+        power = np.abs(np.fft.rfft(y[t * step : t * step + frame] * window, nfft)) ** 2 / nfft
         energies = np.zeros(filters)
         for j in range(filters):
             lo, c, hi = edges[j], edges[j + 1], edges[j + 2]
@@ -37,8 +38,12 @@ def _reference_mfcc(wave: np.ndarray, sr: int = 8000) -> np.ndarray:
 
     def deltas(c):
         padded = np.concatenate([c[:1], c[:1], c, c[-1:], c[-1:]])
-        return np.array([(padded[t + 3] - padded[t + 1] + 2 * (padded[t + 4] - padded[t])) / 10.0
-                         for t in range(len(c))])
+        return np.array(
+            [
+                (padded[t + 3] - padded[t + 1] + 2 * (padded[t + 4] - padded[t])) / 10.0
+                for t in range(len(c))
+            ]
+        )
 
     d = deltas(ceps)
     feats = np.concatenate([ceps, d, deltas(d)], axis=1)
@@ -66,7 +71,7 @@ def test_mfcc_matches_float64_reference_with_padding():
         assert ref.shape == (frames[i], 39)
         # float32 FFT and log against float64: errors ~1e-4 on values of order 1-10.
         np.testing.assert_allclose(feats[i, : frames[i]], ref, rtol=1e-3, atol=2e-3)
-        assert np.all(feats[i, frames[i]:] == 0.0)
+        assert np.all(feats[i, frames[i] :] == 0.0)
         np.testing.assert_allclose(feats[i, : frames[i]].mean(0), 0.0, atol=1e-4)
 
 
@@ -91,11 +96,19 @@ def _tarball(path, entries):
 def test_read_fsdd_synthetic_tarball(tmp_path):
     wave = np.zeros(400, np.int16)
     names = [f"recordings/{d}_amy_{i}.wav" for d in (0, 7) for i in (0, 4, 5, 12)]
-    _tarball(tmp_path / "r.tar.gz", [(n, 8000, wave) for n in names] + [("recordings/README.txt", 8000, wave)])
+    _tarball(
+        tmp_path / "r.tar.gz",
+        [(n, 8000, wave) for n in names] + [("recordings/README.txt", 8000, wave)],
+    )
     recordings = audio.read_fsdd(tmp_path / "r.tar.gz")
     assert len(recordings.waveforms) == 8 and set(recordings.speakers) == {"amy"}
     train, test = audio.test_split(recordings)
-    assert sorted(test.indices.tolist()) == [0, 0, 4, 4] and sorted(train.indices.tolist()) == [5, 5, 12, 12]
+    assert sorted(test.indices.tolist()) == [0, 0, 4, 4] and sorted(train.indices.tolist()) == [
+        5,
+        5,
+        12,
+        12,
+    ]
     assert sorted(test.digits.tolist()) == [0, 0, 7, 7]
 
 

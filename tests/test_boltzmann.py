@@ -1,6 +1,7 @@
 """RBM and DBM: free energies and bounds against float64 NumPy brute force, Gibbs sampling
 against the exact distribution, 8-device steps against 1-device steps, and training that
 raises the exact log-likelihood."""
+
 import itertools
 
 import jax
@@ -16,9 +17,11 @@ from genjax_lab.models import boltzmann as bm
 
 def random_rbm(seed: int, num_visible: int, num_hidden: int, scale: float = 0.7) -> bm.RBMParams:
     rng = np.random.default_rng(seed)
-    return bm.RBMParams(W=jnp.asarray(rng.normal(0, scale, (num_visible, num_hidden)), jnp.float32),
-                        b_vis=jnp.asarray(rng.normal(0, scale, num_visible), jnp.float32),
-                        b_hid=jnp.asarray(rng.normal(0, scale, num_hidden), jnp.float32))
+    return bm.RBMParams(
+        W=jnp.asarray(rng.normal(0, scale, (num_visible, num_hidden)), jnp.float32),
+        b_vis=jnp.asarray(rng.normal(0, scale, num_visible), jnp.float32),
+        b_hid=jnp.asarray(rng.normal(0, scale, num_hidden), jnp.float32),
+    )
 
 
 def random_dbm(seed: int, v: int, h1: int, h2: int, scale: float = 0.8) -> bm.DBMParams:

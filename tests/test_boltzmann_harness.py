@@ -1,6 +1,7 @@
 """The Boltzmann family through the harness, as real processes: a tiny run leaves its grids
 and a summary whose AIS log Z matches enumeration; a run killed with SIGKILL resumes
 bitwise, persistent chains included; and the family's step on 8 devices equals 1 device."""
+
 import json
 
 import jax

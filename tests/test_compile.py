@@ -160,8 +160,9 @@ def test_lda_batch_fit_reuses_its_step():
     lda.fit_vb(jax.random.key(0), _corpus(120), config, num_iters=3)
     other = lda.LDAConfig(4, 40, alpha=0.5, eta=0.2, max_doc_iter=35, mean_change_tol=1e-4)
     with count_compilations() as compiled:
-        _, history = lda.fit_vb(jax.random.key(1), _corpus(115, seed=1), other, num_iters=30,
-                                tol=1e-4)
+        _, history = lda.fit_vb(
+            jax.random.key(1), _corpus(115, seed=1), other, num_iters=30, tol=1e-4
+        )
     assert not compiled, compiled
     assert 1 < len(history.bounds) < 30  # stopped by tol, the iteration it stopped at
 
@@ -169,7 +170,7 @@ def test_lda_batch_fit_reuses_its_step():
 def _hmm_sequences(num: int, length: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     obs = rng.normal(size=(num, length, 2)).astype(np.float32)
-    obs[:, length // 2:] += 3.0
+    obs[:, length // 2 :] += 3.0
     return hmm.Sequences(obs, rng.integers(length // 2, length + 1, num))
 
 

@@ -1,5 +1,6 @@
 """Every family through the shared verbs (genjax_lab.api): fit, score, sample, posterior,
 classify, save and load. Cases live in tests/conformance/<family>.py."""
+
 import importlib
 import pkgutil
 
@@ -64,12 +65,15 @@ def test_family_speaks_the_shared_vocabulary(name, tmp_path):
 
     saving.save(tmp_path, case.family, case.config, meta, params)
     loaded = saving.load(tmp_path)
-    for saved_leaf, loaded_leaf in zip(jax.tree_util.tree_leaves(params),
-                                       jax.tree_util.tree_leaves(loaded.params)):
+    for saved_leaf, loaded_leaf in zip(
+        jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded.params)
+    ):
         np.testing.assert_array_equal(np.asarray(saved_leaf), np.asarray(loaded_leaf))
     if case.likelihood != "none":
-        np.testing.assert_array_equal(_score(loaded, case, test["x"], key_score),
-                                      _score(model, case, test["x"], key_score))
+        np.testing.assert_array_equal(
+            _score(loaded, case, test["x"], key_score), _score(model, case, test["x"], key_score)
+        )
     np.testing.assert_array_equal(
         jax.tree_util.tree_leaves(loaded.sample(key_sample, 5, **case.sample_kwargs))[0],
-                                  jax.tree_util.tree_leaves(samples)[0])
+        jax.tree_util.tree_leaves(samples)[0],
+    )

@@ -1,4 +1,5 @@
 """The input pipeline: batches are a function of (seed, step), split across hosts exactly."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Every Python example in docs/api.md runs as written."""
+
 import re
 
 import pytest

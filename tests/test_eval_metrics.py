@@ -1,5 +1,6 @@
 """Parzen window protocol and Frechet distance in closed form, classifier score and label
 accuracy; the library oracles for both metrics are in tests/test_oracles.py."""
+
 import math
 
 import numpy as np
@@ -52,7 +53,9 @@ def test_frechet_distance_of_gaussians_in_closed_form():
     s1, s2 = np.array([1.0, 4.0, 0.0]), np.array([9.0, 1.0, 2.0])
     mu1, mu2 = np.zeros(3), np.array([1.0, 2.0, 0.0])
     expected = 5.0 + np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2)
-    assert frechet.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-12)
+    assert frechet.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(
+        expected, rel=1e-12
+    )
     with pytest.raises(ValueError, match="cov2 must have shape"):
         frechet.frechet_distance(mu1, np.diag(s1), mu2, np.eye(4))
 
@@ -65,7 +68,9 @@ def test_classifier_score_and_label_accuracy():
     expected = np.exp(np.mean(np.sum(p * (np.log(p) - np.log(marginal)), axis=1)))
     assert frechet.classifier_score(logits) == pytest.approx(expected, rel=1e-10)
     # Confident and balanced over 10 classes: the maximum, 10; one class: the minimum, 1.
-    assert frechet.classifier_score(np.tile(np.eye(10) * 100, (3, 1))) == pytest.approx(10.0, rel=1e-6)
+    assert frechet.classifier_score(np.tile(np.eye(10) * 100, (3, 1))) == pytest.approx(
+        10.0, rel=1e-6
+    )
     assert frechet.classifier_score(np.tile([[50.0, 0, 0]], (7, 1))) == pytest.approx(1.0, rel=1e-9)
     labels = np.argmax(logits, 1)
     labels[:30] = (labels[:30] + 1) % 10
@@ -87,12 +92,15 @@ def test_feature_scores_take_a_feature_function():
     samples, test, train = (rng.random((40, 4, 4, 1)) for _ in range(3))
     scores = frechet.feature_scores(features, samples, test, train)
     assert scores == {
-        "frechet_distance": frechet.frechet_distance_of_features(features(samples)[1],
-                                                                 features(test)[1]),
+        "frechet_distance": frechet.frechet_distance_of_features(
+            features(samples)[1], features(test)[1]
+        ),
         "frechet_distance_train_vs_test": frechet.frechet_distance_of_features(
-            features(train)[1], features(test)[1]),
+            features(train)[1], features(test)[1]
+        ),
         "classifier_score": frechet.classifier_score(features(samples)[0]),
         "classifier_score_test": frechet.classifier_score(features(test)[0]),
     }
     assert frechet.feature_scores(features, test, test, test)["frechet_distance"] == (
-        pytest.approx(0.0, abs=1e-9))
+        pytest.approx(0.0, abs=1e-9)
+    )

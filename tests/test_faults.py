@@ -5,6 +5,7 @@ process of a two-process run that dies.
 CI runs one trial of the VAE; `./launch.sh reliability` runs every family with
 `--fault-trials=20` and writes docs/reliability.md from the `fault` markers.
 """
+
 import os
 import pathlib
 import re
@@ -29,10 +30,17 @@ from tests.helpers import (
 # family -> (experiment, config, flags): checkpoints every step or two, so kills land between
 # and inside saves.
 FAMILIES = {
-    "vae": ("vae", "vae_digits.py:tiny", ("--config.num_steps=60", "--config.checkpoint.every=2",
-                                          "--config.log_every=5")),
+    "vae": (
+        "vae",
+        "vae_digits.py:tiny",
+        ("--config.num_steps=60", "--config.checkpoint.every=2", "--config.log_every=5"),
+    ),
     "gan": ("gan", "gan_mnist.py:tiny_mlp", ("--config.checkpoint.every=2",)),
-    "boltzmann": ("boltzmann", "boltzmann_mnist.py:tiny", ("--config.checkpoint.every=2", "--config.log_every=2")),
+    "boltzmann": (
+        "boltzmann",
+        "boltzmann_mnist.py:tiny",
+        ("--config.checkpoint.every=2", "--config.log_every=2"),
+    ),
     "hmm": ("hmm", "hmm_casino.py:tiny", ("--config.checkpoint.every=1",)),
 }
 SAVE_IN_PROGRESS = "orbax-checkpoint-tmp"
@@ -40,13 +48,23 @@ SAVE_IN_PROGRESS = "orbax-checkpoint-tmp"
 
 def _launch(env, family: str, workdir: pathlib.Path) -> subprocess.Popen:
     experiment, config, flags = FAMILIES[family]
-    return subprocess.Popen(experiment_command(experiment, config, workdir, *flags), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    return subprocess.Popen(
+        experiment_command(experiment, config, workdir, *flags),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def _saves_in_progress(workdir: pathlib.Path) -> set[str]:
     checkpoints = workdir / "checkpoints"
-    return {p.name for p in checkpoints.iterdir() if SAVE_IN_PROGRESS in p.name} if checkpoints.exists() else set()
+    return (
+        {p.name for p in checkpoints.iterdir() if SAVE_IN_PROGRESS in p.name}
+        if checkpoints.exists()
+        else set()
+    )
 
 
 def _kill_after(process: subprocess.Popen, delay_s: float) -> bool:
@@ -87,9 +105,14 @@ def _reference(env, family: str, workdir: pathlib.Path) -> float:
     return time.monotonic() - start
 
 
-@pytest.mark.fault("SIGKILL at a random moment, then SIGKILL inside an asynchronous checkpoint save; "
-                   "the relaunch must end bitwise equal to the uninterrupted run")
-@pytest.mark.parametrize("family", ["vae", *(pytest.param(f, marks=pytest.mark.slow) for f in ("gan", "boltzmann", "hmm"))])
+@pytest.mark.fault(
+    "SIGKILL at a random moment, then SIGKILL inside an asynchronous checkpoint save; "
+    "the relaunch must end bitwise equal to the uninterrupted run"
+)
+@pytest.mark.parametrize(
+    "family",
+    ["vae", *(pytest.param(f, marks=pytest.mark.slow) for f in ("gan", "boltzmann", "hmm"))],
+)
 def test_sigkill_anywhere_resumes_bitwise(run_env, family, tmp_path, request, record_property):
     trials = request.config.getoption("--fault-trials")
     reference = tmp_path / "reference"
@@ -113,7 +136,8 @@ def test_sigkill_anywhere_resumes_bitwise(run_env, family, tmp_path, request, re
             f"({'killed' if killed else 'run had ended'}; a save in progress: {in_save_at_random}; "
             f"checkpoints left {after_random[-1] if after_random else 'none'}), then inside a save "
             f"({'killed' if killed_in_save else 'run ended first'}; newest intact {after_save_kill[-1] if after_save_kill else 'none'}); "
-            f"resumed to the end: {'bitwise equal' if equal else 'DIFFERENT or failed: ' + output[-500:]}")
+            f"resumed to the end: {'bitwise equal' if equal else 'DIFFERENT or failed: ' + output[-500:]}"
+        )
     record_property("trials", trials)
     record_property("survived", survived)
     record_property("details", details)
@@ -124,12 +148,21 @@ def _unshare_available() -> str | None:
     """Why a private tmpfs cannot be mounted here, or None when it can."""
     if shutil.which("unshare") is None:
         return "no `unshare` command to mount a private tmpfs"
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-                           capture_output=True, text=True)
-    return None if probe.returncode == 0 else f"cannot mount a tmpfs in a user namespace: {probe.stderr.strip()}"
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+        capture_output=True,
+        text=True,
+    )
+    return (
+        None
+        if probe.returncode == 0
+        else f"cannot mount a tmpfs in a user namespace: {probe.stderr.strip()}"
+    )
 
 
-@pytest.mark.fault("full disk (a 1 MiB tmpfs) while saving: a clear error, earlier checkpoints intact and resumable")
+@pytest.mark.fault(
+    "full disk (a 1 MiB tmpfs) while saving: a clear error, earlier checkpoints intact and resumable"
+)
 def test_full_disk_is_reported_and_earlier_checkpoints_resume(run_env, tmp_path, record_property):
     reason = _unshare_available()
     if reason:
@@ -139,12 +172,23 @@ def test_full_disk_is_reported_and_earlier_checkpoints_resume(run_env, tmp_path,
     # 1 MiB holds about five checkpoints of the tiny VAE: keep them all so the disk fills.
     mount, copy = tmp_path / "small_disk", tmp_path / "after_full_disk"
     mount.mkdir()
-    command = " ".join(experiment_command(*FAMILIES["vae"][:2], mount / "run", *FAMILIES["vae"][2],
-                                          "--config.checkpoint.keep=100"))
-    script = (f"mount -t tmpfs -o size=1m tmpfs {mount} || exit 99; {command}; status=$?; "
-              f"cp -r {mount / 'run'} {copy}; exit $status")
-    full = subprocess.run(["unshare", "-rm", "bash", "-c", script], env=run_env, capture_output=True,
-                          text=True, timeout=600, cwd=REPO)
+    command = " ".join(
+        experiment_command(
+            *FAMILIES["vae"][:2], mount / "run", *FAMILIES["vae"][2], "--config.checkpoint.keep=100"
+        )
+    )
+    script = (
+        f"mount -t tmpfs -o size=1m tmpfs {mount} || exit 99; {command}; status=$?; "
+        f"cp -r {mount / 'run'} {copy}; exit $status"
+    )
+    full = subprocess.run(
+        ["unshare", "-rm", "bash", "-c", script],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert full.returncode == 2, f"exit {full.returncode}\n{full.stderr[-3000:]}"
     # Orbax's own logs (its failed background save, and futures collected at exit) may print
     # tracebacks around the one-line error: the line must be there, not necessarily last.
@@ -152,11 +196,20 @@ def test_full_disk_is_reported_and_earlier_checkpoints_resume(run_env, tmp_path,
     assert len(errors) == 1, full.stderr[-3000:]
     error = errors[0]
     assert error.startswith("error: CheckpointWriteError:") and "disk is full" in error, error
-    intact = [int(s) for s in re.search(r"untouched: steps \[([\d, ]+)\]", error).group(1).split(",")]
+    intact = [
+        int(s) for s in re.search(r"untouched: steps \[([\d, ]+)\]", error).group(1).split(",")
+    ]
     assert intact == checkpoint_steps(copy) and len(intact) >= 2, (intact, checkpoint_steps(copy))
-    resumed = subprocess.run(experiment_command(*FAMILIES["vae"][:2], copy, *FAMILIES["vae"][2],
-                                                "--config.checkpoint.keep=100"),
-                             env=run_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    resumed = subprocess.run(
+        experiment_command(
+            *FAMILIES["vae"][:2], copy, *FAMILIES["vae"][2], "--config.checkpoint.keep=100"
+        ),
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert_ok(resumed)
     assert f"(step {intact[-1]})" in resumed.stdout
     assert final_state(copy) == final_state(reference)
@@ -166,10 +219,23 @@ def test_full_disk_is_reported_and_earlier_checkpoints_resume(run_env, tmp_path,
 def _launch_two_processes(env, workdir: pathlib.Path, *flags: str) -> subprocess.Popen:
     experiment, config, family_flags = FAMILIES["vae"]
     return subprocess.Popen(
-        [str(REPO / "launch.sh"), "--processes", "2", experiment, f"--config={REPO}/experiments/configs/{config}",
-         f"--workdir={workdir}", *family_flags, *flags],
-        env=dict(env, VIRTUAL_ENV=sys.prefix), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        start_new_session=True)
+        [
+            str(REPO / "launch.sh"),
+            "--processes",
+            "2",
+            experiment,
+            f"--config={REPO}/experiments/configs/{config}",
+            f"--workdir={workdir}",
+            *family_flags,
+            *flags,
+        ],
+        env=dict(env, VIRTUAL_ENV=sys.prefix),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
 
 
 # No scheduled save before the signal: the only checkpoint is the preemption's.
@@ -184,9 +250,11 @@ def two_process_straight(run_env, tmp_path_factory):
     return workdir
 
 
-@pytest.mark.fault("SIGTERM under ./launch.sh --processes 2, to launch.sh (forwarded to both) or to one "
-                   "process (JAX's preemption service tells the other): both processes stop at one step, "
-                   "save once, and the relaunch resumes there to the uninterrupted result")
+@pytest.mark.fault(
+    "SIGTERM under ./launch.sh --processes 2, to launch.sh (forwarded to both) or to one "
+    "process (JAX's preemption service tells the other): both processes stop at one step, "
+    "save once, and the relaunch resumes there to the uninterrupted result"
+)
 @pytest.mark.parametrize("target", ["launch.sh", "process 1"])
 def test_sigterm_under_two_processes(run_env, two_process_straight, tmp_path, target):
     workdir = tmp_path / "preempted"
@@ -210,10 +278,15 @@ def test_sigterm_under_two_processes(run_env, two_process_straight, tmp_path, ta
     assert final_state(workdir) == final_state(two_process_straight)
 
 
-def _wait_for_metrics(process: subprocess.Popen, workdir: pathlib.Path, deadline_s: float = 240) -> None:
+def _wait_for_metrics(
+    process: subprocess.Popen, workdir: pathlib.Path, deadline_s: float = 240
+) -> None:
     """Until training has logged a step (both processes are then inside the step loop)."""
     deadline = time.monotonic() + deadline_s
-    while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text().strip():
+    while (
+        not (workdir / "metrics.jsonl").exists()
+        or not (workdir / "metrics.jsonl").read_text().strip()
+    ):
         assert process.poll() is None, "the run ended before it logged a step"
         assert time.monotonic() < deadline, "no step logged within the deadline"
         time.sleep(0.05)
@@ -228,8 +301,10 @@ def _pids_announced(process: subprocess.Popen) -> list[int]:
     raise AssertionError("launch.sh never announced its processes")
 
 
-@pytest.mark.fault("a process of ./launch.sh --processes 2 killed mid-run: the other exits within the "
-                   "configured grace period and launch.sh names the dead process")
+@pytest.mark.fault(
+    "a process of ./launch.sh --processes 2 killed mid-run: the other exits within the "
+    "configured grace period and launch.sh names the dead process"
+)
 def test_a_dead_process_stops_the_other_within_the_grace_period(run_env, tmp_path):
     grace_s = 5
     workdir = tmp_path / "run"

@@ -8,6 +8,7 @@ and repeatable) and "full" (HYPOTHESIS_PROFILE=full: many examples, fresh ones e
 Shapes stay fixed within a test, so the functions that run compile once per test; bad
 input is refused on the host before anything compiles.
 """
+
 import functools
 import os
 import re
@@ -32,9 +33,16 @@ from genjax_lab.data.text import BagOfWords
 from genjax_lab.inference import hmm as hmm_inference
 from genjax_lab.models import boltzmann, classifier, gan, gmm, hmm, lda, logistic, naive_bayes, vae
 
-settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("full", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "full", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 pytestmark = pytest.mark.fault("bad input, fuzzed (hypothesis): refused with the argument named")
@@ -53,13 +61,16 @@ def _with_value(good: np.ndarray, value: float) -> st.SearchStrategy[np.ndarray]
         bad = good.astype(np.float64 if good.dtype.kind != "f" else good.dtype)
         bad[index] = value
         return bad
+
     return st.tuples(*(st.integers(0, n - 1) for n in good.shape)).map(put)
 
 
 def _resized(good: np.ndarray, axis: int) -> st.SearchStrategy[np.ndarray]:
     """`good` with one more or one fewer entry along `axis` (never emptied: that is "empty")."""
     longer = np.concatenate([good, np.take(good, [0], axis=axis)], axis=axis)
-    choices = [longer] + ([np.take(good, range(good.shape[axis] - 1), axis=axis)] if good.shape[axis] > 1 else [])
+    choices = [longer] + (
+        [np.take(good, range(good.shape[axis] - 1), axis=axis)] if good.shape[axis] > 1 else []
+    )
     return st.sampled_from(choices)
 
 
@@ -68,7 +79,8 @@ _FAULTS = {
     "width": lambda good: _resized(good, good.ndim - 1),
     "rows": lambda good: _resized(good, 0),
     "empty": lambda good: st.integers(0, good.ndim - 1).map(
-        lambda axis: np.take(good, np.arange(0), axis=axis)),
+        lambda axis: np.take(good, np.arange(0), axis=axis)
+    ),
     "int": lambda good: st.just(np.round(good).astype(np.int64)),
     "float": lambda good: st.just(good.astype(np.float32)),
     "bool": lambda good: st.just(good > 0),
@@ -91,20 +103,33 @@ def broken(good: np.ndarray, faults: Sequence[str]) -> st.SearchStrategy[np.ndar
 
 def bad_counts(minimum: int = 1) -> st.SearchStrategy:
     """Values that are not an integer >= minimum: too small, fractional, bool, NaN, text."""
-    return st.one_of(st.integers(max(minimum - 10, -10**6), minimum - 1),
-                     st.floats(minimum, 100).filter(lambda v: v != int(v)),
-                     st.sampled_from([True, float("nan"), "3", None]))
+    return st.one_of(
+        st.integers(max(minimum - 10, -(10**6)), minimum - 1),
+        st.floats(minimum, 100).filter(lambda v: v != int(v)),
+        st.sampled_from([True, float("nan"), "3", None]),
+    )
 
 
-def bad_reals(low: float = -np.inf, high: float = np.inf, low_open: bool = False,
-              high_open: bool = False) -> st.SearchStrategy:
+def bad_reals(
+    low: float = -np.inf, high: float = np.inf, low_open: bool = False, high_open: bool = False
+) -> st.SearchStrategy:
     """Numbers outside the interval from low to high (with the given open ends), NaN, inf and non-numbers."""
     outside = []
     if low > -np.inf:
-        outside.append(st.floats(max_value=low, exclude_max=not low_open, allow_nan=False, allow_infinity=False))
+        outside.append(
+            st.floats(
+                max_value=low, exclude_max=not low_open, allow_nan=False, allow_infinity=False
+            )
+        )
     if high < np.inf:
-        outside.append(st.floats(min_value=high, exclude_min=not high_open, allow_nan=False, allow_infinity=False))
-    return st.one_of(*outside, st.sampled_from([float("nan"), float("inf"), -float("inf"), "0.5", None, 1j]))
+        outside.append(
+            st.floats(
+                min_value=high, exclude_min=not high_open, allow_nan=False, allow_infinity=False
+            )
+        )
+    return st.one_of(
+        *outside, st.sampled_from([float("nan"), float("inf"), -float("inf"), "0.5", None, 1j])
+    )
 
 
 RNG = np.random.default_rng(0)
@@ -145,9 +170,11 @@ def test_naive_bayes_fit_refuses_bad_y(y):
 
 
 @FUZZ
-@given(num_classes=bad_counts(minimum=0),
-       smoothing=bad_reals(low=0.0, low_open=True).filter(lambda v: v is not None),
-       kind=st.sampled_from(["gaussian", "multinomial"]))
+@given(
+    num_classes=bad_counts(minimum=0),
+    smoothing=bad_reals(low=0.0, low_open=True).filter(lambda v: v is not None),
+    kind=st.sampled_from(["gaussian", "multinomial"]),
+)
 def test_naive_bayes_refuses_bad_hyperparameters(num_classes, smoothing, kind):
     """num_classes 0 takes the labels' largest + 1; var_smoothing 0 is allowed (alpha 0 is not)."""
     counts = np.abs(np.round(X * 3))
@@ -170,8 +197,12 @@ def test_naive_bayes_scoring_refuses_bad_x(gaussian_nb, x):
 
 
 @FUZZ
-@given(num=bad_counts(), y=st.sampled_from([np.array([0, 2]), np.array([-1, 0]),
-                                            np.array([0.0, 1.0]), np.zeros((2, 2), np.int32)]))
+@given(
+    num=bad_counts(),
+    y=st.sampled_from(
+        [np.array([0, 2]), np.array([-1, 0]), np.array([0.0, 1.0]), np.zeros((2, 2), np.int32)]
+    ),
+)
 def test_naive_bayes_sampling_refuses_bad_counts_and_labels(gaussian_nb, num, y):
     with refused("num"):
         naive_bayes.sample(jax.random.key(0), gaussian_nb, num)
@@ -209,8 +240,11 @@ def test_gmm_fit_refuses_bad_x(x):
 
 
 @FUZZ
-@given(num_components=bad_counts() | st.integers(13, 100), reg_covar=bad_reals(low=0.0),
-       num_iters=bad_counts())
+@given(
+    num_components=bad_counts() | st.integers(13, 100),
+    reg_covar=bad_reals(low=0.0),
+    num_iters=bad_counts(),
+)
 def test_gmm_fit_refuses_bad_hyperparameters(num_components, reg_covar, num_iters):
     with refused("config.num_components"):
         gmm.fit(jax.random.key(0), {"x": X}, _gmm_config(num_components=num_components))
@@ -221,9 +255,12 @@ def test_gmm_fit_refuses_bad_hyperparameters(num_components, reg_covar, num_iter
 
 
 @FUZZ
-@given(x=broken(X, ["ndim", "width", "empty", "int", "complex", "nan", "inf"]),
-       function=st.sampled_from([gmm.log_prob, gmm.posterior, gmm.score, gmm.predict,
-                                 gmm.predict_proba]))
+@given(
+    x=broken(X, ["ndim", "width", "empty", "int", "complex", "nan", "inf"]),
+    function=st.sampled_from(
+        [gmm.log_prob, gmm.posterior, gmm.score, gmm.predict, gmm.predict_proba]
+    ),
+)
 def test_gmm_scoring_refuses_bad_x(fitted_gmm, x, function):
     with refused("x"):
         function(fitted_gmm, x)
@@ -237,9 +274,13 @@ def test_gmm_scoring_refuses_non_finite_parameters(fitted_gmm, means):
 
 
 @FUZZ
-@given(weights=broken(np.array([0.5, 0.5]), ["ndim", "rows", "nan", "negative"]) | st.just(np.array([0.5, 0.6])),
-       covariances=broken(np.stack([np.eye(3)] * 2), ["ndim", "width", "nan", "complex"])
-       | st.just(np.stack([-np.eye(3)] * 2)) | st.just(np.stack([np.triu(np.ones((3, 3)))] * 2)))
+@given(
+    weights=broken(np.array([0.5, 0.5]), ["ndim", "rows", "nan", "negative"])
+    | st.just(np.array([0.5, 0.6])),
+    covariances=broken(np.stack([np.eye(3)] * 2), ["ndim", "width", "nan", "complex"])
+    | st.just(np.stack([-np.eye(3)] * 2))
+    | st.just(np.stack([np.triu(np.ones((3, 3)))] * 2)),
+)
 def test_gmm_construction_refuses_bad_parameters(weights, covariances):
     means = np.zeros((2, 3))
     with refused("weights"):
@@ -271,24 +312,37 @@ LENGTHS = np.array([5, 3])
 
 
 @FUZZ
-@given(obs=broken(OBS, ["ndim", "float", "bool", "complex", "str"]) | st.just(OBS + 6) | st.just(OBS - 1))
+@given(
+    obs=broken(OBS, ["ndim", "float", "bool", "complex", "str"])
+    | st.just(OBS + 6)
+    | st.just(OBS - 1)
+)
 def test_hmm_refuses_bad_observations(casino, obs):
     with refused("obs"):
         hmm.log_prob(casino, hmm.Sequences(obs, LENGTHS))
 
 
 @FUZZ
-@given(lengths=broken(LENGTHS, ["ndim", "rows", "float"]) | st.just(np.array([5, 0])) | st.just(np.array([6, 1])),
-       function=st.sampled_from([hmm.log_prob, hmm.smooth, hmm.most_likely_states]))
+@given(
+    lengths=broken(LENGTHS, ["ndim", "rows", "float"])
+    | st.just(np.array([5, 0]))
+    | st.just(np.array([6, 1])),
+    function=st.sampled_from([hmm.log_prob, hmm.smooth, hmm.most_likely_states]),
+)
 def test_hmm_refuses_bad_lengths(casino, lengths, function):
     with refused("lengths"):
         function(casino, hmm.Sequences(OBS, lengths))
 
 
 @FUZZ
-@given(probs=broken(np.array([[0.9, 0.1], [0.2, 0.8]]), ["ndim", "width", "nan", "negative", "complex"])
-       | hnp.arrays(np.float64, (2, 2), elements=st.floats(0, 2)).filter(
-           lambda p: not np.allclose(p.sum(-1), 1.0)))
+@given(
+    probs=broken(
+        np.array([[0.9, 0.1], [0.2, 0.8]]), ["ndim", "width", "nan", "negative", "complex"]
+    )
+    | hnp.arrays(np.float64, (2, 2), elements=st.floats(0, 2)).filter(
+        lambda p: not np.allclose(p.sum(-1), 1.0)
+    )
+)
 def test_hmm_refuses_probabilities_off_the_simplex(casino, probs):
     with refused("transition_probs"):
         hmm.make_hmm([0.5, 0.5], probs, casino.emission)
@@ -307,17 +361,28 @@ LOG_LIKELIHOODS = np.log(RNG.dirichlet(np.ones(3), size=(2, 6))).astype(np.float
 
 
 @FUZZ
-@given(ll=broken(LOG_LIKELIHOODS, ["width", "empty", "int", "complex", "nan", "inf"]),
-       function=st.sampled_from([hmm_inference.hmm_filter, hmm_inference.hmm_smoother, hmm_inference.hmm_viterbi,
-                                 hmm_inference.hmm_log_likelihood]))
+@given(
+    ll=broken(LOG_LIKELIHOODS, ["width", "empty", "int", "complex", "nan", "inf"]),
+    function=st.sampled_from(
+        [
+            hmm_inference.hmm_filter,
+            hmm_inference.hmm_smoother,
+            hmm_inference.hmm_viterbi,
+            hmm_inference.hmm_log_likelihood,
+        ]
+    ),
+)
 def test_message_passing_refuses_bad_log_likelihoods(ll, function):
     with refused("log_likelihoods"):
         function(jnp.log(jnp.ones(3) / 3), jnp.log(jnp.ones((3, 3)) / 3), ll)
 
 
 @FUZZ
-@given(lengths=broken(np.array([6, 2]), ["rows", "float"]) | st.sampled_from([np.array([0, 2]), np.array([7, 2])]),
-       transition=broken(np.zeros((3, 3), np.float32), ["ndim", "width", "nan", "inf"]))
+@given(
+    lengths=broken(np.array([6, 2]), ["rows", "float"])
+    | st.sampled_from([np.array([0, 2]), np.array([7, 2])]),
+    transition=broken(np.zeros((3, 3), np.float32), ["ndim", "width", "nan", "inf"]),
+)
 def test_message_passing_refuses_bad_lengths_and_transitions(lengths, transition):
     uniform = jnp.log(jnp.ones(3) / 3)
     with refused("lengths"):
@@ -327,7 +392,9 @@ def test_message_passing_refuses_bad_lengths_and_transitions(lengths, transition
 
 
 @FUZZ
-@given(ll=hnp.arrays(np.float32, (2, 6, 3), elements=st.floats(-50, 5, width=32) | st.just(-np.inf)))
+@given(
+    ll=hnp.arrays(np.float32, (2, 6, 3), elements=st.floats(-50, 5, width=32) | st.just(-np.inf))
+)
 def test_message_passing_valid_input_gives_no_nan(ll):
     """-inf is log 0: an impossible observation makes log p(y) -inf, never NaN."""
     result = hmm_inference.hmm_smoother(jnp.log(jnp.ones(3) / 3), jnp.log(jnp.ones((3, 3)) / 3), ll)
@@ -348,11 +415,18 @@ def test_lda_config_refuses_bad_counts(field, value):
 
 
 @FUZZ
-@given(data=st.data(), field=st.sampled_from(["alpha", "eta", "learning_decay", "learning_offset", "mean_change_tol"]))
+@given(
+    data=st.data(),
+    field=st.sampled_from(["alpha", "eta", "learning_decay", "learning_offset", "mean_change_tol"]),
+)
 def test_lda_config_refuses_out_of_range_hyperparameters(data, field):
-    interval = {"alpha": dict(low=0.0, low_open=True), "eta": dict(low=0.0, low_open=True),
-                "learning_decay": dict(low=0.5, high=1.0, low_open=True), "learning_offset": dict(low=0.0),
-                "mean_change_tol": dict(low=0.0)}[field]
+    interval = {
+        "alpha": dict(low=0.0, low_open=True),
+        "eta": dict(low=0.0, low_open=True),
+        "learning_decay": dict(low=0.5, high=1.0, low_open=True),
+        "learning_offset": dict(low=0.0),
+        "mean_change_tol": dict(low=0.0),
+    }[field]
     value = data.draw(bad_reals(**interval).filter(lambda v: v is not None))
     with refused(field):
         lda.LDAConfig(num_topics=2, vocab_size=5, **{field: value})
@@ -364,8 +438,12 @@ COUNTS = np.array([[2.0, 1.0, 1.0], [1.0, 3.0, 0.0]], np.float32)
 
 
 @FUZZ
-@given(ids=broken(IDS, ["ndim", "width", "float", "complex", "str"]) | st.just(IDS + 5) | st.just(IDS - 1),
-       counts=broken(COUNTS, ["ndim", "width", "complex", "nan", "inf", "negative"]))
+@given(
+    ids=broken(IDS, ["ndim", "width", "float", "complex", "str"])
+    | st.just(IDS + 5)
+    | st.just(IDS - 1),
+    counts=broken(COUNTS, ["ndim", "width", "complex", "nan", "inf", "negative"]),
+)
 def test_lda_refuses_bad_bags(ids, counts):
     state = lda.init_vb(jax.random.key(0), LDA_CONFIG)
     with refused("ids"):
@@ -378,9 +456,11 @@ TOPICS = np.full((2, 5), 0.2, np.float32)
 
 
 @FUZZ
-@given(topics=broken(TOPICS, ["ndim", "width", "rows", "nan", "negative"]) | st.just(TOPICS * 2),
-       alpha=st.sampled_from([0.0, -1.0, np.nan, np.inf, np.array([1.0, 0.0]), np.ones(3)]),
-       num_docs=bad_counts())
+@given(
+    topics=broken(TOPICS, ["ndim", "width", "rows", "nan", "negative"]) | st.just(TOPICS * 2),
+    alpha=st.sampled_from([0.0, -1.0, np.nan, np.inf, np.array([1.0, 0.0]), np.ones(3)]),
+    num_docs=bad_counts(),
+)
 def test_lda_refuses_bad_topics_priors_and_sizes(topics, alpha, num_docs):
     bags = BagOfWords(IDS, COUNTS)
     with refused("topics"):
@@ -408,24 +488,32 @@ V = (RNG.random((5, 6)) < 0.5).astype(np.float32)
 
 
 @FUZZ
-@given(v=broken(V, ["ndim", "width", "empty", "complex", "str", "nan", "inf"]),
-       function=st.sampled_from([boltzmann.free_energy, boltzmann.hidden_probs]))
+@given(
+    v=broken(V, ["ndim", "width", "empty", "complex", "str", "nan", "inf"]),
+    function=st.sampled_from([boltzmann.free_energy, boltzmann.hidden_probs]),
+)
 def test_rbm_refuses_bad_visible_units(v, function):
     with refused("v"):
         function(RBM, v)
 
 
 @FUZZ
-@given(x=broken(V, ["width", "empty", "complex", "str", "nan", "inf"]),
-       verb=st.sampled_from([boltzmann.log_prob, boltzmann.posterior]))
+@given(
+    x=broken(V, ["width", "empty", "complex", "str", "nan", "inf"]),
+    verb=st.sampled_from([boltzmann.log_prob, boltzmann.posterior]),
+)
 def test_boltzmann_verbs_refuse_bad_data(x, verb):
     with refused("x"):
         verb(RBM, x)
 
 
 @FUZZ
-@given(num_hidden=bad_counts(), weight_scale=bad_reals(low=0.0), visible=st.text(max_size=8),
-       data_mean=broken(np.full(6, 0.5), ["nan", "inf", "complex"]))
+@given(
+    num_hidden=bad_counts(),
+    weight_scale=bad_reals(low=0.0),
+    visible=st.text(max_size=8),
+    data_mean=broken(np.full(6, 0.5), ["nan", "inf", "complex"]),
+)
 def test_rbm_refuses_bad_construction(num_hidden, weight_scale, visible, data_mean):
     key = jax.random.key(0)
     with refused("num_hidden"):
@@ -440,7 +528,10 @@ def test_rbm_refuses_bad_construction(num_hidden, weight_scale, visible, data_me
 
 
 @FUZZ
-@given(learning_rate=bad_reals(low=0.0, low_open=True), momentum=bad_reals(low=0.0, high=1.0, high_open=True))
+@given(
+    learning_rate=bad_reals(low=0.0, low_open=True),
+    momentum=bad_reals(low=0.0, high=1.0, high_open=True),
+)
 def test_rbm_optimizer_refuses_out_of_range_hyperparameters(learning_rate, momentum):
     with refused("learning_rate"):
         boltzmann.rbm_optimizer(learning_rate)
@@ -460,8 +551,12 @@ def test_rbm_valid_input_gives_finite_free_energy(v):
 
 def _digits(num: int = 40) -> Dataset:
     images = RNG.integers(0, 256, size=(num, 8, 8, 1), dtype=np.uint8)
-    return Dataset({"train": {"image": images, "label": np.arange(num, dtype=np.int32) % 10},
-                    "test": {"image": images[:8], "label": np.arange(8, dtype=np.int32)}})
+    return Dataset(
+        {
+            "train": {"image": images, "label": np.arange(num, dtype=np.int32) % 10},
+            "test": {"image": images[:8], "label": np.arange(8, dtype=np.int32)},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -475,17 +570,23 @@ LABELS = np.arange(4, dtype=np.int32)
 
 
 @FUZZ
-@given(x=broken(PIXELS, ["ndim", "width", "empty", "int", "complex", "nan", "inf", "negative"])
-       | st.just(PIXELS * 255))
+@given(
+    x=broken(PIXELS, ["ndim", "width", "empty", "int", "complex", "nan", "inf", "negative"])
+    | st.just(PIXELS * 255)
+)
 def test_vae_bounds_refuse_bad_images(cvae, x):
     with refused("x"):
         vae.elbo(jax.random.key(0), cvae, x, LABELS)
 
 
 @FUZZ
-@given(y=broken(LABELS, ["ndim", "rows", "float", "bool"]) | st.just(LABELS + 10) | st.just(LABELS - 1),
-       num_samples=bad_counts(),
-       chunk=bad_counts().filter(lambda c: c is not None))  # None: all samples at once
+@given(
+    y=broken(LABELS, ["ndim", "rows", "float", "bool"])
+    | st.just(LABELS + 10)
+    | st.just(LABELS - 1),
+    num_samples=bad_counts(),
+    chunk=bad_counts().filter(lambda c: c is not None),
+)  # None: all samples at once
 def test_vae_refuses_bad_labels_and_sample_counts(cvae, y, num_samples, chunk):
     key = jax.random.key(0)
     with refused("y"):
@@ -510,16 +611,24 @@ def test_vae_valid_input_gives_finite_bounds(cvae, x):
 
 
 @FUZZ
-@given(data=st.data(), field=st.sampled_from(["noise_dim", "d_maxout_pieces", "g_hidden", "d_dropout", "ema_decay",
-                                               "noise", "loss"]))
+@given(
+    data=st.data(),
+    field=st.sampled_from(
+        ["noise_dim", "d_maxout_pieces", "g_hidden", "d_dropout", "ema_decay", "noise", "loss"]
+    ),
+)
 def test_gan_config_refuses_out_of_range_values(data, field):
-    value = data.draw({
-        "noise_dim": bad_counts(), "d_maxout_pieces": bad_counts(minimum=0),
-        "g_hidden": st.lists(bad_counts(), min_size=1, max_size=3).map(tuple),
-        "d_dropout": bad_reals(low=0.0, high=1.0, high_open=True), "ema_decay": bad_reals(low=0.0, high=1.0),
-        "noise": st.text(max_size=8).filter(lambda s: s not in gan.NOISES),
-        "loss": st.text(max_size=8).filter(lambda s: s not in gan.LOSSES),
-    }[field])
+    value = data.draw(
+        {
+            "noise_dim": bad_counts(),
+            "d_maxout_pieces": bad_counts(minimum=0),
+            "g_hidden": st.lists(bad_counts(), min_size=1, max_size=3).map(tuple),
+            "d_dropout": bad_reals(low=0.0, high=1.0, high_open=True),
+            "ema_decay": bad_reals(low=0.0, high=1.0),
+            "noise": st.text(max_size=8).filter(lambda s: s not in gan.NOISES),
+            "loss": st.text(max_size=8).filter(lambda s: s not in gan.LOSSES),
+        }[field]
+    )
     config = gan_mnist.get_config("tiny_mlp")
     # A fresh ConfigDict takes any type: a config file can set such values; an override cannot.
     config.model = ml_collections.ConfigDict({**config.model.to_dict(), field: value})
@@ -548,9 +657,11 @@ def test_classifier_and_sampling_sizes_are_refused(hidden, num):
 
 
 @FUZZ
-@given(x=broken(X, ["ndim", "empty", "complex", "str", "nan", "inf"]),
-       y=broken(Y, ["ndim", "rows", "float", "bool", "empty"]) | st.just(Y + 2),
-       c=bad_reals(low=0.0, low_open=True))
+@given(
+    x=broken(X, ["ndim", "empty", "complex", "str", "nan", "inf"]),
+    y=broken(Y, ["ndim", "rows", "float", "bool", "empty"]) | st.just(Y + 2),
+    c=bad_reals(low=0.0, low_open=True),
+)
 def test_logistic_fit_refuses_bad_input(x, y, c):
     with refused("x"):
         logistic.fit(x, Y, 2, num_steps=1)
@@ -585,8 +696,11 @@ def _parse(*overrides: str) -> flags.FlagValues:
 
 
 @FUZZ
-@given(section=st.sampled_from(["", "model.", "data.", "optim.", "seed.", "model.latent_dim."]), key=_IDENTIFIER,
-       value=st.integers())
+@given(
+    section=st.sampled_from(["", "model.", "data.", "optim.", "seed.", "model.latent_dim."]),
+    key=_IDENTIFIER,
+    value=st.integers(),
+)
 def test_override_of_an_unknown_key_names_it(section, key, value):
     parent = functools.reduce(getattr, section.split(".")[:-1], _parse().config)
     if isinstance(parent, ml_collections.ConfigDict) and key in parent:
@@ -605,9 +719,19 @@ def test_override_of_a_python_keyword_names_the_flag(keyword):
 
 
 @FUZZ
-@given(key=st.sampled_from(["model.latent_dim", "num_steps", "seed", "batch_size", "model.conditional",
-                            "optim.learning_rate"]),
-       value=st.text(alphabet="abcxyz[](),.", min_size=1, max_size=6))
+@given(
+    key=st.sampled_from(
+        [
+            "model.latent_dim",
+            "num_steps",
+            "seed",
+            "batch_size",
+            "model.conditional",
+            "optim.learning_rate",
+        ]
+    ),
+    value=st.text(alphabet="abcxyz[](),.", min_size=1, max_size=6),
+)
 def test_override_of_the_wrong_type_names_the_key(key, value):
     flag = f"--config.{key}"
     with refused(flag):

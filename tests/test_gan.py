@@ -1,5 +1,6 @@
 """GANs: losses against NumPy, the 8-device step against 1 device, padding rows carry no
 weight, and the tiny variants end to end through real processes (incl. SIGKILL resume)."""
+
 import json
 import subprocess
 
@@ -28,8 +29,12 @@ def _digits_dataset() -> Dataset:
     digits = load_digits()
     images = np.round(digits.images * 255 / 16).astype(np.uint8)[..., None]
     labels = digits.target.astype(np.int32)
-    return Dataset({"train": {"image": images[:1400], "label": labels[:1400]},
-                    "test": {"image": images[1400:], "label": labels[1400:]}})
+    return Dataset(
+        {
+            "train": {"image": images[:1400], "label": labels[:1400]},
+            "test": {"image": images[1400:], "label": labels[1400:]},
+        }
+    )
 
 
 def _family(variant: str, **model_overrides) -> gan.GANFamily:
@@ -50,8 +55,9 @@ def test_losses_equal_numpy():
     for loss, (d_expected, g_expected) in expected.items():
         d_loss = gan.discriminator_loss(loss, jnp.float32(real), jnp.float32(fake))
         np.testing.assert_allclose(d_loss, d_expected, rtol=1e-5)
-        np.testing.assert_allclose(gan.generator_loss(loss, jnp.float32(fake)), g_expected,
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            gan.generator_loss(loss, jnp.float32(fake)), g_expected, rtol=1e-5
+        )
 
 
 def test_gradient_penalty_of_a_known_critic():
@@ -92,11 +98,14 @@ def test_ema_warm_up():
     assert float(gan.ema_decay(0.999, jnp.int32(100_000))) == pytest.approx(0.999)
 
 
-@pytest.mark.parametrize("variant,overrides", [
-    ("tiny_mlp", {}),  # maxout D with dropout, nonsaturating loss
-    # conv, labels, scan, penalty
-    ("tiny_cgan", {"arch": "dcgan", "loss": "wgan-gp", "n_critic": 2}),
-])
+@pytest.mark.parametrize(
+    "variant,overrides",
+    [
+        ("tiny_mlp", {}),  # maxout D with dropout, nonsaturating loss
+        # conv, labels, scan, penalty
+        ("tiny_cgan", {"arch": "dcgan", "loss": "wgan-gp", "n_critic": 2}),
+    ],
+)
 def test_train_step_on_8_devices_equals_1_device(variant, overrides):
     """Same global batch and key: 8-way data parallel vs one device, after two steps.
     Metrics agree to 1e-5; parameters to 1e-5 absolute, because Adam divides each update
@@ -117,10 +126,12 @@ def test_train_step_on_8_devices_equals_1_device(variant, overrides):
     (state_1, metrics_1), (state_8, metrics_8) = results
     assert len(jax.devices()) == 8 and int(state_8.updates) == 2
     for name in metrics_1:
-        np.testing.assert_allclose(metrics_8[name], metrics_1[name], rtol=1e-5, atol=1e-6,
-                                   err_msg=name)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
-                 state_8, state_1)
+        np.testing.assert_allclose(
+            metrics_8[name], metrics_1[name], rtol=1e-5, atol=1e-6, err_msg=name
+        )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), state_8, state_1
+    )
 
 
 def test_padded_rows_do_not_change_the_step():
@@ -149,9 +160,12 @@ def test_conditional_discriminator_projects_the_label_onto_its_features(arch):
     images = jnp.asarray(_digits_dataset()["test"]["image"][:4], jnp.float32) / 255.0
 
     def logits(params):  # [10 labels, 4 images]
-        return np.stack([np.asarray(discriminator.apply(params, images,
-                                                        jax.nn.one_hot(jnp.full(4, k), 10)))
-                         for k in range(10)])
+        return np.stack(
+            [
+                np.asarray(discriminator.apply(params, images, jax.nn.one_hot(jnp.full(4, k), 10)))
+                for k in range(10)
+            ]
+        )
 
     def scaled_embedding(factor):
         projection = d_params["params"]["label_projection"]
@@ -162,16 +176,18 @@ def test_conditional_discriminator_projects_the_label_onto_its_features(arch):
     np.testing.assert_allclose(base, np.broadcast_to(base[:1], base.shape), rtol=1e-6)
     label_part = logits(scaled_embedding(100.0)) - base  # scaled up: the initial embedding is tiny
     assert np.abs(label_part).max() > 1e-3
-    np.testing.assert_allclose(logits(scaled_embedding(200.0)) - base, 2.0 * label_part,
-                               rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(
+        logits(scaled_embedding(200.0)) - base, 2.0 * label_part, rtol=1e-3, atol=1e-6
+    )
 
 
 def test_fixed_grid_puts_one_label_per_row_and_shares_noise_per_column():
     family = _family("tiny_cgan")
     z, labels, rows = family.fixed_grid_inputs()
     assert rows == 10 and z.shape == (100, family.config.model.noise_dim)
-    np.testing.assert_array_equal(np.asarray(labels).reshape(10, 10),
-                                  np.repeat(np.arange(10), 10).reshape(10, 10))
+    np.testing.assert_array_equal(
+        np.asarray(labels).reshape(10, 10), np.repeat(np.arange(10), 10).reshape(10, 10)
+    )
     np.testing.assert_array_equal(np.asarray(z[:10]), np.asarray(z[90:]))
     z_again, _, _ = family.fixed_grid_inputs()
     np.testing.assert_array_equal(np.asarray(z), np.asarray(z_again))
@@ -189,16 +205,22 @@ def variant_runs(tmp_path_factory):
     for variant in ("tiny_mlp", "tiny_dcgan", "tiny_cgan"):
         env = process_env(root / f"tfds_{variant}")
         processes[variant] = subprocess.Popen(
-            experiment_command("gan", f"gan_mnist.py:{variant}", root / variant), env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+            experiment_command("gan", f"gan_mnist.py:{variant}", root / variant),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
     env = process_env(root / "tfds_killed")
     killed_at = kill_after_checkpoint(env, "gan", "gan_mnist.py:tiny_mlp", root / "killed", 10)
     resumed = run_experiment(env, "gan", "gan_mnist.py:tiny_mlp", root / "killed")
     results = {}
     for variant, process in processes.items():
         stdout, stderr = process.communicate(timeout=300)
-        results[variant] = subprocess.CompletedProcess(process.args, process.returncode, stdout,
-                                                       stderr)
+        results[variant] = subprocess.CompletedProcess(
+            process.args, process.returncode, stdout, stderr
+        )
     return root, results, killed_at, resumed
 
 
@@ -273,8 +295,11 @@ def test_conditional_samples_follow_the_label_and_plain_ones_refuse_it():
     assert gan.sample(key, params, 7).shape == (7, 8, 8, 1)  # labels drawn from the prior
     with pytest.raises(ValueError, match="y must lie"):
         gan.sample(key, params, 2, y=np.array([0, 10]))
-    plain = gan.init(jax.random.key(0), gan_mnist.get_config("tiny_mlp"),
-                     {"image_shape": [8, 8, 1], "num_classes": 10})
+    plain = gan.init(
+        jax.random.key(0),
+        gan_mnist.get_config("tiny_mlp"),
+        {"image_shape": [8, 8, 1], "num_classes": 10},
+    )
     with pytest.raises(ValueError, match="not conditional"):
         gan.sample(key, plain, 2, y=np.array([0, 1]))
 
@@ -290,7 +315,10 @@ def test_log_prob_names_the_parzen_estimate_which_is_the_window_on_samples():
     mu = gan.sample(key, params, 50).reshape(50, -1).astype(np.float64)
     x = images.reshape(6, -1) / 255.0
     sq = ((x[:, None] - mu[None]) ** 2).sum(-1)
-    expected = (np.logaddexp.reduce(-sq / (2 * sigma**2), axis=1) - np.log(50)
-                - x.shape[1] * np.log(sigma * np.sqrt(2 * np.pi)))
+    expected = (
+        np.logaddexp.reduce(-sq / (2 * sigma**2), axis=1)
+        - np.log(50)
+        - x.shape[1] * np.log(sigma * np.sqrt(2 * np.pi))
+    )
     assert got.shape == (6,)
     np.testing.assert_allclose(got, expected, rtol=1e-4)

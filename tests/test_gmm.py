@@ -2,6 +2,7 @@
 monotonicity, streamed / chunked / sharded E-steps, Gaussian conditioning against closed
 forms, sampling moments, the unlabelled mixture's shared verbs, the class-conditional
 classifier and bad input."""
+
 import warnings
 
 import jax
@@ -27,9 +28,11 @@ def _config(**fields):
 def _data(n: int = 300, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     mixing = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.5]])
-    parts = [rng.normal(size=(n // 3, D)) @ mixing + 4,
-             rng.normal(size=(n // 3, D)) * 0.5 - 2,
-             rng.normal(size=(n - 2 * (n // 3), D)) * [1.0, 3.0, 0.2]]
+    parts = [
+        rng.normal(size=(n // 3, D)) @ mixing + 4,
+        rng.normal(size=(n // 3, D)) * 0.5 - 2,
+        rng.normal(size=(n - 2 * (n // 3), D)) * [1.0, 3.0, 0.2],
+    ]
     return np.concatenate(parts)
 
 
@@ -37,9 +40,12 @@ def _start(x, covariance_type):
     """A deliberately rough start (so EM has work to do) in scikit-learn's *_init layout."""
     rng = np.random.default_rng(1)
     means = x[rng.choice(len(x), K, replace=False)]
-    cov = {"full": np.stack([np.eye(D) * (1 + k) for k in range(K)]), "tied": np.eye(D) * 2,
-           "diag": np.ones((K, D)) * [[1.0], [2.0], [0.5]],
-           "spherical": np.array([1.0, 2.0, 0.5])}[covariance_type]
+    cov = {
+        "full": np.stack([np.eye(D) * (1 + k) for k in range(K)]),
+        "tied": np.eye(D) * 2,
+        "diag": np.ones((K, D)) * [[1.0], [2.0], [0.5]],
+        "spherical": np.array([1.0, 2.0, 0.5]),
+    }[covariance_type]
     precisions = np.linalg.inv(cov) if covariance_type in ("full", "tied") else 1 / cov
     return np.array([0.2, 0.3, 0.5]), means, precisions
 
@@ -51,17 +57,25 @@ def test_em_matches_sklearn_and_never_decreases(covariance_type):
     iters = 20
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn: "did not converge" with tol=0
-        ref = GaussianMixture(K, covariance_type=covariance_type, max_iter=iters, tol=0,
-                              reg_covar=1e-4, weights_init=weights, means_init=means,
-                              precisions_init=precisions).fit(x)
+        ref = GaussianMixture(
+            K,
+            covariance_type=covariance_type,
+            max_iter=iters,
+            tol=0,
+            reg_covar=1e-4,
+            weights_init=weights,
+            means_init=means,
+            precisions_init=precisions,
+        ).fit(x)
     with jax.enable_x64(True):
         start = gmm.from_precisions(weights, means, precisions, covariance_type)
         params, history = gmm.em(start, x, num_iters=iters, reg_covar=1e-4)
         np.testing.assert_allclose(params.weights, ref.weights_, rtol=1e-9)
         np.testing.assert_allclose(params.means, ref.means_, rtol=1e-9, atol=1e-10)
         np.testing.assert_allclose(gmm.covariances(params), ref.covariances_, rtol=1e-9, atol=1e-10)
-        np.testing.assert_allclose(params.precision_cholesky, ref.precisions_cholesky_, rtol=1e-9,
-                                   atol=1e-10)
+        np.testing.assert_allclose(
+            params.precision_cholesky, ref.precisions_cholesky_, rtol=1e-9, atol=1e-10
+        )
         np.testing.assert_allclose(history[-1], ref.lower_bound_, rtol=1e-10)
         np.testing.assert_allclose(gmm.log_prob(params, x), ref.score_samples(x), rtol=1e-10)
         np.testing.assert_allclose(gmm.predict_proba(params, x), ref.predict_proba(x), atol=1e-10)
@@ -69,8 +83,12 @@ def test_em_matches_sklearn_and_never_decreases(covariance_type):
         np.testing.assert_allclose(gmm.aic(params, x), ref.aic(x), rtol=1e-10)
         # Exact EM (reg_covar=0; a regularised M-step maximises a slightly different objective)
         # never decreases the log-likelihood.
-        _, history = gmm.em(gmm.from_precisions(weights, means, precisions, covariance_type), x,
-                            num_iters=iters, reg_covar=0.0)
+        _, history = gmm.em(
+            gmm.from_precisions(weights, means, precisions, covariance_type),
+            x,
+            num_iters=iters,
+            reg_covar=0.0,
+        )
         assert np.all(np.diff(np.asarray(history)) >= -1e-12), np.diff(history).min()
         assert history[-1] > history[0] + 0.1
 
@@ -120,10 +138,16 @@ def test_conditioning_matches_closed_forms():
             o, m = observed[n], ~observed[n]
             marginal = gmm.from_covariances(weights, means[:, o], cov[:, o][:, :, o], "full")
             # Marginalising the missing dimensions = the model refit on the observed ones only.
-            np.testing.assert_allclose(cond.marginal_log_likelihood[n],
-                                       gmm.log_prob(marginal, x[n:n + 1, o])[0], rtol=1e-10)
-            np.testing.assert_allclose(np.exp(cond.log_weights[n]),
-                                       gmm.predict_proba(marginal, x[n:n + 1, o])[0], rtol=1e-9)
+            np.testing.assert_allclose(
+                cond.marginal_log_likelihood[n],
+                gmm.log_prob(marginal, x[n : n + 1, o])[0],
+                rtol=1e-10,
+            )
+            np.testing.assert_allclose(
+                np.exp(cond.log_weights[n]),
+                gmm.predict_proba(marginal, x[n : n + 1, o])[0],
+                rtol=1e-9,
+            )
             expected = x[n].copy()
             expected[m] = 0.0
             for k in range(K):
@@ -158,11 +182,14 @@ def test_sampling_moments():
     draws = np.asarray(gmm.sample_conditional(jax.random.key(1), one, given))
     np.testing.assert_array_equal(draws[:, [0, 2]], given[:, [0, 2]])
     gain = cov[0][1, [0, 2]] @ np.linalg.inv(cov[0][np.ix_([0, 2], [0, 2])])
-    np.testing.assert_allclose(draws[:, 1].mean(),
-                               means[0, 1] + gain @ (np.array([1.0, -1.0]) - means[0, [0, 2]]),
-                               atol=0.05)
-    np.testing.assert_allclose(draws[:, 1].var(), cov[0][1, 1] - gain @ cov[0][[0, 2], 1],
-                               rtol=0.05)
+    np.testing.assert_allclose(
+        draws[:, 1].mean(),
+        means[0, 1] + gain @ (np.array([1.0, -1.0]) - means[0, [0, 2]]),
+        atol=0.05,
+    )
+    np.testing.assert_allclose(
+        draws[:, 1].var(), cov[0][1, 1] - gain @ cov[0][[0, 2], 1], rtol=0.05
+    )
 
 
 def test_fit_with_kmeans_plus_plus_reaches_sklearn_quality():
@@ -182,8 +209,9 @@ def test_mixture_classifier():
     x0 = np.concatenate([rng.normal(size=(150, 2)) + [3, 0], rng.normal(size=(150, 2)) + [-3, 0]])
     x1 = np.concatenate([rng.normal(size=(150, 2)) + [0, 3], rng.normal(size=(50, 2)) + [0, -3]])
     x, y = np.concatenate([x0, x1]).astype(np.float32), np.repeat([0, 1], [300, 200])
-    params, history = gmm.fit(jax.random.key(0), {"x": x, "y": y},
-                              _config(class_conditional=True, num_iters=20, tol=0.0))
+    params, history = gmm.fit(
+        jax.random.key(0), {"x": x, "y": y}, _config(class_conditional=True, num_iters=20, tol=0.0)
+    )
     assert history["log_likelihood"].shape == (2, 20)
     np.testing.assert_array_equal(history["num_iters"], [20, 20])
     np.testing.assert_allclose(np.exp(params.log_prior), [0.6, 0.4], rtol=1e-6)
@@ -197,12 +225,15 @@ def test_mixture_classifier():
     assert np.mean(joint.argmax(1) == np.asarray(clf.predict(x))) > 0.99
     # log p(x) of the labelled model is the classifier's marginal; log p(x | y) its class term.
     np.testing.assert_allclose(gmm.log_prob(params, x), clf.log_marginal(x), rtol=1e-5)
-    np.testing.assert_allclose(gmm.log_prob(params, x, y),
-                               clf.log_joint(x)[np.arange(len(y)), y] - params.log_prior[y],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        gmm.log_prob(params, x, y),
+        clf.log_joint(x)[np.arange(len(y)), y] - params.log_prior[y],
+        rtol=1e-5,
+    )
     # x given y: each class's draws sit where that class's data sit.
-    drawn, labels = gmm.sample_with_labels(jax.random.key(1), params, 4000,
-                                           y=np.repeat([0, 1], 2000))
+    drawn, labels = gmm.sample_with_labels(
+        jax.random.key(1), params, 4000, y=np.repeat([0, 1], 2000)
+    )
     np.testing.assert_array_equal(labels, np.repeat([0, 1], 2000))
     assert np.mean(np.asarray(clf.predict(drawn)) == np.asarray(labels)) > 0.93
     np.testing.assert_allclose(np.abs(np.asarray(drawn[:2000])).mean(0), [3, 0.8], atol=0.15)
@@ -251,14 +282,26 @@ def test_tol_stops_where_sklearn_stops(covariance_type):
     x = _data()
     weights, means, precisions = _start(x, covariance_type)
     for tol in (1e-2, 1e-4):
-        ref = GaussianMixture(K, covariance_type=covariance_type, max_iter=200, tol=tol,
-                              reg_covar=1e-4, weights_init=weights, means_init=means,
-                              precisions_init=precisions).fit(x)
+        ref = GaussianMixture(
+            K,
+            covariance_type=covariance_type,
+            max_iter=200,
+            tol=tol,
+            reg_covar=1e-4,
+            weights_init=weights,
+            means_init=means,
+            precisions_init=precisions,
+        ).fit(x)
         assert ref.converged_ and 2 < ref.n_iter_ < 200
         with jax.enable_x64(True):
             init = gmm.from_precisions(weights, means, precisions, covariance_type)
-            config = _config(num_components=K, covariance_type=covariance_type, num_iters=200,
-                             tol=tol, reg_covar=1e-4)
+            config = _config(
+                num_components=K,
+                covariance_type=covariance_type,
+                num_iters=200,
+                tol=tol,
+                reg_covar=1e-4,
+            )
             params, history = gmm.fit(jax.random.key(0), {"x": x}, config, init=init)
             assert history["num_iters"] == ref.n_iter_, (tol, history["num_iters"], ref.n_iter_)
             assert history["converged"]
@@ -273,8 +316,9 @@ def test_num_inits_keeps_the_best_start():
     """Start i is init_kmeans(fold_in(key, i)); the fit keeps the highest final lower bound."""
     x = _data(n=128).astype(np.float32)  # a bucket size: the fit pads no rows
     key = jax.random.key(3)
-    config = _config(num_components=6, covariance_type="diag", num_inits=4, kmeans_iters=0,
-                     num_iters=50)
+    config = _config(
+        num_components=6, covariance_type="diag", num_inits=4, kmeans_iters=0, num_iters=50
+    )
     _, history = gmm.fit(key, {"x": x}, config)
     finals = []
     for i in range(4):
@@ -321,12 +365,14 @@ def test_unlabelled_verbs_and_init_shapes(covariance_type):
 def test_kmeans_weights_drop_and_scale_rows():
     """Rows of weight 0 never seed nor move a centre; a weighted row counts as repeated rows."""
     rng = np.random.default_rng(7)
-    x = np.concatenate([rng.normal(size=(50, 2)) + 10, rng.normal(size=(50, 2)) - 10,
-                        np.full((20, 2), 1e3)]).astype(np.float32)
+    x = np.concatenate(
+        [rng.normal(size=(50, 2)) + 10, rng.normal(size=(50, 2)) - 10, np.full((20, 2), 1e3)]
+    ).astype(np.float32)
     weights = np.concatenate([np.ones(100), np.zeros(20)]).astype(np.float32)
     centers = np.asarray(kmeans.kmeans(jax.random.key(0), x, 2, weights, num_iters=5))
-    np.testing.assert_allclose(np.sort(centers[:, 0]), [x[50:100, 0].mean(), x[:50, 0].mean()],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.sort(centers[:, 0]), [x[50:100, 0].mean(), x[:50, 0].mean()], rtol=1e-5
+    )
     # Weight 2 on one row = that row twice: the Lloyd step's means agree.
     doubled = np.concatenate([x[:100], x[:1]])
     start = centers

@@ -2,6 +2,7 @@
 K = 1, imputation beating the mean image, decodable PNGs), the pixel imputation against a
 float64 NumPy conditioning of the joint Gaussian of (z, x_o), and a missing MNIST folder
 naming its config key."""
+
 import json
 import math
 
@@ -93,14 +94,20 @@ def test_impute_pixels_matches_joint_gaussian_conditioning():
     codes = means[rng.integers(0, k, n)] + rng.normal(size=(n, d))
     x = mean + codes @ basis.T + rng.normal(size=(n, num_pixels)) * 0.4
     observed = np.array([True, True, False, True, False, True, False])
-    expected, expected_resp = _numpy_conditioning(weights, means, covs, mean, basis, noise_var, x,
-                                                  observed)
+    expected, expected_resp = _numpy_conditioning(
+        weights, means, covs, mean, basis, noise_var, x, observed
+    )
     assert expected_resp.max(1).min() < 0.99  # several components matter
     with jax.enable_x64(True):
         params = gmm.from_covariances(jnp.asarray(weights), jnp.asarray(means), jnp.asarray(covs))
-        imputed, log_resp = gx.impute_pixels(params, jnp.asarray(mean), jnp.asarray(basis),
-                                             jnp.float64(noise_var), jnp.asarray(x),
-                                             jnp.asarray(observed))
+        imputed, log_resp = gx.impute_pixels(
+            params,
+            jnp.asarray(mean),
+            jnp.asarray(basis),
+            jnp.float64(noise_var),
+            jnp.asarray(x),
+            jnp.asarray(observed),
+        )
         assert imputed.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(imputed), expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(np.exp(np.asarray(log_resp)), expected_resp, rtol=1e-8, atol=1e-10)

@@ -1,5 +1,6 @@
 """The harness end to end, through real processes: resume after SIGKILL, determinism,
 two processes forming one JAX cluster, and bad input that must fail loudly."""
+
 import json
 import math
 import shutil
@@ -67,7 +68,9 @@ def test_relaunching_a_finished_run_changes_nothing(run_env, straight_run, tmp_p
     assert (tmp_path / "run" / "summary.json").read_text() == summary
 
 
-@pytest.mark.fault("SIGKILL once a checkpoint past the middle exists (VAE): the relaunch ends bitwise equal")
+@pytest.mark.fault(
+    "SIGKILL once a checkpoint past the middle exists (VAE): the relaunch ends bitwise equal"
+)
 def test_resume_after_sigkill_is_bitwise_exact(run_env, straight_run, tmp_path):
     """Kill -9 once a checkpoint past the middle exists; the relaunch must end identically."""
     steps = 200
@@ -88,9 +91,19 @@ def test_two_processes_match_one_process(run_env, straight_run, tmp_path):
     reduction order (two devices sum the batch in two halves)."""
     env = dict(run_env, GENJAX_DIE_GRACE_S="10", VIRTUAL_ENV=sys.prefix)
     result = subprocess.run(
-        [str(REPO / "launch.sh"), "--processes", "2", "vae",
-         f"--config={REPO}/experiments/configs/{TINY}", f"--workdir={tmp_path}"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
+        [
+            str(REPO / "launch.sh"),
+            "--processes",
+            "2",
+            "vae",
+            f"--config={REPO}/experiments/configs/{TINY}",
+            f"--workdir={tmp_path}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert_ok(result)
     log = (tmp_path / "logs" / "process_1.log").read_text()
@@ -106,14 +119,18 @@ def test_two_processes_match_one_process(run_env, straight_run, tmp_path):
 @pytest.mark.fault("an unknown flag or config key: exit 2 with the flag named")
 def test_unknown_flag_and_config_key_are_refused(run_env, tmp_path):
     assert_refused(run_vae(run_env, tmp_path, "--no_such_flag=1"), "bad flag", "no_such_flag")
-    assert_refused(run_vae(run_env, tmp_path, "--config.model.no_such_key=3"), "--config.model.no_such_key")
+    assert_refused(
+        run_vae(run_env, tmp_path, "--config.model.no_such_key=3"), "--config.model.no_such_key"
+    )
     assert not tmp_path.joinpath("config.json").exists()
 
 
 @pytest.mark.fault("a missing data folder: exit 2 with the flag and path named")
 def test_missing_data_folder_is_named(run_env, tmp_path):
     missing = tmp_path / "nowhere"
-    result = run_vae(run_env, tmp_path / "w", "--config.data.name=mnist", f"--config.data.mnist_dir={missing}")
+    result = run_vae(
+        run_env, tmp_path / "w", "--config.data.name=mnist", f"--config.data.mnist_dir={missing}"
+    )
     assert result.returncode == 2
     assert "config.data.mnist_dir" in result.stderr and str(missing) in result.stderr
 
@@ -132,7 +149,9 @@ def test_mismatched_checkpoint_is_refused_by_name(run_env, straight_run, tmp_pat
     assert (workdir / "config.json").read_text() == config_before
 
 
-@pytest.mark.fault("the newest checkpoint truncated or overwritten in place: reported by name, the run falls back to the newest intact one")
+@pytest.mark.fault(
+    "the newest checkpoint truncated or overwritten in place: reported by name, the run falls back to the newest intact one"
+)
 def test_corrupt_checkpoint_is_reported_and_older_ones_survive(run_env, straight_run, tmp_path):
     """Bytes overwritten in place restore silently in Orbax: the stored hash catches it."""
     workdir = tmp_path / "w"
@@ -147,7 +166,9 @@ def test_corrupt_checkpoint_is_reported_and_older_ones_survive(run_env, straight
     target.write_bytes(bytes(raw))
     result = run_vae(run_env, workdir, "--config.num_steps=50")
     assert result.returncode == 2
-    assert f"checkpoints/{newest}" in result.stderr and ("corrupt" in result.stderr or "cannot be read" in result.stderr)
+    assert f"checkpoints/{newest}" in result.stderr and (
+        "corrupt" in result.stderr or "cannot be read" in result.stderr
+    )
     older = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert len(older) >= 2
     fallback = run_vae(run_env, workdir, "--config.checkpoint.on_corrupt=fallback")
@@ -155,10 +176,14 @@ def test_corrupt_checkpoint_is_reported_and_older_ones_survive(run_env, straight
     assert f"resumed from {workdir / 'checkpoints' / str(older[-2])}" in fallback.stdout
 
 
-@pytest.mark.fault("a non-finite loss: the run stops naming the step and the quantity, last good checkpoint kept")
+@pytest.mark.fault(
+    "a non-finite loss: the run stops naming the step and the quantity, last good checkpoint kept"
+)
 def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(run_env, tmp_path):
     # From step 15 the learning rate is 1e27: the parameters blow up, then the loss.
-    result = run_vae(run_env, tmp_path, "--config.optim.boundaries=(15,)", "--config.optim.scales=(1e30,)")
+    result = run_vae(
+        run_env, tmp_path, "--config.optim.boundaries=(15,)", "--config.optim.scales=(1e30,)"
+    )
     assert result.returncode == 2
     assert "non-finite loss" in result.stderr and "at step" in result.stderr
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
@@ -170,14 +195,23 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(run_env, tmp_
 def test_a_profiled_run_leaves_a_trace_and_logs_its_parameter_table(run_env, tmp_path):
     """config.profile traces a window of steps into the workdir; every run logs its parameter
     table first, whose total is the count of the checkpoint's parameter arrays."""
-    result = run_vae(run_env, tmp_path, "--config.num_steps=12", "--config.profile.start_step=4",
-                     "--config.profile.num_steps=3")
+    result = run_vae(
+        run_env,
+        tmp_path,
+        "--config.num_steps=12",
+        "--config.profile.start_step=4",
+        "--config.profile.num_steps=3",
+    )
     assert_ok(result)
     profile = tmp_path / "profile"
     assert list(profile.rglob("*.xplane.pb")) and list(profile.rglob("perfetto_trace.json.gz"))
     assert "profile of steps 4-6 in" in result.stdout
-    shapes = json.loads((tmp_path / "checkpoints" / "12" / "meta" / "metadata").read_text())["shapes"]
-    count = sum(math.prod(shape) for path, (shape, _) in shapes.items() if path.startswith(".params"))
+    shapes = json.loads((tmp_path / "checkpoints" / "12" / "meta" / "metadata").read_text())[
+        "shapes"
+    ]
+    count = sum(
+        math.prod(shape) for path, (shape, _) in shapes.items() if path.startswith(".params")
+    )
     assert count > 1000
     table = result.stdout.split("parameters by module:")[1].split("\n\n")[0]
     assert f"\nparameters: {count:,} ({count * 4 / 1024:.1f} KiB)" in table, result.stdout[:3000]

@@ -1,5 +1,6 @@
 """HMM family: message passing against brute-force enumeration and hmmlearn, EM, long
 sequences, padding, sharding over 8 devices, classifier, bad input."""
+
 import itertools
 
 import jax
@@ -90,7 +91,9 @@ def test_pairwise_posteriors_and_float64():
         args = (jnp.asarray(np.log(pi)), jnp.asarray(np.log(a)), jnp.asarray(ll))
         assert args[2].dtype == jnp.float64
         for parallel in (False, True):
-            np.testing.assert_allclose(inf.hmm_filter(*args, parallel=parallel).log_likelihood, logz, rtol=1e-12)
+            np.testing.assert_allclose(
+                inf.hmm_filter(*args, parallel=parallel).log_likelihood, logz, rtol=1e-12
+            )
 
 
 def test_posterior_samples_match_marginals():
@@ -108,7 +111,9 @@ def test_posterior_samples_match_marginals():
         np.add.at(pair, (draws[:, s], draws[:, s + 1]), 1.0 / n)
     np.testing.assert_allclose(pair, counts, atol=0.04)
     # Padding gets -1, and a shorter sequence is sampled from its own posterior.
-    short = inf.hmm_posterior_sample(jax.random.key(1), jnp.log(pi), jnp.log(a), lls[:2], jnp.array([5, 2]))
+    short = inf.hmm_posterior_sample(
+        jax.random.key(1), jnp.log(pi), jnp.log(a), lls[:2], jnp.array([5, 2])
+    )
     assert np.all(np.asarray(short[1, 2:]) == -1) and np.all(np.asarray(short[:, :2]) >= 0)
 
 
@@ -141,7 +146,7 @@ def _path_log_joint(ref, flat, path, lengths):
     log_b = ref._compute_log_likelihood(flat)
     total, start = 0.0, 0
     for n in lengths:
-        x = path[start:start + n]
+        x = path[start : start + n]
         total += np.log(ref.startprob_[x[0]]) + np.sum(np.log(ref.transmat_[x[:-1], x[1:]]))
         total += np.sum(log_b[start + np.arange(n), x])
         start += n
@@ -161,17 +166,27 @@ def test_matches_hmmlearn(kind):
     # Parallel == sequential is tested below; here the parallel path runs on the case with ties.
     for parallel in (False, True) if kind == "categorical" else (False,):
         smooth = hmm.smooth(params, hmm.Sequences(obs, lengths), parallel=parallel)
-        np.testing.assert_allclose(np.sum(smooth.log_likelihood), ref.score(flat, lengths), rtol=1e-6)
-        np.testing.assert_allclose(cut(smooth.posteriors), ref.predict_proba(flat, lengths), atol=1e-5)
+        np.testing.assert_allclose(
+            np.sum(smooth.log_likelihood), ref.score(flat, lengths), rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            cut(smooth.posteriors), ref.predict_proba(flat, lengths), atol=1e-5
+        )
         vit = hmm.most_likely_states(params, hmm.Sequences(obs, lengths), parallel=parallel)
         np.testing.assert_allclose(np.sum(vit.log_prob), ref_lp, rtol=1e-6)
         if kind == "categorical":
             # Discrete symbols make exact ties (2,3,2,3 vs 3,2,3,2 on a run of one symbol):
             # our path must be *a* MAP path, scored in float64 with hmmlearn's parameters.
-            np.testing.assert_allclose(_path_log_joint(ref, flat, cut(vit.states), lengths), ref_lp, rtol=1e-7)
+            np.testing.assert_allclose(
+                _path_log_joint(ref, flat, cut(vit.states), lengths), ref_lp, rtol=1e-7
+            )
         else:
             np.testing.assert_array_equal(cut(vit.states), ref_path)
-    np.testing.assert_allclose(np.sum(hmm.log_prob(params, hmm.Sequences(obs, lengths))), ref.score(flat, lengths), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.sum(hmm.log_prob(params, hmm.Sequences(obs, lengths))),
+        ref.score(flat, lengths),
+        rtol=1e-6,
+    )
 
 
 def test_em_step_matches_hmmlearn():
@@ -182,12 +197,18 @@ def test_em_step_matches_hmmlearn():
     ref.set_params(params="stmc", n_iter=1, covars_prior=0.0, min_covar=1e-12)
     _, obs = hmm.sample_with_states(jax.random.key(4), params, 4, length=50)
     lengths = np.array([50, 30, 20, 45])
-    ref.fit(np.concatenate([np.asarray(obs[i, :n], np.float64) for i, n in enumerate(lengths)]), lengths)
-    new, _ = hmm.em_step(params, {"obs": obs, "lengths": jnp.asarray(lengths)}, hmm.MAXIMUM_LIKELIHOOD)
+    ref.fit(
+        np.concatenate([np.asarray(obs[i, :n], np.float64) for i, n in enumerate(lengths)]), lengths
+    )
+    new, _ = hmm.em_step(
+        params, {"obs": obs, "lengths": jnp.asarray(lengths)}, hmm.MAXIMUM_LIKELIHOOD
+    )
     np.testing.assert_allclose(hmm.initial_probs(new), ref.startprob_, atol=1e-5)
     np.testing.assert_allclose(hmm.transition_probs(new), ref.transmat_, atol=1e-5)
     np.testing.assert_allclose(new.emission.means, ref.means_, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.exp(2 * np.asarray(new.emission.log_scales)), ref._covars_, rtol=1e-4)
+    np.testing.assert_allclose(
+        np.exp(2 * np.asarray(new.emission.log_scales)), ref._covars_, rtol=1e-4
+    )
 
 
 # ----------------------------------------------------------------------- EM
@@ -195,7 +216,9 @@ def test_em_step_matches_hmmlearn():
 
 def _casino(num_steps, num_sequences, key=0):
     params = hmm.make_hmm([0.5, 0.5], CASINO_A, hmm.categorical_emission(CASINO_B))
-    return params, hmm.sample_with_states(jax.random.key(key), params, num_sequences, length=num_steps)
+    return params, hmm.sample_with_states(
+        jax.random.key(key), params, num_sequences, length=num_steps
+    )
 
 
 @pytest.mark.parametrize(
@@ -203,9 +226,13 @@ def _casino(num_steps, num_sequences, key=0):
     [("diag", False), ("full", True), ("mixture", False)],
 )
 def test_em_never_decreases_map_objective(emission, left_to_right):
-    _, obs = hmm.sample_with_states(jax.random.key(5), _hmmlearn_model("diag", np.random.default_rng(5), 3, 2)[1], 6, length=80)
+    _, obs = hmm.sample_with_states(
+        jax.random.key(5), _hmmlearn_model("diag", np.random.default_rng(5), 3, 2)[1], 6, length=80
+    )
     lengths = np.array([80, 70, 60, 50, 40, 30])
-    start = hmm.init_gaussian_hmm(jax.random.key(6), obs, jnp.asarray(lengths), 4, emission, 2, left_to_right)
+    start = hmm.init_gaussian_hmm(
+        jax.random.key(6), obs, jnp.asarray(lengths), 4, emission, 2, left_to_right
+    )
     fitted, stats = hmm.fit_em(start, hmm.Sequences(obs, lengths), num_iters=25)
     objective = np.asarray(stats.objective, np.float64)
     assert np.all(np.isfinite(objective))
@@ -220,15 +247,21 @@ def test_em_never_decreases_map_objective(emission, left_to_right):
 def test_em_categorical_recovers_casino_and_is_monotone():
     true, (_, obs) = _casino(400, 16)
     lengths = np.full(16, 400)
-    start = hmm.make_hmm([0.5, 0.5], [[0.8, 0.2], [0.2, 0.8]],
-                         hmm.categorical_emission([[0.2] * 5 + [0.0], [0.1] * 5 + [0.5]]))
+    start = hmm.make_hmm(
+        [0.5, 0.5],
+        [[0.8, 0.2], [0.2, 0.8]],
+        hmm.categorical_emission([[0.2] * 5 + [0.0], [0.1] * 5 + [0.5]]),
+    )
     prior = hmm.HMMPrior(1.5, 1.5, 1.5)
     fitted, stats = hmm.fit_em(start, hmm.Sequences(obs, lengths), num_iters=60, prior=prior)
     objective = np.asarray(stats.objective)
     assert np.all(np.diff(objective) >= -1e-6 * np.abs(objective[1:]))
     # A zero emission probability is a structural zero: it stays zero.
     assert np.isneginf(fitted.emission.logits[0, 5])
-    assert np.sum(hmm.log_prob(fitted, hmm.Sequences(obs, lengths))) > np.sum(hmm.log_prob(true, hmm.Sequences(obs, lengths))) - 30
+    assert (
+        np.sum(hmm.log_prob(fitted, hmm.Sequences(obs, lengths)))
+        > np.sum(hmm.log_prob(true, hmm.Sequences(obs, lengths))) - 30
+    )
     probs = np.asarray(jax.nn.softmax(fitted.emission.logits))
     assert probs[1, 5] > 0.35 and np.all(probs[1, :5] < 0.15)  # state 1 is the loaded die
 
@@ -257,8 +290,9 @@ def _tol_against_hmmlearn(kind, tol):
         ref.emissionprob_ = first.emissionprob_
         flat = flat.reshape(-1, 1)
     else:
-        ref = hmmlearn_hmm.GaussianHMM(3, "diag", n_iter=500, tol=tol, init_params="",
-                                       covars_prior=0.0, min_covar=1e-12)
+        ref = hmmlearn_hmm.GaussianHMM(
+            3, "diag", n_iter=500, tol=tol, init_params="", covars_prior=0.0, min_covar=1e-12
+        )
         ref.means_, ref.covars_ = first.means_, first._covars_
         flat = flat.astype(np.float64)
     ref.startprob_, ref.transmat_ = first.startprob_, first.transmat_
@@ -266,12 +300,10 @@ def _tol_against_hmmlearn(kind, tol):
     config = hmm.default_config()
     config.update(num_states=3, emission=kind, num_iters=500, tol=tol)
     config.prior.update(covariance_prior=0.0, covariance_pseudocount=0.0)
-    _, history = hmm.fit(jax.random.key(0), {"x": hmm.Sequences(obs, lengths)}, config,
-                         init=start)
+    _, history = hmm.fit(jax.random.key(0), {"x": hmm.Sequences(obs, lengths)}, config, init=start)
     assert 3 < ref.monitor_.iter < 500 and ref.monitor_.converged
     assert history["num_iters"] == ref.monitor_.iter and history["converged"]
-    np.testing.assert_allclose(history["log_likelihood"], list(ref.monitor_.history),
-                               rtol=1e-9)
+    np.testing.assert_allclose(history["log_likelihood"], list(ref.monitor_.history), rtol=1e-9)
 
 
 def test_em_step_buckets_equals_em_step_on_the_union():
@@ -279,8 +311,17 @@ def test_em_step_buckets_equals_em_step_on_the_union():
     step as em_step on all sequences padded to the longest."""
     rng = np.random.default_rng(12)
     _, params = _hmmlearn_model("diag", rng, 3, 2)
-    start = hmm.init_gaussian_hmm(jax.random.key(3), *hmm.validate_sequences(
-        params, hmm.sample_with_states(jax.random.key(2), params, 5, length=40)[1], np.full(5, 40)), 3, "mixture", 2)
+    start = hmm.init_gaussian_hmm(
+        jax.random.key(3),
+        *hmm.validate_sequences(
+            params,
+            hmm.sample_with_states(jax.random.key(2), params, 5, length=40)[1],
+            np.full(5, 40),
+        ),
+        3,
+        "mixture",
+        2,
+    )
     _, obs = hmm.sample_with_states(jax.random.key(7), params, 5, length=40)
     lengths = np.array([40, 12, 33, 7, 20])
     obs = np.where(np.arange(40)[None, :, None] < lengths[:, None, None], np.asarray(obs), 0.0)
@@ -288,7 +329,11 @@ def test_em_step_buckets_equals_em_step_on_the_union():
     short, long = [1, 3, 4], [0, 2]
     buckets = (
         {"obs": obs[short, :20], "lengths": jnp.asarray(lengths[short]), "mask": jnp.ones(3)},
-        {"obs": obs[long + [1]], "lengths": jnp.asarray(lengths[long + [1]]), "mask": jnp.array([1.0, 1.0, 0.0])},
+        {
+            "obs": obs[long + [1]],
+            "lengths": jnp.asarray(lengths[long + [1]]),
+            "mask": jnp.array([1.0, 1.0, 0.0]),
+        },
     )
     new, stats = hmm.em_step_buckets(start, buckets)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(union)):
@@ -300,8 +345,11 @@ def test_empty_state_does_not_collapse():
     """A state far from all data gets no frames: the prior keeps it finite (MAP), where
     maximum likelihood would divide by zero."""
     obs = np.random.default_rng(8).normal(size=(4, 30, 2)).astype(np.float32)
-    params = hmm.make_hmm(np.ones(3) / 3, np.ones((3, 3)) / 3,
-                          hmm.diag_gaussian_emission([[0, 0], [0.5, 0], [1e4, 1e4]], np.ones((3, 2))))
+    params = hmm.make_hmm(
+        np.ones(3) / 3,
+        np.ones((3, 3)) / 3,
+        hmm.diag_gaussian_emission([[0, 0], [0.5, 0], [1e4, 1e4]], np.ones((3, 2))),
+    )
     fitted, stats = hmm.fit_em(params, hmm.Sequences(obs, np.full(4, 30)), num_iters=5)
     for leaf in jax.tree.leaves(fitted):
         assert np.all(np.isfinite(np.asarray(leaf)) | np.isneginf(np.asarray(leaf)))
@@ -326,12 +374,19 @@ def test_restarts_gradient_fit_and_structural_zeros():
     true_ll = np.sum(hmm.log_prob(truth, hmm.Sequences(obs, lengths)))
     assert np.sum(hmm.log_prob(best, hmm.Sequences(obs, lengths))) > true_ll - 5.0
     # Gradient fitting of a left-to-right model: loss falls, -inf logits stay -inf.
-    start = hmm.init_gaussian_hmm(jax.random.key(11), *hmm.validate_sequences(truth, obs, lengths), 3, "full",
-                                 left_to_right=True)
+    start = hmm.init_gaussian_hmm(
+        jax.random.key(11),
+        *hmm.validate_sequences(truth, obs, lengths),
+        3,
+        "full",
+        left_to_right=True,
+    )
     fitted, losses = hmm.fit_gradient(start, hmm.Sequences(obs, lengths), 40)
     losses = np.asarray(losses)
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.1
-    np.testing.assert_array_equal(np.isneginf(fitted.transition_logits), np.isneginf(start.transition_logits))
+    np.testing.assert_array_equal(
+        np.isneginf(fitted.transition_logits), np.isneginf(start.transition_logits)
+    )
 
 
 # ------------------------------------------------------------- scale, padding
@@ -345,8 +400,11 @@ def test_parallel_equals_sequential():
     np.testing.assert_allclose(par.log_likelihood, seq.log_likelihood, rtol=1e-5)
     np.testing.assert_allclose(par.posteriors, seq.posteriors, atol=1e-4)
     np.testing.assert_allclose(par.transition_counts, seq.transition_counts, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(inf.hmm_filter(*args, parallel=True).filtered_probs,
-                               inf.hmm_filter(*args).filtered_probs, atol=1e-4)
+    np.testing.assert_allclose(
+        inf.hmm_filter(*args, parallel=True).filtered_probs,
+        inf.hmm_filter(*args).filtered_probs,
+        atol=1e-4,
+    )
     vs, vp = inf.hmm_viterbi(*args), inf.hmm_viterbi(*args, parallel=True)
     np.testing.assert_array_equal(vp.states, vs.states)
     np.testing.assert_allclose(vp.log_prob, vs.log_prob, rtol=1e-5)
@@ -363,8 +421,11 @@ def test_long_sequence_with_tiny_probabilities():
     with np.errstate(divide="ignore"):
         ref = _numpy_log_forward(pi, a, ll)
     params = hmm.make_hmm(pi, a, hmm.categorical_emission(np.eye(k)))  # validates tiny probs
-    args = (jax.nn.log_softmax(params.initial_logits), jax.nn.log_softmax(params.transition_logits),
-            jnp.asarray(ll, jnp.float32))
+    args = (
+        jax.nn.log_softmax(params.initial_logits),
+        jax.nn.log_softmax(params.transition_logits),
+        jnp.asarray(ll, jnp.float32),
+    )
     smooth = inf.hmm_smoother(*args)
     # float32 log-likelihoods ~ -7e7: the inputs alone are rounded to ~4e-8 relative.
     np.testing.assert_allclose(smooth.log_likelihood, ref, rtol=2e-6)
@@ -388,7 +449,9 @@ def test_observation_far_below_every_reachable_state_uses_the_log_space_pass():
     only way on), so the log-space pass runs and every output equals float64 enumeration.
     The same outlier under an ergodic chain keeps the fast pass, also exact."""
     pi = np.array([1.0, 0.0, 0.0, 0.0])
-    a = np.array([[0.6, 0.4, 0.0, 0.0], [0.0, 0.7, 0.3, 0.0], [0.0, 0.0, 0.8, 0.2], [0.0, 0.0, 0.0, 1.0]])
+    a = np.array(
+        [[0.6, 0.4, 0.0, 0.0], [0.0, 0.7, 0.3, 0.0], [0.0, 0.0, 0.8, 0.2], [0.0, 0.0, 0.0, 1.0]]
+    )
     ll = np.random.default_rng(3).normal(size=(6, 4))
     ll[2] = [-300.0, -305.0, -310.0, 0.0]
     valid = jnp.ones((6, 1), bool)
@@ -406,10 +469,17 @@ def test_observation_far_below_every_reachable_state_uses_the_log_space_pass():
 
 @jax.jit
 def _all_outputs(params, obs, lengths):
-    lpi, la = jax.nn.log_softmax(params.initial_logits), jax.nn.log_softmax(params.transition_logits)
+    lpi, la = (
+        jax.nn.log_softmax(params.initial_logits),
+        jax.nn.log_softmax(params.transition_logits),
+    )
     ll = hmm.log_emission(params, obs)
     _, stats = hmm.em_step(params, {"obs": obs, "lengths": lengths})
-    return inf.hmm_smoother(lpi, la, ll, lengths), inf.hmm_viterbi(lpi, la, ll, lengths), stats.log_likelihood
+    return (
+        inf.hmm_smoother(lpi, la, ll, lengths),
+        inf.hmm_viterbi(lpi, la, ll, lengths),
+        stats.log_likelihood,
+    )
 
 
 def test_variable_lengths_equal_one_by_one():
@@ -421,18 +491,26 @@ def test_variable_lengths_equal_one_by_one():
         garbage[i, n:] = np.nan  # padding content must not matter
     padded, _ = hmm.validate_sequences(params, garbage, lengths)
     smooth, vit, em_ll = _all_outputs(params, padded, jnp.asarray(lengths))
-    np.testing.assert_allclose(hmm.log_prob(params, hmm.Sequences(garbage, lengths)), smooth.log_likelihood, rtol=1e-6)
+    np.testing.assert_allclose(
+        hmm.log_prob(params, hmm.Sequences(garbage, lengths)), smooth.log_likelihood, rtol=1e-6
+    )
     for i, n in enumerate(lengths):
-        one_smooth, one_vit, one_em_ll = _all_outputs(params, obs[i:i + 1, :n], jnp.array([n]))
-        np.testing.assert_allclose(smooth.log_likelihood[i], one_smooth.log_likelihood[0], rtol=1e-6)
+        one_smooth, one_vit, one_em_ll = _all_outputs(params, obs[i : i + 1, :n], jnp.array([n]))
+        np.testing.assert_allclose(
+            smooth.log_likelihood[i], one_smooth.log_likelihood[0], rtol=1e-6
+        )
         np.testing.assert_allclose(smooth.posteriors[i, :n], one_smooth.posteriors[0], atol=1e-6)
-        np.testing.assert_allclose(smooth.transition_counts[i], one_smooth.transition_counts[0], atol=1e-5)
+        np.testing.assert_allclose(
+            smooth.transition_counts[i], one_smooth.transition_counts[0], atol=1e-5
+        )
         np.testing.assert_array_equal(vit.states[i, :n], one_vit.states[0])
         np.testing.assert_allclose(vit.log_prob[i], one_vit.log_prob[0], rtol=1e-6)
         em_ll -= one_em_ll
     np.testing.assert_allclose(em_ll, 0.0, atol=1e-3)
     # The mask removes a sequence exactly like leaving it out.
-    masked, _ = hmm.em_step(params, {"obs": padded, "lengths": jnp.asarray(lengths), "mask": jnp.array([1.0, 1.0, 0.0])})
+    masked, _ = hmm.em_step(
+        params, {"obs": padded, "lengths": jnp.asarray(lengths), "mask": jnp.array([1.0, 1.0, 0.0])}
+    )
     dropped, _ = hmm.em_step(params, {"obs": padded[:2], "lengths": jnp.asarray(lengths[:2])})
     for x, y in zip(jax.tree.leaves(masked), jax.tree.leaves(dropped)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
@@ -469,26 +547,48 @@ def test_sampling_frequencies():
     for s in (0, 1):
         freq = np.bincount(obs[states == s], minlength=6) / np.sum(states == s)
         np.testing.assert_allclose(freq, CASINO_B[s], atol=0.03)
-    mix = hmm.make_hmm([1.0, 0.0], np.eye(2), hmm.gaussian_mixture_emission(
-        [[0.3, 0.7], [0.5, 0.5]], [[[-5.0], [5.0]], [[0.0], [0.0]]], np.full((2, 2, 1), 0.25)))
+    mix = hmm.make_hmm(
+        [1.0, 0.0],
+        np.eye(2),
+        hmm.gaussian_mixture_emission(
+            [[0.3, 0.7], [0.5, 0.5]], [[[-5.0], [5.0]], [[0.0], [0.0]]], np.full((2, 2, 1), 0.25)
+        ),
+    )
     _, y = hmm.sample_with_states(jax.random.key(1), mix, 1, length=4000)
     np.testing.assert_allclose(np.mean(np.asarray(y) > 0), 0.7, atol=0.03)
 
 
 def test_emission_log_likelihoods_against_scipy():
     from scipy import stats
+
     rng = np.random.default_rng(17)
     means, root = rng.normal(size=(2, 3)), rng.normal(size=(2, 3, 3))
     cov = root @ np.swapaxes(root, 1, 2) + np.eye(3)
     y = rng.normal(size=(5, 3))
-    full = hmm.emission_log_prob(hmm.full_gaussian_emission(means, cov), jnp.asarray(y, jnp.float32))
+    full = hmm.emission_log_prob(
+        hmm.full_gaussian_emission(means, cov), jnp.asarray(y, jnp.float32)
+    )
     ref = np.stack([stats.multivariate_normal(means[k], cov[k]).logpdf(y) for k in range(2)], -1)
     np.testing.assert_allclose(full, ref, rtol=1e-5)
-    np.testing.assert_allclose(hmm.covariances(hmm.full_gaussian_emission(means, cov)), cov, rtol=1e-5)
+    np.testing.assert_allclose(
+        hmm.covariances(hmm.full_gaussian_emission(means, cov)), cov, rtol=1e-5
+    )
     w, var = rng.dirichlet(np.ones(2), 2), rng.uniform(0.5, 2, (2, 2, 3))
-    mix = hmm.emission_log_prob(hmm.gaussian_mixture_emission(w, root[:, :2], var), jnp.asarray(y, jnp.float32))
-    ref = np.stack([np.log(sum(w[k, m] * stats.multivariate_normal(root[k, m], np.diag(var[k, m])).pdf(y)
-                               for m in range(2))) for k in range(2)], -1)
+    mix = hmm.emission_log_prob(
+        hmm.gaussian_mixture_emission(w, root[:, :2], var), jnp.asarray(y, jnp.float32)
+    )
+    ref = np.stack(
+        [
+            np.log(
+                sum(
+                    w[k, m] * stats.multivariate_normal(root[k, m], np.diag(var[k, m])).pdf(y)
+                    for m in range(2)
+                )
+            )
+            for k in range(2)
+        ],
+        -1,
+    )
     np.testing.assert_allclose(mix, ref, rtol=1e-5)
 
 
@@ -498,22 +598,31 @@ def test_classifier_bayes_rule():
     clf = hmm.classifier(hmm.make_labelled(hmm.stack_hmms([fair, loaded]), [0.3, 0.7]))
     x = hmm.Sequences(np.array([[5, 5, 5, 0], [0, 1, 2, 3]]), np.array([3, 4]))
     logpost = np.asarray(clf.predict_log_proba(x))
-    joint = np.array([[3 * np.log(1 / 6) + np.log(0.3), 3 * np.log(0.5) + np.log(0.7)],
-                      [4 * np.log(1 / 6) + np.log(0.3), 4 * np.log(0.1) + np.log(0.7)]])
-    np.testing.assert_allclose(logpost, joint - np.logaddexp.reduce(joint, 1, keepdims=True),
-                               rtol=1e-5)
+    joint = np.array(
+        [
+            [3 * np.log(1 / 6) + np.log(0.3), 3 * np.log(0.5) + np.log(0.7)],
+            [4 * np.log(1 / 6) + np.log(0.3), 4 * np.log(0.1) + np.log(0.7)],
+        ]
+    )
+    np.testing.assert_allclose(
+        logpost, joint - np.logaddexp.reduce(joint, 1, keepdims=True), rtol=1e-5
+    )
     np.testing.assert_array_equal(clf.predict(x), [1, 0])
     # Fitting: one casino-like HMM per class, learned from labelled sequences at once.
     a = hmm.make_hmm([0.5, 0.5], CASINO_A, hmm.categorical_emission(CASINO_B))
     b = hmm.make_hmm([0.5, 0.5], CASINO_A, hmm.categorical_emission(CASINO_B[::-1, ::-1]))
     xa, xb = (hmm.sample(jax.random.key(k), m, 20, length=100) for k, m in ((1, a), (2, b)))
     x, y = jnp.concatenate([xa, xb]), np.repeat([0, 1], 20)
-    start = hmm.make_hmm([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], hmm.categorical_emission(
-        np.random.default_rng(0).dirichlet(np.ones(6) * 5, 2)))
+    start = hmm.make_hmm(
+        [0.5, 0.5],
+        [[0.9, 0.1], [0.1, 0.9]],
+        hmm.categorical_emission(np.random.default_rng(0).dirichlet(np.ones(6) * 5, 2)),
+    )
     config = hmm.default_config()
     config.update(emission="categorical", class_conditional=True, num_iters=30, tol=-np.inf)
-    config.prior.update(initial_concentration=1.1, transition_concentration=1.1,
-                        emission_concentration=1.1)
+    config.prior.update(
+        initial_concentration=1.1, transition_concentration=1.1, emission_concentration=1.1
+    )
     init = hmm.make_labelled(hmm.stack_hmms([start, start]), [0.5, 0.5])
     fitted, history = hmm.fit(jax.random.key(0), {"x": x, "y": y}, config, init=init)
     assert history["objective"].shape == (2, 30)
@@ -554,12 +663,17 @@ def test_bad_input_names_the_problem():
         hmm.log_prob(params, hmm.Sequences(np.full((1, 5), 6), [5]))
     with pytest.raises(ValueError, match=r"obs must be \[B, T\] integers"):
         hmm.log_prob(params, hmm.Sequences(np.zeros((5,), int), [5]))
-    gauss = hmm.make_hmm([0.5, 0.5], CASINO_A, hmm.diag_gaussian_emission(np.zeros((2, 3)), np.ones((2, 3))))
+    gauss = hmm.make_hmm(
+        [0.5, 0.5], CASINO_A, hmm.diag_gaussian_emission(np.zeros((2, 3)), np.ones((2, 3)))
+    )
     bad = np.zeros((2, 4, 3))
     bad[1, 2, 0] = np.nan
     with pytest.raises(ValueError, match=r"obs contains NaN or inf \(sequence 1, step 2\)"):
         hmm.fit_em(gauss, hmm.Sequences(bad, [4, 4]), num_iters=1)
-    np.testing.assert_allclose(hmm.log_prob(gauss, hmm.Sequences(bad, [4, 2]))[1], hmm.log_prob(gauss, hmm.Sequences(bad[:1], [2]))[0])
+    np.testing.assert_allclose(
+        hmm.log_prob(gauss, hmm.Sequences(bad, [4, 2]))[1],
+        hmm.log_prob(gauss, hmm.Sequences(bad[:1], [2]))[0],
+    )
     with pytest.raises(ValueError, match="obs must have D = 3 features"):
         hmm.log_prob(gauss, hmm.Sequences(np.zeros((2, 4, 2)), [4, 4]))
     config = hmm.default_config()

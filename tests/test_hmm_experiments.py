@@ -1,6 +1,7 @@
 """experiments/hmm.py: the tiny casino and FSDD runs end to end (summary + PNG), resumable
 EM (a resumed run ends where an uninterrupted one does), class bucketing, label alignment,
 bad input naming the config key, and the replication modules."""
+
 import json
 import pathlib
 
@@ -27,7 +28,9 @@ def _summary_and_png(workdir: pathlib.Path, png: str) -> dict:
 
 
 def test_tiny_casino_end_to_end(tmp_path):
-    result = run_experiment(process_env(tmp_path / "tfds"), "hmm", "hmm_casino.py:tiny", tmp_path / "run")
+    result = run_experiment(
+        process_env(tmp_path / "tfds"), "hmm", "hmm_casino.py:tiny", tmp_path / "run"
+    )
     assert_ok(result)
     summary = _summary_and_png(tmp_path / "run", "casino_posterior.png")
     replication, _ = rep.load("hmm_casino")
@@ -39,8 +42,13 @@ def test_tiny_casino_end_to_end(tmp_path):
 
 def test_tiny_fsdd_end_to_end(tmp_path):
     tarball = shared_data("fsdd/recordings.tar.gz")
-    result = run_experiment(process_env(tmp_path / "tfds"), "hmm", "hmm_fsdd.py:tiny", tmp_path / "run",
-                            f"--config.data.fsdd_path={tarball}")
+    result = run_experiment(
+        process_env(tmp_path / "tfds"),
+        "hmm",
+        "hmm_fsdd.py:tiny",
+        tmp_path / "run",
+        f"--config.data.fsdd_path={tarball}",
+    )
     assert_ok(result)
     summary = _summary_and_png(tmp_path / "run", "fsdd_confusion.png")
     assert summary["num_test"] == 30 and summary["num_train"] == 30
@@ -50,17 +58,23 @@ def test_tiny_fsdd_end_to_end(tmp_path):
 
 
 def _counter_config(num_steps: int, every: int) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({
-        "seed": 0, "num_steps": num_steps,
-        "checkpoint": {"every": every, "keep": 2, "on_corrupt": "fail"}, "model": {"rate": 0.5},
-    })
+    return ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "num_steps": num_steps,
+            "checkpoint": {"every": every, "keep": 2, "on_corrupt": "fail"},
+            "model": {"rate": 0.5},
+        }
+    )
 
 
 def _chunk(state, n):
     """A stand-in EM: a contraction, the sum of the state as its objective."""
+
     def body(s, _):
         s = {"x": 0.5 * s["x"] + 1.0}
         return s, jnp.sum(s["x"])
+
     return jax.lax.scan(body, state, length=n)
 
 
@@ -79,17 +93,23 @@ def test_resumable_em_resumes_to_the_same_state(tmp_path):
         hx.resumable_em(other, tmp_path / "b", start, _chunk)
 
 
-@pytest.mark.fault("a non-finite EM objective (HMM): stopped naming the iteration, last good checkpoint kept")
+@pytest.mark.fault(
+    "a non-finite EM objective (HMM): stopped naming the iteration, last good checkpoint kept"
+)
 def test_a_non_finite_objective_stops_em_naming_the_iteration(tmp_path):
     """A stand-in EM whose objective turns NaN at iteration 5: the error names iteration 5,
     and checkpoints hold only the finite iterations (chunks of 2: up to iteration 4)."""
+
     def diverging(state, n):
         def body(s, _):
             s = {"x": s["x"] + 1.0}
             return s, jnp.where(s["x"][0] >= 5.0, jnp.nan, jnp.sum(s["x"]))
+
         return jax.lax.scan(body, state, length=n)
 
-    with pytest.raises(checks.NonFiniteError, match=r"non-finite EM objective nan at iteration 5;.*iteration 4\)"):
+    with pytest.raises(
+        checks.NonFiniteError, match=r"non-finite EM objective nan at iteration 5;.*iteration 4\)"
+    ):
         hx.resumable_em(_counter_config(10, 2), tmp_path, {"x": jnp.zeros(3)}, diverging)
     assert ckpt_lib.Checkpointer(tmp_path / "checkpoints", every=2, keep=2).steps() == [2, 4]
 

@@ -8,6 +8,7 @@ filter, log-likelihood, smoother and pairwise posteriors (sequential and paralle
 Viterbi (both), and the EM statistics (`hmm.em_step` on a categorical model whose emission
 log-probabilities are the drawn potentials).
 """
+
 import os
 
 import jax
@@ -20,10 +21,16 @@ from hypothesis import strategies as st
 from genjax_lab.inference import hmm as inf
 from genjax_lab.models import hmm
 
-settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("full", max_examples=400, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "full", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 B, T, K = 3, 12, 4
@@ -59,8 +66,13 @@ def _oracle(log_pi: np.ndarray, log_a: np.ndarray, ll: np.ndarray) -> dict:
     delta = log_pi + ll[0]
     for t in range(1, n):
         delta = np.max(delta[:, None] + log_a, axis=0) + ll[t]
-    return {"log_likelihood": logz, "filtered": np.exp(la - _lse(la, 1)[:, None]),
-            "posteriors": np.exp(la + lb - logz), "pairwise": xi, "map_log_prob": np.max(delta)}
+    return {
+        "log_likelihood": logz,
+        "filtered": np.exp(la - _lse(la, 1)[:, None]),
+        "posteriors": np.exp(la + lb - logz),
+        "pairwise": xi,
+        "map_log_prob": np.max(delta),
+    }
 
 
 def _path_log_joint(log_pi, log_a, ll, states) -> float:
@@ -86,7 +98,7 @@ def models(draw) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         a = np.zeros((K, K))
         for i in range(K):
             reach = min(i + int(rng.integers(1, 3)), K - 1)
-            a[i, i:reach + 1] = rng.dirichlet(np.ones(reach - i + 1))
+            a[i, i : reach + 1] = rng.dirichlet(np.ones(reach - i + 1))
     else:
         log_pi = np.log(rng.dirichlet(np.ones(K)))
         a = rng.dirichlet(np.full(K, draw(st.sampled_from([0.1, 1.0, 10.0]))), K)
@@ -119,8 +131,10 @@ def _em_model(log_pi, log_a, ll, lengths):
     logits = (ll - shift).reshape(B * T, K).T  # [K, B * T]
     spare = np.log1p(-np.exp(_lse(logits, 1)))
     emission = np.concatenate([logits, spare[:, None]], 1)
-    params = hmm.HMMParams(*(jnp.asarray(x, jnp.float32) for x in (log_pi, log_a)),
-                           hmm.CategoricalEmission(jnp.asarray(emission, jnp.float32)))
+    params = hmm.HMMParams(
+        *(jnp.asarray(x, jnp.float32) for x in (log_pi, log_a)),
+        hmm.CategoricalEmission(jnp.asarray(emission, jnp.float32)),
+    )
     obs = jnp.arange(B * T, dtype=jnp.int32).reshape(B, T)
     return params, {"obs": obs, "lengths": jnp.asarray(lengths, jnp.int32)}, shift
 
@@ -133,7 +147,7 @@ def _em_model(log_pi, log_a, ll, lengths):
 def test_float32_message_passing_matches_float64_log_space_oracle(model):
     log_pi, log_a, ll, lengths = model
     args = _as_float32(*model)
-    refs = [_oracle(log_pi, log_a, ll[b, :lengths[b]]) for b in range(B)]
+    refs = [_oracle(log_pi, log_a, ll[b, : lengths[b]]) for b in range(B)]
     ref_ll = np.array([r["log_likelihood"] for r in refs])
     tol = _tolerance(ref_ll)
 
@@ -144,8 +158,9 @@ def test_float32_message_passing_matches_float64_log_space_oracle(model):
     def close_probs(got, key, name):
         for b, n in enumerate(lengths):
             steps = n - 1 if key == "pairwise" else n
-            np.testing.assert_allclose(np.asarray(got[b, :steps]), refs[b][key], atol=1e-4,
-                                       err_msg=f"{name}, sequence {b}")
+            np.testing.assert_allclose(
+                np.asarray(got[b, :steps]), refs[b][key], atol=1e-4, err_msg=f"{name}, sequence {b}"
+            )
 
     close_ll(inf.hmm_log_likelihood(*args), "hmm_log_likelihood")
     for parallel in (False, True):
@@ -171,8 +186,11 @@ def test_float32_message_passing_matches_float64_log_space_oracle(model):
     # EM statistics: the ML M-step turns them into normalised expected counts.
     params, batch, shift = _em_model(*model)
     new, stats = hmm.em_step(params, batch, hmm.MAXIMUM_LIKELIHOOD)
-    np.testing.assert_allclose(stats.log_likelihood, np.sum(ref_ll - shift * lengths),
-                               atol=float(np.sum(_tolerance(ref_ll))))
+    np.testing.assert_allclose(
+        stats.log_likelihood,
+        np.sum(ref_ll - shift * lengths),
+        atol=float(np.sum(_tolerance(ref_ll))),
+    )
     initial = np.mean([r["posteriors"][0] for r in refs], 0)
     np.testing.assert_allclose(jax.nn.softmax(new.initial_logits), initial, atol=1e-4)
     counts = np.sum([r["pairwise"].sum(0) for r in refs], 0)
@@ -182,7 +200,7 @@ def test_float32_message_passing_matches_float64_log_space_oracle(model):
     np.testing.assert_allclose(got[rows], expected[rows], atol=1e-3)
     emission = np.zeros((K, B * T))
     for b, n in enumerate(lengths):
-        emission[:, b * T:b * T + n] = refs[b]["posteriors"].T
+        emission[:, b * T : b * T + n] = refs[b]["posteriors"].T
     used = emission.sum(1) > 1e-3
     got = np.asarray(jax.nn.softmax(new.emission.logits, -1))[:, :-1]
     expected = emission / emission.sum(1, keepdims=True)
@@ -231,7 +249,9 @@ def test_float64_is_kept_under_x64():
         assert hmm.log_prob(params, hmm.Sequences(obs, lengths)).dtype == jnp.float64
         post = hmm.smooth(params, hmm.Sequences(obs, lengths))
         assert post.posteriors.dtype == jnp.float64 and post.transition_counts.dtype == jnp.float64
-        new, stats = hmm.fit_em(params, hmm.Sequences(obs, lengths), num_iters=2, prior=hmm.MAXIMUM_LIKELIHOOD)
+        new, stats = hmm.fit_em(
+            params, hmm.Sequences(obs, lengths), num_iters=2, prior=hmm.MAXIMUM_LIKELIHOOD
+        )
         assert new.transition_logits.dtype == jnp.float64
         assert stats.log_likelihood.dtype == jnp.float64
         gauss = hmm.diag_gaussian_emission(rng.normal(size=(2, 3)), np.ones((2, 3)))
@@ -247,7 +267,9 @@ def test_float64_is_kept_under_x64():
         # float64 precision, not float32's: two models 1e-12 apart in a transition differ.
         a2 = np.array([[0.95 - 1e-12, 0.05 + 1e-12], [0.10, 0.90]])
         other = hmm.make_hmm([0.5, 0.5], a2, params.emission)
-        diff = hmm.log_prob(params, hmm.Sequences(obs, lengths)) - hmm.log_prob(other, hmm.Sequences(obs, lengths))
+        diff = hmm.log_prob(params, hmm.Sequences(obs, lengths)) - hmm.log_prob(
+            other, hmm.Sequences(obs, lengths)
+        )
         assert np.all(np.asarray(diff) != 0.0)
         params32, _ = _casino_in(np.float32)
         assert params32.transition_logits.dtype == jnp.float32
@@ -269,8 +291,11 @@ def test_viterbi_in_float64(parallel):
         for b, n in enumerate(lengths):
             ref = _oracle(np.log([0.5, 0.5]), np.log(a), log_b[:, obs[b, :n]].T)["map_log_prob"]
             np.testing.assert_allclose(float(result.log_prob[b]), ref, rtol=1e-12)
-            joint = _path_log_joint(np.log([0.5, 0.5]), np.log(a), log_b[:, obs[b, :n]].T,
-                                    np.asarray(result.states[b, :n]))
+            joint = _path_log_joint(
+                np.log([0.5, 0.5]),
+                np.log(a),
+                log_b[:, obs[b, :n]].T,
+                np.asarray(result.states[b, :n]),
+            )
             np.testing.assert_allclose(joint, ref, rtol=1e-12)
             assert np.all(np.asarray(result.states[b, n:]) == -1)
-

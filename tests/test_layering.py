@@ -1,6 +1,7 @@
 """The imports point one way: core <- data, inference, eval <- models <- experiments.
 
 Read from the source (no import runs), so a violation is named with its file and line."""
+
 import ast
 import pathlib
 
@@ -29,8 +30,11 @@ def _imports(path: pathlib.Path) -> list[tuple[int, str, list[str]]]:
             if node.module.startswith("genjax_lab"):
                 found.append((node.lineno, node.module, [alias.name for alias in node.names]))
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name, []) for alias in node.names
-                      if alias.name.startswith("genjax_lab")]
+            found += [
+                (node.lineno, alias.name, [])
+                for alias in node.names
+                if alias.name.startswith("genjax_lab")
+            ]
     return found
 
 
@@ -85,7 +89,8 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     (fake / "models" / "a" / "fit.py").write_text(
         "def f():\n    from genjax_lab.models.b import helper\n"
         "from genjax_lab.core.loop import evaluate\n"
-        "from genjax_lab.core import loop\n")
+        "from genjax_lab.core import loop\n"
+    )
     monkeypatch.setattr("tests.test_layering.REPO", tmp_path)
     monkeypatch.setattr("tests.test_layering.PACKAGE", fake)
     assert sorted(_violations()) == [

@@ -1,5 +1,6 @@
 """Multinomial logistic regression against scikit-learn on the bundled digits data, the
 mask-weighted loss, and a sharded step equal to the one-device step."""
+
 import ast
 import pathlib
 
@@ -34,8 +35,9 @@ def test_matches_sklearn_accuracy_log_loss_and_objective(digits):
     # Same objective: ours at sklearn's optimum is not below ours at our optimum (and close).
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "mask": jnp.ones(len(x))}
     l2 = logistic.l2_from_c(1.0, len(x))
-    theirs = logistic.LogisticParams(jnp.asarray(ref.coef_.T, jnp.float32),
-                                     jnp.asarray(ref.intercept_, jnp.float32))
+    theirs = logistic.LogisticParams(
+        jnp.asarray(ref.coef_.T, jnp.float32), jnp.asarray(ref.intercept_, jnp.float32)
+    )
     ours_value = float(logistic.loss(params, batch, l2))
     their_value = float(logistic.loss(theirs, batch, l2))
     assert ours_value <= their_value + 1e-4 and abs(ours_value - their_value) < 1e-3
@@ -47,14 +49,18 @@ def test_loss_is_mask_weighted_mean(digits):
     weights = np.random.default_rng(0).normal(size=(64, 10))
     params = logistic.LogisticParams(jnp.asarray(weights, jnp.float32), jnp.zeros(10))
     real = {"x": jnp.asarray(x[:10]), "y": jnp.asarray(y[:10]), "mask": jnp.ones(10)}
-    padded = {"x": jnp.concatenate([real["x"], jnp.full((6, 64), 1e3)]),
-              "y": jnp.concatenate([real["y"], jnp.zeros(6, int)]),
-              "mask": jnp.concatenate([jnp.ones(10), jnp.zeros(6)])}
-    np.testing.assert_allclose(logistic.loss(params, padded, 0.1), logistic.loss(params, real, 0.1),
-                               rtol=1e-6)
+    padded = {
+        "x": jnp.concatenate([real["x"], jnp.full((6, 64), 1e3)]),
+        "y": jnp.concatenate([real["y"], jnp.zeros(6, int)]),
+        "mask": jnp.concatenate([jnp.ones(10), jnp.zeros(6)]),
+    }
+    np.testing.assert_allclose(
+        logistic.loss(params, padded, 0.1), logistic.loss(params, real, 0.1), rtol=1e-6
+    )
     log_p = jax.nn.log_softmax(x[:10] @ np.asarray(params.weights), axis=1)
-    expected = (-np.mean(np.asarray(log_p)[np.arange(10), y[:10]])
-                + 0.05 * np.sum(np.asarray(params.weights) ** 2))
+    expected = -np.mean(np.asarray(log_p)[np.arange(10), y[:10]]) + 0.05 * np.sum(
+        np.asarray(params.weights) ** 2
+    )
     np.testing.assert_allclose(logistic.loss(params, real, 0.1), expected, rtol=1e-5)
 
 
@@ -93,6 +99,10 @@ def test_imports_no_other_model():
     """A discriminative baseline, not a family: its sharding helpers come from core.mesh."""
     tree = ast.parse(pathlib.Path(logistic.__file__).read_text())
     imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                 for alias in node.names]
+    imported += [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    ]
     assert not [name for name in imported if name and name.startswith("genjax_lab.models")]

@@ -2,6 +2,7 @@
 stops on a signal (alone, or at JAX's preemption sync point when distributed), that it saves
 before it evaluates, TensorBoard events after a resume, the profile window and the
 parameter table."""
+
 import json
 import pathlib
 import shutil
@@ -115,7 +116,9 @@ def test_one_process_stops_on_a_signal_saves_then_evaluates(tmp_path, signum):
     result = run_toy(tmp_path, recorder, num_steps=50, eval_every=1, **{"checkpoint.every": 1000})
     assert result.preempted and result.step == 4
     assert checkpoint_steps(tmp_path) == [4]
-    assert recorder.seen[4] == [4], f"checkpoints on disk when step 4 was evaluated: {recorder.seen}"
+    assert recorder.seen[4] == [4], (
+        f"checkpoints on disk when step 4 was evaluated: {recorder.seen}"
+    )
     assert signal.getsignal(signum) is before
 
 
@@ -162,9 +165,21 @@ def test_a_distributed_run_stops_at_the_jax_preemption_sync_point(tmp_path, sign
     and only then evaluates. A Python SIGTERM handler would hide the notice from JAX."""
     env = dict(process_env(tmp_path / "tfds"), PYTHONPATH=str(REPO))
     result = subprocess.run(
-        [sys.executable, "-c", _DISTRIBUTED_SCRIPT, f"127.0.0.1:{_free_port()}", str(tmp_path / "run"),
-         signame],
-        env=env, capture_output=True, text=True, timeout=180, cwd=REPO, check=False)
+        [
+            sys.executable,
+            "-c",
+            _DISTRIBUTED_SCRIPT,
+            f"127.0.0.1:{_free_port()}",
+            str(tmp_path / "run"),
+            signame,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["preempted"] and outcome["step"] < 10_000, outcome
@@ -182,11 +197,13 @@ def _event_scalars(workdir: pathlib.Path) -> list[tuple[str, int, float]]:
     for path in sorted((workdir / "tensorboard").glob("events.out.tfevents.*")):
         data, offset = path.read_bytes(), 0
         while offset < len(data):
-            header = data[offset:offset + 8]
+            header = data[offset : offset + 8]
             (length,) = struct.unpack_from("<Q", header)
             end = offset + 16 + length
-            record = data[offset + 12:end - 4]
-            crcs = struct.unpack_from("<I", data, offset + 8) + struct.unpack_from("<I", data, end - 4)
+            record = data[offset + 12 : end - 4]
+            crcs = struct.unpack_from("<I", data, offset + 8) + struct.unpack_from(
+                "<I", data, end - 4
+            )
             assert crcs == (masked_crc32c(header), masked_crc32c(record)), path
             event = Event.FromString(record)
             scalars += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
@@ -208,8 +225,12 @@ def test_tensorboard_events_hold_each_step_once_after_a_resume(tmp_path):
     scalars = _event_scalars(tmp_path)
     keys = [(tag, step) for tag, step, _ in scalars]
     assert len(keys) == len(set(keys)), sorted(k for k in set(keys) if keys.count(k) > 1)[:10]
-    logged = {(f"{r['split']}/{name}", r["step"]): value for r in metrics_lib.read_metrics(tmp_path)
-              for name, value in r.items() if name not in ("step", "split")}
+    logged = {
+        (f"{r['split']}/{name}", r["step"]): value
+        for r in metrics_lib.read_metrics(tmp_path)
+        for name, value in r.items()
+        if name not in ("step", "split")
+    }
     events = {(tag, step): value for tag, step, value in scalars}
     assert events.keys() == logged.keys()
     order = sorted(logged)
@@ -251,8 +272,9 @@ def test_the_parameter_table_counts_every_network_and_no_optimizer_state():
     optimizer states or chains; bytes follow each leaf's dtype."""
     g = {"dense": {"kernel": jnp.zeros((3, 5)), "bias": jnp.zeros(5)}}
     d = {"out": {"kernel": jnp.zeros((5, 1), jnp.bfloat16)}}
-    state = _TwoNetworkState(g_params=g, d_params=d, g_opt_state=(jnp.zeros(100),),
-                             chains=jnp.zeros((7, 3)))
+    state = _TwoNetworkState(
+        g_params=g, d_params=d, g_opt_state=(jnp.zeros(100),), chains=jnp.zeros((7, 3))
+    )
     table = metrics_lib.parameter_table(loop_lib._parameters(state), state)
     rows = table.split("\nparameters:")[0]
     assert "g_params/dense" in rows and "d_params/out" in rows and "opt" not in rows

@@ -1,5 +1,6 @@
 """Naive Bayes against scikit-learn (float64), streamed and sharded statistics, missing
 features against refits on the observed features, sampling moments and bad input."""
+
 import itertools
 
 import jax
@@ -62,31 +63,40 @@ def test_matches_sklearn(kind):
         params = _fit(kind, x, y)
         classifier = nb.classifier(params)
         ref = REFERENCES[kind]().fit(x, y)
-        np.testing.assert_allclose(classifier.predict_log_proba(x), ref.predict_log_proba(x),
-                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(
+            classifier.predict_log_proba(x), ref.predict_log_proba(x), rtol=1e-9, atol=1e-9
+        )
         np.testing.assert_allclose(classifier.predict_proba(x), ref.predict_proba(x), atol=1e-12)
         np.testing.assert_array_equal(classifier.predict(x), ref.predict(x))
-        np.testing.assert_allclose(params.log_prior, ref.class_log_prior_ if kind != "gaussian"
-                                   else np.log(ref.class_prior_), rtol=1e-12)
+        np.testing.assert_allclose(
+            params.log_prior,
+            ref.class_log_prior_ if kind != "gaussian" else np.log(ref.class_prior_),
+            rtol=1e-12,
+        )
         if kind == "gaussian":  # epsilon = var_smoothing * max variance of ALL data, as sklearn
             np.testing.assert_allclose(params.var, ref.var_, rtol=1e-10)
             np.testing.assert_allclose(params.mean, ref.theta_, rtol=1e-10)
         if kind != "gaussian":
-            np.testing.assert_allclose(classifier.log_joint(x), ref.predict_joint_log_proba(x),
-                                       rtol=1e-10)
+            np.testing.assert_allclose(
+                classifier.log_joint(x), ref.predict_joint_log_proba(x), rtol=1e-10
+            )
 
 
 def test_fixed_and_uniform_priors_match_sklearn():
     x, y = _data("multinomial")
     with jax.enable_x64(True):
         prior = np.array([0.2, 0.3, 0.5])
-        cases = ((_config("multinomial", class_prior=tuple(prior)),
-                  sk.MultinomialNB(class_prior=prior)),
-                 (_config("bernoulli", fit_prior=False), sk.BernoulliNB(fit_prior=False)),
-                 (_config("gaussian", class_prior=tuple(prior)), sk.GaussianNB(priors=prior)))
+        cases = (
+            (_config("multinomial", class_prior=tuple(prior)), sk.MultinomialNB(class_prior=prior)),
+            (_config("bernoulli", fit_prior=False), sk.BernoulliNB(fit_prior=False)),
+            (_config("gaussian", class_prior=tuple(prior)), sk.GaussianNB(priors=prior)),
+        )
         for config, reference in cases:
-            np.testing.assert_allclose(nb.classifier(_params(x, y, config)).predict_log_proba(x),
-                                       reference.fit(x, y).predict_log_proba(x), rtol=1e-9)
+            np.testing.assert_allclose(
+                nb.classifier(_params(x, y, config)).predict_log_proba(x),
+                reference.fit(x, y).predict_log_proba(x),
+                rtol=1e-9,
+            )
 
 
 @pytest.mark.parametrize("kind", nb.KINDS)
@@ -108,15 +118,22 @@ def test_streamed_and_sharded_statistics_equal_one_shot(kind):
     mesh = jax.make_mesh((8,), ("data",))
     sharding = NamedSharding(mesh, P("data"))
     xs, ys, ms = (jax.device_put(a, sharding) for a in (x, y, np.ones(240, np.float32)))
-    sharded = jax.jit(nb.sufficient_statistics, static_argnums=(3, 4),
-                      static_argnames=("binarize", "num_categories"))(xs, ys, ms, C, kind, **kw)
+    sharded = jax.jit(
+        nb.sufficient_statistics,
+        static_argnums=(3, 4),
+        static_argnames=("binarize", "num_categories"),
+    )(xs, ys, ms, C, kind, **kw)
     assert len(jax.devices()) == 8 and len(xs.sharding.device_set) == 8
     for other in (streamed, sharded):
         for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(other)):
             np.testing.assert_allclose(a, b, rtol=2e-6)
     p1, p2 = (nb.from_statistics(stats, _smoothed(kind)) for stats in (whole, sharded))
-    np.testing.assert_allclose(nb.classifier(p1).predict_log_proba(x),
-                               nb.classifier(p2).predict_log_proba(x), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        nb.classifier(p1).predict_log_proba(x),
+        nb.classifier(p2).predict_log_proba(x),
+        rtol=1e-5,
+        atol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("kind", nb.KINDS)
@@ -131,16 +148,23 @@ def test_missing_features_equal_refit_on_observed(kind):
         observed[:, keep] = True
         y_test = np.arange(len(x_test)) % C
         for labels in (None, y_test):  # log p(x_observed | y) and the marginal log p(x_observed)
-            np.testing.assert_allclose(nb.log_prob(full, x_test, labels, observed=observed),
-                                       nb.log_prob(refit, x_test[:, keep], labels),
-                                       rtol=1e-9, atol=1e-10)
+            np.testing.assert_allclose(
+                nb.log_prob(full, x_test, labels, observed=observed),
+                nb.log_prob(refit, x_test[:, keep], labels),
+                rtol=1e-9,
+                atol=1e-10,
+            )
         # NaN marks missing entries too, and the classifier takes them so.
         nan_x = np.where(observed, x_test, np.nan)
-        np.testing.assert_allclose(nb.log_prob(full, nan_x), nb.log_prob(refit, x_test[:, keep]),
-                                   rtol=1e-9, atol=1e-10)
-        np.testing.assert_allclose(nb.classifier(full).predict_log_proba(nan_x),
-                                   nb.classifier(refit).predict_log_proba(x_test[:, keep]),
-                                   rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(
+            nb.log_prob(full, nan_x), nb.log_prob(refit, x_test[:, keep]), rtol=1e-9, atol=1e-10
+        )
+        np.testing.assert_allclose(
+            nb.classifier(full).predict_log_proba(nan_x),
+            nb.classifier(refit).predict_log_proba(x_test[:, keep]),
+            rtol=1e-9,
+            atol=1e-10,
+        )
 
 
 @pytest.mark.parametrize("kind", nb.KINDS)
@@ -155,44 +179,57 @@ def test_log_prob_is_the_exact_density_and_its_marginal(kind):
         if kind == "multinomial":
             joint = joint + (gammaln(x.sum(1) + 1) - gammaln(x + 1).sum(1))[:, None]
         labels = np.arange(len(x)) % C
-        np.testing.assert_allclose(nb.log_prob(params, x, labels),
-                                   joint[np.arange(len(x)), labels] - params.log_prior[labels],
-                                   rtol=1e-10)
+        np.testing.assert_allclose(
+            nb.log_prob(params, x, labels),
+            joint[np.arange(len(x)), labels] - params.log_prior[labels],
+            rtol=1e-10,
+        )
         np.testing.assert_allclose(nb.log_prob(params, x), logsumexp(joint, axis=1), rtol=1e-10)
         if kind == "gaussian":
             return
         # Every x of 2 features: categories 0..3, the 4 binary patterns (binarized at 1), every
         # count vector of total 4.
-        grid = {"categorical": list(itertools.product(range(4), repeat=2)),
-                "bernoulli": list(itertools.product((0, 2), repeat=2)),
-                "multinomial": [[a, 4 - a] for a in range(5)]}[kind]
+        grid = {
+            "categorical": list(itertools.product(range(4), repeat=2)),
+            "bernoulli": list(itertools.product((0, 2), repeat=2)),
+            "multinomial": [[a, 4 - a] for a in range(5)],
+        }[kind]
         grid = np.array(grid, float)
         params = _fit(kind, np.minimum(x[:, :2], 3), y)
         np.testing.assert_allclose(logsumexp(nb.log_prob(params, grid)), 0.0, atol=1e-12)
-        np.testing.assert_allclose(logsumexp(nb.log_prob(params, grid, np.zeros(len(grid), int))),
-                                   0.0, atol=1e-12)
+        np.testing.assert_allclose(
+            logsumexp(nb.log_prob(params, grid, np.zeros(len(grid), int))), 0.0, atol=1e-12
+        )
 
 
 def test_sampling_moments():
     key = jax.random.key(0)
-    params = nb.GaussianNB(jnp.log(jnp.array([0.25, 0.75])), jnp.array([[0.0, 5.0], [-3.0, 1.0]]),
-                           jnp.array([[1.0, 4.0], [0.25, 9.0]]))
+    params = nb.GaussianNB(
+        jnp.log(jnp.array([0.25, 0.75])),
+        jnp.array([[0.0, 5.0], [-3.0, 1.0]]),
+        jnp.array([[1.0, 4.0], [0.25, 9.0]]),
+    )
     x, y = nb.sample_with_labels(key, params, 40_000)
     np.testing.assert_array_equal(nb.sample(key, params, 40_000), x)
     assert abs(float(jnp.mean(y)) - 0.75) < 0.01
     for c in range(2):
         np.testing.assert_allclose(x[y == c].mean(0), params.mean[c], atol=0.06)
         np.testing.assert_allclose(x[y == c].var(0), params.var[c], rtol=0.05)
-    bern = nb.BernoulliNB(jnp.zeros(1), jnp.log(jnp.array([[0.2, 0.9]])),
-                          jnp.log(jnp.array([[0.8, 0.1]])))
-    np.testing.assert_allclose(nb.sample(key, bern, 20_000, y=jnp.zeros(20_000, int)).mean(0),
-                               [0.2, 0.9], atol=0.01)
+    bern = nb.BernoulliNB(
+        jnp.zeros(1), jnp.log(jnp.array([[0.2, 0.9]])), jnp.log(jnp.array([[0.8, 0.1]]))
+    )
+    np.testing.assert_allclose(
+        nb.sample(key, bern, 20_000, y=jnp.zeros(20_000, int)).mean(0), [0.2, 0.9], atol=0.01
+    )
     multi = nb.MultinomialNB(jnp.zeros(1), jnp.log(jnp.array([[0.5, 0.3, 0.2]])))
     counts = nb.sample(key, multi, 5_000, y=jnp.zeros(5_000, int), total_count=10)
     np.testing.assert_allclose(counts.sum(1), 10)
     np.testing.assert_allclose(counts.mean(0), [5.0, 3.0, 2.0], atol=0.1)
-    cat = _params(np.array([[0, 2], [1, 2], [1, 0]]), np.zeros(3, int),
-                  _config("categorical", num_classes=1, alpha=1e-6))
+    cat = _params(
+        np.array([[0, 2], [1, 2], [1, 0]]),
+        np.zeros(3, int),
+        _config("categorical", num_classes=1, alpha=1e-6),
+    )
     draws = nb.sample(key, cat, 20_000, y=jnp.zeros(20_000, int))
     np.testing.assert_allclose((draws[:, 0] == 1).mean(), 2 / 3, atol=0.01)
     np.testing.assert_allclose((draws[:, 1] == 2).mean(), 2 / 3, atol=0.01)
@@ -242,6 +279,7 @@ def test_absent_class_in_discrete_model_is_never_predicted_and_gives_no_nan():
 def test_mnist_gaussian_and_bernoulli_accuracy_match_sklearn():
     from genjax_lab.data.idx import load_mnist_split
     from tests.helpers import shared_data
+
     images, labels = load_mnist_split(shared_data("mnist"), "test")
     x = images.reshape(len(images), -1)[:4000].astype(np.float32)
     y, x_test = labels[:4000], images.reshape(len(images), -1)[4000:6000].astype(np.float32)
@@ -273,8 +311,9 @@ def test_gaussian_moments_match_sklearn_when_the_mean_dwarfs_the_spread():
         ref = sk.GaussianNB().fit(x, y)
         np.testing.assert_allclose(params.mean, ref.theta_, rtol=1e-12)
         np.testing.assert_allclose(params.var, ref.var_, rtol=1e-9)
-        np.testing.assert_allclose(nb.classifier(params).log_joint(x),
-                                   ref.predict_joint_log_proba(x), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(
+            nb.classifier(params).log_joint(x), ref.predict_joint_log_proba(x), rtol=1e-9, atol=1e-9
+        )
 
 
 def test_gaussian_moments_in_float32_stay_near_float64():
@@ -310,18 +349,21 @@ def test_gaussian_split_and_sharded_fits_equal_the_one_shot_fit():
                 by, bm = np.concatenate([by, np.full(9, 1)]), np.concatenate([bm, np.zeros(9)])
             parts.append(nb.sufficient_statistics(bx, by, bm, C, "gaussian"))
         streamed = nb.from_statistics(
-            nb.add_statistics(nb.add_statistics(*parts[:2]), parts[2]), _config())
+            nb.add_statistics(nb.add_statistics(*parts[:2]), parts[2]), _config()
+        )
         # Sharded: 8 devices, the moments reduced inside jit.
         mesh = jax.make_mesh((8,), ("data",))
         put = lambda a: jax.device_put(a, NamedSharding(mesh, P("data")))
         sharded_stats = jax.jit(nb.sufficient_statistics, static_argnums=(3, 4))(
-            put(x), put(y), put(np.ones(720)), C, "gaussian")
+            put(x), put(y), put(np.ones(720)), C, "gaussian"
+        )
         sharded = nb.from_statistics(sharded_stats, _config())
         ref = sk.GaussianNB().fit(x, y).predict_joint_log_proba(x)
         for params in (whole, streamed, sharded):
             np.testing.assert_allclose(params.var, whole.var, rtol=1e-9)
-            np.testing.assert_allclose(nb.classifier(params).log_joint(x), ref,
-                                       rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(
+                nb.classifier(params).log_joint(x), ref, rtol=1e-9, atol=1e-9
+            )
 
 
 @pytest.mark.parametrize("kind", nb.KINDS)

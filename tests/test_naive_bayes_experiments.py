@@ -2,6 +2,7 @@
 replication configs (summary keys, accuracies well above chance, our naive Bayes equal to
 scikit-learn's, PNGs), the helpers against brute-force references, and bad input naming
 the config key."""
+
 import json
 import pathlib
 import subprocess
@@ -19,12 +20,22 @@ nbx = rep.load_module("experiments/naive_bayes.py")  # a script: its functions
 
 
 def _run(tmp_path: pathlib.Path, config: str, *flags: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(REPO / "experiments" / "naive_bayes.py"),
-               f"--config={REPO}/{config}",
-               f"--workdir={tmp_path / 'run'}", *flags]
-    return subprocess.run(command, env=process_env(tmp_path / "tfds"), capture_output=True,
-                          text=True,
-                          timeout=300, cwd=REPO, check=False)
+    command = [
+        sys.executable,
+        str(REPO / "experiments" / "naive_bayes.py"),
+        f"--config={REPO}/{config}",
+        f"--workdir={tmp_path / 'run'}",
+        *flags,
+    ]
+    return subprocess.run(
+        command,
+        env=process_env(tmp_path / "tfds"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
 
 
 def _summary_and_png(workdir: pathlib.Path, png: str) -> dict:
@@ -37,8 +48,11 @@ def _summary_and_png(workdir: pathlib.Path, png: str) -> dict:
 
 def test_tiny_spam_end_to_end(tmp_path):
     spam = shared_data("text/SMSSpamCollection")
-    assert_ok(_run(tmp_path, "experiments/replications/spam_nb.py:tiny",
-                   f"--config.data.spam_path={spam}"))
+    assert_ok(
+        _run(
+            tmp_path, "experiments/replications/spam_nb.py:tiny", f"--config.data.spam_path={spam}"
+        )
+    )
     summary = _summary_and_png(tmp_path / "run", "spam_roc.png")
     assert summary["num_train"] == 1200 and summary["num_test"] == 300
     # Spam is 13%: chance-level accuracy is 0.87.
@@ -60,8 +74,15 @@ def test_tiny_learning_curves_end_to_end(tmp_path):
     config = rep.load_module("experiments/replications/ng_jordan.py").get_config("bundled,tiny")
     for name in config.datasets.split(","):
         assert [r["size"] for r in curves[name]["rows"]] == list(config.curves[name].sizes)
-        for key in ("nb_error_small", "lr_error_small", "nb_error_large", "lr_error_large", "crossing_size",
-                    "lr_minus_nb_error_small_n", "nb_minus_lr_error_large_n"):
+        for key in (
+            "nb_error_small",
+            "lr_error_small",
+            "nb_error_large",
+            "lr_error_large",
+            "crossing_size",
+            "lr_minus_nb_error_small_n",
+            "nb_minus_lr_error_large_n",
+        ):
             assert np.isfinite(summary[f"{name}_{key}"]), (name, key)
         # More data helps both, and the largest training sets are far better than chance.
         assert summary[f"{name}_nb_error_large"] < summary[f"{name}_nb_error_small"]
@@ -118,16 +139,31 @@ def test_binary_metrics_match_definitions():
     # AUC = P(score of a random positive > score of a random negative), by brute force.
     pos, neg = score[y == 1], score[y == 0]
     pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
-    assert got["auc"] == pytest.approx(pairs) and got["auc"] == pytest.approx(sk_metrics.roc_auc_score(y, score))
+    assert got["auc"] == pytest.approx(pairs) and got["auc"] == pytest.approx(
+        sk_metrics.roc_auc_score(y, score)
+    )
 
 
 def test_crossing_size_and_size_buckets():
-    rows = lambda nb, lr: [{"size": s, "nb_error": a, "lr_error": b} for s, a, b in zip((10, 20, 40, 80), nb, lr)]
-    assert nbx.crossing_size(rows((0.2, 0.15, 0.1, 0.09), (0.3, 0.14, 0.11, 0.05))) == 80  # 20 is not final
+    rows = lambda nb, lr: [
+        {"size": s, "nb_error": a, "lr_error": b} for s, a, b in zip((10, 20, 40, 80), nb, lr)
+    ]
+    assert (
+        nbx.crossing_size(rows((0.2, 0.15, 0.1, 0.09), (0.3, 0.14, 0.11, 0.05))) == 80
+    )  # 20 is not final
     assert nbx.crossing_size(rows((0.2, 0.15, 0.1, 0.09), (0.3, 0.16, 0.09, 0.05))) == 40
-    assert nbx.crossing_size(rows((0.2, 0.15, 0.1, 0.09), (0.3, 0.2, 0.12, 0.1))) == -1  # never crosses
-    assert nbx.crossing_size(rows((0.3, 0.2, 0.1, 0.09), (0.2, 0.1, 0.05, 0.04))) == -1  # LR better throughout
-    assert nbx.size_buckets((4, 8, 16, 17, 100, 400, 401), 4.0) == [[4, 8, 16], [17], [100, 400], [401]]
+    assert (
+        nbx.crossing_size(rows((0.2, 0.15, 0.1, 0.09), (0.3, 0.2, 0.12, 0.1))) == -1
+    )  # never crosses
+    assert (
+        nbx.crossing_size(rows((0.3, 0.2, 0.1, 0.09), (0.2, 0.1, 0.05, 0.04))) == -1
+    )  # LR better throughout
+    assert nbx.size_buckets((4, 8, 16, 17, 100, 400, 401), 4.0) == [
+        [4, 8, 16],
+        [17],
+        [100, 400],
+        [401],
+    ]
 
 
 def test_shared_variance_gaussian_matches_pooled_numpy():
@@ -135,14 +171,16 @@ def test_shared_variance_gaussian_matches_pooled_numpy():
     x = rng.normal(size=(60, 3)) * np.array([1.0, 5.0, 0.2]) + rng.integers(0, 2, (60, 1))
     y = rng.integers(0, 3, 60)
     mask = (np.arange(60) < 50).astype(np.float32)  # the last 10 rows are padding
-    params = nbx.fit_naive_bayes(x.astype(np.float32), y.astype(np.int32), mask, 3,
-                                 "gaussian_shared", 1e-2, 0.0)
+    params = nbx.fit_naive_bayes(
+        x.astype(np.float32), y.astype(np.int32), mask, 3, "gaussian_shared", 1e-2, 0.0
+    )
     xr, yr = x[:50], y[:50]
     within = sum(((xr[yr == c] - xr[yr == c].mean(0)) ** 2).sum(0) for c in range(3)) / 50
     expected = within + 1e-2 * xr.var(0).max()
     np.testing.assert_allclose(np.asarray(params.var), np.broadcast_to(expected, (3, 3)), rtol=1e-4)
-    np.testing.assert_allclose(np.asarray(params.mean), [xr[yr == c].mean(0) for c in range(3)],
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(params.mean), [xr[yr == c].mean(0) for c in range(3)], rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", ["spam_nb", "ng_jordan"])
@@ -161,8 +199,9 @@ def test_shared_variance_gaussian_keeps_its_digits_when_the_mean_dwarfs_the_spre
     y = np.arange(400) % 2
     x = 1e3 + 0.5 * y[:, None] + 1e-2 * rng.normal(size=(400, 3))
     mask = np.ones(400, np.float32)
-    params = nbx.fit_naive_bayes(x.astype(np.float32), y.astype(np.int32), mask, 2, "gaussian_shared",
-                                 1e-9, 0.0)
+    params = nbx.fit_naive_bayes(
+        x.astype(np.float32), y.astype(np.int32), mask, 2, "gaussian_shared", 1e-9, 0.0
+    )
     x32 = x.astype(np.float32).astype(np.float64)
     within = sum(((x32[y == c] - x32[y == c].mean(0)) ** 2).sum(0) for c in range(2)) / 400
     expected = within + 1e-9 * x32.var(0).max()

@@ -2,6 +2,7 @@
 the MFCC front end against librosa, the text pipeline's counts against scikit-learn's
 CountVectorizer, the Frechet distance against scipy.linalg.sqrtm, and the Parzen estimator
 against a brute-force float64 NumPy sum (docs/ecosystem.md lists them)."""
+
 import math
 
 import librosa
@@ -24,16 +25,27 @@ def _librosa_mfcc(wave: np.ndarray, config: audio.MfccConfig) -> np.ndarray:
     # librosa centres a short window in its FFT frame; padding by half the difference puts
     # frame t's window over samples [t * step, t * step + frame_length), as ours.
     pad = (config.fft_length - config.frame_length) // 2
-    spectrum = librosa.stft(np.pad(y, pad), n_fft=config.fft_length, hop_length=config.frame_step,
-                            win_length=config.frame_length, window=np.hamming(config.frame_length),
-                            center=False)
+    spectrum = librosa.stft(
+        np.pad(y, pad),
+        n_fft=config.fft_length,
+        hop_length=config.frame_step,
+        win_length=config.frame_length,
+        window=np.hamming(config.frame_length),
+        center=False,
+    )
     power = np.abs(spectrum) ** 2 / config.fft_length
-    bank = librosa.filters.mel(sr=config.sample_rate, n_fft=config.fft_length,
-                               n_mels=config.num_filters, fmin=0.0, fmax=config.sample_rate / 2,
-                               htk=True, norm=None, dtype=np.float64)
+    bank = librosa.filters.mel(
+        sr=config.sample_rate,
+        n_fft=config.fft_length,
+        n_mels=config.num_filters,
+        fmin=0.0,
+        fmax=config.sample_rate / 2,
+        htk=True,
+        norm=None,
+        dtype=np.float64,
+    )
     log_mel = np.log(np.maximum(bank @ power, 1e-10))
-    ceps = librosa.feature.mfcc(S=log_mel, n_mfcc=config.num_coefficients, dct_type=2,
-                                norm="ortho")
+    ceps = librosa.feature.mfcc(S=log_mel, n_mfcc=config.num_coefficients, dct_type=2, norm="ortho")
     # Regression deltas are the first derivative of a local linear fit (Savitzky-Golay);
     # 'nearest' repeats the edge frames. Delta-deltas are deltas of the deltas, as ours.
     width = 2 * config.delta_width + 1
@@ -45,9 +57,16 @@ def _librosa_mfcc(wave: np.ndarray, config: audio.MfccConfig) -> np.ndarray:
 
 def test_mel_filterbank_equals_librosa_htk():
     config = audio.MfccConfig()
-    bank = librosa.filters.mel(sr=config.sample_rate, n_fft=config.fft_length,
-                               n_mels=config.num_filters, fmin=0.0, fmax=config.sample_rate / 2,
-                               htk=True, norm=None, dtype=np.float64)
+    bank = librosa.filters.mel(
+        sr=config.sample_rate,
+        n_fft=config.fft_length,
+        n_mels=config.num_filters,
+        fmin=0.0,
+        fmax=config.sample_rate / 2,
+        htk=True,
+        norm=None,
+        dtype=np.float64,
+    )
     np.testing.assert_allclose(audio.mel_filterbank(config), bank.T, rtol=0, atol=1e-12)
 
 
@@ -63,22 +82,30 @@ def test_mfcc_equals_librosa():
         expected = _librosa_mfcc(wave, audio.MfccConfig())
         assert expected.shape == (frames[i], 39)
         # Ours runs in float32: 1.1e-5 at most here, on features up to 6.4.
-        np.testing.assert_allclose(feats[i, :frames[i]], expected, rtol=0, atol=3e-5)
+        np.testing.assert_allclose(feats[i, : frames[i]], expected, rtol=0, atol=3e-5)
 
 
 # ----------------------------------------------------------------------------- text
 def _countvectorizer(documents: list[str], **options) -> CountVectorizer:
     # The same rule as text.tokenize: lower-cased runs of at least two letters (a word
     # character that is neither digit nor underscore), then the same stop words dropped.
-    return CountVectorizer(lowercase=True, token_pattern=r"[^\W\d_]{2,}",
-                           stop_words=sorted(text.ENGLISH_STOP_WORDS), **options).fit(documents)
+    return CountVectorizer(
+        lowercase=True,
+        token_pattern=r"[^\W\d_]{2,}",
+        stop_words=sorted(text.ENGLISH_STOP_WORDS),
+        **options,
+    ).fit(documents)
 
 
 @pytest.mark.parametrize("max_doc_fraction", [1.0, 0.05])
 def test_counts_equal_countvectorizer(max_doc_fraction):
     documents = text.read_corpus(shared_data("text/lee_background.cor"))[:150]
-    documents += ["Ünïcode Wörter, snake_case and CamelCase; x2 a1bc 42nd it's co-op",
-                  "the of and", "    ", "Ça été l'été ÉTÉ"]
+    documents += [
+        "Ünïcode Wörter, snake_case and CamelCase; x2 a1bc 42nd it's co-op",
+        "the of and",
+        "    ",
+        "Ça été l'été ÉTÉ",
+    ]
     tokens = [text.tokenize(d) for d in documents]
     vocab = text.build_vocabulary(tokens, max_doc_fraction=max_doc_fraction)
     ours = text.to_dense(text.bag_of_words(tokens, vocab), len(vocab))
@@ -103,8 +130,9 @@ def test_frechet_distance_equals_scipy_sqrtm(dim):
     # Non-commuting covariances with scales from 0.1 to 10.
     a = rng.normal(size=(500, dim)) @ (rng.normal(size=(dim, dim)) * np.logspace(-1, 1, dim))
     b = rng.normal(0.3, 1.5, size=(400, dim)) @ rng.normal(size=(dim, dim))
-    assert frechet.frechet_distance_of_features(a, b) == pytest.approx(_scipy_frechet(a, b),
-                                                                       rel=1e-8)
+    assert frechet.frechet_distance_of_features(a, b) == pytest.approx(
+        _scipy_frechet(a, b), rel=1e-8
+    )
     # Condition numbers near 1e8: both methods leave about 1e-9 of the traces at zero.
     scale = 2 * np.trace(np.cov(a, rowvar=False))
     assert frechet.frechet_distance_of_features(a, a) == pytest.approx(0.0, abs=1e-9 * scale)
@@ -121,8 +149,11 @@ def brute_force_parzen(samples, x, sigma: float) -> np.ndarray:
     mu = np.float64(samples).reshape(len(samples), -1)
     x = np.float64(x).reshape(len(x), -1)
     sq = ((x[:, None, :] - mu[None, :, :]) ** 2).sum(-1)
-    return (np.logaddexp.reduce(-sq / (2 * sigma**2), axis=1) - math.log(len(mu))
-            - mu.shape[1] * math.log(sigma * math.sqrt(2 * math.pi)))
+    return (
+        np.logaddexp.reduce(-sq / (2 * sigma**2), axis=1)
+        - math.log(len(mu))
+        - mu.shape[1] * math.log(sigma * math.sqrt(2 * math.pi))
+    )
 
 
 def test_parzen_equals_brute_force_float64_at_64_dimensions():

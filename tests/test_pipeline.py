@@ -3,6 +3,7 @@
 each epoch is a fresh permutation of the whole split; the last batch is padded under a
 mask; in-memory and streamed splits give bitwise the same batches; and a streamed run
 completes on a split larger than the memory the process may use."""
+
 import json
 import os
 import subprocess
@@ -23,16 +24,26 @@ from tests.helpers import REPO
 
 # The suite's hypothesis profiles (tests/test_fuzz.py): few derandomized examples in CI,
 # many fresh ones with HYPOTHESIS_PROFILE=full.
-FUZZ = (settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-        if os.environ.get("HYPOTHESIS_PROFILE") == "full" else
-        settings(max_examples=15, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.too_slow]))
+FUZZ = (
+    settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    if os.environ.get("HYPOTHESIS_PROFILE") == "full"
+    else settings(
+        max_examples=15,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+)
 SYNCHRONOUS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
 
 def _grain_index_shuffle(positions, size: int, seed: int) -> np.ndarray:
-    return np.array([index_shuffle_module.index_shuffle(int(p), max_index=size - 1, seed=seed,
-                                                        rounds=4) for p in positions])
+    return np.array(
+        [
+            index_shuffle_module.index_shuffle(int(p), max_index=size - 1, seed=seed, rounds=4)
+            for p in positions
+        ]
+    )
 
 
 def _arrays(n: int) -> dict[str, np.ndarray]:
@@ -57,8 +68,9 @@ class Records:
         return {"x": np.stack([10 * rows + 3, -rows], 1), "label": (rows % 7).astype(np.int32)}
 
     def columns(self) -> dict[str, streaming.RecordColumn]:
-        return streaming.record_columns(self, {"x": streaming.Feature((2,), np.int64),
-                                               "label": streaming.Feature((), np.int32)})
+        return streaming.record_columns(
+            self, {"x": streaming.Feature((2,), np.int64), "label": streaming.Feature((), np.int32)}
+        )
 
 
 def _hosts(monkeypatch, hosts: int, host: int) -> None:
@@ -84,8 +96,10 @@ def test_index_shuffle_is_grains_index_shuffle(size, seed, data):
     if size > 1 and size - 1 == 1 << bits and bits >= 16 and bits % 2 == 0:
         size += 1
     positions = data.draw(st.lists(st.integers(0, size - 1), min_size=1, max_size=64))
-    np.testing.assert_array_equal(data_lib.index_shuffle(np.array(positions), size, seed),
-                                  _grain_index_shuffle(positions, size, seed))
+    np.testing.assert_array_equal(
+        data_lib.index_shuffle(np.array(positions), size, seed),
+        _grain_index_shuffle(positions, size, seed),
+    )
 
 
 @pytest.mark.parametrize("size", [1, 2, 103, 65_536, 65_537, 70_001])
@@ -136,8 +150,12 @@ def test_each_epoch_is_a_fresh_permutation_and_the_last_batch_is_padded():
 
 
 @FUZZ
-@given(size=st.integers(1, 200), per_device=st.integers(1, 6), seed=st.integers(0, 2**31),
-       streamed=st.booleans())
+@given(
+    size=st.integers(1, 200),
+    per_device=st.integers(1, 6),
+    seed=st.integers(0, 2**31),
+    streamed=st.booleans(),
+)
 def test_batches_are_equal_over_1_2_and_4_hosts(size, per_device, seed, streamed):
     """What each of 1, 2 or 4 hosts reads, put together, is the one-host batch, over three
     epochs of any split size and batch size (8 devices): the hosts share one permutation."""
@@ -172,8 +190,11 @@ def test_streamed_batches_are_bitwise_the_in_memory_batches_on_every_host(monkey
             in_memory = data_lib.EpochBatcher(records.arrays(), 64, seed=2)
             for step in range(3 * 9):
                 _assert_same(streamed.batch(step), in_memory.batch(step))
-            pairs = zip(data_lib.eval_batches(records.columns(), 48),
-                        data_lib.eval_batches(records.arrays(), 48), strict=True)
+            pairs = zip(
+                data_lib.eval_batches(records.columns(), 48),
+                data_lib.eval_batches(records.arrays(), 48),
+                strict=True,
+            )
             for got, want in pairs:
                 _assert_same(got, want)
 
@@ -223,15 +244,22 @@ class LargeImages(builders._ImageLabelBuilder, skip_registration=True):
 
     def _info(self):
         # Stored as raw bytes: the default (a list of int64) writes 30 such images a second.
-        image = tfds.features.Tensor(shape=(_SIDE, _SIDE, 1), dtype=np.uint8,
-                                     encoding=tfds.features.Encoding.BYTES)
+        image = tfds.features.Tensor(
+            shape=(_SIDE, _SIDE, 1), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
+        )
         features = {"image": image, "label": tfds.features.ClassLabel(num_classes=10)}
-        return tfds.core.DatasetInfo(builder=self, description="Random images, larger than memory.",
-                                     features=tfds.features.FeaturesDict(features))
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Random images, larger than memory.",
+            features=tfds.features.FeaturesDict(features),
+        )
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(_LazyImages(self.NUM_RECORDS),
-                                                 np.arange(self.NUM_RECORDS) % 10)}
+        return {
+            "train": self._generate_examples(
+                _LazyImages(self.NUM_RECORDS), np.arange(self.NUM_RECORDS) % 10
+            )
+        }
 
 
 class _LazyImages:
@@ -302,9 +330,15 @@ def _run(tfds_dir, workdir, mode: str) -> subprocess.CompletedProcess:
     script = _SCRIPT.replace("__LIMIT__", str(_LIMIT)).replace("__RECORDS__", str(_RECORDS))
     # One malloc arena per thread would reserve 64 MiB of address space each.
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu", MALLOC_ARENA_MAX="2")
-    return subprocess.run([sys.executable, "-c", script, str(tfds_dir), mode, str(workdir)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-c", script, str(tfds_dir), mode, str(workdir)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """The replication registry, its tolerance check, `./launch.sh replicate` end to end and the report."""
+
 import json
 import os
 import pathlib
@@ -15,7 +16,12 @@ ROW = rep.Row(label="nll", metric="nll", published=86.0, tolerance={"quick": 1.0
 
 @pytest.mark.parametrize(
     "ours, schedule, status",
-    [(86.5, "quick", "pass"), (87.5, "quick", "fail"), (80.0, "quick", "pass"), (87.5, "tiny", "unchecked")],
+    [
+        (86.5, "quick", "pass"),
+        (87.5, "quick", "fail"),
+        (80.0, "quick", "pass"),
+        (87.5, "tiny", "unchecked"),
+    ],
 )
 def test_row_status_follows_tolerance_and_direction(ours, schedule, status):
     replication = rep.Replication(experiment="vae", paper="p", estimator="e", rows=(ROW,))
@@ -26,16 +32,24 @@ def test_row_status_follows_tolerance_and_direction(ours, schedule, status):
 
 @pytest.mark.parametrize(
     "ours, schedule, verdict",
-    [(86.5, "full", "replicated"), (80.0, "full", "replicated"),
-     (88.0, "full", "not replicated, gap +2"),
-     # A quick row within its (loose) tolerance is still only a smoke test.
-     (86.5, "quick", "smoke: pipeline runs, gap +0.5"),
-     (123.7, "quick", "smoke: fails its pipeline check, gap +37.7"),
-     (87.5, "tiny", "smoke: pipeline runs, gap +1.5")],
+    [
+        (86.5, "full", "replicated"),
+        (80.0, "full", "replicated"),
+        (88.0, "full", "not replicated, gap +2"),
+        # A quick row within its (loose) tolerance is still only a smoke test.
+        (86.5, "quick", "smoke: pipeline runs, gap +0.5"),
+        (123.7, "quick", "smoke: fails its pipeline check, gap +37.7"),
+        (87.5, "tiny", "smoke: pipeline runs, gap +1.5"),
+    ],
 )
 def test_only_the_paper_schedule_within_its_uncertainty_is_replicated(ours, schedule, verdict):
-    row = rep.Row(label="nll", metric="nll", published=86.0, tolerance={"quick": 1.0, "full": 1.0},
-                  better="lower")
+    row = rep.Row(
+        label="nll",
+        metric="nll",
+        published=86.0,
+        tolerance={"quick": 1.0, "full": 1.0},
+        better="lower",
+    )
     replication = rep.Replication(experiment="vae", paper="p", estimator="e", rows=(row,))
     [record] = rep.check(replication, {"main": {"nll": ours}}, schedule)
     assert record["verdict"] == verdict
@@ -44,8 +58,14 @@ def test_only_the_paper_schedule_within_its_uncertainty_is_replicated(ours, sche
 
 def test_missing_metric_fails_and_untrained_run_is_skipped():
     replication = rep.Replication(
-        experiment="vae", paper="p", estimator="e", runs=("a", "b"),
-        rows=(rep.Row("a", "nll", 1.0, {"quick": 1.0}, run="a"), rep.Row("b", "nll", 1.0, {"quick": 1.0}, run="b")),
+        experiment="vae",
+        paper="p",
+        estimator="e",
+        runs=("a", "b"),
+        rows=(
+            rep.Row("a", "nll", 1.0, {"quick": 1.0}, run="a"),
+            rep.Row("b", "nll", 1.0, {"quick": 1.0}, run="b"),
+        ),
     )
     a, b = rep.check(replication, {"a": {"other": 1.0}}, "quick")
     assert (a["status"], a["ours"]) == ("fail", None)
@@ -64,8 +84,17 @@ def test_config_argument_names_schedule_and_run():
 
 
 def test_every_registered_replication_loads_with_a_tiny_config():
-    assert set(rep.names()) >= {"iwae_table1", "gan_parzen", "rbm_ais", "dbm_ais", "lda_bars", "hmm_casino",
-                                "fsdd_digits", "spam_nb", "ng_jordan"}  # the names issue #8 fixes
+    assert set(rep.names()) >= {
+        "iwae_table1",
+        "gan_parzen",
+        "rbm_ais",
+        "dbm_ais",
+        "lda_bars",
+        "hmm_casino",
+        "fsdd_digits",
+        "spam_nb",
+        "ng_jordan",
+    }  # the names issue #8 fixes
     for name in rep.names():
         replication, module = rep.load(name)
         assert replication.rows, name
@@ -75,10 +104,24 @@ def test_every_registered_replication_loads_with_a_tiny_config():
 
 
 def _replicate(tmp_path: pathlib.Path, registry: pathlib.Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix, XLA_FLAGS="", JAX_PLATFORMS="cpu", TFDS_DATA_DIR=str(tmp_path / "tfds"))
+    env = dict(
+        os.environ,
+        VIRTUAL_ENV=sys.prefix,
+        XLA_FLAGS="",
+        JAX_PLATFORMS="cpu",
+        TFDS_DATA_DIR=str(tmp_path / "tfds"),
+    )
     env.pop("CONDA_PREFIX", None)
-    command = [str(REPO / "launch.sh"), "replicate", "rbm_ais", "--schedule=tiny", f"--registry={registry}",
-               f"--workdir={tmp_path / 'runs'}", f"--report={tmp_path / 'results.md'}", "--readme="]
+    command = [
+        str(REPO / "launch.sh"),
+        "replicate",
+        "rbm_ais",
+        "--schedule=tiny",
+        f"--registry={registry}",
+        f"--workdir={tmp_path / 'runs'}",
+        f"--report={tmp_path / 'results.md'}",
+        "--readme=",
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -86,7 +129,8 @@ def _registry_with(tmp_path: pathlib.Path, published: float) -> pathlib.Path:
     """A copy of rbm_ais whose tiny schedule is checked against `published` within 1 nat."""
     source = (rep.REGISTRY / "rbm_ais.py").read_text()
     edited = source.replace("published=-86.34", f"published={published!r}").replace(
-        'tolerance={"quick"', 'tolerance={"tiny": 1.0, "quick"')
+        'tolerance={"quick"', 'tolerance={"tiny": 1.0, "quick"'
+    )
     assert edited.count(repr(published)) == 1 and '"tiny": 1.0' in edited
     registry = tmp_path / "registry"
     registry.mkdir(exist_ok=True)

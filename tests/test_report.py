@@ -1,6 +1,7 @@
 """docs/results.md and the README headline: each part is regenerated from its own result.json
 files, and a part with none behind it in this run is kept, not emptied (`./launch.sh bench`
 alone on a fresh clone must not erase the replication rows)."""
+
 import json
 import pathlib
 
@@ -10,21 +11,47 @@ from genjax_lab import report
 def _replication(root: pathlib.Path, ours: float, schedule: str = "quick") -> None:
     """A result.json of replication `demo` under root/<schedule>/demo/, written before rows
     carried verdicts (the report computes them)."""
-    row = {"label": "row A", "published": 1.0, "ours": ours, "gap": ours - 1.0, "tolerance": 0.5,
-           "better": "", "status": "pass" if abs(ours - 1.0) <= 0.5 else "fail", "metric": "a"}
-    result = {"name": "demo", "paper": "A paper", "estimator": "e", "schedule": schedule,
-              "hardware": "cpu", "wall_s": 1.0, "command": "c", "runs": {}, "rows": [row],
-              "passed": row["status"] == "pass"}
+    row = {
+        "label": "row A",
+        "published": 1.0,
+        "ours": ours,
+        "gap": ours - 1.0,
+        "tolerance": 0.5,
+        "better": "",
+        "status": "pass" if abs(ours - 1.0) <= 0.5 else "fail",
+        "metric": "a",
+    }
+    result = {
+        "name": "demo",
+        "paper": "A paper",
+        "estimator": "e",
+        "schedule": schedule,
+        "hardware": "cpu",
+        "wall_s": 1.0,
+        "command": "c",
+        "runs": {},
+        "rows": [row],
+        "passed": row["status"] == "pass",
+    }
     (root / schedule / "demo").mkdir(parents=True)
     (root / schedule / "demo" / "result.json").write_text(json.dumps(result))
 
 
 def _benchmark(root: pathlib.Path, speedup: float) -> None:
-    record = {"name": "step", "ours_s": 1.0, "reference": "lib", "reference_version": "1", "reference_s": speedup,
-              "speedup": speedup}
+    record = {
+        "name": "step",
+        "ours_s": 1.0,
+        "reference": "lib",
+        "reference_version": "1",
+        "reference_s": speedup,
+        "speedup": speedup,
+    }
     (root / "demo").mkdir(parents=True)
-    (root / "demo" / "result.json").write_text(json.dumps(
-        {"name": "demo", "records": [record], "command": "b", "wall_s": 2.0, "hardware": "cpu"}))
+    (root / "demo" / "result.json").write_text(
+        json.dumps(
+            {"name": "demo", "records": [record], "command": "b", "wall_s": 2.0, "hardware": "cpu"}
+        )
+    )
 
 
 def test_a_part_without_results_is_kept_from_the_previous_report(tmp_path):
@@ -33,13 +60,21 @@ def test_a_part_without_results_is_kept_from_the_previous_report(tmp_path):
     path, empty = tmp_path / "docs" / "results.md", tmp_path / "empty"
     _replication(tmp_path / "rep", ours=1.2)
     _benchmark(tmp_path / "bench1", speedup=3.0)
-    report.write(path, replicate_root=tmp_path / "rep", bench_root=tmp_path / "bench1", readme=readme)
-    assert "| demo | quick | row A | 1 | 1.2 |" in path.read_text() and "| 3.00x |" in path.read_text()
+    report.write(
+        path, replicate_root=tmp_path / "rep", bench_root=tmp_path / "bench1", readme=readme
+    )
+    assert (
+        "| demo | quick | row A | 1 | 1.2 |" in path.read_text() and "| 3.00x |" in path.read_text()
+    )
 
     _benchmark(tmp_path / "bench2", speedup=5.0)  # bench alone: the replication rows stay
     report.write(path, replicate_root=empty, bench_root=tmp_path / "bench2", readme=readme)
     text, headline = path.read_text(), readme.read_text()
-    assert "| demo | quick | row A | 1 | 1.2 |" in text and "| 5.00x |" in text and "| 3.00x |" not in text
+    assert (
+        "| demo | quick | row A | 1 | 1.2 |" in text
+        and "| 5.00x |" in text
+        and "| 3.00x |" not in text
+    )
     assert "| demo | quick | row A | 1 | 1.2 | 0.2 | smoke: pipeline runs, gap +0.2 |" in headline
     assert "| demo | step | lib | 5.00x |" in headline
     assert headline.startswith("intro\n") and headline.endswith(f"{report.README_END}\nrest\n")
@@ -47,7 +82,11 @@ def test_a_part_without_results_is_kept_from_the_previous_report(tmp_path):
     _replication(tmp_path / "rep2", ours=1.4)  # replicate alone: the benchmark rows stay
     report.write(path, replicate_root=tmp_path / "rep2", bench_root=empty, readme=readme)
     text, headline = path.read_text(), readme.read_text()
-    assert "| demo | quick | row A | 1 | 1.4 |" in text and "| 1.2 |" not in text and "| 5.00x |" in text
+    assert (
+        "| demo | quick | row A | 1 | 1.4 |" in text
+        and "| 1.2 |" not in text
+        and "| 5.00x |" in text
+    )
     assert "| demo | step | lib | 5.00x |" in headline
 
 
@@ -58,7 +97,10 @@ def test_the_headline_shows_the_longest_schedule_and_replicates_only_on_full(tmp
     _replication(root, ours=1.2, schedule="quick")  # within its tolerance: still only a smoke test
     report.write(path, replicate_root=root, bench_root=tmp_path / "none", readme=readme)
     assert "smoke test (quick schedule): pipeline runs, nothing replicated yet" in path.read_text()
-    assert "| demo | quick | row A | 1 | 1.2 | 0.2 | smoke: pipeline runs, gap +0.2 |" in readme.read_text()
+    assert (
+        "| demo | quick | row A | 1 | 1.2 | 0.2 | smoke: pipeline runs, gap +0.2 |"
+        in readme.read_text()
+    )
 
     _replication(root, ours=1.3, schedule="full")
     report.write(path, replicate_root=root, bench_root=tmp_path / "none", readme=readme)
@@ -79,22 +121,44 @@ def test_cold_start_records_get_their_own_table(tmp_path):
     def times(median):
         return {"median": median, "min": median * 0.9, "max": median * 1.2}
 
-    record = {"name": "cold gmm_full: fresh process to fitted model", "ours_s": 1.5,
-              "reference": "scikit-learn", "reference_version": "1.9", "reference_s": 1.0, "speedup": 1 / 1.5,
-              "times": {"first": times(3.0), "second": times(1.5), "reference": times(1.0),
-                        "first_fit": times(1.2), "second_fit": times(0.2),
-                        "reference_fit": times(0.05)},
-              "second_within_3x": True, "first_fit_within_1s": False}
+    record = {
+        "name": "cold gmm_full: fresh process to fitted model",
+        "ours_s": 1.5,
+        "reference": "scikit-learn",
+        "reference_version": "1.9",
+        "reference_s": 1.0,
+        "speedup": 1 / 1.5,
+        "times": {
+            "first": times(3.0),
+            "second": times(1.5),
+            "reference": times(1.0),
+            "first_fit": times(1.2),
+            "second_fit": times(0.2),
+            "reference_fit": times(0.05),
+        },
+        "second_within_3x": True,
+        "first_fit_within_1s": False,
+    }
     (tmp_path / "bench" / "cold").mkdir(parents=True)
-    (tmp_path / "bench" / "cold" / "result.json").write_text(json.dumps(
-        {"name": "cold", "records": [record], "command": "./launch.sh bench cold", "wall_s": 9.0,
-         "hardware": "cpu"}))
+    (tmp_path / "bench" / "cold" / "result.json").write_text(
+        json.dumps(
+            {
+                "name": "cold",
+                "records": [record],
+                "command": "./launch.sh bench cold",
+                "wall_s": 9.0,
+                "hardware": "cpu",
+            }
+        )
+    )
     path = tmp_path / "results.md"
     report.write(path, replicate_root=tmp_path / "none", bench_root=tmp_path / "bench", readme=None)
     text = path.read_text()
     assert "### Cold start" in text
-    assert ("| gmm_full | 3 (2.7-3.6) [1.2] | 1.5 (1.35-1.8) [0.2] | 1 (0.9-1.2) [0.05] | "
-            "scikit-learn 1.9 | 1.50x | met / missed |") in text
+    assert (
+        "| gmm_full | 3 (2.7-3.6) [1.2] | 1.5 (1.35-1.8) [0.2] | 1 (0.9-1.2) [0.05] | "
+        "scikit-learn 1.9 | 1.50x | met / missed |"
+    ) in text
 
 
 def test_cold_benchmark_times_a_fresh_process():

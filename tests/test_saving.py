@@ -1,4 +1,5 @@
 """A saved model loads without its data, gives the same numbers, and refuses damage."""
+
 import json
 import sys
 import types

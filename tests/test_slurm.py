@@ -1,5 +1,6 @@
 """launch.sh under a real one-node SLURM: sbatch with two tasks, preemption by SIGTERM and
 requeue, a task killed mid-run. Skipped, with the reason, where SLURM cannot start."""
+
 import json
 import os
 import pathlib
@@ -42,17 +43,41 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def job_env(cluster, tmp_path_factory):
     env = process_env(tmp_path_factory.mktemp("tfds"))
-    env.update(SLURM_CONF=cluster.env["SLURM_CONF"], VIRTUAL_ENV=sys.prefix, GENJAX_HEARTBEAT_TIMEOUT_S="10")
+    env.update(
+        SLURM_CONF=cluster.env["SLURM_CONF"],
+        VIRTUAL_ENV=sys.prefix,
+        GENJAX_HEARTBEAT_TIMEOUT_S="10",
+    )
     return env
 
 
 def submit(cluster, env, workdir: pathlib.Path, *flags: str, tasks: int = 2) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
-    return int(subprocess.run(
-        ["sbatch", "--parsable", "-n", str(tasks), f"--output={workdir}/slurm.out", "--open-mode=append",
-         str(REPO / "launch.sh"), "vae", TINY, f"--workdir={workdir}", *flags],
-        env=env, cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
-    ).stdout.strip().split(";")[0])
+    return int(
+        subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                "-n",
+                str(tasks),
+                f"--output={workdir}/slurm.out",
+                "--open-mode=append",
+                str(REPO / "launch.sh"),
+                "vae",
+                TINY,
+                f"--workdir={workdir}",
+                *flags,
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
 
 
 def job_log(workdir: pathlib.Path) -> str:
@@ -78,17 +103,23 @@ def test_sbatch_two_tasks_form_one_cluster_and_match_one_process(cluster, job_en
     print(f"sbatch -n 2 job: {time.time() - start:.1f} s")
 
 
-@pytest.mark.fault("SIGTERM to a 2-task SLURM job, then requeue: resumes to the uninterrupted result")
+@pytest.mark.fault(
+    "SIGTERM to a 2-task SLURM job, then requeue: resumes to the uninterrupted result"
+)
 def test_sigterm_then_requeue_resumes_to_the_uninterrupted_result(cluster, job_env, tmp_path):
     start = time.time()
     reference = tmp_path / "reference"
-    assert cluster.wait(submit(cluster, job_env, reference, *LONG), timeout=400) == "COMPLETED", job_log(reference)[-3000:]
+    assert cluster.wait(submit(cluster, job_env, reference, *LONG), timeout=400) == "COMPLETED", (
+        job_log(reference)[-3000:]
+    )
 
     preempted = tmp_path / "preempted"
     job = submit(cluster, job_env, preempted, *LONG)
     deadline = time.time() + 300
     while not checkpoint_steps(preempted) or checkpoint_steps(preempted)[-1] < 100:
-        assert time.time() < deadline and cluster.state(job) in ("PENDING", "RUNNING"), job_log(preempted)[-3000:]
+        assert time.time() < deadline and cluster.state(job) in ("PENDING", "RUNNING"), job_log(
+            preempted
+        )[-3000:]
         time.sleep(0.05)
     cluster.scancel("--signal=TERM", str(job))
     assert cluster.wait(job, timeout=120) == "COMPLETED", job_log(preempted)[-3000:]
@@ -97,8 +128,9 @@ def test_sigterm_then_requeue_resumes_to_the_uninterrupted_result(cluster, job_e
     stop_step = int(stopped[0])
     assert stop_step < STEPS
     # Both tasks stop at JAX's preemption sync point: one agreed step, any step.
-    stops = {int(step) for step in re.findall(r"process \d stopped at step (\d+)",
-                                               job_log(preempted))}
+    stops = {
+        int(step) for step in re.findall(r"process \d stopped at step (\d+)", job_log(preempted))
+    }
     assert stops <= {stop_step}, job_log(preempted)[-3000:]
     assert checkpoint_steps(preempted)[-1] == stop_step
 
@@ -108,19 +140,29 @@ def test_sigterm_then_requeue_resumes_to_the_uninterrupted_result(cluster, job_e
         assert time.time() < deadline, job_log(preempted)[-3000:]
         time.sleep(0.5)
     assert cluster.wait(job, timeout=120) == "COMPLETED"
-    assert f"resumed from {preempted.absolute() / 'checkpoints' / str(stop_step)}" in job_log(preempted)
+    assert f"resumed from {preempted.absolute() / 'checkpoints' / str(stop_step)}" in job_log(
+        preempted
+    )
     assert final_state(preempted)[:2] == final_state(reference)[:2]
     print(f"preempted at step {stop_step}, resumed there; test took {time.time() - start:.1f} s")
 
 
 def _task_pid(workdir: pathlib.Path, process_id: int) -> int | None:
-    for pid in map(int, subprocess.run(["pgrep", "-f", "experiments/vae.py"], capture_output=True, text=True).stdout.split()):
+    for pid in map(
+        int,
+        subprocess.run(
+            ["pgrep", "-f", "experiments/vae.py"], capture_output=True, text=True
+        ).stdout.split(),
+    ):
         try:
             environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if f"GENJAX_PROCESS_ID={process_id}".encode() in environ and str(workdir).encode() in cmdline:
+        if (
+            f"GENJAX_PROCESS_ID={process_id}".encode() in environ
+            and str(workdir).encode() in cmdline
+        ):
             return pid
     return None
 
@@ -131,7 +173,9 @@ def test_a_killed_task_ends_the_job_with_a_named_failure(cluster, job_env, tmp_p
     job = submit(cluster, job_env, workdir, *LONG)
     deadline = time.time() + 300
     while not checkpoint_steps(workdir):
-        assert time.time() < deadline and cluster.state(job) in ("PENDING", "RUNNING"), job_log(workdir)[-3000:]
+        assert time.time() < deadline and cluster.state(job) in ("PENDING", "RUNNING"), job_log(
+            workdir
+        )[-3000:]
         time.sleep(0.05)
     pid = _task_pid(workdir, 1)
     assert pid, "task 1 not found"
@@ -153,17 +197,42 @@ def test_replications_as_a_job_array_each_in_its_own_workdir(cluster, job_env, t
     registry.mkdir()
     names = ["dbm_ais", "rbm_ais"]  # array index i runs the i-th name in sorted order
     for name in names:
-        (registry / f"{name}.py").write_text((REPO / "experiments" / "replications" / f"{name}.py").read_text())
+        (registry / f"{name}.py").write_text(
+            (REPO / "experiments" / "replications" / f"{name}.py").read_text()
+        )
     runs = tmp_path / "runs"
-    job = int(subprocess.run(
-        ["sbatch", "--parsable", "--array=0-1", "-n", "1", f"--output={tmp_path}/slurm-%A_%a.out",
-         str(REPO / "launch.sh"), "replicate", "--schedule=tiny", f"--registry={registry}", f"--workdir={runs}",
-         f"--report={tmp_path / 'results.md'}", "--readme="],
-        env=job_env, cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
-    ).stdout.strip().split(";")[0])
+    job = int(
+        subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                "--array=0-1",
+                "-n",
+                "1",
+                f"--output={tmp_path}/slurm-%A_%a.out",
+                str(REPO / "launch.sh"),
+                "replicate",
+                "--schedule=tiny",
+                f"--registry={registry}",
+                f"--workdir={runs}",
+                f"--report={tmp_path / 'results.md'}",
+                "--readme=",
+            ],
+            env=job_env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
     logs = [tmp_path / f"slurm-{job}_{i}.out" for i in (0, 1)]
     deadline = time.time() + 300
-    while subprocess.run(["squeue", "-h", "-j", str(job)], env=job_env, capture_output=True, text=True).stdout.strip():
+    while subprocess.run(
+        ["squeue", "-h", "-j", str(job)], env=job_env, capture_output=True, text=True
+    ).stdout.strip():
         assert time.time() < deadline, "\n".join(p.read_text() for p in logs if p.exists())[-3000:]
         time.sleep(0.5)
     for index, name in enumerate(names):

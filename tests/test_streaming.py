@@ -1,5 +1,6 @@
 """The streaming input path: columns read from ArrayRecord files on demand give exactly the
 batches of the in-memory path, read only this host's records, and resume like it."""
+
 import grain
 import jax
 import jax.numpy as jnp
@@ -28,13 +29,15 @@ def tfds_dir(tmp_path_factory):
 
 def _data_config(tfds_dir) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
-        {"name": "digits", "binarize": "dynamic", "mnist_dir": "", "tfds_dir": str(tfds_dir)})
+        {"name": "digits", "binarize": "dynamic", "mnist_dir": "", "tfds_dir": str(tfds_dir)}
+    )
 
 
 def _streamed(tfds_dir) -> data_lib.Dataset:
     builder = builders.SklearnDigits(data_dir=str(tfds_dir), file_format="array_record")
     return data_lib.Dataset(
-        {split: builders.record_columns(builder, split, DTYPES) for split in ("train", "test")})
+        {split: builders.record_columns(builder, split, DTYPES) for split in ("train", "test")}
+    )
 
 
 def _assert_same_batch(streamed: dict, in_memory: dict) -> None:
@@ -59,13 +62,16 @@ class CountingSource:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The same data held in memory."""
-        return {"x": np.arange(3)[None] + 10 * np.arange(self.size)[:, None],
-                "label": (np.arange(self.size) % 7).astype(np.int32)}
+        return {
+            "x": np.arange(3)[None] + 10 * np.arange(self.size)[:, None],
+            "label": (np.arange(self.size) % 7).astype(np.int32),
+        }
 
 
 def _counting_columns(source: CountingSource) -> dict[str, streaming.RecordColumn]:
-    return streaming.record_columns(source, {"x": streaming.Feature((3,), np.int64),
-                                             "label": streaming.Feature((), np.int32)})
+    return streaming.record_columns(
+        source, {"x": streaming.Feature((3,), np.int64), "label": streaming.Feature((), np.int32)}
+    )
 
 
 @pytest.mark.parametrize("hosts", [1, 2, 4])
@@ -81,8 +87,11 @@ def test_streamed_batches_equal_in_memory_batches(monkeypatch, tfds_dir, hosts):
         assert batcher.steps_per_epoch == reference.steps_per_epoch == 23
         for step in range(3 * 23):
             _assert_same_batch(batcher.batch(step), reference.batch(step))
-        pairs = zip(data_lib.eval_batches(streamed["test"], 80),
-                    data_lib.eval_batches(in_memory["test"], 80), strict=True)
+        pairs = zip(
+            data_lib.eval_batches(streamed["test"], 80),
+            data_lib.eval_batches(in_memory["test"], 80),
+            strict=True,
+        )
         for streamed_batch, in_memory_batch in pairs:
             _assert_same_batch(streamed_batch, in_memory_batch)
 
@@ -110,7 +119,9 @@ def test_only_this_hosts_records_are_read(monkeypatch):
     for host in range(2):
         monkeypatch.setattr(data_lib.jax, "process_index", lambda host=host: host)
         source = CountingSource(100)
-        batcher = data_lib.EpochBatcher(_counting_columns(source), 16, seed=0, read_options=synchronous)
+        batcher = data_lib.EpochBatcher(
+            _counting_columns(source), 16, seed=0, read_options=synchronous
+        )
         reference = data_lib.EpochBatcher(source.arrays(), 16, seed=0)
         order = data_lib.index_shuffle(np.arange(100), 100, data_lib.epoch_seed(0, 0))
         for step in range(batcher.steps_per_epoch):
@@ -141,7 +152,9 @@ def test_column_indexing_and_views():
 
 def test_a_record_of_the_wrong_shape_is_named():
     columns = streaming.record_columns(CountingSource(5), {"x": streaming.Feature((4,), np.int64)})
-    with pytest.raises(ValueError, match=r"feature 'x' of a record has shape \(3,\), expected \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"feature 'x' of a record has shape \(3,\), expected \(4,\)"
+    ):
         columns["x"][np.array([1])]
 
 
@@ -155,7 +168,10 @@ def test_a_training_run_streamed_ends_bitwise_equal_to_the_in_memory_run(tfds_di
     config = vae_digits.get_config("tiny")
     config.data.tfds_dir = str(tfds_dir)
     runs = {}
-    for name, dataset in (("in_memory", load_images(config.data)), ("streamed", _streamed(tfds_dir))):
+    for name, dataset in (
+        ("in_memory", load_images(config.data)),
+        ("streamed", _streamed(tfds_dir)),
+    ):
         family = vae.family_for(config, dataset).as_family()
         if name == "streamed":
             config.num_steps = 20
@@ -193,17 +209,24 @@ def test_gan_and_boltzmann_read_their_pixel_means_in_chunks(tfds_dir):
 
     in_memory, streamed = load_images(_data_config(tfds_dir)), _streamed(tfds_dir)
     column = streamed["train"]["image"]
-    np.testing.assert_array_equal(data_lib.column_mean(column, chunk=100),
-                                  in_memory["train"]["image"].mean(0, dtype=np.float64))
+    np.testing.assert_array_equal(
+        data_lib.column_mean(column, chunk=100),
+        in_memory["train"]["image"].mean(0, dtype=np.float64),
+    )
     gan_config = gan.default_config()
     gan_config.data.name = "digits"
     gan_config.model.marginal_output_bias = True
     rbm_config = boltzmann.default_config()
     rbm_config.data.binarize = "dynamic"
     rbm_config.model.num_chains = 96  # a multiple of the 1 or 8 test devices
-    for family_for, config, field in ((gan.family_for, gan_config, "pixel_means"),
-                                      (boltzmann.family_for, rbm_config, "data_mean")):
-        means = [np.asarray(getattr(family_for(config, dataset), field)) for dataset in (in_memory, streamed)]
+    for family_for, config, field in (
+        (gan.family_for, gan_config, "pixel_means"),
+        (boltzmann.family_for, rbm_config, "data_mean"),
+    ):
+        means = [
+            np.asarray(getattr(family_for(config, dataset), field))
+            for dataset in (in_memory, streamed)
+        ]
         np.testing.assert_array_equal(*means)
 
 
@@ -221,10 +244,13 @@ def test_naive_bayes_fits_a_streamed_split_as_the_whole_array(tfds_dir, kind):
     in_memory = load_images(_data_config(tfds_dir))["train"]
     x = in_memory["image"].reshape(len(in_memory["image"]), -1).astype(np.float32) / 255.0
     config = naive_bayes.default_config()
-    config.update({"kind": kind, "num_classes": 10, "binarize": 0.5 if kind == "bernoulli" else 0.0})
+    config.update(
+        {"kind": kind, "num_classes": 10, "binarize": 0.5 if kind == "bernoulli" else 0.0}
+    )
     whole, _ = naive_bayes.fit(jax.random.key(0), {"x": x, "y": in_memory["label"]}, config)
-    streamed, _ = naive_bayes.fit_split(_streamed(tfds_dir)["train"], config, features=_pixels,
-                                        labels="label", batch_size=96)
+    streamed, _ = naive_bayes.fit_split(
+        _streamed(tfds_dir)["train"], config, features=_pixels, labels="label", batch_size=96
+    )
     for got, want in zip(jax.tree.leaves(streamed), jax.tree.leaves(whole), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -236,8 +262,14 @@ def test_gmm_em_on_a_streamed_split_equals_em_on_the_whole_array(tfds_dir):
     x = x.reshape(len(x), -1).astype(np.float32) / 255.0
     start = gmm.init_kmeans(jax.random.key(0), jnp.asarray(x), 5, "diag", reg_covar=1e-3)
     whole, whole_ll = gmm.em(start, jnp.asarray(x), num_iters=4, reg_covar=1e-3)
-    streamed, streamed_ll = gmm.em_split(start, _streamed(tfds_dir)["train"], num_iters=4, features=_pixels,
-                                         reg_covar=1e-3, batch_size=96)
+    streamed, streamed_ll = gmm.em_split(
+        start,
+        _streamed(tfds_dir)["train"],
+        num_iters=4,
+        features=_pixels,
+        reg_covar=1e-3,
+        batch_size=96,
+    )
     np.testing.assert_allclose(streamed_ll, whole_ll, rtol=1e-5)
     for got, want in zip(jax.tree.leaves(streamed), jax.tree.leaves(whole), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

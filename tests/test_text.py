@@ -1,4 +1,5 @@
 """Text pipeline: tokenizer rules, vocabulary filters, padded sparse bags against brute force."""
+
 import collections
 import gzip
 

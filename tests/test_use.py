@@ -1,4 +1,5 @@
 """A finished workdir used as a model: `./launch.sh sample|classify|score` (genjax_lab.cli)."""
+
 import subprocess
 
 import jax
@@ -19,16 +20,24 @@ def spam_workdir(tmp_path_factory):
     """The SMS spam filter's finished workdir (the experiment's tiny config)."""
     path = shared_data("text/SMSSpamCollection")
     tmp = tmp_path_factory.mktemp("spam")
-    command = experiment_command("naive_bayes", "naive_bayes_spam.py:tiny", tmp / "w",
-                                 f"--config.data.spam_path={path}")
-    result = subprocess.run(command, env=process_env(tmp / "tfds"), capture_output=True,
-                            text=True, timeout=600, check=False)
+    command = experiment_command(
+        "naive_bayes", "naive_bayes_spam.py:tiny", tmp / "w", f"--config.data.spam_path={path}"
+    )
+    result = subprocess.run(
+        command,
+        env=process_env(tmp / "tfds"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return tmp / "w"
 
 
-def test_the_finished_spam_run_classifies_scores_and_samples_messages(spam_workdir, tmp_path,
-                                                                      capsys):
+def test_the_finished_spam_run_classifies_scores_and_samples_messages(
+    spam_workdir, tmp_path, capsys
+):
     messages = tmp_path / "messages.txt"
     messages.write_text(f"{SPAM}\n{HAM}\n")
     assert cli.main(["classify", f"--workdir={spam_workdir}", f"--input={messages}"]) == 0
@@ -40,13 +49,15 @@ def test_the_finished_spam_run_classifies_scores_and_samples_messages(spam_workd
     assert header == "# log p(x) in nats (exact)"
     model = saving.load(spam_workdir)
     counts, _ = cli.read_input(model, str(messages))
-    np.testing.assert_allclose([float(r.split("\t")[1]) for r in rows],
-                               model.log_prob(counts), atol=1e-3)
+    np.testing.assert_allclose(
+        [float(r.split("\t")[1]) for r in rows], model.log_prob(counts), atol=1e-3
+    )
 
     assert cli.main(["sample", f"--workdir={spam_workdir}", "--num=3", "--label=1"]) == 0
     sampled = capsys.readouterr().out.splitlines()
-    assert len(sampled) == 3 and all(set(line.split()) <= set(model.meta["input"]["vocabulary"])
-                                     for line in sampled)
+    assert len(sampled) == 3 and all(
+        set(line.split()) <= set(model.meta["input"]["vocabulary"]) for line in sampled
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +65,11 @@ def rbm_workdir(tmp_path_factory):
     """A saved 8x8-image RBM (untrained: the command line, not the model, is under test)."""
     config = boltzmann.default_config()
     config.model.num_hidden = 6
-    meta = {"num_visible": 64, "image_shape": [8, 8, 1],
-            "input": {"kind": "image", "shape": [8, 8, 1], "layout": "flat",
-                      "binarize": "threshold"}}
+    meta = {
+        "num_visible": 64,
+        "image_shape": [8, 8, 1],
+        "input": {"kind": "image", "shape": [8, 8, 1], "layout": "flat", "binarize": "threshold"},
+    }
     params = boltzmann.init(jax.random.key(0), config, meta)
     workdir = tmp_path_factory.mktemp("rbm")
     saving.save(workdir, "boltzmann", config, meta, params)
@@ -85,17 +98,23 @@ def test_images_are_read_from_npy_and_png_and_scored_exactly(rbm_workdir, tmp_pa
     assert Image.open(out).size[0] > 8
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["classify", "--input=x"], "the boltzmann family has no classifier"),
-    (["score", "--input=nope.npy"], "--input=nope.npy: no such file or folder"),
-    (["score", "--input=x"], "cannot read it as image input"),
-    (["sample", "--num=0"], "--num=0: must be at least 1"),
-    (["sample", "--label=3"], "--label=3:"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["classify", "--input=x"], "the boltzmann family has no classifier"),
+        (["score", "--input=nope.npy"], "--input=nope.npy: no such file or folder"),
+        (["score", "--input=x"], "cannot read it as image input"),
+        (["sample", "--num=0"], "--num=0: must be at least 1"),
+        (["sample", "--label=3"], "--label=3:"),
+    ],
+)
 def test_bad_use_is_one_line_and_exit_2(rbm_workdir, tmp_path, capsys, argv, message):
     (tmp_path / "x").write_text("")
-    argv = [argv[0], f"--workdir={rbm_workdir}", *[a.replace("=x", f"={tmp_path / 'x'}")
-                                                    for a in argv[1:]]]
+    argv = [
+        argv[0],
+        f"--workdir={rbm_workdir}",
+        *[a.replace("=x", f"={tmp_path / 'x'}") for a in argv[1:]],
+    ]
     assert cli.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and message in error and "\n" not in error

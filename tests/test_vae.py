@@ -1,4 +1,5 @@
 """VAE bounds against float64 NumPy, and the data-parallel step against one device."""
+
 import math
 
 import jax
@@ -19,8 +20,12 @@ def _digits_dataset() -> Dataset:
     digits = load_digits()
     images = np.round(digits.images * 255 / 16).astype(np.uint8)[..., None]
     labels = digits.target.astype(np.int32)
-    return Dataset({"train": {"image": images[:1400], "label": labels[:1400]},
-                    "test": {"image": images[1400:], "label": labels[1400:]}})
+    return Dataset(
+        {
+            "train": {"image": images[:1400], "label": labels[:1400]},
+            "test": {"image": images[1400:], "label": labels[1400:]},
+        }
+    )
 
 
 def _family(variant="tiny", **model_overrides):
@@ -47,8 +52,13 @@ def _numpy_log_weights(params, x, y_onehot, eps):
     log_std = h @ np.float64(enc["log_std"]["kernel"]) + np.float64(enc["log_std"]["bias"])
     z = mean + np.exp(log_std) * eps  # [K, B, L]
     hz = np.concatenate([z, np.broadcast_to(y_onehot, (*z.shape[:2], y_onehot.shape[-1]))], -1)
-    logits = _numpy_mlp([(dec["Dense_0"]["kernel"], dec["Dense_0"]["bias"]),
-                         (dec["Dense_1"]["kernel"], dec["Dense_1"]["bias"])], hz)
+    logits = _numpy_mlp(
+        [
+            (dec["Dense_0"]["kernel"], dec["Dense_0"]["bias"]),
+            (dec["Dense_1"]["kernel"], dec["Dense_1"]["bias"]),
+        ],
+        hz,
+    )
     xf = x.reshape(1, len(x), -1)
     log_px = np.sum(xf * logits - np.logaddexp(0.0, logits), -1)
     log_pz = np.sum(-0.5 * z**2 - 0.5 * math.log(2 * math.pi), -1)
@@ -58,30 +68,52 @@ def _numpy_log_weights(params, x, y_onehot, eps):
 
 def _numpy_gaussian_layer(layer, h):
     """Mean and log std of a one-hidden-layer tanh Gaussian MLP, float64."""
-    hidden = np.tanh(h @ np.float64(layer["Dense_0"]["kernel"]) + np.float64(layer["Dense_0"]["bias"]))
-    return tuple(hidden @ np.float64(layer[n]["kernel"]) + np.float64(layer[n]["bias"]) for n in ("mean", "log_std"))
+    hidden = np.tanh(
+        h @ np.float64(layer["Dense_0"]["kernel"]) + np.float64(layer["Dense_0"]["bias"])
+    )
+    return tuple(
+        hidden @ np.float64(layer[n]["kernel"]) + np.float64(layer[n]["bias"])
+        for n in ("mean", "log_std")
+    )
 
 
 def _numpy_normal_log_density(z, mean, log_std):
-    return np.sum(-0.5 * ((z - mean) * np.exp(-log_std)) ** 2 - 0.5 * math.log(2 * math.pi) - log_std, -1)
+    return np.sum(
+        -0.5 * ((z - mean) * np.exp(-log_std)) ** 2 - 0.5 * math.log(2 * math.pi) - log_std, -1
+    )
 
 
 def _numpy_two_layer_log_weights(params, x, y_onehot, eps1, eps2):
     """log p(x|h1,y) + log p(h1|h2) + log p(h2) - log q(h1|x,y) - log q(h2|h1) in float64."""
     p = params.variables["params"]
-    mean1, log_std1 = _numpy_gaussian_layer(p["encoder"], np.concatenate([x.reshape(len(x), -1), y_onehot], -1))
+    mean1, log_std1 = _numpy_gaussian_layer(
+        p["encoder"], np.concatenate([x.reshape(len(x), -1), y_onehot], -1)
+    )
     h1 = mean1 + np.exp(log_std1) * eps1  # [K, B, L1]
     mean2, log_std2 = _numpy_gaussian_layer(p["upper_encoders_0"], h1)
     h2 = mean2 + np.exp(log_std2) * eps2  # [K, B, L2]
     prior_mean1, prior_log_std1 = _numpy_gaussian_layer(p["upper_priors_0"], h2)
     dec = p["decoder"]
     hz = np.concatenate([h1, np.broadcast_to(y_onehot, (*h1.shape[:2], y_onehot.shape[-1]))], -1)
-    logits = _numpy_mlp([(dec["Dense_0"]["kernel"], dec["Dense_0"]["bias"]),
-                         (dec["Dense_1"]["kernel"], dec["Dense_1"]["bias"])], hz)
+    logits = _numpy_mlp(
+        [
+            (dec["Dense_0"]["kernel"], dec["Dense_0"]["bias"]),
+            (dec["Dense_1"]["kernel"], dec["Dense_1"]["bias"]),
+        ],
+        hz,
+    )
     xf = x.reshape(1, len(x), -1)
     log_px = np.sum(xf * logits - np.logaddexp(0.0, logits), -1)
-    log_p = log_px + _numpy_normal_log_density(h1, prior_mean1, prior_log_std1) + _numpy_normal_log_density(h2, 0.0, 0.0)
-    return log_p - _numpy_normal_log_density(h1, mean1, log_std1) - _numpy_normal_log_density(h2, mean2, log_std2)
+    log_p = (
+        log_px
+        + _numpy_normal_log_density(h1, prior_mean1, prior_log_std1)
+        + _numpy_normal_log_density(h2, 0.0, 0.0)
+    )
+    return (
+        log_p
+        - _numpy_normal_log_density(h1, mean1, log_std1)
+        - _numpy_normal_log_density(h2, mean2, log_std2)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +134,17 @@ def test_elbo_and_iwae_equal_float64_numpy(fixed_problem):
     params, x, y, key = fixed_problem
     k = 5
     eps = _eps(key, k, len(x), params.model.encoder.latent_dim)
-    reference = _numpy_log_weights(jax.tree.map(np.asarray, params), np.float64(x), np.eye(10)[y], eps)
+    reference = _numpy_log_weights(
+        jax.tree.map(np.asarray, params), np.float64(x), np.eye(10)[y], eps
+    )
     elbo_ref = reference.mean(0)
     iwae_ref = np.logaddexp.reduce(reference, axis=0) - math.log(k)
-    np.testing.assert_allclose(vae.elbo(key, params, x, y, num_samples=k), elbo_ref,
-                               rtol=2e-5, atol=2e-4)
-    np.testing.assert_allclose(vae.log_prob_bound(key, params, x, y, num_samples=k), iwae_ref,
-                               rtol=2e-5, atol=2e-4)
+    np.testing.assert_allclose(
+        vae.elbo(key, params, x, y, num_samples=k), elbo_ref, rtol=2e-5, atol=2e-4
+    )
+    np.testing.assert_allclose(
+        vae.log_prob_bound(key, params, x, y, num_samples=k), iwae_ref, rtol=2e-5, atol=2e-4
+    )
     assert np.all(iwae_ref >= elbo_ref - 1e-9)  # Jensen: the IWAE bound is the tighter one
 
 
@@ -117,10 +153,17 @@ def test_chunked_importance_sampling_equals_one_logsumexp(fixed_problem):
     chunks, chunk = 4, 5
     keys = jax.random.split(key, chunks)
     latent = params.model.encoder.latent_dim
-    weights = np.concatenate([
-        _numpy_log_weights(jax.tree.map(np.asarray, params), np.float64(x), np.eye(10)[y], _eps(k, chunk, len(x), latent))
-        for k in keys
-    ])
+    weights = np.concatenate(
+        [
+            _numpy_log_weights(
+                jax.tree.map(np.asarray, params),
+                np.float64(x),
+                np.eye(10)[y],
+                _eps(k, chunk, len(x), latent),
+            )
+            for k in keys
+        ]
+    )
     expected = np.logaddexp.reduce(weights, axis=0) - math.log(chunks * chunk)
     got = vae.log_prob_estimate(key, params, x, y, num_samples=chunks * chunk, chunk=chunk)
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-4)
@@ -141,15 +184,19 @@ def test_two_layer_bounds_equal_float64_numpy(two_layer_problem):
     k = 5
     assert params.model.latent_dims == (4, 3)
     eps = _eps(key, k, len(x), 7)  # one draw split between the layers, h1 first
-    reference = _numpy_two_layer_log_weights(jax.tree.map(np.asarray, params), np.float64(x), np.eye(10)[y],
-                                             eps[..., :4], eps[..., 4:])
-    np.testing.assert_allclose(vae.log_weights(key, params, x, y, k), reference,
-                               rtol=2e-5, atol=2e-4)
-    np.testing.assert_allclose(vae.elbo(key, params, x, y, num_samples=k), reference.mean(0),
-                               rtol=2e-5, atol=2e-4)
+    reference = _numpy_two_layer_log_weights(
+        jax.tree.map(np.asarray, params), np.float64(x), np.eye(10)[y], eps[..., :4], eps[..., 4:]
+    )
+    np.testing.assert_allclose(
+        vae.log_weights(key, params, x, y, k), reference, rtol=2e-5, atol=2e-4
+    )
+    np.testing.assert_allclose(
+        vae.elbo(key, params, x, y, num_samples=k), reference.mean(0), rtol=2e-5, atol=2e-4
+    )
     iwae_ref = np.logaddexp.reduce(reference, axis=0) - math.log(k)
-    np.testing.assert_allclose(vae.log_prob_bound(key, params, x, y, num_samples=k), iwae_ref,
-                               rtol=2e-5, atol=2e-4)
+    np.testing.assert_allclose(
+        vae.log_prob_bound(key, params, x, y, num_samples=k), iwae_ref, rtol=2e-5, atol=2e-4
+    )
 
 
 @pytest.mark.parametrize("upper", [(), (3,)])
@@ -158,8 +205,9 @@ def test_iwae_bound_with_one_sample_is_the_elbo(upper):
     params = family.params(family.init(jax.random.key(3), None).params)
     x = (np.random.default_rng(2).random((6, 8, 8, 1)) < 0.4).astype(np.float32)
     y, key = np.arange(6, dtype=np.int32), jax.random.key(4)
-    np.testing.assert_allclose(vae.log_prob_bound(key, params, x, y),
-                               vae.elbo(key, params, x, y), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(
+        vae.log_prob_bound(key, params, x, y), vae.elbo(key, params, x, y), rtol=1e-6, atol=1e-5
+    )
 
 
 def test_two_layer_samples_come_through_the_prior_layers(two_layer_problem):
@@ -175,18 +223,27 @@ def test_two_layer_samples_come_through_the_prior_layers(two_layer_problem):
 def test_grey_level_likelihoods_are_normalised(likelihood):
     """Discretized logistic: the 256 bin probabilities sum to 1. Gaussian: matches scipy."""
     rng = np.random.default_rng(3)
-    decoded = jnp.asarray(np.stack([rng.normal(0.3, 0.5, (4,)), rng.normal(-2, 0.5, (4,))], -1), jnp.float32)
+    decoded = jnp.asarray(
+        np.stack([rng.normal(0.3, 0.5, (4,)), rng.normal(-2, 0.5, (4,))], -1), jnp.float32
+    )
     if likelihood == "logistic":
         levels = jnp.arange(256, dtype=jnp.float32) / 255.0
-        per_bin = jax.vmap(lambda v: vae.decoder_log_prob(
-            "logistic", decoded[:, None, None, None, :], jnp.full((4, 1, 1, 1), v)))(levels)
+        per_bin = jax.vmap(
+            lambda v: vae.decoder_log_prob(
+                "logistic", decoded[:, None, None, None, :], jnp.full((4, 1, 1, 1), v)
+            )
+        )(levels)
         np.testing.assert_allclose(np.exp(np.float64(per_bin)).sum(0), 1.0, rtol=1e-4)
     else:
         from scipy.stats import norm
+
         x = jnp.asarray(rng.random(4), jnp.float32)
-        got = vae.decoder_log_prob("gaussian", decoded[:, None, None, None, :],
-                                   x[:, None, None, None])
-        expected = norm.logpdf(np.float64(x), np.float64(decoded[:, 0]), np.exp(np.float64(decoded[:, 1])))
+        got = vae.decoder_log_prob(
+            "gaussian", decoded[:, None, None, None, :], x[:, None, None, None]
+        )
+        expected = norm.logpdf(
+            np.float64(x), np.float64(decoded[:, 0]), np.exp(np.float64(decoded[:, 1]))
+        )
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -198,15 +255,20 @@ def test_bayes_classifier_is_bayes_rule_over_the_estimates(fixed_problem):
     classifier = vae.classifier(params, num_samples=4, chunk=2)
     assert classifier.stochastic
     log_post, predicted = jax.jit(
-        lambda c, x, key: (c.predict_log_proba(x, key), c.predict(x, key)))(classifier, x, key)
+        lambda c, x, key: (c.predict_log_proba(x, key), c.predict(x, key))
+    )(classifier, x, key)
     log_post = np.float64(log_post)
     assert log_post.shape == (len(x), 10)
     np.testing.assert_allclose(np.exp(log_post).sum(-1), 1.0, rtol=1e-5)
-    estimate = jax.jit(lambda label: vae.log_prob_estimate(
-        key, params, x, jnp.full(len(x), label), num_samples=4, chunk=2))
+    estimate = jax.jit(
+        lambda label: vae.log_prob_estimate(
+            key, params, x, jnp.full(len(x), label), num_samples=4, chunk=2
+        )
+    )
     joint = np.stack([estimate(c) for c in range(10)], -1) + np.asarray(params.log_prior)
-    np.testing.assert_allclose(log_post, joint - np.logaddexp.reduce(joint, -1, keepdims=True),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        log_post, joint - np.logaddexp.reduce(joint, -1, keepdims=True), rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_array_equal(predicted, np.argmax(joint, -1))
     with pytest.raises(ValueError, match="key"):
         classifier.predict(x)
@@ -222,7 +284,9 @@ def test_train_step_on_8_devices_equals_1_device(conv):
     for devices in (jax.devices()[:1], jax.devices()[:8]):
         mesh = mesh_lib.data_mesh(devices)
         batch = mesh_lib.global_batch(mesh, batch_np)
-        state = jax.jit(family.init, out_shardings=mesh_lib.replicated(mesh))(jax.random.key(0), batch)
+        state = jax.jit(family.init, out_shardings=mesh_lib.replicated(mesh))(
+            jax.random.key(0), batch
+        )
         step = jax.jit(family.train_step, out_shardings=mesh_lib.replicated(mesh))
         state, metrics = step(state, batch, jax.random.key(5))
         state, metrics = step(state, batch, jax.random.key(6))
@@ -230,7 +294,9 @@ def test_train_step_on_8_devices_equals_1_device(conv):
     (params_1, loss_1), (params_8, loss_8) = results
     assert len(jax.devices()) == 8
     np.testing.assert_allclose(loss_8, loss_1, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params_8, params_1)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params_8, params_1
+    )
 
 
 def test_two_layer_gradient_on_8_devices_equals_1_device():
@@ -249,12 +315,13 @@ def test_two_layer_gradient_on_8_devices_equals_1_device():
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:8]):
         mesh = mesh_lib.data_mesh(devices)
-        loss_and_grad = jax.jit(jax.value_and_grad(loss),
-                                out_shardings=mesh_lib.replicated(mesh))
+        loss_and_grad = jax.jit(jax.value_and_grad(loss), out_shardings=mesh_lib.replicated(mesh))
         batch = mesh_lib.global_batch(mesh, batch_np)
         results.append(jax.tree.map(np.asarray, loss_and_grad(params, batch, jax.random.key(5))))
     assert len(jax.devices()) == 8
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), results[1], results[0])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), results[1], results[0]
+    )
 
 
 def test_padded_rows_do_not_change_the_loss():
@@ -269,8 +336,9 @@ def test_padded_rows_do_not_change_the_loss():
     whites["image"] = batch["image"].copy()
     whites["image"][12:] = 255
     key = jax.random.key(2)
-    losses = [vae.loss(key, params, b, model=family.model, config=family.config)
-              for b in (zeros, whites)]
+    losses = [
+        vae.loss(key, params, b, model=family.model, config=family.config) for b in (zeros, whites)
+    ]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
 
 
@@ -310,8 +378,9 @@ def test_fit_has_the_structure_of_init_and_lowers_the_loss(fitted):
     assert meta == {"image_shape": [8, 8, 1], "num_classes": 10}
     fresh = jax.eval_shape(lambda key: vae.init(key, config, meta), jax.random.key(1))
     assert jax.tree.structure(fresh) == jax.tree.structure(params)
-    jax.tree.map(lambda a, b: (a.shape, a.dtype) == (b.shape, b.dtype) or pytest.fail(), fresh,
-                 params)
+    jax.tree.map(
+        lambda a, b: (a.shape, a.dtype) == (b.shape, b.dtype) or pytest.fail(), fresh, params
+    )
     losses = np.asarray(history["loss"])
     assert history["num_steps"] == 30 and losses.shape == (30,)
     assert losses[-5:].mean() < losses[:5].mean() - 2.0, losses
@@ -339,8 +408,9 @@ def test_sample_given_labels_and_from_the_label_prior(fitted):
     # the same noise decoded under the other label differs: the label drives the image
     assert not np.allclose(given[0], np.asarray(vae.sample(key, params, 3, y=labels[::-1]))[0])
     one_class = params.replace(log_prior=jnp.log(jax.nn.one_hot(7, 10) + 1e-30))
-    np.testing.assert_array_equal(vae.sample(key, one_class, 3),
-                                  vae.sample(key, params, 3, y=np.full(3, 7, np.int32)))
+    np.testing.assert_array_equal(
+        vae.sample(key, one_class, 3), vae.sample(key, params, 3, y=np.full(3, 7, np.int32))
+    )
     with pytest.raises(ValueError, match="y"):
         vae.sample(key, params, 3, y=np.array([0, 10, 1]))
 
@@ -366,6 +436,8 @@ def test_an_unconditional_vae_saves_and_loads_to_the_same_bound(tmp_path):
     loaded = saving.load(tmp_path)
     x = (np.random.default_rng(1).random((5, 8, 8, 1)) < 0.5).astype(np.float32)
     key = jax.random.key(2)
-    np.testing.assert_array_equal(loaded.log_prob_bound(key, x, num_samples=3),
-                                  vae.log_prob_bound(key, params, x, num_samples=3))
+    np.testing.assert_array_equal(
+        loaded.log_prob_bound(key, x, num_samples=3),
+        vae.log_prob_bound(key, params, x, num_samples=3),
+    )
     assert vae.posterior(params, x).mean.shape == (5, 4)

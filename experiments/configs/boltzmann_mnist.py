@@ -25,6 +25,7 @@ Variants (`:VARIANT`; `:VARIANT,tiny` runs any of them small on the 8x8 digits):
 
 Measured results, commands and wall times (2-core shared CPU): docs/boltzmann.md.
 """
+
 import ml_collections
 
 from genjax_lab.models import boltzmann
@@ -75,8 +76,10 @@ def get_config(variant: str = "rbm_cd25") -> ml_collections.ConfigDict:
     model = "rbm_pcd" if names[0] == "tiny" else names[0]
     tiny = "tiny" in names
     if model not in VARIANTS or any(n != "tiny" for n in names[1:]):
-        raise ValueError(f"unknown variant {variant!r} of boltzmann_mnist: one of {VARIANTS}, "
-                         "'tiny', or 'VARIANT,tiny'")
+        raise ValueError(
+            f"unknown variant {variant!r} of boltzmann_mnist: one of {VARIANTS}, "
+            "'tiny', or 'VARIANT,tiny'"
+        )
     config = boltzmann.default_config()
     _mnist(config, model)
     if tiny:

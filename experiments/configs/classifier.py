@@ -8,6 +8,7 @@ Variants:
            sample metrics (Frechet distance, classifier score).
   tiny     a few steps, for tests.
 """
+
 import ml_collections
 
 from genjax_lab.models import classifier
@@ -22,7 +23,12 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         config.model.conv, config.model.hidden = True, (128,)
         config.log_every, config.checkpoint.every = 200, 1000
     elif variant == "tiny":
-        config.num_epochs, config.num_steps, config.log_every, config.checkpoint.every = -1, 30, 10, 10
+        config.num_epochs, config.num_steps, config.log_every, config.checkpoint.every = (
+            -1,
+            30,
+            10,
+            10,
+        )
         config.model.hidden = (32,)
     elif variant != "default":
         raise ValueError(f"unknown variant {variant!r} of classifier: default, mnist or tiny")

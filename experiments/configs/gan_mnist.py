@@ -29,6 +29,7 @@ and `--config.eval.classifier_workdir=runs/classifier_mnist`.
 Measured (docs/gan.md, 2 shared CPU cores): see the results table there for the commands,
 step counts and numbers (Parzen LL, Frechet distance, cGAN label accuracy).
 """
+
 import ml_collections
 
 from genjax_lab.models import gan
@@ -43,8 +44,15 @@ def get_config(variant: str = "mlp") -> ml_collections.ConfigDict:
     arch = variant.removeprefix("tiny_")
     if arch in ("mlp", "cgan"):
         config.batch_size = 100
-        config.model.update(g_hidden=(1200, 1200), d_hidden=(240, 240), d_maxout_pieces=5,
-                            d_input_dropout=0.2, d_dropout=0.5, g_init_range=0.05, d_init_range=0.005)
+        config.model.update(
+            g_hidden=(1200, 1200),
+            d_hidden=(240, 240),
+            d_maxout_pieces=5,
+            d_input_dropout=0.2,
+            d_dropout=0.5,
+            g_init_range=0.05,
+            d_init_range=0.005,
+        )
     elif arch == "dcgan":
         config.model.update(arch="dcgan", g_init_range=0.0346, d_init_range=0.0346)
     if arch == "cgan":

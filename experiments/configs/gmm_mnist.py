@@ -19,6 +19,7 @@ Variants (`--config=experiments/configs/gmm_mnist.py:VARIANT`):
   tiny     PCA 20, K = 1, 4 on 2,000 training codes, up to 10 EM iterations, 1,000 test images,
            200 imputed (seconds; the tests).
 """
+
 import ml_collections
 
 

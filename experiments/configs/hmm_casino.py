@@ -6,6 +6,7 @@ Variants (`--config=experiments/configs/hmm_casino.py:VARIANT`):
   default  10 sequences x 2,000 rolls, 8 restarts, 200 EM iterations (a few seconds).
   tiny     2 x 500 rolls, 2 restarts, 20 iterations (tests and smoke runs).
 """
+
 import ml_collections
 
 
@@ -15,12 +16,18 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.seed = 0
     config.num_steps = 200  # EM iterations
     config.checkpoint = ml_collections.ConfigDict({"every": 50, "keep": 2, "on_corrupt": "fail"})
-    config.data = ml_collections.ConfigDict({"num_sequences": 10, "length": 2000, "test_length": 2000})
+    config.data = ml_collections.ConfigDict(
+        {"num_sequences": 10, "length": 2000, "test_length": 2000}
+    )
     config.model = ml_collections.ConfigDict({"num_restarts": 8})
     # Dirichlet(2) on transition and emission rows: add-one smoothing, the MAP in MAP-EM.
-    config.prior = ml_collections.ConfigDict({
-        "initial_concentration": 1.0, "transition_concentration": 2.0, "emission_concentration": 2.0,
-    })
+    config.prior = ml_collections.ConfigDict(
+        {
+            "initial_concentration": 1.0,
+            "transition_concentration": 2.0,
+            "emission_concentration": 2.0,
+        }
+    )
     config.plot_steps = 300
     if variant == "tiny":
         config.num_steps = 20

@@ -9,11 +9,14 @@ Variants (`--config=experiments/configs/hmm_fsdd.py:VARIANT`):
   single   8 states, one diagonal Gaussian per state.
   tiny     2 speakers, 3 digits, recordings 0-9 (tests and smoke runs).
 """
+
 import pathlib
 
 import ml_collections
 
-DEFAULT_TARBALL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd" / "recordings.tar.gz"
+DEFAULT_TARBALL = (
+    pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd" / "recordings.tar.gz"
+)
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
@@ -22,18 +25,24 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.seed = 0
     config.num_steps = 10  # EM iterations
     config.checkpoint = ml_collections.ConfigDict({"every": 5, "keep": 2, "on_corrupt": "fail"})
-    config.data = ml_collections.ConfigDict({
-        "fsdd_path": str(DEFAULT_TARBALL),
-        "speakers": "",  # comma-separated names; empty: all six
-        "num_digits": 10,  # digits 0 .. num_digits - 1
-        "max_index": 50,  # recordings with index < max_index
-        "num_test_indices": 5,  # index < this: test set
-    })
+    config.data = ml_collections.ConfigDict(
+        {
+            "fsdd_path": str(DEFAULT_TARBALL),
+            "speakers": "",  # comma-separated names; empty: all six
+            "num_digits": 10,  # digits 0 .. num_digits - 1
+            "max_index": 50,  # recordings with index < max_index
+            "num_test_indices": 5,  # index < this: test set
+        }
+    )
     # num_buckets: EM batches of similar-length recordings (speed only, same fit).
-    config.model = ml_collections.ConfigDict({"num_states": 8, "num_components": 4, "num_buckets": 4})
+    config.model = ml_collections.ConfigDict(
+        {"num_states": 8, "num_components": 4, "num_buckets": 4}
+    )
     # A weak inverse-Wishart-type prior on the diagonal variances keeps components that lose
     # their frames from collapsing; Dirichlet(1) on the weights and transitions = ML.
-    config.prior = ml_collections.ConfigDict({"covariance_prior": 1e-2, "covariance_pseudocount": 1.0})
+    config.prior = ml_collections.ConfigDict(
+        {"covariance_prior": 1e-2, "covariance_pseudocount": 1.0}
+    )
     if variant == "single":
         config.model.num_components = 1
     elif variant == "tiny":

@@ -13,6 +13,7 @@ Variants (`--config=experiments/configs/naive_bayes_spam.py:VARIANT`):
            AUC 0.9941.
   tiny     a seeded 1,500-message subset, 50 L-BFGS steps (tests and smoke runs).
 """
+
 import ml_collections
 
 
@@ -20,13 +21,15 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.kind = "spam"
     config.seed = 0
-    config.data = ml_collections.ConfigDict({
-        "spam_path": "",  # the SMS Spam Collection file (label<TAB>text per line)
-        "max_docs": 0,  # 0: every message
-        "test_fraction": 0.2,
-        "min_count": 2,  # vocabulary: training words seen at least this often
-        "max_vocab": 0,  # 0: no cap
-    })
+    config.data = ml_collections.ConfigDict(
+        {
+            "spam_path": "",  # the SMS Spam Collection file (label<TAB>text per line)
+            "max_docs": 0,  # 0: every message
+            "test_fraction": 0.2,
+            "min_count": 2,  # vocabulary: training words seen at least this often
+            "max_vocab": 0,  # 0: no cap
+        }
+    )
     config.nb = ml_collections.ConfigDict({"alpha": 1.0})
     config.logistic = ml_collections.ConfigDict({"c": 1.0, "num_steps": 200})
     if variant == "tiny":

@@ -7,6 +7,7 @@ Variants (`--config=experiments/configs/vae_digits.py:VARIANT`):
   vae      the same without labels: an unconditional VAE.
   tiny     a few steps, for tests and smoke runs (seconds).
 """
+
 import ml_collections
 
 from genjax_lab.models import vae

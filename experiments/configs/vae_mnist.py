@@ -17,6 +17,7 @@ Variants (`--config=experiments/configs/vae_mnist.py:VARIANT`, with
            schedule i = 0..7 (3,280 passes), for a GPU or a cluster.
   tiny     a few hundred steps, for smoke runs.
 """
+
 import ml_collections
 
 from genjax_lab.models import vae
@@ -66,7 +67,11 @@ def get_config(variant: str = "vae_k1") -> ml_collections.ConfigDict:
         return config
     model_name, _, k = model_variant.partition("_k")
     objective, layers = model_name.removesuffix("2"), 2 if model_name.endswith("2") else 1
-    if objective not in ("vae", "iwae") or k not in ("1", "5", "50") or (objective, k) == ("iwae", "1"):
+    if (
+        objective not in ("vae", "iwae")
+        or k not in ("1", "5", "50")
+        or (objective, k) == ("iwae", "1")
+    ):
         raise ValueError(
             f"unknown variant {variant!r}: (vae|iwae)[2]_k(1|5|50) (iwae only k5, k50; 2: two "
             "stochastic layers) or tiny (+',full')"

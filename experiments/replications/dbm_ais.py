@@ -13,6 +13,7 @@ iterations, log Z by AIS (100 runs, 20,000 temperatures). Schedules:
          so the quick tolerance (30 nats) only says "the pipeline produced a bound".
   full   the paper's 500 joint epochs (about 2 days for the authors).
 """
+
 import ml_collections
 
 from genjax_lab.core import replication as rep
@@ -20,8 +21,9 @@ from genjax_lab.core import replication as rep
 REPLICATION = rep.Replication(
     experiment="boltzmann",
     paper="Salakhutdinov & Hinton 2009, Table 1 (DBM 784-500-1000)",
-    estimator=("AIS log Z (100 runs, 20,000 temperatures); test mean of the mean-field bound "
-               "minus log Z"),
+    estimator=(
+        "AIS log Z (100 runs, 20,000 temperatures); test mean of the mean-field bound minus log Z"
+    ),
     rows=(
         rep.Row(
             label="DBM 784-500-1000: test log p(v) (lower bound)",

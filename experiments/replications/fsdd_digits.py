@@ -19,6 +19,7 @@ Metric: test accuracy of argmax_c log p(y | c) + log p(c) over the 300 test reco
          EM's accuracy wobbles by one or two recordings from one iteration to the next.
   full   the same with 30 EM iterations.
 """
+
 import ml_collections
 
 from genjax_lab.core import replication as rep
@@ -28,8 +29,13 @@ REPLICATION = rep.Replication(
     paper="FSDD digit recognition; reference = hmmlearn GMMHMM accuracy measured in issue #3 (no paper number)",
     estimator="test accuracy (300 recordings, index 0-4), Bayes' rule over 10 per-digit GMM-HMMs",
     rows=(
-        rep.Row(label="FSDD test accuracy (8-state LR HMM, 4 mixtures)", metric="test_accuracy", published=0.99,
-                tolerance={"tiny": 0.2, "quick": 0.01, "full": 0.01}, better="higher"),
+        rep.Row(
+            label="FSDD test accuracy (8-state LR HMM, 4 mixtures)",
+            metric="test_accuracy",
+            published=0.99,
+            tolerance={"tiny": 0.2, "quick": 0.01, "full": 0.01},
+            better="higher",
+        ),
     ),
     data={"data.fsdd_path": "fsdd/recordings.tar.gz"},
 )
@@ -37,7 +43,9 @@ REPLICATION = rep.Replication(
 
 def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     _, schedule = rep.parse_arg(arg)
-    config = rep.experiment_config("experiments/configs/hmm_fsdd.py", "tiny" if schedule == "tiny" else "default")
+    config = rep.experiment_config(
+        "experiments/configs/hmm_fsdd.py", "tiny" if schedule == "tiny" else "default"
+    )
     if schedule == "full":
         config.num_steps = 30
     return config

@@ -27,6 +27,7 @@ Schedules (wall time on this 2-core CPU when it runs nothing else):
          itself holds 40,000 steps (docs/gan.md: several seeds).
   full   150,000 steps (300 epochs), about 45 minutes here.
 """
+
 import ml_collections
 
 from genjax_lab.core import replication as rep
@@ -35,22 +36,34 @@ REPLICATION = rep.Replication(
     experiment="gan",
     paper="Goodfellow et al. 2014, Table 1 (MLP GAN, Parzen window on MNIST)",
     estimator="Gaussian Parzen window on 10,000 samples, sigma by 1,000 held-out train images; "
-              "mean over the 10,000 test images",
+    "mean over the 10,000 test images",
     rows=(
-        rep.Row(label="MLP GAN: Parzen test log-likelihood (published)", metric="parzen_log_likelihood",
-                published=225.0, tolerance={"full": 2.0}, better="higher"),  # the paper's +- 2
-        rep.Row(label="same, against a PyTorch paper-init MLP GAN at 12 min (issue #4)",
-                metric="parzen_log_likelihood", published=52.0, tolerance={"quick": 0.0}, better="higher"),
+        rep.Row(
+            label="MLP GAN: Parzen test log-likelihood (published)",
+            metric="parzen_log_likelihood",
+            published=225.0,
+            tolerance={"full": 2.0},
+            better="higher",
+        ),  # the paper's +- 2
+        rep.Row(
+            label="same, against a PyTorch paper-init MLP GAN at 12 min (issue #4)",
+            metric="parzen_log_likelihood",
+            published=52.0,
+            tolerance={"quick": 0.0},
+            better="higher",
+        ),
     ),
     data={"data.mnist_dir": "mnist"},
     caveat="Quick trains 20 epochs with Adam, not the paper's schedule: the published row is "
-           "checked only on full.",
+    "checked only on full.",
 )
 
 
 def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     _, schedule = rep.parse_arg(arg)
-    config = rep.experiment_config("experiments/configs/gan_mnist.py", "tiny_mlp" if schedule == "tiny" else "mlp")
+    config = rep.experiment_config(
+        "experiments/configs/gan_mnist.py", "tiny_mlp" if schedule == "tiny" else "mlp"
+    )
     if schedule != "tiny":
         config.num_epochs = -1
         config.num_steps = {"quick": 10_000, "full": 150_000}[schedule]

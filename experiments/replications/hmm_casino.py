@@ -20,6 +20,7 @@ Schedules (wall time here, 2 shared CPU cores):
          0.4916 here.
   full   100 x 10,000 rolls, 8 restarts, 300 iterations.
 """
+
 import ml_collections
 
 from genjax_lab.core import replication as rep
@@ -28,21 +29,35 @@ REPLICATION = rep.Replication(
     experiment="hmm",
     paper="Durbin et al. 1998, Biological Sequence Analysis, sec. 3.2 (dishonest casino model)",
     estimator="MAP Baum-Welch on rolls sampled from the published model; recovered parameters "
-              "after aligning state labels",
+    "after aligning state labels",
     rows=(
-        rep.Row(label="A[fair -> loaded]", metric="a_fair_to_loaded", published=0.05,
-                tolerance={"tiny": 0.04, "quick": 0.012, "full": 0.004}),
-        rep.Row(label="A[loaded -> fair]", metric="a_loaded_to_fair", published=0.10,
-                tolerance={"tiny": 0.07, "quick": 0.025, "full": 0.008}),
-        rep.Row(label="P(six | loaded)", metric="p6_loaded", published=0.5,
-                tolerance={"tiny": 0.1, "quick": 0.03, "full": 0.01}),
+        rep.Row(
+            label="A[fair -> loaded]",
+            metric="a_fair_to_loaded",
+            published=0.05,
+            tolerance={"tiny": 0.04, "quick": 0.012, "full": 0.004},
+        ),
+        rep.Row(
+            label="A[loaded -> fair]",
+            metric="a_loaded_to_fair",
+            published=0.10,
+            tolerance={"tiny": 0.07, "quick": 0.025, "full": 0.008},
+        ),
+        rep.Row(
+            label="P(six | loaded)",
+            metric="p6_loaded",
+            published=0.5,
+            tolerance={"tiny": 0.1, "quick": 0.03, "full": 0.01},
+        ),
     ),
 )
 
 
 def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     _, schedule = rep.parse_arg(arg)
-    config = rep.experiment_config("experiments/configs/hmm_casino.py", "tiny" if schedule == "tiny" else "default")
+    config = rep.experiment_config(
+        "experiments/configs/hmm_casino.py", "tiny" if schedule == "tiny" else "default"
+    )
     if schedule == "full":
         config.data.num_sequences = 100
         config.data.length = 10_000

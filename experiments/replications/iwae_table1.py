@@ -37,6 +37,7 @@ with q as proposal (the IWAE bound with many samples); `test_nll_samples` and
   full   the paper's schedule, i = 0..7 (3,280 passes), test_nll by 5,000 samples on all
          10,000 test images (a GPU or a cluster); tolerance 1 nat.
 """
+
 import ml_collections
 
 from genjax_lab.core import replication as rep

@@ -45,6 +45,7 @@ Schedules (wall time here, 2 shared CPU cores):
   full   bundled 100 draws; spam 20 draws; MNIST all 60,000 / 10,000 images, sizes to 60,000,
          10 draws.
 """
+
 import ml_collections
 
 from genjax_lab.core import replication as rep
@@ -59,8 +60,17 @@ CHECKED = {"quick": 0.0, "full": 0.0}
 
 
 def _rows(run: str, names: tuple[str, ...], lead: str, what: str) -> tuple[rep.Row, ...]:
-    return tuple(rep.Row(label=f"{name}: {what}", metric=f"{name}_{lead}", published=0.0, tolerance=CHECKED,
-                         run=run, better="higher") for name in names)
+    return tuple(
+        rep.Row(
+            label=f"{name}: {what}",
+            metric=f"{name}_{lead}",
+            published=0.0,
+            tolerance=CHECKED,
+            run=run,
+            better="higher",
+        )
+        for name in names
+    )
 
 
 REPLICATION = rep.Replication(
@@ -68,10 +78,18 @@ REPLICATION = rep.Replication(
     paper="Ng & Jordan 2002, On discriminative vs. generative classifiers, Fig. 1 (qualitative claim)",
     estimator="mean test error over random training sets per size; leads net of 2 standard errors of the paired difference",
     rows=(
-        *_rows("bundled", ROWS_SMALL_BUNDLED, "nb_lead_small_n", "naive Bayes better with few examples"),
-        *_rows("bundled", ROWS_LARGE_BUNDLED, "lr_lead_large_n", "logistic regression better with many"),
-        *_rows("files", ROWS_SMALL_FILES, "nb_lead_small_n", "naive Bayes better with few examples"),
-        *_rows("files", ROWS_LARGE_FILES, "lr_lead_large_n", "logistic regression better with many"),
+        *_rows(
+            "bundled", ROWS_SMALL_BUNDLED, "nb_lead_small_n", "naive Bayes better with few examples"
+        ),
+        *_rows(
+            "bundled", ROWS_LARGE_BUNDLED, "lr_lead_large_n", "logistic regression better with many"
+        ),
+        *_rows(
+            "files", ROWS_SMALL_FILES, "nb_lead_small_n", "naive Bayes better with few examples"
+        ),
+        *_rows(
+            "files", ROWS_LARGE_FILES, "lr_lead_large_n", "logistic regression better with many"
+        ),
     ),
     runs=("bundled", "files"),
     data={"data.spam_path": "text/SMSSpamCollection", "data.mnist_dir": "mnist"},
@@ -85,7 +103,9 @@ def runs_for(schedule: str) -> tuple[str, ...]:
 
 def get_config(arg: str = "bundled,quick") -> ml_collections.ConfigDict:
     run, schedule = rep.parse_arg(arg, REPLICATION.runs)
-    config = rep.experiment_config("experiments/configs/ng_jordan.py", "tiny" if schedule == "tiny" else "default")
+    config = rep.experiment_config(
+        "experiments/configs/ng_jordan.py", "tiny" if schedule == "tiny" else "default"
+    )
     config.datasets = ",".join(RUN_DATASETS[run])
     if schedule == "full":
         for name in ("breast_cancer", "wine", "digits"):

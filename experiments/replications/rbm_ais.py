@@ -12,6 +12,7 @@ starting model). Schedules:
          cores; reached -114.2 here, so the quick tolerance (30 nats) only says "a trained RBM".
   full   the paper's order of training (200 epochs; k raised to 25), 14,500 temperatures.
 """
+
 import ml_collections
 
 from genjax_lab.core import replication as rep
@@ -30,8 +31,10 @@ REPLICATION = rep.Replication(
         ),
     ),
     data={"data.mnist_dir": "mnist"},
-    caveat=("The quick schedule trains 6 epochs, far from the paper's; the 100 AIS runs agree "
-            "(sigma of log Z 0.16), so the gap is training, not estimation."),
+    caveat=(
+        "The quick schedule trains 6 epochs, far from the paper's; the 100 AIS runs agree "
+        "(sigma of log Z 0.16), so the gap is training, not estimation."
+    ),
 )
 
 

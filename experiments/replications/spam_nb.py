@@ -19,6 +19,7 @@ Schedules (wall time here, 2 shared CPU cores):
          0.005 (five of 1,086 test messages), better = "higher".
   full   the same as quick: the data set is small, quick already uses all of it.
 """
+
 import ml_collections
 
 from genjax_lab.core import replication as rep
@@ -31,10 +32,20 @@ REPLICATION = rep.Replication(
     paper="SMS Spam Collection; reference = scikit-learn MultinomialNB on the same split, measured here (no paper number)",
     estimator="test accuracy / ROC AUC on a seeded stratified 20% split (1,086 messages), spam = positive class",
     rows=(
-        rep.Row(label="SMS spam test accuracy (multinomial NB)", metric="nb_accuracy", published=SKLEARN_ACCURACY,
-                tolerance={"tiny": 0.03, "quick": 0.005, "full": 0.005}, better="higher"),
-        rep.Row(label="SMS spam test ROC AUC (multinomial NB)", metric="nb_auc", published=SKLEARN_AUC,
-                tolerance={"tiny": 0.03, "quick": 0.005, "full": 0.005}, better="higher"),
+        rep.Row(
+            label="SMS spam test accuracy (multinomial NB)",
+            metric="nb_accuracy",
+            published=SKLEARN_ACCURACY,
+            tolerance={"tiny": 0.03, "quick": 0.005, "full": 0.005},
+            better="higher",
+        ),
+        rep.Row(
+            label="SMS spam test ROC AUC (multinomial NB)",
+            metric="nb_auc",
+            published=SKLEARN_AUC,
+            tolerance={"tiny": 0.03, "quick": 0.005, "full": 0.005},
+            better="higher",
+        ),
     ),
     data={"data.spam_path": "text/SMSSpamCollection"},
 )
@@ -42,4 +53,6 @@ REPLICATION = rep.Replication(
 
 def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     _, schedule = rep.parse_arg(arg)
-    return rep.experiment_config("experiments/configs/naive_bayes_spam.py", "tiny" if schedule == "tiny" else "default")
+    return rep.experiment_config(
+        "experiments/configs/naive_bayes_spam.py", "tiny" if schedule == "tiny" else "default"
+    )

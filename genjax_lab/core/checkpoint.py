@@ -6,6 +6,7 @@ versions, git commit). Orbax stores no checksum of array data, so bytes overwrit
 place would restore silently; the hash catches that. A checkpoint whose config or shapes
 differ from the run's is refused, naming the difference.
 """
+
 import contextlib
 import errno
 import hashlib
@@ -87,7 +88,9 @@ def _key_data(tree, abstract: bool = False):
     return jax.tree.map(raw, tree)
 
 
-def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix="") -> list[str]:
+def config_differences(
+    saved: Mapping[str, Any], current: Mapping[str, Any], prefix=""
+) -> list[str]:
     """Dotted names of config entries that differ, outside RESUMABLE_CONFIG_KEYS."""
     differences = []
     for key in sorted(set(saved) | set(current)):
@@ -137,7 +140,9 @@ class Checkpointer:
         with self._disk_full_reported():
             return self.manager.save(
                 step,
-                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
                 force=force,
             )
 
@@ -155,15 +160,20 @@ class Checkpointer:
             raise CheckpointWriteError(
                 f"a checkpoint save in {self.directory} failed: the disk is full or over quota ({reason}). "
                 f"Checkpoints already saved are untouched: steps {intact or 'none'}; free space and "
-                f"relaunch to resume from {intact[-1] if intact else 'the start'}") from e
+                f"relaunch to resume from {intact[-1] if intact else 'the start'}"
+            ) from e
 
     def restore(self, step: int, abstract_state, config: Mapping[str, Any]):
         """(state, meta) of `step`, verified against the run's config, shapes and hash."""
         where = self.directory / str(step)
         try:
-            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+                "meta"
+            ]
         except Exception as e:
-            raise CorruptCheckpoint(f"checkpoint {where}: its meta item cannot be read ({e})") from e
+            raise CorruptCheckpoint(
+                f"checkpoint {where}: its meta item cannot be read ({e})"
+            ) from e
         if meta is None:
             raise CorruptCheckpoint(f"checkpoint {where}: its meta item is missing")
         differences = config_differences(meta.get("config", {}), config)
@@ -181,7 +191,9 @@ class Checkpointer:
                 for k in sorted(set(saved) | set(expected))
                 if saved.get(k) != expected.get(k)
             ]
-            raise CheckpointMismatch(f"checkpoint {where} does not fit the model:\n  " + "\n  ".join(bad))
+            raise CheckpointMismatch(
+                f"checkpoint {where} does not fit the model:\n  " + "\n  ".join(bad)
+            )
         try:
             state = self.manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
@@ -203,7 +215,9 @@ class Checkpointer:
         it and tries the next older one. A config or shape mismatch always raises.
         """
         if on_corrupt not in ("fail", "fallback"):
-            raise ValueError(f"config.checkpoint.on_corrupt must be 'fail' or 'fallback', got {on_corrupt!r}")
+            raise ValueError(
+                f"config.checkpoint.on_corrupt must be 'fail' or 'fallback', got {on_corrupt!r}"
+            )
         for step in reversed(self.steps()):
             try:
                 return self.restore(step, abstract_state, config)
@@ -211,7 +225,9 @@ class Checkpointer:
                 if on_corrupt == "fail":
                     raise
                 quarantined = self._quarantine(step)
-                logging.error("%s -- moved to %s; falling back to an older checkpoint", e, quarantined)
+                logging.error(
+                    "%s -- moved to %s; falling back to an older checkpoint", e, quarantined
+                )
         return None
 
     def _quarantine(self, step: int) -> pathlib.Path:
@@ -242,16 +258,31 @@ def describe_environment() -> dict[str, Any]:
     import subprocess
 
     versions = {}
-    for package in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy"):
+    for package in (
+        "jax",
+        "jaxlib",
+        "flax",
+        "optax",
+        "orbax-checkpoint",
+        "tensorflow-datasets",
+        "numpy",
+    ):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False,
-            cwd=pathlib.Path(__file__).parent,
-        ).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+                cwd=pathlib.Path(__file__).parent,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"versions": versions, "git_commit": commit}

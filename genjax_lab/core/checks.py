@@ -9,6 +9,7 @@ Inside jit the arguments are tracers without values. `validated` skips its check
 compiled code and its hot loops carry no checks: a function validates once per call from
 Python, and not at all when another jitted function calls it.
 """
+
 import functools
 import inspect
 import math
@@ -23,7 +24,11 @@ import numpy as np
 FLOAT = "f"
 REAL = "biuf"  # anything a model can convert to floating point without losing information
 INTEGER = "iu"
-_KIND_NAMES = {FLOAT: "floating-point", REAL: "real (bool, integer or floating-point)", INTEGER: "integer"}
+_KIND_NAMES = {
+    FLOAT: "floating-point",
+    REAL: "real (bool, integer or floating-point)",
+    INTEGER: "integer",
+}
 
 
 class DTypeError(TypeError, ValueError):
@@ -75,9 +80,19 @@ def _first(mask: np.ndarray) -> str:
     return "[" + ", ".join(str(int(i)) for i in np.argwhere(mask)[0]) + "]"
 
 
-def check_array(name: str, x, dims: Sequence[str | int] | None = None, *, kinds: str = REAL,
-                finite: bool = True, allow_nan: bool = False, nonempty: bool = True,
-                nonnegative: bool = False, positive: bool = False, where=None) -> np.ndarray:
+def check_array(
+    name: str,
+    x,
+    dims: Sequence[str | int] | None = None,
+    *,
+    kinds: str = REAL,
+    finite: bool = True,
+    allow_nan: bool = False,
+    nonempty: bool = True,
+    nonnegative: bool = False,
+    positive: bool = False,
+    where=None,
+) -> np.ndarray:
     """`x` as a NumPy array, or an error naming `name`.
 
     dims: one entry per axis, a name (any size) or an int (that size), e.g. ("N", "D") or
@@ -96,22 +111,32 @@ def check_array(name: str, x, dims: Sequence[str | int] | None = None, *, kinds:
         if array.ndim != len(dims) or any(array.shape[axis] != size for axis, size in fixed):
             raise ValueError(f"{name} must be {wanted}, got shape {array.shape}")
     if _kind(array.dtype) not in kinds:
-        raise DTypeError(f"{name} must have a {_KIND_NAMES.get(kinds, kinds)} dtype, got {array.dtype}")
+        raise DTypeError(
+            f"{name} must have a {_KIND_NAMES.get(kinds, kinds)} dtype, got {array.dtype}"
+        )
     if nonempty and 0 in array.shape:
         raise ValueError(f"{name} must not be empty, got shape {array.shape}")
-    selected = True if where is None else np.reshape(where, np.shape(where) + (1,) * (array.ndim - np.ndim(where)))
+    selected = (
+        True
+        if where is None
+        else np.reshape(where, np.shape(where) + (1,) * (array.ndim - np.ndim(where)))
+    )
     if finite and _kind(array.dtype) == FLOAT and not np.isfinite(array).all():
         bad = (np.isinf(array) if allow_nan else ~np.isfinite(array)) & selected
         if bad.any():
-            raise ValueError(f"{name} must be finite{' or NaN' if allow_nan else ''}, "
-                             f"{name}{_first(bad)} = {array[bad][0]}")
+            raise ValueError(
+                f"{name} must be finite{' or NaN' if allow_nan else ''}, "
+                f"{name}{_first(bad)} = {array[bad][0]}"
+            )
     if positive or nonnegative:
         bad = (~(array > 0) if positive else array < 0) & selected
         if allow_nan:
             bad &= ~np.isnan(array)
         if bad.any():
-            raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}, "
-                             f"{name}{_first(bad)} = {array[bad][0]}")
+            raise ValueError(
+                f"{name} must be {'positive' if positive else 'non-negative'}, "
+                f"{name}{_first(bad)} = {array[bad][0]}"
+            )
     return array
 
 
@@ -126,11 +151,15 @@ def check_finite_tree(name: str, tree, *, allow_neg_inf: bool = False) -> None:
         if bad.any():
             path_name = jax.tree_util.keystr(path, simple=True, separator=".")
             leaf_name = f"{name}.{path_name}" if path_name else name
-            raise ValueError(f"{leaf_name} must be finite{' or -inf' if allow_neg_inf else ''}, "
-                             f"{leaf_name}{_first(bad)} = {array[bad][0]}")
+            raise ValueError(
+                f"{leaf_name} must be finite{' or -inf' if allow_neg_inf else ''}, "
+                f"{leaf_name}{_first(bad)} = {array[bad][0]}"
+            )
 
 
-def check_simplex(name: str, probs, shape: tuple[int, ...] | None = None, atol: float = 1e-6) -> np.ndarray:
+def check_simplex(
+    name: str, probs, shape: tuple[int, ...] | None = None, atol: float = 1e-6
+) -> np.ndarray:
     """Probabilities over the last axis: finite, >= 0, every row summing to 1 (within
     atol). Returns them as float64."""
     p = check_array(name, probs, kinds=REAL, nonnegative=True).astype(np.float64)
@@ -155,8 +184,15 @@ def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
     return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
-def check_number(name: str, value, *, low: float = -math.inf, high: float = math.inf,
-                 low_open: bool = False, high_open: bool = False) -> float:
+def check_number(
+    name: str,
+    value,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A finite real scalar (Python or NumPy number, or a 0-d array) in the interval from
     low to high (open ends as given), as a float. Bools and strings are refused."""
     if isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 0:

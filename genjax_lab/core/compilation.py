@@ -18,6 +18,7 @@ capped at MAX_CACHE_BYTES, least recently used programs evicted first.
 `bucket_size` rounds a data size up to one of a few sizes, so datasets of nearby sizes pad
 to the same shape and share one compiled program.
 """
+
 import math
 import os
 import pathlib

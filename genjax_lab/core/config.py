@@ -1,6 +1,7 @@
 """Experiment entry points: absl flags `--config` (with `file.py:variant` and
 `--config.key=value` overrides) and `--workdir`, the config's counts validated, and bad
 input reported in one line with exit code 2."""
+
 import json
 import numbers
 import os
@@ -33,7 +34,9 @@ def beside(script: str, relative: str) -> str:
     return str(pathlib.Path(script).resolve().parent / relative)
 
 
-def define_flags(default_config: str, default_workdir: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+def define_flags(
+    default_config: str, default_workdir: str, flag_values: flags.FlagValues = flags.FLAGS
+) -> None:
     """`--config` (default: `default_config`, a file[:variant]) and `--workdir`.
 
     The default is read when the flags are parsed, not here: ml_collections would load it
@@ -45,11 +48,19 @@ def define_flags(default_config: str, default_workdir: str, flag_values: flags.F
     if "config" in flag_values:
         return
     config_flags.DEFINE_config_file(
-        "config", None, f"Config file[:variant] (default {default_config}); override keys with "
-        "--config.KEY=VALUE.", lock_config=True, flag_values=flag_values,
+        "config",
+        None,
+        f"Config file[:variant] (default {default_config}); override keys with --config.KEY=VALUE.",
+        lock_config=True,
+        flag_values=flag_values,
     )
     _DEFAULT_CONFIGS[flag_values] = default_config
-    flags.DEFINE_string("workdir", default_workdir, "Where checkpoints, metrics and images go.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "workdir",
+        default_workdir,
+        "Where checkpoints, metrics and images go.",
+        flag_values=flag_values,
+    )
 
 
 def _config_value(argv: list[str]) -> str | None:
@@ -57,7 +68,7 @@ def _config_value(argv: list[str]) -> str | None:
     for i, arg in enumerate(argv):
         match = _CONFIG_FLAG.match(arg)
         if match and match.group(1):
-            return arg[match.end():]
+            return arg[match.end() :]
         if match:
             return argv[i + 1] if i + 1 < len(argv) else ""
     return None
@@ -79,13 +90,17 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
         file = pathlib.Path(config.split(":", 1)[0])
         where = "" if file.is_absolute() else f" (relative to {pathlib.Path.cwd()})"
         raise ValueError(f"--config={config}: no such config file{where}")
-    overrides = [arg.split("=", 1)[0] for arg in argv[1:] if arg.startswith(("--config.", "-config."))]
+    overrides = [
+        arg.split("=", 1)[0] for arg in argv[1:] if arg.startswith(("--config.", "-config."))
+    ]
     try:
         return flag_values(argv)
     except flags.Error as e:
         raise ValueError(_config_file_error(e, config) or str(e)) from None
     except (AttributeError, KeyError) as e:
-        if not overrides:  # not an override's fault (e.g. a bug in the config file): keep the traceback
+        if (
+            not overrides
+        ):  # not an override's fault (e.g. a bug in the config file): keep the traceback
             raise
         # ml_collections wraps a KeyError whose message is the quoted key, then maybe a
         # line 'Did you mean "num_restarts" instead of "num_restart"?'
@@ -175,15 +190,19 @@ def validate_config(config: ml_collections.ConfigDict, prefix: str = "config") -
         elif key == "num_steps" and value == -1 and "num_epochs" in config:
             epochs = config.num_epochs
             if epochs is None or not epochs > 0:
-                raise ValueError(f"{path}=-1 needs {prefix}.num_epochs > 0 (it trains for that "
-                                 f"many epochs), got {epochs}")
+                raise ValueError(
+                    f"{path}=-1 needs {prefix}.num_epochs > 0 (it trains for that "
+                    f"many epochs), got {epochs}"
+                )
         elif _is_integer(value):
             checks.check_count(path, value, _count_minimum(path))
         elif isinstance(value, (tuple, list)) and value and all(_is_integer(v) for v in value):
             checks.check_counts(path, value, _count_minimum(path))
 
 
-def kind_main(kinds: Mapping[str, Callable[[Any, pathlib.Path], Mapping[str, float]]]) -> Callable[[Any, pathlib.Path], None]:
+def kind_main(
+    kinds: Mapping[str, Callable[[Any, pathlib.Path], Mapping[str, float]]],
+) -> Callable[[Any, pathlib.Path], None]:
     """main(config, workdir) of a script whose experiments are picked by `config.kind`: runs
     `kinds[config.kind](config, workdir) -> metrics` and writes them, with wall_seconds, to
     summary.json (for short fits that need no checkpoints)."""
@@ -199,6 +218,7 @@ def kind_main(kinds: Mapping[str, Callable[[Any, pathlib.Path], Mapping[str, flo
         metrics_lib.say(json.dumps(summary, indent=1, sort_keys=True))
 
     return main
+
 
 # Errors that mean bad input or an unusable run, reported in one line without a traceback.
 USER_ERRORS = (

@@ -28,6 +28,7 @@ A split maps feature names to columns [N, ...]: numpy arrays held in memory, or
 pipeline reads both, so they give bitwise the same batches and a streaming split never
 holds more than the prefetched host batches.
 """
+
 import dataclasses
 import functools
 import math
@@ -162,8 +163,9 @@ def _smallest_block_permutation(size: int, seed: int) -> np.ndarray:
     thousands of steps; here every position of the block walks at once, by repeated
     squaring of "the next value, or stay once inside": 16 squarings cover any cycle.
     """
-    cipher = _simon(np.arange(1 << _MIN_BLOCK_BITS, dtype=np.uint64), _round_keys(seed),
-                    _MIN_BLOCK_BITS // 2).astype(np.int64)
+    cipher = _simon(
+        np.arange(1 << _MIN_BLOCK_BITS, dtype=np.uint64), _round_keys(seed), _MIN_BLOCK_BITS // 2
+    ).astype(np.int64)
     landing = np.arange(1 << _MIN_BLOCK_BITS)
     landing[size:] = cipher[size:]
     for _ in range(_MIN_BLOCK_BITS):
@@ -259,14 +261,24 @@ class _Plan:
         batches = grain.MapDataset.range(self.steps_per_epoch)
         if self.seed is not None:
             batches = batches.repeat()
-        return (batches.map_with_index(self.global_positions)
-                .map(self.host_share).map(self.rows).map(self.read))
+        return (
+            batches.map_with_index(self.global_positions)
+            .map(self.host_share)
+            .map(self.rows)
+            .map(self.read)
+        )
 
 
 def _plan(arrays: Split, global_batch_size: int, seed: int | None) -> _Plan:
     _check_batch_size(global_batch_size)
-    return _Plan(arrays, num_examples(arrays), global_batch_size, seed,
-                 jax.process_index(), jax.process_count())
+    return _Plan(
+        arrays,
+        num_examples(arrays),
+        global_batch_size,
+        seed,
+        jax.process_index(),
+        jax.process_count(),
+    )
 
 
 class EpochBatcher:
@@ -278,8 +290,13 @@ class EpochBatcher:
     ahead; any other step restarts it there, with the same result.
     """
 
-    def __init__(self, arrays: Split, global_batch_size: int, seed: int,
-                 read_options: grain.ReadOptions = READ_OPTIONS):
+    def __init__(
+        self,
+        arrays: Split,
+        global_batch_size: int,
+        seed: int,
+        read_options: grain.ReadOptions = READ_OPTIONS,
+    ):
         self._plan = _plan(arrays, global_batch_size, seed)
         if self._plan.size == 0:
             raise ValueError("the training split is empty")
@@ -312,9 +329,9 @@ class EpochBatcher:
         self._iterator, self._next_step = None, None
 
 
-def eval_batches(arrays: Split, global_batch_size: int,
-                 read_options: grain.ReadOptions = READ_OPTIONS
-                 ) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+    arrays: Split, global_batch_size: int, read_options: grain.ReadOptions = READ_OPTIONS
+) -> Iterator[dict[str, np.ndarray]]:
     """The whole split in order, once, as this host's share of padded global batches."""
     iterator = iter(_plan(arrays, global_batch_size, None).dataset().to_iter_dataset(read_options))
     try:

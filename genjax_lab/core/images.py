@@ -1,4 +1,5 @@
 """PNG grids of images and simple line plots (Pillow only)."""
+
 import pathlib
 
 import numpy as np
@@ -23,7 +24,9 @@ def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1) -> np.
     return (np.clip(grid, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
-def save_grid(path: pathlib.Path, images: np.ndarray, rows: int | None = None, scale: int = 4) -> None:
+def save_grid(
+    path: pathlib.Path, images: np.ndarray, rows: int | None = None, scale: int = 4
+) -> None:
     """Writes `image_grid(images, rows)` to `path`, enlarged `scale` times."""
     grid = Image.fromarray(image_grid(images, rows))
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
@@ -35,8 +38,15 @@ _COLOURS = ((0, 0, 200), (200, 0, 0), (0, 140, 0))
 _COLOUR_NAMES = ("blue", "red", "green")
 
 
-def plot_against_k(path: pathlib.Path, ks: list[int], series: dict[str, list[float]], title: str, x_label: str,
-                   reference: float | None = None, size: tuple[int, int] = (480, 300)) -> None:
+def plot_against_k(
+    path: pathlib.Path,
+    ks: list[int],
+    series: dict[str, list[float]],
+    title: str,
+    x_label: str,
+    reference: float | None = None,
+    size: tuple[int, int] = (480, 300),
+) -> None:
     """One coloured line per entry of `series` (up to three, values at `ks`), log x axis when K spans
     a factor > 4; `reference`, if given, a dashed grey level. The legend (names and colours) follows
     `title`."""
@@ -45,7 +55,9 @@ def plot_against_k(path: pathlib.Path, ks: list[int], series: dict[str, list[flo
     margin, (w, h) = 60, size
     image = Image.new("RGB", (w + 2 * margin, h + 2 * margin), "white")
     draw = ImageDraw.Draw(image)
-    values = [v for vs in series.values() for v in vs] + ([reference] if reference is not None else [])
+    values = [v for vs in series.values() for v in vs] + (
+        [reference] if reference is not None else []
+    )
     lo, hi = min(values), max(values)
     lo, hi = lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9)
     xs = np.log(ks) if max(ks) > 4 * min(ks) else np.asarray(ks, np.float64)
@@ -73,8 +85,9 @@ def plot_against_k(path: pathlib.Path, ks: list[int], series: dict[str, list[flo
     image.save(path)
 
 
-def plot_metrics(path: pathlib.Path, records: list[dict], width: int = 640,
-                 panel: int = 120) -> None:
+def plot_metrics(
+    path: pathlib.Path, records: list[dict], width: int = 640, panel: int = 120
+) -> None:
     """One panel per metric of `records` ({"step": s, name: value, ...}; "split" ignored)
     against step, min-max scaled with the value range printed."""
     names = sorted({k for r in records for k in r if k not in ("step", "split")})
@@ -88,8 +101,11 @@ def plot_metrics(path: pathlib.Path, records: list[dict], width: int = 640,
             continue
         steps, values = np.array(points, np.float64).T
         lo, hi = values.min(), values.max()
-        draw.text((42, top + 4), f"{name}: {lo:.4g} .. {hi:.4g} "
-                  f"(last {values[-1]:.4g}, step {int(steps[-1])})", fill="black")
+        draw.text(
+            (42, top + 4),
+            f"{name}: {lo:.4g} .. {hi:.4g} (last {values[-1]:.4g}, step {int(steps[-1])})",
+            fill="black",
+        )
         if len(points) < 2:
             continue
         xs = 42 + (steps - steps.min()) / max(np.ptp(steps), 1e-12) * (width - 54)

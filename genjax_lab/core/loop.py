@@ -4,6 +4,7 @@ Sections: mesh, data, state (shapes first), resume, compiled step, loop (log, ev
 save, preemption), end. The batch at a step and the key at a step are functions of
 (seed, step), so a resumed run continues bitwise where the uninterrupted run would be.
 """
+
 import dataclasses
 import json
 import math
@@ -106,7 +107,8 @@ class _PreemptionWatch:
         if self.distributed and not jax.config.jax_enable_preemption_service:
             raise ValueError(
                 "jax_enable_preemption_service is off: a distributed run then cannot stop at one "
-                "step on SIGTERM and save; turn it back on (it is JAX's default)")
+                "step on SIGTERM and save; turn it back on (it is JAX's default)"
+            )
         signals = (signal.SIGINT,) if self.distributed else (signal.SIGTERM, signal.SIGINT)
         self._previous = {s: signal.signal(s, self._handle) for s in signals}
 
@@ -161,10 +163,12 @@ def _parameters(abstract_state) -> Any:
     fields named `*params` (params, g_params, ema_params...) or holding a `*Params` type
     (a DBM's pretrained RBMs); the whole state when there is none."""
     fields = jax.tree_util.tree_flatten_with_path(
-        abstract_state, is_leaf=lambda node: node is not abstract_state)[0]
+        abstract_state, is_leaf=lambda node: node is not abstract_state
+    )[0]
     named = {metrics_lib.path_name(path): value for path, value in fields}
     chosen = {
-        name: value for name, value in named.items()
+        name: value
+        for name, value in named.items()
         if name.lower().endswith("params") or type(value).__name__.endswith("Params")
     }
     return chosen or abstract_state
@@ -181,7 +185,9 @@ def _check_finite(metrics: Mapping[str, float], step: int, last_saved: int | Non
 
 def _logged_metrics(workdir: pathlib.Path, step: int) -> tuple[dict, dict]:
     """(train, test) metrics logged at `step`, empty where none was."""
-    return tuple(metrics_lib.logged_record(workdir, step, split) or {} for split in ("train", "test"))
+    return tuple(
+        metrics_lib.logged_record(workdir, step, split) or {} for split in ("train", "test")
+    )
 
 
 def _is_eval_step(config, step: int, num_steps: int) -> bool:
@@ -192,8 +198,10 @@ def _resumed_evaluation_missing(config, workdir: pathlib.Path, step: int, num_st
     """Whether the resumed step is one to evaluate at and its evaluation was not logged (the
     run saves before it evaluates, so a kill can fall between). Process 0, which writes the
     log, decides for all: the evaluation holds collectives that every process must join."""
-    missing = (_is_eval_step(config, step, num_steps)
-               and metrics_lib.logged_record(workdir, step, "test") is None)
+    missing = (
+        _is_eval_step(config, step, num_steps)
+        and metrics_lib.logged_record(workdir, step, "test") is None
+    )
     if jax.process_count() > 1:
         missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
     return missing
@@ -222,7 +230,8 @@ def train_and_evaluate(
     num_steps = _num_steps(config, batcher.steps_per_epoch)
     base_key = jax.random.key(config.seed)
     init_key, train_key, eval_key, report_key = (
-        jax.random.fold_in(base_key, s) for s in (_INIT_STREAM, _TRAIN_STREAM, _EVAL_STREAM, _REPORT_STREAM)
+        jax.random.fold_in(base_key, s)
+        for s in (_INIT_STREAM, _TRAIN_STREAM, _EVAL_STREAM, _REPORT_STREAM)
     )
 
     # State: shapes first, then a compiled init that writes straight into its shardings.
@@ -257,10 +266,14 @@ def train_and_evaluate(
     # The step counter lives on the device and the key is folded inside, so a step costs
     # the host one dispatch and one batch transfer.
     def counted_step(state, batch, step_counter):
-        new_state, step_metrics = family.train_step(state, batch, jax.random.fold_in(train_key, step_counter))
+        new_state, step_metrics = family.train_step(
+            state, batch, jax.random.fold_in(train_key, step_counter)
+        )
         return new_state, step_metrics, step_counter + 1
 
-    train_fn = jax.jit(counted_step, out_shardings=(shardings, replicated, replicated), donate_argnums=(0, 2))
+    train_fn = jax.jit(
+        counted_step, out_shardings=(shardings, replicated, replicated), donate_argnums=(0, 2)
+    )
     eval_fn = jax.jit(family.eval_step, out_shardings=replicated) if family.eval_step else None
     environment = ckpt_lib.describe_environment()
 
@@ -273,13 +286,21 @@ def train_and_evaluate(
         results = {}
         if eval_fn is not None and "test" in dataset.splits:
             results = evaluate(
-                eval_fn, state, mesh, dataset["test"], config.eval_batch_size,
+                eval_fn,
+                state,
+                mesh,
+                dataset["test"],
+                config.eval_batch_size,
                 jax.random.fold_in(eval_key, step),
             )
         if family.report is not None:
-            results.update(family.report(state, step, workdir, jax.random.fold_in(report_key, step)))
+            results.update(
+                family.report(state, step, workdir, jax.random.fold_in(report_key, step))
+            )
         writer.write(step, "test", results)
-        metrics_lib.say(f"eval step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        metrics_lib.say(
+            f"eval step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in results.items())
+        )
         return results
 
     # Loop.
@@ -322,7 +343,9 @@ def train_and_evaluate(
             if preempted:
                 # Every process says where it stopped, so their logs show that they agree.
                 logging.warning("process %d stopped at step %d", jax.process_index(), step)
-                metrics_lib.say(f"preempted: saved step {step} in {checkpointer.directory}; relaunch to resume")
+                metrics_lib.say(
+                    f"preempted: saved step {step} in {checkpointer.directory}; relaunch to resume"
+                )
                 break
     finally:
         profile.stop()

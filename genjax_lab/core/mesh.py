@@ -5,6 +5,7 @@ every batch is split over the `data` axis. Under `jax.jit`, a sum over that axis
 cross-device reduction inside the compiled step, which is how gradients and sufficient
 statistics are reduced.
 """
+
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -58,7 +59,8 @@ def initialize_distributed(environ: Mapping[str, str] = os.environ) -> None:
     print(
         f"joined JAX cluster at {coordinator}: process {jax.process_index()} of "
         f"{jax.process_count()}, {jax.local_device_count()} local / {jax.device_count()} global devices",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
 
 
@@ -118,8 +120,12 @@ def batch_einsum(subscripts: str, *operands: jax.Array, precision=None) -> jax.A
     for operand in operands:
         if is_batch_sharded(operand):
             mesh = jax.typeof(operand).sharding.mesh
-            return jax.numpy.einsum(subscripts, *operands, precision=precision,
-                                    out_sharding=NamedSharding(mesh, PartitionSpec()))
+            return jax.numpy.einsum(
+                subscripts,
+                *operands,
+                precision=precision,
+                out_sharding=NamedSharding(mesh, PartitionSpec()),
+            )
     return jax.numpy.einsum(subscripts, *operands, precision=precision)
 
 
@@ -132,11 +138,15 @@ def on_device(x):
     Anything but a numpy array (or a non-canonical dtype, which jax converts anyway) is
     returned as it is.
     """
-    if (not isinstance(x, np.ndarray) or jax.default_backend() != "cpu"
-            or x.ctypes.data % 64 == 0 or x.dtype != jax.dtypes.canonicalize_dtype(x.dtype)):
+    if (
+        not isinstance(x, np.ndarray)
+        or jax.default_backend() != "cpu"
+        or x.ctypes.data % 64 == 0
+        or x.dtype != jax.dtypes.canonicalize_dtype(x.dtype)
+    ):
         return x
     buffer = np.empty(x.nbytes + 64, np.uint8)
     start = -buffer.ctypes.data % 64
-    aligned = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    aligned = buffer[start : start + x.nbytes].view(x.dtype).reshape(x.shape)
     np.copyto(aligned, x)
     return jax.device_put(aligned)

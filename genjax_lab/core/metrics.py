@@ -1,4 +1,5 @@
 """Metrics to a JSON-lines file and TensorBoard event files (no TensorFlow needed)."""
+
 import json
 import math
 import os
@@ -116,21 +117,26 @@ def parameter_table(params, state: Any) -> str:
         rows.append((module, shapes, count, size))
     width = max(len(module) for module, *_ in rows)
     lines = ["parameters by module:"]
-    lines += [f"  {module:<{width}}  {count:>12,}  {_bytes(size):>10}  {shapes}"
-              for module, shapes, count, size in rows]
+    lines += [
+        f"  {module:<{width}}  {count:>12,}  {_bytes(size):>10}  {shapes}"
+        for module, shapes, count, size in rows
+    ]
     state_leaves = jax.tree.leaves(state)
     state_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in state_leaves)
     lines.append(
         f"parameters: {sum(r[2] for r in rows):,} ({_bytes(sum(r[3] for r in rows))}); "
         f"training state "
-        f"(with optimizer states and chains): {len(state_leaves)} arrays, {_bytes(state_bytes)}")
+        f"(with optimizer states and chains): {len(state_leaves)} arrays, {_bytes(state_bytes)}"
+    )
     return "\n".join(lines)
 
 
 def write_summary(workdir: pathlib.Path, metrics: Mapping[str, float]) -> None:
     """The run's final numbers as `summary.json`, for reports and replications."""
     if jax.process_index() == 0:
-        (pathlib.Path(workdir) / "summary.json").write_text(json.dumps(dict(metrics), indent=2, sort_keys=True))
+        (pathlib.Path(workdir) / "summary.json").write_text(
+            json.dumps(dict(metrics), indent=2, sort_keys=True)
+        )
 
 
 def logged_record(workdir: pathlib.Path, step: int, split: str) -> dict[str, float] | None:
@@ -139,7 +145,9 @@ def logged_record(workdir: pathlib.Path, step: int, split: str) -> dict[str, flo
     return {k: v for k, v in records[-1].items() if k not in ("step", "split")} if records else None
 
 
-def final_metrics(workdir: pathlib.Path, step: int, compute: Callable[[], Mapping[str, float]]) -> dict[str, float]:
+def final_metrics(
+    workdir: pathlib.Path, step: int, compute: Callable[[], Mapping[str, float]]
+) -> dict[str, float]:
     """The run's final numbers at `step`: `compute()`, logged as the `final` record, or the
     record a previous launch logged, so relaunching a finished run repeats neither the final
     estimates nor their record (a kill before it was written leaves none: computed again)."""
@@ -186,8 +194,7 @@ class Progress:
         remaining = (self.total_steps - step) * self.examples_per_step / max(rate, 1e-9)
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         return (
-            f"step {step}/{self.total_steps}  {shown}  {rate:,.0f} ex/s  "
-            f"ETA {_duration(remaining)}"
+            f"step {step}/{self.total_steps}  {shown}  {rate:,.0f} ex/s  ETA {_duration(remaining)}"
         )
 
 

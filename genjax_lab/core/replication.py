@@ -15,6 +15,7 @@ tolerance is the paper's own uncertainty (its standard error or, where it gives 
 spread of reproductions), so a row's verdict is "replicated" only there. Shorter schedules
 check that the pipeline runs and say how far it got: "smoke: pipeline runs, gap N".
 """
+
 import dataclasses
 import importlib.util
 import json
@@ -136,23 +137,33 @@ def runs_for(replication: Replication, module: types.ModuleType, schedule: str) 
     chosen = tuple(module.runs_for(schedule)) if hasattr(module, "runs_for") else replication.runs
     unknown = set(chosen) - set(replication.runs)
     if unknown:
-        raise ValueError(f"{module.__file__}: runs_for({schedule!r}) names unknown runs {sorted(unknown)}")
+        raise ValueError(
+            f"{module.__file__}: runs_for({schedule!r}) names unknown runs {sorted(unknown)}"
+        )
     return chosen
 
 
 def run_command(
-    python: str, replication: Replication, module_path: pathlib.Path, run: str, schedule: str,
-    workdir: pathlib.Path, data_dir: pathlib.Path | None,
+    python: str,
+    replication: Replication,
+    module_path: pathlib.Path,
+    run: str,
+    schedule: str,
+    workdir: pathlib.Path,
+    data_dir: pathlib.Path | None,
 ) -> list[str]:
     """The command line that trains and scores one run in `workdir`."""
     command = [
-        python, str(REPO / "experiments" / f"{replication.experiment}.py"),
+        python,
+        str(REPO / "experiments" / f"{replication.experiment}.py"),
         f"--config={module_path}:{replication.config_arg(run, schedule)}",
         f"--workdir={workdir}",
     ]
     if replication.data:
         if data_dir is None:
-            raise ValueError(f"--data_dir is needed: {module_path.stem} reads {sorted(replication.data.values())}")
+            raise ValueError(
+                f"--data_dir is needed: {module_path.stem} reads {sorted(replication.data.values())}"
+            )
         command += [f"--config.{key}={data_dir / sub}" for key, sub in replication.data.items()]
     return command
 
@@ -193,11 +204,19 @@ def check(replication: Replication, summaries: dict[str, dict | None], schedule:
         else:
             status = "skipped"
         gap = None if ours is None else ours - row.published
-        records.append({
-            "label": row.label, "run": row.run, "metric": row.metric, "published": row.published,
-            "ours": ours, "gap": gap,
-            "tolerance": row.tolerance[schedule] if row.checked(schedule) else None,
-            "better": row.better, "status": status, "schedule": schedule,
-            "verdict": verdict(status, gap, schedule),
-        })
+        records.append(
+            {
+                "label": row.label,
+                "run": row.run,
+                "metric": row.metric,
+                "published": row.published,
+                "ours": ours,
+                "gap": gap,
+                "tolerance": row.tolerance[schedule] if row.checked(schedule) else None,
+                "better": row.better,
+                "status": status,
+                "schedule": schedule,
+                "verdict": verdict(status, gap, schedule),
+            }
+        )
     return records

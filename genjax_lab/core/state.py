@@ -1,4 +1,5 @@
 """The training state of gradient-trained families: one pytree, nothing hidden."""
+
 from typing import Any
 
 import flax.struct

@@ -10,6 +10,7 @@ many records in one call. `read_rows(split, rows)` is the pipeline's read stage:
 columns of one source read each record once for all features. Nothing here keeps state
 between reads, so the pipeline's read-ahead threads share the columns.
 """
+
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -63,14 +64,15 @@ class _Reader:
         return getitems(indices) if getitems else [self.source[i] for i in indices]
 
     @staticmethod
-    def _column(records: Sequence[Mapping[str, Any]], name: str, feature: Feature
-                ) -> np.ndarray:
+    def _column(records: Sequence[Mapping[str, Any]], name: str, feature: Feature) -> np.ndarray:
         column = np.empty((len(records), *feature.shape), feature.dtype)
         for i, record in enumerate(records):
             value = np.asarray(record[name])
             if value.shape != feature.shape:  # assignment would broadcast it silently
-                raise ValueError(f"feature {name!r} of a record has shape {value.shape}, "
-                                 f"expected {feature.shape}")
+                raise ValueError(
+                    f"feature {name!r} of a record has shape {value.shape}, "
+                    f"expected {feature.shape}"
+                )
             column[i] = value
         return column
 
@@ -161,7 +163,8 @@ def read_rows(split: Mapping[str, Any], rows: np.ndarray) -> dict[str, np.ndarra
         first = members[0][1]
         if len(rows) and (rows.min() < 0 or rows.max() >= len(first)):
             raise IndexError(f"rows out of range for a column of {len(first)} records")
-        values = first._reader.read(first._indices(np.asarray(rows, np.int64)),
-                                    [column.name for _, column in members])
+        values = first._reader.read(
+            first._indices(np.asarray(rows, np.int64)), [column.name for _, column in members]
+        )
         batch.update({name: values[column.name] for name, column in members})
     return {name: batch[name] for name in split}

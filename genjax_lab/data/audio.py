@@ -14,6 +14,7 @@ Features, per utterance (the usual speech front end):
   from every one of the 39 features. All of it runs jitted and batched in JAX on padded
   waveforms; padding frames come out zero.
 """
+
 import functools
 import io
 import pathlib
@@ -68,8 +69,10 @@ def read_fsdd(tarball: str | pathlib.Path) -> Recordings:
                 continue
             rate, wave = wavfile.read(io.BytesIO(archive.extractfile(member).read()))
             if rate != SAMPLE_RATE or wave.ndim != 1 or wave.dtype != np.int16:
-                raise ValueError(f"tarball: {member.name} is {rate} Hz {wave.dtype} with shape "
-                                 f"{wave.shape}, expected mono {SAMPLE_RATE} Hz int16")
+                raise ValueError(
+                    f"tarball: {member.name} is {rate} Hz {wave.dtype} with shape "
+                    f"{wave.shape}, expected mono {SAMPLE_RATE} Hz int16"
+                )
             rows.append((member.name, int(match[1]), match[2], int(match[3]), wave))
     if not rows:
         raise ValueError(f"tarball: {tarball} holds no '{{digit}}_{{speaker}}_{{index}}.wav' files")
@@ -85,8 +88,12 @@ def read_fsdd(tarball: str | pathlib.Path) -> Recordings:
 def select(recordings: Recordings, keep: np.ndarray) -> Recordings:
     """The recordings where the boolean `keep` [N] is true."""
     keep = np.asarray(keep, bool)
-    return Recordings([w for w, k in zip(recordings.waveforms, keep) if k], recordings.digits[keep],
-                      recordings.speakers[keep], recordings.indices[keep])
+    return Recordings(
+        [w for w, k in zip(recordings.waveforms, keep) if k],
+        recordings.digits[keep],
+        recordings.speakers[keep],
+        recordings.indices[keep],
+    )
 
 
 def test_split(recordings: Recordings, num_test_indices: int = 5) -> tuple[Recordings, Recordings]:
@@ -131,20 +138,29 @@ def _deltas(feats: Array, lengths: Array, width: int) -> Array:
     for n in range(1, width + 1):  # width is 2: a static, tiny loop over offsets
         ahead = jnp.minimum(t[None, :] + n, lengths[:, None] - 1)
         behind = jnp.maximum(t[None, :] - n, 0)
-        total = total + n * (jnp.take_along_axis(feats, ahead[..., None], axis=1)
-                             - jnp.take_along_axis(feats, behind[..., None], axis=1))
+        total = total + n * (
+            jnp.take_along_axis(feats, ahead[..., None], axis=1)
+            - jnp.take_along_axis(feats, behind[..., None], axis=1)
+        )
     return total / (2.0 * sum(n * n for n in range(1, width + 1)))
 
 
 @functools.partial(jax.jit, static_argnames=("config", "max_frames"))
 def _mfcc_batch(waves: Array, lengths: Array, config: MfccConfig, max_frames: int) -> Array:
     """waves [B, S] float32 (zero padded), lengths [B] frames -> [B, max_frames, 39]."""
-    emphasised = jnp.concatenate([waves[:, :1], waves[:, 1:] - config.pre_emphasis * waves[:, :-1]], axis=1)
-    index = jnp.arange(max_frames)[:, None] * config.frame_step + jnp.arange(config.frame_length)[None, :]
+    emphasised = jnp.concatenate(
+        [waves[:, :1], waves[:, 1:] - config.pre_emphasis * waves[:, :-1]], axis=1
+    )
+    index = (
+        jnp.arange(max_frames)[:, None] * config.frame_step
+        + jnp.arange(config.frame_length)[None, :]
+    )
     frames = emphasised[:, index] * jnp.asarray(np.hamming(config.frame_length), jnp.float32)
     power = jnp.abs(jnp.fft.rfft(frames, n=config.fft_length)) ** 2 / config.fft_length
     log_mel = jnp.log(jnp.maximum(power @ jnp.asarray(mel_filterbank(config), jnp.float32), 1e-10))
-    ceps = log_mel @ jnp.asarray(dct_matrix(config.num_filters, config.num_coefficients), jnp.float32)
+    ceps = log_mel @ jnp.asarray(
+        dct_matrix(config.num_filters, config.num_coefficients), jnp.float32
+    )
     delta = _deltas(ceps, lengths, config.delta_width)
     feats = jnp.concatenate([ceps, delta, _deltas(delta, lengths, config.delta_width)], axis=-1)
     valid = (jnp.arange(max_frames)[None, :] < lengths[:, None])[..., None]
@@ -152,7 +168,9 @@ def _mfcc_batch(waves: Array, lengths: Array, config: MfccConfig, max_frames: in
     return jnp.where(valid, feats - mean, 0.0)
 
 
-def mfcc(waveforms: list, config: MfccConfig = MfccConfig(), chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def mfcc(
+    waveforms: list, config: MfccConfig = MfccConfig(), chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """MFCC + deltas + delta-deltas, mean-normalised per utterance (module docstring).
 
     waveforms: list of [S_i] int16 (scaled by 1/32768) or float arrays, S_i >= frame_length.
@@ -166,19 +184,21 @@ def mfcc(waveforms: list, config: MfccConfig = MfccConfig(), chunk: int = 256) -
         raise ValueError("waveforms must be 1-D (mono) arrays")
     if samples.min() < config.frame_length:
         short = int(np.argmin(samples))
-        raise ValueError(f"waveforms[{short}] has {samples[short]} samples, fewer than one frame "
-                         f"({config.frame_length})")
+        raise ValueError(
+            f"waveforms[{short}] has {samples[short]} samples, fewer than one frame "
+            f"({config.frame_length})"
+        )
     lengths = num_frames(samples, config).astype(np.int32)
     max_frames = int(lengths.max())
     width = int(samples.max())
     out = []
     for start in range(0, len(waveforms), chunk):
-        part = waveforms[start:start + chunk]
+        part = waveforms[start : start + chunk]
         waves = np.zeros((chunk, width), np.float32)
         for i, w in enumerate(part):
             w = np.asarray(w)
-            waves[i, :len(w)] = w / 32768.0 if w.dtype == np.int16 else w
+            waves[i, : len(w)] = w / 32768.0 if w.dtype == np.int16 else w
         part_lengths = np.ones(chunk, np.int32)
-        part_lengths[:len(part)] = lengths[start:start + chunk]
-        out.append(np.asarray(_mfcc_batch(waves, part_lengths, config, max_frames))[:len(part)])
+        part_lengths[: len(part)] = lengths[start : start + chunk]
+        out.append(np.asarray(_mfcc_batch(waves, part_lengths, config, max_frames))[: len(part)])
     return np.concatenate(out), lengths

@@ -9,6 +9,7 @@
 Both store images as `Tensor(uint8)`: `tfds.features.Image` needs TensorFlow to encode.
 `record_columns` reads a prepared split without loading it (the streaming input path).
 """
+
 import fcntl
 import pathlib
 import threading

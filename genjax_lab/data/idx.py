@@ -1,4 +1,5 @@
 """Reader of the IDX format that MNIST ships in (LeCun et al.), gzipped or raw."""
+
 import gzip
 import pathlib
 
@@ -27,7 +28,11 @@ def read_idx(path: str | pathlib.Path) -> np.ndarray:
             f"{path}: header promises shape {shape} ({expected} bytes) "
             f"but {len(raw) - offset} bytes follow"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=offset)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 MNIST_FILES = {
@@ -65,5 +70,9 @@ def _mnist_file(mnist_dir: pathlib.Path, stem: str) -> pathlib.Path | None:
 
 def missing_mnist_files(mnist_dir: str | pathlib.Path) -> list[str]:
     """The canonical MNIST files (train and test) that mnist_dir lacks, `.gz` or raw."""
-    return [stem for stems in MNIST_FILES.values() for stem in stems
-            if _mnist_file(pathlib.Path(mnist_dir), stem) is None]
+    return [
+        stem
+        for stems in MNIST_FILES.values()
+        for stem in stems
+        if _mnist_file(pathlib.Path(mnist_dir), stem) is None
+    ]

@@ -5,6 +5,7 @@ ArrayRecord files (`data.streaming`) when a split does not fit in host memory.
 `mnist` is the catalog's MNIST (downloads where there is internet) or, with
 `mnist_dir` set, MNIST prepared offline from the canonical IDX files.
 """
+
 import os
 import pathlib
 import urllib.parse
@@ -28,7 +29,9 @@ _DTYPES = {"image": np.uint8, "label": np.int32}
 
 
 def default_tfds_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("TFDS_DATA_DIR", pathlib.Path.home() / "tensorflow_datasets"))
+    return pathlib.Path(
+        os.environ.get("TFDS_DATA_DIR", pathlib.Path.home() / "tensorflow_datasets")
+    )
 
 
 def image_data_config(name: str, binarize: str, **extra) -> ml_collections.ConfigDict:
@@ -37,7 +40,15 @@ def image_data_config(name: str, binarize: str, **extra) -> ml_collections.Confi
     ~/tensorflow_datasets), `streaming` (read the splits batch by batch instead of loading
     them) and the family's `extra` keys."""
     return ml_collections.ConfigDict(
-        {"name": name, "binarize": binarize, "mnist_dir": "", "tfds_dir": "", "streaming": False, **extra})
+        {
+            "name": name,
+            "binarize": binarize,
+            "mnist_dir": "",
+            "tfds_dir": "",
+            "streaming": False,
+            **extra,
+        }
+    )
 
 
 def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -46,11 +57,15 @@ def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
         return SklearnDigits(data_dir=data_dir, file_format="array_record")
     if data_config.name == "mnist" and data_config.mnist_dir:
         if not pathlib.Path(data_config.mnist_dir).is_dir():
-            raise FileNotFoundError(f"config.data.mnist_dir={data_config.mnist_dir!r}: no such folder")
+            raise FileNotFoundError(
+                f"config.data.mnist_dir={data_config.mnist_dir!r}: no such folder"
+            )
         missing = idx.missing_mnist_files(data_config.mnist_dir)
         if missing:
-            raise FileNotFoundError(f"config.data.mnist_dir={data_config.mnist_dir!r}: the folder "
-                                    f"lacks {', '.join(missing)} (each gzipped or not)")
+            raise FileNotFoundError(
+                f"config.data.mnist_dir={data_config.mnist_dir!r}: the folder "
+                f"lacks {', '.join(missing)} (each gzipped or not)"
+            )
         return MnistIdx(data_dir=data_dir, file_format="array_record")
     if data_config.name == "mnist":
         return tfds.builder("mnist", data_dir=data_dir, file_format="array_record")
@@ -63,19 +78,26 @@ def _prepare(builder, data_config) -> None:
         download_config = tfds.download.DownloadConfig(manual_dir=data_config.mnist_dir)
     # data_path is what download_and_prepare looks for before it downloads; offline, it
     # would retry the download for minutes without a word.
-    elif data_config.name == "mnist" and not builder.data_path.exists() and not reachable(builder.URL):
+    elif (
+        data_config.name == "mnist"
+        and not builder.data_path.exists()
+        and not reachable(builder.URL)
+    ):
         server = urllib.parse.urlsplit(builder.URL).netloc
         raise FileNotFoundError(
             f"config.data.name='mnist': MNIST is not prepared in {builder.data_dir_root} and its "
             f"download server ({server}) cannot be reached; offline, put the four MNIST IDX files "
-            f"in a folder and pass --config.data.mnist_dir=FOLDER")
+            f"in a folder and pass --config.data.mnist_dir=FOLDER"
+        )
     prepare(builder, download_config)
 
 
 def _read_split(builder, split: str) -> dict[str, np.ndarray]:
     source = builder.as_data_source(split)
     records = source.__getitems__(range(len(source)))
-    return {name: np.stack([r[name] for r in records]).astype(dtype) for name, dtype in _DTYPES.items()}
+    return {
+        name: np.stack([r[name] for r in records]).astype(dtype) for name, dtype in _DTYPES.items()
+    }
 
 
 def load_images(data_config: ml_collections.ConfigDict) -> Dataset:
@@ -87,11 +109,15 @@ def load_images(data_config: ml_collections.ConfigDict) -> Dataset:
     pixels are sampled once, with a fixed seed, to {0, 255}: that needs the split in memory.
     """
     if data_config.binarize not in BINARIZATIONS:
-        raise ValueError(f"config.data.binarize must be one of {BINARIZATIONS}, got {data_config.binarize!r}")
+        raise ValueError(
+            f"config.data.binarize must be one of {BINARIZATIONS}, got {data_config.binarize!r}"
+        )
     streaming = bool(data_config.get("streaming", False))
     if streaming and data_config.binarize == "static":
-        raise ValueError("config.data.streaming=True needs config.data.binarize 'dynamic' or 'none': a static "
-                         "binarization is sampled over the whole split in memory")
+        raise ValueError(
+            "config.data.streaming=True needs config.data.binarize 'dynamic' or 'none': a static "
+            "binarization is sampled over the whole split in memory"
+        )
     tfds.disable_progress_bar()
     if jax.process_index() == 0:
         _prepare(_builder(data_config), data_config)
@@ -99,7 +125,9 @@ def load_images(data_config: ml_collections.ConfigDict) -> Dataset:
         multihost_utils.sync_global_devices("tfds prepared")
     builder = _builder(data_config)  # made after preparation, so it sees the splits
     if streaming:
-        return Dataset({split: record_columns(builder, split, _DTYPES) for split in ("train", "test")})
+        return Dataset(
+            {split: record_columns(builder, split, _DTYPES) for split in ("train", "test")}
+        )
     splits = {split: _read_split(builder, split) for split in ("train", "test")}
     if data_config.binarize == "static":
         rng = np.random.default_rng(_STATIC_BINARIZATION_SEED)

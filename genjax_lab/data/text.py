@@ -16,6 +16,7 @@ Rules for awkward input: blank lines are not documents (`read_corpus` skips them
 outside the vocabulary are dropped; a document left with no words is an all-padding row
 (count 0: it contributes nothing to fits or perplexities).
 """
+
 import collections
 import gzip
 import pathlib
@@ -27,7 +28,8 @@ from typing import NamedTuple
 import numpy as np
 
 # Function words of English: frequent everywhere, so they carry no topic.
-ENGLISH_STOP_WORDS: frozenset[str] = frozenset("""
+ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
+    """
 a about above after again against ago all almost along already also although always am
 among an and another any anyone anything are around as at away back be became because
 become been before being below between both but by can cannot could did do does doing
@@ -41,7 +43,8 @@ that the their theirs them themselves then there these they this those though th
 thus to too toward towards under until up upon us very was we well were what whatever
 when where whether which while who whom whose why will with within without would yet you
 your yours yourself yourselves
-""".split())
+""".split()
+)
 
 # Runs of letters: [^\W\d_] is "a word character that is neither a digit nor '_'".
 _LETTERS = re.compile(r"[^\W\d_]+")
@@ -61,7 +64,11 @@ def read_corpus(path: str | pathlib.Path) -> list[str]:
 
 def tokenize(text: str, stop_words: frozenset[str] = ENGLISH_STOP_WORDS) -> list[str]:
     """Lower-cased runs of letters of length >= 2, stop words removed, in text order."""
-    return [t for t in _LETTERS.findall(text.lower()) if len(t) >= _MIN_TOKEN_LENGTH and t not in stop_words]
+    return [
+        t
+        for t in _LETTERS.findall(text.lower())
+        if len(t) >= _MIN_TOKEN_LENGTH and t not in stop_words
+    ]
 
 
 @dataclass(frozen=True)
@@ -188,4 +195,6 @@ def from_dense(matrix: np.ndarray) -> BagOfWords:
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or (matrix < 0).any() or (matrix != np.round(matrix)).any():
         raise ValueError("matrix must be a 2-D array of non-negative integer counts")
-    return bag_of_ids([np.repeat(np.arange(matrix.shape[1]), row.astype(np.int64)) for row in matrix])
+    return bag_of_ids(
+        [np.repeat(np.arange(matrix.shape[1]), row.astype(np.int64)) for row in matrix]
+    )

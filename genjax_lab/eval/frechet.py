@@ -11,6 +11,7 @@ model is imported.
   score's formula with the MNIST classifier).
 - Label accuracy: how often the classifier names the label a conditional sample was asked for.
 """
+
 from collections.abc import Callable
 
 import numpy as np
@@ -42,8 +43,9 @@ def frechet_distance(mean1, cov1, mean2, cov2) -> float:
     expected = (("mean2", mean2, (f,)), ("cov1", cov1, (f, f)), ("cov2", cov2, (f, f)))
     for name, value, shape in expected:
         if value.shape != shape:
-            raise ValueError(f"{name} must have shape {shape} to match mean1 {mean1.shape}, "
-                             f"got {value.shape}")
+            raise ValueError(
+                f"{name} must have shape {shape} to match mean1 {mean1.shape}, got {value.shape}"
+            )
     root1 = _psd_sqrt(cov1)
     middle = root1 @ cov2 @ root1
     trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)).sum()
@@ -72,13 +74,18 @@ def label_accuracy(logits, labels) -> tuple[float, np.ndarray]:
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"logits [N, K] and labels [N] disagree: {logits.shape} vs {labels.shape}")
     correct = np.argmax(logits, axis=1) == labels
-    per_label = np.array([correct[labels == k].mean() if np.any(labels == k) else np.nan
-                          for k in range(logits.shape[1])])
+    per_label = np.array(
+        [
+            correct[labels == k].mean() if np.any(labels == k) else np.nan
+            for k in range(logits.shape[1])
+        ]
+    )
     return float(correct.mean()), per_label
 
 
-def feature_scores(features: FeatureFunction, samples, test_images,
-                   train_images) -> dict[str, float]:
+def feature_scores(
+    features: FeatureFunction, samples, test_images, train_images
+) -> dict[str, float]:
     """Samples against real images through `features`: frechet_distance (samples vs test),
     its floor frechet_distance_train_vs_test (real train vs real test), classifier_score of
     the samples and classifier_score_test of the test images."""
@@ -87,8 +94,9 @@ def feature_scores(features: FeatureFunction, samples, test_images,
     _, train_features = features(train_images)
     return {
         "frechet_distance": frechet_distance_of_features(sample_features, test_features),
-        "frechet_distance_train_vs_test": frechet_distance_of_features(train_features,
-                                                                       test_features),
+        "frechet_distance_train_vs_test": frechet_distance_of_features(
+            train_features, test_features
+        ),
         "classifier_score": classifier_score(sample_logits),
         "classifier_score_test": classifier_score(test_logits),
     }

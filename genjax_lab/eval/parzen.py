@@ -15,6 +15,7 @@ Not comparable to a likelihood: this is a kernel density of a sampler's output, 
 depends on sigma and the number of samples (Theis et al. 2016 show it can rank models in
 any order); it is the protocol of the GAN papers, not another family's log p(x).
 """
+
 import dataclasses
 import functools
 import math
@@ -41,7 +42,9 @@ def _as_points(name: str, images) -> np.ndarray:
         raise ValueError(f"{name} must be a non-empty array [N, ...], got shape {points.shape}")
     points = points.reshape(len(points), -1)
     if not np.all(np.isfinite(points)) or points.min() < 0.0 or points.max() > 1.0:
-        raise ValueError(f"{name} must hold real-valued pixels in [0, 1] (divide uint8 images by 255)")
+        raise ValueError(
+            f"{name} must hold real-valued pixels in [0, 1] (divide uint8 images by 255)"
+        )
     return points
 
 
@@ -49,7 +52,9 @@ def _pad_rows(points: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows padded to a multiple of `chunk`, and the mask of real rows."""
     padded = -(-len(points) // chunk) * chunk
     valid = np.arange(padded) < len(points)
-    return np.concatenate([points, np.zeros((padded - len(points), points.shape[1]), points.dtype)]), valid
+    return np.concatenate(
+        [points, np.zeros((padded - len(points), points.shape[1]), points.dtype)]
+    ), valid
 
 
 @functools.partial(jax.jit, static_argnames=("chunk",))
@@ -86,7 +91,9 @@ def parzen_log_likelihoods(samples, x, sigmas, chunk: int = 1000) -> np.ndarray:
     """
     mu, points = _as_points("samples", samples), _as_points("x", x)
     if mu.shape[1] != points.shape[1]:
-        raise ValueError(f"samples have {mu.shape[1]} pixels per example but x has {points.shape[1]}")
+        raise ValueError(
+            f"samples have {mu.shape[1]} pixels per example but x has {points.shape[1]}"
+        )
     sigmas = np.atleast_1d(np.asarray(sigmas, np.float32))
     if sigmas.ndim != 1 or np.any(~(sigmas > 0)):
         raise ValueError(f"sigmas must be positive widths, got {sigmas}")
@@ -95,12 +102,18 @@ def parzen_log_likelihoods(samples, x, sigmas, chunk: int = 1000) -> np.ndarray:
     chunk = min(chunk, max(len(mu), len(points)))
     mu, mu_valid = _pad_rows(mu, chunk)
     padded_x, _ = _pad_rows(points, chunk)
-    log_sums = np.asarray(_log_sum_kernels(mu, mu_valid, padded_x, jnp.asarray(sigmas), chunk))[: len(points)]
-    normaliser = math.log(int(mu_valid.sum())) + points.shape[1] * np.log(np.float64(sigmas) * math.sqrt(2 * math.pi))
+    log_sums = np.asarray(_log_sum_kernels(mu, mu_valid, padded_x, jnp.asarray(sigmas), chunk))[
+        : len(points)
+    ]
+    normaliser = math.log(int(mu_valid.sum())) + points.shape[1] * np.log(
+        np.float64(sigmas) * math.sqrt(2 * math.pi)
+    )
     return np.float64(log_sums) - normaliser
 
 
-def parzen_score(samples, validation, test, sigmas=DEFAULT_SIGMAS, chunk: int = 1000) -> ParzenResult:
+def parzen_score(
+    samples, validation, test, sigmas=DEFAULT_SIGMAS, chunk: int = 1000
+) -> ParzenResult:
     """Goodfellow et al.'s protocol: sigma by mean validation log-likelihood, then the test mean +- s.e."""
     validation_means = parzen_log_likelihoods(samples, validation, sigmas, chunk).mean(0)
     sigma = float(np.asarray(sigmas)[int(np.argmax(validation_means))])

@@ -16,6 +16,7 @@ run m's randomness is fold_in(key, m) (its start from fold_in(., 0), the move at
 from fold_in(., t)), so sharding the runs over a 'data' mesh (shard_map, no collectives)
 gives the same weights.
 """
+
 import functools
 import itertools
 import math
@@ -56,8 +57,9 @@ class AnnealingPath(Protocol):
 # ----------------------------------------------------------------------------- schedules
 
 
-def piecewise_schedule(num_temperatures: int = 14_500, breaks=(0.5, 0.9),
-                       fractions=(500, 4000, 10000)) -> np.ndarray:
+def piecewise_schedule(
+    num_temperatures: int = 14_500, breaks=(0.5, 0.9), fractions=(500, 4000, 10000)
+) -> np.ndarray:
     """Inverse temperatures 0 = beta_0 < ... < beta_K = 1, uniform within each piece.
 
     Pieces [0, 0.5), [0.5, 0.9), [0.9, 1] get `num_temperatures` steps in the proportions
@@ -71,8 +73,9 @@ def piecewise_schedule(num_temperatures: int = 14_500, breaks=(0.5, 0.9),
         raise ValueError(f"breaks must increase strictly inside (0, 1), got {breaks}")
     shares = num_temperatures * np.asarray(fractions) / np.sum(fractions)
     counts = np.maximum(1, np.round(shares)).astype(int)
-    pieces = [np.linspace(lo, hi, n, endpoint=False)
-              for lo, hi, n in zip(edges[:-1], edges[1:], counts)]
+    pieces = [
+        np.linspace(lo, hi, n, endpoint=False) for lo, hi, n in zip(edges[:-1], edges[1:], counts)
+    ]
     return np.concatenate([*pieces, [1.0]])
 
 
@@ -85,8 +88,9 @@ def check_betas(betas) -> np.ndarray:
     """betas as float64 [K + 1], non-decreasing from 0 to 1."""
     betas = np.asarray(betas, np.float64)
     if betas.ndim != 1 or betas.size < 2:
-        raise ValueError("betas must be a 1-D array of at least 2 inverse temperatures, got "
-                         f"shape {betas.shape}")
+        raise ValueError(
+            f"betas must be a 1-D array of at least 2 inverse temperatures, got shape {betas.shape}"
+        )
     if betas[0] != 0.0 or betas[-1] != 1.0:
         raise ValueError(f"betas must start at 0 and end at 1, got {betas[0]} ... {betas[-1]}")
     if np.any(np.diff(betas) < 0):
@@ -135,7 +139,8 @@ def _log_weights(path: AnnealingPath, theta, betas, key, num_runs: int, mesh: Me
         return _ais_local(path, theta, betas, keys)
 
     return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P()), out_specs=P(DATA_AXIS))(
-        theta, betas, key)
+        theta, betas, key
+    )
 
 
 def summarize_log_weights(log_weights, log_z_base: float) -> AISResult:
@@ -143,22 +148,35 @@ def summarize_log_weights(log_weights, log_z_base: float) -> AISResult:
     log_weights = np.asarray(log_weights, np.float64)
     if not np.all(np.isfinite(log_weights)):
         raise FloatingPointError(
-            f"{np.sum(~np.isfinite(log_weights))} AIS log weights are not finite")
+            f"{np.sum(~np.isfinite(log_weights))} AIS log weights are not finite"
+        )
     shift = log_weights.max()
     w = np.exp(log_weights - shift)
     mean = w.mean()
     sigma = w.std(ddof=1) / math.sqrt(w.size) if w.size > 1 else 0.0
     lower = np.log(mean - 3 * sigma) if mean > 3 * sigma else -np.inf
     offset = log_z_base + shift
-    return AISResult(log_z=float(offset + np.log(mean)), log_z_lower=float(offset + lower),
-                     log_z_upper=float(offset + np.log(mean + 3 * sigma)),
-                     log_z_std=float(sigma / mean), log_z_base=float(log_z_base),
-                     log_weights=log_weights)
+    return AISResult(
+        log_z=float(offset + np.log(mean)),
+        log_z_lower=float(offset + lower),
+        log_z_upper=float(offset + np.log(mean + 3 * sigma)),
+        log_z_std=float(sigma / mean),
+        log_z_base=float(log_z_base),
+        log_weights=log_weights,
+    )
 
 
-def annealed_importance_sampling(path: AnnealingPath, theta: Any, betas, key: jax.Array,
-                                 num_runs: int = 100, *, log_z_base: float,
-                                 dtype=jnp.float32, mesh: Mesh | None = None) -> AISResult:
+def annealed_importance_sampling(
+    path: AnnealingPath,
+    theta: Any,
+    betas,
+    key: jax.Array,
+    num_runs: int = 100,
+    *,
+    log_z_base: float,
+    dtype=jnp.float32,
+    mesh: Mesh | None = None,
+) -> AISResult:
     """AIS estimate of log Z_1 along `path` with parameters `theta`.
 
     betas: [K + 1] from 0 to 1 (`paper_schedule()` or `piecewise_schedule(K)`), cast to
@@ -167,10 +185,11 @@ def annealed_importance_sampling(path: AnnealingPath, theta: Any, betas, key: ja
     """
     betas = check_betas(betas)
     if num_runs < 2:
-        raise ValueError(
-            f"num_runs must be at least 2 (the spread needs two runs), got {num_runs}")
+        raise ValueError(f"num_runs must be at least 2 (the spread needs two runs), got {num_runs}")
     if mesh is not None and num_runs % mesh.shape[DATA_AXIS]:
-        raise ValueError(f"num_runs={num_runs} must be a multiple of the 'data' mesh size "
-                         f"{mesh.shape[DATA_AXIS]}")
+        raise ValueError(
+            f"num_runs={num_runs} must be a multiple of the 'data' mesh size "
+            f"{mesh.shape[DATA_AXIS]}"
+        )
     log_w = _log_weights(path, theta, jnp.asarray(betas, dtype), key, num_runs, mesh)
     return summarize_log_weights(jax.device_get(log_w), log_z_base)

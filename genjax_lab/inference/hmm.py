@@ -49,6 +49,7 @@ the back-pointer maps in a reverse associative scan. Padded steps are identity e
 Parallel work is O(T K^3) against O(T K^2): the win is depth, on accelerators or long
 single sequences.
 """
+
 import functools
 from typing import NamedTuple
 
@@ -294,7 +295,9 @@ def _backward_posteriors(log_transition, alphas, preds, valid, unroll):
         return gamma, (gamma, ratio)
 
     last = _normalised(alphas[-1])
-    _, (gammas, ratios) = jax.lax.scan(step, last, (alphas[:-1], inv_preds, valid_next), reverse=True, unroll=unroll)
+    _, (gammas, ratios) = jax.lax.scan(
+        step, last, (alphas[:-1], inv_preds, valid_next), reverse=True, unroll=unroll
+    )
     gammas = jnp.concatenate([gammas, last[None]])
     return jnp.where(valid[..., None], gammas, 0.0), ratios
 
@@ -313,8 +316,9 @@ def _backward_log(log_transition, las, log_preds, valid, unroll):
         return lg, (lg, log_ratio)
 
     last = _log_normalise(las[-1])[0]
-    _, (lgs, log_ratios) = jax.lax.scan(step, last, (las[:-1], log_preds, valid_next), reverse=True,
-                                        unroll=unroll)
+    _, (lgs, log_ratios) = jax.lax.scan(
+        step, last, (las[:-1], log_preds, valid_next), reverse=True, unroll=unroll
+    )
     lgs = jnp.concatenate([lgs, last[None]])
     return jnp.where(valid[..., None], lgs, -jnp.inf), log_ratios
 
@@ -332,7 +336,9 @@ def _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise: bool):
             return logcs, gammas, alphas[:-1, :, :, None] * trans * ratios[:, :, None, :]
         # Batch axis first: the einsum then keeps its sharding, as the other branch's sum does
         # (both branches must give the same type).
-        outer = jnp.einsum("bti,btj->bij", jnp.swapaxes(alphas[:-1], 0, 1), jnp.swapaxes(ratios, 0, 1))
+        outer = jnp.einsum(
+            "bti,btj->bij", jnp.swapaxes(alphas[:-1], 0, 1), jnp.swapaxes(ratios, 0, 1)
+        )
         return logcs, gammas, trans * outer
 
     def in_log_space():
@@ -405,16 +411,18 @@ def _parallel_log_messages(log_initial, log_transition, ll_tm, valid, backward: 
         la = _safe_log(pm[..., 0, :]) + ps[..., None]
         if not backward:
             return la, None
-        sm, ss = jax.lax.associative_scan(lambda late, early: _scaled_matmul(early, late), elems,
-                                          reverse=True)
+        sm, ss = jax.lax.associative_scan(
+            lambda late, early: _scaled_matmul(early, late), elems, reverse=True
+        )
         return la, _safe_log(jnp.sum(sm, axis=-1)) + ss[..., None]
 
     def in_log_space():
         la = jax.lax.associative_scan(_log_matmul, logits)[..., 0, :]
         if not backward:
             return la, None
-        suffix = jax.lax.associative_scan(lambda late, early: _log_matmul(early, late), logits,
-                                          reverse=True)
+        suffix = jax.lax.associative_scan(
+            lambda late, early: _log_matmul(early, late), logits, reverse=True
+        )
         return la, jax.nn.logsumexp(suffix, axis=-1)
 
     la, lb = jax.lax.cond(_scaled_is_exact(log_transition), scaled, in_log_space)
@@ -429,8 +437,9 @@ def _parallel_filter(log_initial, log_transition, ll_tm, valid):
 
 
 def _parallel_smoother(log_initial, log_transition, ll_tm, valid):
-    la, lb_suffix, logits = _parallel_log_messages(log_initial, log_transition, ll_tm, valid,
-                                                   backward=True)
+    la, lb_suffix, logits = _parallel_log_messages(
+        log_initial, log_transition, ll_tm, valid, backward=True
+    )
     # beta_t = M_{t+1} ... M_{T-1} 1, and beta_{T-1} = 1.
     lb = jnp.concatenate([lb_suffix[1:], jnp.zeros_like(la[:1])])
     gammas = _log_normalise(la + lb)[0]
@@ -464,7 +473,9 @@ def _parallel_viterbi(log_initial, log_transition, ll_tm, valid):
     identity = jnp.arange(k, dtype=jnp.int32)
     ptrs = jnp.argmax(deltas[:-1, :, :, None] + log_transition, axis=2).astype(jnp.int32)
     ptrs = jnp.where(valid[1:, :, None], ptrs, identity)
-    maps = jax.lax.associative_scan(lambda later, earlier: _compose(earlier, later), ptrs, reverse=True)
+    maps = jax.lax.associative_scan(
+        lambda later, earlier: _compose(earlier, later), ptrs, reverse=True
+    )
     last = jnp.argmax(deltas[-1], axis=-1).astype(jnp.int32)
     states = _compose(maps, last[None, :, None])[..., 0]
     states = jnp.concatenate([states, last[None]])
@@ -475,20 +486,35 @@ def _parallel_viterbi(log_initial, log_transition, ll_tm, valid):
 
 
 def _check_potentials(log_initial, log_transition, log_likelihoods, lengths=None, **_) -> None:
-    k = checks.check_array("log_initial", log_initial, ("K",), kinds=checks.FLOAT, finite=False).shape[0]
+    k = checks.check_array(
+        "log_initial", log_initial, ("K",), kinds=checks.FLOAT, finite=False
+    ).shape[0]
     checks.check_array("log_transition", log_transition, (k, k), kinds=checks.FLOAT, finite=False)
     batched = np.ndim(log_likelihoods) != 2
-    ll = checks.check_array("log_likelihoods", log_likelihoods, ("B", "T", k) if batched else ("T", k),
-                            kinds=checks.FLOAT, finite=False)
-    for name, value in (("log_initial", log_initial), ("log_transition", log_transition), ("log_likelihoods", ll)):
+    ll = checks.check_array(
+        "log_likelihoods",
+        log_likelihoods,
+        ("B", "T", k) if batched else ("T", k),
+        kinds=checks.FLOAT,
+        finite=False,
+    )
+    for name, value in (
+        ("log_initial", log_initial),
+        ("log_transition", log_transition),
+        ("log_likelihoods", ll),
+    ):
         checks.check_finite_tree(name, value, allow_neg_inf=True)
-    if lengths is None or not batched:  # lengths with unbatched input: refused by _batch while tracing
+    if (
+        lengths is None or not batched
+    ):  # lengths with unbatched input: refused by _batch while tracing
         return
-    steps = checks.check_array("lengths", lengths, (ll.shape[0],), kinds=checks.INTEGER, nonempty=False)
+    steps = checks.check_array(
+        "lengths", lengths, (ll.shape[0],), kinds=checks.INTEGER, nonempty=False
+    )
     if steps.size and (steps.min() < 1 or steps.max() > ll.shape[1]):
-        raise ValueError(f"lengths must lie in [1, T = {ll.shape[1]}], got range [{steps.min()}, {steps.max()}]")
-
-
+        raise ValueError(
+            f"lengths must lie in [1, T = {ll.shape[1]}], got range [{steps.min()}, {steps.max()}]"
+        )
 
 
 @checks.validated(_check_potentials)
@@ -551,8 +577,9 @@ def hmm_smoother(
     if parallel:
         loglik, gammas, counts = _parallel_smoother(log_initial, log_transition, ll_tm, valid)
     else:
-        loglik, gammas, counts = _smooth(log_initial, log_transition, ll_tm, valid, unroll,
-                                         pairwise=False)
+        loglik, gammas, counts = _smooth(
+            log_initial, log_transition, ll_tm, valid, unroll, pairwise=False
+        )
     return _unbatch(SmootherResult(loglik, jnp.swapaxes(gammas, 0, 1), counts), unbatched)
 
 
@@ -614,9 +641,12 @@ def hmm_posterior_sample(
     ll_tm, valid = _time_major(ll, lengths)
     # Log filters: a state below the float range may be the only way to x_{t+1}.
     alphas, _, _, exact = _fast_forward(log_initial, log_transition, ll_tm, valid, unroll)
-    las = jax.lax.cond(exact, lambda: _safe_log(alphas),
-                       lambda: _forward_log(log_initial, log_transition, ll_tm, valid, unroll)[0])
-    last = (jnp.arange(ll_tm.shape[0])[:, None] == lengths[None, :] - 1)
+    las = jax.lax.cond(
+        exact,
+        lambda: _safe_log(alphas),
+        lambda: _forward_log(log_initial, log_transition, ll_tm, valid, unroll)[0],
+    )
+    last = jnp.arange(ll_tm.shape[0])[:, None] == lengths[None, :] - 1
     gumbels = jax.random.gumbel(key, las.shape, las.dtype)
 
     def step(next_state, inputs):
@@ -628,7 +658,6 @@ def hmm_posterior_sample(
         return jnp.where(valid_t, state, next_state), state
 
     init = jnp.zeros(las.shape[1], jnp.int32)
-    _, states = jax.lax.scan(step, init, (las, last, valid, gumbels), reverse=True,
-                             unroll=unroll)
+    _, states = jax.lax.scan(step, init, (las, last, valid, gumbels), reverse=True, unroll=unroll)
     states = jnp.swapaxes(states, 0, 1)
     return states[0] if unbatched else states

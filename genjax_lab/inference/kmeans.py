@@ -9,6 +9,7 @@ every row to its nearest centre and moves each centre to the weighted mean of it
 centre with no weight keeps its place. The batch axis may be sharded over a `data` mesh:
 the centre sums contract it with `batch_einsum`.
 """
+
 import functools
 
 import jax
@@ -39,8 +40,9 @@ def hard_assign(x: jax.Array, centers: jax.Array) -> jax.Array:
 
 @checks.validated(_check)
 @functools.partial(jax.jit, static_argnames=("num_clusters",))
-def kmeans_plus_plus(key: jax.Array, x: jax.Array, num_clusters: int,
-                     weights: jax.Array | None = None) -> jax.Array:
+def kmeans_plus_plus(
+    key: jax.Array, x: jax.Array, num_clusters: int, weights: jax.Array | None = None
+) -> jax.Array:
     """k-means++ seeds [num_clusters, D]: rows of x [N, D] drawn ∝ weights * D^2."""
     weights = _weights(x, weights)
     keys = jax.random.split(key, num_clusters)
@@ -66,14 +68,19 @@ def lloyd_step(x: jax.Array, centers: jax.Array, weights: jax.Array) -> jax.Arra
     onehot = hard_assign(x, centers) * weights[:, None]
     count = onehot.sum(0)
     sums = batch_einsum("nk,nd->kd", onehot, x)
-    return jnp.where(count[:, None] > 0, sums / jnp.where(count > 0, count, 1.0)[:, None],
-                     centers)
+    return jnp.where(count[:, None] > 0, sums / jnp.where(count > 0, count, 1.0)[:, None], centers)
 
 
 @checks.validated(_check)
 @functools.partial(jax.jit, static_argnames=("num_clusters",))
-def kmeans(key: jax.Array, x: jax.Array, num_clusters: int, weights: jax.Array | None = None,
-           *, num_iters: int = 20) -> jax.Array:
+def kmeans(
+    key: jax.Array,
+    x: jax.Array,
+    num_clusters: int,
+    weights: jax.Array | None = None,
+    *,
+    num_iters: int = 20,
+) -> jax.Array:
     """Centres [num_clusters, D] of x [N, D] (weights [N], default all 1): k-means++ seeds,
     then `num_iters` Lloyd iterations (traced: another count reuses the compiled program)."""
     weights = _weights(x, weights)

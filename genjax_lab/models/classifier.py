@@ -3,6 +3,7 @@
 It models only P(Y | X): it cannot score or sample x, which is what the generative
 families add. Its features also serve as the feature space for sample-quality metrics.
 """
+
 import dataclasses
 import json
 import pathlib
@@ -62,8 +63,9 @@ class ClassifierFamily:
     @property
     def model(self) -> Classifier:
         c = self.config
-        return Classifier(hidden=tuple(c.model.hidden), num_classes=c.data.num_classes,
-                          conv=c.model.conv)
+        return Classifier(
+            hidden=tuple(c.model.hidden), num_classes=c.data.num_classes, conv=c.model.conv
+        )
 
     def optimizer(self) -> optax.GradientTransformation:
         optim = self.config.optim
@@ -113,8 +115,10 @@ def _check_features_input(family: ClassifierFamily, images, **_) -> None:
     pixels = checks.check_array("images", images, ("B", *family.image_shape))
     limit = 255 if pixels.dtype == np.uint8 else 1
     if pixels.min() < 0 or pixels.max() > limit:
-        raise ValueError(f"images must be uint8 or in [0, 1], got {pixels.dtype} in "
-                         f"[{pixels.min()}, {pixels.max()}]")
+        raise ValueError(
+            f"images must be uint8 or in [0, 1], got {pixels.dtype} in "
+            f"[{pixels.min()}, {pixels.max()}]"
+        )
 
 
 @checks.validated(_check_features_input)
@@ -146,30 +150,36 @@ class FeatureNetwork:
     params: object
 
     @classmethod
-    def load(cls, workdir: str | pathlib.Path,
-             image_shape: tuple[int, int, int]) -> "FeatureNetwork":
+    def load(
+        cls, workdir: str | pathlib.Path, image_shape: tuple[int, int, int]
+    ) -> "FeatureNetwork":
         """The classifier trained in `workdir` (its config.json and newest checkpoint)."""
         config_path = pathlib.Path(workdir) / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(
                 f"config.eval.classifier_workdir={str(workdir)!r}: no config.json; train one "
                 "with ./launch.sh classifier --config=experiments/configs/classifier.py:mnist "
-                f"--config.data.mnist_dir=DIR --workdir={workdir}")
+                f"--config.data.mnist_dir=DIR --workdir={workdir}"
+            )
         config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
         family = ClassifierFamily(config=config, image_shape=tuple(image_shape))
         params = load_params(workdir)
         try:
             jax.eval_shape(family.model.apply, params, jnp.zeros((1, *image_shape)))
         except Exception as e:  # a shape mismatch shows up as any of several errors
-            raise ValueError(f"config.eval.classifier_workdir={str(workdir)!r}: its classifier "
-                             f"does not take images of shape {tuple(image_shape)} ({e})") from e
+            raise ValueError(
+                f"config.eval.classifier_workdir={str(workdir)!r}: its classifier "
+                f"does not take images of shape {tuple(image_shape)} ({e})"
+            ) from e
         return cls(family=family, params=params)
 
     def __call__(self, images, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
         """(logits [N, K], features [N, F]) of uint8 or [0, 1] float images [N, H, W, C]."""
         model = self.family.model
-        outputs = [_apply(model, self.params, jnp.asarray(images[i:i + batch_size]))
-                   for i in range(0, len(images), batch_size)]
+        outputs = [
+            _apply(model, self.params, jnp.asarray(images[i : i + batch_size]))
+            for i in range(0, len(images), batch_size)
+        ]
         return tuple(np.concatenate([np.asarray(o[j]) for o in outputs]) for j in range(2))
 
 

@@ -8,6 +8,7 @@ so with the batch sharded over the 'data' mesh axis its gradient is reduced acro
 inside jit. Fitted full batch by L-BFGS (optax.lbfgs with its zoom line search; needs the value
 function, hence `linesearch=True` in `make_step`) or by Adam on minibatches.
 """
+
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -32,8 +33,9 @@ def init(num_features: int, num_classes: int, dtype=jnp.float32) -> LogisticPara
     """Zero parameters (the objective is convex: the start does not matter)."""
     checks.check_count("num_features", num_features)
     checks.check_count("num_classes", num_classes)
-    return LogisticParams(jnp.zeros((num_features, num_classes), dtype),
-                          jnp.zeros((num_classes,), dtype))
+    return LogisticParams(
+        jnp.zeros((num_features, num_classes), dtype), jnp.zeros((num_classes,), dtype)
+    )
 
 
 def l2_from_c(c: float, num_train: int) -> float:
@@ -76,16 +78,20 @@ def loss(params: LogisticParams, batch: dict, l2: float) -> jax.Array:
         def device_sums(params, x, y, mask):
             return jax.tree.map(lambda v: jax.lax.psum(v, axis), _masked_sums(params, x, y, mask))
 
-        sums = jax.shard_map(device_sums, mesh=jax.typeof(x).sharding.mesh,
-                             in_specs=(P(), P(axis), P(axis), P(axis)),
-                             out_specs=P())(params, x, y, mask)
+        sums = jax.shard_map(
+            device_sums,
+            mesh=jax.typeof(x).sharding.mesh,
+            in_specs=(P(), P(axis), P(axis), P(axis)),
+            out_specs=P(),
+        )(params, x, y, mask)
     else:
         sums = _masked_sums(params, x, y, mask)
     return sums[0] / sums[1] + 0.5 * l2 * jnp.sum(params.weights**2)
 
 
-def make_optimizer(name: str = "lbfgs",
-                   learning_rate: float = 1e-2) -> optax.GradientTransformation:
+def make_optimizer(
+    name: str = "lbfgs", learning_rate: float = 1e-2
+) -> optax.GradientTransformation:
     """'lbfgs' (full batch, line search) or 'adam' (minibatches, `learning_rate`)."""
     if name == "lbfgs":
         return optax.lbfgs()
@@ -97,22 +103,33 @@ def make_optimizer(name: str = "lbfgs",
 def make_step(optimizer: optax.GradientTransformation, l2: float, *, linesearch: bool) -> Callable:
     """Jittable `(params, opt_state, batch) -> (params, opt_state, loss)`; linesearch=True
     for L-BFGS."""
+
     def step(params, opt_state, batch):
         def value_fn(p):
             return loss(p, batch, l2)
+
         if linesearch:
             value, grad = optax.value_and_grad_from_state(value_fn)(params, state=opt_state)
-            updates, opt_state = optimizer.update(grad, opt_state, params, value=value, grad=grad,
-                                                  value_fn=value_fn)
+            updates, opt_state = optimizer.update(
+                grad, opt_state, params, value=value, grad=grad, value_fn=value_fn
+            )
         else:
             value, grad = jax.value_and_grad(value_fn)(params)
             updates, opt_state = optimizer.update(grad, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
+
     return step
 
 
-def fit(x: jax.Array, y: jax.Array, num_classes: int, *, c: float = 1.0, num_steps: int = 100,
-        mask: jax.Array | None = None) -> tuple[LogisticParams, jax.Array]:
+def fit(
+    x: jax.Array,
+    y: jax.Array,
+    num_classes: int,
+    *,
+    c: float = 1.0,
+    num_steps: int = 100,
+    mask: jax.Array | None = None,
+) -> tuple[LogisticParams, jax.Array]:
     """Full-batch L-BFGS fit on x [N, D], y int [N]: (params, loss before each step [num_steps])."""
     checks.check_count("num_classes", num_classes)
     checks.check_count("num_steps", num_steps)
@@ -136,6 +153,7 @@ def fit(x: jax.Array, y: jax.Array, num_classes: int, *, c: float = 1.0, num_ste
             params, state = carry
             params, state, value = step(params, state, batch)
             return (params, state), value
+
         return jax.lax.scan(body, (params, optimizer.init(params)), length=num_steps)
 
     (params, _), losses = run(params)

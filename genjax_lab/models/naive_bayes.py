@@ -49,6 +49,7 @@ scikit-learn); the Gaussian model raises, since its mean and variance are undefi
 Validation (NaN, labels out of range, ...) runs host-side when the arrays are concrete; inside
 jit the functions are pure array code.
 """
+
 import functools
 import math
 import operator
@@ -83,10 +84,18 @@ def default_config() -> ml_collections.ConfigDict:
     axis, 0 for the largest category in the data + 1 (each feature's own M_d is always the
     largest category of that feature seen in training + 1).
     """
-    return ml_collections.ConfigDict({
-        "kind": "gaussian", "num_classes": 0, "var_smoothing": 1e-9, "alpha": 1.0,
-        "fit_prior": True, "class_prior": (), "binarize": 0.0, "num_categories": 0,
-    })
+    return ml_collections.ConfigDict(
+        {
+            "kind": "gaussian",
+            "num_classes": 0,
+            "var_smoothing": 1e-9,
+            "alpha": 1.0,
+            "fit_prior": True,
+            "class_prior": (),
+            "binarize": 0.0,
+            "num_categories": 0,
+        }
+    )
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -116,8 +125,11 @@ def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -
         num_classes = int(labels.max()) + 1
     x_dtype = jnp.result_type(x)
     dtype = x_dtype if jnp.issubdtype(x_dtype, jnp.floating) else jnp.dtype(jnp.float32)
-    meta = {"num_features": int(jnp.shape(x)[1]), "num_classes": int(num_classes),
-            "dtype": jnp.dtype(dtype).name}
+    meta = {
+        "num_features": int(jnp.shape(x)[1]),
+        "num_classes": int(num_classes),
+        "dtype": jnp.dtype(dtype).name,
+    }
     if config.kind == "categorical":
         num_categories = config.num_categories
         if num_categories == 0:
@@ -167,8 +179,9 @@ def _one_hot_weights(y: jax.Array, mask: jax.Array | None, num_classes: int, dty
     return weights if mask is None else weights * mask.astype(dtype)[:, None]
 
 
-def _validate_training(x, y, mask, num_classes: int, kind: str, binarize,
-                       num_categories: int | None) -> None:
+def _validate_training(
+    x, y, mask, num_classes: int, kind: str, binarize, num_categories: int | None
+) -> None:
     checks.check_choice("kind", kind, KINDS)
     checks.check_count("num_classes", num_classes)
     checks.check_number("binarize", binarize)
@@ -180,22 +193,28 @@ def _validate_training(x, y, mask, num_classes: int, kind: str, binarize,
     if mask is not None:
         checks.check_array("mask", mask, (x_np.shape[0],), nonnegative=True)
     if y_np.size and (y_np.min() < 0 or y_np.max() >= num_classes):
-        raise ValueError(f"y must be class indices in [0, num_classes={num_classes}), got range "
-                         f"[{y_np.min()}, {y_np.max()}]")
+        raise ValueError(
+            f"y must be class indices in [0, num_classes={num_classes}), got range "
+            f"[{y_np.min()}, {y_np.max()}]"
+        )
     real = x_np if mask is None else x_np[np.asarray(mask) > 0]
     if np.issubdtype(real.dtype, np.floating) and not np.all(np.isfinite(real)):
         row, col = np.argwhere(~np.isfinite(real))[0]
-        raise ValueError(f"x must be finite for training, x[{row}, {col}] = {real[row, col]} "
-                         "(missing features are only allowed at prediction)")
+        raise ValueError(
+            f"x must be finite for training, x[{row}, {col}] = {real[row, col]} "
+            "(missing features are only allowed at prediction)"
+        )
     if kind == "multinomial" and real.size and real.min() < 0:
-        raise ValueError("x must be non-negative counts for kind='multinomial', "
-                         f"min is {real.min()}")
+        raise ValueError(
+            f"x must be non-negative counts for kind='multinomial', min is {real.min()}"
+        )
     if kind == "categorical" and real.size:
         if np.any(real != np.round(real)) or real.min() < 0:
             raise ValueError("x must be integer categories >= 0 for kind='categorical'")
         if num_categories is not None and real.max() >= num_categories:
-            raise ValueError(f"x has category {int(real.max())} but "
-                             f"num_categories={num_categories}")
+            raise ValueError(
+                f"x has category {int(real.max())} but num_categories={num_categories}"
+            )
 
 
 def sufficient_statistics(
@@ -226,8 +245,9 @@ def sufficient_statistics(
     return _statistics_impl(x, y, mask, num_classes, kind, binarize, num_categories)
 
 
-def _gaussian_statistics(x: jax.Array, y: jax.Array, labels: jax.Array, weights: jax.Array,
-                         real: jax.Array | None) -> GaussianStats:
+def _gaussian_statistics(
+    x: jax.Array, y: jax.Array, labels: jax.Array, weights: jax.Array, real: jax.Array | None
+) -> GaussianStats:
     # Two passes: the class means, then sums of the deviations r from them; the first pass's
     # rounding error in the mean is removed by sum(w r) / n (the corrected two-pass algorithm),
     # so float32 keeps the variance of data whose mean is 1e4 sds from zero. Matmuls at full
@@ -247,8 +267,11 @@ def _gaussian_statistics(x: jax.Array, y: jax.Array, labels: jax.Array, weights:
         deviation = jnp.where(real[:, None], deviation, 0.0)
     first = batch_einsum("cb,bd->cd", weights, deviation, precision=full)
     second = batch_einsum("cb,bd->cd", weights, deviation * deviation, precision=full)
-    return GaussianStats(class_count, rough_mean + first / safe_count,
-                         jnp.maximum(second - first * first / safe_count, 0.0))
+    return GaussianStats(
+        class_count,
+        rough_mean + first / safe_count,
+        jnp.maximum(second - first * first / safe_count, 0.0),
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
@@ -273,8 +296,12 @@ def _statistics_impl(x, y, mask, num_classes: int, kind: str, binarize, num_cate
         return CountStats(class_count, batch_einsum("bc,bdm->cdm", weights, x), kind)
     if kind == "bernoulli":
         x = _binarized(x, binarize)
-    return CountStats(class_count, batch_einsum("bc,bd->cd", weights, x), kind,
-                      binarize if kind == "bernoulli" else None)
+    return CountStats(
+        class_count,
+        batch_einsum("bc,bd->cd", weights, x),
+        kind,
+        binarize if kind == "bernoulli" else None,
+    )
 
 
 def add_statistics(a: Stats, b: Stats) -> Stats:
@@ -290,17 +317,30 @@ def _add_gaussian(a: GaussianStats, b: GaussianStats) -> GaussianStats:
     count = a.class_count + b.class_count
     share_b = (b.class_count / jnp.where(count > 0, count, 1.0))[:, None]
     delta = b.mean - a.mean
-    return GaussianStats(count, a.mean + delta * share_b,
-                         a.m2 + b.m2 + delta * delta * a.class_count[:, None] * share_b)
+    return GaussianStats(
+        count,
+        a.mean + delta * share_b,
+        a.m2 + b.m2 + delta * delta * a.class_count[:, None] * share_b,
+    )
 
 
-def statistics_step(stats: Stats | None, batch: Mapping[str, jax.Array],
-                    config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> Stats:
+def statistics_step(
+    stats: Stats | None,
+    batch: Mapping[str, jax.Array],
+    config: ml_collections.ConfigDict,
+    meta: Mapping[str, Any],
+) -> Stats:
     """The fit's step: `stats` (None to start) plus the statistics of `batch` ({"x", "y",
     optional "mask"}), for the model of `config` with the sizes of `meta`."""
     batch_stats = sufficient_statistics(
-        batch["x"], batch["y"], batch.get("mask"), meta["num_classes"], config.kind,
-        binarize=config.binarize, num_categories=meta.get("num_categories"))
+        batch["x"],
+        batch["y"],
+        batch.get("mask"),
+        meta["num_classes"],
+        config.kind,
+        binarize=config.binarize,
+        num_categories=meta.get("num_categories"),
+    )
     return batch_stats if stats is None else add_statistics(stats, batch_stats)
 
 
@@ -365,18 +405,24 @@ def init(key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, A
     if config.kind == "multinomial":
         return MultinomialNB(log_prior, jnp.full((c, d), -math.log(d), dtype))
     m = meta["num_categories"]
-    return CategoricalNB(log_prior, jnp.full((c, d, m), -math.log(m), dtype),
-                         jnp.full((d,), m, jnp.int32))
+    return CategoricalNB(
+        log_prior, jnp.full((c, d, m), -math.log(m), dtype), jnp.full((d,), m, jnp.int32)
+    )
 
 
 def _log_prior(class_count: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
     num_classes = class_count.shape[0]
     if len(config.class_prior):
         prior = np.asarray(config.class_prior, dtype=np.float64)
-        if (prior.shape != (num_classes,) or not np.all(prior >= 0)
-                or not math.isclose(prior.sum(), 1.0, rel_tol=1e-6)):
-            raise ValueError(f"config.class_prior must be [{num_classes}] non-negative summing "
-                             f"to 1, got {tuple(config.class_prior)}")
+        if (
+            prior.shape != (num_classes,)
+            or not np.all(prior >= 0)
+            or not math.isclose(prior.sum(), 1.0, rel_tol=1e-6)
+        ):
+            raise ValueError(
+                f"config.class_prior must be [{num_classes}] non-negative summing "
+                f"to 1, got {tuple(config.class_prior)}"
+            )
         return jnp.log(jnp.asarray(prior, class_count.dtype))
     if not config.fit_prior and config.kind != "gaussian":  # GaussianNB always fits its prior
         return jnp.full((num_classes,), -math.log(num_classes), class_count.dtype)
@@ -392,26 +438,33 @@ def _check_gaussian(stats: GaussianStats, params: GaussianNB | None, var_smoothi
     if params is None:
         empty = np.flatnonzero(np.asarray(stats.class_count) <= 0)
         if empty.size:
-            raise ValueError(f"y has no examples of class {empty[0]} (stats.class_count"
-                             f"[{empty[0]}] = 0): the Gaussian naive Bayes mean and variance of "
-                             "that class are undefined")
+            raise ValueError(
+                f"y has no examples of class {empty[0]} (stats.class_count"
+                f"[{empty[0]}] = 0): the Gaussian naive Bayes mean and variance of "
+                "that class are undefined"
+            )
     elif np.any(np.asarray(params.var) <= 0):
         c, d = np.argwhere(np.asarray(params.var) <= 0)[0]
-        raise ValueError(f"feature {d} of class {c} has variance 0 and config.var_smoothing="
-                         f"{var_smoothing} adds nothing (all data constant?): use "
-                         "var_smoothing > 0 and non-constant data")
+        raise ValueError(
+            f"feature {d} of class {c} has variance 0 and config.var_smoothing="
+            f"{var_smoothing} adds nothing (all data constant?): use "
+            "var_smoothing > 0 and non-constant data"
+        )
 
 
 def _count_params(stats: CountStats, alpha: float, log_prior) -> Params:
     fc, cc = stats.feature_count, stats.class_count
     if stats.kind == "bernoulli":
         log_total = jnp.log(cc + 2 * alpha)[:, None]
-        return BernoulliNB(log_prior, jnp.log(fc + alpha) - log_total,
-                           jnp.log(cc[:, None] - fc + alpha) - log_total, stats.binarize)
+        return BernoulliNB(
+            log_prior,
+            jnp.log(fc + alpha) - log_total,
+            jnp.log(cc[:, None] - fc + alpha) - log_total,
+            stats.binarize,
+        )
     if stats.kind == "multinomial":
         smoothed = fc + alpha
-        return MultinomialNB(log_prior,
-                             jnp.log(smoothed) - jnp.log(smoothed.sum(1, keepdims=True)))
+        return MultinomialNB(log_prior, jnp.log(smoothed) - jnp.log(smoothed.sum(1, keepdims=True)))
     size = fc.shape[2]
     seen = fc.sum(0) > 0  # scikit-learn: M_d is the largest category seen in training + 1
     num_categories = jnp.max(jnp.where(seen, jnp.arange(size) + 1, 0), axis=1).astype(jnp.int32)
@@ -437,8 +490,12 @@ def from_statistics(stats: Stats, config: ml_collections.ConfigDict) -> Params:
     return jax.jit(_count_params)(stats, config.alpha, log_prior)
 
 
-def fit(key: jax.Array, data: Mapping[str, jax.Array], config: ml_collections.ConfigDict,
-        init: Params | None = None) -> tuple[Params, dict]:
+def fit(
+    key: jax.Array,
+    data: Mapping[str, jax.Array],
+    config: ml_collections.ConfigDict,
+    init: Params | None = None,
+) -> tuple[Params, dict]:
     """The closed-form fit: one `statistics_step` over the data, then `from_statistics`.
 
     key: unused (nothing random). init must be None: the estimate does not depend on a start.
@@ -446,8 +503,10 @@ def fit(key: jax.Array, data: Mapping[str, jax.Array], config: ml_collections.Co
     """
     del key
     if init is not None:
-        raise ValueError("init: naive Bayes is fitted in closed form from the data's "
-                         "statistics, there is no start to give (pass init=None)")
+        raise ValueError(
+            "init: naive Bayes is fitted in closed form from the data's "
+            "statistics, there is no start to give (pass init=None)"
+        )
     meta = meta_from_data(data, config)
     stats = statistics_step(None, data, config, meta)
     return from_statistics(stats, config), {"num_iters": 1, "class_count": stats.class_count}
@@ -476,8 +535,10 @@ def fit_split(
     if config.num_classes == 0:
         raise ValueError("config.num_classes must be set (> 0) to fit a split read in batches")
     if config.kind == "categorical" and config.num_categories == 0:
-        raise ValueError("config.num_categories must be set (> 0) for kind='categorical' on a "
-                         "split read in batches")
+        raise ValueError(
+            "config.num_categories must be set (> 0) for kind='categorical' on a "
+            "split read in batches"
+        )
     meta = {"num_classes": config.num_classes}
     if config.kind == "categorical":
         meta["num_categories"] = config.num_categories
@@ -488,8 +549,8 @@ def fit_split(
     for local in data_lib.eval_batches(split, batch_size):
         batch = mesh_lib.global_batch(mesh, local)
         stats = statistics_step(
-            stats, {"x": features(batch), "y": batch[labels], "mask": batch["mask"]}, config,
-            meta)
+            stats, {"x": features(batch), "y": batch[labels], "mask": batch["mask"]}, config, meta
+        )
     return from_statistics(stats, config), {"num_iters": 1, "class_count": stats.class_count}
 
 
@@ -558,16 +619,20 @@ def _validate_scoring(params: Params, x, observed, y) -> None:
         bad = present & ((x_np < 0) | (x_np >= limit))
         if np.any(bad):
             row, col = np.argwhere(bad)[0]
-            raise ValueError(f"x[{row}, {col}] = {x_np[row, col]} is not a category of feature "
-                             f"{col} (0..{limit[row, col] - 1} seen in training)")
+            raise ValueError(
+                f"x[{row}, {col}] = {x_np[row, col]} is not a category of feature "
+                f"{col} (0..{limit[row, col] - 1} seen in training)"
+            )
 
 
 def _check_labels(params: Params, y, num: int) -> None:
     num_classes = params.log_prior.shape[0]
     labels = checks.check_array("y", y, (num,), kinds=checks.INTEGER)
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"y must be class indices in [0, {num_classes}), got range "
-                         f"[{labels.min()}, {labels.max()}]")
+        raise ValueError(
+            f"y must be class indices in [0, {num_classes}), got range "
+            f"[{labels.min()}, {labels.max()}]"
+        )
 
 
 @jax.jit
@@ -590,12 +655,14 @@ def _log_prob(params: Params, x: jax.Array, y: jax.Array | None, observed) -> ja
         scores = jnp.take_along_axis(per_class, jnp.asarray(y)[:, None], axis=1)[:, 0]
     if isinstance(params, MultinomialNB):
         scores = scores + _log_multinomial_coefficient(
-            x.astype(scores.dtype), _observed(x, observed))
+            x.astype(scores.dtype), _observed(x, observed)
+        )
     return scores
 
 
-def log_prob(params: Params, x: jax.Array, y: jax.Array | None = None, *,
-             observed: jax.Array | None = None) -> jax.Array:
+def log_prob(
+    params: Params, x: jax.Array, y: jax.Array | None = None, *, observed: jax.Array | None = None
+) -> jax.Array:
     """Exact log p(x_observed | y) [B] for labels y [B], or log p(x_observed) =
     logsumexp_c log p(x_observed, y = c) when y is None (nats; Bernoulli: of the binarized x).
 
@@ -626,8 +693,9 @@ def _check_sample(num, params: Params, y, total_count, **_) -> None:
         _check_labels(params, y, num)
     if isinstance(params, MultinomialNB):
         if total_count is None:
-            raise ValueError("total_count (draws per sample) is required to sample a "
-                             "multinomial model")
+            raise ValueError(
+                "total_count (draws per sample) is required to sample a multinomial model"
+            )
         checks.check_array("total_count (draws per sample)", total_count, nonnegative=True)
 
 
@@ -645,8 +713,9 @@ def _sample_given_y(key: jax.Array, params: Params, y: jax.Array, total_count) -
 
 @checks.validated(_check_sample)
 @functools.partial(jax.jit, static_argnames=("num",))
-def sample_with_labels(key: jax.Array, params: Params, num: int, *, y: jax.Array | None = None,
-                       total_count=None) -> tuple[jax.Array, jax.Array]:
+def sample_with_labels(
+    key: jax.Array, params: Params, num: int, *, y: jax.Array | None = None, total_count=None
+) -> tuple[jax.Array, jax.Array]:
     """(x [num, D], y int [num]) ~ p(x, y), or x ~ p(x | y) for given labels y [num].
 
     Bernoulli x: 0/1; categorical: int32 categories. total_count (multinomial only, required
@@ -659,7 +728,8 @@ def sample_with_labels(key: jax.Array, params: Params, num: int, *, y: jax.Array
     return _sample_given_y(key, params, y, total_count), y
 
 
-def sample(key: jax.Array, params: Params, num: int, *, y: jax.Array | None = None,
-           total_count=None) -> jax.Array:
+def sample(
+    key: jax.Array, params: Params, num: int, *, y: jax.Array | None = None, total_count=None
+) -> jax.Array:
     """x [num, D] ~ p(x) (labels from the class prior), or ~ p(x | y) given y [num]."""
     return sample_with_labels(key, params, num, y=y, total_count=total_count)[0]

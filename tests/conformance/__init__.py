@@ -1,4 +1,5 @@
 """One case per family for tests/test_conformance.py: small data the case makes and a config."""
+
 import dataclasses
 from collections.abc import Callable
 from typing import Any

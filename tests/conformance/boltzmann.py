@@ -1,6 +1,7 @@
 """An RBM with 12 visible and 8 hidden units on noisy copies of four binary patterns: small
 enough that `log_prob(params, x)` enumerates log Z (2^8 hidden states) inside, so the case is
 exact. (AIS, the DBM and its bound go through the same verbs in tests/test_boltzmann.py.)"""
+
 import jax
 import jax.numpy as jnp
 
@@ -26,5 +27,6 @@ def _config():
     return config
 
 
-CASE = Case(family="boltzmann", make_data=_make_data, config=_config(), likelihood="exact",
-            labelled=False)
+CASE = Case(
+    family="boltzmann", make_data=_make_data, config=_config(), likelihood="exact", labelled=False
+)

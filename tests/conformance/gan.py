@@ -2,6 +2,7 @@
 likelihood (log_prob raises and names the Parzen estimate), no latent posterior and no
 Bayes-rule classifier; samples and their save/load round trip go through the shared verbs.
 (x given y for the conditional GAN is tested in tests/test_gan.py.)"""
+
 import jax
 import jax.numpy as jnp
 
@@ -30,5 +31,11 @@ def _config():
     return config
 
 
-CASE = Case(family="gan", make_data=_make_data, config=_config(), likelihood="none",
-            labelled=False, posterior=False)
+CASE = Case(
+    family="gan",
+    make_data=_make_data,
+    config=_config(),
+    likelihood="none",
+    labelled=False,
+    posterior=False,
+)

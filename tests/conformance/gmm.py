@@ -1,5 +1,6 @@
 """A class-conditional Gaussian mixture (two full-covariance components per class) on two
 classes in 2-D; the unlabelled mixture goes through the same verbs in tests/test_gmm.py."""
+
 import jax
 import jax.numpy as jnp
 
@@ -24,5 +25,11 @@ def _config():
     return config
 
 
-CASE = Case(family="gmm", make_data=_make_data, config=_config(), likelihood="exact",
-            labelled=True, min_train_accuracy=0.95)
+CASE = Case(
+    family="gmm",
+    make_data=_make_data,
+    config=_config(),
+    likelihood="exact",
+    labelled=True,
+    min_train_accuracy=0.95,
+)

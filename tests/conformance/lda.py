@@ -15,8 +15,7 @@ def _make_data(key):
     rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
     topics = synthetic.bars_topics()
     theta = rng.dirichlet(np.ones(len(topics)), 300)
-    words = [[rng.choice(25, p=topics[z]) for z in rng.choice(len(topics), 40, p=t)]
-             for t in theta]
+    words = [[rng.choice(25, p=topics[z]) for z in rng.choice(len(topics), 40, p=t)] for t in theta]
     bags = text.bag_of_ids(words)
     train, test = bags.subset(slice(0, 240)), bags.subset(slice(240, 300))
     return {"x": train, "vocab_size": 25}, {"x": test}

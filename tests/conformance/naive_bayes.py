@@ -1,5 +1,6 @@
 """Gaussian naive Bayes on two well-separated classes in 4 dimensions (the other event
 models go through the same verbs in tests/test_naive_bayes.py)."""
+
 import jax
 import jax.numpy as jnp
 
@@ -15,5 +16,12 @@ def _make_data(key):
     return {"x": x[train], "y": y[train]}, {"x": x[test], "y": y[test]}
 
 
-CASE = Case(family="naive_bayes", make_data=_make_data, config=naive_bayes.default_config(),
-            likelihood="exact", labelled=True, posterior=False, min_train_accuracy=0.85)
+CASE = Case(
+    family="naive_bayes",
+    make_data=_make_data,
+    config=naive_bayes.default_config(),
+    likelihood="exact",
+    labelled=True,
+    posterior=False,
+    min_train_accuracy=0.85,
+)

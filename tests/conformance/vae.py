@@ -1,6 +1,7 @@
 """A conditional VAE on 8x8 binary images of two classes (the left half lit, or the top
 half), scored by importance sampling; the unconditional VAE and the bounds go through the
 same verbs in tests/test_vae.py."""
+
 import jax
 import jax.numpy as jnp
 
@@ -22,11 +23,16 @@ def _make_data(key):
 def _config():
     config = vae.default_config()
     config.data.binarize, config.data.num_classes = "none", 2  # the pixels are binary already
-    config.model.update(conditional=True, encoder_hidden=(32,), decoder_hidden=(32,),
-                        latent_dim=2)
+    config.model.update(conditional=True, encoder_hidden=(32,), decoder_hidden=(32,), latent_dim=2)
     config.num_steps, config.batch_size = 150, 32
     return config
 
 
-CASE = Case(family="vae", make_data=_make_data, config=_config(), likelihood="estimate",
-            labelled=True, min_train_accuracy=0.8)
+CASE = Case(
+    family="vae",
+    make_data=_make_data,
+    config=_config(),
+    likelihood="estimate",
+    labelled=True,
+    min_train_accuracy=0.8,
+)

@@ -19,6 +19,7 @@ randomness from `fold_in(key, i)` with i its *global* chain index (device index 
 per device + local index), not from the device index alone: a step on 8 devices then
 equals the step on 1 device with the same chains and key, up to float reduction order.
 """
+
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -74,8 +75,9 @@ def _check_sgd(learning_rate, momentum, weight_decay, prefix: str = "") -> None:
     checks.check_number(f"{prefix}weight_decay", weight_decay, low=0.0)
 
 
-def rbm_optimizer(learning_rate: float = 0.1, momentum: float = 0.5,
-                  weight_decay: float = 0.0) -> optax.GradientTransformation:
+def rbm_optimizer(
+    learning_rate: float = 0.1, momentum: float = 0.5, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
     """SGD with momentum and L2 decay on the weight matrices only (Hinton's practical guide)."""
     _check_sgd(learning_rate, momentum, weight_decay)
     decay_weights_only = functools.partial(jax.tree.map, lambda x: x.ndim == 2)
@@ -87,8 +89,13 @@ def rbm_optimizer(learning_rate: float = 0.1, momentum: float = 0.5,
 
 def _phase_stats(vis, hid, weights, free_energies) -> _Stats:
     weighted = vis * weights[:, None]
-    return _Stats(vh=weighted.T @ hid, v=weighted.sum(0), h=weights @ hid, weight=weights.sum(),
-                  free_energy=weights @ free_energies)
+    return _Stats(
+        vh=weighted.T @ hid,
+        v=weighted.sum(0),
+        h=weights @ hid,
+        weight=weights.sum(),
+        free_energy=weights @ free_energies,
+    )
 
 
 def _per_device(fn: Callable, mesh: Mesh | None, num_sharded: int) -> Callable:
@@ -113,8 +120,18 @@ def _reduce(stats, mesh: Mesh | None):
     return stats if mesh is None else jax.lax.psum(stats, DATA_AXIS)
 
 
-def _negative_phase(params: RBMParams, start, weights, key, *, k, visible: str, up: float,
-                    down: float, mesh: Mesh | None):
+def _negative_phase(
+    params: RBMParams,
+    start,
+    weights,
+    key,
+    *,
+    k,
+    visible: str,
+    up: float,
+    down: float,
+    mesh: Mesh | None,
+):
     """Advances this device's chains `start` [n, V] by k sweeps: (chains, their local weighted
     _Stats)."""
     keys = chain_keys(key, _chain_offset(mesh, start.shape[0]), start.shape[0])
@@ -127,8 +144,9 @@ def _negative_phase(params: RBMParams, start, weights, key, *, k, visible: str, 
 def _descent_direction(pos: _Stats, neg: _Stats) -> RBMParams:
     """Minus the log-likelihood gradient, <.>_model - <.>_data, for optax's minimisation."""
     pw, nw = jnp.maximum(pos.weight, 1.0), jnp.maximum(neg.weight, 1.0)
-    return RBMParams(W=neg.vh / nw - pos.vh / pw, b_vis=neg.v / nw - pos.v / pw,
-                     b_hid=neg.h / nw - pos.h / pw)
+    return RBMParams(
+        W=neg.vh / nw - pos.vh / pw, b_vis=neg.v / nw - pos.v / pw, b_hid=neg.h / nw - pos.h / pw
+    )
 
 
 def _check_step_args(method: str, k: int, visible: str, mesh: Mesh | None) -> None:
@@ -141,9 +159,17 @@ def _check_step_args(method: str, k: int, visible: str, mesh: Mesh | None) -> No
         raise ValueError(f"mesh must have a {DATA_AXIS!r} axis, got axes {mesh.axis_names}")
 
 
-def make_rbm_step(optimizer: optax.GradientTransformation, *, method: str = "pcd", k: int = 1,
-                  visible: str = "bernoulli", mesh: Mesh | None = None, up_scale: float = 1.0,
-                  down_scale: float = 1.0, keep_negatives: bool = False) -> Callable:
+def make_rbm_step(
+    optimizer: optax.GradientTransformation,
+    *,
+    method: str = "pcd",
+    k: int = 1,
+    visible: str = "bernoulli",
+    mesh: Mesh | None = None,
+    up_scale: float = 1.0,
+    down_scale: float = 1.0,
+    keep_negatives: bool = False,
+) -> Callable:
     """The CD-k / PCD-k step `(params, opt_state, chains, batch, key, num_sweeps=None) ->
     (params, opt_state, chains, metrics)`.
 
@@ -173,8 +199,17 @@ def make_rbm_step(optimizer: optax.GradientTransformation, *, method: str = "pcd
             start, weights = x, mask
         else:
             start, weights = chains, jnp.ones(chains.shape[0], x.dtype)
-        chains, neg = _negative_phase(params, start, weights, key, k=sweeps, visible=visible,
-                                      up=up_scale, down=down_scale, mesh=mesh)
+        chains, neg = _negative_phase(
+            params,
+            start,
+            weights,
+            key,
+            k=sweeps,
+            visible=visible,
+            up=up_scale,
+            down=down_scale,
+            mesh=mesh,
+        )
         return chains, _reduce((pos, neg), mesh)
 
     phases = _per_device(phases, mesh, num_sharded=3)
@@ -186,8 +221,10 @@ def make_rbm_step(optimizer: optax.GradientTransformation, *, method: str = "pcd
         start = x if method == "cd" else chains
         new_chains, (pos, neg) = phases(params, x, mask, start, key, sweeps)
         updates, opt_state = optimizer.update(_descent_direction(pos, neg), opt_state, params)
-        metrics = {"free_energy_data": pos.free_energy / jnp.maximum(pos.weight, 1.0),
-                   "free_energy_chains": neg.free_energy / jnp.maximum(neg.weight, 1.0)}
+        metrics = {
+            "free_energy_data": pos.free_energy / jnp.maximum(pos.weight, 1.0),
+            "free_energy_chains": neg.free_energy / jnp.maximum(neg.weight, 1.0),
+        }
         returned = new_chains if method == "pcd" or keep_negatives else chains
         return optax.apply_updates(params, updates), opt_state, returned, metrics
 
@@ -218,21 +255,30 @@ def make_epoch(step: Callable, batch_size: int) -> Callable:
 
         def body(carry, i):
             rows = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
-            batch = {"x": data[rows],
-                     "mask": jax.lax.dynamic_slice_in_dim(mask, i * batch_size, batch_size)}
-            params, opt_state, chains, metrics = step(*carry, batch,
-                                                      jax.random.fold_in(step_key, i))
+            batch = {
+                "x": data[rows],
+                "mask": jax.lax.dynamic_slice_in_dim(mask, i * batch_size, batch_size),
+            }
+            params, opt_state, chains, metrics = step(
+                *carry, batch, jax.random.fold_in(step_key, i)
+            )
             return (params, opt_state, chains), metrics
 
         (params, opt_state, chains), metrics = jax.lax.scan(
-            body, (params, opt_state, chains), jnp.arange(num_batches))
+            body, (params, opt_state, chains), jnp.arange(num_batches)
+        )
         return params, opt_state, chains, jax.tree.map(jnp.mean, metrics)
 
     return epoch
 
 
-def make_dbm_step(optimizer: optax.GradientTransformation, *, k: int = 1,
-                  mean_field_iters: int = 10, mesh: Mesh | None = None) -> Callable:
+def make_dbm_step(
+    optimizer: optax.GradientTransformation,
+    *,
+    k: int = 1,
+    mean_field_iters: int = 10,
+    mesh: Mesh | None = None,
+) -> Callable:
     """The DBM step `(params, opt_state, chains: DBMChains, batch, key, num_sweeps=None) ->
     (params, opt_state, chains, metrics)`.
 
@@ -250,9 +296,17 @@ def make_dbm_step(optimizer: optax.GradientTransformation, *, k: int = 1,
         # the bound rides in the free-energy slot (as minus itself) to be reduced with the rest
         bounds = dbm_unnormalized_bound(params, x, mu1, mu2)
         pos = _phase_stats(jnp.concatenate([x, mu2], axis=1), mu1, mask, -bounds)
-        state, neg = _negative_phase(dbm_as_rbm(params), start, jnp.ones(start.shape[0], x.dtype),
-                                     key, k=sweeps, visible="bernoulli", up=1.0, down=1.0,
-                                     mesh=mesh)
+        state, neg = _negative_phase(
+            dbm_as_rbm(params),
+            start,
+            jnp.ones(start.shape[0], x.dtype),
+            key,
+            k=sweeps,
+            visible="bernoulli",
+            up=1.0,
+            down=1.0,
+            mesh=mesh,
+        )
         return state, _reduce((pos, neg), mesh)
 
     phases = _per_device(phases, mesh, num_sharded=3)
@@ -279,9 +333,19 @@ class PretrainResult(NamedTuple):
     rbm2: RBMParams  # h1 -> h2, trained with doubled top-down input
 
 
-def pretrain_dbm(key: jax.Array, data: jax.Array, num_hidden1: int, num_hidden2: int, *,
-                 num_epochs: int = 10, batch_size: int = 100, learning_rate: float = 0.05,
-                 momentum: float = 0.5, k: int = 1, mesh: Mesh | None = None) -> PretrainResult:
+def pretrain_dbm(
+    key: jax.Array,
+    data: jax.Array,
+    num_hidden1: int,
+    num_hidden2: int,
+    *,
+    num_epochs: int = 10,
+    batch_size: int = 100,
+    learning_rate: float = 0.05,
+    momentum: float = 0.5,
+    k: int = 1,
+    mesh: Mesh | None = None,
+) -> PretrainResult:
     """Greedy layer-wise pretraining of a DBM with CD-k (Salakhutdinov & Hinton 2009, sec. 3.1).
 
     data: [N, V] binary (or in [0, 1]). RBM 1 (v -> h1) uses p(h1 | v) = sigmoid(2 v W1 + c)
@@ -297,28 +361,35 @@ def pretrain_dbm(key: jax.Array, data: jax.Array, num_hidden1: int, num_hidden2:
     data = jnp.asarray(data, jnp.float32).reshape(data.shape[0], -1)
     optimizer = rbm_optimizer(learning_rate, momentum)
     keys = jax.random.split(key, 4)
-    train = functools.partial(_train_cd, optimizer=optimizer, num_epochs=num_epochs,
-                              batch_size=batch_size, k=k, mesh=mesh)
+    train = functools.partial(
+        _train_cd, optimizer=optimizer, num_epochs=num_epochs, batch_size=batch_size, k=k, mesh=mesh
+    )
     rbm1 = train(keys[0], keys[1], data, num_hidden1, up=2.0, down=1.0)
     h1_data = jax.nn.sigmoid(hidden_logits(rbm1, data, 2.0))
     rbm2 = train(keys[2], keys[3], h1_data, num_hidden2, up=1.0, down=2.0)
     return PretrainResult(params=compose_dbm(rbm1, rbm2), rbm1=rbm1, rbm2=rbm2)
 
 
-def _train_cd(init_key, train_key, data, num_hidden, *, optimizer, num_epochs, batch_size, k,
-              mesh, up, down) -> RBMParams:
+def _train_cd(
+    init_key, train_key, data, num_hidden, *, optimizer, num_epochs, batch_size, k, mesh, up, down
+) -> RBMParams:
     params = init_rbm(init_key, data.shape[1], num_hidden, data_mean=np.asarray(data.mean(0)))
     step = make_rbm_step(optimizer, method="cd", k=k, mesh=mesh, up_scale=up, down_scale=down)
     epoch = make_epoch(step, batch_size)
     opt_state = optimizer.init(params)
     for e in range(num_epochs):
-        params, opt_state, _, _ = epoch(params, opt_state, None, data,
-                                        jax.random.fold_in(train_key, e))
+        params, opt_state, _, _ = epoch(
+            params, opt_state, None, data, jax.random.fold_in(train_key, e)
+        )
     return params
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int, num_steps: int,
-                   learning_rate: float | None = None) -> optax.GradientTransformation:
+def make_optimizer(
+    optim: ml_collections.ConfigDict,
+    steps_per_epoch: int,
+    num_steps: int,
+    learning_rate: float | None = None,
+) -> optax.GradientTransformation:
     """SGD with momentum and L2 weight decay on the weight matrices (Hinton's practical guide).
 
     Momentum optim.momentum for the first optim.momentum_epochs epochs, then
@@ -329,8 +400,9 @@ def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int, num_s
     rate = optim.learning_rate if learning_rate is None else learning_rate
     _check_sgd(rate, optim.momentum, optim.weight_decay, "config.optim.")
     rate = float(rate)
-    checks.check_number("config.optim.final_momentum", optim.final_momentum, low=0.0, high=1.0,
-                        high_open=True)
+    checks.check_number(
+        "config.optim.final_momentum", optim.final_momentum, low=0.0, high=1.0, high_open=True
+    )
     checks.check_number("config.optim.final_lr_fraction", optim.final_lr_fraction, low=0.0)
     switch = round(optim.momentum_epochs * steps_per_epoch)
     first, final = float(optim.momentum), float(optim.final_momentum)
@@ -360,11 +432,15 @@ def check_model_config(model: ml_collections.ConfigDict) -> None:
     if model.method not in METHODS:
         raise ValueError(f"config.model.method must be one of {METHODS}, got {model.method!r}")
     if model.kind == "dbm" and model.method != "pcd":
-        raise ValueError("config.model.method must be 'pcd' for a DBM (its negative phase uses "
-                         "persistent chains)")
+        raise ValueError(
+            "config.model.method must be 'pcd' for a DBM (its negative phase uses "
+            "persistent chains)"
+        )
     if model.k < 1 or not 1 <= model.k_start:
-        raise ValueError("config.model.k and config.model.k_start must be at least 1, got "
-                         f"{model.k}, {model.k_start}")
+        raise ValueError(
+            "config.model.k and config.model.k_start must be at least 1, got "
+            f"{model.k}, {model.k_start}"
+        )
 
 
 # ----------------------------------------------------------------------------- the verbs
@@ -384,8 +460,9 @@ def init(key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, A
     check_model_config(m)
     if m.kind == "rbm":
         return init_rbm(key, meta["num_visible"], m.num_hidden, weight_scale=m.weight_scale)
-    return init_dbm(key, meta["num_visible"], m.num_hidden, m.num_hidden2,
-                    weight_scale=m.weight_scale)
+    return init_dbm(
+        key, meta["num_visible"], m.num_hidden, m.num_hidden2, weight_scale=m.weight_scale
+    )
 
 
 def _whole_epochs(name: str, value) -> int:
@@ -395,8 +472,12 @@ def _whole_epochs(name: str, value) -> int:
     return int(value)
 
 
-def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDict,
-        init: RBMParams | DBMParams | None = None) -> tuple[Any, dict]:
+def fit(
+    key: jax.Array,
+    data: Mapping[str, Any],
+    config: ml_collections.ConfigDict,
+    init: RBMParams | DBMParams | None = None,
+) -> tuple[Any, dict]:
     """Trains an RBM (CD-k or PCD-k) or a DBM (greedy pretraining, then joint PCD) in memory.
 
     data: {"x": [N, ...] visible vectors in [0, 1] (binary, already binarized)}. config: the
@@ -411,8 +492,10 @@ def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDi
     m = config.model
     check_model_config(m)
     if m.k_ramp_epochs > 0 and m.k_start < m.k:
-        raise ValueError("config.model.k_ramp_epochs > 0: fit keeps k fixed; ramp k with the "
-                         "loop (experiments/boltzmann.py) or set k_ramp_epochs=0")
+        raise ValueError(
+            "config.model.k_ramp_epochs > 0: fit keeps k fixed; ramp k with the "
+            "loop (experiments/boltzmann.py) or set k_ramp_epochs=0"
+        )
     x = checks.check_array("data['x']", data["x"])
     x = jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1)
     num_epochs = _whole_epochs("config.num_epochs", config.num_epochs)
@@ -421,8 +504,10 @@ def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDi
         pretrain_epochs = 0
     joint_epochs = num_epochs - 2 * pretrain_epochs
     if joint_epochs < 1:
-        raise ValueError(f"config.num_epochs={config.num_epochs} leaves no training epoch "
-                         f"after 2 x config.pretrain.epochs={pretrain_epochs}")
+        raise ValueError(
+            f"config.num_epochs={config.num_epochs} leaves no training epoch "
+            f"after 2 x config.pretrain.epochs={pretrain_epochs}"
+        )
     batch_size = int(config.batch_size)
     steps_per_epoch = math.ceil(x.shape[0] / batch_size)
     init_key, chain_key, train_key = jax.random.split(key, 3)
@@ -430,29 +515,48 @@ def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDi
     optimizer = make_optimizer(config.optim, steps_per_epoch, joint_epochs * steps_per_epoch)
     num_chains = int(m.num_chains or batch_size)
     if m.kind == "rbm":
-        params = init if init is not None else init_rbm(
-            init_key, x.shape[1], m.num_hidden, data_mean=data_mean, weight_scale=m.weight_scale)
+        params = (
+            init
+            if init is not None
+            else init_rbm(
+                init_key, x.shape[1], m.num_hidden, data_mean=data_mean, weight_scale=m.weight_scale
+            )
+        )
         step = make_rbm_step(optimizer, method=m.method, k=int(m.k))
         chains = init_rbm_chains(chain_key, num_chains, x.shape[1]) if m.method == "pcd" else None
     else:
         if init is not None:
             params = init
         elif pretrain_epochs:
-            params = pretrain_dbm(init_key, x, m.num_hidden, m.num_hidden2,
-                                  num_epochs=pretrain_epochs, batch_size=batch_size,
-                                  learning_rate=config.pretrain.learning_rate,
-                                  momentum=config.optim.momentum, k=int(config.pretrain.k)).params
+            params = pretrain_dbm(
+                init_key,
+                x,
+                m.num_hidden,
+                m.num_hidden2,
+                num_epochs=pretrain_epochs,
+                batch_size=batch_size,
+                learning_rate=config.pretrain.learning_rate,
+                momentum=config.optim.momentum,
+                k=int(config.pretrain.k),
+            ).params
         else:
-            params = init_dbm(init_key, x.shape[1], m.num_hidden, m.num_hidden2,
-                              data_mean=data_mean, weight_scale=m.weight_scale)
+            params = init_dbm(
+                init_key,
+                x.shape[1],
+                m.num_hidden,
+                m.num_hidden2,
+                data_mean=data_mean,
+                weight_scale=m.weight_scale,
+            )
         step = make_dbm_step(optimizer, k=int(m.k), mean_field_iters=int(m.mean_field_iters))
         chains = init_dbm_chains(chain_key, num_chains, params)
     epoch = make_epoch(step, batch_size)
     opt_state = optimizer.init(params)
     history = []
     for e in range(joint_epochs):
-        params, opt_state, chains, metrics = epoch(params, opt_state, chains, x,
-                                                   jax.random.fold_in(train_key, e))
+        params, opt_state, chains, metrics = epoch(
+            params, opt_state, chains, x, jax.random.fold_in(train_key, e)
+        )
         history.append(metrics)
     stacked = {name: np.asarray([float(h[name]) for h in history]) for name in history[0]}
     return params, {**stacked, "num_iters": joint_epochs * steps_per_epoch}

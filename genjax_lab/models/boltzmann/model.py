@@ -12,6 +12,7 @@ the RBM whose hidden layer is h1 and whose visible layer is [v, h2], with weight
 [W1; W2^T] and visible biases [b; c2] (`dbm_as_rbm`). Block Gibbs, the negative phase of
 training and log Z (partition.py) all use that identity.
 """
+
 import functools
 from typing import NamedTuple
 
@@ -66,8 +67,15 @@ def _check_visible_input(params: RBMParams, v, visible: str = "bernoulli", **_) 
 # ----------------------------------------------------------------------------- initialisation
 
 
-def init_rbm(key: jax.Array, num_visible: int, num_hidden: int, *, data_mean=None,
-             weight_scale: float = 0.01, visible: str = "bernoulli") -> RBMParams:
+def init_rbm(
+    key: jax.Array,
+    num_visible: int,
+    num_hidden: int,
+    *,
+    data_mean=None,
+    weight_scale: float = 0.01,
+    visible: str = "bernoulli",
+) -> RBMParams:
     """W ~ N(0, weight_scale^2); hidden biases 0; visible biases from the data mean if given.
 
     data_mean: [V] pixel means (Bernoulli: b = logit(mean), clipped; Gaussian: b = mean),
@@ -81,15 +89,15 @@ def init_rbm(key: jax.Array, num_visible: int, num_hidden: int, *, data_mean=Non
     if data_mean is not None:
         data_mean = checks.check_array("data_mean", data_mean).astype(np.float64).reshape(-1)
         if data_mean.shape != (num_visible,):
-            raise ValueError(
-                f"data_mean must have shape ({num_visible},), got {data_mean.shape}")
+            raise ValueError(f"data_mean must have shape ({num_visible},), got {data_mean.shape}")
         b_vis = jnp.asarray(visible_bias_from_mean(data_mean, visible), jnp.float32)
     W = weight_scale * jax.random.normal(key, (num_visible, num_hidden))
     return RBMParams(W=W, b_vis=b_vis, b_hid=jnp.zeros(num_hidden))
 
 
-def visible_bias_from_mean(data_mean: np.ndarray, visible: str = "bernoulli",
-                           eps: float = 1e-3) -> np.ndarray:
+def visible_bias_from_mean(
+    data_mean: np.ndarray, visible: str = "bernoulli", eps: float = 1e-3
+) -> np.ndarray:
     """The visible biases of the zero-weight RBM whose visible marginals are `data_mean` [V].
 
     Bernoulli: logit(mean) with the mean clipped to [eps, 1 - eps] (pixels that are always
@@ -102,8 +110,9 @@ def visible_bias_from_mean(data_mean: np.ndarray, visible: str = "bernoulli",
     return np.log(p) - np.log1p(-p)
 
 
-def init_rbm_chains(key: jax.Array, num_chains: int, num_visible: int, *,
-                    visible: str = "bernoulli") -> jax.Array:
+def init_rbm_chains(
+    key: jax.Array, num_chains: int, num_visible: int, *, visible: str = "bernoulli"
+) -> jax.Array:
     """Fantasy particles for PCD: uniform random bits (Bernoulli) or N(0, 1) (Gaussian): [N, V]."""
     check_visible(visible)
     checks.check_count("num_chains", num_chains)
@@ -113,15 +122,23 @@ def init_rbm_chains(key: jax.Array, num_chains: int, num_visible: int, *,
     return jax.random.bernoulli(key, 0.5, (num_chains, num_visible)).astype(jnp.float32)
 
 
-def init_dbm(key: jax.Array, num_visible: int, num_hidden1: int, num_hidden2: int, *,
-             data_mean=None, weight_scale: float = 0.01) -> DBMParams:
+def init_dbm(
+    key: jax.Array,
+    num_visible: int,
+    num_hidden1: int,
+    num_hidden2: int,
+    *,
+    data_mean=None,
+    weight_scale: float = 0.01,
+) -> DBMParams:
     """Small random weights, zero hidden biases, visible biases from `data_mean` [V] if given."""
     checks.check_count("num_hidden2", num_hidden2)
     k1, k2 = jax.random.split(key)
     first = init_rbm(k1, num_visible, num_hidden1, data_mean=data_mean, weight_scale=weight_scale)
     W2 = weight_scale * jax.random.normal(k2, (num_hidden1, num_hidden2))
-    return DBMParams(W1=first.W, W2=W2, b_vis=first.b_vis, b_h1=first.b_hid,
-                     b_h2=jnp.zeros(num_hidden2))
+    return DBMParams(
+        W1=first.W, W2=W2, b_vis=first.b_vis, b_h1=first.b_hid, b_h2=jnp.zeros(num_hidden2)
+    )
 
 
 def init_dbm_chains(key: jax.Array, num_chains: int, params: DBMParams) -> DBMChains:
@@ -154,8 +171,9 @@ def _check_hidden_input(params: RBMParams, h, visible: str, **_) -> None:
 
 
 @checks.validated(_check_hidden_input)
-def visible_mean(params: RBMParams, h: jax.Array, visible: str = "bernoulli",
-                 scale: float = 1.0) -> jax.Array:
+def visible_mean(
+    params: RBMParams, h: jax.Array, visible: str = "bernoulli", scale: float = 1.0
+) -> jax.Array:
     """E[v | h]: sigmoid(b + scale * h W^T) (Bernoulli) or b + scale * h W^T (Gaussian): [B, V]."""
     field = params.b_vis + scale * (h @ params.W.T)
     return jax.nn.sigmoid(field) if visible == "bernoulli" else field
@@ -219,8 +237,9 @@ def _sweep(params: RBMParams, v, keys, visible: str, up: float, down: float):
     return sample_visible(pairs[:, 1], mean, visible), mean
 
 
-def run_chains(params: RBMParams, v, keys, num_steps, visible: str, up: float = 1.0,
-               down: float = 1.0):
+def run_chains(
+    params: RBMParams, v, keys, num_steps, visible: str, up: float = 1.0, down: float = 1.0
+):
     """`num_steps` sweeps; sweep t of chain r uses fold_in(keys[r], t). Returns (v, E[v | h]).
 
     num_steps: a Python int, or a traced int32 [] (a schedule of k inside a compiled step).
@@ -234,8 +253,9 @@ def run_chains(params: RBMParams, v, keys, num_steps, visible: str, up: float = 
     return jax.lax.fori_loop(0, num_steps, body, (v, jnp.zeros_like(v)))
 
 
-def gibbs_chain(params: RBMParams, v0: jax.Array, key: jax.Array, num_steps: int, *,
-                visible: str = "bernoulli") -> tuple[jax.Array, jax.Array]:
+def gibbs_chain(
+    params: RBMParams, v0: jax.Array, key: jax.Array, num_steps: int, *, visible: str = "bernoulli"
+) -> tuple[jax.Array, jax.Array]:
     """Block-Gibbs chains from v0 [N, V] for `num_steps` sweeps.
 
     Returns (v [N, V] the last states, mean [N, V] E[v | h] of the last sweep, for display).
@@ -258,14 +278,22 @@ def rbm_filters(params: RBMParams, image_shape: tuple[int, ...]) -> jax.Array:
 
 def dbm_as_rbm(params: DBMParams) -> RBMParams:
     """The RBM over (visible [v, h2], hidden h1) with the DBM's joint: W [V + H2, H1]."""
-    return RBMParams(W=jnp.concatenate([params.W1, params.W2.T], axis=0),
-                     b_vis=jnp.concatenate([params.b_vis, params.b_h2]), b_hid=params.b_h1)
+    return RBMParams(
+        W=jnp.concatenate([params.W1, params.W2.T], axis=0),
+        b_vis=jnp.concatenate([params.b_vis, params.b_h2]),
+        b_hid=params.b_h1,
+    )
 
 
 def dbm_from_rbm_layout(rbm: RBMParams, num_visible: int) -> DBMParams:
     """Inverse of `dbm_as_rbm` (also maps gradients given in that layout back)."""
-    return DBMParams(W1=rbm.W[:num_visible], W2=rbm.W[num_visible:].T,
-                     b_vis=rbm.b_vis[:num_visible], b_h1=rbm.b_hid, b_h2=rbm.b_vis[num_visible:])
+    return DBMParams(
+        W1=rbm.W[:num_visible],
+        W2=rbm.W[num_visible:].T,
+        b_vis=rbm.b_vis[:num_visible],
+        b_h1=rbm.b_hid,
+        b_h2=rbm.b_vis[num_visible:],
+    )
 
 
 def _check_dbm_input(params: DBMParams, v, num_iters: int = 0, log_z=0.0, **_) -> None:
@@ -300,11 +328,17 @@ def _bernoulli_entropy(mu: jax.Array) -> jax.Array:
     return -jnp.sum(xlogy(mu, mu) + xlogy(1.0 - mu, 1.0 - mu), axis=-1)
 
 
-def dbm_unnormalized_bound(params: DBMParams, v: jax.Array, mu1: jax.Array,
-                           mu2: jax.Array) -> jax.Array:
+def dbm_unnormalized_bound(
+    params: DBMParams, v: jax.Array, mu1: jax.Array, mu2: jax.Array
+) -> jax.Array:
     """E_q[-E(v, h1, h2)] + H(q) <= log sum_h exp(-E(v, h)) = log p(v) + log Z: [B]."""
-    expected = (v @ params.b_vis + mu1 @ params.b_h1 + mu2 @ params.b_h2
-                + jnp.sum((v @ params.W1) * mu1, -1) + jnp.sum((mu1 @ params.W2) * mu2, -1))
+    expected = (
+        v @ params.b_vis
+        + mu1 @ params.b_h1
+        + mu2 @ params.b_h2
+        + jnp.sum((v @ params.W1) * mu1, -1)
+        + jnp.sum((mu1 @ params.W2) * mu2, -1)
+    )
     return expected + _bernoulli_entropy(mu1) + _bernoulli_entropy(mu2)
 
 
@@ -319,8 +353,9 @@ def dbm_lower_bound(params: DBMParams, v: jax.Array, log_z, num_iters: int = 10)
     return dbm_unnormalized_bound(params, v, mu1, mu2) - log_z
 
 
-def dbm_gibbs_chain(params: DBMParams, chains: DBMChains, key: jax.Array,
-                    num_steps: int) -> tuple[DBMChains, jax.Array]:
+def dbm_gibbs_chain(
+    params: DBMParams, chains: DBMChains, key: jax.Array, num_steps: int
+) -> tuple[DBMChains, jax.Array]:
     """Block Gibbs (h1 | v, h2, then v, h2 | h1) for `num_steps` sweeps.
 
     Returns (chains, v_mean [N, V] = p(v = 1 | h1) of the last sweep, for display).
@@ -330,8 +365,9 @@ def dbm_gibbs_chain(params: DBMParams, chains: DBMChains, key: jax.Array,
     if checks.is_checkable(params, chains):
         checks.check_finite_tree("params", params)
         checks.check_array("chains.v", chains.v, ("N", np.shape(params.b_vis)[0]))
-        checks.check_array("chains.h2", chains.h2,
-                           (np.shape(chains.v)[0], np.shape(params.b_h2)[0]))
+        checks.check_array(
+            "chains.h2", chains.h2, (np.shape(chains.v)[0], np.shape(params.b_h2)[0])
+        )
     num_visible = params.b_vis.shape[0]
     state = jnp.concatenate([chains.v, chains.h2], axis=1)
     keys = chain_keys(key, 0, state.shape[0])
@@ -341,8 +377,13 @@ def dbm_gibbs_chain(params: DBMParams, chains: DBMChains, key: jax.Array,
 
 def compose_dbm(rbm1: RBMParams, rbm2: RBMParams) -> DBMParams:
     """The DBM of two pretrained RBMs (v -> h1, h1 -> h2); h1's bias is the mean of their two."""
-    return DBMParams(W1=rbm1.W, W2=rbm2.W, b_vis=rbm1.b_vis,
-                     b_h1=0.5 * (rbm1.b_hid + rbm2.b_vis), b_h2=rbm2.b_hid)
+    return DBMParams(
+        W1=rbm1.W,
+        W2=rbm2.W,
+        b_vis=rbm1.b_vis,
+        b_h1=0.5 * (rbm1.b_hid + rbm2.b_vis),
+        b_h2=rbm2.b_hid,
+    )
 
 
 # ----------------------------------------------------------------------------- the verbs
@@ -355,19 +396,20 @@ def visible_batch(params: RBMParams | DBMParams, x) -> jax.Array:
         array = checks.check_array("x", x)
         if array.ndim < 2:
             raise ValueError(f"x must be [B, ...] (a batch), got shape {array.shape}")
-        checks.check_array("x", array.reshape(array.shape[0], -1),
-                           ("B", np.shape(params.b_vis)[0]))
+        checks.check_array("x", array.reshape(array.shape[0], -1), ("B", np.shape(params.b_vis)[0]))
     x = jnp.asarray(x, jnp.float32)
     return x.reshape(x.shape[0], -1)
 
 
-def sample(key: jax.Array, params: RBMParams | DBMParams, num: int, *, y=None,
-           num_sweeps: int = 1000) -> jax.Array:
+def sample(
+    key: jax.Array, params: RBMParams | DBMParams, num: int, *, y=None, num_sweeps: int = 1000
+) -> jax.Array:
     """`num` visible vectors [num, V] (binary) after `num_sweeps` block-Gibbs sweeps from
     uniform random bits. y: the Boltzmann family has no label units, so only None."""
     if y is not None:
-        raise ValueError("y: this Boltzmann machine has no label units, so it samples only "
-                         "jointly (y=None)")
+        raise ValueError(
+            "y: this Boltzmann machine has no label units, so it samples only jointly (y=None)"
+        )
     checks.check_count("num", num)
     checks.check_count("num_sweeps", num_sweeps)
     checks.check_finite_tree("params", params)
@@ -378,8 +420,9 @@ def sample(key: jax.Array, params: RBMParams | DBMParams, num: int, *, y=None,
 def _sample(key, params, num: int, num_sweeps: int) -> jax.Array:
     start_key, chain_key = jax.random.split(key)
     if isinstance(params, DBMParams):
-        chains, _ = dbm_gibbs_chain(params, init_dbm_chains(start_key, num, params), chain_key,
-                                    num_sweeps)
+        chains, _ = dbm_gibbs_chain(
+            params, init_dbm_chains(start_key, num, params), chain_key, num_sweeps
+        )
         return chains.v
     v0 = init_rbm_chains(start_key, num, params.W.shape[0])
     return gibbs_chain(params, v0, chain_key, num_sweeps)[0]

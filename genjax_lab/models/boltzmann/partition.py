@@ -22,6 +22,7 @@ The parameters carry no log Z: `log_prob(params, x)` enumerates it (`log_partiti
 models) unless given `log_z`; `log_prob_estimate(key, params, x)` takes it from AIS. A DBM's
 log p(v) is intractable even given log Z: `log_prob_bound` gives the mean-field bound.
 """
+
 import dataclasses
 import functools
 import math
@@ -74,8 +75,9 @@ class RBMAnnealing:
     def log_ratio(self, theta, v, beta_prev, beta):
         params, base_bias = theta
         logits = v @ params.W + params.b_hid
-        gap = (_linear_terms(v, params.b_vis, self.visible)
-               - _linear_terms(v, base_bias, self.visible))
+        gap = _linear_terms(v, params.b_vis, self.visible) - _linear_terms(
+            v, base_bias, self.visible
+        )
         hidden = jax.nn.softplus(beta * logits) - jax.nn.softplus(beta_prev * logits)
         return (beta - beta_prev) * gap + jnp.sum(hidden, -1)
 
@@ -98,9 +100,16 @@ def base_rate_bias(data, *, visible: str = "bernoulli", eps: float = 1e-3) -> np
     return visible_bias_from_mean(data.reshape(data.shape[0], -1).mean(0), visible, eps)
 
 
-def ais_log_z(params: RBMParams, betas, key: jax.Array, num_runs: int = 100, *,
-              base_vis_bias=None, visible: str = "bernoulli",
-              mesh: Mesh | None = None) -> ais.AISResult:
+def ais_log_z(
+    params: RBMParams,
+    betas,
+    key: jax.Array,
+    num_runs: int = 100,
+    *,
+    base_vis_bias=None,
+    visible: str = "bernoulli",
+    mesh: Mesh | None = None,
+) -> ais.AISResult:
     """AIS estimate of log Z for an RBM (Salakhutdinov & Murray 2008).
 
     params: W [V, H], b_vis [V], b_hid [H]. betas: [K + 1] from 0 to 1
@@ -111,36 +120,55 @@ def ais_log_z(params: RBMParams, betas, key: jax.Array, num_runs: int = 100, *,
     """
     check_visible(visible)
     num_visible, num_hidden = params.W.shape
-    base = (np.zeros(num_visible) if base_vis_bias is None
-            else np.asarray(base_vis_bias, np.float64))
+    base = np.zeros(num_visible) if base_vis_bias is None else np.asarray(base_vis_bias, np.float64)
     if base.shape != (num_visible,):
         raise ValueError(f"base_vis_bias must have shape ({num_visible},), got {base.shape}")
     if not np.all(np.isfinite(base)):
-        raise ValueError("base_vis_bias must be finite (clip the pixel means before taking "
-                         "logits)")
+        raise ValueError("base_vis_bias must be finite (clip the pixel means before taking logits)")
     if visible == "bernoulli":
         log_z_base = np.sum(np.logaddexp(0.0, base)) + num_hidden * math.log(2)
     else:
         log_z_base = 0.5 * num_visible * _LOG_2PI + num_hidden * math.log(2)
     dtype = params.W.dtype
     return ais.annealed_importance_sampling(
-        RBMAnnealing(visible), (params, jnp.asarray(base, dtype)), betas, key, num_runs,
-        log_z_base=log_z_base, dtype=dtype, mesh=mesh)
+        RBMAnnealing(visible),
+        (params, jnp.asarray(base, dtype)),
+        betas,
+        key,
+        num_runs,
+        log_z_base=log_z_base,
+        dtype=dtype,
+        mesh=mesh,
+    )
 
 
-def dbm_ais_log_z(params: DBMParams, betas, key: jax.Array, num_runs: int = 100, *,
-                  base_vis_bias=None, mesh: Mesh | None = None) -> ais.AISResult:
+def dbm_ais_log_z(
+    params: DBMParams,
+    betas,
+    key: jax.Array,
+    num_runs: int = 100,
+    *,
+    base_vis_bias=None,
+    mesh: Mesh | None = None,
+) -> ais.AISResult:
     """AIS log Z of a 2-layer DBM, annealing the equivalent RBM (hidden h1, visible [v, h2]).
 
     base_vis_bias: [V] b_A for v (pixel means); h2's base is uniform.
     """
     num_visible, num_h2 = params.b_vis.shape[0], params.b_h2.shape[0]
-    base_v = (np.zeros(num_visible) if base_vis_bias is None
-              else np.asarray(base_vis_bias, np.float64))
+    base_v = (
+        np.zeros(num_visible) if base_vis_bias is None else np.asarray(base_vis_bias, np.float64)
+    )
     if base_v.shape != (num_visible,):
         raise ValueError(f"base_vis_bias must have shape ({num_visible},), got {base_v.shape}")
-    return ais_log_z(dbm_as_rbm(params), betas, key, num_runs,
-                     base_vis_bias=np.concatenate([base_v, np.zeros(num_h2)]), mesh=mesh)
+    return ais_log_z(
+        dbm_as_rbm(params),
+        betas,
+        key,
+        num_runs,
+        base_vis_bias=np.concatenate([base_v, np.zeros(num_h2)]),
+        mesh=mesh,
+    )
 
 
 # ----------------------------------------------------------------------------- enumeration
@@ -158,8 +186,12 @@ def _log_terms_over_hidden(params: RBMParams, h, visible: str):
     if visible == "bernoulli":
         return h @ params.b_hid + jnp.sum(jax.nn.softplus(field), -1)
     num_visible = params.b_vis.shape[0]
-    return (h @ params.b_hid + 0.5 * jnp.sum(field**2, -1) - 0.5 * jnp.sum(params.b_vis**2)
-            + 0.5 * num_visible * _LOG_2PI)
+    return (
+        h @ params.b_hid
+        + 0.5 * jnp.sum(field**2, -1)
+        - 0.5 * jnp.sum(params.b_vis**2)
+        + 0.5 * num_visible * _LOG_2PI
+    )
 
 
 def _log_terms_over_visible(params: RBMParams, v, visible: str):
@@ -183,8 +215,13 @@ def _enumerate(params: RBMParams, side: str, visible: str, chunk_size: int):
     return jax.nn.logsumexp(jax.lax.map(chunk_lse, starts))
 
 
-def exact_log_z(params: RBMParams, *, visible: str = "bernoulli", chunk_size: int = 4096,
-                side: str | None = None) -> jax.Array:
+def exact_log_z(
+    params: RBMParams,
+    *,
+    visible: str = "bernoulli",
+    chunk_size: int = 4096,
+    side: str | None = None,
+) -> jax.Array:
     """log Z by enumerating 2^n states of one layer, the other summed out analytically: [].
 
     side: 'hidden' or 'visible' (Bernoulli only); default the smaller layer (always the
@@ -198,12 +235,15 @@ def exact_log_z(params: RBMParams, *, visible: str = "bernoulli", chunk_size: in
     if side not in ("hidden", "visible"):
         raise ValueError(f"side must be 'hidden' or 'visible', got {side!r}")
     if side == "visible" and visible == "gaussian":
-        raise ValueError("side='visible' needs binary visible units; Gaussian ones are "
-                         "integrated out instead")
+        raise ValueError(
+            "side='visible' needs binary visible units; Gaussian ones are integrated out instead"
+        )
     bits = num_hidden if side == "hidden" else num_visible
     if bits > MAX_ENUMERATION_BITS:
-        raise ValueError(f"exact_log_z would enumerate 2^{bits} {side} states; at most "
-                         f"2^{MAX_ENUMERATION_BITS} allowed")
+        raise ValueError(
+            f"exact_log_z would enumerate 2^{bits} {side} states; at most "
+            f"2^{MAX_ENUMERATION_BITS} allowed"
+        )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     return _enumerate(params, side, visible, chunk_size)
@@ -239,35 +279,55 @@ def log_prob(params: RBMParams, x: jax.Array, log_z=None) -> jax.Array:
     (small models only: pass an AIS estimate, or use `log_prob_estimate`, for large ones).
     """
     if isinstance(params, DBMParams):
-        raise NotImplementedError("a DBM's log p(v) is intractable even given log Z: use "
-                                  "log_prob_bound (the mean-field lower bound)")
+        raise NotImplementedError(
+            "a DBM's log p(v) is intractable even given log Z: use "
+            "log_prob_bound (the mean-field lower bound)"
+        )
     if log_z is None:
         if min(params.W.shape) > MAX_ENUMERATION_BITS:
             # Exact is out of reach, not wrong input: callers fall back to an estimate.
             raise NotImplementedError(
                 f"log Z of an RBM with {min(params.W.shape)} units in its smaller layer "
-                "cannot be enumerated: pass log_z, or use log_prob_estimate (AIS)")
+                "cannot be enumerated: pass log_z, or use log_prob_estimate (AIS)"
+            )
         log_z = log_partition(params)
     return rbm_log_prob(params, visible_batch(params, x), log_z)
 
 
-def log_prob_estimate(key: jax.Array, params: RBMParams, x: jax.Array, *, num_runs: int = 100,
-                      betas=None, base_vis_bias=None) -> jax.Array:
+def log_prob_estimate(
+    key: jax.Array,
+    params: RBMParams,
+    x: jax.Array,
+    *,
+    num_runs: int = 100,
+    betas=None,
+    base_vis_bias=None,
+) -> jax.Array:
     """log p(v) of a Bernoulli RBM with log Z estimated by AIS: x [B, ...] -> [B].
 
     num_runs AIS runs along `betas` (None: the paper's 14,500-step schedule) from the
     base-rate model `base_vis_bias` [V] (`base_rate_bias(train_x)`; None: uniform).
     """
     if isinstance(params, DBMParams):
-        raise NotImplementedError("a DBM's log p(v) is intractable even given log Z: use "
-                                  "log_prob_bound (the mean-field lower bound)")
+        raise NotImplementedError(
+            "a DBM's log p(v) is intractable even given log Z: use "
+            "log_prob_bound (the mean-field lower bound)"
+        )
     v = visible_batch(params, x)  # refuse a bad x before the AIS runs
     return rbm_log_prob(params, v, _ais_log_z(key, params, num_runs, betas, base_vis_bias))
 
 
-def log_prob_bound(key: jax.Array, params: DBMParams, x: jax.Array, log_z=None, *,
-                   num_iters: int = 10, num_runs: int = 100, betas=None,
-                   base_vis_bias=None) -> jax.Array:
+def log_prob_bound(
+    key: jax.Array,
+    params: DBMParams,
+    x: jax.Array,
+    log_z=None,
+    *,
+    num_iters: int = 10,
+    num_runs: int = 100,
+    betas=None,
+    base_vis_bias=None,
+) -> jax.Array:
     """The DBM's mean-field lower bound on log p(v) in nats: x [B, ...] -> [B].
 
     log_z: the DBM's log partition function; None: estimated by AIS with `key` (num_runs,
@@ -275,8 +335,10 @@ def log_prob_bound(key: jax.Array, params: DBMParams, x: jax.Array, log_z=None, 
     of the bound (AIS underestimates log Z on average).
     """
     if isinstance(params, RBMParams):
-        raise NotImplementedError("an RBM's log p(v) is exact given log Z: use log_prob (or "
-                                  "log_prob_estimate with an AIS log Z)")
+        raise NotImplementedError(
+            "an RBM's log p(v) is exact given log Z: use log_prob (or "
+            "log_prob_estimate with an AIS log Z)"
+        )
     v = visible_batch(params, x)
     if log_z is None:
         log_z = _ais_log_z(key, params, num_runs, betas, base_vis_bias)

@@ -41,6 +41,7 @@ Modules: model (networks, losses, penalty, parameters, the verbs on them), famil
 optimizer, train step, the loop adapter, config), fit (init, meta_from_data, fit), metrics
 (sample metrics at each evaluation).
 """
+
 from genjax_lab.models.gan.family import (
     GANFamily,
     GANState,
@@ -73,9 +74,32 @@ from genjax_lab.models.gan.model import (
 )
 
 __all__ = [
-    "ARCHS", "LOSSES", "NOISES", "Discriminator", "GANFamily", "GANParams", "GANSpec",
-    "GANState", "Generator", "check_config", "default_config", "discriminator_loss",
-    "draw_noise", "ema_decay", "family_for", "fit", "generator_loss", "gradient_penalty",
-    "init", "log_prob", "make_models", "make_optimizer", "meta_from_data", "parzen_log_prob",
-    "sample", "sample_metrics", "split_holdout", "train_step",
+    "ARCHS",
+    "LOSSES",
+    "NOISES",
+    "Discriminator",
+    "GANFamily",
+    "GANParams",
+    "GANSpec",
+    "GANState",
+    "Generator",
+    "check_config",
+    "default_config",
+    "discriminator_loss",
+    "draw_noise",
+    "ema_decay",
+    "family_for",
+    "fit",
+    "generator_loss",
+    "gradient_penalty",
+    "init",
+    "log_prob",
+    "make_models",
+    "make_optimizer",
+    "meta_from_data",
+    "parzen_log_prob",
+    "sample",
+    "sample_metrics",
+    "split_holdout",
+    "train_step",
 ]

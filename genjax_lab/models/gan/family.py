@@ -7,6 +7,7 @@ forward pass is computed once and its VJP reused (as the PyTorch DCGAN example r
 its `fake`). An exponential moving average of G's weights (decay min(ema_decay,
 (1 + t) / (10 + t)) at update t) is kept in the state and used for samples and metrics.
 """
+
 import dataclasses
 import pathlib
 from collections.abc import Callable
@@ -57,12 +58,14 @@ class GANState:
     updates: jax.Array  # int32 count of generator updates, for the EMA warm-up
 
 
-def make_optimizer(learning_rate: float,
-                   optim_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(
+    learning_rate: float, optim_config: ml_collections.ConfigDict
+) -> optax.GradientTransformation:
     checks.check_positive("learning_rate", learning_rate)
     for beta in ("b1", "b2"):
-        checks.check_number(f"config.optim.{beta}", optim_config[beta], low=0.0, high=1.0,
-                            high_open=True)
+        checks.check_number(
+            f"config.optim.{beta}", optim_config[beta], low=0.0, high=1.0, high_open=True
+        )
     return optax.adam(learning_rate, b1=optim_config.b1, b2=optim_config.b2)
 
 
@@ -99,7 +102,8 @@ class GANFamily:
     pixel_means: tuple[float, ...] | None = None  # training-set mean of each pixel, flattened
     # state -> sample metrics (Parzen, Frechet, ...), logged at every evaluation when set.
     score_samples: Callable[[GANState], dict[str, float]] | None = dataclasses.field(
-        default=None, compare=False)
+        default=None, compare=False
+    )
 
     @property
     def models(self) -> tuple[Generator, Discriminator]:
@@ -113,9 +117,14 @@ class GANFamily:
     def spec(self) -> GANSpec:
         generator, discriminator = self.models
         model = self.config.model
-        return GANSpec(generator=generator, discriminator=discriminator, noise=model.noise,
-                       noise_dim=int(model.noise_dim), num_classes=int(self.num_classes),
-                       conditional=self.conditional)
+        return GANSpec(
+            generator=generator,
+            discriminator=discriminator,
+            noise=model.noise,
+            noise_dim=int(model.noise_dim),
+            num_classes=int(self.num_classes),
+            conditional=self.conditional,
+        )
 
     def _onehot(self, y):
         return jax.nn.one_hot(y, self.num_classes) if self.conditional else None
@@ -133,8 +142,9 @@ class GANFamily:
         generator, discriminator = self.models
         g_key, d_key = jax.random.split(key)
         y = jnp.zeros((1,), jnp.int32)
-        g_params = generator.init(g_key, jnp.zeros((1, self.config.model.noise_dim)),
-                                  self._onehot(y))
+        g_params = generator.init(
+            g_key, jnp.zeros((1, self.config.model.noise_dim)), self._onehot(y)
+        )
         if self.pixel_means is not None:
             g_params = self._marginal_output_bias(g_params)
         d_params = discriminator.init(d_key, jnp.zeros((1, *self.image_shape)), self._onehot(y))
@@ -175,11 +185,14 @@ class GANFamily:
 
             real_logits, fake_logits = critic(real, real_key), critic(fake, fake_key)
             per_example = discriminator_loss(model.loss, real_logits, fake_logits)
-            aux = {"d_real": masked_mean(real_logits, mask),
-                   "d_fake": masked_mean(fake_logits, mask)}
+            aux = {
+                "d_real": masked_mean(real_logits, mask),
+                "d_fake": masked_mean(fake_logits, mask),
+            }
             if model.loss == "wgan-gp":
-                penalty = gradient_penalty(lambda x: critic(x, gp_key), real, fake,
-                                           jax.random.fold_in(gp_key, 1))
+                penalty = gradient_penalty(
+                    lambda x: critic(x, gp_key), real, fake, jax.random.fold_in(gp_key, 1)
+                )
                 aux["gradient_penalty"] = masked_mean(penalty, mask)
                 per_example = per_example + model.gp_weight * penalty
             return masked_mean(per_example, mask), aux
@@ -199,8 +212,9 @@ class GANFamily:
 
     def params_of(self, state: GANState) -> GANParams:
         """The trained model in a state: sampling generator and discriminator."""
-        return GANParams(generator=self.sampling_params(state), discriminator=state.d_params,
-                         spec=self.spec)
+        return GANParams(
+            generator=self.sampling_params(state), discriminator=state.d_params, spec=self.spec
+        )
 
     def eval_step(self, state: GANState, batch, key):
         """Mask-weighted sums: D's accuracy on real test images (logit > 0 means 'real')
@@ -246,8 +260,9 @@ class GANFamily:
         return scores
 
     def as_family(self) -> Family:
-        return Family(init=self.init, train_step=self.train_step, eval_step=self.eval_step,
-                      report=self.report)
+        return Family(
+            init=self.init, train_step=self.train_step, eval_step=self.eval_step, report=self.report
+        )
 
 
 def train_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState, dict]:
@@ -269,19 +284,23 @@ def train_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState
         noise_key, update_key = jax.random.split(k)
         d_params, d_opt_state = carry
         d_params, d_opt_state, _ = family._critic_update(
-            d_params, d_opt_state, real, fake_batch(noise_key), y_onehot, mask, update_key)
+            d_params, d_opt_state, real, fake_batch(noise_key), y_onehot, mask, update_key
+        )
         return (d_params, d_opt_state), None
 
     (d_params, d_opt_state), _ = jax.lax.scan(
-        extra_critic_update, (state.d_params, state.d_opt_state),
-        jax.random.split(critic_key, model.n_critic - 1))
+        extra_critic_update,
+        (state.d_params, state.d_opt_state),
+        jax.random.split(critic_key, model.n_critic - 1),
+    )
 
     # The last critic update and the generator update share one forward pass of G.
     noise_key, update_key = jax.random.split(last_key)
     z = family.noise(noise_key, num)
     fake, g_vjp = jax.vjp(lambda p: generator.apply(p, z, y_onehot), state.g_params)
     d_params, d_opt_state, metrics = family._critic_update(
-        d_params, d_opt_state, real, fake, y_onehot, mask, update_key)
+        d_params, d_opt_state, real, fake, y_onehot, mask, update_key
+    )
 
     def g_loss_fn(x):
         logits = discriminator.apply(d_params, x, y_onehot, train=True, rngs={"dropout": g_key})
@@ -290,32 +309,41 @@ def train_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState
     g_loss, fake_grads = jax.value_and_grad(g_loss_fn)(fake)
     (g_grads,) = g_vjp(fake_grads)
     g_updates, g_opt_state = make_optimizer(optim.g_learning_rate, optim).update(
-        g_grads, state.g_opt_state, state.g_params)
+        g_grads, state.g_opt_state, state.g_params
+    )
     g_params = optax.apply_updates(state.g_params, g_updates)
     decay = ema_decay(model.ema_decay, state.updates)
-    ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params,
-                              g_params)
-    new_state = GANState(g_params=g_params, d_params=d_params, g_opt_state=g_opt_state,
-                         d_opt_state=d_opt_state, ema_params=ema_params,
-                         updates=state.updates + 1)
+    ema_params = jax.tree.map(
+        lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, g_params
+    )
+    new_state = GANState(
+        g_params=g_params,
+        d_params=d_params,
+        g_opt_state=g_opt_state,
+        d_opt_state=d_opt_state,
+        ema_params=ema_params,
+        updates=state.updates + 1,
+    )
     return new_state, {**metrics, "g_loss": g_loss}
 
 
 # ----------------------------------------------------------------------------- data and config
 
 
-def split_holdout(dataset: data_lib.Dataset,
-                  holdout: int) -> tuple[data_lib.Dataset, dict[str, np.ndarray]]:
+def split_holdout(
+    dataset: data_lib.Dataset, holdout: int
+) -> tuple[data_lib.Dataset, dict[str, np.ndarray]]:
     """Moves the last `holdout` training examples into a validation split the GAN never
     trains on (MNIST: train[50000:60000], as in Goodfellow et al.). Returns (dataset
     without them, validation arrays)."""
     train = dataset["train"]
     size = data_lib.num_examples(train)
     if not 0 < holdout < size:
-        raise ValueError(f"config.data.holdout={holdout} must be in (0, {size}) "
-                         "for this training split")
+        raise ValueError(
+            f"config.data.holdout={holdout} must be in (0, {size}) for this training split"
+        )
     kept = {k: v[: size - holdout] for k, v in train.items()}
-    validation = {k: v[size - holdout:] for k, v in train.items()}
+    validation = {k: v[size - holdout :] for k, v in train.items()}
     return data_lib.Dataset({**dataset.splits, "train": kept}), validation
 
 
@@ -323,14 +351,20 @@ def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
     """The GAN family for `config`, shaped by the dataset's images."""
     check_config(config)
     if config.data.binarize != "none":
-        raise ValueError("config.data.binarize must be 'none' for a GAN (real-valued pixels), "
-                         f"got {config.data.binarize!r}")
+        raise ValueError(
+            "config.data.binarize must be 'none' for a GAN (real-valued pixels), "
+            f"got {config.data.binarize!r}"
+        )
     images = dataset["train"]["image"]
     pixel_means = None
     if config.model.marginal_output_bias:
         pixel_means = tuple((data_lib.column_mean(images).reshape(-1) / 255.0).tolist())
-    family = GANFamily(config=config, image_shape=tuple(images.shape[1:]),
-                       num_classes=int(config.data.num_classes), pixel_means=pixel_means)
+    family = GANFamily(
+        config=config,
+        image_shape=tuple(images.shape[1:]),
+        num_classes=int(config.data.num_classes),
+        pixel_means=pixel_means,
+    )
     make_models(config.model, family.image_shape)  # validates before anything compiles
     return family
 
@@ -367,7 +401,8 @@ def default_config() -> ml_collections.ConfigDict:
         }
     )
     config.optim = ml_collections.ConfigDict(
-        {"g_learning_rate": 2e-4, "d_learning_rate": 2e-4, "b1": 0.5, "b2": 0.999})
+        {"g_learning_rate": 2e-4, "d_learning_rate": 2e-4, "b1": 0.5, "b2": 0.999}
+    )
     config.eval = ml_collections.ConfigDict(
         {
             "use_ema": True,

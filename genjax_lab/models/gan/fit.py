@@ -1,4 +1,5 @@
 """The shared verbs that make and train a GAN: meta_from_data, init and fit."""
+
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -23,18 +24,27 @@ def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -
             raise ValueError("data['y']: a conditional GAN (config.model.conditional) needs labels")
         y = checks.check_array("data['y']", data["y"], (x.shape[0],), kinds=checks.INTEGER)
         if y.min() < 0 or y.max() >= num_classes:
-            raise ValueError(f"data['y'] must lie in [0, config.data.num_classes={num_classes}), "
-                             f"got range [{y.min()}, {y.max()}]")
+            raise ValueError(
+                f"data['y'] must lie in [0, config.data.num_classes={num_classes}), "
+                f"got range [{y.min()}, {y.max()}]"
+            )
     return {"image_shape": [int(d) for d in x.shape[1:]], "num_classes": num_classes}
 
 
-def _family(config: ml_collections.ConfigDict, meta: Mapping[str, Any],
-            pixel_means: tuple[float, ...] | None = None) -> GANFamily:
+def _family(
+    config: ml_collections.ConfigDict,
+    meta: Mapping[str, Any],
+    pixel_means: tuple[float, ...] | None = None,
+) -> GANFamily:
     check_config(config)
     image_shape = tuple(int(d) for d in meta["image_shape"])
     make_models(config.model, image_shape)  # validates before anything compiles
-    return GANFamily(config=config, image_shape=image_shape,
-                     num_classes=int(meta["num_classes"]), pixel_means=pixel_means)
+    return GANFamily(
+        config=config,
+        image_shape=image_shape,
+        num_classes=int(meta["num_classes"]),
+        pixel_means=pixel_means,
+    )
 
 
 def init(key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> GANParams:
@@ -44,8 +54,12 @@ def init(key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, A
     return family.params_of(family.init(key, None))
 
 
-def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDict,
-        init: GANParams | None = None) -> tuple[GANParams, dict]:
+def fit(
+    key: jax.Array,
+    data: Mapping[str, Any],
+    config: ml_collections.ConfigDict,
+    init: GANParams | None = None,
+) -> tuple[GANParams, dict]:
     """Trains in memory on one device with the loop's `train_step`.
 
     data: {"x": images [N, H, W, C] (uint8, or floats in [0, 1]), "y": labels [N] (a cGAN)}.
@@ -90,4 +104,3 @@ def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDi
         batcher.close()
     history = jax.tree.map(lambda *values: np.asarray(values), *records)
     return family.params_of(state), {**history, "num_iters": num_steps}
-

@@ -4,6 +4,7 @@ Modules are Flax linen used purely. Shapes: x [B, H, W, C] with real-valued pixe
 [0, 1]; y [B] int labels; z [B, noise_dim]. The generator ends in a sigmoid, so its
 samples are pixel intensities; the discriminator returns one logit per example, [B].
 """
+
 import dataclasses
 import functools
 import math
@@ -23,8 +24,10 @@ from genjax_lab.eval import parzen
 ARCHS = ("mlp", "dcgan")
 LOSSES = ("nonsaturating", "hinge", "wgan-gp")
 NOISES = ("normal", "uniform")
-NO_LIKELIHOOD = ("a GAN has no likelihood: use the Parzen estimate, "
-                 "genjax_lab.models.gan.parzen_log_prob(key, params, x, num_samples=, sigma=)")
+NO_LIKELIHOOD = (
+    "a GAN has no likelihood: use the Parzen estimate, "
+    "genjax_lab.models.gan.parzen_log_prob(key, params, x, num_samples=, sigma=)"
+)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -59,8 +62,13 @@ class Generator(nn.Module):
     def __call__(self, z, y_onehot=None):
         height, width, channels = self.image_shape
         dense = functools.partial(nn.Dense, kernel_init=_kernel_init(self.init_range))
-        deconv = functools.partial(nn.ConvTranspose, kernel_size=(4, 4), strides=(2, 2),
-                                   padding="SAME", kernel_init=_kernel_init(self.init_range))
+        deconv = functools.partial(
+            nn.ConvTranspose,
+            kernel_size=(4, 4),
+            strides=(2, 2),
+            padding="SAME",
+            kernel_init=_kernel_init(self.init_range),
+        )
         h = _concat_label(z, y_onehot)
         if self.arch == "mlp":
             for units in self.hidden:
@@ -99,8 +107,13 @@ class Discriminator(nn.Module):
         else:
             h = x
             for features in (64, 128):
-                conv = nn.Conv(features, (4, 4), strides=(2, 2), padding="SAME",
-                               kernel_init=_kernel_init(self.init_range))
+                conv = nn.Conv(
+                    features,
+                    (4, 4),
+                    strides=(2, 2),
+                    padding="SAME",
+                    kernel_init=_kernel_init(self.init_range),
+                )
                 h = nn.leaky_relu(conv(h), 0.2)
             h = h.reshape(h.shape[0], -1)
         logits = dense(1)(h)[:, 0]
@@ -110,30 +123,42 @@ class Discriminator(nn.Module):
         return logits + (label_embedding * h).sum(-1)
 
 
-def make_models(model_config: ml_collections.ConfigDict,
-                image_shape: Sequence[int]) -> tuple[Generator, Discriminator]:
+def make_models(
+    model_config: ml_collections.ConfigDict, image_shape: Sequence[int]
+) -> tuple[Generator, Discriminator]:
     """The generator and discriminator named by `config.model`, validated."""
     if model_config.arch not in ARCHS:
         raise ValueError(f"config.model.arch must be one of {ARCHS}, got {model_config.arch!r}")
     if model_config.arch == "dcgan" and (image_shape[0] % 4 or image_shape[1] % 4):
-        raise ValueError("config.model.arch='dcgan' needs image sides divisible by 4, "
-                         f"got {tuple(image_shape)}")
+        raise ValueError(
+            f"config.model.arch='dcgan' needs image sides divisible by 4, got {tuple(image_shape)}"
+        )
     if model_config.g_init_range < 0 or model_config.d_init_range < 0:
-        raise ValueError("config.model.g_init_range and d_init_range must be >= 0 (0: Flax's "
-                         f"LeCun normal), got {model_config.g_init_range}, "
-                         f"{model_config.d_init_range}")
+        raise ValueError(
+            "config.model.g_init_range and d_init_range must be >= 0 (0: Flax's "
+            f"LeCun normal), got {model_config.g_init_range}, "
+            f"{model_config.d_init_range}"
+        )
     checks.check_counts("config.model.g_hidden", model_config.g_hidden)
     checks.check_counts("config.model.d_hidden", model_config.d_hidden)
     checks.check_count("config.model.d_maxout_pieces", model_config.d_maxout_pieces, minimum=0)
     for name in ("d_input_dropout", "d_dropout"):
-        checks.check_number(f"config.model.{name}", model_config[name], low=0.0, high=1.0,
-                            high_open=True)
-    generator = Generator(arch=model_config.arch, hidden=tuple(model_config.g_hidden),
-                          image_shape=tuple(image_shape), init_range=model_config.g_init_range)
+        checks.check_number(
+            f"config.model.{name}", model_config[name], low=0.0, high=1.0, high_open=True
+        )
+    generator = Generator(
+        arch=model_config.arch,
+        hidden=tuple(model_config.g_hidden),
+        image_shape=tuple(image_shape),
+        init_range=model_config.g_init_range,
+    )
     discriminator = Discriminator(
-        arch=model_config.arch, hidden=tuple(model_config.d_hidden),
-        maxout_pieces=model_config.d_maxout_pieces, input_dropout=model_config.d_input_dropout,
-        dropout=model_config.d_dropout, init_range=model_config.d_init_range,
+        arch=model_config.arch,
+        hidden=tuple(model_config.d_hidden),
+        maxout_pieces=model_config.d_maxout_pieces,
+        input_dropout=model_config.d_input_dropout,
+        dropout=model_config.d_dropout,
+        init_range=model_config.d_init_range,
     )
     return generator, discriminator
 
@@ -228,8 +253,7 @@ def _generate(spec: GANSpec, g_params, key, num: int, y):
     return spec.generator.apply(g_params, z, spec.onehot(y))
 
 
-def sample(key: jax.Array, params: GANParams, num: int, *, y=None,
-           chunk: int = 1000) -> np.ndarray:
+def sample(key: jax.Array, params: GANParams, num: int, *, y=None, chunk: int = 1000) -> np.ndarray:
     """`num` images G(z, y), z ~ noise, on the host, `chunk` at a time: float32
     [num, H, W, C] in (0, 1). y [num]: a cGAN's labels (x given y); None on a cGAN draws
     them uniformly (the GAN keeps no class frequencies). A plain GAN takes no y."""
@@ -244,14 +268,16 @@ def sample(key: jax.Array, params: GANParams, num: int, *, y=None,
             y = np.asarray(jax.random.randint(label_key, (num,), 0, spec.num_classes))
         y = checks.check_array("y", y, (num,), kinds=checks.INTEGER)
         if y.min() < 0 or y.max() >= spec.num_classes:
-            raise ValueError(f"y must lie in [0, {spec.num_classes}), "
-                             f"got range [{y.min()}, {y.max()}]")
+            raise ValueError(
+                f"y must lie in [0, {spec.num_classes}), got range [{y.min()}, {y.max()}]"
+            )
     parts = []
     for i, start in enumerate(range(0, num, chunk)):
         size = min(chunk, num - start)
-        labels = None if y is None else jnp.asarray(y[start:start + size])
-        parts.append(np.asarray(_generate(spec, params.generator, jax.random.fold_in(key, i),
-                                          size, labels)))
+        labels = None if y is None else jnp.asarray(y[start : start + size])
+        parts.append(
+            np.asarray(_generate(spec, params.generator, jax.random.fold_in(key, i), size, labels))
+        )
     return np.concatenate(parts)
 
 
@@ -261,8 +287,9 @@ def log_prob(params: GANParams, x, y=None):
     raise NotImplementedError(NO_LIKELIHOOD)
 
 
-def parzen_log_prob(key: jax.Array, params: GANParams, x, *, num_samples: int, sigma: float,
-                    chunk: int = 1000) -> np.ndarray:
+def parzen_log_prob(
+    key: jax.Array, params: GANParams, x, *, num_samples: int, sigma: float, chunk: int = 1000
+) -> np.ndarray:
     """log of a Gaussian Parzen window of width `sigma` on `num_samples` samples, at each
     image of x [B, H, W, C] (uint8, or floats in [0, 1]): [B] float64. A kernel density
     estimate of the sampler, not the model's likelihood (genjax_lab.eval.parzen): it

@@ -22,6 +22,7 @@ Initialisation (`init_kmeans`, jittable, vmappable over classes): k-means
 scikit-learn run, build the same start with `from_precisions` (its means_init, weights_init,
 precisions_init) instead.
 """
+
 import functools
 import operator
 from collections.abc import Callable
@@ -64,6 +65,7 @@ class EMStats:
     log_likelihood: jax.Array
     count: jax.Array
 
+
 def _check_e_step(params: GMM, x, mask, chunk_size=-1, **_) -> None:
     _check_params(params)
     _check_points(params, x, mask, padding_ignored=True)
@@ -77,14 +79,21 @@ def _check_em(params: GMM, x, mask, reg_covar, num_iters: int = 1, **_) -> None:
     checks.check_count("num_iters", num_iters)
 
 
-def _check_seeding(x, num_components: int, mask=None, covariance_type: str = "full",
-                   kmeans_iters: int = 0,
-                   reg_covar: float = 0.0, **_) -> None:
+def _check_seeding(
+    x,
+    num_components: int,
+    mask=None,
+    covariance_type: str = "full",
+    kmeans_iters: int = 0,
+    reg_covar: float = 0.0,
+    **_,
+) -> None:
     _check_mask(mask, checks.check_array("x", x, ("N", "D"), kinds=checks.FLOAT).shape[0])
     _check_type(covariance_type)
     checks.check_count("num_components", num_components)
     checks.check_count("kmeans_iters", kmeans_iters, minimum=0)
     checks.check_number("reg_covar", reg_covar, low=0.0)
+
 
 # ----------------------------------------------------------------------------- EM
 def _packed_outer(xc: jax.Array) -> jax.Array:
@@ -102,8 +111,9 @@ def _unpack(packed: jax.Array, d: int) -> jax.Array:
     return packed[..., index]
 
 
-def _statistics(resp: jax.Array, xc: jax.Array,
-                covariance_type: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _statistics(
+    resp: jax.Array, xc: jax.Array, covariance_type: str
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(resp_sum, sum_x, sum_xx) of centred x [N, D] under mask-weighted responsibilities
     resp [N, K].
 
@@ -140,8 +150,9 @@ def _default_chunk_size(x: jax.Array, covariance_type: str) -> int | None:
 
 @checks.validated(_check_e_step)
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
-def e_step(params: GMM, x: jax.Array, mask: jax.Array | None = None, *,
-           chunk_size: int | None = -1) -> EMStats:
+def e_step(
+    params: GMM, x: jax.Array, mask: jax.Array | None = None, *, chunk_size: int | None = -1
+) -> EMStats:
     """E-step statistics of a batch x [B, D] (mask [B]), summed over the batch axis.
 
     chunk_size: rows per block of a sequential lax.scan over the batch (same sums, less memory
@@ -176,8 +187,11 @@ def _m_step(stats: EMStats, center: jax.Array, covariance_type: str, reg_covar: 
     d = mean_c.shape[1]
     eye = jnp.eye(d, dtype=mean_c.dtype)
     if covariance_type == "full":
-        cov = (stats.sum_xx / nk[:, None, None] - mean_c[:, :, None] * mean_c[:, None, :]
-               + reg_covar * eye)
+        cov = (
+            stats.sum_xx / nk[:, None, None]
+            - mean_c[:, :, None] * mean_c[:, None, :]
+            + reg_covar * eye
+        )
         chol = _cholesky_of_inverse(cov)
     elif covariance_type == "tied":
         outer = jnp.einsum("k,kd,ke->de", nk, mean_c, mean_c)
@@ -204,16 +218,24 @@ def m_step(params: GMM, stats: EMStats, reg_covar: float = 1e-6) -> GMM:
 
 @checks.validated(_check_em)
 @jax.jit
-def em_step(params: GMM, x: jax.Array, mask: jax.Array | None = None,
-            reg_covar: float = 1e-6) -> tuple[GMM, jax.Array]:
+def em_step(
+    params: GMM, x: jax.Array, mask: jax.Array | None = None, reg_covar: float = 1e-6
+) -> tuple[GMM, jax.Array]:
     """One EM iteration on a (possibly sharded) batch: (new params, mean log-likelihood under
     `params`)."""
     stats = e_step(params, x, mask)
     return m_step(params, stats, reg_covar), stats.log_likelihood / stats.count
 
 
-def _em_loop(params: GMM, x: jax.Array, mask: jax.Array | None, max_iter: jax.Array, tol: jax.Array,
-             reg_covar: jax.Array, capacity: int) -> tuple[GMM, jax.Array, jax.Array]:
+def _em_loop(
+    params: GMM,
+    x: jax.Array,
+    mask: jax.Array | None,
+    max_iter: jax.Array,
+    tol: jax.Array,
+    reg_covar: jax.Array,
+    capacity: int,
+) -> tuple[GMM, jax.Array, jax.Array]:
     """Up to max_iter <= capacity EM iterations (both traced but capacity), stopping after the
     M-step of the first iteration whose mean log-likelihood gained less than tol in absolute
     value, as scikit-learn. Returns (params, history [capacity], NaN past the iterations run,
@@ -230,8 +252,13 @@ def _em_loop(params: GMM, x: jax.Array, mask: jax.Array | None, max_iter: jax.Ar
         ll = ll.astype(history.dtype)
         return i + 1, p, ll, history.at[i].set(ll), jnp.abs(ll - previous) < tol
 
-    start = (jnp.zeros((), jnp.int32), params, jnp.full((), -jnp.inf, x.dtype), history,
-             jnp.zeros((), bool))
+    start = (
+        jnp.zeros((), jnp.int32),
+        params,
+        jnp.full((), -jnp.inf, x.dtype),
+        history,
+        jnp.zeros((), bool),
+    )
     iterations, params, _, history, _ = jax.lax.while_loop(running, iteration, start)
     return params, history, iterations
 
@@ -245,23 +272,38 @@ def _iteration_capacity(num_iters: int) -> int:
 
 
 @checks.validated(_check_em)
-def em(params: GMM, x: jax.Array, mask: jax.Array | None = None, *, num_iters: int,
-       reg_covar: float = 1e-6, tol: float = 0.0) -> tuple[GMM, np.ndarray]:
+def em(
+    params: GMM,
+    x: jax.Array,
+    mask: jax.Array | None = None,
+    *,
+    num_iters: int,
+    reg_covar: float = 1e-6,
+    tol: float = 0.0,
+) -> tuple[GMM, np.ndarray]:
     """Up to `num_iters` EM iterations as one compiled while loop, stopping once an iteration's
     mean log-likelihood gain is below `tol` in absolute value (scikit-learn's rule; tol=0:
     exactly num_iters). The counts are traced: another num_iters or tol reuses the program.
     Returns (params, mean log-likelihood before each M-step [iterations run])."""
     checks.check_number("tol", tol, low=0.0)
     x = jnp.asarray(x)
-    params, history, iterations = _em_program(params, x, mask, num_iters, tol, reg_covar,
-                                              capacity=_iteration_capacity(num_iters))
+    params, history, iterations = _em_program(
+        params, x, mask, num_iters, tol, reg_covar, capacity=_iteration_capacity(num_iters)
+    )
     history, iterations = jax.device_get((history, iterations))
     return params, history[:iterations]
 
 
-def em_split(params: GMM, split: "data_lib.Split", *, num_iters: int,
-             features: Callable[[dict[str, jax.Array]], jax.Array] = lambda batch: batch["x"],
-             reg_covar: float = 1e-6, batch_size: int = 4096, mesh=None) -> tuple[GMM, jax.Array]:
+def em_split(
+    params: GMM,
+    split: "data_lib.Split",
+    *,
+    num_iters: int,
+    features: Callable[[dict[str, jax.Array]], jax.Array] = lambda batch: batch["x"],
+    reg_covar: float = 1e-6,
+    batch_size: int = 4096,
+    mesh=None,
+) -> tuple[GMM, jax.Array]:
     """`em` on a split read `batch_size` rows at a time (in memory, or streamed from
     ArrayRecord files when it does not fit in host memory): each iteration sums the E-step
     statistics of every global batch, sharded over the `data` mesh (default: all devices of
@@ -279,8 +321,9 @@ def em_split(params: GMM, split: "data_lib.Split", *, num_iters: int,
     log_likelihoods = []
     for iteration in range(num_iters):
         batch_stats = checked if iteration == 0 else compiled
-        stats = splits.sum_over_split(lambda batch, _, p=params, f=batch_stats: f(p, batch),
-                                        mesh, split, batch_size)
+        stats = splits.sum_over_split(
+            lambda batch, _, p=params, f=batch_stats: f(p, batch), mesh, split, batch_size
+        )
         log_likelihoods.append(stats.log_likelihood / stats.count)
         params = m_step(params, stats, reg_covar)
     return params, jnp.stack(log_likelihoods)
@@ -289,9 +332,16 @@ def em_split(params: GMM, split: "data_lib.Split", *, num_iters: int,
 # ----------------------------------------------------------------------------- initialisation
 @checks.validated(_check_seeding)
 @functools.partial(jax.jit, static_argnames=("num_components", "covariance_type"))
-def init_kmeans(key: jax.Array, x: jax.Array, num_components: int,
-                covariance_type: CovarianceType = "full", mask: jax.Array | None = None, *,
-                kmeans_iters: int = 20, reg_covar: float = 1e-6) -> GMM:
+def init_kmeans(
+    key: jax.Array,
+    x: jax.Array,
+    num_components: int,
+    covariance_type: CovarianceType = "full",
+    mask: jax.Array | None = None,
+    *,
+    kmeans_iters: int = 20,
+    reg_covar: float = 1e-6,
+) -> GMM:
     """k-means (genjax_lab.inference.kmeans: k-means++ seeds, `kmeans_iters` Lloyd iterations,
     traced), then the M-step of the hard assignments. Jittable."""
     mask = jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
@@ -300,5 +350,4 @@ def init_kmeans(key: jax.Array, x: jax.Array, num_components: int,
     center = jnp.sum(x * mask[:, None], axis=0) / mask.sum()
     resp_sum, sum_x, sum_xx = _statistics(resp, x - center, covariance_type)
     zero = jnp.zeros((), x.dtype)
-    return _m_step(EMStats(resp_sum, sum_x, sum_xx, zero, zero), center, covariance_type,
-                   reg_covar)
+    return _m_step(EMStats(resp_sum, sum_x, sum_xx, zero, zero), center, covariance_type, reg_covar)

@@ -15,6 +15,7 @@ A fit that produces a singular covariance (e.g. reg_covar=0 and a component on o
 raises ValueError telling to raise reg_covar, as scikit-learn does, rather than returning NaN
 parameters.
 """
+
 import functools
 from collections.abc import Mapping
 from typing import Any
@@ -51,11 +52,20 @@ def default_config() -> ml_collections.ConfigDict:
     (a LabelledGMM); num_classes: C, 0 for the largest label + 1; class_prior: a fixed prior
     [C] (empty: the class frequencies).
     """
-    return ml_collections.ConfigDict({
-        "num_components": 2, "covariance_type": "full", "num_iters": 100, "tol": 1e-3,
-        "num_inits": 1, "reg_covar": 1e-6, "kmeans_iters": 20, "class_conditional": False,
-        "num_classes": 0, "class_prior": (),
-    })
+    return ml_collections.ConfigDict(
+        {
+            "num_components": 2,
+            "covariance_type": "full",
+            "num_iters": 100,
+            "tol": 1e-3,
+            "num_inits": 1,
+            "reg_covar": 1e-6,
+            "kmeans_iters": 20,
+            "class_conditional": False,
+            "num_classes": 0,
+            "class_prior": (),
+        }
+    )
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -75,8 +85,10 @@ def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -
     _check_config(config)
     checks.check_mapping("data", data, ("x", "y") if config.class_conditional else ("x",))
     x = checks.check_array("x", data["x"], ("N", "D"), kinds=checks.FLOAT, finite=False)
-    meta = {"num_features": int(x.shape[1]),
-            "dtype": jnp.dtype(jax.dtypes.canonicalize_dtype(x.dtype)).name}
+    meta = {
+        "num_features": int(x.shape[1]),
+        "dtype": jnp.dtype(jax.dtypes.canonicalize_dtype(x.dtype)).name,
+    }
     if config.class_conditional:
         num_classes = config.num_classes
         if num_classes == 0:
@@ -89,14 +101,18 @@ def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -
 def _fresh_mixture(key: jax.Array, config: ml_collections.ConfigDict, d: int, dtype) -> GMM:
     k, kind = config.num_components, config.covariance_type
     shape = _covariance_shape(kind, k, d)
-    identity = (jnp.broadcast_to(jnp.eye(d, dtype=dtype), shape) if kind in ("full", "tied")
-                else jnp.ones(shape, dtype))
+    identity = (
+        jnp.broadcast_to(jnp.eye(d, dtype=dtype), shape)
+        if kind in ("full", "tied")
+        else jnp.ones(shape, dtype)
+    )
     means = jax.random.normal(key, (k, d), dtype)
     return GMM(jnp.full((k,), 1.0 / k, dtype), means, identity, kind)
 
 
-def init(key: jax.Array, config: ml_collections.ConfigDict,
-         meta: Mapping[str, Any]) -> GMM | LabelledGMM:
+def init(
+    key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, Any]
+) -> GMM | LabelledGMM:
     """A fresh start of the structure a fit gives: equal weights, standard normal means and
     unit covariances (per class, with a uniform class prior, when class-conditional)."""
     _check_config(config)
@@ -114,13 +130,17 @@ def _validate_fit_inputs(x, mask, num_components: int, where: str = "x") -> None
     # Every row, padding too: the k-means start reads them all.
     if not np.all(np.isfinite(x_np)):
         row, col = np.argwhere(~np.isfinite(x_np))[0]
-        raise ValueError(f"x must be finite to fit a GMM, x[{row}, {col}] = {x_np[row, col]} "
-                         "(use impute / condition for missing dimensions)")
+        raise ValueError(
+            f"x must be finite to fit a GMM, x[{row}, {col}] = {x_np[row, col]} "
+            "(use impute / condition for missing dimensions)"
+        )
     _check_mask(mask, x_np.shape[0])
     real = x_np if mask is None else x_np[np.asarray(mask) > 0]
     if num_components > len(real):
-        raise ValueError(f"config.num_components={num_components} must be in [1, number of real "
-                         f"points in {where} = {len(real)}]")
+        raise ValueError(
+            f"config.num_components={num_components} must be in [1, number of real "
+            f"points in {where} = {len(real)}]"
+        )
 
 
 def _finite(tree) -> jax.Array:
@@ -129,9 +149,11 @@ def _finite(tree) -> jax.Array:
 
 def _refuse_singular(finite: bool, reg_covar: float, what: str = "the mixture") -> None:
     if not finite:
-        raise ValueError(f"fitting {what} gave a singular covariance (a component collapsed onto "
-                         f"too few points, or duplicate points): increase config.reg_covar (now "
-                         f"{reg_covar}) or use fewer components")
+        raise ValueError(
+            f"fitting {what} gave a singular covariance (a component collapsed onto "
+            f"too few points, or duplicate points): increase config.reg_covar (now "
+            f"{reg_covar}) or use fewer components"
+        )
 
 
 def _padded(x: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -152,30 +174,71 @@ def _converged(history: np.ndarray, tol: float) -> np.ndarray:
     """Whether the last iteration run gained less than tol: history [..., iterations], NaN
     past the iterations run."""
     runs = np.sum(~np.isnan(history), axis=-1)
-    last, previous = (np.take_along_axis(history, np.maximum(runs - back, 0)[..., None],
-                                         axis=-1)[..., 0] for back in (1, 2))
+    last, previous = (
+        np.take_along_axis(history, np.maximum(runs - back, 0)[..., None], axis=-1)[..., 0]
+        for back in (1, 2)
+    )
     return (runs >= 2) & (np.abs(last - previous) < tol)
 
 
 @functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "capacity"))
-def _fit_program(key, x, mask, init, start, max_iter, tol, reg_covar, kmeans_iters, *,
-                 num_components: int, covariance_type: str, capacity: int):
+def _fit_program(
+    key,
+    x,
+    mask,
+    init,
+    start,
+    max_iter,
+    tol,
+    reg_covar,
+    kmeans_iters,
+    *,
+    num_components: int,
+    covariance_type: str,
+    capacity: int,
+):
     """Start number `start` (init_kmeans(fold_in(key, start)) unless `init`), then `_em_loop`:
     (params, history, iterations, start finite, result finite). Every number is traced."""
     if init is None:
-        init = init_kmeans(jax.random.fold_in(key, start), x, num_components, covariance_type,
-                           mask, kmeans_iters=kmeans_iters, reg_covar=reg_covar)
+        init = init_kmeans(
+            jax.random.fold_in(key, start),
+            x,
+            num_components,
+            covariance_type,
+            mask,
+            kmeans_iters=kmeans_iters,
+            reg_covar=reg_covar,
+        )
     params, history, iterations = _em_loop(init, x, mask, max_iter, tol, reg_covar, capacity)
     return params, history, iterations, _finite(init), _finite(params)
 
 
 @functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "capacity"))
-def _fit_classes_program(keys, x, class_masks, init, max_iter, tol, reg_covar, kmeans_iters, *,
-                         num_components: int, covariance_type: str, capacity: int):
+def _fit_classes_program(
+    keys,
+    x,
+    class_masks,
+    init,
+    max_iter,
+    tol,
+    reg_covar,
+    kmeans_iters,
+    *,
+    num_components: int,
+    covariance_type: str,
+    capacity: int,
+):
     def one(key, mask, start):
         if start is None:
-            start = init_kmeans(key, x, num_components, covariance_type, mask,
-                                kmeans_iters=kmeans_iters, reg_covar=reg_covar)
+            start = init_kmeans(
+                key,
+                x,
+                num_components,
+                covariance_type,
+                mask,
+                kmeans_iters=kmeans_iters,
+                reg_covar=reg_covar,
+            )
         return _em_loop(start, x, mask, max_iter, tol, reg_covar, capacity)
 
     components, history, iterations = jax.vmap(one)(keys, class_masks, init)
@@ -185,11 +248,15 @@ def _fit_classes_program(keys, x, class_masks, init, max_iter, tol, reg_covar, k
 def _check_init(init: GMM, config: ml_collections.ConfigDict, d: int) -> None:
     _check_params(init, "init")
     if (init.num_features, init.num_components, init.covariance_type) != (
-            d, config.num_components, config.covariance_type):
+        d,
+        config.num_components,
+        config.covariance_type,
+    ):
         raise ValueError(
             f"init must be a {config.covariance_type} GMM of config.num_components="
             f"{config.num_components} over D={d} features, got a {init.covariance_type} GMM "
-            f"of {init.num_components} over {init.num_features}")
+            f"of {init.num_components} over {init.num_features}"
+        )
 
 
 def _fit_mixture(key, x_np, mask, config, init: GMM | None) -> tuple[GMM, dict]:
@@ -197,16 +264,27 @@ def _fit_mixture(key, x_np, mask, config, init: GMM | None) -> tuple[GMM, dict]:
     if init is not None:
         _check_init(init, config, x_np.shape[1])
         if config.num_inits != 1:
-            raise ValueError(f"config.num_inits must be 1 with init (every start would be init), "
-                             f"got {config.num_inits}")
+            raise ValueError(
+                f"config.num_inits must be 1 with init (every start would be init), "
+                f"got {config.num_inits}"
+            )
     x_padded, mask_padded = _padded(x_np, None if mask is None else np.asarray(mask))
     best = None
     for start in range(config.num_inits):
         params, history, iterations, init_ok, ok = _fit_program(
-            key, x_padded, mask_padded, init, start, config.num_iters, config.tol,
-            config.reg_covar, config.kmeans_iters, num_components=config.num_components,
+            key,
+            x_padded,
+            mask_padded,
+            init,
+            start,
+            config.num_iters,
+            config.tol,
+            config.reg_covar,
+            config.kmeans_iters,
+            num_components=config.num_components,
             covariance_type=config.covariance_type,
-            capacity=_iteration_capacity(config.num_iters))
+            capacity=_iteration_capacity(config.num_iters),
+        )
         history, iterations, init_ok, ok = jax.device_get((history, iterations, init_ok, ok))
         _refuse_singular(init_ok, config.reg_covar, "the k-means initialisation")
         _refuse_singular(ok, config.reg_covar)
@@ -214,15 +292,20 @@ def _fit_mixture(key, x_np, mask, config, init: GMM | None) -> tuple[GMM, dict]:
         if best is None or history[-1] > best[1][-1]:
             best = params, history
     params, history = best
-    return params, {"log_likelihood": history, "num_iters": len(history),
-                    "converged": bool(_converged(history, config.tol))}
+    return params, {
+        "log_likelihood": history,
+        "num_iters": len(history),
+        "converged": bool(_converged(history, config.tol)),
+    }
 
 
 def _fit_classes(key, x_np, y, mask, config, meta, init: LabelledGMM | None):
     num_classes = meta["num_classes"]
     if config.num_inits != 1:
-        raise ValueError(f"config.num_inits must be 1 for a class-conditional fit (one k-means "
-                         f"start per class), got {config.num_inits}")
+        raise ValueError(
+            f"config.num_inits must be 1 for a class-conditional fit (one k-means "
+            f"start per class), got {config.num_inits}"
+        )
     y_np = checks.check_array("y", y, (x_np.shape[0],), kinds=checks.INTEGER)
     mask_np = np.ones(len(x_np)) if mask is None else _check_mask(mask, len(x_np))
     if y_np.min() < 0 or y_np.max() >= num_classes:
@@ -239,12 +322,20 @@ def _fit_classes(key, x_np, y, mask, config, meta, init: LabelledGMM | None):
             raise ValueError(f"init has {init.num_classes} classes, the data {num_classes}")
     x_padded, _ = _padded(x_np, None)
     class_masks = np.zeros((num_classes, x_padded.shape[0]), x_padded.dtype)
-    class_masks[:, :len(x_np)] = (y_np[None, :] == np.arange(num_classes)[:, None]) * mask_np
+    class_masks[:, : len(x_np)] = (y_np[None, :] == np.arange(num_classes)[:, None]) * mask_np
     components, history, iterations, ok = _fit_classes_program(
-        jax.random.split(key, num_classes), x_padded, jnp.asarray(class_masks), components,
-        config.num_iters, config.tol, config.reg_covar, config.kmeans_iters,
-        num_components=config.num_components, covariance_type=config.covariance_type,
-        capacity=_iteration_capacity(config.num_iters))
+        jax.random.split(key, num_classes),
+        x_padded,
+        jnp.asarray(class_masks),
+        components,
+        config.num_iters,
+        config.tol,
+        config.reg_covar,
+        config.kmeans_iters,
+        num_components=config.num_components,
+        covariance_type=config.covariance_type,
+        capacity=_iteration_capacity(config.num_iters),
+    )
     history, iterations, ok = jax.device_get((history, iterations, ok))
     _refuse_singular(ok, config.reg_covar, "a class-conditional mixture")
     counts = class_masks.sum(1)
@@ -252,14 +343,22 @@ def _fit_classes(key, x_np, y, mask, config, meta, init: LabelledGMM | None):
         log_prior = np.log(np.asarray(config.class_prior, x_padded.dtype))
     else:
         log_prior = np.log(counts) - np.log(counts.sum())
-    history = history[:, :iterations.max()]
+    history = history[:, : iterations.max()]
     params = LabelledGMM(jnp.asarray(log_prior, x_padded.dtype), components)
-    return params, {"log_likelihood": history, "num_iters": iterations,
-                    "converged": _converged(history, config.tol), "class_count": counts}
+    return params, {
+        "log_likelihood": history,
+        "num_iters": iterations,
+        "converged": _converged(history, config.tol),
+        "class_count": counts,
+    }
 
 
-def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDict,
-        init: GMM | LabelledGMM | None = None) -> tuple[GMM | LabelledGMM, dict]:
+def fit(
+    key: jax.Array,
+    data: Mapping[str, Any],
+    config: ml_collections.ConfigDict,
+    init: GMM | LabelledGMM | None = None,
+) -> tuple[GMM | LabelledGMM, dict]:
     """Fits a GMM to data["x"] [N, D] (rows weighted by data["mask"] [N], optional), or with
     config.class_conditional one mixture per class of data["y"] int [N] and the class prior.
 
@@ -275,14 +374,17 @@ def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDi
     x_np, mask = np.asarray(data["x"]), data.get("mask")
     if not config.class_conditional:
         if "y" in data:
-            raise ValueError("data has 'y' but config.class_conditional is False: set it to fit "
-                             "one mixture per class, or leave 'y' out")
+            raise ValueError(
+                "data has 'y' but config.class_conditional is False: set it to fit "
+                "one mixture per class, or leave 'y' out"
+            )
         if init is not None and not isinstance(init, GMM):
             raise TypeError(f"init must be a GMM, got {type(init).__name__}")
         return _fit_mixture(key, x_np, mask, config, init)
     if init is not None and not isinstance(init, LabelledGMM):
-        raise TypeError(f"init must be a LabelledGMM (config.class_conditional), got "
-                        f"{type(init).__name__}")
+        raise TypeError(
+            f"init must be a LabelledGMM (config.class_conditional), got {type(init).__name__}"
+        )
     return _fit_classes(key, x_np, data["y"], mask, config, meta, init)
 
 
@@ -300,7 +402,9 @@ def _classifier_log_likelihoods(components: GMM, x: jax.Array, key: jax.Array | 
 def classifier(params: LabelledGMM) -> api.BayesClassifier:
     """Bayes' rule over the classes of a class-conditional mixture: log P(y) + log p(x | y)."""
     if not isinstance(params, LabelledGMM):
-        raise TypeError(f"params: a classifier needs a class-conditional mixture (LabelledGMM, "
-                        f"from fit with config.class_conditional), got {type(params).__name__}")
+        raise TypeError(
+            f"params: a classifier needs a class-conditional mixture (LabelledGMM, "
+            f"from fit with config.class_conditional), got {type(params).__name__}"
+        )
     checks.check_finite_tree("params.log_prior", params.log_prior, allow_neg_inf=True)
     return api.BayesClassifier(params.log_prior, params.components, _classifier_log_likelihoods)

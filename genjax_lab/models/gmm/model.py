@@ -28,6 +28,7 @@ Errors: bad input is refused host-side with the argument named (x's shape and dt
 x, parameters that do not fit together) by every public function called from Python (not
 when traced inside jit).
 """
+
 import functools
 import math
 from typing import Literal, NamedTuple
@@ -75,7 +76,6 @@ class LabelledGMM:
         return self.log_prior.shape[-1]
 
 
-
 class Conditional(NamedTuple):
     """Per example n and component k given the observed dimensions of x_n.
 
@@ -93,12 +93,17 @@ class Conditional(NamedTuple):
 # ----------------------------------------------------------------------------- parameters
 def _check_type(covariance_type: str) -> None:
     if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, "
-                         f"got {covariance_type!r}")
+        raise ValueError(
+            f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}"
+        )
 
 
-_COVARIANCE_DIMS = {"full": ("K", "D", "D"), "tied": ("D", "D"), "diag": ("K", "D"),
-                    "spherical": ("K",)}
+_COVARIANCE_DIMS = {
+    "full": ("K", "D", "D"),
+    "tied": ("D", "D"),
+    "diag": ("K", "D"),
+    "spherical": ("K",),
+}
 
 
 def _covariance_shape(covariance_type: str, k: int, d: int) -> tuple[int, ...]:
@@ -109,9 +114,13 @@ def _covariance_shape(covariance_type: str, k: int, d: int) -> tuple[int, ...]:
 def _check_covariance_like(name: str, values, covariance_type: str, k: int, d: int) -> None:
     """Covariances or precisions in scikit-learn's layout: full and tied symmetric positive
     definite, diag and spherical positive."""
-    matrices = checks.check_array(name, values, _covariance_shape(covariance_type, k, d),
-                                  kinds=checks.FLOAT,
-                                  positive=covariance_type in ("diag", "spherical"))
+    matrices = checks.check_array(
+        name,
+        values,
+        _covariance_shape(covariance_type, k, d),
+        kinds=checks.FLOAT,
+        positive=covariance_type in ("diag", "spherical"),
+    )
     if covariance_type in ("full", "tied"):
         if not np.allclose(matrices, np.swapaxes(matrices, -1, -2), rtol=1e-5, atol=1e-8):
             raise ValueError(f"{name} must be symmetric ({covariance_type} covariance_type)")
@@ -119,7 +128,8 @@ def _check_covariance_like(name: str, values, covariance_type: str, k: int, d: i
             np.linalg.cholesky(matrices)
         except np.linalg.LinAlgError:
             raise ValueError(
-                f"{name} must be positive definite ({covariance_type} covariance_type)") from None
+                f"{name} must be positive definite ({covariance_type} covariance_type)"
+            ) from None
 
 
 def _check_construction(weights, means, covariance_type: str) -> tuple[int, int]:
@@ -139,7 +149,8 @@ def _check_params(params: GMM, name: str = "params") -> None:
         if np.shape(getattr(params, field)) != leading + shape:
             raise ValueError(
                 f"{name}.{field} must have shape {leading + shape} ({params.covariance_type} "
-                f"covariances, K={k}, D={d}), got {np.shape(getattr(params, field))}")
+                f"covariances, K={k}, D={d}), got {np.shape(getattr(params, field))}"
+            )
     checks.check_finite_tree(name, params)
 
 
@@ -149,12 +160,14 @@ def _check_mask(mask, num_points: int) -> np.ndarray | None:
     return checks.check_array("mask", mask, (num_points,), nonnegative=True)
 
 
-def _check_points(params: GMM, x, mask=None, *, allow_nan: bool = False,
-                  padding_ignored: bool = False) -> None:
+def _check_points(
+    params: GMM, x, mask=None, *, allow_nan: bool = False, padding_ignored: bool = False
+) -> None:
     """x [N, D] finite (NaN too with allow_nan), mask [N] >= 0. padding_ignored: rows with
     mask 0 may hold anything (the E-step zeroes them first)."""
-    points = checks.check_array("x", x, ("N", params.num_features), kinds=checks.FLOAT,
-                                finite=False)
+    points = checks.check_array(
+        "x", x, ("N", params.num_features), kinds=checks.FLOAT, finite=False
+    )
     weights = _check_mask(mask, points.shape[0])
     real_rows = weights > 0 if padding_ignored and weights is not None else None
     checks.check_array("x", points, allow_nan=allow_nan, where=real_rows)
@@ -172,7 +185,6 @@ def _check_conditioning(params: GMM, x, observed=None, **_) -> None:
         checks.check_array("observed", observed, np.shape(x))
 
 
-
 def _cholesky_of_inverse(cov: jax.Array) -> jax.Array:
     """Upper P with P P^T = cov^-1 (batched over leading axes); NaN if cov is not positive
     definite."""
@@ -182,13 +194,21 @@ def _cholesky_of_inverse(cov: jax.Array) -> jax.Array:
 
 
 def _check_from_covariances(weights, means, covariances, covariance_type: str, **_) -> None:
-    _check_covariance_like("covariances", covariances, covariance_type,
-                           *_check_construction(weights, means, covariance_type))
+    _check_covariance_like(
+        "covariances",
+        covariances,
+        covariance_type,
+        *_check_construction(weights, means, covariance_type),
+    )
 
 
 def _check_from_precisions(weights, means, precisions, covariance_type: str, **_) -> None:
-    _check_covariance_like("precisions", precisions, covariance_type,
-                           *_check_construction(weights, means, covariance_type))
+    _check_covariance_like(
+        "precisions",
+        precisions,
+        covariance_type,
+        *_check_construction(weights, means, covariance_type),
+    )
 
 
 @checks.validated(_check_from_covariances)
@@ -264,8 +284,12 @@ def component_log_prob(params: GMM, x: jax.Array) -> jax.Array:
     if kind == "full":
         # y_nk = [x_n, 1] [P_k; -mu_k P_k]: one [N, D+1] x [D+1, K*D] matmul for all components.
         k, d = chol.shape[:2]
-        weights = jnp.concatenate([jnp.transpose(chol, (1, 0, 2)).reshape(d, k * d),
-                                   -jnp.einsum("kd,kde->ke", params.means, chol).reshape(1, k * d)])
+        weights = jnp.concatenate(
+            [
+                jnp.transpose(chol, (1, 0, 2)).reshape(d, k * d),
+                -jnp.einsum("kd,kde->ke", params.means, chol).reshape(1, k * d),
+            ]
+        )
         y = (jnp.concatenate([x, jnp.ones_like(x[:, :1])], axis=1) @ weights).reshape(-1, k, d)
         maha = jnp.sum(y * y, axis=2)
         log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
@@ -283,8 +307,9 @@ def component_log_prob(params: GMM, x: jax.Array) -> jax.Array:
             log_det = jnp.sum(jnp.log(chol), axis=1)
         else:
             prec = chol**2
-            maha = prec * (jnp.sum(xc * xc, axis=1, keepdims=True) - 2.0 * xc @ mc.T
-                           + jnp.sum(mc * mc, axis=1))
+            maha = prec * (
+                jnp.sum(xc * xc, axis=1, keepdims=True) - 2.0 * xc @ mc.T + jnp.sum(mc * mc, axis=1)
+            )
             log_det = params.num_features * jnp.log(chol)
     return -0.5 * (params.num_features * math.log(2 * math.pi) + maha) + log_det
 
@@ -306,8 +331,9 @@ def _check_labels(params: "LabelledGMM", y, num: int) -> None:
     labels = checks.check_array("y", y, (num,), kinds=checks.INTEGER)
     num_classes = params.num_classes
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"y must hold class indices in [0, {num_classes}), got "
-                         f"{labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"y must hold class indices in [0, {num_classes}), got {labels.min()}..{labels.max()}"
+        )
 
 
 def _check_log_prob(params, x, y=None, **_) -> None:
@@ -346,8 +372,9 @@ def posterior(params: "GMM | LabelledGMM", x: jax.Array) -> jax.Array:
     and component p(y = c, z = k | x_n) [N, C, K]."""
     if isinstance(params, GMM):
         return predict_proba(params, x)
-    joint = (params.log_prior[:, None]
-             + jax.vmap(_log_joint, in_axes=(0, None), out_axes=1)(params.components, x))
+    joint = params.log_prior[:, None] + jax.vmap(_log_joint, in_axes=(0, None), out_axes=1)(
+        params.components, x
+    )
     return jnp.exp(joint - jax.nn.logsumexp(joint, axis=(1, 2), keepdims=True))
 
 
@@ -434,8 +461,9 @@ def _draw(key: jax.Array, params: "GMM | LabelledGMM", num: int, y: jax.Array | 
 
 @checks.validated(_check_sample)
 @functools.partial(jax.jit, static_argnames=("num",))
-def sample_with_components(key: jax.Array, params: "GMM | LabelledGMM", num: int, *,
-                           y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def sample_with_components(
+    key: jax.Array, params: "GMM | LabelledGMM", num: int, *, y: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """(x [num, D], the component z int [num] each was drawn from) ~ p(x, z) (a LabelledGMM:
     ~ p(x, z | y) given labels y [num], else with y drawn from its prior)."""
     x, _, z = _draw(key, params, num, y)
@@ -444,18 +472,21 @@ def sample_with_components(key: jax.Array, params: "GMM | LabelledGMM", num: int
 
 @checks.validated(_check_sample)
 @functools.partial(jax.jit, static_argnames=("num",))
-def sample_with_labels(key: jax.Array, params: "LabelledGMM", num: int, *,
-                       y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def sample_with_labels(
+    key: jax.Array, params: "LabelledGMM", num: int, *, y: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """(x [num, D], y int [num]) ~ p(x, y) of a LabelledGMM, or x ~ p(x | y) given y [num]."""
     if not isinstance(params, LabelledGMM):
-        raise TypeError(f"params: sample_with_labels needs a LabelledGMM, got "
-                        f"{type(params).__name__}")
+        raise TypeError(
+            f"params: sample_with_labels needs a LabelledGMM, got {type(params).__name__}"
+        )
     x, y, _ = _draw(key, params, num, y)
     return x, y
 
 
-def sample(key: jax.Array, params: "GMM | LabelledGMM", num: int, *,
-           y: jax.Array | None = None) -> jax.Array:
+def sample(
+    key: jax.Array, params: "GMM | LabelledGMM", num: int, *, y: jax.Array | None = None
+) -> jax.Array:
     """x [num, D] ~ p(x); a LabelledGMM given labels y [num]: x ~ p(x | y)."""
     return sample_with_components(key, params, num, y=y)[0]
 
@@ -467,8 +498,9 @@ def _condition_one(mean, cov, x, obs):
     lower = jnp.linalg.cholesky(embedded)
     diff = (x - mean) * obs
     white = solve_triangular(lower, diff[:, None], lower=True)[:, 0]
-    log_density = (-0.5 * (jnp.sum(obs) * math.log(2 * math.pi) + white @ white)
-                   - jnp.sum(jnp.log(jnp.diagonal(lower))))
+    log_density = -0.5 * (jnp.sum(obs) * math.log(2 * math.pi) + white @ white) - jnp.sum(
+        jnp.log(jnp.diagonal(lower))
+    )
 
     def solve(b):  # embedded^-1 b: Sigma_oo^-1 on the observed block, zero-coupled elsewhere
         forward = solve_triangular(lower, b, lower=True)
@@ -497,7 +529,8 @@ def condition(params: GMM, x: jax.Array, observed: jax.Array | None = None) -> C
     x = jnp.where(obs > 0, x, 0.0)
     per_component = jax.vmap(_condition_one, in_axes=(0, 0, None, None))  # over k
     log_density, means, chol = jax.vmap(per_component, in_axes=(None, None, 0, 0))(
-        params.means, full_covariances(params), x, obs)
+        params.means, full_covariances(params), x, obs
+    )
     joint = jnp.log(params.weights) + log_density
     marginal = jax.nn.logsumexp(joint, axis=1)
     return Conditional(joint - marginal[:, None], means, chol, marginal)
@@ -513,8 +546,9 @@ def impute(params: GMM, x: jax.Array, observed: jax.Array | None = None) -> jax.
 
 @checks.validated(_check_conditioning)
 @jax.jit
-def sample_conditional(key: jax.Array, params: GMM, x: jax.Array,
-                       observed: jax.Array | None = None) -> jax.Array:
+def sample_conditional(
+    key: jax.Array, params: GMM, x: jax.Array, observed: jax.Array | None = None
+) -> jax.Array:
     """x_missing ~ p(x_missing | x_observed) for each row: [N, D], observed entries kept."""
     cond = condition(params, x, observed)
     label_key, noise_key = jax.random.split(key)
@@ -524,5 +558,3 @@ def sample_conditional(key: jax.Array, params: GMM, x: jax.Array,
     noise = jax.random.normal(noise_key, mean.shape, mean.dtype)
     drawn = mean + jnp.einsum("nde,ne->nd", chol, noise)
     return jnp.where(_observed(jnp.asarray(x), observed), mean, drawn)
-
-

@@ -18,6 +18,7 @@ Data layout for `fit`: {"x": [N, H, W, C] uint8 pixels (config.data.binarize mak
 [0, 1]; or floats in [0, 1] with binarize='none'), "y": [N] int labels (conditional)}. The
 scoring verbs take x [B, H, W, C] floats in [0, 1] and y [B] (conditional).
 """
+
 from genjax_lab.models.vae.bounds import (
     Gaussian,
     classifier,
@@ -46,9 +47,32 @@ from genjax_lab.models.vae.model import (
 )
 
 __all__ = [
-    "LIKELIHOODS", "VAE", "Decoder", "Encoder", "Gaussian", "VAEFamily", "VAEParams",
-    "classifier", "decoder_log_prob", "decoder_mean", "default_config", "elbo", "family_for",
-    "fit", "init", "init_variables", "log_prob_bound", "log_prob_estimate", "log_weights",
-    "loss", "make_model", "make_optimizer", "meta_from_data", "posterior", "reconstruct",
-    "sample", "test_nll", "train_step",
+    "LIKELIHOODS",
+    "VAE",
+    "Decoder",
+    "Encoder",
+    "Gaussian",
+    "VAEFamily",
+    "VAEParams",
+    "classifier",
+    "decoder_log_prob",
+    "decoder_mean",
+    "default_config",
+    "elbo",
+    "family_for",
+    "fit",
+    "init",
+    "init_variables",
+    "log_prob_bound",
+    "log_prob_estimate",
+    "log_weights",
+    "loss",
+    "make_model",
+    "make_optimizer",
+    "meta_from_data",
+    "posterior",
+    "reconstruct",
+    "sample",
+    "test_nll",
+    "train_step",
 ]

@@ -6,6 +6,7 @@ ELBO = mean_k log w, IWAE_K = logsumexp_k log w - log K (`log_prob_bound`), and 
 estimated by importance sampling with large K, in chunks to bound memory
 (`log_prob_estimate`). A conditional VAE classifies by Bayes' rule over those estimates.
 """
+
 import functools
 import itertools
 import math
@@ -35,8 +36,9 @@ class Gaussian(NamedTuple):
 
 
 def _normal_log_density(z, mean, log_std):
-    return jnp.sum(-0.5 * (((z - mean) * jnp.exp(-log_std)) ** 2 + math.log(2 * math.pi))
-                   - log_std, axis=-1)
+    return jnp.sum(
+        -0.5 * (((z - mean) * jnp.exp(-log_std)) ** 2 + math.log(2 * math.pi)) - log_std, axis=-1
+    )
 
 
 def _split_noise(eps: jax.Array, dims: tuple[int, ...]) -> list[jax.Array]:
@@ -47,8 +49,9 @@ def _split_noise(eps: jax.Array, dims: tuple[int, ...]) -> list[jax.Array]:
 
 def _apply_flat(params: VAEParams, method, h: jax.Array, level: int):
     """A Gaussian layer on h [K, B, L]: the modules take one batch axis."""
-    mean, log_std = params.model.apply(params.variables, h.reshape(-1, h.shape[-1]), level,
-                                       method=method)
+    mean, log_std = params.model.apply(
+        params.variables, h.reshape(-1, h.shape[-1]), level, method=method
+    )
     return mean.reshape(*h.shape[:-1], -1), log_std.reshape(*h.shape[:-1], -1)
 
 
@@ -63,6 +66,7 @@ def _over_labels(score, key: jax.Array, params: VAEParams, x: jax.Array) -> jax.
     """logsumexp_c score(key, params, x, y = c) + log p(y = c) [B]: log p(x) of a conditional
     VAE from its log p(x | y) (a bound of each gives a bound, an estimate an estimate);
     every label uses the same key."""
+
     def one_label(label):
         return score(key, params, x, jnp.full((x.shape[0],), label, jnp.int32))
 
@@ -71,8 +75,13 @@ def _over_labels(score, key: jax.Array, params: VAEParams, x: jax.Array) -> jax.
 
 
 @checks.validated(_check_bound)
-def log_weights(key: jax.Array, params: VAEParams, x: jax.Array, y: jax.Array | None = None,
-                num_samples: int = 1) -> jax.Array:
+def log_weights(
+    key: jax.Array,
+    params: VAEParams,
+    x: jax.Array,
+    y: jax.Array | None = None,
+    num_samples: int = 1,
+) -> jax.Array:
     """log p(x, z | y) - log q(z | x, y) for `num_samples` z = (h1..hL) ~ q per example:
     [K, B]."""
     model, variables = params.model, params.variables
@@ -102,15 +111,27 @@ def log_weights(key: jax.Array, params: VAEParams, x: jax.Array, y: jax.Array | 
 
 
 @checks.validated(_check_bound)
-def elbo(key: jax.Array, params: VAEParams, x: jax.Array, y: jax.Array | None = None, *,
-         num_samples: int = 1) -> jax.Array:
+def elbo(
+    key: jax.Array,
+    params: VAEParams,
+    x: jax.Array,
+    y: jax.Array | None = None,
+    *,
+    num_samples: int = 1,
+) -> jax.Array:
     """The evidence lower bound per example, averaged over `num_samples` z: [B]."""
     return log_weights(key, params, x, y, num_samples).mean(0)
 
 
 @checks.validated(_check_bound)
-def log_prob_bound(key: jax.Array, params: VAEParams, x: jax.Array,
-                   y: jax.Array | None = None, *, num_samples: int = 1) -> jax.Array:
+def log_prob_bound(
+    key: jax.Array,
+    params: VAEParams,
+    x: jax.Array,
+    y: jax.Array | None = None,
+    *,
+    num_samples: int = 1,
+) -> jax.Array:
     """The importance-weighted bound on log p(x | y) with K = `num_samples` (K = 1: the
     ELBO), [B]. A conditional VAE given no labels bounds log p(x) = log sum_y p(x | y) p(y)."""
     return _log_prob_bound(key, params, x, y, num_samples)
@@ -126,32 +147,37 @@ def _log_prob_bound(key, params, x, y, num_samples):
     return jax.nn.logsumexp(lw, axis=0) - math.log(num_samples)
 
 
-def _check_estimate(params: VAEParams, x, y=None, num_samples: int = 1, chunk=None,
-                    **_) -> None:
+def _check_estimate(params: VAEParams, x, y=None, num_samples: int = 1, chunk=None, **_) -> None:
     _check_bound(params, x, y, num_samples)
     if chunk is not None and num_samples % checks.check_count("chunk", chunk):
         raise ValueError(f"num_samples={num_samples} must be a multiple of chunk={chunk}")
 
 
 @checks.validated(_check_estimate)
-def log_prob_estimate(key: jax.Array, params: VAEParams, x: jax.Array,
-                      y: jax.Array | None = None, *, num_samples: int = 1000,
-                      chunk: int | None = None) -> jax.Array:
+def log_prob_estimate(
+    key: jax.Array,
+    params: VAEParams,
+    x: jax.Array,
+    y: jax.Array | None = None,
+    *,
+    num_samples: int = 1000,
+    chunk: int | None = None,
+) -> jax.Array:
     """log p(x | y) by importance sampling with q as proposal: `num_samples` draws, `chunk`
     at a time (None: all at once), [B].
 
     Memory is that of `chunk` samples; the running logsumexp is exact. A conditional VAE
     given no labels estimates log p(x) = log sum_y p(x | y) p(y).
     """
-    return _log_prob_estimate(key, params, x, y, num_samples,
-                              num_samples if chunk is None else chunk)
+    return _log_prob_estimate(
+        key, params, x, y, num_samples, num_samples if chunk is None else chunk
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(4, 5))
 def _log_prob_estimate(key, params, x, y, num_samples, chunk):
     if params.model.num_classes and y is None:
-        return _over_labels(lambda *a: _log_prob_estimate(*a, num_samples, chunk), key, params,
-                            x)
+        return _over_labels(lambda *a: _log_prob_estimate(*a, num_samples, chunk), key, params, x)
 
     def one_chunk(running, chunk_key):
         lw = log_weights(chunk_key, params, x, y, chunk)
@@ -173,8 +199,7 @@ def _check_sample(params: VAEParams, num: int, y=None, **_) -> None:
 
 
 @checks.validated(_check_sample)
-def sample(key: jax.Array, params: VAEParams, num: int, *,
-           y: jax.Array | None = None) -> jax.Array:
+def sample(key: jax.Array, params: VAEParams, num: int, *, y: jax.Array | None = None) -> jax.Array:
     """x ~ p(x | h1, y) with hL ~ N(0, I), h_l ~ p(h_l | h_{l+1}), shown as the decoder's
     mean: [num, H, W, C] in [0, 1]. A conditional VAE draws x given the labels y [num], or
     draws the labels from log_prior when y is None; an unconditional one ignores y."""
@@ -238,14 +263,16 @@ def _posterior(params, x, y):
 # ----------------------------------------------------------------------------- Bayes' rule
 
 
-def classifier(params: VAEParams, *, num_samples: int = 100,
-               chunk: int | None = None) -> api.BayesClassifier:
+def classifier(
+    params: VAEParams, *, num_samples: int = 100, chunk: int | None = None
+) -> api.BayesClassifier:
     """P(y | x) of a conditional VAE by Bayes' rule: log_prior plus log p(x | y) by
     importance sampling (`log_prob_estimate` with `num_samples` draws, `chunk` at a time);
     every label's estimate uses the classifier's one key."""
     if params.model.num_classes == 0:
-        raise ValueError("params must be a conditional VAE's (config.model.conditional) "
-                         "to classify")
+        raise ValueError(
+            "params must be a conditional VAE's (config.model.conditional) to classify"
+        )
     checks.check_count("num_samples", num_samples)
     estimate = functools.partial(log_prob_estimate, num_samples=num_samples, chunk=chunk)
     return api.from_conditional(params.log_prior, params, estimate, stochastic=True)

@@ -5,6 +5,7 @@ importance-sampled estimate; `default_config` holds every key of the family.
 The loop's TrainState.params are the Flax variables; `VAEFamily.params(state)` wraps them
 with the module and the label prior as the `VAEParams` the verbs take.
 """
+
 import dataclasses
 import pathlib
 
@@ -54,8 +55,10 @@ class VAEFamily:
     @property
     def meta(self) -> dict:
         """The data-fixed sizes `init(key, config, meta)` rebuilds the model from."""
-        return {"image_shape": list(self.image_shape),
-                "num_classes": self.num_classes if self.conditional else 0}
+        return {
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes if self.conditional else 0,
+        }
 
     def params(self, variables) -> VAEParams:
         """The verbs' parameters for the loop's Flax variables."""
@@ -67,8 +70,7 @@ class VAEFamily:
 
     def init(self, key, batch):
         del batch  # the shapes come from the config and the dataset's image shape
-        return TrainState.create(init_variables(key, self.model),
-                                 make_optimizer(self.config.optim))
+        return TrainState.create(init_variables(key, self.model), make_optimizer(self.config.optim))
 
     def train_step(self, state: TrainState, batch, key):
         return train_step(key, state, batch, model=self.model, config=self.config)
@@ -80,8 +82,7 @@ class VAEFamily:
         k = self.config.eval.iwae_samples
         sums = {
             "neg_elbo": -jnp.sum(elbo(elbo_key, params, x, y) * mask),
-            f"nll_iwae{k}": -jnp.sum(log_prob_bound(iwae_key, params, x, y, num_samples=k)
-                                     * mask),
+            f"nll_iwae{k}": -jnp.sum(log_prob_bound(iwae_key, params, x, y, num_samples=k) * mask),
         }
         if self.conditional and self.config.eval.classify_samples:
             n = self.config.eval.classify_samples
@@ -101,13 +102,15 @@ class VAEFamily:
             labels = jax.random.categorical(label_key, params.log_prior, shape=(100,))
             by_label = jnp.repeat(jnp.arange(self.num_classes), 10)
             grid = sample(sample_key, params, len(by_label), y=by_label)
-            images_lib.save_grid(out / f"samples_by_label_{step:07d}.png", np.asarray(grid),
-                                 rows=self.num_classes)
+            images_lib.save_grid(
+                out / f"samples_by_label_{step:07d}.png", np.asarray(grid), rows=self.num_classes
+            )
         drawn = sample(sample_key, params, 100, y=labels)
         images_lib.save_grid(out / f"samples_{step:07d}.png", np.asarray(drawn), rows=10)
         if self.preview is not None:
-            x = prepare_images(jnp.asarray(self.preview["image"]), self.config.data.binarize,
-                               recon_key)
+            x = prepare_images(
+                jnp.asarray(self.preview["image"]), self.config.data.binarize, recon_key
+            )
             y = jnp.asarray(self.preview["label"]) if self.conditional else None
             # row 1 the data, row 2 the model's reconstructions
             pairs = np.concatenate([np.asarray(x), np.asarray(reconstruct(params, x, y))], axis=0)
@@ -115,8 +118,9 @@ class VAEFamily:
         return {}
 
     def as_family(self) -> Family:
-        return Family(init=self.init, train_step=self.train_step, eval_step=self.eval_step,
-                      report=self.report)
+        return Family(
+            init=self.init, train_step=self.train_step, eval_step=self.eval_step, report=self.report
+        )
 
 
 def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> VAEFamily:
@@ -141,8 +145,12 @@ def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
     )
 
 
-def test_nll(family: VAEFamily, state: TrainState, dataset: data_lib.Dataset,
-             config: ml_collections.ConfigDict) -> dict[str, float]:
+def test_nll(
+    family: VAEFamily,
+    state: TrainState,
+    dataset: data_lib.Dataset,
+    config: ml_collections.ConfigDict,
+) -> dict[str, float]:
     """Test -log p(x) in nats by importance sampling with config.eval.nll_samples draws.
 
     On the first config.eval.nll_examples test images (0: all of them). Returns test_nll
@@ -158,8 +166,14 @@ def test_nll(family: VAEFamily, state: TrainState, dataset: data_lib.Dataset,
     def nll_sums(state, batch, key):
         binarize_key, sample_key = jax.random.split(key)
         x = prepare_images(batch["image"], config.data.binarize, binarize_key)
-        log_px = log_prob_estimate(sample_key, family.params(state.params), x,
-                                   family._labels(batch), num_samples=k, chunk=chunk)
+        log_px = log_prob_estimate(
+            sample_key,
+            family.params(state.params),
+            x,
+            family._labels(batch),
+            num_samples=k,
+            chunk=chunk,
+        )
         return {"test_nll": -jnp.sum(log_px * batch["mask"])}
 
     mesh = mesh_lib.data_mesh()
@@ -198,11 +212,16 @@ def default_config() -> ml_collections.ConfigDict:
         }
     )
     config.optim = ml_collections.ConfigDict(
-        {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-4, "boundaries": (),
-         "scales": ()}
+        {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-4, "boundaries": (), "scales": ()}
     )
     config.eval = ml_collections.ConfigDict(
-        {"iwae_samples": 50, "classify_samples": 0, "nll_samples": 1000, "nll_chunk": 500,
-         "nll_batch_size": 360, "nll_examples": 0}
+        {
+            "iwae_samples": 50,
+            "classify_samples": 0,
+            "nll_samples": 1000,
+            "nll_chunk": 500,
+            "nll_batch_size": 360,
+            "nll_examples": 0,
+        }
     )
     return config

@@ -1,5 +1,6 @@
 """Training a VAE: the optimiser, the loss, `train_step` (shared by `fit` and the training
 loop's VAEFamily) and `fit`, a plain jitted optax loop over in-memory data."""
+
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -22,13 +23,16 @@ def make_optimizer(optim_config: ml_collections.ConfigDict) -> optax.GradientTra
     """Adam with the config's betas and eps; a piecewise-constant schedule if given."""
     checks.check_positive("config.optim.learning_rate", optim_config.learning_rate)
     for beta in ("b1", "b2"):
-        checks.check_number(f"config.optim.{beta}", optim_config[beta], low=0.0, high=1.0,
-                            high_open=True)
+        checks.check_number(
+            f"config.optim.{beta}", optim_config[beta], low=0.0, high=1.0, high_open=True
+        )
     checks.check_number("config.optim.eps", optim_config.eps, low=0.0)
     if len(optim_config.boundaries) != len(optim_config.scales):
-        raise ValueError("config.optim.boundaries and scales must have one entry each per step "
-                         f"change, got {len(optim_config.boundaries)} and "
-                         f"{len(optim_config.scales)}")
+        raise ValueError(
+            "config.optim.boundaries and scales must have one entry each per step "
+            f"change, got {len(optim_config.boundaries)} and "
+            f"{len(optim_config.scales)}"
+        )
     if optim_config.boundaries:
         learning_rate = optax.piecewise_constant_schedule(
             optim_config.learning_rate,
@@ -44,8 +48,14 @@ def check_training_config(config: ml_collections.ConfigDict) -> None:
     checks.check_count("config.model.num_samples", config.model.num_samples)
 
 
-def loss(key: jax.Array, variables: Any, batch: Mapping[str, jax.Array], *, model: VAE,
-         config: ml_collections.ConfigDict) -> jax.Array:
+def loss(
+    key: jax.Array,
+    variables: Any,
+    batch: Mapping[str, jax.Array],
+    *,
+    model: VAE,
+    config: ml_collections.ConfigDict,
+) -> jax.Array:
     """The negative bound (config.model.objective with config.model.num_samples samples)
     averaged over the batch's unmasked rows; batch: image [B, H, W, C] (uint8 pixels, made
     [0, 1] by config.data.binarize, or float pixels in [0, 1]), label [B] (conditional),
@@ -65,11 +75,18 @@ def loss(key: jax.Array, variables: Any, batch: Mapping[str, jax.Array], *, mode
     return -jnp.sum(bound * mask) / jnp.maximum(mask.sum(), 1.0)
 
 
-def train_step(key: jax.Array, state: TrainState, batch: Mapping[str, jax.Array], *,
-               model: VAE, config: ml_collections.ConfigDict) -> tuple[TrainState, dict]:
+def train_step(
+    key: jax.Array,
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
+    *,
+    model: VAE,
+    config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict]:
     """One Adam step on `loss`; state.params are the Flax variables."""
     value, grads = jax.value_and_grad(
-        lambda variables: loss(key, variables, batch, model=model, config=config))(state.params)
+        lambda variables: loss(key, variables, batch, model=model, config=config)
+    )(state.params)
     return state.apply_gradients(grads, make_optimizer(config.optim)), {"loss": value}
 
 
@@ -80,16 +97,24 @@ def _float_pixels(x: np.ndarray, binarize: str) -> bool:
         return False
     pixels = checks.check_array("data['x']", x, ("N", "H", "W", "C"), kinds=checks.FLOAT)
     if pixels.min() < 0 or pixels.max() > 1:
-        raise ValueError("data['x'] must be uint8 pixels or floats in [0, 1], "
-                         f"got range [{pixels.min()}, {pixels.max()}]")
+        raise ValueError(
+            "data['x'] must be uint8 pixels or floats in [0, 1], "
+            f"got range [{pixels.min()}, {pixels.max()}]"
+        )
     if binarize != "none":
-        raise ValueError(f"config.data.binarize={binarize!r} needs uint8 pixels in data['x']; "
-                         "float pixels in [0, 1] are scored as given (binarize='none')")
+        raise ValueError(
+            f"config.data.binarize={binarize!r} needs uint8 pixels in data['x']; "
+            "float pixels in [0, 1] are scored as given (binarize='none')"
+        )
     return True
 
 
-def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDict,
-        init: VAEParams | None = None) -> tuple[VAEParams, dict]:
+def fit(
+    key: jax.Array,
+    data: Mapping[str, Any],
+    config: ml_collections.ConfigDict,
+    init: VAEParams | None = None,
+) -> tuple[VAEParams, dict]:
     """Trains on in-memory data with `train_step`, batches of config.batch_size drawn
     without replacement each epoch, for config.num_steps steps (or config.num_epochs passes
     when num_steps <= 0); starts from `init` or fresh parameters (`model.init`).
@@ -106,17 +131,27 @@ def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDi
     num = images.shape[0]
     batch_size = min(checks.check_count("config.batch_size", config.batch_size), num)
     steps_per_epoch = num // batch_size
-    num_steps = int(config.num_steps) if config.num_steps > 0 else max(
-        1, math.ceil(checks.check_positive("config.num_epochs", config.num_epochs)
-                     * steps_per_epoch))
+    num_steps = (
+        int(config.num_steps)
+        if config.num_steps > 0
+        else max(
+            1,
+            math.ceil(
+                checks.check_positive("config.num_epochs", config.num_epochs) * steps_per_epoch
+            ),
+        )
+    )
     init_key, order_key, step_key = jax.random.split(key, 3)
     params = model_lib.init(init_key, config, meta) if init is None else init
     model = params.model
-    columns = {"image": jnp.asarray(images),
-               "label": jnp.asarray(data["y"] if model.num_classes else np.zeros(num), jnp.int32)}
+    columns = {
+        "image": jnp.asarray(images),
+        "label": jnp.asarray(data["y"] if model.num_classes else np.zeros(num), jnp.int32),
+    }
     if model.num_classes:
-        params = params.replace(log_prior=jnp.asarray(
-            label_log_prior(np.asarray(data["y"]), model.num_classes)))
+        params = params.replace(
+            log_prior=jnp.asarray(label_log_prior(np.asarray(data["y"]), model.num_classes))
+        )
     if float_pixels:
         columns["image"] = columns["image"].astype(jnp.float32)
 
@@ -126,8 +161,9 @@ def fit(key: jax.Array, data: Mapping[str, Any], config: ml_collections.ConfigDi
         rows = jax.lax.dynamic_slice_in_dim(order, position, batch_size)
         batch = {name: column[rows] for name, column in columns.items()}
         batch["mask"] = jnp.ones((batch_size,), jnp.float32)
-        return train_step(jax.random.fold_in(step_key, step), state, batch, model=model,
-                          config=config)
+        return train_step(
+            jax.random.fold_in(step_key, step), state, batch, model=model, config=config
+        )
 
     @jax.jit
     def run(variables):

@@ -8,6 +8,7 @@ Several stochastic layers (Burda et al. 2016, Appendix: x - h1 - h2): z = (h1, .
 with q(h1 | x, y) q(h2 | h1) ... and p(x | h1, y) p(h1 | h2) ... p(hL), every factor a
 diagonal Gaussian given by an MLP except p(x | h1, y) and the N(0, I) prior on hL.
 """
+
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,7 +31,8 @@ def _activation(name: str):
         return {"tanh": jnp.tanh, "relu": nn.relu, "elu": nn.elu, "gelu": nn.gelu}[name]
     except KeyError:
         raise ValueError(
-            f"config.model.activation must be tanh, relu, elu or gelu, got {name!r}") from None
+            f"config.model.activation must be tanh, relu, elu or gelu, got {name!r}"
+        ) from None
 
 
 class Encoder(nn.Module):
@@ -81,8 +83,9 @@ class Decoder(nn.Module):
         height, width, channels = self.image_shape
         if self.conv:
             if height % 4 or width % 4:
-                raise ValueError("the conv decoder needs image sides divisible by 4, "
-                                 f"got {self.image_shape}")
+                raise ValueError(
+                    f"the conv decoder needs image sides divisible by 4, got {self.image_shape}"
+                )
             h = act(nn.Dense(64 * (height // 4) * (width // 4))(h))
             h = h.reshape(h.shape[0], height // 4, width // 4, 64)
             h = act(nn.ConvTranspose(32, (3, 3), strides=(2, 2))(h))
@@ -136,32 +139,41 @@ class VAE(nn.Module):
             mean, _ = layer(mean)
         return self.decode(mean, y)
 
-def make_model(model_config: ml_collections.ConfigDict, image_shape: Sequence[int],
-               num_classes: int) -> VAE:
+
+def make_model(
+    model_config: ml_collections.ConfigDict, image_shape: Sequence[int], num_classes: int
+) -> VAE:
     """The Flax module of `config.model` for images [H, W, C]; conditional on num_classes
     labels when config.model.conditional."""
     if model_config.likelihood not in LIKELIHOODS:
-        raise ValueError(f"config.model.likelihood must be one of {LIKELIHOODS}, "
-                         f"got {model_config.likelihood!r}")
+        raise ValueError(
+            f"config.model.likelihood must be one of {LIKELIHOODS}, got {model_config.likelihood!r}"
+        )
     dims = (model_config.latent_dim, *model_config.upper_latent_dims)
     if any(int(d) <= 0 for d in dims):
-        raise ValueError("config.model.latent_dim and upper_latent_dims must be positive, "
-                         f"got {dims}")
+        raise ValueError(
+            f"config.model.latent_dim and upper_latent_dims must be positive, got {dims}"
+        )
     for name in ("encoder_hidden", "decoder_hidden", "upper_hidden"):
         checks.check_counts(f"config.model.{name}", model_config[name])
     common = {"activation": model_config.activation, "conv": model_config.conv}
     upper_hidden = tuple(model_config.upper_hidden)
 
     def gaussian_layer(latent_dim):
-        return Encoder(hidden=upper_hidden, latent_dim=int(latent_dim),
-                       activation=model_config.activation)
+        return Encoder(
+            hidden=upper_hidden, latent_dim=int(latent_dim), activation=model_config.activation
+        )
 
     return VAE(
-        encoder=Encoder(hidden=tuple(model_config.encoder_hidden),
-                        latent_dim=model_config.latent_dim, **common),
-        decoder=Decoder(hidden=tuple(model_config.decoder_hidden),
-                        image_shape=tuple(int(side) for side in image_shape),
-                        likelihood=model_config.likelihood, **common),
+        encoder=Encoder(
+            hidden=tuple(model_config.encoder_hidden), latent_dim=model_config.latent_dim, **common
+        ),
+        decoder=Decoder(
+            hidden=tuple(model_config.decoder_hidden),
+            image_shape=tuple(int(side) for side in image_shape),
+            likelihood=model_config.likelihood,
+            **common,
+        ),
         num_classes=num_classes if model_config.conditional else 0,
         upper_encoders=tuple(gaussian_layer(d) for d in dims[1:]),
         upper_priors=tuple(gaussian_layer(d) for d in dims[:-1]),
@@ -229,18 +241,22 @@ def check_labels(model: VAE, y, num: int, name: str = "y") -> None:
         return
     labels = checks.check_array(name, y, (num,), kinds=checks.INTEGER)
     if labels.min() < 0 or labels.max() >= model.num_classes:
-        raise ValueError(f"{name} must be labels in [0, {model.num_classes}), "
-                         f"got range [{labels.min()}, {labels.max()}]")
+        raise ValueError(
+            f"{name} must be labels in [0, {model.num_classes}), "
+            f"got range [{labels.min()}, {labels.max()}]"
+        )
 
 
 def check_images(params: VAEParams, x) -> int:
     """params finite and x [B, H, W, C] pixel intensities in [0, 1]; returns B."""
     checks.check_finite_tree("params", params.variables)
-    pixels = checks.check_array("x", x, ("B", *params.model.decoder.image_shape),
-                                kinds=checks.FLOAT)
+    pixels = checks.check_array(
+        "x", x, ("B", *params.model.decoder.image_shape), kinds=checks.FLOAT
+    )
     if pixels.min() < 0 or pixels.max() > 1:
-        raise ValueError("x must hold pixel intensities in [0, 1], "
-                         f"got range [{pixels.min()}, {pixels.max()}]")
+        raise ValueError(
+            f"x must hold pixel intensities in [0, 1], got range [{pixels.min()}, {pixels.max()}]"
+        )
     return pixels.shape[0]
 
 
@@ -254,8 +270,10 @@ def _check_decoded(likelihood: str, decoded, x, **_) -> None:
     try:
         np.broadcast_shapes(outputs.shape[:-1], pixels.shape)
     except ValueError:
-        raise ValueError("decoded must be [..., H, W, C, P] with [..., H, W, C] broadcasting "
-                         f"against x's shape {pixels.shape}, got shape {outputs.shape}") from None
+        raise ValueError(
+            "decoded must be [..., H, W, C, P] with [..., H, W, C] broadcasting "
+            f"against x's shape {pixels.shape}, got shape {outputs.shape}"
+        ) from None
 
 
 @checks.validated(_check_decoded)
