@@ -22,6 +22,7 @@ import pytest
 
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import loop as loop_lib
+from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core.state import TrainState
 from tests.helpers import REPO, checkpoint_steps, process_env
@@ -280,3 +281,89 @@ def test_the_parameter_table_counts_every_network_and_no_optimizer_state():
     assert "g_params/dense" in rows and "d_params/out" in rows and "opt" not in rows
     assert "parameters: 25 (90 B)" in table  # 20 float32 + 5 bfloat16
     assert "5 arrays, 574 B" in table.splitlines()[-1]  # 90 B, then 100 and 21 float32
+
+
+# ---------------------------------------------------------------- full-batch fits (EM)
+
+
+def mixture_em_family(tol: float) -> loop_lib.Family:
+    """EM for the means and weights of a two-component 1-D mixture with unit variances; the
+    responsibilities [N, 2] live in the state, split over `data` with the rows."""
+
+    def responsibilities(params, x):
+        logits = jnp.log(params["weights"]) - 0.5 * (x[:, None] - params["means"]) ** 2
+        return jax.nn.softmax(logits, axis=-1)
+
+    def init(key, batch):
+        params = {"means": jnp.array([-0.5, 0.5]), "weights": jnp.array([0.5, 0.5])}
+        return {"params": params, "resp": responsibilities(params, batch["x"])}
+
+    def train_step(state, batch, key):
+        resp = responsibilities(state["params"], batch["x"]) * batch["mask"][:, None]
+        counts = jnp.sum(resp, axis=0)
+        params = {"means": resp.T @ batch["x"] / counts, "weights": counts / counts.sum()}
+        change = jnp.max(jnp.abs(params["means"] - state["params"]["means"]))
+        metrics = {"mean_change": change, "converged": (change < tol).astype(jnp.float32)}
+        return {"params": params, "resp": resp}, metrics
+
+    def shard_responsibilities(mesh, abstract):
+        rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+        return {
+            "params": jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract["params"]),
+            "resp": rows,
+        }
+
+    return loop_lib.Family(
+        init=init,
+        train_step=train_step,
+        full_batch=True,
+        converged="converged",
+        state_shardings=shard_responsibilities,
+    )
+
+
+def mixture_data() -> data_lib.Dataset:
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(-2, 1, 300), rng.normal(3, 1, 101)]).astype(np.float32)
+    return data_lib.Dataset({"train": {"x": x}})
+
+
+def numpy_mixture_em(x: np.ndarray, num_iters: int) -> np.ndarray:
+    means, weights = np.array([-0.5, 0.5]), np.array([0.5, 0.5])
+    for _ in range(num_iters):
+        logits = np.log(weights) - 0.5 * (x[:, None] - means) ** 2
+        resp = np.exp(logits - logits.max(1, keepdims=True))
+        resp /= resp.sum(1, keepdims=True)
+        means, weights = resp.T @ x / resp.sum(0), resp.sum(0) / len(x)
+    return means
+
+
+def run_mixture(workdir, num_steps: int, tol: float = 1e-4) -> loop_lib.RunResult:
+    config = toy_config(num_steps=num_steps, log_every=1000, **{"checkpoint.every": 4})
+    return loop_lib.train_and_evaluate(config, workdir, mixture_em_family(tol), mixture_data())
+
+
+def test_a_full_batch_fit_stops_at_convergence_and_resumes_bitwise(tmp_path):
+    """A full-batch EM fit on the loop: every step sees all 401 rows (padded to 408 over 8
+    devices, the padding masked), it stops at the first step whose `converged` metric is set,
+    agrees with a float64 EM of as many iterations, keeps its per-row state split over
+    `data`, resumes bitwise from an interrupted run and, once converged, trains no more."""
+    whole = run_mixture(tmp_path / "whole", num_steps=500)
+    assert 5 < whole.step < 500
+    assert whole.metrics["train_converged"] == 1.0
+    x = mixture_data()["train"]["x"].astype(np.float64)
+    np.testing.assert_allclose(
+        whole.state["params"]["means"], numpy_mixture_em(x, whole.step), rtol=1e-4
+    )
+    assert whole.state["resp"].shape == (408, 2)
+    assert whole.state["resp"].sharding.spec == jax.sharding.PartitionSpec("data")
+    assert checkpoint_steps(tmp_path / "whole")[-1] == whole.step
+
+    run_mixture(tmp_path / "resumed", num_steps=5)
+    resumed = run_mixture(tmp_path / "resumed", num_steps=500)
+    assert resumed.step == whole.step
+    for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+
+    again = run_mixture(tmp_path / "whole", num_steps=500)
+    assert again.step == whole.step and again.metrics == whole.metrics

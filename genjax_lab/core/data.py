@@ -329,6 +329,31 @@ class EpochBatcher:
         self._iterator, self._next_step = None, None
 
 
+class FullBatch:
+    """The whole training split as one batch at every step, in order: full-batch fits (EM, VB,
+    Gibbs sweeps), where a step is an iteration over all the data. Padded to a multiple of the
+    device count (mask 0 on the padding); `batch(step)` is this host's share."""
+
+    steps_per_epoch = 1
+
+    def __init__(self, arrays: Split):
+        self.size = num_examples(arrays)
+        if self.size == 0:
+            raise ValueError("the training split is empty")
+        self.global_batch_size = math.ceil(self.size / jax.device_count()) * jax.device_count()
+        (self._batch,) = eval_batches(arrays, self.global_batch_size)
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, position) as `EpochBatcher.position`: every step is an epoch."""
+        return step, 0
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        return self._batch
+
+    def close(self) -> None:
+        """Nothing reads ahead."""
+
+
 def eval_batches(
     arrays: Split, global_batch_size: int, read_options: grain.ReadOptions = READ_OPTIONS
 ) -> Iterator[dict[str, np.ndarray]]:

@@ -48,12 +48,23 @@ class Family:
       divides by the number of real examples of the split.
     report(state, step, workdir, key) -> metrics: host-side extras at evaluation time
       (sample grids, costly estimates); files are written by process 0 only.
+    full_batch: every step sees the whole training split, in order, placed on the devices
+      once (EM, VB and Gibbs sweeps: a step is an iteration; `config.batch_size` is unused
+      and an epoch is one step).
+    converged: the name of a step metric that, once nonzero, ends the run at that step as
+      if `num_steps` were reached (EM's tolerance); the loop then reads the metrics every
+      step, and a relaunch of a converged run trains nothing.
+    state_shardings(mesh, abstract_state) -> shardings: where the state is not replicated
+      (a Gibbs sampler's per-token assignments split over `data` with the documents).
     """
 
     init: Callable[[jax.Array, Batch], State]
     train_step: Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
     eval_step: Callable[[State, Batch, jax.Array], Metrics] | None = None
     report: Callable[[State, int, pathlib.Path, jax.Array], Mapping[str, float]] | None = None
+    full_batch: bool = False
+    converged: str | None = None
+    state_shardings: Callable[[jax.sharding.Mesh, State], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,8 +236,15 @@ def train_and_evaluate(
     mesh = mesh_lib.data_mesh()
     replicated = mesh_lib.replicated(mesh)
 
-    # Data: the batch at a step is a function of (seed, step).
-    batcher = data_lib.EpochBatcher(dataset["train"], config.batch_size, config.seed)
+    # Data: the batch at a step is a function of (seed, step); a full-batch fit's batch is
+    # the whole split, put on the devices once.
+    if family.full_batch:
+        batcher = data_lib.FullBatch(dataset["train"])
+        whole = mesh_lib.global_batch(mesh, batcher.batch(0))
+        batch_at = lambda step: whole
+    else:
+        batcher = data_lib.EpochBatcher(dataset["train"], config.batch_size, config.seed)
+        batch_at = lambda step: mesh_lib.global_batch(mesh, batcher.batch(step))
     num_steps = _num_steps(config, batcher.steps_per_epoch)
     base_key = jax.random.key(config.seed)
     init_key, train_key, eval_key, report_key = (
@@ -235,9 +253,12 @@ def train_and_evaluate(
     )
 
     # State: shapes first, then a compiled init that writes straight into its shardings.
-    example = mesh_lib.global_batch(mesh, batcher.batch(0))
+    example = batch_at(0)
     abstract = jax.eval_shape(family.init, init_key, example)
-    shardings = jax.tree.map(lambda _: replicated, abstract)
+    if family.state_shardings is None:
+        shardings = jax.tree.map(lambda _: replicated, abstract)
+    else:
+        shardings = family.state_shardings(mesh, abstract)
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
     )
@@ -258,6 +279,8 @@ def train_and_evaluate(
     else:
         state, step = restored[0], restored[1]["step"]
         metrics_lib.say(f"resumed from {checkpointer.directory / str(step)} (step {step})")
+        if restored[1].get("converged"):
+            num_steps = step
         if jax.process_index() == 0:
             metrics_lib.cut_back(workdir, step)
     last_saved = step if restored else None
@@ -277,9 +300,11 @@ def train_and_evaluate(
     eval_fn = jax.jit(family.eval_step, out_shardings=replicated) if family.eval_step else None
     environment = ckpt_lib.describe_environment()
 
-    def save(state, step, force=False):
+    def save(state, step, force=False, converged=False):
         epoch, position = batcher.position(step)
         meta = {"config": config_json, "epoch": epoch, "position": position, **environment}
+        if converged:
+            meta["converged"] = True
         return checkpointer.save(step, state, meta, force=force)
 
     def run_evaluation(state, step):
@@ -305,7 +330,7 @@ def train_and_evaluate(
 
     # Loop.
     writer = metrics_lib.MetricWriter(workdir)
-    progress = metrics_lib.Progress(num_steps, config.batch_size, step)
+    progress = metrics_lib.Progress(num_steps, batcher.global_batch_size, step)
     watch = _PreemptionWatch()
     # A finished run relaunched trains nothing: its last numbers are those it logged.
     train_metrics, eval_metrics = _logged_metrics(workdir, step) if step >= num_steps else ({}, {})
@@ -317,24 +342,27 @@ def train_and_evaluate(
             eval_metrics = run_evaluation(state, step)
         while step < num_steps:
             profile.before(step)
-            batch = mesh_lib.global_batch(mesh, batcher.batch(step))
+            batch = batch_at(step)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, step_metrics, step_counter = train_fn(state, batch, step_counter)
             step += 1
             profile.after(step, state)
             preempted = watch.should_stop(step)
-            final = step == num_steps or preempted
-            due_save = final or checkpointer.manager.should_save(step)
-            if step % config.log_every == 0 or due_save:
+            due_save = step == num_steps or preempted or checkpointer.manager.should_save(step)
+            converged = False
+            if step % config.log_every == 0 or due_save or family.converged is not None:
                 train_metrics = {k: float(v) for k, v in mesh_lib.host_copy(step_metrics).items()}
                 _check_finite(train_metrics, step, last_saved)
+                if family.converged is not None and train_metrics[family.converged]:
+                    converged, due_save, num_steps = True, True, step
                 # A preempted run logs what the uninterrupted run would: its logs read as one.
                 if step % config.log_every == 0 or step == num_steps:
                     writer.write(step, "train", train_metrics)
                     metrics_lib.say(progress.line(step, train_metrics, progress.rate(step)))
+            final = step == num_steps or preempted
             # Save, then evaluate: a preempted run's grace period goes to writing its state
             # (an evaluation such as AIS can outlast it); a resume catches up a lost one.
-            if due_save and save(state, step, force=final):
+            if due_save and save(state, step, force=final, converged=converged):
                 last_saved = step
             if preempted:
                 checkpointer.wait()
@@ -356,6 +384,6 @@ def train_and_evaluate(
         writer.close()
     elapsed = time.perf_counter() - start_time
     if not preempted:
-        metrics_lib.say(f"done: {num_steps} steps in {elapsed:.1f} s; workdir {workdir}")
+        metrics_lib.say(f"done: {step} steps in {elapsed:.1f} s; workdir {workdir}")
     metrics = {**{f"train_{k}": v for k, v in train_metrics.items()}, **eval_metrics}
     return RunResult(state=state, step=step, metrics=metrics, preempted=preempted)
