@@ -13,7 +13,8 @@ usage:
   ./launch.sh --processes N <experiment> [flags...]    N processes on this machine, one JAX cluster
   sbatch [-n N] launch.sh <experiment> [flags...]      under SLURM: one process per task (srun)
   ./launch.sh test [pytest args...]                    the test suite
-  ./launch.sh lint [ruff args...]                      ruff check with the rules pinned in pyproject.toml
+  ./launch.sh lint [ruff args...]                      ruff check (rules pinned in pyproject.toml), then
+                                                       ruff format --check; fails if either fails
   ./launch.sh reliability [pytest args...]             every fault-injection and fuzz test, 20 trials
                                                        per family, into docs/reliability.md
   ./launch.sh replicate [NAME...] [--schedule=quick|full|tiny] [--data_dir=DIR]
@@ -174,7 +175,11 @@ main() {
     lint)
       shift
       python_env test
-      exec "$PYTHON" -m ruff check "$@" ;;
+      # Both run, so one report shows lint errors and unformatted files together.
+      status=0
+      "$PYTHON" -m ruff check "$@" || status=1
+      "$PYTHON" -m ruff format --check || status=1
+      exit "$status" ;;
     reliability)
       shift
       python_env test

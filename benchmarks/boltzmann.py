@@ -3,19 +3,20 @@
 Same data (MNIST train, 60,000 x 784, binarized stochastically once with seed 0), 500
 hidden units, batch 100, plain SGD at learning rate 0.1 (no momentum, no weight decay:
 sklearn's update). We compute in float32; sklearn is timed on float32 input (it then
-computes in float32, like for like) and on float64 input (its dtype for pixels / 255). scikit-learn's BernoulliRBM trains with
-PCD-1 (persistent chains, one per batch row); we time PCD-1 with 100 chains (like for
-like) and CD-1. Ours: one jitted lax.scan over the 600 batches of an epoch, and also the
-jitted step called from a Python loop (whichever is faster is the one to use). Timings
-are medians after a warm-up (compilation excluded); the machine may be shared, so they
-are provisional.
+computes in float32, like for like) and on float64 input (its dtype for pixels / 255).
+scikit-learn's BernoulliRBM trains with PCD-1 (persistent chains, one per batch row); we
+time PCD-1 with 100 chains (like for like) and CD-1. Ours: one jitted lax.scan over the 600
+batches of an epoch, and also the jitted step called from a Python loop (whichever is faster
+is the one to use). Timings are medians after a warm-up (compilation excluded); the machine
+may be shared, so they are provisional.
 
 How close to the machine: the matmul FLOPs of one step are counted from its compiled
 program's dots (checked against the analytic count: six [100 x 784] x [784 x 500]-sized
 products per PCD-1 step, as in sklearn's PCD-1, five per CD-1 step), times the 600
-batches of an epoch; the reference is credited with its six; each of the interleaved rounds measures the float32 matmul peak beside the
-contenders, so every FLOP rate is a share of the peak of its own round. A per-op profile
-of the scan epoch says where the rest of the time goes. Ratios: median [min-max] over rounds.
+batches of an epoch; the reference is credited with its six; each of the interleaved
+rounds measures the float32 matmul peak beside the contenders, so every FLOP rate is a
+share of the peak of its own round. A per-op profile of the scan epoch says where the rest
+of the time goes. Ratios: median [min-max] over rounds.
 
 Optionally (--ais_epochs N > 0) trains a CD-1 RBM for N epochs and reports the AIS test
 log-likelihood (-mean free energy - log Z, nats) to check that the pipeline gives

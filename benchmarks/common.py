@@ -55,7 +55,8 @@ def report(records: list[dict], out: str | None) -> None:
     for r in records:
         reference = f"{r['reference']} {r['reference_version']}"
         print(
-            f"{r['name']:48s} {r['ours_s']:10.4f} {reference:>22s} {r['reference_s']:10.4f} {r['speedup']:7.2f}x"
+            f"{r['name']:48s} {r['ours_s']:10.4f} {reference:>22s} "
+            f"{r['reference_s']:10.4f} {r['speedup']:7.2f}x"
         )
         if "speedup_spread" in r:
             print(

@@ -10,7 +10,8 @@ parameters during the G update. The harness is timed as the difference between a
 of N and of 2N steps, so start-up and compilation cancel; it includes data feeding,
 metrics and checkpoints every 1000 steps.
 
-  .venv/bin/python benchmarks/gan.py --mnist_dir=../shared/data/mnist [--steps=300] [--out=runs/bench/gan.json]
+  .venv/bin/python benchmarks/gan.py --mnist_dir=../shared/data/mnist [--steps=300] \\
+      [--out=runs/bench/gan.json]
 """
 
 import argparse

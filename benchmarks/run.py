@@ -2,7 +2,8 @@
 
   ./launch.sh bench                 # all: vae gan hmm gmm naive_bayes lda boltzmann cold
   ./launch.sh bench hmm lda --data_dir=/data
-  ./launch.sh bench cold            # fresh process to fitted model, empty and warm compilation cache
+  ./launch.sh bench cold            # fresh process to fitted model, empty and warm
+                                    # compilation cache
 
 Each benchmark runs as its own process (`python -m benchmarks.<name> --out ...`) and leaves
 `<workdir>/<name>/result.json`: one record per measurement (ours_s, reference, its version,
@@ -88,7 +89,8 @@ def main(argv: list[str]) -> None:
         (workdir / "result.json").write_text(json.dumps(result, indent=1))
         for r in records:
             print(
-                f"    {r['name']}: {r['speedup']:.2f}x over {r['reference']} {r['reference_version']}",
+                f"    {r['name']}: {r['speedup']:.2f}x over "
+                f"{r['reference']} {r['reference_version']}",
                 flush=True,
             )
     if _REPORT.value:

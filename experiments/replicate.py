@@ -35,7 +35,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/replicate", "Root of the per-rep
 _DATA_DIR = flags.DEFINE_string(
     "data_dir",
     os.environ.get("GENJAX_DATA_DIR"),
-    "Folder holding mnist/, fsdd/, text/ (default $GENJAX_DATA_DIR, else ../shared/data beside the repository if present).",
+    "Folder holding mnist/, fsdd/, text/ (default $GENJAX_DATA_DIR, else ../shared/data "
+    "beside the repository if present).",
 )
 _REGISTRY = flags.DEFINE_string(
     "registry", str(rep.REGISTRY), "Folder of replication config modules."
@@ -77,7 +78,8 @@ def _selected(argv: list[str], registry: pathlib.Path) -> list[str]:
     if task is not None:
         if not 0 <= int(task) < len(known):
             raise app.UsageError(
-                f"SLURM_ARRAY_TASK_ID={task}: there are {len(known)} replications ({' '.join(known)})"
+                f"SLURM_ARRAY_TASK_ID={task}: there are {len(known)} replications "
+                f"({' '.join(known)})"
             )
         return [known[int(task)]]
     return known
@@ -195,8 +197,8 @@ def main(argv: list[str]) -> None:
     root, schedule, data_dir = pathlib.Path(_WORKDIR.value).resolve(), _SCHEDULE.value, _data_dir()
     signal.signal(signal.SIGTERM, _forward_sigterm)
     print(
-        f"replicate: {len(names)} replication(s), schedule {schedule}, workdirs under {root / schedule}, "
-        f"data {data_dir or '(none)'}, on {platform.node()}",
+        f"replicate: {len(names)} replication(s), schedule {schedule}, "
+        f"workdirs under {root / schedule}, data {data_dir or '(none)'}, on {platform.node()}",
         flush=True,
     )
     failed = []

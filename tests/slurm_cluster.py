@@ -96,7 +96,10 @@ class Cluster:
                     "JobRequeue=1",
                     "KillWait=10",
                     f"NodeName={self.node} CPUs={cpus} RealMemory=8000 State=UNKNOWN",
-                    f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4",
+                    (
+                        f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE "
+                        "State=UP OverSubscribe=FORCE:4"
+                    ),
                     "",
                 ]
             )

@@ -49,7 +49,8 @@ def test_parzen_rejects_bad_inputs(pixels):
 
 
 def test_frechet_distance_of_gaussians_in_closed_form():
-    """Commuting (diagonal) covariances: |dmu|^2 + sum (sqrt(s1) - sqrt(s2))^2; rank-deficient ok."""
+    """Commuting (diagonal) covariances: |dmu|^2 + sum (sqrt(s1) - sqrt(s2))^2;
+    rank-deficient ok."""
     s1, s2 = np.array([1.0, 4.0, 0.0]), np.array([9.0, 1.0, 2.0])
     mu1, mu2 = np.zeros(3), np.array([1.0, 2.0, 0.0])
     expected = 5.0 + np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2)

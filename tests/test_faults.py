@@ -135,8 +135,10 @@ def test_sigkill_anywhere_resumes_bitwise(run_env, family, tmp_path, request, re
             f"trial {trial}: SIGKILL at {delay_s:.1f} s of {wall_s:.1f} s "
             f"({'killed' if killed else 'run had ended'}; a save in progress: {in_save_at_random}; "
             f"checkpoints left {after_random[-1] if after_random else 'none'}), then inside a save "
-            f"({'killed' if killed_in_save else 'run ended first'}; newest intact {after_save_kill[-1] if after_save_kill else 'none'}); "
-            f"resumed to the end: {'bitwise equal' if equal else 'DIFFERENT or failed: ' + output[-500:]}"
+            f"({'killed' if killed_in_save else 'run ended first'}; "
+            f"newest intact {after_save_kill[-1] if after_save_kill else 'none'}); "
+            "resumed to the end: "
+            f"{'bitwise equal' if equal else 'DIFFERENT or failed: ' + output[-500:]}"
         )
     record_property("trials", trials)
     record_property("survived", survived)
@@ -161,7 +163,8 @@ def _unshare_available() -> str | None:
 
 
 @pytest.mark.fault(
-    "full disk (a 1 MiB tmpfs) while saving: a clear error, earlier checkpoints intact and resumable"
+    "full disk (a 1 MiB tmpfs) while saving: a clear error, earlier checkpoints intact and "
+    "resumable"
 )
 def test_full_disk_is_reported_and_earlier_checkpoints_resume(run_env, tmp_path, record_property):
     reason = _unshare_available()

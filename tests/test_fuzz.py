@@ -48,7 +48,7 @@ FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 pytestmark = pytest.mark.fault("bad input, fuzzed (hypothesis): refused with the argument named")
 
 
-# ----------------------------------------------------------------------------- strategies
+# -------------------------------------------------------------------- strategies
 
 
 def refused(name: str):
@@ -113,7 +113,8 @@ def bad_counts(minimum: int = 1) -> st.SearchStrategy:
 def bad_reals(
     low: float = -np.inf, high: float = np.inf, low_open: bool = False, high_open: bool = False
 ) -> st.SearchStrategy:
-    """Numbers outside the interval from low to high (with the given open ends), NaN, inf and non-numbers."""
+    """Numbers outside the interval from low to high (with the given open ends), NaN, inf and
+    non-numbers."""
     outside = []
     if low > -np.inf:
         outside.append(
@@ -137,7 +138,7 @@ X = RNG.normal(size=(12, 3)).astype(np.float32)
 Y = np.arange(12, dtype=np.int32) % 2
 
 
-# ----------------------------------------------------------------------------- naive Bayes
+# -------------------------------------------------------------------- naive Bayes
 
 
 def _nb_config(kind: str = "gaussian", **fields) -> ml_collections.ConfigDict:
@@ -218,7 +219,7 @@ def test_naive_bayes_valid_input_gives_finite_probabilities(gaussian_nb, x):
     assert np.isfinite(naive_bayes.log_prob(gaussian_nb, x)).all()
 
 
-# ----------------------------------------------------------------------------- GMM
+# -------------------------------------------------------------------- GMM
 
 
 def _gmm_config(**fields) -> ml_collections.ConfigDict:
@@ -298,7 +299,7 @@ def test_gmm_valid_input_gives_finite_output(fitted_gmm, x):
     assert np.isfinite(gmm.impute(fitted_gmm, x)).all()
 
 
-# ----------------------------------------------------------------------------- HMM
+# -------------------------------------------------------------------- HMM
 
 
 @pytest.fixture(scope="module")
@@ -404,7 +405,7 @@ def test_message_passing_valid_input_gives_no_nan(ll):
     assert np.isfinite(result.posteriors[possible]).all()
 
 
-# ----------------------------------------------------------------------------- LDA
+# -------------------------------------------------------------------- LDA
 
 
 @FUZZ
@@ -480,7 +481,7 @@ def test_lda_valid_bags_give_finite_proportions(counts):
     np.testing.assert_allclose(theta.sum(-1), 1.0, rtol=1e-5)
 
 
-# ----------------------------------------------------------------------------- Boltzmann machines
+# -------------------------------------------------------------------- Boltzmann machines
 
 
 RBM = boltzmann.init_rbm(jax.random.key(0), 6, 4)
@@ -546,7 +547,7 @@ def test_rbm_valid_input_gives_finite_free_energy(v):
     assert np.isfinite(boltzmann.free_energy(RBM, (v > 0).astype(np.float32))).all()
 
 
-# ----------------------------------------------------------------------------- VAE
+# -------------------------------------------------------------------- VAE
 
 
 def _digits(num: int = 40) -> Dataset:
@@ -607,7 +608,7 @@ def test_vae_valid_input_gives_finite_bounds(cvae, x):
     assert np.isfinite(vae.elbo(jax.random.key(0), cvae, x, LABELS)).all()
 
 
-# ----------------------------------------------------------------------------- configs of the image families
+# -------------------------------------------------------------------- configs of the image families
 
 
 @FUZZ
@@ -653,7 +654,7 @@ def test_classifier_and_sampling_sizes_are_refused(hidden, num):
         gan.sample(jax.random.key(0), _tiny_gan_params(), num)
 
 
-# ----------------------------------------------------------------------------- logistic regression
+# -------------------------------------------------------------------- logistic regression
 
 
 @FUZZ
@@ -678,7 +679,7 @@ def test_logistic_prediction_refuses_bad_x(x):
         logistic.predict_proba(logistic.init(3, 2), x)
 
 
-# ----------------------------------------------------------------------------- flags and config overrides
+# -------------------------------------------------------------------- flags and config overrides
 
 
 CONFIG_FILE = "experiments/configs/vae_digits.py:tiny"

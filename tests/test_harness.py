@@ -150,7 +150,8 @@ def test_mismatched_checkpoint_is_refused_by_name(run_env, straight_run, tmp_pat
 
 
 @pytest.mark.fault(
-    "the newest checkpoint truncated or overwritten in place: reported by name, the run falls back to the newest intact one"
+    "the newest checkpoint truncated or overwritten in place: reported by name, the run falls "
+    "back to the newest intact one"
 )
 def test_corrupt_checkpoint_is_reported_and_older_ones_survive(run_env, straight_run, tmp_path):
     """Bytes overwritten in place restore silently in Orbax: the stored hash catches it."""

@@ -1,4 +1,5 @@
-"""The replication registry, its tolerance check, `./launch.sh replicate` end to end and the report."""
+"""The replication registry, its tolerance check, `./launch.sh replicate` end to end and the
+report."""
 
 import json
 import os

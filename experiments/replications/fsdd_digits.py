@@ -26,7 +26,8 @@ from genjax_lab.core import replication as rep
 
 REPLICATION = rep.Replication(
     experiment="hmm",
-    paper="FSDD digit recognition; reference = hmmlearn GMMHMM accuracy measured in issue #3 (no paper number)",
+    paper="FSDD digit recognition; reference = hmmlearn GMMHMM accuracy measured in issue #3 "
+    "(no paper number)",
     estimator="test accuracy (300 recordings, index 0-4), Bayes' rule over 10 per-digit GMM-HMMs",
     rows=(
         rep.Row(

@@ -16,9 +16,10 @@ the same draws. Rows (published 0, better "higher", tolerance 0: the sign is the
                         some small training size;
   NAME_lr_lead_large_n  NB error - LR error - 2 standard errors at the largest size.
 The summary also holds the plain differences at the smallest and largest sizes and the
-crossing size (the size after the last one where naive Bayes is no worse; -1: none). Naive Bayes: Gaussian with a variance per feature shared by the
-classes (the paper's continuous model) for breast_cancer and wine, multinomial for the digits'
-pixel counts and spam's word counts, Bernoulli (pixels > 127) for MNIST.
+crossing size (the size after the last one where naive Bayes is no worse; -1: none).
+Naive Bayes: Gaussian with a variance per feature shared by the classes (the paper's
+continuous model) for breast_cancer and wine, multinomial for the digits' pixel counts and
+spam's word counts, Bernoulli (pixels > 127) for MNIST.
 
 Runs: "bundled" (scikit-learn's breast_cancer, wine, digits: no download) and "files" (SMS
 spam, MNIST). Quick results here (mean test error, naive Bayes / logistic regression):
@@ -75,8 +76,10 @@ def _rows(run: str, names: tuple[str, ...], lead: str, what: str) -> tuple[rep.R
 
 REPLICATION = rep.Replication(
     experiment="naive_bayes",
-    paper="Ng & Jordan 2002, On discriminative vs. generative classifiers, Fig. 1 (qualitative claim)",
-    estimator="mean test error over random training sets per size; leads net of 2 standard errors of the paired difference",
+    paper="Ng & Jordan 2002, On discriminative vs. generative classifiers, Fig. 1 "
+    "(qualitative claim)",
+    estimator="mean test error over random training sets per size; leads net of 2 standard "
+    "errors of the paired difference",
     rows=(
         *_rows(
             "bundled", ROWS_SMALL_BUNDLED, "nb_lead_small_n", "naive Bayes better with few examples"

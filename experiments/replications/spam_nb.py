@@ -29,8 +29,10 @@ SKLEARN_AUC = 0.99397
 
 REPLICATION = rep.Replication(
     experiment="naive_bayes",
-    paper="SMS Spam Collection; reference = scikit-learn MultinomialNB on the same split, measured here (no paper number)",
-    estimator="test accuracy / ROC AUC on a seeded stratified 20% split (1,086 messages), spam = positive class",
+    paper="SMS Spam Collection; reference = scikit-learn MultinomialNB on the same split, "
+    "measured here (no paper number)",
+    estimator="test accuracy / ROC AUC on a seeded stratified 20% split (1,086 messages), "
+    "spam = positive class",
     rows=(
         rep.Row(
             label="SMS spam test accuracy (multinomial NB)",

@@ -158,9 +158,9 @@ class Checkpointer:
             self.manager.reload()
             intact = self.steps()
             raise CheckpointWriteError(
-                f"a checkpoint save in {self.directory} failed: the disk is full or over quota ({reason}). "
-                f"Checkpoints already saved are untouched: steps {intact or 'none'}; free space and "
-                f"relaunch to resume from {intact[-1] if intact else 'the start'}"
+                f"a checkpoint save in {self.directory} failed: the disk is full or over quota "
+                f"({reason}). Checkpoints already saved are untouched: steps {intact or 'none'}; "
+                f"free space and relaunch to resume from {intact[-1] if intact else 'the start'}"
             ) from e
 
     def restore(self, step: int, abstract_state, config: Mapping[str, Any]):

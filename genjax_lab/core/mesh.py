@@ -58,7 +58,8 @@ def initialize_distributed(environ: Mapping[str, str] = os.environ) -> None:
     # Every process says it, in its own log: the first thing to read when a cluster hangs.
     print(
         f"joined JAX cluster at {coordinator}: process {jax.process_index()} of "
-        f"{jax.process_count()}, {jax.local_device_count()} local / {jax.device_count()} global devices",
+        f"{jax.process_count()}, {jax.local_device_count()} local / "
+        f"{jax.device_count()} global devices",
         file=sys.stderr,
         flush=True,
     )

@@ -107,7 +107,8 @@ def load_module(path: str | pathlib.Path) -> types.ModuleType:
 
 
 def experiment_config(path: str, arg: str) -> ml_collections.ConfigDict:
-    """`get_config(arg)` of an experiment config file, e.g. ('experiments/configs/vae_mnist.py', 'vae_k1')."""
+    """`get_config(arg)` of an experiment config file, e.g.
+    ('experiments/configs/vae_mnist.py', 'vae_k1')."""
     return load_module(path).get_config(arg)
 
 
@@ -162,7 +163,8 @@ def run_command(
     if replication.data:
         if data_dir is None:
             raise ValueError(
-                f"--data_dir is needed: {module_path.stem} reads {sorted(replication.data.values())}"
+                f"--data_dir is needed: {module_path.stem} reads "
+                f"{sorted(replication.data.values())}"
             )
         command += [f"--config.{key}={data_dir / sub}" for key, sub in replication.data.items()]
     return command

@@ -183,7 +183,8 @@ def bag_of_words(
 
 
 def to_dense(bags: BagOfWords, vocab_size: int) -> np.ndarray:
-    """Documents x vocabulary counts, float32 [D, V]: for small tests and reference libraries only."""
+    """Documents x vocabulary counts, float32 [D, V]: for small tests and reference libraries
+    only."""
     dense = np.zeros((bags.num_docs, vocab_size), np.float32)
     rows = np.repeat(np.arange(bags.num_docs), bags.ids.shape[1])
     np.add.at(dense, (rows, bags.ids.reshape(-1)), bags.counts.reshape(-1))

@@ -114,7 +114,8 @@ def parzen_log_likelihoods(samples, x, sigmas, chunk: int = 1000) -> np.ndarray:
 def parzen_score(
     samples, validation, test, sigmas=DEFAULT_SIGMAS, chunk: int = 1000
 ) -> ParzenResult:
-    """Goodfellow et al.'s protocol: sigma by mean validation log-likelihood, then the test mean +- s.e."""
+    """Goodfellow et al.'s protocol: sigma by mean validation log-likelihood, then the test
+    mean +- s.e."""
     validation_means = parzen_log_likelihoods(samples, validation, sigmas, chunk).mean(0)
     sigma = float(np.asarray(sigmas)[int(np.argmax(validation_means))])
     test_ll = parzen_log_likelihoods(samples, test, [sigma], chunk)[:, 0]
