@@ -367,3 +367,13 @@ def test_a_full_batch_fit_stops_at_convergence_and_resumes_bitwise(tmp_path):
 
     again = run_mixture(tmp_path / "whole", num_steps=500)
     assert again.step == whole.step and again.metrics == whole.metrics
+
+
+def test_two_metric_writers_in_the_same_second_keep_both_runs_events(tmp_path):
+    """A relaunch within the second of the last launch (tensorboardX names event files by
+    the second) must not truncate the first launch's events."""
+    for step in (1, 2):
+        writer = metrics_lib.MetricWriter(tmp_path)
+        writer.write(step, "train", {"loss": float(step)})
+        writer.close()
+    assert sorted(step for _, step, _ in _event_scalars(tmp_path)) == [1, 2]

@@ -25,7 +25,11 @@ class MetricWriter:
         if self.enabled:
             from tensorboardX import SummaryWriter
 
-            self._tensorboard = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+            # tensorboardX names its file by the second and opens it "wb": without a unique
+            # suffix a relaunch within the same second would truncate the resumed run's events.
+            self._tensorboard = SummaryWriter(
+                str(pathlib.Path(workdir) / "tensorboard"), filename_suffix=f".{time.time_ns()}"
+            )
 
     def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
