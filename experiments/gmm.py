@@ -38,11 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve
-from PIL import Image
 
 from genjax_lab.core import config as config_lib
-from genjax_lab.core import images as images_lib
 from genjax_lab.core import metrics as metrics_lib
+from genjax_lab.core import plots
 from genjax_lab.data import idx
 from genjax_lab.models import gmm
 
@@ -191,7 +190,7 @@ def run_mnist(config, workdir: pathlib.Path) -> dict[str, float]:
     summary["best_k_bic"] = float(best_bic)
     summary["best_k_aic"] = float(min(ks, key=lambda k: summary[f"aic_k{k}"]))
     criteria = {name: [summary[f"{name.lower()}_k{k}"] for k in ks] for name in ("BIC", "AIC")}
-    images_lib.plot_against_k(
+    plots.plot_curves(
         workdir / "bic_vs_k.png",
         ks,
         criteria,
@@ -202,7 +201,7 @@ def run_mnist(config, workdir: pathlib.Path) -> dict[str, float]:
     codes = gmm.sample(
         jax.random.fold_in(jax.random.key(config.seed), 10_000), best, config.num_samples
     )
-    _save_grid(workdir / "samples.png", [np.clip(pca.decode(codes), 0.0, 1.0)])
+    _save_digits(workdir / "samples.png", [np.clip(pca.decode(codes), 0.0, 1.0)])
     summary.update(
         _imputation(config, workdir, best, pca, test[: config.num_impute], train.mean(0))
     )
@@ -233,7 +232,7 @@ def _imputation(
     reconstruction = np.clip(pca.decode(pca.encode(test)), 0.0, 1.0)
     occluded = np.where(observed, test, 0.5)  # grey marks the hidden half
     shown = slice(0, min(len(test), config.num_impute_shown))
-    _save_grid(workdir / "imputation.png", [test[shown], occluded[shown], imputed[shown]])
+    _save_digits(workdir / "imputation.png", [test[shown], occluded[shown], imputed[shown]])
     return {
         "imputation_mse": float(np.mean((imputed[:, hidden] - test[:, hidden]) ** 2)),
         "imputation_mse_mean_baseline": float(np.mean((train_mean[hidden] - test[:, hidden]) ** 2)),
@@ -244,26 +243,11 @@ def _imputation(
     }
 
 
-def _save_grid(
-    path: pathlib.Path, rows_of_images: list[np.ndarray], per_row: int = 10, scale: int = 2
-) -> None:
-    """Images [N, 784] in [0, 1] (white = 1 ink shown black) as a grid; each array in
-    `rows_of_images` starts a new block of rows, blocks separated by a gap."""
-    gap = 4
-    blocks = [np.asarray(images).reshape(-1, SIDE, SIDE) for images in rows_of_images]
-    rows = [(b, r) for b in blocks for r in range(-(-len(b) // per_row))]
-    cell = SIDE * scale + 2
-    canvas = np.full((len(rows) * cell + gap * len(blocks), per_row * cell), 255, np.uint8)
-    top = 0
-    for i, (block, r) in enumerate(rows):
-        if i > 0 and r == 0:
-            top += gap
-        for j, image in enumerate(block[r * per_row : (r + 1) * per_row]):
-            pixels = np.kron(255 - np.round(image * 255), np.ones((scale, scale))).astype(np.uint8)
-            left = j * cell + 1
-            canvas[top + 1 : top + 1 + SIDE * scale, left : left + SIDE * scale] = pixels
-        top += cell
-    Image.fromarray(canvas[:top]).save(path)
+def _save_digits(path: pathlib.Path, blocks: list[np.ndarray]) -> None:
+    """Images [N, 784] in [0, 1] as black ink on white, 10 a row; each array in `blocks` starts
+    a new block of rows."""
+    blocks = [np.asarray(b).reshape(-1, SIDE, SIDE) for b in blocks]
+    plots.save_grid(path, blocks, columns=10, scale=2, ink=True)
 
 
 # -------------------------------------------------------------------------------- main

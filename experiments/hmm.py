@@ -27,10 +27,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageDraw
 
 from genjax_lab.core import checkpoint as ckpt_lib
-from genjax_lab.core import checks
+from genjax_lab.core import checks, plots
 from genjax_lab.core import config as config_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.data import audio
@@ -181,10 +180,12 @@ def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
         decoded[f"posterior_accuracy{name}"] = float(
             np.mean(posterior.argmax(-1) == np.asarray(true_states[0]))
         )
-    _plot_casino(
+    plots.plot_shaded_series(
         workdir / "casino_posterior.png",
         p_loaded[: config.plot_steps],
         np.asarray(true_states[0, : config.plot_steps]) == LOADED,
+        "P(loaded | rolls); true loaded die shaded",
+        "roll",
     )
     num_rolls = config.data.num_sequences * config.data.length
     return {
@@ -201,30 +202,6 @@ def run_casino(config, workdir: pathlib.Path) -> dict[str, float]:
         "compile_seconds": run.compile_seconds,
         **decoded,
     }
-
-
-def _plot_casino(
-    path: pathlib.Path, p_loaded: np.ndarray, loaded: np.ndarray, height: int = 220
-) -> None:
-    """P(loaded | rolls) over time (blue line) with the true loaded stretches shaded red."""
-    scale, margin = 3, 30
-    width = len(p_loaded) * scale + 2 * margin
-    image = Image.new("RGB", (width, height + 2 * margin), "white")
-    draw = ImageDraw.Draw(image)
-    y = lambda p: margin + (1.0 - p) * height
-    for t in np.flatnonzero(loaded):
-        draw.rectangle(
-            [margin + t * scale, margin, margin + (t + 1) * scale, margin + height],
-            fill=(255, 200, 200),
-        )
-    draw.rectangle([margin, margin, width - margin, margin + height], outline="black")
-    points = [(margin + (t + 0.5) * scale, y(p)) for t, p in enumerate(p_loaded)]
-    draw.line(points, fill=(0, 0, 200), width=2)
-    draw.text((margin, 8), "P(loaded | rolls) (blue); true loaded die shaded", fill="black")
-    draw.text((4, margin - 4), "1", fill="black")
-    draw.text((4, margin + height - 8), "0", fill="black")
-    draw.text((margin, margin + height + 6), f"roll 0 .. {len(p_loaded)}", fill="black")
-    image.save(path)
 
 
 # -------------------------------------------------------------------------------- FSDD
@@ -333,7 +310,7 @@ def run_fsdd(config, workdir: pathlib.Path) -> dict[str, float]:
     predicted = np.asarray(clf.predict(hmm.Sequences(test_x, test_len)))
     confusion = np.zeros((num_classes, num_classes), int)
     np.add.at(confusion, (test.digits, predicted), 1)
-    _plot_confusion(workdir / "fsdd_confusion.png", confusion)
+    plots.plot_confusion(workdir / "fsdd_confusion.png", confusion)
     (workdir / "confusion.json").write_text(json.dumps(confusion.tolist()))
     return {
         "test_accuracy": float(np.mean(predicted == test.digits)),
@@ -347,37 +324,6 @@ def run_fsdd(config, workdir: pathlib.Path) -> dict[str, float]:
         "em_iterations": float(len(run.objectives)),
         "final_objective_per_frame": float(run.objectives[-1] / np.sum(train_len)),
     }
-
-
-def _plot_confusion(path: pathlib.Path, confusion: np.ndarray, cell: int = 36) -> None:
-    """Rows: true digit, columns: predicted; darker = more recordings, counts written in."""
-    c = confusion.shape[0]
-    margin = 40
-    image = Image.new("RGB", (margin + c * cell + 10, margin + c * cell + 10), "white")
-    draw = ImageDraw.Draw(image)
-    top = max(int(confusion.max()), 1)
-    for i in range(c):
-        draw.text((margin - 16, margin + i * cell + cell // 2 - 5), str(i), fill="black")
-        draw.text((margin + i * cell + cell // 2 - 3, margin - 14), str(i), fill="black")
-        for j in range(c):
-            shade = int(255 * (1.0 - confusion[i, j] / top))
-            box = [
-                margin + j * cell,
-                margin + i * cell,
-                margin + (j + 1) * cell,
-                margin + (i + 1) * cell,
-            ]
-            draw.rectangle(
-                box, fill=(shade, shade, 255) if i == j else (255, shade, shade), outline="gray"
-            )
-            if confusion[i, j]:
-                draw.text(
-                    (box[0] + 8, box[1] + 12),
-                    str(confusion[i, j]),
-                    fill="black" if shade > 120 else "white",
-                )
-    draw.text((4, 4), "true (rows) vs predicted (columns)", fill="black")
-    image.save(path)
 
 
 # -------------------------------------------------------------------------------- main

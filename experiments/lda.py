@@ -26,12 +26,11 @@ import time
 
 import jax
 import numpy as np
-from PIL import Image, ImageDraw
 from scipy.optimize import linear_sum_assignment
 
 from genjax_lab.core import config as config_lib
-from genjax_lab.core import images as images_lib
 from genjax_lab.core import metrics as metrics_lib
+from genjax_lab.core import plots
 from genjax_lab.data import synthetic, text
 from genjax_lab.models import lda
 
@@ -151,40 +150,25 @@ def matched_order(truth: np.ndarray, recovered: np.ndarray) -> np.ndarray:
     return cols[np.argsort(rows)]
 
 
-def _plot_bars(
-    path: pathlib.Path, truth: np.ndarray, fits: dict[str, np.ndarray], cell: int = 10
-) -> None:
+def _plot_bars(path: pathlib.Path, truth: np.ndarray, fits: dict[str, np.ndarray]) -> None:
     """One row of side x side grids per topic set (true first), recovered topics in the order
     of the true topic each is matched to; each grid scaled to its own maximum (white = 0)."""
     side = round(float(np.sqrt(truth.shape[1])))
-    rows = [("true", truth)] + [
-        (name, topics[matched_order(truth, topics)]) for name, topics in fits.items()
-    ]
-    label_w, gap, grid = 50, 6, side * cell
-    width = label_w + truth.shape[0] * (grid + gap)
-    image = Image.new("RGB", (width, len(rows) * (grid + gap) + 24), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((4, 4), "bars topics: true, and recovered (matched to the true order)", fill="black")
-    for r, (name, topics) in enumerate(rows):
-        top = 24 + r * (grid + gap)
-        draw.text((4, top + grid // 2 - 5), name, fill="black")
-        for k, topic in enumerate(np.asarray(topics, np.float64)):
-            pixels = (topic / max(topic.max(), 1e-12)).reshape(side, side)
-            left = label_w + k * (grid + gap)
-            for i in range(side):
-                for j in range(side):
-                    shade = int(255 * (1.0 - pixels[i, j]))
-                    draw.rectangle(
-                        [
-                            left + j * cell,
-                            top + i * cell,
-                            left + (j + 1) * cell - 1,
-                            top + (i + 1) * cell - 1,
-                        ],
-                        fill=(shade, shade, shade),
-                    )
-            draw.rectangle([left - 1, top - 1, left + grid, top + grid], outline="gray")
-    image.save(path)
+    rows = {"true": np.asarray(truth, np.float64)}
+    rows |= {name: np.asarray(t, np.float64)[matched_order(truth, t)] for name, t in fits.items()}
+    plots.save_grid(
+        path,
+        [
+            (t / np.maximum(t.max(1, keepdims=True), 1e-12)).reshape(-1, side, side)
+            for t in rows.values()
+        ],
+        rows=1,
+        scale=10,
+        pad=3,
+        ink=True,
+        labels=list(rows),
+        title="bars topics: true, and recovered (matched to the true order)",
+    )
 
 
 # ------------------------------------------------------------------------------ corpus
@@ -285,7 +269,7 @@ def run_corpus(config, workdir: pathlib.Path) -> dict[str, float]:
     (workdir / "top_words.txt").write_text(
         f"{pathlib.Path(config.data.path).name}: top words per topic\n" + "\n".join(lines) + "\n"
     )
-    images_lib.plot_against_k(
+    plots.plot_curves(
         workdir / "perplexity_vs_topics.png",
         ks,
         {

@@ -33,7 +33,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageDraw
 from sklearn import datasets as sk_datasets
 from sklearn import metrics as sk_metrics
 from sklearn import naive_bayes as sk_nb
@@ -41,6 +40,7 @@ from sklearn import naive_bayes as sk_nb
 from genjax_lab import saving
 from genjax_lab.core import config as config_lib
 from genjax_lab.core import metrics as metrics_lib
+from genjax_lab.core import plots
 from genjax_lab.data import idx, text
 from genjax_lab.models import logistic
 from genjax_lab.models import naive_bayes as nb
@@ -176,11 +176,11 @@ def run_spam(config, workdir: pathlib.Path) -> dict[str, float]:
         ("logistic", lr_score, (0, 0, 200)),
     ):
         fpr, tpr, _ = sk_metrics.roc_curve(y[test], score)
-        curves.append(Series(name, fpr, tpr, color=color))
-    plot_panels(
+        curves.append(plots.Series(name, fpr, tpr, color=color))
+    plots.plot_panels(
         workdir / "spam_roc.png",
         [
-            Panel(
+            plots.Panel(
                 "SMS spam ROC (test set)",
                 curves,
                 "false positive rate",
@@ -188,7 +188,7 @@ def run_spam(config, workdir: pathlib.Path) -> dict[str, float]:
                 (0.0, 1.0),
                 (0.0, 1.0),
             ),
-            Panel(
+            plots.Panel(
                 "zoom: false positive rate <= 0.1",
                 curves,
                 "false positive rate",
@@ -528,7 +528,7 @@ def run_learning_curves(config, workdir: pathlib.Path) -> dict[str, float]:
         summary[f"{name}_seconds"] = curve["seconds"]
         sizes = np.array([r["size"] for r in curve["rows"]], float)
         series = [
-            Series(
+            plots.Series(
                 label,
                 sizes,
                 np.array([r[f"{key}_error"] for r in curve["rows"]]),
@@ -542,94 +542,19 @@ def run_learning_curves(config, workdir: pathlib.Path) -> dict[str, float]:
         ]
         top = max(float(np.max(s.y + s.err)) for s in series)
         panels.append(
-            Panel(
+            plots.Panel(
                 f"{name} ({curve['num_draws']} draws)",
                 series,
                 "training examples (log)",
                 "test error",
-                (float(np.log10(sizes[0])), float(np.log10(sizes[-1]))),
+                (float(sizes[0]), float(sizes[-1])),
                 (0.0, max(top * 1.05, 1e-3)),
                 log_x=True,
             )
         )
     (workdir / "learning_curves.json").write_text(json.dumps(curves, indent=1))
-    plot_panels(workdir / "learning_curves.png", panels)
+    plots.plot_panels(workdir / "learning_curves.png", panels)
     return summary
-
-
-# -------------------------------------------------------------------------------- plots
-
-
-@dataclasses.dataclass
-class Series:
-    label: str
-    x: np.ndarray
-    y: np.ndarray
-    err: np.ndarray | None = None
-    color: tuple[int, int, int] = (0, 0, 0)
-
-
-@dataclasses.dataclass
-class Panel:
-    title: str
-    series: list[Series]
-    x_label: str
-    y_label: str
-    x_range: tuple[float, float]
-    y_range: tuple[float, float]
-    log_x: bool = False
-
-
-def _draw_panel(
-    draw: ImageDraw.ImageDraw, panel: Panel, left: int, top: int, width: int, height: int
-) -> None:
-    """Axes box, tick labels at the ends, lines with error bars, legend; log_x plots log10 x."""
-    (x0, x1), (y0, y1) = panel.x_range, panel.y_range
-    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
-    # Values outside the ranges are drawn on the box's edge (a zoomed panel).
-    px = lambda v: left + (np.clip(v, x0, x1) - x0) / (x1 - x0) * width
-    py = lambda v: top + height - (np.clip(v, y0, y1) - y0) / (y1 - y0) * height
-    draw.rectangle([left, top, left + width, top + height], outline="black")
-    draw.text((left, top - 16), panel.title, fill="black")
-    x_tick = (lambda v: f"{10**v:.0f}") if panel.log_x else (lambda v: f"{v:.2g}")
-    draw.text((left, top + height + 4), x_tick(x0), fill="black")
-    draw.text((left + width - 30, top + height + 4), x_tick(x1), fill="black")
-    draw.text((left + width // 2 - 50, top + height + 16), panel.x_label, fill="black")
-    draw.text((left - 38, top - 4), f"{y1:.3g}", fill="black")
-    draw.text((left - 38, top + height - 8), f"{y0:.3g}", fill="black")
-    draw.text((left + 4, top + 4), f"y: {panel.y_label}", fill="black")
-    for k, s in enumerate(panel.series):
-        xs = np.log10(s.x) if panel.log_x else s.x
-        points = [(px(a), py(b)) for a, b in zip(xs, s.y)]
-        draw.line(points, fill=s.color, width=2)
-        if s.err is not None:
-            for (a, b), e in zip(points, s.err):
-                half = e / (y1 - y0) * height
-                draw.line([(a, b - half), (a, b + half)], fill=s.color, width=1)
-                draw.ellipse([a - 2, b - 2, a + 2, b + 2], fill=s.color)
-        draw.text((left + width - 90, top + 6 + 12 * k), s.label, fill=s.color)
-
-
-def plot_panels(path: pathlib.Path, panels: list[Panel], columns: int = 3) -> None:
-    """A grid of line panels as one PNG."""
-    width, height, margin = 300, 200, 50
-    columns = min(columns, len(panels))
-    rows = -(-len(panels) // columns)
-    image = Image.new(
-        "RGB", (columns * (width + 2 * margin), rows * (height + 2 * margin)), "white"
-    )
-    draw = ImageDraw.Draw(image)
-    for k, panel in enumerate(panels):
-        r, c = divmod(k, columns)
-        _draw_panel(
-            draw,
-            panel,
-            c * (width + 2 * margin) + margin,
-            r * (height + 2 * margin) + margin // 2 + 10,
-            width,
-            height,
-        )
-    image.save(path)
 
 
 # --------------------------------------------------------------------------------- main

@@ -172,11 +172,11 @@ def _write_samples(model: saving.Model, samples: Any, out: str | None) -> str:
     spec = model.meta.get("input", {})
     kind = spec.get("kind")
     if kind == "image":
-        from genjax_lab.core import images
+        from genjax_lab.core import plots
 
         path = pathlib.Path(out or "samples.png")
         pixels = np.asarray(samples, np.float32).reshape((-1, *spec["shape"]))
-        images.save_grid(path, pixels)
+        plots.save_grid(path, pixels)
         return f"wrote {len(pixels)} samples to {path}"
     if kind == "text":
         counts = np.asarray(samples)

@@ -16,8 +16,8 @@ import numpy as np
 import optax
 
 from genjax_lab.core import data as data_lib
-from genjax_lab.core import images as images_lib
 from genjax_lab.core import mesh as mesh_lib
+from genjax_lab.core import plots as plots_lib
 from genjax_lab.core.loop import Family, base_config
 from genjax_lab.core.splits import evaluate
 from genjax_lab.data.images import image_data_config, prepare_images
@@ -311,12 +311,12 @@ class BoltzmannFamily:
                 int(e.sample_sweeps),
             )
         )
-        images_lib.save_grid(out / f"samples_{step:07d}.png", means.reshape(shape))
+        plots_lib.save_grid(out / f"samples_{step:07d}.png", means.reshape(shape))
         W = state.params.W if not self.is_dbm else self.current_dbm(state).W1
         filters = _unit_range(np.asarray(W).T[: e.num_filters].reshape(shape))
-        images_lib.save_grid(out / f"filters_{step:07d}.png", filters)
+        plots_lib.save_grid(out / f"filters_{step:07d}.png", filters)
         chains = state.chains.v if self.is_dbm else state.chains
-        images_lib.save_grid(
+        plots_lib.save_grid(
             out / f"chains_{step:07d}.png", np.asarray(chains)[: e.num_samples].reshape(shape)
         )
         return {}

@@ -22,9 +22,9 @@ import optax
 
 from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
-from genjax_lab.core import images as images_lib
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core import metrics as metrics_lib
+from genjax_lab.core import plots as plots_lib
 from genjax_lab.core.loop import Family, base_config
 from genjax_lab.data.images import image_data_config
 from genjax_lab.models.gan.model import (
@@ -253,10 +253,10 @@ class GANFamily:
         z, y, rows = self.fixed_grid_inputs()
         params = mesh_lib.host_copy(self.sampling_params(state))
         samples = self.models[0].apply(params, z, self._onehot(y))
-        images_lib.save_grid(out / f"samples_{step:07d}.png", np.asarray(samples), rows=rows)
+        plots_lib.save_grid(out / f"samples_{step:07d}.png", np.asarray(samples), rows=rows)
         scores = self.score_samples(state) if self.score_samples is not None else {}
         records = metrics_lib.read_metrics(workdir) + [{"step": step, **scores}]
-        images_lib.plot_metrics(out / "metrics.png", records)
+        plots_lib.plot_metrics(out / "metrics.png", records)
         return scores
 
     def as_family(self) -> Family:

@@ -16,8 +16,8 @@ import numpy as np
 
 from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
-from genjax_lab.core import images as images_lib
 from genjax_lab.core import mesh as mesh_lib
+from genjax_lab.core import plots as plots_lib
 from genjax_lab.core.loop import Family, base_config
 from genjax_lab.core.splits import evaluate
 from genjax_lab.core.state import TrainState
@@ -102,11 +102,11 @@ class VAEFamily:
             labels = jax.random.categorical(label_key, params.log_prior, shape=(100,))
             by_label = jnp.repeat(jnp.arange(self.num_classes), 10)
             grid = sample(sample_key, params, len(by_label), y=by_label)
-            images_lib.save_grid(
+            plots_lib.save_grid(
                 out / f"samples_by_label_{step:07d}.png", np.asarray(grid), rows=self.num_classes
             )
         drawn = sample(sample_key, params, 100, y=labels)
-        images_lib.save_grid(out / f"samples_{step:07d}.png", np.asarray(drawn), rows=10)
+        plots_lib.save_grid(out / f"samples_{step:07d}.png", np.asarray(drawn), rows=10)
         if self.preview is not None:
             x = prepare_images(
                 jnp.asarray(self.preview["image"]), self.config.data.binarize, recon_key
@@ -114,7 +114,7 @@ class VAEFamily:
             y = jnp.asarray(self.preview["label"]) if self.conditional else None
             # row 1 the data, row 2 the model's reconstructions
             pairs = np.concatenate([np.asarray(x), np.asarray(reconstruct(params, x, y))], axis=0)
-            images_lib.save_grid(out / f"reconstructions_{step:07d}.png", pairs, rows=2)
+            plots_lib.save_grid(out / f"reconstructions_{step:07d}.png", pairs, rows=2)
         return {}
 
     def as_family(self) -> Family:
