@@ -1,7 +1,8 @@
 """Gaussian mixtures against scikit-learn (same start, N EM iterations, float64), EM
 monotonicity, streamed / chunked / sharded E-steps, Gaussian conditioning against closed
 forms, sampling moments, the unlabelled mixture's shared verbs, the class-conditional
-classifier and bad input."""
+classifier and bad input; the subspace mixture (PCA codes) against float64 conditioning of
+its joint Gaussian; the loop family against `em` from the same start."""
 
 import warnings
 
@@ -11,8 +12,12 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
+from genjax_lab import saving
+from genjax_lab.core import data as data_lib
+from genjax_lab.core import loop
 from genjax_lab.inference import kmeans
 from genjax_lab.models import gmm
 
@@ -271,8 +276,10 @@ def test_bad_input_is_refused_with_the_argument_named():
         gmm.fit(key, {"x": x, "y": (np.arange(60) >= 59).astype(int)}, labelled)
     with pytest.raises(ValueError, match="y"):
         gmm.log_prob(params, line.astype(np.float32), np.zeros(60, int))
-    with pytest.raises(TypeError, match="LabelledGMM"):
+    with pytest.raises(NotImplementedError, match="unlabelled Gaussian mixture"):
         gmm.classifier(params)
+    with pytest.raises(TypeError, match="LabelledGMM"):
+        gmm.classifier({"weights": params.weights})
 
 
 @pytest.mark.parametrize("covariance_type", gmm.COVARIANCE_TYPES)
@@ -381,3 +388,135 @@ def test_kmeans_weights_drop_and_scale_rows():
     np.testing.assert_allclose(twice, weighted, rtol=1e-6)
     with pytest.raises(ValueError, match="weights"):
         kmeans.kmeans(jax.random.key(0), x, 2, -weights)
+
+
+def _numpy_conditioning(weights, means, covs, mean, basis, noise_var, x, observed):
+    """log p(x_o), p(k | x_o) and E[x | x_o] of z ~ GMM, x = mean + basis z + N(0, noise_var
+    I), by forming each component's joint Gaussian of (z, x_o) and conditioning it (float64)."""
+    o, h = observed, ~observed
+    w_o = basis[o]
+    imputed, resp, marginal = [], [], []
+    for row in x:
+        log_joint, z_means = [], []
+        for w, mu, cov in zip(weights, means, covs):
+            m_x = mean[o] + w_o @ mu
+            c_xx = w_o @ cov @ w_o.T + noise_var * np.eye(o.sum())
+            log_joint.append(np.log(w) + multivariate_normal(m_x, c_xx).logpdf(row[o]))
+            z_means.append(mu + cov @ w_o.T @ np.linalg.solve(c_xx, row[o] - m_x))
+        log_joint = np.array(log_joint)
+        top = log_joint.max()
+        marginal.append(top + np.log(np.exp(log_joint - top).sum()))
+        r = np.exp(log_joint - marginal[-1])
+        out = row.copy()
+        out[h] = mean[h] + basis[h] @ (r @ np.array(z_means))
+        imputed.append(out)
+        resp.append(r)
+    return np.array(marginal), np.array(resp), np.array(imputed)
+
+
+def _subspace_model(rng, num_pixels=7, d=3):
+    basis = np.linalg.qr(rng.normal(size=(num_pixels, d)))[0]
+    mean = rng.normal(size=num_pixels)
+    weights = np.array([0.5, 0.3, 0.2])
+    means = rng.normal(size=(3, d)) * 2
+    factors = rng.normal(size=(3, d, d))
+    covs = factors @ np.swapaxes(factors, 1, 2) + 0.3 * np.eye(d)
+    return weights, means, covs, mean, basis, 0.2
+
+
+def test_subspace_mixture_matches_joint_gaussian_conditioning():
+    """log p(x), the responsibilities given x_o and E[x | x_o] of a SubspaceGMM (Woodbury in
+    the code space) equal the D-dimensional joint Gaussian's, conditioned in float64."""
+    rng = np.random.default_rng(0)
+    weights, means, covs, mean, basis, noise_var = model = _subspace_model(rng)
+    codes = means[rng.integers(0, 3, 5)] + rng.normal(size=(5, 3))
+    x = mean + codes @ basis.T + rng.normal(size=(5, 7)) * 0.4
+    observed = np.array([True, True, False, True, False, True, False])
+    with jax.enable_x64(True):
+        params = gmm.SubspaceGMM(
+            gmm.from_covariances(jnp.asarray(weights), jnp.asarray(means), jnp.asarray(covs)),
+            jnp.asarray(mean),
+            jnp.asarray(basis),
+            jnp.float64(noise_var),
+        )
+        for seen in (observed, np.ones(7, bool)):
+            marginal, resp, imputed = _numpy_conditioning(*model, x, seen)
+            assert resp.max(1).min() < 0.99  # several components matter
+            posterior_z = gmm.observe(params, jnp.asarray(x), jnp.asarray(seen))
+            np.testing.assert_allclose(posterior_z.marginal_log_likelihood, marginal, rtol=1e-9)
+            np.testing.assert_allclose(np.exp(posterior_z.log_weights), resp, atol=1e-10)
+            got = gmm.impute_subspace(params, jnp.asarray(x), jnp.asarray(seen))
+            assert got.dtype == jnp.float64
+            np.testing.assert_allclose(got, imputed, rtol=1e-9, atol=1e-9)
+        # Every pixel observed: the shared verbs.
+        np.testing.assert_allclose(gmm.log_prob(params, jnp.asarray(x)), marginal, rtol=1e-9)
+        np.testing.assert_allclose(gmm.posterior(params, jnp.asarray(x)), resp, atol=1e-10)
+    with pytest.raises(ValueError, match="x"):
+        gmm.log_prob(params, np.zeros((2, 6)))
+    with pytest.raises(NotImplementedError, match="unlabelled"):
+        gmm.classifier(params)
+
+
+def test_subspace_mixture_samples_decoded_codes_and_saves(tmp_path):
+    """sample draws codes from the mixture and returns mean + basis z; init with
+    meta["observed_features"] rebuilds the structure, so a saved SubspaceGMM loads."""
+    rng = np.random.default_rng(1)
+    weights, means, covs, mean, basis, noise_var = _subspace_model(rng)
+    codes = gmm.from_covariances(
+        jnp.asarray(weights, jnp.float32),
+        jnp.asarray(means, jnp.float32),
+        jnp.asarray(covs, jnp.float32),
+    )
+    params = gmm.SubspaceGMM(
+        codes, jnp.asarray(mean, jnp.float32), jnp.asarray(basis, jnp.float32), jnp.float32(0.2)
+    )
+    drawn = np.asarray(gmm.sample(jax.random.key(3), params, 4000))
+    z = np.asarray(gmm.sample(jax.random.key(3), codes, 4000))
+    np.testing.assert_allclose(drawn, mean + z @ basis.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(drawn.mean(0), mean + weights @ means @ basis.T, atol=0.1)
+    with pytest.raises(ValueError, match="y"):
+        gmm.sample(jax.random.key(3), params, 2, y=np.zeros(2, int))
+    config = _config(num_components=3)
+    meta = {"num_features": 3, "dtype": "float32", "observed_features": 7}
+    saving.save(tmp_path, "gmm", config, meta, params)
+    loaded = saving.load(tmp_path)
+    assert isinstance(loaded.params, gmm.SubspaceGMM)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_loop_family_is_em_from_the_same_starts_and_keeps_the_best(tmp_path):
+    """On the loop (8 devices, rows padded and masked), every start runs EM until its own
+    tol stop and is then held; the result is gmm.em from the same k-means starts (same
+    iteration counts, parameters to float rounding), and best_start is the one fit keeps."""
+    x = _data(n=301).astype(np.float32)
+    config = _config(num_components=K, num_inits=3, tol=1e-4, num_iters=200)
+    run = gmm.loop_config(config)
+    run.log_every = 1000
+    dataset = data_lib.Dataset({"train": {"x": x}, "test": {"x": x[:50]}})
+    family = gmm.loop_family(config)
+    result = loop.train_and_evaluate(run, tmp_path, family, dataset)
+    assert result.metrics["train_converged"] == 1.0
+    batch = data_lib.FullBatch(dataset["train"]).batch(0)
+    start = family.init(jax.random.fold_in(jax.random.key(run.seed), 0), batch)
+    finals = []
+    for s in range(3):
+        params, history = gmm.em(
+            jax.tree.map(lambda leaf, s=s: leaf[s], start.params),
+            batch["x"],
+            batch["mask"],
+            num_iters=200,
+            tol=1e-4,
+        )
+        ours = jax.tree.map(lambda leaf, s=s: leaf[s], result.state.params)
+        assert int(result.state.iterations[s]) == len(history)
+        np.testing.assert_allclose(ours.means, params.means, rtol=1e-4, atol=1e-4)
+        finals.append(history[-1])
+    assert result.step == int(result.state.iterations.max())
+    best = gmm.best_start(result.state)
+    np.testing.assert_array_equal(best.means, result.state.params.means[int(np.argmax(finals))])
+    assert result.metrics["log_likelihood"] == pytest.approx(
+        float(gmm.score(best, x[:50])), rel=1e-5
+    )
+    with pytest.raises(ValueError, match="class_conditional"):
+        gmm.loop_family(_config(class_conditional=True))

@@ -11,7 +11,9 @@ The verbs (genjax_lab.api), on data {"x": [N, D], "y": int [N], optional "mask":
 `default_config()` (the whole config is the model's):
   fit(key, data, config) -> (params, history)   closed form, from sufficient statistics:
       `statistics_step(stats, batch, config, meta)` adds a batch's statistics to a running
-      total, then `from_statistics(stats, config)`; `fit_split` streams a split through it.
+      total, then `from_statistics(stats, config)`; `fit_split` streams a split through it,
+      and `loop_family` makes that step a training-loop family (one epoch of minibatches,
+      the running statistics its state: checkpointed and resumable like any run).
   log_prob(params, x, y=None) -> [B]            exact log p(x | y), or log p(x) when y is None.
   sample(key, params, num, *, y=None)           x [num, D]; `sample_with_labels` keeps the y.
   classifier(params) -> genjax_lab.api.BayesClassifier (Bayes' rule; no latent, no posterior).
@@ -66,6 +68,7 @@ from genjax_lab import api
 from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import mesh as mesh_lib
+from genjax_lab.core.loop import Family, base_config
 from genjax_lab.core.mesh import batch_einsum, is_batch_sharded
 
 Kind = Literal["gaussian", "bernoulli", "multinomial", "categorical"]
@@ -552,6 +555,57 @@ def fit_split(
             stats, {"x": features(batch), "y": batch[labels], "mask": batch["mask"]}, config, meta
         )
     return from_statistics(stats, config), {"num_iters": 1, "class_count": stats.class_count}
+
+
+# ----------------------------------------------------------------------------- the loop
+def loop_config(config: ml_collections.ConfigDict, batch_size: int) -> ml_collections.ConfigDict:
+    """The training loop's config of a counting fit: the loop's keys (core/loop.base_config),
+    one epoch of `batch_size` rows a step, and the model's `config` under `model`. Saved
+    every 4 steps and at the end, evaluated at the end."""
+    _check_config(config)
+    run = base_config()
+    run.batch_size = checks.check_count("batch_size", batch_size)
+    run.num_epochs = 1.0
+    run.log_every = 4
+    run.eval_every = 0
+    run.checkpoint.every = 4
+    run.model = config
+    return run
+
+
+def loop_family(config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> Family:
+    """`fit` as a training-loop family: the state is the running sufficient statistics
+    (zero at the start), a step adds those of a minibatch {"x", "y", "mask"}
+    (`statistics_step`), so one epoch of the loop sums what `fit` sums, in another order:
+    counts are exact, Gaussian moments agree to float rounding. The parameters are
+    `from_statistics(state, config)`. Step metric: examples, the real rows counted so far.
+    Evaluation sums (the loop divides by the split's size): log_prob, log p(x) per example,
+    and accuracy of the Bayes-rule classifier. `meta`: the data-fixed sizes
+    (`meta_from_data`), num_classes among them.
+    """
+    _check_config(config)
+
+    def init_state(key: jax.Array, batch) -> Stats:
+        del key  # nothing random: the statistics start at zero
+        return jax.tree.map(jnp.zeros_like, statistics_step(None, batch, config, meta))
+
+    def train_step(stats: Stats, batch, key: jax.Array):
+        del key
+        stats = statistics_step(stats, batch, config, meta)
+        return stats, {"examples": stats.class_count.sum()}
+
+    def eval_step(stats: Stats, batch, key: jax.Array):
+        del key
+        params = from_statistics(stats, config)
+        real = batch["mask"] > 0
+        scores = log_prob(params, batch["x"])
+        correct = classifier(params).predict(batch["x"]) == batch["y"]
+        return {
+            "log_prob": jnp.sum(jnp.where(real, scores, 0.0)),
+            "accuracy": jnp.sum(jnp.where(real, correct, False).astype(scores.dtype)),
+        }
+
+    return Family(init=init_state, train_step=train_step, eval_step=eval_step)
 
 
 # ----------------------------------------------------------------------------- scoring

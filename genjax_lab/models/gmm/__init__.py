@@ -1,6 +1,10 @@
 """Gaussian mixture models (genjax_lab.api's verbs): the model maths in `model`, EM and the
 k-means start in `em`, config, fit and the class-conditional classifier in `family`.
 
+On the training loop: `loop_family(config)` (EM of every start a step, `EMState`),
+`loop_config`, `best_start`. A mixture seen through a linear subspace (PCA codes of images):
+`SubspaceGMM`, `observe`, `impute_subspace`.
+
 Data layout: {"x": [N, D] float, "y": [N] int (class-conditional fits only), "mask": [N]
 (optional row weights, 0 = padding)}. Parameters: a `GMM` (unlabelled) or a `LabelledGMM`
 (config.class_conditional: one GMM per class on a leading class axis, and log_prior [C]).
@@ -16,13 +20,24 @@ from genjax_lab.models.gmm.em import (
     init_kmeans,
     m_step,
 )
-from genjax_lab.models.gmm.family import classifier, default_config, fit, init, meta_from_data
+from genjax_lab.models.gmm.family import (
+    EMState,
+    best_start,
+    classifier,
+    default_config,
+    fit,
+    init,
+    loop_config,
+    loop_family,
+    meta_from_data,
+)
 from genjax_lab.models.gmm.model import (
     COVARIANCE_TYPES,
     GMM,
     Conditional,
     CovarianceType,
     LabelledGMM,
+    SubspaceGMM,
     aic,
     bic,
     class_log_likelihoods,
@@ -33,8 +48,10 @@ from genjax_lab.models.gmm.model import (
     from_precisions,
     full_covariances,
     impute,
+    impute_subspace,
     log_prob,
     num_parameters,
+    observe,
     posterior,
     predict,
     predict_log_proba,
@@ -52,10 +69,13 @@ __all__ = [
     "GMM",
     "Conditional",
     "CovarianceType",
+    "EMState",
     "EMStats",
     "LabelledGMM",
+    "SubspaceGMM",
     "add_statistics",
     "aic",
+    "best_start",
     "bic",
     "class_log_likelihoods",
     "classifier",
@@ -72,12 +92,16 @@ __all__ = [
     "from_precisions",
     "full_covariances",
     "impute",
+    "impute_subspace",
     "init",
     "init_kmeans",
     "log_prob",
+    "loop_config",
+    "loop_family",
     "m_step",
     "meta_from_data",
     "num_parameters",
+    "observe",
     "posterior",
     "predict",
     "predict_log_proba",

@@ -14,6 +14,14 @@ a `LabelledGMM`, whose `classifier(params)` classifies by Bayes' rule.
 A fit that produces a singular covariance (e.g. reg_covar=0 and a component on one point)
 raises ValueError telling to raise reg_covar, as scikit-learn does, rather than returning NaN
 parameters.
+
+On the training loop (`loop_family(config)`, core/loop.py): the same fit as a full-batch
+`loop.Family` whose step is one EM iteration of every start (the starts side by side on a
+leading axis of the state, `EMState`), so a run checkpoints, resumes bitwise and evaluates
+like every other family. Each start stops on `config.tol` by the rule `fit` uses and is then
+held; the run ends (the loop's `converged`) once every start has stopped, or after
+`num_steps` iterations (`loop_config` sets it to config.num_iters). `best_start(state)` is the
+start `fit` keeps, the highest final log-likelihood.
 """
 
 import functools
@@ -24,19 +32,23 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import struct
 
 from genjax_lab import api
 from genjax_lab.core import checks, compilation
-from genjax_lab.models.gmm.em import _em_loop, _iteration_capacity, init_kmeans
+from genjax_lab.core.loop import Family, base_config
+from genjax_lab.models.gmm.em import _em_loop, _iteration_capacity, em_step, init_kmeans
 from genjax_lab.models.gmm.model import (
     COVARIANCE_TYPES,
     GMM,
     LabelledGMM,
+    SubspaceGMM,
     _check_mask,
     _check_params,
     _check_scoring,
     _covariance_shape,
     class_log_likelihoods,
+    log_prob,
 )
 
 
@@ -112,11 +124,21 @@ def _fresh_mixture(key: jax.Array, config: ml_collections.ConfigDict, d: int, dt
 
 def init(
     key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, Any]
-) -> GMM | LabelledGMM:
+) -> GMM | LabelledGMM | SubspaceGMM:
     """A fresh start of the structure a fit gives: equal weights, standard normal means and
-    unit covariances (per class, with a uniform class prior, when class-conditional)."""
+    unit covariances (per class, with a uniform class prior, when class-conditional). With
+    meta["observed_features"] = D, a SubspaceGMM whose codes have meta["num_features"] = d
+    dimensions (zero mean, the first d unit vectors as basis, unit noise)."""
     _check_config(config)
     d, dtype = meta["num_features"], jnp.dtype(meta["dtype"])
+    if "observed_features" in meta:
+        observed = checks.check_count("meta observed_features", meta["observed_features"])
+        return SubspaceGMM(
+            _fresh_mixture(key, config, d, dtype),
+            jnp.zeros((observed,), dtype),
+            jnp.eye(observed, d, dtype=dtype),
+            jnp.ones((), dtype),
+        )
     if not config.class_conditional:
         return _fresh_mixture(key, config, d, dtype)
     c = meta["num_classes"]
@@ -400,7 +422,14 @@ def _classifier_log_likelihoods(components: GMM, x: jax.Array, key: jax.Array | 
 
 
 def classifier(params: LabelledGMM) -> api.BayesClassifier:
-    """Bayes' rule over the classes of a class-conditional mixture: log P(y) + log p(x | y)."""
+    """Bayes' rule over the classes of a class-conditional mixture: log P(y) + log p(x | y).
+    An unlabelled mixture (GMM, SubspaceGMM) has no classes: NotImplementedError, the error
+    of a verb a model lacks (genjax_lab.saving.Model and the CLI report it as such)."""
+    if isinstance(params, GMM | SubspaceGMM):
+        raise NotImplementedError(
+            f"an unlabelled Gaussian mixture ({type(params).__name__}) has components, not "
+            "classes, so there is no classifier (fit with config.class_conditional for one)"
+        )
     if not isinstance(params, LabelledGMM):
         raise TypeError(
             f"params: a classifier needs a class-conditional mixture (LabelledGMM, "
@@ -408,3 +437,110 @@ def classifier(params: LabelledGMM) -> api.BayesClassifier:
         )
     checks.check_finite_tree("params.log_prior", params.log_prior, allow_neg_inf=True)
     return api.BayesClassifier(params.log_prior, params.components, _classifier_log_likelihoods)
+
+
+# ----------------------------------------------------------------------------- the loop
+@struct.dataclass
+class EMState:
+    """The training loop's state of an EM fit of S starts side by side.
+
+    params: a GMM whose leaves carry a leading start axis [S, ...]. previous [S]: each
+    start's mean log-likelihood at its last iteration (before that iteration's M-step;
+    -inf before the first). done bool [S]: the start has stopped on config.tol and is held.
+    iterations int32 [S]: the EM iterations each start ran.
+    """
+
+    params: GMM
+    previous: jax.Array
+    done: jax.Array
+    iterations: jax.Array
+
+
+def best_start(state: EMState) -> GMM:
+    """The start with the highest final mean log-likelihood, the one `fit` keeps (the first
+    of equals)."""
+    best = jnp.argmax(state.previous)
+    return jax.tree.map(lambda leaf: leaf[best], state.params)
+
+
+def loop_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The training loop's config of an EM fit: the loop's keys (core/loop.base_config) and
+    the model's `config` under `model`; num_steps, the iteration cap, is config.num_iters.
+    Saved every 10 iterations, evaluated at the end."""
+    _check_config(config)
+    run = base_config()
+    run.num_steps = config.num_iters
+    run.log_every = 10
+    run.eval_every = 0
+    run.checkpoint.every = 10
+    run.model = config
+    return run
+
+
+def loop_family(config: ml_collections.ConfigDict) -> Family:
+    """The unlabelled fit of `config` (`default_config()`) as a full-batch loop family.
+
+    Batches: {"x": [N, D], "mask": [N]} (core/data.FullBatch's padding masked). Init: the
+    config.num_inits k-means++ starts of `fit` (start i from fold_in(key, i)) on the batch.
+    Step metrics: log_likelihood, the best start's mean log-likelihood before this
+    iteration's M-step, and converged (every start stopped). Evaluation: log_likelihood,
+    the mask-weighted sum of log p(x) under `best_start` (the loop divides it by the split's
+    size: the mean test log-likelihood).
+    """
+    _check_config(config)
+    if config.class_conditional:
+        raise ValueError(
+            "config.class_conditional: the loop fits an unlabelled mixture; fit a "
+            "class-conditional one with gmm.fit"
+        )
+    k, kind, starts = config.num_components, config.covariance_type, config.num_inits
+
+    def init_state(key: jax.Array, batch) -> EMState:
+        x, mask = batch["x"], batch["mask"]
+        params = jax.vmap(
+            lambda start: init_kmeans(
+                jax.random.fold_in(key, start),
+                x,
+                k,
+                kind,
+                mask,
+                kmeans_iters=config.kmeans_iters,
+                reg_covar=config.reg_covar,
+            )
+        )(jnp.arange(starts))
+        return EMState(
+            params,
+            jnp.full((starts,), -jnp.inf, x.dtype),
+            jnp.zeros((starts,), bool),
+            jnp.zeros((starts,), jnp.int32),
+        )
+
+    def train_step(state: EMState, batch, key: jax.Array):
+        del key  # EM is deterministic
+
+        def one(params, previous, done):
+            new, mean_ll = em_step(params, batch["x"], batch["mask"], config.reg_covar)
+            held = lambda old, fresh: jnp.where(done, old, fresh)
+            stop = done | (jnp.abs(mean_ll - previous) < config.tol)
+            return jax.tree.map(held, params, new), held(previous, mean_ll), stop
+
+        params, previous, done = jax.vmap(one)(state.params, state.previous, state.done)
+        iterations = state.iterations + (~state.done).astype(jnp.int32)
+        metrics = {
+            "log_likelihood": jnp.max(previous),
+            "converged": jnp.all(done).astype(previous.dtype),
+        }
+        return EMState(params, previous, done, iterations), metrics
+
+    def eval_step(state: EMState, batch, key: jax.Array):
+        del key
+        scores = log_prob(best_start(state), batch["x"])
+        return {"log_likelihood": jnp.sum(jnp.where(batch["mask"] > 0, scores, 0.0))}
+
+    return Family(
+        init=init_state,
+        train_step=train_step,
+        eval_step=eval_step,
+        full_batch=True,
+        converged="converged",
+    )

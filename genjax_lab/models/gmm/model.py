@@ -15,6 +15,18 @@ from the GMM of class y (a GMM whose leaves carry a leading class axis [C, ...])
 `posterior` the joint p(y = c, z = k | x) [B, C, K]; its classifier (Bayes' rule) is in
 genjax_lab.models.gmm.family.
 
+A mixture seen through a linear subspace (`SubspaceGMM`: a GMM over codes z [d] and
+x = mean + basis z + e, e ~ N(0, noise_var I) [D], probabilistic PCA's observation model with
+a mixture prior): x is a mixture of Gaussians N(mean + W mu_k, W Sigma_k W^T + s2 I) whose
+D x D covariances are never formed. Given the observed dimensions o of x (`observe`), each
+component is linear Gaussian, so with G = W_o^T W_o / s2 and Lambda_k = Sigma_k^-1
+  z | x_o, k ~ N(A_k^-1 (Lambda_k mu_k + W_o^T (x_o - m_o) / s2), A_k^-1),  A_k = Lambda_k + G,
+  p(k | x_o) ∝ w_k N(x_o | m_o + W_o mu_k, W_o Sigma_k W_o^T + s2 I),
+that marginal evaluated in d dimensions by Woodbury and the determinant lemma. `log_prob` is
+the marginal with every dimension observed; `impute_subspace` gives E[x | x_o]; `sample`
+returns E[x | z] = mean + W z for z drawn from the codes' mixture (the noise-free image, as
+image models show their means).
+
 Missing dimensions (`condition`, `impute`, `sample_conditional`): Gaussian conditioning per
 component on the observed dimensions o, any covariance type (converted to full matrices):
   p(k | x_o) ∝ w_k N(x_o | mu_ko, Sigma_koo),
@@ -37,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from jax.scipy.linalg import solve_triangular
+from jax.scipy.linalg import cho_solve, solve_triangular
 
 from genjax_lab.core import checks
 
@@ -74,6 +86,22 @@ class LabelledGMM:
     @property
     def num_classes(self) -> int:
         return self.log_prior.shape[-1]
+
+
+@struct.dataclass
+class SubspaceGMM:
+    """codes: the GMM over z [d]; mean [D], basis W [D, d], noise_var s2 (scalar > 0): x =
+    mean + W z + N(0, s2 I). A PCA gives all three (basis: its top eigenvectors; s2: the mean
+    discarded eigenvalue, probabilistic PCA's maximum-likelihood noise)."""
+
+    codes: GMM
+    mean: jax.Array
+    basis: jax.Array
+    noise_var: jax.Array
+
+    @property
+    def num_features(self) -> int:
+        return self.mean.shape[-1]
 
 
 class Conditional(NamedTuple):
@@ -336,8 +364,21 @@ def _check_labels(params: "LabelledGMM", y, num: int) -> None:
         )
 
 
+def _check_subspace(params: SubspaceGMM, name: str = "params") -> None:
+    _check_params(params.codes, f"{name}.codes")
+    d = params.codes.num_features
+    mean = checks.check_array(f"{name}.mean", params.mean, ("D",), kinds=checks.FLOAT)
+    checks.check_array(f"{name}.basis", params.basis, (mean.shape[0], d), kinds=checks.FLOAT)
+    checks.check_number(f"{name}.noise_var", float(params.noise_var), low=0.0, low_open=True)
+
+
 def _check_log_prob(params, x, y=None, **_) -> None:
-    if isinstance(params, LabelledGMM):
+    if isinstance(params, SubspaceGMM):
+        _check_subspace(params)
+        checks.check_array("x", x, ("N", params.num_features), kinds=checks.FLOAT)
+        if y is not None:
+            raise ValueError("y: a SubspaceGMM has no class to condition on (pass y=None)")
+    elif isinstance(params, LabelledGMM):
         checks.check_finite_tree("params.log_prior", params.log_prior, allow_neg_inf=True)
         _check_scoring(params.components, x)
         if y is not None:
@@ -350,9 +391,14 @@ def _check_log_prob(params, x, y=None, **_) -> None:
 
 @checks.validated(_check_log_prob)
 @jax.jit
-def log_prob(params: "GMM | LabelledGMM", x: jax.Array, y: jax.Array | None = None) -> jax.Array:
+def log_prob(
+    params: "GMM | LabelledGMM | SubspaceGMM", x: jax.Array, y: jax.Array | None = None
+) -> jax.Array:
     """Exact log p(x_n) [N] (scikit-learn's score_samples); for a LabelledGMM log p(x_n | y_n)
-    given labels y [N], else log p(x_n) = logsumexp_c log p(x_n, y = c)."""
+    given labels y [N], else log p(x_n) = logsumexp_c log p(x_n, y = c); for a SubspaceGMM
+    log p(x_n) of x [N, D] in the observed space."""
+    if isinstance(params, SubspaceGMM):
+        return observe(params, x).marginal_log_likelihood
     if isinstance(params, GMM):
         return _mixture_log_prob(params, x)
     per_class = class_log_likelihoods(params.components, x)
@@ -367,9 +413,12 @@ def _check_posterior(params, x, **_) -> None:
 
 @checks.validated(_check_posterior)
 @jax.jit
-def posterior(params: "GMM | LabelledGMM", x: jax.Array) -> jax.Array:
-    """Responsibilities p(z = k | x_n) [N, K]; for a LabelledGMM the joint posterior of class
-    and component p(y = c, z = k | x_n) [N, C, K]."""
+def posterior(params: "GMM | LabelledGMM | SubspaceGMM", x: jax.Array) -> jax.Array:
+    """Responsibilities p(z = k | x_n) [N, K] (a SubspaceGMM: of its codes' components given x
+    [N, D]); for a LabelledGMM the joint posterior of class and component p(y = c, z = k |
+    x_n) [N, C, K]."""
+    if isinstance(params, SubspaceGMM):
+        return jnp.exp(observe(params, x).log_weights)
     if isinstance(params, GMM):
         return predict_proba(params, x)
     joint = params.log_prior[:, None] + jax.vmap(_log_joint, in_axes=(0, None), out_axes=1)(
@@ -422,7 +471,11 @@ def aic(params: GMM, x: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------- sampling
 def _check_sample(key, params, num: int, y=None, **_) -> None:
     checks.check_count("num", num)
-    if isinstance(params, LabelledGMM):
+    if isinstance(params, SubspaceGMM):
+        _check_subspace(params)
+        if y is not None:
+            raise ValueError("y: a SubspaceGMM has no class to sample given (pass y=None)")
+    elif isinstance(params, LabelledGMM):
         checks.check_finite_tree("params.log_prior", params.log_prior, allow_neg_inf=True)
         _check_params(params.components, "params.components")
         if y is not None:
@@ -485,9 +538,19 @@ def sample_with_labels(
 
 
 def sample(
-    key: jax.Array, params: "GMM | LabelledGMM", num: int, *, y: jax.Array | None = None
+    key: jax.Array,
+    params: "GMM | LabelledGMM | SubspaceGMM",
+    num: int,
+    *,
+    y: jax.Array | None = None,
 ) -> jax.Array:
-    """x [num, D] ~ p(x); a LabelledGMM given labels y [num]: x ~ p(x | y)."""
+    """x [num, D] ~ p(x); a LabelledGMM given labels y [num]: x ~ p(x | y); a SubspaceGMM:
+    E[x | z] = mean + basis z [num, D] for z ~ its codes' mixture (no observation noise)."""
+    if isinstance(params, SubspaceGMM):
+        if checks.is_checkable(params):
+            _check_sample(key, params, num, y)
+        codes = sample_with_components(key, params.codes, num)[0]
+        return params.mean + codes @ params.basis.T
     return sample_with_components(key, params, num, y=y)[0]
 
 
@@ -558,3 +621,66 @@ def sample_conditional(
     noise = jax.random.normal(noise_key, mean.shape, mean.dtype)
     drawn = mean + jnp.einsum("nde,ne->nd", chol, noise)
     return jnp.where(_observed(jnp.asarray(x), observed), mean, drawn)
+
+
+# ----------------------------------------------------------------------------- subspace
+def _check_observe(params: SubspaceGMM, x, observed=None, **_) -> None:
+    _check_subspace(params)
+    checks.check_array("x", x, ("N", params.num_features), kinds=checks.FLOAT)
+    if observed is not None:
+        checks.check_array("observed", observed, (params.num_features,))
+
+
+@checks.validated(_check_observe)
+@jax.jit
+def observe(params: SubspaceGMM, x: jax.Array, observed: jax.Array | None = None) -> Conditional:
+    """The posterior over codes given the observed dimensions of x [N, D] (observed: bool [D],
+    one set for every row; None: all), by the formulas of the module docstring:
+    log_weights [N, K] log p(k | x_o), means [N, K, d] E[z | x_o, k], cov_cholesky [K, d, d]
+    the Cholesky factor of Cov[z | x_o, k] = A_k^-1 (the same for every row), and
+    marginal_log_likelihood [N] log p(x_o)."""
+    codes, basis, noise_var = params.codes, params.basis, params.noise_var
+    obs = jnp.ones(basis.shape[:1], x.dtype) if observed is None else observed.astype(x.dtype)
+    w_o = basis * obs[:, None]  # rows of the hidden dimensions zeroed: x_o only
+    resid = (x - params.mean) * obs
+    cov_chol = jnp.linalg.cholesky(full_covariances(codes))  # [K, d, d]
+    eye = jnp.eye(basis.shape[1], dtype=x.dtype)
+    precision = jax.vmap(lambda c: cho_solve((c, True), eye))(cov_chol)
+    a_chol = jnp.linalg.cholesky(precision + w_o.T @ w_o / noise_var)  # A_k = Lambda_k + G
+
+    def solve_a(b):  # A_k^-1 b for b [K, d, N]
+        return jax.vmap(lambda c, v: cho_solve((c, True), v))(a_chol, b)
+
+    proj = resid @ w_o / noise_var  # W_o^T (x_o - m_o) / s2: [N, d]
+    rhs = jnp.einsum("kde,ke->kd", precision, codes.means)[:, :, None] + proj.T[None]
+    z_means = jnp.transpose(solve_a(rhs), (2, 0, 1))  # [N, K, d]
+    r = resid[:, None, :] - (codes.means @ w_o.T)[None]  # x_o - m_o - W_o mu_k: [N, K, D]
+    g = jnp.einsum("nkp,pd->kdn", r, w_o) / noise_var  # W_o^T r / s2: [K, d, N]
+    quad = jnp.sum(r * r, axis=2) / noise_var - jnp.einsum("kdn,kdn->nk", g, solve_a(g))
+    log_det = (
+        jnp.sum(obs) * jnp.log(noise_var)
+        + 2 * jnp.sum(jnp.log(jnp.diagonal(cov_chol, axis1=1, axis2=2)), axis=1)
+        + 2 * jnp.sum(jnp.log(jnp.diagonal(a_chol, axis1=1, axis2=2)), axis=1)
+    )  # [K]
+    log_joint = jnp.log(codes.weights) - 0.5 * (
+        jnp.sum(obs) * math.log(2 * math.pi) + log_det + quad
+    )
+    marginal = jax.nn.logsumexp(log_joint, axis=1)
+    # Cov[z | x_o, k] = A_k^-1 = (L L^T)^-1: its lower Cholesky factor from that of A_k's
+    # inverse, chol(A_k^-1) = chol of cho_solve(A_k, I).
+    cov_z = jax.vmap(lambda c: cho_solve((c, True), eye))(a_chol)
+    return Conditional(log_joint - marginal[:, None], z_means, jnp.linalg.cholesky(cov_z), marginal)
+
+
+def _check_impute_subspace(params: SubspaceGMM, x, observed, **_) -> None:
+    _check_observe(params, x, observed)
+
+
+@checks.validated(_check_impute_subspace)
+@jax.jit
+def impute_subspace(params: SubspaceGMM, x: jax.Array, observed: jax.Array) -> jax.Array:
+    """E[x | x_o] [N, D]: observed entries (bool [D], the same for every row) as given, the
+    hidden ones mean_h + W_h E[z | x_o]."""
+    posterior_z = observe(params, x, observed)
+    z = jnp.einsum("nk,nkd->nd", jnp.exp(posterior_z.log_weights), posterior_z.means)
+    return jnp.where(observed, x, params.mean + z @ params.basis.T)
