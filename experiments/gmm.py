@@ -7,28 +7,34 @@ mnist: pixels / 255; a PCA basis W [784, d] (top `pca_dim` eigenvectors of the f
 covariance of the first `pca_train` training images, NumPy eigh); codes z = W^T (x - m) in float32.
 For each K in `num_components_list` a GMM (`covariance_type`, the best of `num_inits` k-means++
 starts, each followed by up to `num_iters` EM iterations stopping once the mean log-likelihood
-gains less than `tol`, `reg_covar`) is fitted to the codes of the first `num_train` training images;
-summary.json holds bic_kK / aic_kK (on those codes, lower is better), train_loglik_kK and
-test_loglik_kK (mean log-density per image of the PCA codes, not of pixels), seconds_kK,
-best_k_bic and best_k_aic. bic_vs_k.png plots BIC and AIC against K; samples.png shows
-samples of the best-BIC model decoded as m + W z, clipped to [0, 1].
+gains less than `tol`, `reg_covar`) is fitted to the codes of the first `num_train` training images
+on the training loop (gmm.loop_family: one EM iteration of every start a step), in its own
+workdir `kK/` (checkpoints, metrics.jsonl); summary.json holds bic_kK / aic_kK (on those codes,
+lower is better), train_loglik_kK and test_loglik_kK (mean log-density per image of the PCA
+codes, not of pixels), iterations_kK, seconds_kK (this launch's), best_k_bic and best_k_aic.
+bic_vs_k.png plots BIC and AIC against K; samples.png shows samples of the best-BIC model
+decoded as m + W z, clipped to [0, 1].
 
-Imputation (`impute_pixels`, imputation.png): the best-BIC mixture is read as a generative
-model of pixels, z ~ GMM, x = m + W z + e with e ~ N(0, s2 I) and s2 the PCA residual variance
-per pixel (the mean of the discarded eigenvalues, probabilistic PCA's maximum-likelihood
-noise). Given the observed pixels x_o (top half) this model is, per component k, linear
-Gaussian, so the posterior is exact: with G = W_o^T W_o / s2 and Lambda_k = Sigma_k^-1,
-  z | x_o, k ~ N(A_k^-1 (Lambda_k mu_k + W_o^T (x_o - m_o) / s2), A_k^-1),  A_k = Lambda_k + G,
-  p(k | x_o) ∝ w_k N(x_o | m_o + W_o mu_k, W_o Sigma_k W_o^T + s2 I),
-the marginal evaluated in d dimensions by Woodbury and the determinant lemma. The hidden
-pixels are imputed as their posterior mean m_h + W_h E[z | x_o]. imputation_mse is the mean
-squared error over the hidden pixels of `num_impute` test images (imputed values clipped to
-[0, 1]); imputation_mse_mean_baseline imputes the training mean image instead, and
-pca_reconstruction_mse_hidden is the floor of any imputation through this basis (the test
-image's own PCA reconstruction, which sees the hidden half).
+The best-BIC mixture is saved as a model of pixels (`model/`, a gmm.SubspaceGMM: z ~ GMM,
+x = m + W z + e with e ~ N(0, s2 I) and s2 the PCA residual variance per pixel, the mean of the
+discarded eigenvalues, probabilistic PCA's maximum-likelihood noise), so the workdir is reused
+without the data:
+  ./launch.sh sample --workdir=W --num=16          a PNG grid of decoded samples
+  ./launch.sh score --workdir=W --input=F          log p(x) of 28x28 PNG or .npy images, in
+                                                   nats, exact under that pixel model
+(`classify` refuses: the mixture is unlabelled.)
 
-Resumability: every fit takes seconds, so nothing is checkpointed; a rerun starts over.
-Times are wall seconds including compilation.
+Imputation (imputation.png): given the observed pixels x_o (top half) the saved model is, per
+component, linear Gaussian, so the posterior mean of the hidden pixels is exact
+(gmm.impute_subspace). imputation_mse is the mean squared error over the hidden pixels of
+`num_impute` test images (imputed values clipped to [0, 1]); imputation_mse_mean_baseline
+imputes the training mean image instead, and pca_reconstruction_mse_hidden is the floor of any
+imputation through this basis (the test image's own PCA reconstruction, which sees the
+hidden half).
+
+Resumability: each K's fit is a loop run in `kK/`; a killed run relaunched resumes the fit it
+was in and skips the finished ones (their final metrics are read back), then recomputes the
+PCA, the figures and the imputation (seconds). Times are wall seconds including compilation.
 """
 
 import pathlib
@@ -37,11 +43,13 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_solve
 
+from genjax_lab import saving
 from genjax_lab.core import config as config_lib
+from genjax_lab.core import data as data_lib
+from genjax_lab.core import loop, plots
+from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core import metrics as metrics_lib
-from genjax_lab.core import plots
 from genjax_lab.data import idx
 from genjax_lab.models import gmm
 
@@ -64,6 +72,12 @@ class PCA:
         """codes [N, d] -> pixels [N, D] (unclipped)."""
         return self.mean + np.asarray(z, np.float64) @ self.basis.T
 
+    def model(self, codes: gmm.GMM) -> gmm.SubspaceGMM:
+        """The mixture over codes as a model of pixels (float32): x = mean + basis z +
+        N(0, noise_var I)."""
+        as32 = lambda a: jnp.asarray(a, jnp.float32)
+        return gmm.SubspaceGMM(codes, as32(self.mean), as32(self.basis), as32(self.noise_var))
+
 
 def fit_pca(x: np.ndarray, dim: int) -> PCA:
     """PCA of x [N, D] by a float64 eigendecomposition of the sample covariance (divisor N; the
@@ -80,56 +94,6 @@ def fit_pca(x: np.ndarray, dim: int) -> PCA:
     return PCA(mean, vectors[:, :dim], noise_var)
 
 
-@jax.jit
-def impute_pixels(
-    params: gmm.GMM,
-    mean: jax.Array,
-    basis: jax.Array,
-    noise_var: jax.Array,
-    x: jax.Array,
-    observed: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
-    """Posterior mean of pixels given the observed ones under z ~ GMM,
-    x = mean + basis z + N(0, noise_var I).
-
-    params: a GMM over codes (d dims); mean [D], basis [D, d]; x [N, D] (missing entries any
-    finite value); observed bool [D], the same set for every row. Returns (E[x | x_o] [N, D]
-    with observed entries as given, log p(k | x_o) [N, K]).
-    """
-    obs = observed.astype(x.dtype)
-    w_o = basis * obs[:, None]  # rows of hidden pixels zeroed: x_o only
-    resid = (x - mean) * obs
-    gram = w_o.T @ w_o / noise_var  # G [d, d]
-    cov = gmm.full_covariances(params)  # [K, d, d]
-    eye = jnp.eye(basis.shape[1], dtype=x.dtype)
-    cov_chol = jnp.linalg.cholesky(cov)
-    precision = jax.vmap(lambda c: cho_solve((c, True), eye))(cov_chol)
-    a_chol = jnp.linalg.cholesky(precision + gram)  # A_k = Lambda_k + G
-
-    def solve_a(b):  # A_k^-1 b for b [K, d, N]
-        return jax.vmap(lambda c, v: cho_solve((c, True), v))(a_chol, b)
-
-    proj = resid @ w_o / noise_var  # W_o^T (x_o - m_o) / s2: [N, d]
-    rhs = jnp.einsum("kde,ke->kd", precision, params.means)[:, :, None] + proj.T[None]  # [K, d, N]
-    z_mean = jnp.transpose(solve_a(rhs), (2, 0, 1))  # [N, K, d]
-    # log N(x_o | m_o + W_o mu_k, W_o Sigma_k W_o^T + s2 I) in d dimensions (Woodbury,
-    # determinant lemma).
-    r = resid[:, None, :] - (params.means @ w_o.T)[None]  # [N, K, D]
-    g = jnp.einsum("nkp,pd->kdn", r, w_o) / noise_var  # W_o^T r / s2: [K, d, N]
-    quad = jnp.sum(r * r, axis=2) / noise_var - jnp.einsum("kdn,kdn->nk", g, solve_a(g))
-    log_det = (
-        jnp.sum(obs) * jnp.log(noise_var)
-        + 2 * jnp.sum(jnp.log(jnp.diagonal(cov_chol, axis1=1, axis2=2)), axis=1)
-        + 2 * jnp.sum(jnp.log(jnp.diagonal(a_chol, axis1=1, axis2=2)), axis=1)
-    )  # [K]
-    log_joint = jnp.log(params.weights) - 0.5 * (
-        jnp.sum(obs) * jnp.log(2 * jnp.pi) + log_det + quad
-    )
-    log_resp = log_joint - jax.nn.logsumexp(log_joint, axis=1, keepdims=True)
-    z_post = jnp.einsum("nk,nkd->nd", jnp.exp(log_resp), z_mean)
-    return jnp.where(observed, x, mean + z_post @ basis.T), log_resp
-
-
 def load_mnist(config) -> tuple[np.ndarray, np.ndarray]:
     """(train [N, 784], test [N', 784]) float64 pixels in [0, 1]."""
     mnist_dir = config.data.mnist_dir
@@ -143,6 +107,31 @@ def load_mnist(config) -> tuple[np.ndarray, np.ndarray]:
     return flat(train), flat(test)
 
 
+def _model_config(config, k: int):
+    model = gmm.default_config()
+    model.update(
+        num_components=k,
+        covariance_type=config.covariance_type,
+        num_iters=config.num_iters,
+        tol=config.tol,
+        num_inits=config.num_inits,
+        reg_covar=config.reg_covar,
+    )
+    return model
+
+
+def fit_k(config, workdir: pathlib.Path, dataset: data_lib.Dataset, k: int):
+    """The K-component fit on the training loop in workdir/kK (resumed where it stopped):
+    (the best start's GMM, host copy; the loop's result)."""
+    model = _model_config(config, k)
+    run = gmm.loop_config(model)
+    run.seed = config.seed
+    # The codes' recipe: a relaunch with other data is refused, not resumed on them.
+    run.data = {key: config[key] for key in ("pca_dim", "pca_train", "num_train", "num_test")}
+    result = loop.train_and_evaluate(run, workdir / f"k{k}", gmm.loop_family(model), dataset)
+    return mesh_lib.host_copy(gmm.best_start(result.state)), result
+
+
 def run_mnist(config, workdir: pathlib.Path) -> dict[str, float]:
     ks = [int(k) for k in config.num_components_list]
     if not ks or min(ks) < 1:
@@ -152,39 +141,28 @@ def run_mnist(config, workdir: pathlib.Path) -> dict[str, float]:
     train, test = load_mnist(config)
     train, test = train[: config.num_train], test[: config.num_test]
     pca = fit_pca(train[: config.pca_train], config.pca_dim)
-    z_train, z_test = jnp.asarray(pca.encode(train)), jnp.asarray(pca.encode(test))
+    z_train, z_test = pca.encode(train), pca.encode(test)
+    dataset = data_lib.Dataset({"train": {"x": z_train}, "test": {"x": z_test}})
     summary = {
         "pca_noise_var": pca.noise_var,
         "num_train": float(len(train)),
         "num_test": float(len(test)),
     }
     fits = {}
-    model = gmm.default_config()
-    model.update(
-        covariance_type=config.covariance_type,
-        num_iters=config.num_iters,
-        tol=config.tol,
-        num_inits=config.num_inits,
-        reg_covar=config.reg_covar,
-    )
     for k in ks:
         t0 = time.perf_counter()
-        model.num_components = k
-        params, history = gmm.fit(
-            jax.random.fold_in(jax.random.key(config.seed), k), {"x": z_train}, model
-        )
-        history = history["log_likelihood"]
+        params, result = fit_k(config, workdir, dataset, k)
         summary[f"seconds_k{k}"] = time.perf_counter() - t0
+        summary[f"iterations_k{k}"] = float(result.step)
         summary[f"bic_k{k}"] = float(gmm.bic(params, z_train))
         summary[f"aic_k{k}"] = float(gmm.aic(params, z_train))
         summary[f"train_loglik_k{k}"] = float(gmm.score(params, z_train))
-        summary[f"test_loglik_k{k}"] = float(gmm.score(params, z_test))
+        summary[f"test_loglik_k{k}"] = result.metrics["log_likelihood"]
         fits[k] = params
         metrics_lib.say(
             f"K={k}: BIC {summary[f'bic_k{k}']:.4g}, test log-lik "
             f"{summary[f'test_loglik_k{k}']:.2f} ({summary[f'seconds_k{k}']:.1f} s, "
-            f"{len(history)} EM iterations, log-lik {float(history[0]):.2f} -> "
-            f"{float(history[-1]):.2f})"
+            f"{result.step} EM iterations)"
         )
     best_bic = min(ks, key=lambda k: summary[f"bic_k{k}"])
     summary["best_k_bic"] = float(best_bic)
@@ -197,11 +175,19 @@ def run_mnist(config, workdir: pathlib.Path) -> dict[str, float]:
         "GMM on MNIST PCA codes, lower is better",
         "components K",
     )
-    best = fits[best_bic]
-    codes = gmm.sample(
+    best = pca.model(fits[best_bic])
+    # The finished workdir is a model of 28x28 images: ./launch.sh sample|score --workdir=W
+    meta = {
+        "num_features": config.pca_dim,
+        "dtype": "float32",
+        "observed_features": SIDE * SIDE,
+        "input": {"kind": "image", "shape": [SIDE, SIDE, 1], "layout": "flat"},
+    }
+    saving.save(workdir, "gmm", _model_config(config, best_bic), meta, best)
+    pixels = gmm.sample(
         jax.random.fold_in(jax.random.key(config.seed), 10_000), best, config.num_samples
     )
-    _save_digits(workdir / "samples.png", [np.clip(pca.decode(codes), 0.0, 1.0)])
+    _save_digits(workdir / "samples.png", [np.clip(np.asarray(pixels), 0.0, 1.0)])
     summary.update(
         _imputation(config, workdir, best, pca, test[: config.num_impute], train.mean(0))
     )
@@ -211,7 +197,7 @@ def run_mnist(config, workdir: pathlib.Path) -> dict[str, float]:
 def _imputation(
     config,
     workdir: pathlib.Path,
-    params: gmm.GMM,
+    params: gmm.SubspaceGMM,
     pca: PCA,
     test: np.ndarray,
     train_mean: np.ndarray,
@@ -219,14 +205,7 @@ def _imputation(
     observed = np.zeros((SIDE, SIDE), bool)
     observed[: SIDE // 2] = True
     observed = observed.ravel()
-    imputed, _ = impute_pixels(
-        params,
-        jnp.asarray(pca.mean, jnp.float32),
-        jnp.asarray(pca.basis, jnp.float32),
-        jnp.float32(pca.noise_var),
-        jnp.asarray(test, jnp.float32),
-        jnp.asarray(observed),
-    )
+    imputed = gmm.impute_subspace(params, jnp.asarray(test, jnp.float32), jnp.asarray(observed))
     imputed = np.clip(np.asarray(imputed, np.float64), 0.0, 1.0)
     hidden = ~observed
     reconstruction = np.clip(pca.decode(pca.encode(test)), 0.0, 1.0)

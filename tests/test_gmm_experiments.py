@@ -1,22 +1,24 @@
 """experiments/gmm.py: the tiny MNIST run end to end in process (summary keys, BIC falling from
-K = 1, imputation beating the mean image, decodable PNGs), the pixel imputation against a
-float64 NumPy conditioning of the joint Gaussian of (z, x_o), and a missing MNIST folder
-naming its config key."""
+K = 1, imputation beating the mean image, decodable PNGs), its finished workdir used as a model
+of 28x28 images by the CLI (sample, score of .npy and PNG images, classify refused), a killed
+K-fit resumed bitwise on the loop, and a missing MNIST folder naming its config key."""
 
 import json
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.stats import multivariate_normal
 
 from experiments.configs import gmm_mnist
+from genjax_lab import cli, saving
+from genjax_lab.core import data as data_lib
+from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core import replication as rep
+from genjax_lab.data import idx
 from genjax_lab.models import gmm
-from tests.helpers import shared_data
+from tests.helpers import checkpoint_steps, shared_data
 
 gx = rep.load_module("experiments/gmm.py")  # a script: its functions
 
@@ -28,14 +30,26 @@ def _png(path) -> tuple[int, int]:
         return image.size
 
 
-def test_tiny_mnist_in_process(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """(config, workdir) of the finished tiny MNIST run."""
     config = gmm_mnist.get_config("tiny")
     config.data.mnist_dir = str(shared_data("mnist"))
-    gx.main(config, tmp_path)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    workdir = tmp_path_factory.mktemp("gmm") / "run"
+    gx.main(config, workdir)
+    return config, workdir
+
+
+def test_tiny_mnist_in_process(tiny_run):
+    config, workdir = tiny_run
+    summary = json.loads((workdir / "summary.json").read_text())
     for k in (1, 4):
         for key in ("bic", "aic", "train_loglik", "test_loglik", "seconds"):
             assert math.isfinite(summary[f"{key}_k{k}"]), (key, k)
+        assert 1 <= summary[f"iterations_k{k}"] <= config.num_iters
+        assert checkpoint_steps(workdir / f"k{k}")[-1] == summary[f"iterations_k{k}"]
+    # One Gaussian: EM's second iteration changes nothing, the tol rule stops it there.
+    assert summary["iterations_k1"] == 2.0
     # A single Gaussian is a poor fit to ten digit classes: BIC falls by far more than noise.
     assert summary["bic_k4"] < 0.95 * summary["bic_k1"]
     assert summary["best_k_bic"] == 4.0 and summary["best_k_aic"] == 4.0
@@ -49,68 +63,80 @@ def test_tiny_mnist_in_process(tmp_path):
     assert summary["imputation_mse"] < 0.95 * summary["imputation_mse_mean_baseline"]
     assert summary["imputation_mse"] > summary["pca_reconstruction_mse_hidden"]
     assert summary["num_impute"] == 200.0
-    width, height = _png(tmp_path / "samples.png")
+    width, height = _png(workdir / "samples.png")
     assert width == 10 * 58 and height == 2 * 58  # 20 samples, 10 per row, 2x scale + border
-    _, height = _png(tmp_path / "imputation.png")
+    _, height = _png(workdir / "imputation.png")
     assert height > 3 * 58  # original, occluded and imputed rows
-    _png(tmp_path / "bic_vs_k.png")
+    _png(workdir / "bic_vs_k.png")
 
 
-def _numpy_conditioning(weights, means, covs, mean, basis, noise_var, x, observed):
-    """E[x | x_o] and p(k | x_o) of z ~ GMM, x = mean + basis z + N(0, noise_var I), by forming
-    each component's joint Gaussian of (z, x_o) and conditioning it (float64)."""
-    o, h = observed, ~observed
-    w_o = basis[o]
-    imputed, resp = [], []
-    for row in x:
-        log_joint, z_means = [], []
-        for w, mu, cov in zip(weights, means, covs):
-            m_x = mean[o] + w_o @ mu
-            c_zx = cov @ w_o.T
-            c_xx = w_o @ cov @ w_o.T + noise_var * np.eye(o.sum())
-            log_joint.append(np.log(w) + multivariate_normal(m_x, c_xx).logpdf(row[o]))
-            z_means.append(mu + c_zx @ np.linalg.solve(c_xx, row[o] - m_x))
-        log_joint = np.array(log_joint)
-        r = np.exp(log_joint - log_joint.max())
-        r /= r.sum()
-        z = r @ np.array(z_means)
-        out = row.copy()
-        out[h] = mean[h] + basis[h] @ z
-        imputed.append(out)
-        resp.append(r)
-    return np.array(imputed), np.array(resp)
+def test_the_finished_run_samples_and_scores_digit_images(tiny_run, tmp_path, capsys):
+    """The saved best-BIC model lives in PCA space but takes and gives pixels: sample writes
+    a PNG grid of digits, score reads .npy and PNG images and prints log p(x) of the pixels
+    (the same for both forms, and what the loaded model computes), classify refuses."""
+    config, workdir = tiny_run
+    model = saving.load(workdir)
+    assert isinstance(model.params, gmm.SubspaceGMM)
+    assert model.params.codes.num_components == 4 and model.params.num_features == 784
+    out = tmp_path / "drawn.png"
+    assert cli.main(["sample", f"--workdir={workdir}", "--num=6", f"--out={out}"]) == 0
+    width, height = _png(out)
+    assert width > 2 * 28 and height > 28
+    images, _ = idx.load_mnist_split(config.data.mnist_dir, "test")
+    np.save(tmp_path / "digits.npy", images[:3])
+    Image.fromarray(images[0]).save(tmp_path / "digit.png")
+    capsys.readouterr()
+    assert cli.main(["score", f"--workdir={workdir}", f"--input={tmp_path / 'digits.npy'}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "# log p(x) in nats (exact)"
+    scores = np.array([float(line.split("\t")[1]) for line in lines[1:]])
+    expected = model.log_prob(images[:3].reshape(3, -1).astype(np.float32) / 255.0)
+    np.testing.assert_allclose(scores, expected, atol=1e-3)
+    # A digit is far more likely than noise of the same range under a model of digits.
+    noise = np.random.default_rng(0).uniform(0, 1, (1, 784)).astype(np.float32)
+    assert float(model.log_prob(noise)[0]) < scores.min() - 1000
+    assert cli.main(["score", f"--workdir={workdir}", f"--input={tmp_path / 'digit.png'}"]) == 0
+    png_score = float(capsys.readouterr().out.splitlines()[1].split("\t")[1])
+    assert png_score == pytest.approx(scores[0], abs=1e-3)
+    assert cli.main(["classify", f"--workdir={workdir}", f"--input={tmp_path / 'digit.png'}"]) == 2
+    assert "unlabelled Gaussian mixture" in capsys.readouterr().err
 
 
-def test_impute_pixels_matches_joint_gaussian_conditioning():
-    rng = np.random.default_rng(0)
-    num_pixels, d, k, n = 7, 3, 3, 5
-    basis = np.linalg.qr(rng.normal(size=(num_pixels, d)))[0]
-    mean = rng.normal(size=num_pixels)
-    weights = np.array([0.5, 0.3, 0.2])
-    means = rng.normal(size=(k, d)) * 2
-    factors = rng.normal(size=(k, d, d))
-    covs = factors @ np.swapaxes(factors, 1, 2) + 0.3 * np.eye(d)
-    noise_var = 0.2
-    codes = means[rng.integers(0, k, n)] + rng.normal(size=(n, d))
-    x = mean + codes @ basis.T + rng.normal(size=(n, num_pixels)) * 0.4
-    observed = np.array([True, True, False, True, False, True, False])
-    expected, expected_resp = _numpy_conditioning(
-        weights, means, covs, mean, basis, noise_var, x, observed
-    )
-    assert expected_resp.max(1).min() < 0.99  # several components matter
-    with jax.enable_x64(True):
-        params = gmm.from_covariances(jnp.asarray(weights), jnp.asarray(means), jnp.asarray(covs))
-        imputed, log_resp = gx.impute_pixels(
-            params,
-            jnp.asarray(mean),
-            jnp.asarray(basis),
-            jnp.float64(noise_var),
-            jnp.asarray(x),
-            jnp.asarray(observed),
-        )
-        assert imputed.dtype == jnp.float64
-    np.testing.assert_allclose(np.asarray(imputed), expected, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(np.exp(np.asarray(log_resp)), expected_resp, rtol=1e-8, atol=1e-10)
+def _codes() -> data_lib.Dataset:
+    # Five overlapping clusters for three components: EM needs tens of iterations.
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(5, 4))
+    spread = rng.uniform(0.5, 1.5, (301, 1))
+    x = (centres[rng.integers(0, 5, 301)] + rng.normal(size=(301, 4)) * spread).astype(np.float32)
+    return data_lib.Dataset({"train": {"x": x[:250]}, "test": {"x": x[250:]}})
+
+
+def _fit(workdir, num_iters: int):
+    config = gmm_mnist.get_config("tiny")
+    config.update(num_iters=num_iters, num_inits=2, tol=1e-5)
+    return gx.fit_k(config, workdir, _codes(), 3)
+
+
+def test_a_killed_fit_resumes_bitwise_and_a_finished_one_trains_no_more(tmp_path):
+    """A K-fit stopped at iteration 4 (a shorter cap stands in for the kill: the loop keeps
+    the same checkpoint) and relaunched ends where the uninterrupted fit does, bitwise; a
+    relaunch of the finished fit trains nothing and rewrites nothing."""
+    whole, result = _fit(tmp_path / "whole", num_iters=60)
+    assert 4 < result.step < 60 and result.metrics["train_converged"] == 1.0
+    _, stopped = _fit(tmp_path / "resumed", num_iters=4)
+    assert stopped.step == 4 and checkpoint_steps(tmp_path / "resumed" / "k3") == [4]
+    resumed, again = _fit(tmp_path / "resumed", num_iters=60)
+    assert again.step == result.step
+    for a, b in zip(jax.tree.leaves(result.state), jax.tree.leaves(again.state)):
+        np.testing.assert_array_equal(a, b)
+    logged = metrics_lib.read_metrics(tmp_path / "whole" / "k3")
+    steps = checkpoint_steps(tmp_path / "whole" / "k3")
+    relaunched, final = _fit(tmp_path / "whole", num_iters=60)
+    assert final.step == result.step and final.metrics == result.metrics
+    assert checkpoint_steps(tmp_path / "whole" / "k3") == steps
+    assert metrics_lib.read_metrics(tmp_path / "whole" / "k3") == logged
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(relaunched)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_pca_noise_is_mean_discarded_eigenvalue():

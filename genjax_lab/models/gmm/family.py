@@ -465,15 +465,16 @@ def best_start(state: EMState) -> GMM:
 
 def loop_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The training loop's config of an EM fit: the loop's keys (core/loop.base_config) and
-    the model's `config` under `model`; num_steps, the iteration cap, is config.num_iters.
-    Saved every 10 iterations, evaluated at the end."""
+    the model's `config` under `model`, but for num_iters, which becomes the loop's
+    num_steps (the iteration cap: like any run's length, a relaunch may raise it and the fit
+    goes on). Saved every 10 iterations, evaluated at the end."""
     _check_config(config)
     run = base_config()
     run.num_steps = config.num_iters
     run.log_every = 10
     run.eval_every = 0
     run.checkpoint.every = 10
-    run.model = config
+    run.model = {key: value for key, value in config.items() if key != "num_iters"}
     return run
 
 
