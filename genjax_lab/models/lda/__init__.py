@@ -20,20 +20,24 @@ of an experiment's config):
 No label, so no classifier. `perplexity` is scikit-learn's estimator, under its name.
 
 Modules: maths (hyperparameters, state, checks, E-step, bounds), vb (batch and online VB),
-gibbs (collapsed Gibbs), model (the verbs, perplexities, sampling, topic matching).
+gibbs (collapsed Gibbs), model (the verbs, perplexities, sampling, topic matching), family
+(the three fits on the training loop: LDAFamily, loop_config).
 """
 
-from genjax_lab.models.lda import gibbs, maths, vb
+from genjax_lab.models.lda import family, gibbs, maths, vb
+from genjax_lab.models.lda.family import GibbsChain, LDAFamily, VBStarts, loop_config
 from genjax_lab.models.lda.gibbs import (
     GibbsState,
     Tokens,
     fit_gibbs,
     gibbs_doc_topics,
+    gibbs_params,
     gibbs_step,
     gibbs_topics,
     init_gibbs,
     log_prob_given_assignments,
     make_gibbs_steps,
+    make_sweep,
     tokens_from_bags,
 )
 from genjax_lab.models.lda.maths import (
@@ -84,10 +88,13 @@ __all__ = [
     "METHODS",
     "DocBatch",
     "FitHistory",
+    "GibbsChain",
     "GibbsState",
     "LDAConfig",
+    "LDAFamily",
     "SyntheticCorpus",
     "Tokens",
+    "VBStarts",
     "VBState",
     "check_bags",
     "check_state",
@@ -99,11 +106,13 @@ __all__ = [
     "document_bounds",
     "e_step",
     "elbo",
+    "family",
     "fit",
     "fit_gibbs",
     "fit_vb",
     "gibbs",
     "gibbs_doc_topics",
+    "gibbs_params",
     "gibbs_step",
     "gibbs_topics",
     "init",
@@ -113,8 +122,10 @@ __all__ = [
     "length_groups",
     "log_prob_bound",
     "log_prob_given_assignments",
+    "loop_config",
     "make_gibbs_steps",
     "make_online_step",
+    "make_sweep",
     "maths",
     "meta_from_data",
     "perplexity",

@@ -26,7 +26,14 @@ from jax.sharding import PartitionSpec as P
 from genjax_lab.core import checks
 from genjax_lab.core.mesh import DATA_AXIS
 from genjax_lab.data.text import BagOfWords
-from genjax_lab.models.lda.maths import LDAConfig, _inverse_cdf, _pad_rows, _put, check_bags
+from genjax_lab.models.lda.maths import (
+    LDAConfig,
+    VBState,
+    _inverse_cdf,
+    _pad_rows,
+    _put,
+    check_bags,
+)
 
 
 class Tokens(NamedTuple):
@@ -123,15 +130,16 @@ def log_prob_given_assignments(state: GibbsState, eta: float) -> jax.Array:
     )
 
 
-def make_gibbs_steps(alpha: float, eta: float, num_iters: int, mesh: Mesh | None = None):
-    """Jitted `run(state, words, mask, key) -> (state, log p(w | z) per sweep [num_iters])`.
+def make_sweep(alpha: float, eta: float, mesh: Mesh | None = None):
+    """`sweep(state, words, mask, key) -> state`: one sweep of every document, traceable.
 
-    Sweep s uses fold_in(key, s), then per device fold_in(., axis_index('data')). Without a
-    mesh, the sweep is the one-device case (device index 0).
+    With a mesh, each device sweeps its documents (sharded over 'data') keyed by
+    fold_in(key, axis_index('data')) and the shared counts' changes are summed after the
+    sweep (AD-LDA); without one, the one-device case (device index 0). `fit_gibbs` scans it;
+    the training loop's Gibbs family (models/lda/family.py) runs it once a step.
     """
     checks.check_positive("alpha", alpha)
     checks.check_positive("eta", eta)
-    checks.check_count("num_iters", num_iters)
 
     def device_sweep(state, words, mask, key):
         if mesh is None:
@@ -148,14 +156,24 @@ def make_gibbs_steps(alpha: float, eta: float, num_iters: int, mesh: Mesh | None
         tt = state.topic_total + jax.lax.psum(new.topic_total - state.topic_total, DATA_AXIS)
         return GibbsState(new.z, new.doc_topic, tw, tt)
 
-    if mesh is not None:
-        specs = GibbsState(P(DATA_AXIS), P(DATA_AXIS), P(), P())
-        device_sweep = jax.shard_map(
-            device_sweep,
-            mesh=mesh,
-            in_specs=(specs, P(DATA_AXIS), P(DATA_AXIS), P()),
-            out_specs=specs,
-        )
+    if mesh is None:
+        return device_sweep
+    specs = GibbsState(P(DATA_AXIS), P(DATA_AXIS), P(), P())
+    return jax.shard_map(
+        device_sweep,
+        mesh=mesh,
+        in_specs=(specs, P(DATA_AXIS), P(DATA_AXIS), P()),
+        out_specs=specs,
+    )
+
+
+def make_gibbs_steps(alpha: float, eta: float, num_iters: int, mesh: Mesh | None = None):
+    """Jitted `run(state, words, mask, key) -> (state, log p(w | z) per sweep [num_iters])`.
+
+    Sweep s is `make_sweep`'s with fold_in(key, s).
+    """
+    checks.check_count("num_iters", num_iters)
+    device_sweep = make_sweep(alpha, eta, mesh)
 
     @jax.jit
     def run(state, words, mask, key):
@@ -195,6 +213,17 @@ def fit_gibbs(
     run = make_gibbs_steps(config.alpha0, config.eta0, num_iters, mesh)
     state, log_liks = run(state, words_d, mask_d, sweep_key)
     return state, Tokens(words, mask), log_liks
+
+
+def gibbs_params(state: GibbsState, config: LDAConfig, num_sweeps) -> VBState:
+    """The chain as the verbs' parameters: q(beta_k) = Dirichlet(n_kw + eta), the topics'
+    posterior given the assignments (so E[beta] is the usual Gibbs estimate), fixed priors."""
+    return VBState(
+        (state.topic_word + config.eta0).astype(jnp.float32),
+        jnp.full((config.num_topics,), config.alpha0, jnp.float32),
+        jnp.float32(config.eta0),
+        jnp.asarray(num_sweeps, jnp.int32),
+    )
 
 
 def gibbs_topics(state: GibbsState, eta: float) -> jax.Array:

@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 from scipy.optimize import linear_sum_assignment
 
 from genjax_lab.core import checks
-from genjax_lab.data.text import BagOfWords, bag_of_ids
+from genjax_lab.data.text import BagOfWords, bag_of_ids, from_dense, to_dense
 from genjax_lab.models.lda import gibbs, vb
 from genjax_lab.models.lda.maths import (
     _TINY,
@@ -106,7 +106,7 @@ def posterior(
     """Topic proportions E_q[theta] [B, K] of (new) documents x under q(beta) (scikit-learn's
     `transform`), the document fixed point run to `mean_change_tol` or `max_doc_iter`."""
     config = _params_config(params, max_doc_iter, mean_change_tol)
-    ids, counts = check_bags(x.ids, x.counts, config.vocab_size)
+    ids, counts = _documents(x, config.vocab_size)
     return _proportions(dirichlet_expectation(params.lam), params.alpha, ids, counts, config)
 
 
@@ -328,12 +328,7 @@ def fit(
         if init is not None:
             raise ValueError("init: collapsed Gibbs starts from random assignments; pass None")
         state, _, log_probs = gibbs.fit_gibbs(key, bags, model, num_iters=num_iters, mesh=mesh)
-        params = VBState(
-            (state.topic_word + model.eta0).astype(jnp.float32),
-            jnp.full((model.num_topics,), model.alpha0, jnp.float32),
-            jnp.float32(model.eta0),
-            jnp.int32(num_iters),
-        )
+        params = gibbs.gibbs_params(state, model, num_iters)
         return params, {"objective": np.asarray(log_probs), "num_iters": num_iters}
     if config.method not in METHODS:
         raise ValueError(f"config.method must be one of {METHODS}, got {config.method!r}")
@@ -367,6 +362,17 @@ def _params_config(params: VBState, max_doc_iter: int, mean_change_tol: float) -
     return config
 
 
+def _documents(x: BagOfWords | np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (ids, counts) of documents given as bags of words or as a documents x
+    vocabulary count matrix [B, V] (the layout of the command line's text input)."""
+    if not isinstance(x, BagOfWords):
+        dense = checks.check_array("x", x, ("B", vocab_size), nonnegative=True)
+        if (dense != np.round(dense)).any():
+            raise ValueError("x: a documents x vocabulary matrix must hold whole word counts")
+        x = from_dense(dense)
+    return check_bags(x.ids, x.counts, vocab_size)
+
+
 @functools.partial(jax.jit, static_argnames="config")
 def _document_bounds(params: VBState, ids, counts, config: LDAConfig):
     log_beta = dirichlet_expectation(params.lam)
@@ -388,18 +394,27 @@ def log_prob_bound(
     and plus `topic_bound` it is `elbo`. The key is unused (the bound is deterministic)."""
     del key
     config = _params_config(params, max_doc_iter, mean_change_tol)
-    ids, counts = check_bags(x.ids, x.counts, config.vocab_size)
+    ids, counts = _documents(x, config.vocab_size)
     return _document_bounds(params, ids, counts, config)
 
 
 def sample(
-    key: jax.Array, params: VBState, num: int, *, y: Any = None, length: int = 100
-) -> BagOfWords:
+    key: jax.Array,
+    params: VBState,
+    num: int,
+    *,
+    y: Any = None,
+    length: int = 100,
+    as_counts: bool = False,
+) -> BagOfWords | np.ndarray:
     """`num` new documents of `length` words each from the generative process with the topics
-    E[beta]: bags of words [num, <= length]. `sample_documents` also returns z and theta."""
+    E[beta]: bags of words [num, <= length], or with `as_counts` a documents x vocabulary
+    count matrix [num, V] (the command line's text layout). `sample_documents` also returns
+    z and theta."""
     if y is not None:
         raise ValueError("y: LDA has no label to sample given; pass y=None")
     checks.check_count("num", num)
     checks.check_count("length", length)
     corpus = sample_documents(key, topic_word(params), params.alpha, num, length)
-    return bag_of_ids(np.asarray(corpus.words))
+    bags = bag_of_ids(np.asarray(corpus.words))
+    return to_dense(bags, params.lam.shape[1]) if as_counts else bags
