@@ -1,5 +1,6 @@
 """Naive Bayes against scikit-learn (float64), streamed and sharded statistics, missing
-features against refits on the observed features, sampling moments and bad input."""
+features against refits on the observed features, sampling moments and bad input; the loop
+family's counting epoch against the closed-form fit."""
 
 import itertools
 
@@ -12,6 +13,8 @@ from jax.sharding import PartitionSpec as P
 from scipy.special import gammaln, logsumexp
 from sklearn import naive_bayes as sk
 
+from genjax_lab.core import data as data_lib
+from genjax_lab.core import loop
 from genjax_lab.models import naive_bayes as nb
 
 C = 3
@@ -385,3 +388,31 @@ def test_init_has_the_structure_of_a_fit_so_a_saved_model_loads(kind, tmp_path):
         saving.save(tmp_path, "naive_bayes", config, meta, params)
         loaded = saving.load(tmp_path)
         np.testing.assert_array_equal(loaded.log_prob(data["x"]), nb.log_prob(params, data["x"]))
+
+
+@pytest.mark.parametrize("kind", nb.KINDS)
+def test_the_loop_counting_epoch_is_the_closed_form_fit(kind, tmp_path):
+    """One epoch of 40-row minibatches on the loop (shuffled, the last one padded and
+    masked, sharded over 8 devices), the statistics summed in the state, gives the library
+    fit's parameters: counts exactly, Gaussian moments to float rounding; its evaluation is
+    the fitted model's mean log p(x) and accuracy."""
+    x, y = _data(kind, n=203)
+    x, y = x.astype(np.float32), y.astype(np.int32)
+    config = _smoothed(kind)
+    meta = nb.meta_from_data({"x": x, "y": y}, config)
+    run = nb.loop_config(config, batch_size=40)
+    dataset = data_lib.Dataset({"train": {"x": x, "y": y}, "test": {"x": x[:50], "y": y[:50]}})
+    result = loop.train_and_evaluate(run, tmp_path, nb.loop_family(config, meta), dataset)
+    assert result.step == 6 and result.metrics["train_examples"] == 203
+    ours = nb.from_statistics(result.state, config)
+    expected = _params(x, y, config)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected)):
+        if kind == "gaussian":
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(a, b)
+    assert result.metrics["log_prob"] == pytest.approx(
+        float(np.mean(nb.log_prob(expected, x[:50]))), rel=1e-5
+    )
+    accuracy = np.mean(np.asarray(nb.classifier(expected).predict(x[:50])) == y[:50])
+    assert result.metrics["accuracy"] == pytest.approx(accuracy)

@@ -1,20 +1,26 @@
 """experiments/naive_bayes.py: the tiny spam and learning-curve runs end to end through their
 replication configs (summary keys, accuracies well above chance, our naive Bayes equal to
-scikit-learn's, PNGs), the helpers against brute-force references, and bad input naming
-the config key."""
+scikit-learn's, PNGs), the finished spam workdir used by the CLI in process (classify, score,
+sample), the filter's counting fit on the loop resumed bitwise, the helpers against
+brute-force references, and bad input naming the config key."""
 
 import json
 import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 from sklearn import metrics as sk_metrics
 
+from genjax_lab import cli, saving
+from genjax_lab.core import data as data_lib
+from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core import replication as rep
-from tests.helpers import REPO, assert_ok, process_env, shared_data
+from genjax_lab.data import text
+from tests.helpers import REPO, assert_ok, checkpoint_steps, process_env, shared_data
 
 nbx = rep.load_module("experiments/naive_bayes.py")  # a script: its functions
 
@@ -46,25 +52,118 @@ def _summary_and_png(workdir: pathlib.Path, png: str) -> dict:
     return summary
 
 
-def test_tiny_spam_end_to_end(tmp_path):
-    spam = shared_data("text/SMSSpamCollection")
-    assert_ok(
-        _run(
-            tmp_path, "experiments/replications/spam_nb.py:tiny", f"--config.data.spam_path={spam}"
-        )
-    )
-    summary = _summary_and_png(tmp_path / "run", "spam_roc.png")
+@pytest.fixture(scope="module")
+def spam_run(tmp_path_factory):
+    """The finished tiny spam run (the replication's tiny config), in process."""
+    config = rep.load_module("experiments/replications/spam_nb.py").get_config("tiny")
+    config.data.spam_path = str(shared_data("text/SMSSpamCollection"))
+    workdir = tmp_path_factory.mktemp("spam") / "run"
+    nbx.main(config, workdir)
+    return workdir
+
+
+def test_tiny_spam_end_to_end(spam_run):
+    summary = _summary_and_png(spam_run, "spam_roc.png")
     assert summary["num_train"] == 1200 and summary["num_test"] == 300
     # Spam is 13%: chance-level accuracy is 0.87.
     assert summary["nb_accuracy"] > 0.95 and summary["nb_auc"] > 0.97
     assert summary["logistic_accuracy"] > 0.93 and summary["logistic_auc"] > 0.97
-    # Our multinomial naive Bayes is scikit-learn's on the same counts.
+    # Our multinomial naive Bayes, counted on the loop (1,200 messages, 512 a step), is
+    # scikit-learn's on the same counts.
+    assert summary["nb_fit_steps"] == 3 and checkpoint_steps(spam_run / "fit") == [3]
     assert summary["nb_sklearn_prediction_agreement"] == 1.0
     for metric in ("accuracy", "precision", "recall", "auc"):
         assert summary[f"nb_{metric}"] == pytest.approx(summary[f"sklearn_nb_{metric}"], abs=1e-6)
     replication, _ = rep.load("spam_nb")
     for row in replication.rows:
         assert row.passes(summary[row.metric], "tiny"), (row.label, summary[row.metric])
+
+
+SPAM = "WINNER!! You have won a FREE prize. Call now to claim your cash award"
+HAM = "Are we still meeting for lunch tomorrow? I can bring the notes"
+
+
+def test_the_finished_spam_workdir_classifies_scores_and_samples(spam_run, tmp_path, capsys):
+    """classify names spam and ham with P(label | message); score prints log p(message) of
+    the counts over the saved vocabulary (what the loaded model gives); sample --label=1
+    prints messages of 12 vocabulary words."""
+    messages = tmp_path / "messages.txt"
+    messages.write_text(f"{SPAM}\n{HAM}\n")
+    capsys.readouterr()
+    assert cli.main(["classify", f"--workdir={spam_run}", f"--input={messages}"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [row[1] for row in rows] == ["spam", "ham"]
+    assert all(float(row[2]) > 0.9 for row in rows)
+    assert cli.main(["score", f"--workdir={spam_run}", f"--input={messages}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "# log p(x) in nats (exact)"
+    model = saving.load(spam_run)
+    vocabulary = text.Vocabulary(tuple(model.meta["input"]["vocabulary"]))
+    counts = text.to_dense(
+        text.bag_of_words([text.tokenize(m) for m in (SPAM, HAM)], vocabulary), len(vocabulary)
+    )
+    np.testing.assert_allclose(
+        [float(line.split("\t")[1]) for line in lines[1:]], model.log_prob(counts), atol=1e-3
+    )
+    assert cli.main(["sample", f"--workdir={spam_run}", "--num=3", "--label=1"]) == 0
+    drawn = capsys.readouterr().out.splitlines()
+    assert len(drawn) == 3
+    for line in drawn:  # "word" once, "wordxN" N times
+        total = 0
+        for token in line.split():
+            word, _, times = token.rpartition("x")
+            if token in vocabulary.words:
+                total += 1
+            else:
+                assert word in vocabulary.words and times.isdigit(), token
+                total += int(times)
+        assert total == 12
+
+
+def _counts() -> data_lib.Dataset:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 150).astype(np.int32)
+    x = rng.poisson(1.0 + 2.0 * y[:, None] * (np.arange(9) < 3), (150, 9)).astype(np.float32)
+    return data_lib.Dataset(
+        {"train": {"x": x[:110], "y": y[:110]}, "test": {"x": x[110:], "y": y[110:]}}
+    )
+
+
+def test_a_killed_filter_fit_resumes_bitwise_and_a_finished_one_counts_no_more(
+    tmp_path, monkeypatch
+):
+    """The counting fit stopped after 3 of its 7 steps (a shorter loop, as a kill leaves
+    it) and relaunched ends with the uninterrupted fit's counts, bitwise; relaunching the
+    finished fit counts nothing again and rewrites nothing."""
+    config = rep.load_module("experiments/replications/spam_nb.py").get_config("tiny")
+    config.nb.batch_size = 16
+    dataset = _counts()
+    _, whole, result = nbx.fit_filter(config, tmp_path / "whole", dataset)
+    assert result.step == 7 and result.metrics["train_examples"] == 110
+    loop_config = nbx.nb.loop_config
+
+    def stopped_after_3(*args):
+        run = loop_config(*args)
+        run.num_steps = 3
+        return run
+
+    with monkeypatch.context() as patch:
+        patch.setattr(nbx.nb, "loop_config", stopped_after_3)
+        _, _, stopped = nbx.fit_filter(config, tmp_path / "resumed", dataset)
+    assert stopped.step == 3 and stopped.metrics["train_examples"] == 48
+    _, resumed, again = nbx.fit_filter(config, tmp_path / "resumed", dataset)
+    assert again.step == 7
+    for a, b in zip(
+        jax.tree.leaves((whole, result.state)), jax.tree.leaves((resumed, again.state))
+    ):
+        np.testing.assert_array_equal(a, b)
+    logged = metrics_lib.read_metrics(tmp_path / "whole" / "fit")
+    _, relaunched, final = nbx.fit_filter(config, tmp_path / "whole", dataset)
+    assert final.step == 7 and final.metrics == result.metrics
+    assert checkpoint_steps(tmp_path / "whole" / "fit") == [4, 7]
+    assert metrics_lib.read_metrics(tmp_path / "whole" / "fit") == logged
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(relaunched)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_tiny_learning_curves_end_to_end(tmp_path):
