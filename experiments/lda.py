@@ -16,27 +16,80 @@ the documents and two held-out perplexities on the rest (the per-document variat
 and document completion: theta from half of each document's words, the other half scored),
 a unigram baseline, top words per topic in top_words.txt, and perplexity_vs_topics.png.
 
-Resumability: every fit takes seconds to a minute, so nothing is checkpointed; a run started
-again refits from scratch (the replication runner skips runs whose summary.json exists).
-Times are wall seconds including compilation.
+Every fit runs on the training loop (genjax_lab.models.lda.family): each in its own folder
+(bars: vb/ and gibbs/; corpus: k{K}/), checkpointed every `config.checkpoint.every`
+iterations; a relaunch resumes each fit bitwise where it stopped, and a relaunch of a finished
+run trains nothing and writes the same numbers. Times are wall seconds including compilation
+and checkpoints.
+
+A finished workdir is a model (genjax_lab.saving; ./launch.sh sample|score --workdir=W):
+bars saves the VB fit over the pixel words ('abcde'[row] + 'fghjk'[column], `PIXEL_WORDS`),
+corpus the K of the best completion perplexity (each K's own in k{K}/) over the training
+vocabulary; `sample` writes documents as the training documents' length, `score` each
+document's ELBO (a lower bound on log p(w) in nats).
 """
 
 import pathlib
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from genjax_lab import saving
 from genjax_lab.core import config as config_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core import plots
+from genjax_lab.core.loop import train_and_evaluate
 from genjax_lab.data import synthetic, text
 from genjax_lab.models import lda
 
 config_lib.define_flags(config_lib.beside(__file__, "configs/lda_bars.py"), "runs/lda")
 
+# ------------------------------------------------------------------------------- fits
+
+
+def fit_on_loop(
+    config,
+    workdir: pathlib.Path,
+    model: ml_collections.ConfigDict,
+    bags: text.BagOfWords,
+    vocab_size: int,
+    key: jax.Array,
+) -> tuple[lda.VBState, dict[str, float], float]:
+    """One fit of `model` (lda.default_config() keys) on the training loop in `workdir`,
+    resumed from its checkpoints: (params, the loop's final metrics, wall seconds)."""
+    family = lda.LDAFamily(model, vocab_size, key)
+    run_config = lda.loop_config(model, seed=config.seed, checkpoint_every=config.checkpoint.every)
+    t0 = time.perf_counter()
+    result = train_and_evaluate(
+        run_config, workdir, family.as_family(bags.num_docs), family.dataset(bags)
+    )
+    params = jax.block_until_ready(family.params(result.state))
+    return params, result.metrics, time.perf_counter() - t0
+
+
+def save_model(
+    workdir: pathlib.Path, model: ml_collections.ConfigDict, params, words, length: int
+) -> None:
+    """The finished fit as the workdir's model: text input over `words`; samples of `length`
+    words as count rows (what ./launch.sh sample prints)."""
+    meta = {
+        **lda.meta_from_data({"vocab_size": len(words)}, model),
+        "input": {
+            "kind": "text",
+            "vocabulary": list(words),
+            "sample_kwargs": {"length": int(length), "as_counts": True},
+        },
+    }
+    saving.save(workdir, "lda", model, meta, params)
+
+
 # -------------------------------------------------------------------------------- bars
+
+# Pixel (row, column) of the 5 x 5 grid as a word the text tokenizer keeps (letters only).
+PIXEL_WORDS = tuple(row + column for row in "abcde" for column in "fghjk")
 
 
 def model_config(config, num_topics: int, alpha: float | None, eta: float | None):
@@ -100,22 +153,22 @@ def run_bars(config, workdir: pathlib.Path) -> dict[str, float]:
     )
     observed, held = lda.split_bags(heldout, seed=config.seed)
     corpus_seconds = time.perf_counter() - t0
+    vocab_size = truth.shape[1]
     vb_config = model_config(config, m.num_topics, m.alpha, m.eta)
-    model = lda.lda_config(vb_config, truth.shape[1])
+    model = lda.lda_config(vb_config, vocab_size)
 
-    t0 = time.perf_counter()
-    vb_state, _ = lda.fit(k_vb, {"x": bags, "vocab_size": truth.shape[1]}, vb_config)
-    vb_state = jax.block_until_ready(vb_state)
-    vb_seconds = time.perf_counter() - t0
+    vb_state, _, vb_seconds = fit_on_loop(config, workdir / "vb", vb_config, bags, vocab_size, k_vb)
     vb_topics = np.asarray(lda.topic_word(vb_state))
     metrics_lib.say(f"VB ({config.vb.method}) in {vb_seconds:.1f} s")
 
-    t0 = time.perf_counter()
-    gibbs_state, _, log_probs = lda.fit_gibbs(
-        k_gibbs, bags, model, num_iters=config.gibbs.num_iters
+    gibbs_config = vb_config.copy_and_resolve_references()
+    gibbs_config.update(
+        {"method": "gibbs", "num_iters": int(config.gibbs.num_iters), "num_restarts": 1}
     )
-    gibbs_topics = np.asarray(lda.gibbs_topics(gibbs_state, model.eta0))
-    gibbs_seconds = time.perf_counter() - t0
+    gibbs_params, gibbs_metrics, gibbs_seconds = fit_on_loop(
+        config, workdir / "gibbs", gibbs_config, bags, vocab_size, k_gibbs
+    )
+    gibbs_topics = np.asarray(lda.topic_word(gibbs_params))
     metrics_lib.say(f"Gibbs ({config.gibbs.num_iters} sweeps) in {gibbs_seconds:.1f} s")
 
     def completion(topics) -> float:
@@ -124,6 +177,7 @@ def run_bars(config, workdir: pathlib.Path) -> dict[str, float]:
         )
 
     _plot_bars(workdir / "bars_topics.png", truth, {"VB": vb_topics, "Gibbs": gibbs_topics})
+    save_model(workdir, vb_config, vb_state, PIXEL_WORDS, data.doc_length)
     return {
         "vb_match_score": lda.topic_match_score(truth, vb_topics),
         "gibbs_match_score": lda.topic_match_score(truth, gibbs_topics),
@@ -131,7 +185,7 @@ def run_bars(config, workdir: pathlib.Path) -> dict[str, float]:
         "vb_completion_perplexity": completion(vb_topics),
         "gibbs_completion_perplexity": completion(gibbs_topics),
         "true_topics_completion_perplexity": completion(truth),
-        "gibbs_final_log_p_w_given_z": float(log_probs[-1]),
+        "gibbs_final_log_p_w_given_z": gibbs_metrics["train_log_p_w_given_z"],
         "vb_seconds": vb_seconds,
         "gibbs_seconds": gibbs_seconds,
         "corpus_seconds": corpus_seconds,
@@ -234,24 +288,26 @@ def run_corpus(config, workdir: pathlib.Path) -> dict[str, float]:
         "unigram_perplexity": unigram_perplexity(train, heldout, len(vocab)),
         "unigram_completion_perplexity": unigram_perplexity(train, held, len(vocab)),
     }
-    lines = []
+    lines, fits = [], {}
+    length = round(float(train.counts.sum()) / train.num_docs)  # words a sampled document has
     for k in ks:
         vb_config = model_config(config, k, None, None)
         model = lda.lda_config(vb_config, len(vocab))
-        t0 = time.perf_counter()
-        state, history = lda.fit(
-            jax.random.fold_in(jax.random.key(config.seed), k),
-            {"x": train, "vocab_size": len(vocab)},
+        state, metrics, summary[f"seconds_k{k}"] = fit_on_loop(
+            config,
+            workdir / f"k{k}",
             vb_config,
+            train,
+            len(vocab),
+            jax.random.fold_in(jax.random.key(config.seed), k),
         )
-        summary[f"seconds_k{k}"] = time.perf_counter() - t0
+        save_model(workdir / f"k{k}", vb_config, state, vocab.words, length)
+        fits[k] = vb_config, state
         summary[f"heldout_perplexity_k{k}"] = heldout_perplexity(state, heldout, model)
         summary[f"completion_perplexity_k{k}"] = lda.completion_perplexity(
             lda.topic_word(state), state.alpha, observed, held, model
         )
-        summary[f"train_bound_per_word_k{k}"] = float(history["objective"][-1]) / float(
-            train.counts.sum()
-        )
+        summary[f"train_bound_per_word_k{k}"] = metrics["train_elbo"] / float(train.counts.sum())
         metrics_lib.say(
             f"K={k}: held-out bound perplexity {summary[f'heldout_perplexity_k{k}']:.1f}, "
             f"completion {summary[f'completion_perplexity_k{k}']:.1f} "
@@ -266,6 +322,7 @@ def run_corpus(config, workdir: pathlib.Path) -> dict[str, float]:
         ]
     best = min(ks, key=lambda k: summary[f"completion_perplexity_k{k}"])
     summary["best_num_topics_by_completion"] = float(best)
+    save_model(workdir, *fits[best], vocab.words, length)
     (workdir / "top_words.txt").write_text(
         f"{pathlib.Path(config.data.path).name}: top words per topic\n" + "\n".join(lines) + "\n"
     )

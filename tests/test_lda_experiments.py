@@ -1,7 +1,8 @@
 """experiments/lda.py: the bars replication's tiny schedule end to end as a process (summary,
-match scores, PNG), the tiny real-text run in process (perplexity per K, top words, PNG),
-the held-out estimator against its definition, the topic-matching order, bad input naming
-the config key, and the replication module."""
+match scores, PNG), the tiny real-text run in process (perplexity per K, top words, PNG, a
+model per K), fits on the loop that resume bitwise, a finished workdir used by the command
+line (sample, score, classify), the held-out estimator against its definition, the
+topic-matching order, bad input naming the config key, and the replication module."""
 
 import json
 import math
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from genjax_lab import cli, saving
 from genjax_lab.core import replication as rep
 from genjax_lab.data import synthetic, text
 from genjax_lab.models import lda
@@ -81,6 +83,105 @@ def test_corpus_tiny_in_process(tmp_path):
     assert words[1] == "K = 3" and "K = 6" in words and len(words) == 1 + (1 + 3) + (1 + 6)
     assert len(words[2].split(":")[1].split()) == config.num_top_words
     _png(tmp_path / "perplexity_vs_topics.png")
+    # Every K's fit is a model, and the workdir's own is the best K's.
+    best = int(summary["best_num_topics_by_completion"])
+    assert saving.load(tmp_path).meta["num_topics"] == best
+    for k in (3, 6):
+        model = saving.load(tmp_path / f"k{k}")
+        assert model.params.lam.shape == (k, summary["vocab_size"])
+        assert model.meta["input"]["vocabulary"][0] in words[2]  # the commonest word
+
+
+def _tiny_bars():
+    """Bars in seconds: 120 documents of 30 words, 2 VB starts x 6 passes, 6 Gibbs sweeps,
+    checkpoints every 2 iterations."""
+    config = rep.experiment_config("experiments/configs/lda_bars.py", "tiny")
+    config.data.update({"num_docs": 120, "doc_length": 30, "heldout_docs": 20})
+    config.vb.update({"num_iters": 6, "num_restarts": 2})
+    config.gibbs.num_iters = 6
+    config.checkpoint.every = 2
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished_bars(tmp_path_factory) -> pathlib.Path:
+    workdir = tmp_path_factory.mktemp("bars")
+    lx.main(_tiny_bars(), workdir)
+    return workdir
+
+
+def _run_record(workdir: pathlib.Path) -> dict:
+    """What a relaunch must leave alone: each fit's checkpoints and logged metrics, the
+    summary without its times, the model's parameters."""
+    summary = json.loads((workdir / "summary.json").read_text())
+    return {
+        "fits": {
+            fit: (
+                sorted(p.name for p in (workdir / fit / "checkpoints").iterdir()),
+                (workdir / fit / "metrics.jsonl").read_text(),
+            )
+            for fit in ("vb", "gibbs")
+        },
+        "summary": {k: v for k, v in summary.items() if "seconds" not in k},
+        "params": [np.asarray(x) for x in jax.tree.leaves(saving.load(workdir).params)],
+    }
+
+
+def test_bars_fits_resume_bitwise_and_a_finished_run_trains_nothing(finished_bars, tmp_path):
+    """Both fits stopped early (VB at pass 3 of 6, Gibbs at sweep 4 of 6) and relaunched to
+    the end give the uninterrupted run's numbers bitwise; relaunching a finished run trains
+    nothing and writes the same numbers."""
+    whole = _run_record(finished_bars)
+    short = _tiny_bars()
+    short.vb.num_iters, short.gibbs.num_iters = 3, 4
+    lx.main(short, tmp_path)
+    lx.main(_tiny_bars(), tmp_path)
+    resumed = _run_record(tmp_path)
+    assert resumed["summary"] == whole["summary"]
+    for a, b in zip(resumed["params"], whole["params"]):
+        np.testing.assert_array_equal(a, b)
+    lx.main(_tiny_bars(), finished_bars)
+    again = _run_record(finished_bars)
+    assert again["fits"] == whole["fits"] and again["summary"] == whole["summary"]
+    for a, b in zip(again["params"], whole["params"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def _word_counts(line: str) -> dict[str, int]:
+    """A sampled document as the command line prints it: 'word' or 'wordxCOUNT' tokens."""
+    counts = {}
+    for token in line.split():
+        word, _, count = token.partition("x")
+        counts[word] = int(count or 1)
+    return counts
+
+
+def test_a_finished_bars_run_is_a_model_for_the_command_line(finished_bars, tmp_path, capsys):
+    """sample prints documents of pixel words; score prints each document's ELBO (the lower
+    bound, out-of-vocabulary words dropped); classify names the family."""
+    workdir = f"--workdir={finished_bars}"
+    assert cli.main(["sample", workdir, "--num=3", "--seed=1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        counts = _word_counts(line)
+        assert set(counts) <= set(lx.PIXEL_WORDS) and sum(counts.values()) == 30
+    documents = ["af ag ah aj ak", "af bf cf df ef", "af bg ch dj ek", "hello af af"]
+    path = tmp_path / "documents.txt"
+    path.write_text("\n".join(documents) + "\n")
+    assert cli.main(["score", workdir, f"--input={path}"]) == 0
+    header, *rows = capsys.readouterr().out.strip().splitlines()
+    assert header == "# log p(x) in nats (lower bound)" and len(rows) == 4
+    printed = np.array([float(row.split("\t")[1]) for row in rows])
+    model = saving.load(finished_bars)
+    vocabulary = text.Vocabulary(lx.PIXEL_WORDS)
+    bags = text.bag_of_words([text.tokenize(d) for d in documents], vocabulary)
+    expected = np.asarray(lda.log_prob_bound(None, model.params, bags))
+    np.testing.assert_allclose(printed, expected, atol=1e-3)
+    assert printed[3] > max(printed[:3])  # 2 words cost less than 5
+    assert cli.main(["classify", workdir, f"--input={path}"]) == 2
+    error = capsys.readouterr().err
+    assert "lda" in error and "cannot classify" in error
 
 
 def test_heldout_perplexity_is_the_document_bound():

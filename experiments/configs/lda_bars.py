@@ -43,6 +43,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         }
     )
     config.gibbs = ml_collections.ConfigDict({"num_iters": 200})
+    # Each fit (an iteration a step) saves a resumable checkpoint every this many iterations.
+    config.checkpoint = ml_collections.ConfigDict({"every": 50})
     if variant == "tiny":
         config.data.num_docs = 400
         config.data.heldout_docs = 50

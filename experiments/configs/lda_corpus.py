@@ -53,6 +53,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.num_topics_list = (5, 10, 20, 40)
     config.vb = ml_collections.ConfigDict({"num_iters": 50, "max_doc_iter": 100})
     config.num_top_words = 10
+    # Each fit (an iteration a step) saves a resumable checkpoint every this many iterations.
+    config.checkpoint = ml_collections.ConfigDict({"every": 25})
     if variant == "wiki250":
         config.data.path = str(TEXT_DIR / "wiki250_stemmed.cor.gz")
         config.data.update({"min_count": 10, "max_doc_fraction": 0.5, "max_size": 2000})
