@@ -11,8 +11,14 @@ the run saved beside it (`meta["input"]`), so each family reads what its users h
             `binarize` "threshold" sets pixels >= 0.5 to 1 (models of binary images).
   text      a text file, one message per line, counted over the saved vocabulary.
   sequence  a .npy array [T, D] (one sequence) or [B, T, D].
-Samples: a PNG grid for images, words for text, a .npy file for sequences; what else a
-family's `sample` needs (a document's or a sequence's length) is `sample_kwargs` there.
+  symbols   a .npy array of integer symbols in [0, num_symbols), [T] (one sequence) or [B, T].
+  audio     a .wav recording, a folder of them, or a text file listing them (one path a
+            line, relative to the list's folder), read by genjax_lab.data.audio and turned
+            into MFCC sequences with the front-end settings the run saved (`mfcc`).
+Samples: a PNG grid for images, words for text, one line of symbols per sequence, a .npy
+file for sequences and for audio (MFCC frames [N, T, D]: features, not sound; there is no
+vocoder); what else a family's `sample` needs (a document's or a sequence's length) is
+`sample_kwargs` there.
 Bad input ends in one line naming the flag or file, and exit status 2.
 """
 
@@ -106,11 +112,63 @@ def _read_sequences(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[np.nda
     return sequences, [f"{path.name}[{i}]" for i in range(len(sequences))]
 
 
-_READERS = {"image": _read_images, "text": _read_text, "sequence": _read_sequences}
+def _read_symbols(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[np.ndarray, list[str]]:
+    symbols = np.load(path)
+    if symbols.ndim == 1:
+        symbols = symbols[None]
+    if symbols.ndim != 2 or not np.issubdtype(symbols.dtype, np.integer):
+        raise UsageError(
+            f"--input={path}: symbols must be integers [T] or [B, T], got {symbols.dtype} "
+            f"{symbols.shape}"
+        )
+    if symbols.size and (symbols.min() < 0 or symbols.max() >= spec["num_symbols"]):
+        raise UsageError(
+            f"--input={path}: symbols must lie in [0, {spec['num_symbols']}), got "
+            f"[{symbols.min()}, {symbols.max()}]"
+        )
+    return symbols.astype(np.int32), [f"{path.name}[{i}]" for i in range(len(symbols))]
 
 
-def read_input(model: saving.Model, path: str) -> tuple[np.ndarray, list[str]]:
-    """The model's inputs from `path` and a name for each."""
+def _wav_files(path: pathlib.Path) -> list[pathlib.Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav")
+        if not files:
+            raise UsageError(f"--input={path}: no .wav files in this folder")
+        return files
+    if path.suffix.lower() == ".wav":
+        return [path]
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise UsageError(f"--input={path}: no .wav paths in this list (one a line)")
+    files = [path.parent / line for line in lines]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise UsageError(f"--input={path}: lists {missing[0]}, which does not exist")
+    return files
+
+
+def _read_audio(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[Any, list[str]]:
+    from genjax_lab.data import audio
+    from genjax_lab.models.hmm import Sequences
+
+    files = _wav_files(path)
+    waves = [audio.read_wav(f) for f in files]
+    features, lengths = audio.mfcc(waves, audio.MfccConfig(**spec["mfcc"]))
+    return Sequences(features, lengths), [f.name for f in files]
+
+
+_READERS = {
+    "image": _read_images,
+    "text": _read_text,
+    "sequence": _read_sequences,
+    "symbols": _read_symbols,
+    "audio": _read_audio,
+}
+
+
+def read_input(model: saving.Model, path: str) -> tuple[Any, list[str]]:
+    """The model's inputs from `path` (an array, or the family's own batch such as an HMM's
+    Sequences) and a name for each."""
     spec = _input_spec(model)
     file = pathlib.Path(path)
     if not file.exists():
@@ -137,6 +195,11 @@ def bayes_classifier(model: saving.Model):
         return model.classifier()
     except NotImplementedError as error:
         raise UsageError(f"--workdir: {error}: it cannot classify") from error
+    except TypeError as error:  # a family that classifies, fitted without labels
+        raise UsageError(
+            f"--workdir: this {model.family_name} model was fitted without labels, so it "
+            f"cannot classify ({error})"
+        ) from error
 
 
 def classify(model: saving.Model, x: np.ndarray, key: jax.Array) -> list[tuple[str, float]]:
@@ -187,8 +250,16 @@ def _write_samples(model: saving.Model, samples: Any, out: str | None) -> str:
             )
             for row in counts
         )
+    if kind == "symbols":
+        return "\n".join(" ".join(str(s) for s in row) for row in np.asarray(samples))
     path = pathlib.Path(out or "samples.npy")
-    np.save(path, np.asarray(jax.tree_util.tree_leaves(samples)[0]))
+    array = np.asarray(jax.tree_util.tree_leaves(samples)[0])
+    np.save(path, array)
+    if kind == "audio":
+        return (
+            f"wrote {len(array)} MFCC sequences {list(array.shape)} to {path} (features, not "
+            "sound: there is no vocoder to turn them back into audio)"
+        )
     return f"wrote samples to {path}"
 
 

@@ -54,6 +54,23 @@ class MfccConfig(NamedTuple):
     delta_width: int = 2
 
 
+def read_wav(source: "str | pathlib.Path | io.BytesIO", name: str | None = None) -> np.ndarray:
+    """One recording as FSDD has them, [S] int16: mono, 8 kHz, 16-bit. `source` is a path or
+    a file object; `name` (default: the path) is what an error names. Raises ValueError for
+    a file that is not such a wav."""
+    name = str(source) if name is None else name
+    try:
+        rate, wave = wavfile.read(source)
+    except ValueError as error:  # scipy's word for a file that is not a RIFF/WAVE
+        raise ValueError(f"{name}: not a wav file ({error})") from error
+    if rate != SAMPLE_RATE or wave.ndim != 1 or wave.dtype != np.int16:
+        raise ValueError(
+            f"{name} is {rate} Hz {wave.dtype} with shape {wave.shape}, expected mono "
+            f"{SAMPLE_RATE} Hz int16 (the features are defined at that rate)"
+        )
+    return wave
+
+
 def read_fsdd(tarball: str | pathlib.Path) -> Recordings:
     """Every `{digit}_{speaker}_{index}.wav` in the tarball (sorted by name), validated to be
     mono 8 kHz 16-bit. Raises FileNotFoundError if `tarball` is missing, ValueError if it
@@ -67,12 +84,8 @@ def read_fsdd(tarball: str | pathlib.Path) -> Recordings:
             match = _NAME.match(member.name)
             if not member.isfile() or match is None:
                 continue
-            rate, wave = wavfile.read(io.BytesIO(archive.extractfile(member).read()))
-            if rate != SAMPLE_RATE or wave.ndim != 1 or wave.dtype != np.int16:
-                raise ValueError(
-                    f"tarball: {member.name} is {rate} Hz {wave.dtype} with shape "
-                    f"{wave.shape}, expected mono {SAMPLE_RATE} Hz int16"
-                )
+            data = io.BytesIO(archive.extractfile(member).read())
+            wave = read_wav(data, f"tarball: {member.name}")
             rows.append((member.name, int(match[1]), match[2], int(match[3]), wave))
     if not rows:
         raise ValueError(f"tarball: {tarball} holds no '{{digit}}_{{speaker}}_{{index}}.wav' files")

@@ -1,5 +1,6 @@
 """Hidden Markov models (genjax_lab.api's verbs): the model maths, scoring, decoding and
-sampling in `model`; config, starts, EM and `fit` in `fit`.
+sampling in `model`; config, starts, EM and `fit` in `fit`; the EM fit on the training loop
+(`EMFamily`) in `family`.
 
 Data layout: {"x": Sequences(obs, lengths) or obs [B, T] int / [B, T, D] float, "y": [B] int
 (class-conditional fits only), "mask": [B] (optional sequence weights)}. Parameters: an
@@ -7,6 +8,7 @@ Data layout: {"x": Sequences(obs, lengths) or obs [B, T] int / [B, T, D] float, 
 leading class axis, and log_prior [C]).
 """
 
+from genjax_lab.models.hmm.family import EMFamily, class_buckets, whole_batch
 from genjax_lab.models.hmm.fit import (
     EMISSIONS,
     MAXIMUM_LIKELIHOOD,
@@ -22,6 +24,7 @@ from genjax_lab.models.hmm.fit import (
     init_categorical_hmm,
     init_gaussian_hmm,
     meta_from_data,
+    objective,
     parameter_log_prior,
 )
 from genjax_lab.models.hmm.model import (
@@ -69,6 +72,7 @@ __all__ = [
     "MAXIMUM_LIKELIHOOD",
     "CategoricalEmission",
     "DiagGaussianEmission",
+    "EMFamily",
     "EMStats",
     "Emission",
     "FullGaussianEmission",
@@ -79,6 +83,7 @@ __all__ = [
     "Sequences",
     "as_sequences",
     "categorical_emission",
+    "class_buckets",
     "check_params",
     "class_log_likelihoods",
     "classifier",
@@ -107,6 +112,7 @@ __all__ = [
     "meta_from_data",
     "most_likely_states",
     "num_states",
+    "objective",
     "parameter_log_prior",
     "posterior",
     "sample",
@@ -117,4 +123,5 @@ __all__ = [
     "stack_hmms",
     "transition_probs",
     "validate_sequences",
+    "whole_batch",
 ]

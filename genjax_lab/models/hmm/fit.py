@@ -453,7 +453,10 @@ def init_gaussian_hmm(
     return HMMParams(init_logits, trans_logits, em)
 
 
-def _objective(params, obs, lengths, mask, prior):
+def objective(
+    params: HMMParams, obs: Array, lengths: Array, mask: Array, prior: HMMPrior = DEFAULT_PRIOR
+) -> Array:
+    """The MAP objective sum_b mask_b log p(x_b) + log p(theta), a scalar (no validation)."""
     loglik = hmm_log_likelihood(*hmm_model._potentials(params, obs), lengths)
     return jnp.sum(mask * loglik) + parameter_log_prior(params, prior)
 
@@ -483,7 +486,7 @@ def _fit_gradient(params, obs, lengths, mask, num_iters, optimizer, prior):
     frames = jnp.sum(mask * lengths)
 
     def loss_fn(p):
-        return -_objective(p, obs, lengths, mask, prior) / frames
+        return -objective(p, obs, lengths, mask, prior) / frames
 
     def step(carry, _):
         p, opt_state = carry
@@ -711,11 +714,6 @@ def _converged(objective: np.ndarray, iterations: np.ndarray, tol: float) -> np.
     last = objective[rows, np.maximum(iterations - 1, 0)]
     previous = objective[rows, np.maximum(iterations - 2, 0)]
     return (iterations >= 2) & (last - previous < tol)
-
-
-def _pick(better: np.ndarray, new, old):
-    """Per class [C]: the new start's leaf where it is better, else the old one's."""
-    return np.where(better.reshape(-1, *[1] * (np.ndim(new) - 1)), new, old)
 
 
 def _pick(better: np.ndarray, new, old):
