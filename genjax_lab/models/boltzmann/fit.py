@@ -36,17 +36,21 @@ from jax.sharding import PartitionSpec as P
 from genjax_lab.core import checks
 from genjax_lab.core.mesh import DATA_AXIS
 from genjax_lab.models.boltzmann.model import (
+    ClassRBMParams,
     DBMChains,
     DBMParams,
     RBMParams,
     chain_keys,
     check_visible,
+    class_rbm_as_rbm,
+    class_rbm_from_rbm_layout,
     compose_dbm,
     dbm_as_rbm,
     dbm_from_rbm_layout,
     dbm_unnormalized_bound,
     free_energy_from_logits,
     hidden_logits,
+    init_class_rbm,
     init_dbm,
     init_dbm_chains,
     init_rbm,
@@ -56,7 +60,8 @@ from genjax_lab.models.boltzmann.model import (
 )
 
 METHODS = ("cd", "pcd")
-KINDS = ("rbm", "dbm")
+KINDS = ("rbm", "dbm")  # what the loop (experiments/boltzmann.py) trains
+FIT_KINDS = (*KINDS, "class_rbm")  # what `fit` trains in memory
 
 
 class _Stats(NamedTuple):
@@ -131,11 +136,12 @@ def _negative_phase(
     up: float,
     down: float,
     mesh: Mesh | None,
+    labels: int = 0,
 ):
     """Advances this device's chains `start` [n, V] by k sweeps: (chains, their local weighted
-    _Stats)."""
+    _Stats). labels: the trailing softmax group of a classification RBM (`run_chains`)."""
     keys = chain_keys(key, _chain_offset(mesh, start.shape[0]), start.shape[0])
-    v, _ = run_chains(params, start, keys, k, visible, up, down)
+    v, _ = run_chains(params, start, keys, k, visible, up, down, labels=labels)
     logits = hidden_logits(params, v, up)
     free_energies = free_energy_from_logits(params, v, logits, visible)
     return v, _phase_stats(v, jax.nn.sigmoid(logits), weights, free_energies)
@@ -169,6 +175,7 @@ def make_rbm_step(
     up_scale: float = 1.0,
     down_scale: float = 1.0,
     keep_negatives: bool = False,
+    labels: int = 0,
 ) -> Callable:
     """The CD-k / PCD-k step `(params, opt_state, chains, batch, key, num_sweeps=None) ->
     (params, opt_state, chains, metrics)`.
@@ -185,8 +192,14 @@ def make_rbm_step(
     metrics: mean free energy of the data and of the chains (their gap tracks overfitting).
     num_sweeps: an int32 [] that replaces k at this call (a schedule of k, e.g. CD-1 rising
     to CD-25); None: k.
+    labels: C > 0 trains a classification RBM in its RBM form (`class_rbm_as_rbm`): the last
+    C columns of batch["x"] (and of the chains) are the one-hot label, which the negative
+    phase draws as one softmax group (Larochelle & Bengio 2008's generative CD).
     """
     _check_step_args(method, k, visible, mesh)
+    checks.check_count("labels", labels, minimum=0)
+    if labels and visible != "bernoulli":
+        raise ValueError("labels: a classification RBM has Bernoulli visible units")
     checks.check_positive("up_scale", up_scale)
     checks.check_positive("down_scale", down_scale)
 
@@ -209,6 +222,7 @@ def make_rbm_step(
             up=up_scale,
             down=down_scale,
             mesh=mesh,
+            labels=labels,
         )
         return chains, _reduce((pos, neg), mesh)
 
@@ -425,10 +439,11 @@ def sweeps_at(step: jax.Array, k: int, k_start: int, ramp_steps: int) -> jax.Arr
     return (k_start + jnp.floor((k - k_start) * fraction)).astype(jnp.int32)
 
 
-def check_model_config(model: ml_collections.ConfigDict) -> None:
-    """config.model names a kind, a method and sweep counts this family has."""
-    if model.kind not in KINDS:
-        raise ValueError(f"config.model.kind must be 'rbm' or 'dbm', got {model.kind!r}")
+def check_model_config(model: ml_collections.ConfigDict, kinds: tuple[str, ...] = KINDS) -> None:
+    """config.model names a kind (one of `kinds`), a method and sweep counts this family has."""
+    if model.kind not in kinds:
+        fit_only = " ('class_rbm' is trained by boltzmann.fit)" if kinds == KINDS else ""
+        raise ValueError(f"config.model.kind must be one of {kinds}{fit_only}, got {model.kind!r}")
     if model.method not in METHODS:
         raise ValueError(f"config.model.method must be one of {METHODS}, got {model.method!r}")
     if model.kind == "dbm" and model.method != "pcd":
@@ -447,19 +462,31 @@ def check_model_config(model: ml_collections.ConfigDict) -> None:
 
 
 def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict:
-    """The sizes `data["x"]` [N, ...] fixes: num_visible (V) and the example shape."""
-    del config  # every size the config sets is read from it again at `init`
+    """The sizes `data["x"]` [N, ...] fixes: num_visible (V) and the example shape; for a
+    classification RBM also num_classes, from the labels `data["y"]` [N] (the largest + 1)."""
     shape = tuple(int(d) for d in np.shape(data["x"])[1:])
-    return {"num_visible": int(np.prod(shape)), "image_shape": list(shape)}
+    meta = {"num_visible": int(np.prod(shape)), "image_shape": list(shape)}
+    if config.model.kind == "class_rbm":
+        checks.check_mapping("data", data, ("x", "y"))
+        labels = checks.check_array("data['y']", data["y"], (len(data["x"]),), kinds=checks.INTEGER)
+        if labels.min() < 0:
+            raise ValueError(f"data['y'] must hold labels >= 0, got {labels.min()}")
+        meta["num_classes"] = max(int(labels.max()) + 1, 2)
+    return meta
 
 
 def init(key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, Any]):
-    """Fresh parameters: RBMParams (config.model.kind 'rbm') or DBMParams ('dbm'), small
-    random weights and zero biases (`fit` sets the visible biases from the data's means)."""
+    """Fresh parameters: RBMParams (config.model.kind 'rbm'), DBMParams ('dbm') or
+    ClassRBMParams ('class_rbm'), small random weights and zero biases (`fit` sets the
+    visible biases from the data's means)."""
     m = config.model
-    check_model_config(m)
+    check_model_config(m, FIT_KINDS)
     if m.kind == "rbm":
         return init_rbm(key, meta["num_visible"], m.num_hidden, weight_scale=m.weight_scale)
+    if m.kind == "class_rbm":
+        return init_class_rbm(
+            key, meta["num_visible"], meta["num_classes"], m.num_hidden, weight_scale=m.weight_scale
+        )
     return init_dbm(
         key, meta["num_visible"], m.num_hidden, m.num_hidden2, weight_scale=m.weight_scale
     )
@@ -476,11 +503,14 @@ def fit(
     key: jax.Array,
     data: Mapping[str, Any],
     config: ml_collections.ConfigDict,
-    init: RBMParams | DBMParams | None = None,
+    init: RBMParams | DBMParams | ClassRBMParams | None = None,
 ) -> tuple[Any, dict]:
-    """Trains an RBM (CD-k or PCD-k) or a DBM (greedy pretraining, then joint PCD) in memory.
+    """Trains an RBM (CD-k or PCD-k), a DBM (greedy pretraining, then joint PCD) or a
+    classification RBM (config.model.kind 'class_rbm': CD-k or PCD-k on the joint of x and
+    its one-hot label, Larochelle & Bengio 2008) in memory.
 
-    data: {"x": [N, ...] visible vectors in [0, 1] (binary, already binarized)}. config: the
+    data: {"x": [N, ...] visible vectors in [0, 1] (binary, already binarized), and for a
+    classification RBM "y": [N] integer labels}. config: the
     family's whole config (`default_config()`): model, optim, pretrain, batch_size and
     num_epochs (whole epochs; a DBM spends 2 x pretrain.epochs of them pretraining, as in
     the loop). Each epoch is one `make_epoch` scan of `make_rbm_step` / `make_dbm_step` on
@@ -490,7 +520,7 @@ def fit(
     num_iters, the number of steps taken.
     """
     m = config.model
-    check_model_config(m)
+    check_model_config(m, FIT_KINDS)
     if m.k_ramp_epochs > 0 and m.k_start < m.k:
         raise ValueError(
             "config.model.k_ramp_epochs > 0: fit keeps k fixed; ramp k with the "
@@ -500,7 +530,7 @@ def fit(
     x = jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1)
     num_epochs = _whole_epochs("config.num_epochs", config.num_epochs)
     pretrain_epochs = _whole_epochs("config.pretrain.epochs", config.pretrain.epochs)
-    if m.kind == "rbm" or init is not None:
+    if m.kind != "dbm" or init is not None:
         pretrain_epochs = 0
     joint_epochs = num_epochs - 2 * pretrain_epochs
     if joint_epochs < 1:
@@ -524,6 +554,36 @@ def fit(
         )
         step = make_rbm_step(optimizer, method=m.method, k=int(m.k))
         chains = init_rbm_chains(chain_key, num_chains, x.shape[1]) if m.method == "pcd" else None
+    elif m.kind == "class_rbm":
+        num_visible, num_classes = x.shape[1], meta_from_data(data, config)["num_classes"]
+        if init is None:
+            init = init_class_rbm(
+                init_key,
+                num_visible,
+                num_classes,
+                m.num_hidden,
+                data_mean=data_mean,
+                weight_scale=m.weight_scale,
+            )
+            frequencies = np.bincount(np.asarray(data["y"]), minlength=num_classes) + 1.0
+            init = init._replace(b_label=jnp.asarray(np.log(frequencies / frequencies.sum())))
+        # trained in its RBM form over [x, one-hot y], the label a softmax group in the chains
+        params = class_rbm_as_rbm(init)
+        x = jnp.concatenate([x, jax.nn.one_hot(jnp.asarray(data["y"]), num_classes)], axis=1)
+        step = make_rbm_step(optimizer, method=m.method, k=int(m.k), labels=num_classes)
+        if m.method == "pcd":
+            bits_key, labels_key = jax.random.split(chain_key)
+            chains = jnp.concatenate(
+                [
+                    init_rbm_chains(bits_key, num_chains, num_visible),
+                    jax.nn.one_hot(
+                        jax.random.randint(labels_key, (num_chains,), 0, num_classes), num_classes
+                    ),
+                ],
+                axis=1,
+            )
+        else:
+            chains = None
     else:
         if init is not None:
             params = init
@@ -559,4 +619,6 @@ def fit(
         )
         history.append(metrics)
     stacked = {name: np.asarray([float(h[name]) for h in history]) for name in history[0]}
+    if m.kind == "class_rbm":
+        params = class_rbm_from_rbm_layout(params, x.shape[1] - num_classes)
     return params, {**stacked, "num_iters": joint_epochs * steps_per_epoch}

@@ -40,6 +40,17 @@ class DBMParams(NamedTuple):
     b_h2: jax.Array  # [H2]
 
 
+class ClassRBMParams(NamedTuple):
+    """A classification RBM (Larochelle & Bengio, ICML 2008): one-hot label units y [C]
+    beside the visible units, E(v, y, h) = -v W h - y U h - b.v - d.y - c.h."""
+
+    W: jax.Array  # [V, H]
+    U: jax.Array  # [C, H] label-to-hidden weights
+    b_vis: jax.Array  # [V]
+    b_hid: jax.Array  # [H]
+    b_label: jax.Array  # [C]
+
+
 class DBMChains(NamedTuple):
     """Persistent DBM chains: h1 is redrawn from (v, h2) at every sweep, so it is not kept."""
 
@@ -229,26 +240,58 @@ def sample_visible(keys: jax.Array, mean: jax.Array, visible: str) -> jax.Array:
     return sample_bernoulli(keys, mean) if visible == "bernoulli" else sample_normal(keys, mean)
 
 
-def _sweep(params: RBMParams, v, keys, visible: str, up: float, down: float):
-    """One block-Gibbs sweep v -> h -> v' per chain; returns (v', E[v' | h])."""
+def _sweep(params: RBMParams, v, keys, visible: str, up: float, down: float, observed, labels):
+    """One block-Gibbs sweep v -> h -> v' per chain; returns (v', E[v' | h]).
+
+    observed: None, or [N, V] booleans: those units keep their values in v (clamped).
+    labels: the number of trailing visible units that form one softmax group (a one-hot
+    label, drawn from p(y | h) as a whole rather than bit by bit; 0: none).
+    """
     pairs = jax.vmap(jax.random.split)(keys)
     h = sample_bernoulli(pairs[:, 0], jax.nn.sigmoid(hidden_logits(params, v, up)))
-    mean = visible_mean(params, h, visible, down)
-    return sample_visible(pairs[:, 1], mean, visible), mean
+    if labels:
+        field = params.b_vis + down * (h @ params.W.T)
+        pixel_mean = jax.nn.sigmoid(field[:, :-labels])
+        label_keys = jax.vmap(jax.random.fold_in, (0, None))(pairs[:, 1], 1)
+        drawn = jax.vmap(jax.random.categorical)(label_keys, field[:, -labels:])
+        new = jnp.concatenate(
+            [
+                sample_bernoulli(pairs[:, 1], pixel_mean),
+                jax.nn.one_hot(drawn, labels, dtype=v.dtype),
+            ],
+            axis=1,
+        )
+        mean = jnp.concatenate([pixel_mean, jax.nn.softmax(field[:, -labels:])], axis=1)
+    else:
+        mean = visible_mean(params, h, visible, down)
+        new = sample_visible(pairs[:, 1], mean, visible)
+    if observed is not None:
+        new, mean = jnp.where(observed, v, new), jnp.where(observed, v, mean)
+    return new, mean
 
 
 def run_chains(
-    params: RBMParams, v, keys, num_steps, visible: str, up: float = 1.0, down: float = 1.0
+    params: RBMParams,
+    v,
+    keys,
+    num_steps,
+    visible: str,
+    up: float = 1.0,
+    down: float = 1.0,
+    *,
+    observed=None,
+    labels: int = 0,
 ):
     """`num_steps` sweeps; sweep t of chain r uses fold_in(keys[r], t). Returns (v, E[v | h]).
 
     num_steps: a Python int, or a traced int32 [] (a schedule of k inside a compiled step).
+    observed, labels: clamped units and a trailing softmax group, as in `_sweep`.
     """
 
     def body(t, carry):
         v, _ = carry
         step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, t)
-        return _sweep(params, v, step_keys, visible, up, down)
+        return _sweep(params, v, step_keys, visible, up, down, observed, labels)
 
     return jax.lax.fori_loop(0, num_steps, body, (v, jnp.zeros_like(v)))
 
@@ -386,10 +429,79 @@ def compose_dbm(rbm1: RBMParams, rbm2: RBMParams) -> DBMParams:
     )
 
 
+# ---------------------------------------------------------------------- the classification RBM
+
+
+def init_class_rbm(
+    key: jax.Array,
+    num_visible: int,
+    num_classes: int,
+    num_hidden: int,
+    *,
+    data_mean=None,
+    weight_scale: float = 0.01,
+) -> ClassRBMParams:
+    """Small random W and U, zero hidden and label biases, visible biases from `data_mean`."""
+    checks.check_count("num_classes", num_classes, minimum=2)
+    k1, k2 = jax.random.split(key)
+    rbm = init_rbm(k1, num_visible, num_hidden, data_mean=data_mean, weight_scale=weight_scale)
+    return ClassRBMParams(
+        W=rbm.W,
+        U=weight_scale * jax.random.normal(k2, (num_classes, num_hidden)),
+        b_vis=rbm.b_vis,
+        b_hid=rbm.b_hid,
+        b_label=jnp.zeros(num_classes),
+    )
+
+
+def class_rbm_as_rbm(params: ClassRBMParams) -> RBMParams:
+    """The RBM over (visible [v, y], hidden h): W [V + C, H], visible biases [b; d]. Its
+    states with a one-hot y are the classification RBM's, so the block-Gibbs sweeps run on
+    it with y as one softmax group (`run_chains(..., labels=C)`)."""
+    return RBMParams(
+        W=jnp.concatenate([params.W, params.U], axis=0),
+        b_vis=jnp.concatenate([params.b_vis, params.b_label]),
+        b_hid=params.b_hid,
+    )
+
+
+def class_rbm_from_rbm_layout(rbm: RBMParams, num_visible: int) -> ClassRBMParams:
+    """Inverse of `class_rbm_as_rbm` (also maps gradients given in that layout back)."""
+    return ClassRBMParams(
+        W=rbm.W[:num_visible],
+        U=rbm.W[num_visible:],
+        b_vis=rbm.b_vis[:num_visible],
+        b_hid=rbm.b_hid,
+        b_label=rbm.b_vis[num_visible:],
+    )
+
+
+def label_free_energies(params: ClassRBMParams, v: jax.Array) -> jax.Array:
+    """F(v, y) = -b.v - d_y - sum_j softplus(c_j + (v W)_j + U_yj) for every label y, the
+    hidden units summed out analytically: v [B, V] -> [B, C]."""
+    logits = v @ params.W + params.b_hid
+    hidden = jnp.sum(jax.nn.softplus(logits[:, None, :] + params.U), axis=-1)
+    return -(v @ params.b_vis)[:, None] - params.b_label - hidden
+
+
+def free_energy_given_label(params: ClassRBMParams, v: jax.Array, y: jax.Array) -> jax.Array:
+    """F(v, y) for one label per row, y [B] int: [B] (`label_free_energies` at y, C times
+    cheaper)."""
+    # jnp: loaded parameters are NumPy arrays, which cannot be indexed by a traced y
+    U, b_label = jnp.asarray(params.U), jnp.asarray(params.b_label)
+    logits = v @ params.W + params.b_hid + U[y]
+    return -(v @ params.b_vis) - b_label[y] - jnp.sum(jax.nn.softplus(logits), axis=-1)
+
+
+def label_log_probs(params: ClassRBMParams, v: jax.Array) -> jax.Array:
+    """log p(y | v) = -F(v, y) - logsumexp_y' -F(v, y'), exact: [B, V] -> [B, C]."""
+    return jax.nn.log_softmax(-label_free_energies(params, v), axis=-1)
+
+
 # ----------------------------------------------------------------------------- the verbs
 
 
-def visible_batch(params: RBMParams | DBMParams, x) -> jax.Array:
+def visible_batch(params: RBMParams | DBMParams | ClassRBMParams, x) -> jax.Array:
     """x [B, ...] (images or vectors) as the visible vectors [B, V] of `params`, float32; an
     error naming x where it has another size or values that are not finite reals."""
     if checks.is_checkable(x):
@@ -401,37 +513,127 @@ def visible_batch(params: RBMParams | DBMParams, x) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
+def check_labels(params: ClassRBMParams, y, num: int) -> jax.Array:
+    """y [num] integer labels of the classification RBM `params`, as int32; or an error naming y."""
+    num_classes = np.shape(params.b_label)[0]
+    labels = checks.check_array("y", y, (num,), kinds=checks.INTEGER)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f"y must hold labels in [0, {num_classes}), got {labels.min()}..{labels.max()}"
+        )
+    return jnp.asarray(labels, jnp.int32)
+
+
 def sample(
-    key: jax.Array, params: RBMParams | DBMParams, num: int, *, y=None, num_sweeps: int = 1000
+    key: jax.Array,
+    params: RBMParams | DBMParams | ClassRBMParams,
+    num: int,
+    *,
+    y=None,
+    num_sweeps: int = 1000,
 ) -> jax.Array:
     """`num` visible vectors [num, V] (binary) after `num_sweeps` block-Gibbs sweeps from
-    uniform random bits. y: the Boltzmann family has no label units, so only None."""
-    if y is not None:
-        raise ValueError(
-            "y: this Boltzmann machine has no label units, so it samples only jointly (y=None)"
-        )
+    uniform random bits. y: [num] labels for a classification RBM, whose label units are
+    then clamped (x ~ p(x | y)); None samples (x, y) jointly and returns x. An RBM or a DBM
+    has no label units, so only None."""
     checks.check_count("num", num)
     checks.check_count("num_sweeps", num_sweeps)
     checks.check_finite_tree("params", params)
-    return _sample(key, params, num, num_sweeps)
+    if y is not None:
+        if not isinstance(params, ClassRBMParams):
+            raise ValueError(
+                "y: this Boltzmann machine has no label units, so it samples only jointly "
+                "(y=None); a classification RBM (config.model.kind='class_rbm') has them"
+            )
+        y = check_labels(params, y, num)
+    num_visible = params.b_vis.shape[0]
+    start = jnp.zeros((num, num_visible), jnp.float32)
+    return _clamped_gibbs(key, params, start, jnp.zeros((1, num_visible), bool), y, num_sweeps)
 
 
-@functools.partial(jax.jit, static_argnames=("num", "num_sweeps"))
-def _sample(key, params, num: int, num_sweeps: int) -> jax.Array:
-    start_key, chain_key = jax.random.split(key)
+def inpaint(
+    key: jax.Array,
+    params: RBMParams | DBMParams | ClassRBMParams,
+    x,
+    observed,
+    *,
+    y=None,
+    num_sweeps: int = 1000,
+) -> jax.Array:
+    """Fills in the unobserved visible units of each x given the observed ones: one draw
+    from p(x_unobserved | x_observed) per row, after `num_sweeps` block-Gibbs sweeps in
+    which the observed units stay clamped (the unobserved start from uniform random bits).
+
+    x: [B, ...] binary (its unobserved entries are ignored). observed: booleans of x's shape,
+    or broadcastable to it (one image-shaped mask for the whole batch). y: [B] labels to
+    clamp as well (classification RBM only; None sums the label out). Returns x's shape:
+    the observed entries of x, the rest sampled. A DBM's h2 and a classification RBM's free
+    label are sampled along and summed out.
+    """
+    v = visible_batch(params, x)
+    mask = np.asarray(observed)
+    if mask.dtype != bool:
+        raise ValueError(f"observed must be booleans (True: clamped), got dtype {mask.dtype}")
+    try:
+        mask = np.broadcast_to(mask, np.shape(x))
+    except ValueError:
+        raise ValueError(
+            f"observed must broadcast to x's shape {np.shape(x)}, got shape {mask.shape}"
+        ) from None
+    checks.check_count("num_sweeps", num_sweeps)
+    checks.check_finite_tree("params", params)
+    if y is not None:
+        if not isinstance(params, ClassRBMParams):
+            raise ValueError("y: only a classification RBM has label units to clamp")
+        y = check_labels(params, y, v.shape[0])
+    mask = jnp.asarray(mask.reshape(v.shape))
+    return _clamped_gibbs(key, params, v, mask, y, num_sweeps).reshape(np.shape(x))
+
+
+@functools.partial(jax.jit, static_argnames=("num_sweeps",))
+def _clamped_gibbs(key, params, v, observed, y, num_sweeps: int) -> jax.Array:
+    """Block Gibbs on the RBM form of `params` with the `observed` [N or 1, V] units of v
+    [N, V] (and the labels y [N], if given) clamped: the visible units [N, V] at the end.
+
+    A DBM runs as its RBM over [v, h2] (`dbm_as_rbm`), a classification RBM as its RBM over
+    [v, y] with y one softmax group; h2 and free labels start uniform, like free pixels.
+    """
+    num, num_visible = v.shape
+    start_key, extra_key, chain_key = jax.random.split(key, 3)
+    observed = jnp.broadcast_to(observed, v.shape)
+    noise = jax.random.bernoulli(start_key, 0.5, v.shape).astype(v.dtype)
+    state, clamped, labels = jnp.where(observed, v, noise), observed, 0
     if isinstance(params, DBMParams):
-        chains, _ = dbm_gibbs_chain(
-            params, init_dbm_chains(start_key, num, params), chain_key, num_sweeps
-        )
-        return chains.v
-    v0 = init_rbm_chains(start_key, num, params.W.shape[0])
-    return gibbs_chain(params, v0, chain_key, num_sweeps)[0]
+        rbm = dbm_as_rbm(params)
+        extra = jax.random.bernoulli(extra_key, 0.5, (num, params.b_h2.shape[0]))
+        extra_clamped = jnp.zeros_like(extra)
+    elif isinstance(params, ClassRBMParams):
+        rbm, labels = class_rbm_as_rbm(params), params.b_label.shape[0]
+        free = y is None
+        if free:
+            y = jax.random.randint(extra_key, (num,), 0, labels)
+        extra = jax.nn.one_hot(y, labels, dtype=bool)
+        extra_clamped = jnp.full(extra.shape, not free)
+    else:
+        rbm, extra = params, None
+    if extra is not None:
+        state = jnp.concatenate([state, extra.astype(v.dtype)], axis=1)
+        clamped = jnp.concatenate([clamped, extra_clamped], axis=1)
+    keys = chain_keys(chain_key, 0, num)
+    state, _ = run_chains(
+        rbm, state, keys, num_sweeps, "bernoulli", observed=clamped, labels=labels
+    )
+    return state[:, :num_visible]
 
 
-def posterior(params: RBMParams | DBMParams, x: jax.Array, *, num_iters: int = 10):
+def posterior(params: RBMParams | DBMParams | ClassRBMParams, x: jax.Array, *, num_iters: int = 10):
     """The hidden units given x [B, ...]: an RBM's p(h_j = 1 | v) [B, H]; a DBM's mean-field
-    marginals (mu1 [B, H1], mu2 [B, H2]) after `num_iters` updates."""
+    marginals (mu1 [B, H1], mu2 [B, H2]) after `num_iters` updates; a classification RBM's
+    p(h_j = 1 | v) = sum_y p(y | v) p(h_j = 1 | v, y) [B, H], the label summed out exactly."""
     v = visible_batch(params, x)
     if isinstance(params, DBMParams):
         return mean_field(params, v, num_iters)
+    if isinstance(params, ClassRBMParams):
+        given_label = jax.nn.sigmoid((v @ params.W + params.b_hid)[:, None, :] + params.U)
+        return jnp.einsum("bc,bch->bh", jnp.exp(label_log_probs(params, v)), given_label)
     return hidden_probs(params, v)

@@ -32,13 +32,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from genjax_lab import api
+from genjax_lab.core import checks
 from genjax_lab.inference import ais
 from genjax_lab.models.boltzmann.model import (
+    ClassRBMParams,
     DBMParams,
     RBMParams,
+    check_labels,
     check_visible,
     dbm_as_rbm,
     dbm_lower_bound,
+    free_energy_given_label,
+    label_free_energies,
     rbm_log_prob,
     sample_bernoulli,
     sample_visible,
@@ -180,9 +186,13 @@ def _states(start, num: int, bits: int, dtype) -> jax.Array:
     return ((ints[:, None] >> jnp.arange(bits, dtype=jnp.int32)) & 1).astype(dtype)
 
 
-def _log_terms_over_hidden(params: RBMParams, h, visible: str):
-    """log sum_v exp(-E(v, h)) for each h [S, H]: [S]."""
+def _log_terms_over_hidden(params: RBMParams | ClassRBMParams, h, visible: str):
+    """log sum_v exp(-E(v, h)) for each h [S, H]: [S] (a classification RBM: for each label
+    too, [S, C])."""
     field = params.b_vis + h @ params.W.T
+    if isinstance(params, ClassRBMParams):
+        own = h @ params.b_hid + jnp.sum(jax.nn.softplus(field), -1)
+        return own[:, None] + params.b_label + h @ params.U.T
     if visible == "bernoulli":
         return h @ params.b_hid + jnp.sum(jax.nn.softplus(field), -1)
     num_visible = params.b_vis.shape[0]
@@ -194,13 +204,17 @@ def _log_terms_over_hidden(params: RBMParams, h, visible: str):
     )
 
 
-def _log_terms_over_visible(params: RBMParams, v, visible: str):
-    """log sum_h exp(-E(v, h)) = -F(v) for each binary v [S, V]: [S]."""
+def _log_terms_over_visible(params: RBMParams | ClassRBMParams, v, visible: str):
+    """log sum_h exp(-E(v, h)) = -F(v) for each binary v [S, V]: [S] (a classification RBM:
+    -F(v, y) for each label too, [S, C])."""
+    if isinstance(params, ClassRBMParams):
+        return -label_free_energies(params, v)
     return v @ params.b_vis + jnp.sum(jax.nn.softplus(v @ params.W + params.b_hid), -1)
 
 
 @functools.partial(jax.jit, static_argnames=("side", "visible", "chunk_size"))
-def _enumerate(params: RBMParams, side: str, visible: str, chunk_size: int):
+def _enumerate(params: RBMParams | ClassRBMParams, side: str, visible: str, chunk_size: int):
+    """logsumexp over the 2^n states of one layer of `terms`: [] ([C] with a label axis)."""
     bits = params.W.shape[1] if side == "hidden" else params.W.shape[0]
     total = 2**bits
     chunk = min(chunk_size, total)
@@ -209,10 +223,12 @@ def _enumerate(params: RBMParams, side: str, visible: str, chunk_size: int):
     def chunk_lse(start):
         states = _states(start, chunk, bits, params.W.dtype)
         valid = start + jnp.arange(chunk) < total  # the last chunk may run past 2^bits
-        return jax.nn.logsumexp(jnp.where(valid, terms(params, states, visible), -jnp.inf))
+        values = terms(params, states, visible)
+        valid = valid.reshape(valid.shape + (1,) * (values.ndim - 1))
+        return jax.nn.logsumexp(jnp.where(valid, values, -jnp.inf), axis=0)
 
     starts = jnp.arange(0, total, chunk, dtype=jnp.int32)
-    return jax.nn.logsumexp(jax.lax.map(chunk_lse, starts))
+    return jax.nn.logsumexp(jax.lax.map(chunk_lse, starts), axis=0)
 
 
 def exact_log_z(
@@ -238,15 +254,27 @@ def exact_log_z(
         raise ValueError(
             "side='visible' needs binary visible units; Gaussian ones are integrated out instead"
         )
-    bits = num_hidden if side == "hidden" else num_visible
+    _check_enumerable("exact_log_z", num_hidden if side == "hidden" else num_visible, side)
+    checks.check_count("chunk_size", chunk_size)
+    return _enumerate(params, side, visible, chunk_size)
+
+
+def _check_enumerable(name: str, bits: int, side: str) -> None:
     if bits > MAX_ENUMERATION_BITS:
         raise ValueError(
-            f"exact_log_z would enumerate 2^{bits} {side} states; at most "
+            f"{name} would enumerate 2^{bits} {side} states; at most "
             f"2^{MAX_ENUMERATION_BITS} allowed"
         )
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    return _enumerate(params, side, visible, chunk_size)
+
+
+def label_log_partition(params: ClassRBMParams, *, chunk_size: int = 4096) -> jax.Array:
+    """log Z_y = log sum_{v, h} exp(-E(v, y, h)) of a classification RBM for every label, by
+    enumerating its smaller layer (hidden or visible), the rest summed out analytically:
+    [C]. log Z = logsumexp_y log Z_y, and log p(y) = log Z_y - log Z."""
+    side = "hidden" if params.W.shape[1] <= params.W.shape[0] else "visible"
+    _check_enumerable("label_log_partition", min(params.W.shape), side)
+    checks.check_count("chunk_size", chunk_size)
+    return _enumerate(params, side, "bernoulli", chunk_size)
 
 
 def dbm_exact_log_z(params: DBMParams, *, chunk_size: int = 4096) -> jax.Array:
@@ -257,9 +285,14 @@ def dbm_exact_log_z(params: DBMParams, *, chunk_size: int = 4096) -> jax.Array:
 # ----------------------------------------------------------------------------- the verbs
 
 
-def log_partition(params: RBMParams | DBMParams, *, chunk_size: int = 4096) -> jax.Array:
-    """Exact log Z of a Bernoulli RBM or a DBM by enumeration (the smaller layer of the RBM
-    or of the DBM's RBM form must have at most MAX_ENUMERATION_BITS units): []."""
+def log_partition(
+    params: RBMParams | DBMParams | ClassRBMParams, *, chunk_size: int = 4096
+) -> jax.Array:
+    """Exact log Z of a Bernoulli RBM, a DBM or a classification RBM by enumeration (the
+    smaller layer of the RBM or of the DBM's RBM form must have at most MAX_ENUMERATION_BITS
+    units): []."""
+    if isinstance(params, ClassRBMParams):
+        return jax.nn.logsumexp(label_log_partition(params, chunk_size=chunk_size))
     if isinstance(params, DBMParams):
         return dbm_exact_log_z(params, chunk_size=chunk_size)
     return exact_log_z(params, chunk_size=chunk_size)
@@ -272,16 +305,33 @@ def _ais_log_z(key, params, num_runs: int, betas, base_vis_bias) -> float:
     return ais_log_z(params, betas, key, num_runs, base_vis_bias=base_vis_bias).log_z
 
 
-def log_prob(params: RBMParams, x: jax.Array, log_z=None) -> jax.Array:
+def log_prob(params: RBMParams | ClassRBMParams, x: jax.Array, y=None, *, log_z=None) -> jax.Array:
     """Exact log p(v) = -F(v) - log Z of a Bernoulli RBM, in nats: x [B, ...] -> [B].
 
     log_z: the RBM's log partition function; None: enumerated here by `log_partition`
     (small models only: pass an AIS estimate, or use `log_prob_estimate`, for large ones).
+    A classification RBM: log p(x | y) = -F(x, y) - log Z_y for labels y [B], or the
+    marginal log p(x) = logsumexp_y -F(x, y) - log Z with y None; log_z is then the [C]
+    per-label log Z_y of `label_log_partition` (None: enumerated).
     """
     if isinstance(params, DBMParams):
         raise NotImplementedError(
             "a DBM's log p(v) is intractable even given log Z: use "
             "log_prob_bound (the mean-field lower bound)"
+        )
+    if isinstance(params, ClassRBMParams):
+        v = visible_batch(params, x)
+        label_log_z = label_log_partition(params) if log_z is None else jnp.asarray(log_z)
+        if y is None:
+            return jax.nn.logsumexp(-label_free_energies(params, v), -1) - jax.nn.logsumexp(
+                label_log_z
+            )
+        y = check_labels(params, y, v.shape[0])
+        return -free_energy_given_label(params, v, y) - label_log_z[y]
+    if y is not None:
+        raise ValueError(
+            "y: this RBM has no label units (a classification RBM, "
+            "config.model.kind='class_rbm', has them)"
         )
     if log_z is None:
         if min(params.W.shape) > MAX_ENUMERATION_BITS:
@@ -343,3 +393,118 @@ def log_prob_bound(
     if log_z is None:
         log_z = _ais_log_z(key, params, num_runs, betas, base_vis_bias)
     return dbm_lower_bound(params, v, log_z, num_iters)
+
+
+# ----------------------------------------------------------------------------- pseudo-likelihood
+
+
+def _require_bernoulli_rbm(params, name: str) -> None:
+    if not isinstance(params, RBMParams):
+        raise NotImplementedError(
+            f"{name} is defined here for an RBM (RBMParams): a DBM's p(v) needs h2 summed out "
+            "(use log_prob_bound), a classification RBM's has log_prob"
+        )
+
+
+def _flip_gaps(params: RBMParams, v, logits, bits):
+    """F(v with bit i flipped) - F(v) for the bits [B, K] of each row: [B, K].
+
+    Flipping bit i moves the hidden logits by +-W_i, so each flip costs one row of W.
+    """
+    values = jnp.take_along_axis(v, bits, axis=1)
+    sign = 1.0 - 2.0 * values  # +1 turns the bit on, -1 off
+    flipped = logits[:, None, :] + sign[..., None] * params.W[bits]  # [B, K, H]
+    hidden = jnp.sum(jax.nn.softplus(flipped), -1) - jnp.sum(jax.nn.softplus(logits), -1)[:, None]
+    return -sign * params.b_vis[bits] - hidden
+
+
+@jax.jit
+def _pll_terms(params: RBMParams, v) -> jax.Array:
+    def one_row(row):  # [V, H] at a time, not [B, V, H]
+        logits = row @ params.W + params.b_hid
+        bits = jnp.arange(row.shape[0])[None]
+        return jax.nn.log_sigmoid(_flip_gaps(params, row[None], logits[None], bits))[0]
+
+    return jax.lax.map(one_row, v, batch_size=16)
+
+
+def pseudo_log_likelihood_terms(params: RBMParams, x: jax.Array) -> jax.Array:
+    """log p(x_i | x_-i) = log sigmoid(F(x~i) - F(x)) for every visible unit i, where x~i is x
+    with bit i flipped, exact: x [B, ...] -> [B, V]."""
+    _require_bernoulli_rbm(params, "pseudo_log_likelihood_terms")
+    return _pll_terms(params, visible_batch(params, x))
+
+
+def pseudo_log_likelihood(params: RBMParams, x: jax.Array) -> jax.Array:
+    """The exact pseudo-log-likelihood sum_i log p(x_i | x_-i) of a Bernoulli RBM in nats,
+    all V bits flipped in turn (deterministic; no log Z needed): x [B, ...] -> [B]."""
+    return jnp.sum(pseudo_log_likelihood_terms(params, x), axis=-1)
+
+
+@jax.jit
+def _one_bit_estimate(params: RBMParams, v, bits) -> jax.Array:
+    logits = v @ params.W + params.b_hid
+    gaps = _flip_gaps(params, v, logits, bits[:, None])[:, 0]
+    return v.shape[1] * jax.nn.log_sigmoid(gaps)
+
+
+def pseudo_log_likelihood_estimate(
+    key: jax.Array, params: RBMParams, x: jax.Array, *, bits=None
+) -> jax.Array:
+    """scikit-learn's BernoulliRBM.score_samples: V log sigmoid(F(x~) - F(x)) with one bit
+    of each row flipped, drawn uniformly (an unbiased one-term estimate of
+    `pseudo_log_likelihood`, V times cheaper): x [B, ...] -> [B].
+
+    bits: [B] the bit to flip in each row instead of drawing them with `key` (scikit-learn
+    draws them as `np.random.RandomState(random_state).randint(0, V, B)`).
+    """
+    _require_bernoulli_rbm(params, "pseudo_log_likelihood_estimate")
+    v = visible_batch(params, x)
+    num, num_visible = v.shape
+    if bits is None:
+        bits = jax.random.randint(key, (num,), 0, num_visible)
+    else:
+        bits = checks.check_array("bits", bits, (num,), kinds=checks.INTEGER)
+        if bits.min() < 0 or bits.max() >= num_visible:
+            raise ValueError(f"bits must lie in [0, {num_visible}), got {bits.min()}..{bits.max()}")
+    return _one_bit_estimate(params, v, jnp.asarray(bits, jnp.int32))
+
+
+# ----------------------------------------------------------------------------- classification
+
+CLASSIFIER_ENUMERATION_BITS = 20  # above this, `classifier` leaves log Z out (see there)
+
+
+def classifier(params: ClassRBMParams, label_log_z=None) -> api.BayesClassifier:
+    """The classification RBM's Bayes-rule classifier: P(y | x) = softmax_y -F(x, y), exact
+    (the hidden units summed out analytically; log Z cancels).
+
+    label_log_z: the per-label log Z_y [C] (`label_log_partition`), which makes log_joint
+    log p(x, y) and log_marginal log p(x) in nats. None: enumerated where the smaller layer
+    has at most CLASSIFIER_ENUMERATION_BITS units; above that left out, so log_joint is
+    -F(x, y) = log p(x, y) + log Z and log_marginal is shifted by the same constant
+    (predict_proba, predict_log_proba and predict are exact either way).
+    """
+    if not isinstance(params, ClassRBMParams):
+        raise NotImplementedError(
+            "the boltzmann family has no classifier for an RBM or a DBM (no label units); "
+            "a classification RBM (config.model.kind='class_rbm', fit on x and y) has one"
+        )
+    num_classes = params.b_label.shape[0]
+    if label_log_z is None and min(params.W.shape) <= CLASSIFIER_ENUMERATION_BITS:
+        label_log_z = label_log_partition(params)
+    if label_log_z is None:
+        label_log_z, log_prior = jnp.zeros(num_classes), jnp.zeros(num_classes)
+    else:
+        label_log_z = jnp.asarray(
+            checks.check_array("label_log_z", label_log_z, (num_classes,)), jnp.float32
+        )
+        log_prior = label_log_z - jax.nn.logsumexp(label_log_z)
+    return api.from_conditional(log_prior, (params, label_log_z), _log_prob_given_label)
+
+
+def _log_prob_given_label(shared, x, y) -> jax.Array:
+    """log p(x | y) = -F(x, y) - log Z_y for x [B, ...] and labels y [B]: [B]."""
+    params, label_log_z = shared
+    v = visible_batch(params, x)
+    return -free_energy_given_label(params, v, y) - label_log_z[y]
