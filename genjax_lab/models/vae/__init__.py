@@ -3,7 +3,8 @@ conditional VAE, with one or several stochastic layers, speaking genjax_lab.api'
 
 Modules: `model` (the Flax modules, `VAEParams`, `init`, `meta_from_data`, the decoder's
 log-likelihood), `bounds` (log weights, the ELBO, `log_prob_bound` = IWAE-k,
-`log_prob_estimate` by importance sampling, `sample`, `posterior`, `classifier`), `fit`
+`log_prob_estimate` by importance sampling, `sample`, `posterior`, `sample_posterior`,
+`interpolate`, `classifier`), `fit`
 (`train_step`, `fit`) and `family` (the training loop's adapter, `default_config`,
 `test_nll`).
 
@@ -23,25 +24,30 @@ from genjax_lab.models.vae.bounds import (
     Gaussian,
     classifier,
     elbo,
+    interpolate,
     log_prob_bound,
     log_prob_estimate,
+    log_weight_terms,
     log_weights,
     posterior,
     reconstruct,
     sample,
+    sample_posterior,
 )
 from genjax_lab.models.vae.family import VAEFamily, default_config, family_for, test_nll
-from genjax_lab.models.vae.fit import fit, loss, make_optimizer, train_step
+from genjax_lab.models.vae.fit import fit, kl_weight, loss, make_optimizer, train_step
 from genjax_lab.models.vae.model import (
     LIKELIHOODS,
     VAE,
     Decoder,
     Encoder,
+    IAFStep,
     VAEParams,
     decoder_log_prob,
     decoder_mean,
     init,
     init_variables,
+    made_masks,
     make_model,
     meta_from_data,
 )
@@ -52,6 +58,7 @@ __all__ = [
     "Decoder",
     "Encoder",
     "Gaussian",
+    "IAFStep",
     "VAEFamily",
     "VAEParams",
     "classifier",
@@ -63,16 +70,21 @@ __all__ = [
     "fit",
     "init",
     "init_variables",
+    "interpolate",
+    "kl_weight",
     "log_prob_bound",
     "log_prob_estimate",
+    "log_weight_terms",
     "log_weights",
     "loss",
+    "made_masks",
     "make_model",
     "make_optimizer",
     "meta_from_data",
     "posterior",
     "reconstruct",
     "sample",
+    "sample_posterior",
     "test_nll",
     "train_step",
 ]

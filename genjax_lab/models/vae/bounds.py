@@ -74,6 +74,62 @@ def _over_labels(score, key: jax.Array, params: VAEParams, x: jax.Array) -> jax.
     return jax.nn.logsumexp(every + params.log_prior, axis=-1)
 
 
+def _draw_h1(params: VAEParams, mean, log_std, context, eps) -> tuple[jax.Array, jax.Array]:
+    """h1 ~ q(h1 | x, y) from the encoder's outputs and standard normal noise eps [K, B, L1]:
+    (z_0, h1) [K, B, L1] each, h1 = z_0 but through the IAF when the model has one, and
+    log |det dh1 / dz_0| [K, B] (None without one)."""
+    z = mean + jnp.exp(log_std) * eps  # [K, B, L1]
+    if not params.model.flow:
+        return z, z, None
+    h1, log_det = params.model.apply(params.variables, z, context, method=VAE.flow_forward)
+    return z, h1, log_det
+
+
+def _posterior_log_density(z0, mean, log_std, log_det):
+    """log q(h1 | x, y) = log N(z_0; mean, std) - log |det dh1 / dz_0|."""
+    log_q = _normal_log_density(z0, mean, log_std)
+    return log_q if log_det is None else log_q - log_det
+
+
+@checks.validated(_check_bound)
+def log_weight_terms(
+    key: jax.Array,
+    params: VAEParams,
+    x: jax.Array,
+    y: jax.Array | None = None,
+    num_samples: int = 1,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(log p(x | h1, y), log p(h1..hL), log q(h1..hL | x, y)) for `num_samples` draws
+    z = (h1..hL) ~ q per example: [K, B] each; `log_weights` is their sum, and
+    log q - log p(h) is the single-sample estimate of KL(q || p) that a beta-VAE weighs."""
+    model, variables = params.model, params.variables
+    mean, log_std, context = model.apply(variables, x, y, method=VAE.encode_context)
+    dims = model.latent_dims
+    eps = jax.random.normal(key, (num_samples, *mean.shape[:-1], sum(dims)), mean.dtype)
+    eps = _split_noise(eps, dims)
+    z0, z, log_det = _draw_h1(params, mean, log_std, context, eps[0])
+    posterior = [(z, mean, log_std)]  # (h_l, its q mean, its q log std), upwards
+    for level, noise in enumerate(eps[1:]):
+        mean, log_std = _apply_flat(params, VAE.encode_upper, posterior[-1][0], level)
+        posterior.append((mean + jnp.exp(log_std) * noise, mean, log_std))
+    latents = [h for h, _, _ in posterior]
+    labels = None if y is None else jnp.tile(y, num_samples)
+    decoded = model.apply(variables, z.reshape(-1, z.shape[-1]), labels, method=VAE.decode)
+    decoded = decoded.reshape(num_samples, *x.shape, decoded.shape[-1])
+    log_px = decoder_log_prob(model.decoder.likelihood, decoded, x[None])
+    # The terms are computed in the order of the one-layer model without a flow, whose
+    # gradients stay bitwise: the order of the forward pass fixes the order in which the
+    # backward pass sums each latent's cotangents.
+    log_pz = _normal_log_density(latents[-1], 0.0, jnp.zeros_like(latents[-1]))
+    for level in reversed(range(len(dims) - 1)):
+        mean, log_std = _apply_flat(params, VAE.prior_upper, latents[level + 1], level)
+        log_pz = log_pz + _normal_log_density(latents[level], mean, log_std)
+    log_qz = _posterior_log_density(z0, *posterior[0][1:], log_det)
+    for h, mean, log_std in posterior[1:]:
+        log_qz = log_qz + _normal_log_density(h, mean, log_std)
+    return log_px, log_pz, log_qz
+
+
 @checks.validated(_check_bound)
 def log_weights(
     key: jax.Array,
@@ -84,29 +140,7 @@ def log_weights(
 ) -> jax.Array:
     """log p(x, z | y) - log q(z | x, y) for `num_samples` z = (h1..hL) ~ q per example:
     [K, B]."""
-    model, variables = params.model, params.variables
-    mean, log_std = model.apply(variables, x, y, method=VAE.encode)
-    dims = model.latent_dims
-    eps = jax.random.normal(key, (num_samples, *mean.shape[:-1], sum(dims)), mean.dtype)
-    eps = _split_noise(eps, dims)
-    z = mean + jnp.exp(log_std) * eps[0]  # [K, B, L1]
-    posterior = [(z, mean, log_std)]  # (h_l, its q mean, its q log std), upwards
-    for level, noise in enumerate(eps[1:]):
-        mean, log_std = _apply_flat(params, VAE.encode_upper, posterior[-1][0], level)
-        posterior.append((mean + jnp.exp(log_std) * noise, mean, log_std))
-    latents = [h for h, _, _ in posterior]
-    labels = None if y is None else jnp.tile(y, num_samples)
-    decoded = model.apply(variables, z.reshape(-1, z.shape[-1]), labels, method=VAE.decode)
-    decoded = decoded.reshape(num_samples, *x.shape, decoded.shape[-1])
-    log_px = decoder_log_prob(model.decoder.likelihood, decoded, x[None])
-    # The terms are added in the order of the one-layer model, whose gradients stay bitwise.
-    log_pz = _normal_log_density(latents[-1], 0.0, jnp.zeros_like(latents[-1]))
-    for level in reversed(range(len(dims) - 1)):
-        mean, log_std = _apply_flat(params, VAE.prior_upper, latents[level + 1], level)
-        log_pz = log_pz + _normal_log_density(latents[level], mean, log_std)
-    log_qz = _normal_log_density(*posterior[0])
-    for h, mean, log_std in posterior[1:]:
-        log_qz = log_qz + _normal_log_density(h, mean, log_std)
+    log_px, log_pz, log_qz = log_weight_terms(key, params, x, y, num_samples)
     return log_px + log_pz - log_qz
 
 
@@ -239,7 +273,8 @@ def _check_posterior(params: VAEParams, x, y=None, **_) -> None:
 
 @checks.validated(_check_posterior)
 def posterior(params: VAEParams, x: jax.Array, y: jax.Array | None = None) -> Gaussian:
-    """q(h1 | x, y), the Gaussian next to x: mean and log std [B, L1] each.
+    """q(h1 | x, y), the Gaussian next to x: mean and log std [B, L1] each (with an IAF,
+    the Gaussian the flow starts from: draw q itself with `sample_posterior`).
 
     A conditional VAE given no labels returns q(h1 | x, y = c) for every label c,
     [B, num_classes, L1] each: weighted by `classifier(params)`'s P(y | x) they make q(h1 | x).
@@ -258,6 +293,89 @@ def _posterior(params, x, y):
         return encode(y)
     every_label = jnp.arange(model.num_classes, dtype=jnp.int32)
     return jax.vmap(lambda c: encode(jnp.full((x.shape[0],), c)), out_axes=1)(every_label)
+
+
+@checks.validated(_check_posterior)
+def sample_posterior(
+    key: jax.Array,
+    params: VAEParams,
+    x: jax.Array,
+    y: jax.Array | None = None,
+    *,
+    num_samples: int = 1,
+) -> tuple[jax.Array, jax.Array]:
+    """h1 ~ q(h1 | x, y), through the IAF when the model has one: (h1 [K, B, L1],
+    log q(h1 | x, y) [K, B]) for K = `num_samples` draws per example."""
+    checks.check_count("num_samples", num_samples)
+    return _sample_posterior(key, params, x, y, num_samples)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _sample_posterior(key, params, x, y, num_samples):
+    mean, log_std, context = params.model.apply(params.variables, x, y, method=VAE.encode_context)
+    eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
+    z0, h1, log_det = _draw_h1(params, mean, log_std, context, eps)
+    return h1, _posterior_log_density(z0, mean, log_std, log_det)
+
+
+def _check_interpolate(params: VAEParams, x_a, x_b, num: int, y=None, **_) -> None:
+    batch = check_images(params, x_a)
+    if check_images(params, x_b) != batch:
+        raise ValueError(
+            f"x_a and x_b must hold as many images, got {batch} and {np.shape(x_b)[0]}"
+        )
+    checks.check_count("num", num, minimum=2)
+    if y is not None:
+        check_labels(params.model, y, batch)
+
+
+@checks.validated(_check_interpolate)
+def interpolate(
+    params: VAEParams,
+    x_a: jax.Array,
+    x_b: jax.Array,
+    num: int,
+    *,
+    y: jax.Array | None = None,
+    slerp: bool = False,
+) -> jax.Array:
+    """The decoder's mean along the path from h1(x_a) to h1(x_b), `num` evenly spaced
+    points ends included: [B, num, H, W, C] for image pairs x_a, x_b [B, H, W, C].
+
+    h1(x) is the encoder's mean through the flow (`reconstruct`'s point); the path is the
+    straight segment, or with `slerp` the great-circle arc (Shoemake 1985; White 2016 for
+    latent spaces), which keeps the norm typical of N(0, I) draws along the way. A
+    conditional VAE encodes and decodes every point with the labels y [B] (required)."""
+    if params.model.num_classes and y is None:
+        raise ValueError("y: a conditional VAE interpolates given the labels y [B]")
+    return _interpolate(params, x_a, x_b, num, y, slerp)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 5))
+def _interpolate(params, x_a, x_b, num, y, slerp):
+    model = params.model
+    h_a = model.apply(params.variables, x_a, y, method=VAE.posterior_point)  # [B, L]
+    h_b = model.apply(params.variables, x_b, y, method=VAE.posterior_point)
+    t = jnp.linspace(0.0, 1.0, num, dtype=h_a.dtype)[None, :, None]  # [1, num, 1]
+    weight_a, weight_b = 1.0 - t, t
+    if slerp:
+        cos = jnp.sum(h_a * h_b, -1) / (
+            jnp.linalg.norm(h_a, axis=-1) * jnp.linalg.norm(h_b, axis=-1) + 1e-12
+        )
+        omega = jnp.arccos(jnp.clip(cos, -1.0, 1.0))[:, None, None]
+        sin = jnp.sin(omega)
+        # parallel endpoints have no arc: the segment is their limit
+        arc = sin > 1e-6
+        safe = jnp.where(arc, sin, 1.0)
+        weight_a = jnp.where(arc, jnp.sin((1.0 - t) * omega) / safe, weight_a)
+        weight_b = jnp.where(arc, jnp.sin(t * omega) / safe, weight_b)
+    path = weight_a * h_a[:, None] + weight_b * h_b[:, None]  # [B, num, L]
+    labels = None if y is None else jnp.repeat(y, num)
+    decoded = model.apply(
+        params.variables, path.reshape(-1, path.shape[-1]), labels, method=VAE.decode
+    )
+    images = decoder_mean(model.decoder.likelihood, decoded)
+    return images.reshape(x_a.shape[0], num, *images.shape[1:])
 
 
 # ----------------------------------------------------------------------------- Bayes' rule

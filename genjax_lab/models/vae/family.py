@@ -209,6 +209,13 @@ def default_config() -> ml_collections.ConfigDict:
             "conditional": False,
             "objective": "elbo",  # or "iwae"
             "num_samples": 1,
+            # the ELBO's KL weighed by beta * min(1, step / warmup_steps); 1, 0: the ELBO
+            "beta": 1.0,
+            "warmup_steps": 0,
+            # an inverse autoregressive flow on q(h1 | x, y): 0 steps keeps it Gaussian
+            "iaf_steps": 0,
+            "iaf_hidden": (64, 64),  # each step's MADE
+            "iaf_context_dim": 16,  # the encoder's context h fed to every step; 0: none
         }
     )
     config.optim = ml_collections.ConfigDict(

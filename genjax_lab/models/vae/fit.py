@@ -10,12 +10,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from optax.tree_utils import NamedTupleKey
 
 from genjax_lab.core import checks
 from genjax_lab.core.state import TrainState
 from genjax_lab.data.images import label_log_prior, prepare_images
 from genjax_lab.models.vae import model as model_lib
-from genjax_lab.models.vae.bounds import elbo, log_prob_bound
+from genjax_lab.models.vae.bounds import elbo, log_prob_bound, log_weight_terms
 from genjax_lab.models.vae.model import VAE, VAEParams
 
 
@@ -43,9 +44,30 @@ def make_optimizer(optim_config: ml_collections.ConfigDict) -> optax.GradientTra
     return optax.adam(learning_rate, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps)
 
 
+def _kl_schedule(model_config: ml_collections.ConfigDict) -> tuple[float, int]:
+    """(beta, warmup_steps); .get: configs saved before these keys existed train as before."""
+    return float(model_config.get("beta", 1.0)), int(model_config.get("warmup_steps", 0))
+
+
 def check_training_config(config: ml_collections.ConfigDict) -> None:
     checks.check_choice("config.model.objective", config.model.objective, ("elbo", "iwae"))
     checks.check_count("config.model.num_samples", config.model.num_samples)
+    checks.check_number("config.model.beta", config.model.get("beta", 1.0), low=0.0)
+    checks.check_count("config.model.warmup_steps", config.model.get("warmup_steps", 0), 0)
+    if _kl_schedule(config.model) != (1.0, 0) and config.model.objective != "elbo":
+        raise ValueError(
+            "config.model.beta and warmup_steps weigh the ELBO's KL term: they need "
+            f"config.model.objective='elbo', got {config.model.objective!r}"
+        )
+
+
+def kl_weight(beta: float, warmup_steps: int, step: jax.Array) -> jax.Array:
+    """The KL term's weight at `step`: beta * min(1, step / warmup_steps) (beta when
+    warmup_steps is 0): the KL warm-up of Bowman et al. 2016 and Sonderby et al. 2016,
+    towards the beta-VAE of Higgins et al. 2017."""
+    if warmup_steps == 0:
+        return jnp.asarray(beta, jnp.float32)
+    return beta * jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / warmup_steps)
 
 
 def loss(
@@ -55,11 +77,16 @@ def loss(
     *,
     model: VAE,
     config: ml_collections.ConfigDict,
+    step: jax.Array | int = 0,
 ) -> jax.Array:
     """The negative bound (config.model.objective with config.model.num_samples samples)
     averaged over the batch's unmasked rows; batch: image [B, H, W, C] (uint8 pixels, made
     [0, 1] by config.data.binarize, or float pixels in [0, 1]), label [B] (conditional),
-    mask [B]."""
+    mask [B].
+
+    With config.model.beta != 1 or warmup_steps > 0 the ELBO's KL term is weighed by
+    `kl_weight(beta, warmup_steps, step)` (`step`: the updates made so far):
+    -mean_k [log p(x | z) - w (log q(z | x) - log p(z))], no longer a bound unless w = 1."""
     binarize_key, sample_key = jax.random.split(key)
     x = batch["image"]
     if x.dtype == jnp.uint8:  # float images (fit's data["x"] may be) are the pixels already
@@ -67,7 +94,12 @@ def loss(
     params = VAEParams(variables, None, model)
     labels = batch["label"] if model.num_classes else None
     k = config.model.num_samples
-    if config.model.objective == "iwae":
+    beta, warmup_steps = _kl_schedule(config.model)
+    if (beta, warmup_steps) != (1.0, 0):
+        log_px, log_pz, log_qz = log_weight_terms(sample_key, params, x, labels, k)
+        weight = kl_weight(beta, warmup_steps, step)
+        bound = (log_px - weight * (log_qz - log_pz)).mean(0)
+    elif config.model.objective == "iwae":
         bound = log_prob_bound(sample_key, params, x, labels, num_samples=k)
     else:
         bound = elbo(sample_key, params, x, labels, num_samples=k)
@@ -83,9 +115,15 @@ def train_step(
     model: VAE,
     config: ml_collections.ConfigDict,
 ) -> tuple[TrainState, dict]:
-    """One Adam step on `loss`; state.params are the Flax variables."""
+    """One Adam step on `loss`; state.params are the Flax variables. The step the KL
+    warm-up reads is Adam's count of updates, which the checkpoint restores."""
+    step = optax.tree_utils.tree_get(
+        state.opt_state,
+        "count",
+        filtering=lambda path, _: path[-1] == NamedTupleKey("ScaleByAdamState", "count"),
+    )
     value, grads = jax.value_and_grad(
-        lambda variables: loss(key, variables, batch, model=model, config=config)
+        lambda variables: loss(key, variables, batch, model=model, config=config, step=step)
     )(state.params)
     return state.apply_gradients(grads, make_optimizer(config.optim)), {"loss": value}
 

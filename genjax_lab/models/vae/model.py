@@ -7,6 +7,12 @@ x [B, H, W, C] in [0, 1] (binary for the Bernoulli decoder), y [B] int labels, z
 Several stochastic layers (Burda et al. 2016, Appendix: x - h1 - h2): z = (h1, ..., hL)
 with q(h1 | x, y) q(h2 | h1) ... and p(x | h1, y) p(h1 | h2) ... p(hL), every factor a
 diagonal Gaussian given by an MLP except p(x | h1, y) and the N(0, I) prior on hL.
+
+An inverse autoregressive flow (Kingma et al. 2016; `config.model.iaf_steps` > 0) makes
+q(h1 | x, y) richer: z_0 = mean + std * eps from the encoder, then T steps
+z_t = sigma_t * z_{t-1} + (1 - sigma_t) * m_t with [m_t, s_t] = MADE_t(z_{t-1}, context),
+sigma_t = sigmoid(s_t), the variables' order reversed between steps; h1 = z_T and
+log q(h1 | x, y) = log N(z_0; mean, std) - sum_t sum_i log sigma_t,i.
 """
 
 import math
@@ -46,6 +52,7 @@ class Encoder(nn.Module):
     latent_dim: int
     activation: str = "tanh"
     conv: bool = False
+    context_dim: int = 0  # > 0: a third output, the context h of an IAF posterior
 
     @nn.compact
     def __call__(self, x, y_onehot=None):
@@ -61,7 +68,64 @@ class Encoder(nn.Module):
             h = act(nn.Dense(width)(h))
         mean = nn.Dense(self.latent_dim, name="mean")(h)
         log_std = nn.Dense(self.latent_dim, name="log_std")(h)
+        if self.context_dim:
+            return mean, log_std, nn.Dense(self.context_dim, name="context")(h)
         return mean, log_std
+
+
+def made_masks(dim: int, hidden: Sequence[int]) -> list[np.ndarray]:
+    """The connectivity masks of a MADE (Germain et al. 2015) on `dim` inputs in their
+    natural order: [fan_in, fan_out] booleans, one per hidden layer, then the outputs'.
+
+    Hidden unit degrees cycle through 1..dim-1; a unit of degree k sees inputs 1..k, and
+    output i sees only hidden units of degree < i, so output i depends on inputs < i alone.
+    """
+    in_degrees = np.arange(1, dim + 1)
+    masks = []
+    for width in hidden:
+        degrees = 1 + np.arange(width) % max(dim - 1, 1)
+        masks.append(degrees[None, :] >= in_degrees[:, None])
+        in_degrees = degrees
+    masks.append(np.arange(1, dim + 1)[None, :] > in_degrees[:, None])
+    return masks
+
+
+class MaskedDense(nn.Module):
+    """A dense layer whose kernel is multiplied by a fixed [fan_in, features] mask."""
+
+    features: int
+    bias_init: Any = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, h, mask: np.ndarray):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (h.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        return h @ (kernel * jnp.asarray(mask, kernel.dtype)) + bias
+
+
+class IAFStep(nn.Module):
+    """One step of an inverse autoregressive flow: z [..., L], context [..., C] or None ->
+    (z', log det dz'/dz [...]), the Jacobian lower-triangular with diagonal sigma."""
+
+    hidden: Sequence[int]
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, z, context=None):
+        act = _activation(self.activation)
+        masks = made_masks(z.shape[-1], self.hidden)
+        h = z
+        for i, (width, mask) in enumerate(zip(self.hidden, masks)):
+            h = MaskedDense(width, name=f"hidden_{i}")(h, mask)
+            if context is not None and i == 0:
+                h = h + nn.Dense(width, use_bias=False, name="context")(context)
+            h = act(h)
+        shift = MaskedDense(z.shape[-1], name="shift")(h, masks[-1])
+        # A gate bias of 1 starts sigma near 1 (the paper's advice): each step starts close
+        # to the identity, so the untrained flow leaves the Gaussian posterior almost as is.
+        gate = MaskedDense(z.shape[-1], bias_init=nn.initializers.ones, name="gate")(h, masks[-1])
+        sigma = jax.nn.sigmoid(gate)
+        return sigma * z + (1.0 - sigma) * shift, jnp.sum(jax.nn.log_sigmoid(gate), axis=-1)
 
 
 class Decoder(nn.Module):
@@ -107,6 +171,7 @@ class VAE(nn.Module):
     num_classes: int = 0
     upper_encoders: tuple[Encoder, ...] = ()
     upper_priors: tuple[Encoder, ...] = ()
+    flow: tuple[IAFStep, ...] = ()  # the IAF steps on h1; () keeps q(h1 | x, y) Gaussian
 
     @property
     def latent_dims(self) -> tuple[int, ...]:
@@ -117,7 +182,30 @@ class VAE(nn.Module):
         return None if self.num_classes == 0 else jax.nn.one_hot(y, self.num_classes)
 
     def encode(self, x, y=None):
-        return self.encoder(x, self._onehot(y))
+        """q(h1 | x, y)'s Gaussian (before any flow): mean, log std [B, L1]."""
+        return self.encoder(x, self._onehot(y))[:2]
+
+    def encode_context(self, x, y=None):
+        """mean, log std [B, L1] and the flow's context [B, C] (None without one)."""
+        out = self.encoder(x, self._onehot(y))
+        return out if len(out) == 3 else (*out, None)
+
+    def flow_forward(self, z, context=None):
+        """The IAF on z_0 [..., B, L1] with context [B, C]: (z_T, sum_t log det [..., B])."""
+        log_det = jnp.zeros(z.shape[:-1], z.dtype)
+        for t, step in enumerate(self.flow):
+            if t:  # reversed order: each variable is conditioned on every other in turn
+                z = z[..., ::-1]
+            z, step_log_det = step(z, context)
+            log_det = log_det + step_log_det
+        return z, log_det
+
+    def posterior_point(self, x, y=None):
+        """h1 at the encoder's mean, through the flow: [B, L1]."""
+        mean, _, context = self.encode_context(x, y)
+        if self.flow:
+            mean, _ = self.flow_forward(mean, context)
+        return mean
 
     def decode(self, z, y=None):
         return self.decoder(z, self._onehot(y))
@@ -132,7 +220,7 @@ class VAE(nn.Module):
 
     def __call__(self, x, y=None):
         """Reconstruction through the means of every layer, up to hL and back down."""
-        mean, _ = self.encode(x, y)
+        mean = self.posterior_point(x, y)
         for layer in self.upper_encoders:
             mean, _ = layer(mean)
         for layer in reversed(self.upper_priors):
@@ -158,6 +246,16 @@ def make_model(
         checks.check_counts(f"config.model.{name}", model_config[name])
     common = {"activation": model_config.activation, "conv": model_config.conv}
     upper_hidden = tuple(model_config.upper_hidden)
+    # .get: a model saved before these keys existed loads without them
+    iaf_steps = checks.check_count(
+        "config.model.iaf_steps", model_config.get("iaf_steps", 0), minimum=0
+    )
+    iaf_hidden = checks.check_counts("config.model.iaf_hidden", model_config.get("iaf_hidden", ()))
+    context_dim = 0
+    if iaf_steps:
+        context_dim = checks.check_count(
+            "config.model.iaf_context_dim", model_config.get("iaf_context_dim", 0), minimum=0
+        )
 
     def gaussian_layer(latent_dim):
         return Encoder(
@@ -166,7 +264,10 @@ def make_model(
 
     return VAE(
         encoder=Encoder(
-            hidden=tuple(model_config.encoder_hidden), latent_dim=model_config.latent_dim, **common
+            hidden=tuple(model_config.encoder_hidden),
+            latent_dim=model_config.latent_dim,
+            context_dim=context_dim,
+            **common,
         ),
         decoder=Decoder(
             hidden=tuple(model_config.decoder_hidden),
@@ -177,6 +278,9 @@ def make_model(
         num_classes=num_classes if model_config.conditional else 0,
         upper_encoders=tuple(gaussian_layer(d) for d in dims[1:]),
         upper_priors=tuple(gaussian_layer(d) for d in dims[:-1]),
+        flow=tuple(
+            IAFStep(hidden=iaf_hidden, activation=model_config.activation) for _ in range(iaf_steps)
+        ),
     )
 
 
