@@ -490,7 +490,7 @@ def test_loop_family_is_em_from_the_same_starts_and_keeps_the_best(tmp_path):
     tol stop and is then held; the result is gmm.em from the same k-means starts (same
     iteration counts, parameters to float rounding), and best_start is the one fit keeps."""
     x = _data(n=301).astype(np.float32)
-    config = _config(num_components=K, num_inits=3, tol=1e-4, num_iters=200)
+    config = _config(num_components=K, num_inits=2, tol=1e-4, num_iters=200)
     run = gmm.loop_config(config)
     run.log_every = 1000
     dataset = data_lib.Dataset({"train": {"x": x}, "test": {"x": x[:50]}})
@@ -500,7 +500,7 @@ def test_loop_family_is_em_from_the_same_starts_and_keeps_the_best(tmp_path):
     batch = data_lib.FullBatch(dataset["train"]).batch(0)
     start = family.init(jax.random.fold_in(jax.random.key(run.seed), 0), batch)
     finals = []
-    for s in range(3):
+    for s in range(2):
         params, history = gmm.em(
             jax.tree.map(lambda leaf, s=s: leaf[s], start.params),
             batch["x"],
