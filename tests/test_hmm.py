@@ -341,6 +341,85 @@ def test_em_step_buckets_equals_em_step_on_the_union():
     np.testing.assert_allclose(stats.objective, union_stats.objective, rtol=1e-5)
 
 
+def test_class_buckets_hold_every_sequence_once():
+    """Rows over the loop's `data` axis, classes on axis 1: every sequence lands once, in its
+    class's column, in a bucket padded to that bucket's own longest sequence."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 30, 23).astype(np.int32)
+    labels = rng.integers(0, 3, 23)
+    feats = np.zeros((23, 30, 2), np.float32)
+    for i, n in enumerate(lengths):
+        feats[i, :n] = i + 1  # each sequence's frames carry its id
+    split = hmm.class_buckets(feats, lengths, labels, 3, num_buckets=3)
+    assert len({len(column) for column in split.values()}) == 1  # one row count: a split
+    seen = []
+    for j in range(3):
+        obs, lens, weight = (split[f"{name}_{j}"] for name in ("obs", "lengths", "weight"))
+        assert obs.shape[1:] == (3, lens[weight > 0].max(), 2)
+        for i, c in zip(*np.nonzero(weight)):
+            ident = int(obs[i, c, 0, 0]) - 1
+            assert labels[ident] == c and lengths[ident] == lens[i, c]
+            seen.append(ident)
+    assert sorted(seen) == list(range(23))
+
+
+def _labelled_sequences():
+    """Two classes of 2-D sequences of varying length (class 1's means shifted by 3)."""
+    rng = np.random.default_rng(5)
+    _, truth = _hmmlearn_model("diag", rng, 2, 2)
+    _, obs = hmm.sample_with_states(jax.random.key(5), truth, 21, length=30)
+    labels = np.arange(21) % 2
+    obs = np.asarray(obs) + 3.0 * labels[:, None, None]
+    lengths = rng.integers(8, 31, 21).astype(np.int32)
+    obs = np.where(np.arange(30)[None, :, None] < lengths[:, None, None], obs, 0.0)
+    return obs.astype(np.float32), lengths, labels
+
+
+def _loop_fit(tmp_path, obs, lengths, labels, start, tol, num_steps):
+    from genjax_lab.core import data as data_lib
+    from genjax_lab.core import loop as loop_lib
+
+    config = loop_lib.base_config()
+    config.update(num_steps=num_steps, log_every=1000, eval_every=0)
+    family = hmm.EMFamily(starts=lambda batch: start, prior=hmm.HMMPrior(), tol=tol, per_class=True)
+    split = hmm.class_buckets(obs, lengths, labels, 2, num_buckets=2)
+    dataset = data_lib.Dataset({"train": split})
+    return loop_lib.train_and_evaluate(config, tmp_path, family.as_family(), dataset)
+
+
+def test_the_loop_family_fits_as_the_library_and_stops_by_its_rule(tmp_path):
+    """Per-class EM on the loop (two length buckets, rows split over 8 devices) gives the
+    library fit's class HMMs from the same start, and with `tol` stops at the iteration where
+    the last class's fit stops (hmmlearn's rule: every class must have converged)."""
+    obs, lengths, labels = _labelled_sequences()
+    x = hmm.Sequences(obs, lengths)
+    start = jax.vmap(lambda k, c: hmm.init_gaussian_hmm(k, obs, lengths, 2, mask=c))(
+        jax.random.split(jax.random.key(1), 2),
+        jnp.asarray(labels[None, :] == np.arange(2)[:, None], jnp.float32),
+    )
+    config = hmm.default_config()
+    config.update(num_states=2, class_conditional=True, num_iters=6, tol=-np.inf)
+    init = hmm.LabelledHMM(jnp.log(jnp.full(2, 0.5)), start)
+    fitted, _ = hmm.fit(jax.random.key(0), {"x": x, "y": labels}, config, init=init)
+    result = _loop_fit(tmp_path / "a", obs, lengths, labels, start, -np.inf, 6)
+    assert result.step == 6
+    ours, library = result.state["params"], fitted.hmms
+    # Probabilities, not logits: a start probability of e^-63 in one is exactly 0 in the other.
+    for a, b in [
+        (jax.nn.softmax(ours.initial_logits), jax.nn.softmax(library.initial_logits)),
+        (jax.nn.softmax(ours.transition_logits), jax.nn.softmax(library.transition_logits)),
+        *zip(ours.emission, library.emission),
+    ]:
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
+
+    config.update(num_iters=200, tol=0.5)
+    _, history = hmm.fit(jax.random.key(0), {"x": x, "y": labels}, config, init=init)
+    assert history["converged"].all() and history["num_iters"].min() > 2
+    result = _loop_fit(tmp_path / "b", obs, lengths, labels, start, 0.5, 200)
+    assert result.step == history["num_iters"].max()
+    assert result.metrics["train_converged"] == 1.0
+
+
 def test_empty_state_does_not_collapse():
     """A state far from all data gets no frames: the prior keeps it finite (MAP), where
     maximum likelihood would divide by zero."""
