@@ -20,6 +20,9 @@ usage:
   ./launch.sh replicate [NAME...] [--schedule=quick|full|tiny] [--data_dir=DIR]
                                                        the paper replications, checked, into docs/results.md
   ./launch.sh bench [NAME...] [--data_dir=DIR]         each family against its reference library
+  ./launch.sh zoo [--schedule=tiny|quick|full] [--data_dir=DIR]
+                                                       every family on the same binarized digits,
+                                                       one table and figures, into docs/zoo.md
   ./launch.sh sample --workdir=W [--label=Y] [--num=N] [--out=FILE]
                                                        new data from a finished run's model
   ./launch.sh classify --workdir=W --input=F           Bayes-rule labels of the inputs in F
@@ -189,6 +192,10 @@ main() {
       shift
       python_env ""
       exec "$PYTHON" experiments/replicate.py "$@" ;;
+    zoo)
+      shift
+      python_env ""
+      exec "$PYTHON" experiments/zoo.py "$@" ;;
     bench)
       shift
       python_env bench
