@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 from sklearn.datasets import load_digits
 from sklearn.neural_network import BernoulliRBM
 
@@ -19,6 +20,7 @@ from tests.test_boltzmann import (
     np_logsumexp,
     random_dbm,
     random_rbm,
+    sharded,
 )
 
 
@@ -213,6 +215,33 @@ def test_class_rbm_samples_x_given_its_label():
         bm.sample(jax.random.key(2), params, 2, y=[0, 3])
     with pytest.raises(ValueError, match="y: this Boltzmann machine has no label units"):
         bm.sample(jax.random.key(2), random_rbm(0, 4, 3), 2, y=[0, 1])
+
+
+def test_class_rbm_step_on_8_devices_equals_1_device():
+    """The labelled PCD step (label units a softmax group) under shard_map: chain i draws
+    from fold_in(key, i) wherever it runs, so chains match exactly and parameters to 1e-6."""
+    mesh = jax.make_mesh((8,), ("data",))
+    params = bm.class_rbm_as_rbm(random_class_rbm(38, 10, 3, 6, scale=0.3))
+    rng = np.random.default_rng(39)
+    one_hot = lambda n: np.eye(3, dtype=np.float32)[rng.integers(0, 3, n)]
+    x = rng.integers(0, 2, (24, 10)).astype(np.float32)
+    batch = {"x": np.concatenate([x, one_hot(24)], 1), "mask": np.ones(24, np.float32)}
+    chains = np.concatenate([rng.integers(0, 2, (16, 10)).astype(np.float32), one_hot(16)], 1)
+    optimizer = bm.rbm_optimizer(0.1, momentum=0.5)
+    opt_state, key = optimizer.init(params), jax.random.key(40)
+    single = jax.jit(bm.make_rbm_step(optimizer, k=2, labels=3))(
+        params, opt_state, chains, batch, key
+    )
+    many = jax.jit(bm.make_rbm_step(optimizer, k=2, labels=3, mesh=mesh))(
+        sharded(mesh, params, P()),
+        sharded(mesh, opt_state, P()),
+        sharded(mesh, chains, P("data")),
+        sharded(mesh, batch, P("data")),
+        key,
+    )
+    np.testing.assert_array_equal(many[2], single[2])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), many[:2], single[:2])
+    np.testing.assert_array_equal(np.asarray(single[2])[:, 10:].sum(1), 1.0)  # still one-hot
 
 
 def test_class_rbm_fit_on_binary_digits_classifies_and_round_trips(tmp_path):

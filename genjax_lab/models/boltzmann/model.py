@@ -1,16 +1,20 @@
-"""RBM and DBM maths: parameters, energies, free energy, conditionals, block Gibbs, mean field.
+"""RBM, DBM and classification-RBM maths: parameters, energies, free energy, conditionals,
+block Gibbs (clamped or free), mean field.
 
 Energies (v [V], h [H], h1 [H1], h2 [H2]):
   Bernoulli RBM  E(v, h) = -v W h - b.v - c.h                      v in {0, 1}^V
   Gaussian RBM   E(v, h) = |v - b|^2 / 2 - v W h - c.h              v in R^V (unit variance)
   DBM            E(v, h1, h2) = -v W1 h1 - h1 W2 h2 - b.v - c1.h1 - c2.h2
+  class RBM      E(v, y, h) = -v W h - y U h - b.v - d.y - c.h      y one-hot [C]
 Free energy F(v) = -log sum_h exp(-E(v, h)) = -b.v - sum_j softplus(c_j + (v W)_j) (Bernoulli;
 the Gaussian RBM has |v - b|^2 / 2 in place of -b.v), so log p(v) = -F(v) - log Z.
 
 The DBM is an RBM in disguise: given h1, the layers v and h2 are independent, so the DBM is
 the RBM whose hidden layer is h1 and whose visible layer is [v, h2], with weights
 [W1; W2^T] and visible biases [b; c2] (`dbm_as_rbm`). Block Gibbs, the negative phase of
-training and log Z (partition.py) all use that identity.
+training and log Z (partition.py) all use that identity. Likewise the classification RBM is
+the RBM over [v, y] (`class_rbm_as_rbm`) whose last C units are drawn as one softmax group,
+and clamping (inpainting, x given y) is block Gibbs with some visible units held fixed.
 """
 
 import functools
@@ -564,9 +568,10 @@ def inpaint(
     from p(x_unobserved | x_observed) per row, after `num_sweeps` block-Gibbs sweeps in
     which the observed units stay clamped (the unobserved start from uniform random bits).
 
-    x: [B, ...] binary (its unobserved entries are ignored). observed: booleans of x's shape,
-    or broadcastable to it (one image-shaped mask for the whole batch). y: [B] labels to
-    clamp as well (classification RBM only; None sums the label out). Returns x's shape:
+    x: [B, ...] binary (its unobserved entries, any finite values, are ignored). observed:
+    booleans of x's shape, or broadcastable to it (one image-shaped mask for the whole
+    batch). y: [B] labels to clamp as well (classification RBM only; None sums the label
+    out). Returns x's shape:
     the observed entries of x, the rest sampled. A DBM's h2 and a classification RBM's free
     label are sampled along and summed out.
     """

@@ -1,4 +1,5 @@
-"""log Z of RBMs and DBMs, and the scoring verbs built on it.
+"""log Z of RBMs, DBMs and classification RBMs, the scoring verbs built on it, the
+pseudo-log-likelihood (which needs no log Z) and the classification RBM's classifier.
 
 AIS (Salakhutdinov & Murray, ICML 2008) runs on genjax_lab.inference.ais along
 `RBMAnnealing`: with the base-rate model A (zero weights, zero hidden biases, visible biases
@@ -21,6 +22,14 @@ hidden layer, integrating v in closed form), in chunks of `chunk_size` states.
 The parameters carry no log Z: `log_prob(params, x)` enumerates it (`log_partition`, small
 models) unless given `log_z`; `log_prob_estimate(key, params, x)` takes it from AIS. A DBM's
 log p(v) is intractable even given log Z: `log_prob_bound` gives the mean-field bound.
+
+Pseudo-log-likelihood (Besag 1975; scikit-learn's BernoulliRBM.score_samples):
+sum_i log p(v_i | v_-i) with p(v_i | v_-i) = sigmoid(F(v~i) - F(v)), v~i being v with bit i
+flipped. `pseudo_log_likelihood` sums all V terms; `pseudo_log_likelihood_estimate` is
+scikit-learn's V log sigmoid(F(v~) - F(v)) for one uniformly drawn bit.
+
+Classification RBM: p(y | x) = softmax_y -F(x, y) is exact; log Z_y (per label) comes from
+the same enumeration as log Z, with the label kept as an axis.
 """
 
 import dataclasses
