@@ -6,6 +6,7 @@ brute-force enumeration or scikit-learn on data the test makes."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 from sklearn.datasets import load_digits
@@ -242,6 +243,53 @@ def test_class_rbm_step_on_8_devices_equals_1_device():
     np.testing.assert_array_equal(many[2], single[2])
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), many[:2], single[:2])
     np.testing.assert_array_equal(np.asarray(single[2])[:, 10:].sum(1), 1.0)  # still one-hot
+
+
+def test_hybrid_step_adds_the_exact_discriminative_gradient():
+    """Larochelle & Bengio's hybrid step: the same step with and without the discriminative
+    term (same key, so the same CD term) differs by lambda times the gradient of the mean
+    log p(y | x), here against its closed form in float64 NumPy (a masked row left out)."""
+    params = random_class_rbm(41, 6, 3, 4, scale=0.7)
+    rng = np.random.default_rng(42)
+    x, y = rng.integers(0, 2, (10, 6)).astype(np.float64), rng.integers(0, 3, 10)
+    mask = np.ones(10)
+    mask[-1] = 0.0
+    batch = {"x": np.concatenate([x, np.eye(3)[y]], 1).astype(np.float32), "mask": mask}
+    optimizer = optax.sgd(1.0)  # update = -direction
+    rbm = bm.class_rbm_as_rbm(params)
+    after = {}
+    for weight in (0.0, 0.5):
+        step = jax.jit(
+            bm.make_rbm_step(optimizer, method="cd", labels=3, discriminative_weight=weight)
+        )
+        after[weight], _, _, metrics = step(
+            rbm, optimizer.init(rbm), None, batch, jax.random.key(43)
+        )
+    ours = bm.class_rbm_from_rbm_layout(
+        jax.tree.map(lambda a, b: (a - b) / 0.5, after[0.5], after[0.0]), 6
+    )
+
+    W, U, _, c, d = (np.asarray(a, np.float64) for a in params)
+    o = (x @ W + c)[:, None, :] + U  # [B, C, H] hidden inputs given each label
+    log_joint = d + np.logaddexp(0, o).sum(-1)
+    p = np.exp(log_joint - np_logsumexp(log_joint, axis=1)[:, None])  # p(y' | x) [B, C]
+    onehot, act = np.eye(3)[y], 1 / (1 + np.exp(-o))
+    expected_act = np.einsum("bc,bch->bh", p, act)
+    given_act = act[np.arange(10), y]
+    rows = mask / mask.sum()
+    want = {  # d mean log p(y | x) / d parameter
+        "W": np.einsum("b,bi,bh->ih", rows, x, given_act - expected_act),
+        "U": np.einsum("b,bch->ch", rows, onehot[:, :, None] * act - p[:, :, None] * act),
+        "b_vis": np.zeros(6),
+        "b_hid": rows @ (given_act - expected_act),
+        "b_label": rows @ (onehot - p),
+    }
+    for name, value in want.items():
+        np.testing.assert_allclose(getattr(ours, name), value, atol=2e-5, err_msg=name)
+    log_lik = np.log(p[np.arange(10), y])
+    np.testing.assert_allclose(metrics["label_log_likelihood"], rows @ log_lik, rtol=1e-5)
+    with pytest.raises(ValueError, match="discriminative_weight needs label units"):
+        bm.make_rbm_step(optimizer, discriminative_weight=1.0)
 
 
 def test_class_rbm_fit_on_binary_digits_classifies_and_round_trips(tmp_path):

@@ -459,6 +459,8 @@ def default_config() -> ml_collections.ConfigDict:
             "num_chains": 0,  # persistent chains; 0: batch_size
             "mean_field_iters": 10,  # DBM positive phase and bound
             "weight_scale": 0.01,
+            # class_rbm: lambda of the hybrid (generative CD + lambda x discriminative) step
+            "discriminative_weight": 0.0,
         }
     )
     config.optim = ml_collections.ConfigDict(

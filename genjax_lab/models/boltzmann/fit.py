@@ -55,6 +55,7 @@ from genjax_lab.models.boltzmann.model import (
     init_dbm_chains,
     init_rbm,
     init_rbm_chains,
+    label_log_probs,
     mean_field,
     run_chains,
 )
@@ -176,6 +177,7 @@ def make_rbm_step(
     down_scale: float = 1.0,
     keep_negatives: bool = False,
     labels: int = 0,
+    discriminative_weight: float = 0.0,
 ) -> Callable:
     """The CD-k / PCD-k step `(params, opt_state, chains, batch, key, num_sweeps=None) ->
     (params, opt_state, chains, metrics)`.
@@ -194,12 +196,26 @@ def make_rbm_step(
     to CD-25); None: k.
     labels: C > 0 trains a classification RBM in its RBM form (`class_rbm_as_rbm`): the last
     C columns of batch["x"] (and of the chains) are the one-hot label, which the negative
-    phase draws as one softmax group (Larochelle & Bengio 2008's generative CD).
+    phase draws as one softmax group (Larochelle & Bengio 2008's generative CD); metrics then
+    also hold the batch's mean exact log p(y | x), `label_log_likelihood`.
+    discriminative_weight: lambda >= 0 adds lambda times the exact gradient of -log p(y | x)
+    (Larochelle & Bengio's hybrid training; their L_disc + alpha L_gen is lambda = 1 / alpha
+    with the learning rate times alpha). Needs labels.
     """
     _check_step_args(method, k, visible, mesh)
     checks.check_count("labels", labels, minimum=0)
     if labels and visible != "bernoulli":
         raise ValueError("labels: a classification RBM has Bernoulli visible units")
+    checks.check_number("discriminative_weight", discriminative_weight, low=0.0)
+    if discriminative_weight and not labels:
+        raise ValueError("discriminative_weight needs label units (labels > 0)")
+
+    def label_log_likelihood(params, x, mask):
+        """sum_b mask_b log p(y_b | x_b), params and x in the RBM form [x, one-hot y]."""
+        v, y = x[:, :-labels], x[:, -labels:]
+        class_params = class_rbm_from_rbm_layout(params, v.shape[1])
+        return jnp.sum(mask * jnp.sum(y * label_log_probs(class_params, v), -1))
+
     checks.check_positive("up_scale", up_scale)
     checks.check_positive("down_scale", down_scale)
 
@@ -224,7 +240,13 @@ def make_rbm_step(
             mesh=mesh,
             labels=labels,
         )
-        return chains, _reduce((pos, neg), mesh)
+        if not labels:
+            return chains, _reduce((pos, neg, None), mesh)
+        if discriminative_weight:
+            conditional = jax.value_and_grad(label_log_likelihood)(params, x, mask)
+        else:
+            conditional = (label_log_likelihood(params, x, mask), None)
+        return chains, _reduce((pos, neg, conditional), mesh)
 
     phases = _per_device(phases, mesh, num_sharded=3)
 
@@ -233,12 +255,20 @@ def make_rbm_step(
         x, mask = _flat(batch["x"]), batch["mask"]
         sweeps = jnp.asarray(k if num_sweeps is None else num_sweeps, jnp.int32)
         start = x if method == "cd" else chains
-        new_chains, (pos, neg) = phases(params, x, mask, start, key, sweeps)
-        updates, opt_state = optimizer.update(_descent_direction(pos, neg), opt_state, params)
+        new_chains, (pos, neg, conditional) = phases(params, x, mask, start, key, sweeps)
+        weight = jnp.maximum(pos.weight, 1.0)
+        direction = _descent_direction(pos, neg)
+        if discriminative_weight:
+            direction = jax.tree.map(
+                lambda g, d: g - discriminative_weight * d / weight, direction, conditional[1]
+            )
+        updates, opt_state = optimizer.update(direction, opt_state, params)
         metrics = {
-            "free_energy_data": pos.free_energy / jnp.maximum(pos.weight, 1.0),
+            "free_energy_data": pos.free_energy / weight,
             "free_energy_chains": neg.free_energy / jnp.maximum(neg.weight, 1.0),
         }
+        if labels:
+            metrics["label_log_likelihood"] = conditional[0] / weight
         returned = new_chains if method == "pcd" or keep_negatives else chains
         return optax.apply_updates(params, updates), opt_state, returned, metrics
 
@@ -451,6 +481,11 @@ def check_model_config(model: ml_collections.ConfigDict, kinds: tuple[str, ...] 
             "config.model.method must be 'pcd' for a DBM (its negative phase uses "
             "persistent chains)"
         )
+    if model.get("discriminative_weight", 0.0) and model.kind != "class_rbm":
+        raise ValueError(
+            "config.model.discriminative_weight is for a classification RBM "
+            f"(config.model.kind='class_rbm'), got kind {model.kind!r}"
+        )
     if model.k < 1 or not 1 <= model.k_start:
         raise ValueError(
             "config.model.k and config.model.k_start must be at least 1, got "
@@ -570,7 +605,13 @@ def fit(
         # trained in its RBM form over [x, one-hot y], the label a softmax group in the chains
         params = class_rbm_as_rbm(init)
         x = jnp.concatenate([x, jax.nn.one_hot(jnp.asarray(data["y"]), num_classes)], axis=1)
-        step = make_rbm_step(optimizer, method=m.method, k=int(m.k), labels=num_classes)
+        step = make_rbm_step(
+            optimizer,
+            method=m.method,
+            k=int(m.k),
+            labels=num_classes,
+            discriminative_weight=float(m.discriminative_weight),
+        )
         if m.method == "pcd":
             bits_key, labels_key = jax.random.split(chain_key)
             chains = jnp.concatenate(
