@@ -63,9 +63,7 @@ def fit_on_loop(
     family = lda.LDAFamily(model, vocab_size, key)
     run_config = lda.loop_config(model, seed=config.seed, checkpoint_every=config.checkpoint.every)
     t0 = time.perf_counter()
-    result = train_and_evaluate(
-        run_config, workdir, family.as_family(bags.num_docs), family.dataset(bags)
-    )
+    result = train_and_evaluate(run_config, workdir, *family.prepare(bags))
     params = jax.block_until_ready(family.params(result.state))
     return params, result.metrics, time.perf_counter() - t0
 

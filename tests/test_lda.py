@@ -255,7 +255,7 @@ def test_length_groups_partition_the_documents_and_do_not_change_the_fit(monkeyp
     config = lda.LDAConfig(10, 25, alpha=0.5, eta=0.1, max_doc_iter=30)
     fits = {}
     for max_groups in (1, 4):
-        monkeypatch.setattr(lda.vb, "_MAX_LENGTH_GROUPS", max_groups)
+        monkeypatch.setattr(lda.vb, "MAX_LENGTH_GROUPS", max_groups)
         for mesh in (None, data_mesh()):
             fits[max_groups, mesh is None] = lda.fit_vb(
                 jax.random.key(2), bags, config, num_iters=4, mesh=mesh
@@ -468,9 +468,7 @@ def _loop_fit(workdir, bags, config, key, num_steps=None):
     run_config = lda.loop_config(config, seed=0, checkpoint_every=3)
     if num_steps is not None:
         run_config.num_steps = num_steps
-    result = loop.train_and_evaluate(
-        run_config, workdir, family.as_family(bags.num_docs), family.dataset(bags)
-    )
+    result = loop.train_and_evaluate(run_config, workdir, *family.prepare(bags))
     return family.params(result.state), result
 
 

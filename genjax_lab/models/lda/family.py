@@ -2,8 +2,8 @@
 `loop.Family` adapters of the library's own steps, so an experiment's fit checkpoints,
 resumes bitwise and runs on the `data` mesh.
 
-  batch   full batch: a step is one `vb_batch_step` pass over every document, for all
-          `num_restarts` starts at once (vmapped); a start whose relative ELBO gain falls
+  batch   full batch: a step is one `vb_batch_step` pass over every document, for each
+          of the `num_restarts` starts; a start whose relative ELBO gain falls
           below `tol` stops there (`fit_vb`'s rule), and the run ends once every start has
           (the `converged` metric). The parameters are the start with the highest ELBO.
   online  minibatches of `batch_size` documents from the loop's batcher; a step is
@@ -20,6 +20,7 @@ batches have one shape), which online VB pays for in its E-step on skewed corpor
 """
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -111,16 +112,6 @@ class LDAFamily:
         """(start key, sweep key): `fit_vb`'s (init, order) split, `fit_gibbs`'s (init, sweep)."""
         return tuple(jax.random.split(self.key))
 
-    def dataset(self, bags: BagOfWords) -> data_lib.Dataset:
-        """The training split the loop reads: padded bags (VB), or token slots (Gibbs)."""
-        ids, counts = check_bags(bags.ids, bags.counts, self.vocab_size)
-        if ids.shape[0] == 0:
-            raise ValueError("bags hold no documents")
-        if self.config.method == "gibbs":
-            tokens = gibbs.tokens_from_bags(BagOfWords(ids, counts), self.vocab_size)
-            return data_lib.Dataset({"train": {"words": tokens.words, "tokens": tokens.mask}})
-        return data_lib.Dataset({"train": {"ids": ids, "counts": counts}})
-
     # ------------------------------------------------------------------ batch VB
 
     def _init_batch(self, key, batch) -> VBStarts:
@@ -140,12 +131,25 @@ class LDAFamily:
             jnp.zeros((restarts,), jnp.bool_),
         )
 
-    def _batch_step(self, state: VBStarts, batch, key):
+    def _batch_step(self, state: VBStarts, batch, key, *, groups: tuple):
         del key  # VB is deterministic
         model, tol = self.model, self.config.tol
         mask = batch["mask"]
-        group = (vb.DocBatch(batch["ids"], batch["counts"] * mask[:, None], mask),)
-        new, bound = jax.vmap(lambda p: vb.vb_batch_step(p, None, group, model)[::2])(state.params)
+        counts = batch["counts"] * mask[:, None]
+        # The last group also holds the loop's padding rows (masked).
+        ends = [stop for _, stop, _ in groups[:-1]] + [None]
+        group = tuple(
+            vb.DocBatch(batch["ids"][a:b, :w], counts[a:b, :w], mask[a:b])
+            for (a, _, w), b in zip(groups, ends)
+        )
+        # One pass per start, unrolled: under vmap or lax.map the E-step's scatter and
+        # fixed point run 2 to 15 times slower on CPU (lee_background, K = 5).
+        passes = [
+            vb.vb_batch_step(jax.tree.map(lambda x, r=r: x[r], state.params), None, group, model)
+            for r in range(state.bound.shape[0])
+        ]
+        new = jax.tree.map(lambda *x: jnp.stack(x), *[p for p, _, _ in passes])
+        bound = jnp.stack([b for _, _, b in passes])
         stopped = state.done
         params = jax.tree.map(
             lambda old, fresh: jnp.where(
@@ -224,24 +228,57 @@ class LDAFamily:
         best = int(np.argmax(np.asarray(mesh_lib.host_copy(state.bound))))
         return jax.tree.map(lambda x: x[best], state.params)
 
-    def as_family(self, num_docs: int) -> Family:
-        """The loop's Family; `num_docs`, the training documents, scales online updates."""
+    def prepare(self, bags: BagOfWords) -> tuple[Family, data_lib.Dataset]:
+        """The loop's Family for this corpus and the training split it reads: the bags sorted
+        into length groups (batch VB), the bags (online VB, whose updates the number of
+        documents scales), or token slots (Gibbs)."""
+        ids, counts = check_bags(bags.ids, bags.counts, self.vocab_size)
+        if ids.shape[0] == 0:
+            raise ValueError("bags hold no documents")
         method = self.config.method
-        if method == "batch":
-            return Family(
-                self._init_batch,
-                self._batch_step,
+        if method == "gibbs":
+            tokens = gibbs.tokens_from_bags(BagOfWords(ids, counts), self.vocab_size)
+            family = Family(
+                self._init_gibbs,
+                self._gibbs_step,
                 full_batch=True,
-                converged=None if self.config.tol is None else "converged",
+                state_shardings=self._gibbs_shardings,
+            )
+            return family, data_lib.Dataset(
+                {"train": {"words": tokens.words, "tokens": tokens.mask}}
             )
         if method == "online":
-            return Family(
-                self._init_online,
-                self._online_step(checks.check_count("num_docs", num_docs)),
-            )
-        return Family(
-            self._init_gibbs,
-            self._gibbs_step,
+            family = Family(self._init_online, self._online_step(ids.shape[0]))
+            return family, data_lib.Dataset({"train": {"ids": ids, "counts": counts}})
+        ids, counts, groups = _length_groups(ids, counts)
+        family = Family(
+            self._init_batch,
+            functools.partial(self._batch_step, groups=groups),
             full_batch=True,
-            state_shardings=self._gibbs_shardings,
+            converged=None if self.config.tol is None else "converged",
         )
+        return family, data_lib.Dataset({"train": {"ids": ids, "counts": counts}})
+
+
+def _length_groups(ids: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """The documents shortest first, their words moved to the front, and the groups
+    (start, stop, longest) a batch pass pads each to its own longest document, as `fit_vb`
+    does (`vb.length_groups`; one group for a small corpus): on lee_background a pass takes
+    half the time of one group padded to the longest document."""
+    longest = int((counts > 0).sum(1).max(initial=1))
+    small = ids.shape[0] * longest <= vb.ONE_GROUP_SLOTS
+    rows = vb.length_groups(counts, 1 if small else vb.MAX_LENGTH_GROUPS, jax.device_count())
+    order = np.concatenate(rows)
+    front = np.argsort(counts[order] <= 0, axis=1, kind="stable")
+    ids = np.take_along_axis(ids[order], front, 1)[:, :longest]
+    counts = np.take_along_axis(counts[order], front, 1)[:, :longest]
+    stops = np.cumsum([len(r) for r in rows])
+    groups = tuple(
+        (
+            int(stop - len(r)),
+            int(stop),
+            max(int((counts[stop - len(r) : stop] > 0).sum(1).max()), 1),
+        )
+        for r, stop in zip(rows, stops)
+    )
+    return ids, counts, groups

@@ -390,13 +390,13 @@ def _group_batches(ids, counts, rows_per_group, multiple: int, mesh, buckets: tu
     return tuple(batches)
 
 
-_MAX_LENGTH_GROUPS = 4
+MAX_LENGTH_GROUPS = 4
 # A corpus of up to this many word slots (documents x longest document) is one group padded
 # to coarse buckets (from 32, eight sizes per doubling): its passes take well under a
 # millisecond, so sharing one compiled step across nearby corpus sizes matters more than the
 # padding. A larger corpus is split into length groups, each padded to fine buckets (sixteen
 # sizes per doubling, at most 6.25% per axis), so the warm pass time stays as it was.
-_ONE_GROUP_SLOTS = 2**13
+ONE_GROUP_SLOTS = 2**13
 _SMALL_BUCKETS, _LARGE_BUCKETS = (32, 8), (8, 16)
 
 
@@ -405,8 +405,8 @@ def _fit_batch(
 ) -> tuple[VBState, FitHistory]:
     devices = 1 if mesh is None else mesh.devices.size
     longest = int((counts > 0).sum(1).max(initial=1))
-    small = ids.shape[0] * longest <= _ONE_GROUP_SLOTS
-    rows_per_group = length_groups(counts, 1 if small else _MAX_LENGTH_GROUPS, devices)
+    small = ids.shape[0] * longest <= ONE_GROUP_SLOTS
+    rows_per_group = length_groups(counts, 1 if small else MAX_LENGTH_GROUPS, devices)
     groups = _group_batches(
         ids, counts, rows_per_group, devices, mesh, _SMALL_BUCKETS if small else _LARGE_BUCKETS
     )
