@@ -1,5 +1,6 @@
 """Generative adversarial networks: the MLP GAN (Goodfellow et al. 2014), DCGAN (Radford et
-al. 2016), the conditional GAN (Mirza & Osindero 2014) and WGAN-GP, trained on the shared loop.
+al. 2016), the conditional GAN (Mirza & Osindero 2014), WGAN (Arjovsky et al. 2017) and
+WGAN-GP, trained on the shared loop.
 
 Architectures (`config.model.arch`):
   mlp     G: z(+y) -> ReLU layers `g_hidden` -> sigmoid image. D: x(+y) -> `d_hidden`
@@ -8,10 +9,17 @@ Architectures (`config.model.arch`):
           (`d_input_dropout`, the paper's 0.2) and hidden layers (`d_dropout`, 0.5) -> logit.
   dcgan   G: z(+y) -> Dense to (H/4, W/4, 128), ReLU -> 4x4 stride-2 transposed convs
           (64, then C channels) -> sigmoid, i.e. 7 -> 14 -> 28 on MNIST. D: 4x4 stride-2
-          convs (64, 128) with LeakyReLU(0.2) -> logit. Batch-norm free on purpose: every
-          example's forward pass is independent of the rest of the batch, so the mask
-          weighting is exact, padding rows cannot leak into real rows, and no batch
-          statistics need threading through the state. Adam 2e-4, beta1 0.5 as the paper.
+          convs (64, 128) with LeakyReLU(0.2) -> logit. Adam 2e-4, beta1 0.5 as the paper.
+          Batch-norm free by default, so every example's forward pass is independent of
+          the rest of the batch; `batch_norm=True` puts it where Radford et al. do: in G
+          after every layer but the output, in D after every conv but the input one.
+          Batch statistics are of the batch's unmasked rows (padding never leaks into
+          them), real and fake batches pass through D separately (as in their code), and
+          the running averages, kept in the variables' `batch_stats`, serve sampling and
+          evaluation.
+  Spectral normalisation (`spectral_norm=True`, Miyato et al. 2018): each of D's weights
+  divided by its largest singular value, one power iteration per training pass, the
+  vectors in D's `batch_stats`.
   Conditioning (`conditional=True`): G sees [z, onehot(y)]; D is a projection
   discriminator (Miyato & Koyama 2018): logit = w . phi(x) + b + e_y . phi(x), phi(x) its
   last hidden features and e_y a learned embedding of the label. The label then enters D
@@ -21,7 +29,9 @@ Architectures (`config.model.arch`):
 
 Losses (`config.model.loss`): 'nonsaturating' (D: softplus(-D(x)) + softplus(D(G(z))),
 G: softplus(-D(G(z)))), 'hinge' (D: relu(1 - D(x)) + relu(1 + D(G(z))), G: -D(G(z))),
-'wgan-gp' (D: D(G(z)) - D(x) + gp_weight (|grad D(x_hat)| - 1)^2, G: -D(G(z))).
+'wgan-gp' (D: D(G(z)) - D(x) + gp_weight (|grad D(x_hat)| - 1)^2, G: -D(G(z))), 'wgan'
+(the same without the penalty, D's weights clipped to [-weight_clip, weight_clip] after
+each update; the paper's 0.01, n_critic 5, `config.optim.optimizer='rmsprop'`, 5e-5).
 
 The shared verbs (genjax_lab.api); config is the family's whole `default_config()`:
   meta_from_data(data, config) -> {image_shape, num_classes}; init(key, config, meta) ->
@@ -45,13 +55,16 @@ optimizer, train step, the loop adapter, config), fit (init, meta_from_data, fit
 from genjax_lab.models.gan.family import (
     GANFamily,
     GANState,
+    apply_train,
     check_config,
+    clip_weights,
     default_config,
     ema_decay,
     family_for,
     make_optimizer,
     split_holdout,
     train_step,
+    trainable,
 )
 from genjax_lab.models.gan.fit import fit, init, meta_from_data
 from genjax_lab.models.gan.metrics import sample_metrics
@@ -83,7 +96,9 @@ __all__ = [
     "GANSpec",
     "GANState",
     "Generator",
+    "apply_train",
     "check_config",
+    "clip_weights",
     "default_config",
     "discriminator_loss",
     "draw_noise",
@@ -102,4 +117,5 @@ __all__ = [
     "sample_metrics",
     "split_holdout",
     "train_step",
+    "trainable",
 ]

@@ -58,15 +58,47 @@ class GANState:
     updates: jax.Array  # int32 count of generator updates, for the EMA warm-up
 
 
+OPTIMIZERS = ("adam", "rmsprop")
+
+
 def make_optimizer(
     learning_rate: float, optim_config: ml_collections.ConfigDict
 ) -> optax.GradientTransformation:
+    """Adam with the config's betas, or RMSProp (config.optim.optimizer) as the weight-
+    clipping WGAN trains, with PyTorch's defaults that its code used: decay 0.99, eps 1e-8
+    added to the root."""
     checks.check_positive("learning_rate", learning_rate)
+    name = optim_config.get("optimizer", "adam")  # .get: configs saved before the key
+    checks.check_choice("config.optim.optimizer", name, OPTIMIZERS)
+    if name == "rmsprop":
+        return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, eps_in_sqrt=False)
     for beta in ("b1", "b2"):
         checks.check_number(
             f"config.optim.{beta}", optim_config[beta], low=0.0, high=1.0, high_open=True
         )
     return optax.adam(learning_rate, b1=optim_config.b1, b2=optim_config.b2)
+
+
+def trainable(variables: Any) -> dict:
+    """The part of a module's variables the optimizer updates: the weights, not the batch
+    statistics or power-iteration vectors in `batch_stats` (a module without them: all)."""
+    return {"params": variables["params"]}
+
+
+def apply_train(module, variables: Any, *args, **kwargs) -> tuple[jax.Array, Any]:
+    """module.apply in training mode: (output, variables with `batch_stats` updated); a
+    module without that collection returns its variables as they are."""
+    if "batch_stats" not in variables:
+        return module.apply(variables, *args, train=True, **kwargs), variables
+    out, updates = module.apply(variables, *args, train=True, mutable=["batch_stats"], **kwargs)
+    return out, {**variables, **updates}
+
+
+def clip_weights(params: Any, clip: float) -> Any:
+    """Every weight clipped to [-clip, clip] (Arjovsky et al. 2017, Algorithm 1); 0: none."""
+    if clip == 0:
+        return params
+    return jax.tree.map(lambda w: jnp.clip(w, -clip, clip), params)
 
 
 def ema_decay(max_decay: float, updates: jax.Array) -> jax.Array:
@@ -85,6 +117,21 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     checks.check_count("config.model.noise_dim", config.model.noise_dim)
     checks.check_number("config.model.gp_weight", config.model.gp_weight, low=0.0)
     checks.check_number("config.model.ema_decay", config.model.ema_decay, low=0.0, high=1.0)
+    # .get: the keys a config saved before them lacks
+    clip = checks.check_number(
+        "config.model.weight_clip", config.model.get("weight_clip", 0.0), low=0.0
+    )
+    if config.model.loss == "wgan" and clip == 0:
+        raise ValueError(
+            "config.model.loss='wgan' keeps its critic Lipschitz by clipping: set "
+            "config.model.weight_clip > 0 (the paper's 0.01), or use loss='wgan-gp'"
+        )
+    if config.model.loss == "wgan-gp" and config.model.get("batch_norm", False):
+        raise ValueError(
+            "config.model.batch_norm with loss='wgan-gp': the gradient penalty is per "
+            "example, which batch norm in the critic breaks (Gulrajani et al. 2017, 4)"
+        )
+    checks.check_choice("config.optim.optimizer", config.optim.get("optimizer", "adam"), OPTIMIZERS)
     for rate in ("g_learning_rate", "d_learning_rate"):
         checks.check_positive(f"config.optim.{rate}", config.optim[rate])
 
@@ -156,8 +203,8 @@ class GANFamily:
         return GANState(
             g_params=g_params,
             d_params=d_params,
-            g_opt_state=make_optimizer(optim.g_learning_rate, optim).init(g_params),
-            d_opt_state=make_optimizer(optim.d_learning_rate, optim).init(d_params),
+            g_opt_state=make_optimizer(optim.g_learning_rate, optim).init(trainable(g_params)),
+            d_opt_state=make_optimizer(optim.d_learning_rate, optim).init(trainable(d_params)),
             ema_params=g_params,
             updates=jnp.zeros((), jnp.int32),
         )
@@ -174,16 +221,21 @@ class GANFamily:
         out = {**g_params["params"]["out"], "bias": logits}
         return {**g_params, "params": {**g_params["params"], "out": out}}
 
-    def _critic_update(self, d_params, d_opt_state, real, fake, y_onehot, mask, key):
-        """One discriminator update on a real and a fake batch; returns (params, opt, metrics)."""
+    def _critic_update(self, d_vars, d_opt_state, real, fake, y_onehot, mask, key):
+        """One discriminator update on a real and a fake batch; returns (variables, opt,
+        metrics). Real and fake pass through D separately, as in the DCGAN reference, so
+        batch norm sees batches of one kind."""
         discriminator, model = self.models[1], self.config.model
         real_key, fake_key, gp_key = jax.random.split(key, 3)
 
-        def loss_fn(params):
-            def critic(x, k):
-                return discriminator.apply(params, x, y_onehot, train=True, rngs={"dropout": k})
+        def loss_fn(weights):
+            def critic(variables, x, k):
+                return apply_train(
+                    discriminator, variables, x, y_onehot, mask=mask, rngs={"dropout": k}
+                )
 
-            real_logits, fake_logits = critic(real, real_key), critic(fake, fake_key)
+            real_logits, variables = critic({**d_vars, **weights}, real, real_key)
+            fake_logits, variables = critic(variables, fake, fake_key)
             per_example = discriminator_loss(model.loss, real_logits, fake_logits)
             aux = {
                 "d_real": masked_mean(real_logits, mask),
@@ -191,16 +243,24 @@ class GANFamily:
             }
             if model.loss == "wgan-gp":
                 penalty = gradient_penalty(
-                    lambda x: critic(x, gp_key), real, fake, jax.random.fold_in(gp_key, 1)
+                    lambda x: critic(variables, x, gp_key)[0],
+                    real,
+                    fake,
+                    jax.random.fold_in(gp_key, 1),
                 )
                 aux["gradient_penalty"] = masked_mean(penalty, mask)
                 per_example = per_example + model.gp_weight * penalty
-            return masked_mean(per_example, mask), aux
+            return masked_mean(per_example, mask), (aux, variables)
 
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
+        (loss, (aux, variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            trainable(d_vars)
+        )
         optimizer = make_optimizer(self.config.optim.d_learning_rate, self.config.optim)
-        updates, d_opt_state = optimizer.update(grads, d_opt_state, d_params)
-        return optax.apply_updates(d_params, updates), d_opt_state, {"d_loss": loss, **aux}
+        updates, d_opt_state = optimizer.update(grads, d_opt_state, trainable(d_vars))
+        weights = clip_weights(
+            optax.apply_updates(trainable(d_vars), updates), model.get("weight_clip", 0.0)
+        )
+        return {**variables, **weights}, d_opt_state, {"d_loss": loss, **aux}
 
     def train_step(self, state: GANState, batch, key):
         """`train_step(self, state, batch, key)`: the loop's step and `fit`'s."""
@@ -278,7 +338,7 @@ def train_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState
     critic_key, last_key, g_key = jax.random.split(key, 3)
 
     def fake_batch(k):
-        return generator.apply(state.g_params, family.noise(k, num), y_onehot)
+        return apply_train(generator, state.g_params, family.noise(k, num), y_onehot, mask=mask)[0]
 
     def extra_critic_update(carry, k):
         noise_key, update_key = jax.random.split(k)
@@ -297,21 +357,30 @@ def train_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState
     # The last critic update and the generator update share one forward pass of G.
     noise_key, update_key = jax.random.split(last_key)
     z = family.noise(noise_key, num)
-    fake, g_vjp = jax.vjp(lambda p: generator.apply(p, z, y_onehot), state.g_params)
+    fake, g_vjp, g_vars = jax.vjp(
+        lambda weights: apply_train(
+            generator, {**state.g_params, **weights}, z, y_onehot, mask=mask
+        ),
+        trainable(state.g_params),
+        has_aux=True,
+    )
     d_params, d_opt_state, metrics = family._critic_update(
         d_params, d_opt_state, real, fake, y_onehot, mask, update_key
     )
 
     def g_loss_fn(x):
-        logits = discriminator.apply(d_params, x, y_onehot, train=True, rngs={"dropout": g_key})
+        # D's batch statistics of this pass are not kept: its update is done
+        logits, _ = apply_train(
+            discriminator, d_params, x, y_onehot, mask=mask, rngs={"dropout": g_key}
+        )
         return masked_mean(generator_loss(model.loss, logits), mask)
 
     g_loss, fake_grads = jax.value_and_grad(g_loss_fn)(fake)
     (g_grads,) = g_vjp(fake_grads)
     g_updates, g_opt_state = make_optimizer(optim.g_learning_rate, optim).update(
-        g_grads, state.g_opt_state, state.g_params
+        g_grads, state.g_opt_state, trainable(state.g_params)
     )
-    g_params = optax.apply_updates(state.g_params, g_updates)
+    g_params = {**g_vars, **optax.apply_updates(trainable(state.g_params), g_updates)}
     decay = ema_decay(model.ema_decay, state.updates)
     ema_params = jax.tree.map(
         lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, g_params
@@ -398,10 +467,19 @@ def default_config() -> ml_collections.ConfigDict:
             "marginal_output_bias": True,
             "g_init_range": 0.0,  # > 0: weights uniform in [-range, range]; 0: LeCun normal
             "d_init_range": 0.0,
+            "weight_clip": 0.0,  # > 0: D's weights clipped to [-c, c] after each update
+            "spectral_norm": False,  # D's weights divided by their largest singular value
+            "batch_norm": False,  # dcgan: batch norm in G and D where Radford et al. put it
         }
     )
     config.optim = ml_collections.ConfigDict(
-        {"g_learning_rate": 2e-4, "d_learning_rate": 2e-4, "b1": 0.5, "b2": 0.999}
+        {
+            "optimizer": "adam",  # or "rmsprop" (the weight-clipping WGAN's)
+            "g_learning_rate": 2e-4,
+            "d_learning_rate": 2e-4,
+            "b1": 0.5,
+            "b2": 0.999,
+        }
     )
     config.eval = ml_collections.ConfigDict(
         {

@@ -22,8 +22,10 @@ from genjax_lab.core import checks
 from genjax_lab.eval import parzen
 
 ARCHS = ("mlp", "dcgan")
-LOSSES = ("nonsaturating", "hinge", "wgan-gp")
+LOSSES = ("nonsaturating", "hinge", "wgan-gp", "wgan")
 NOISES = ("normal", "uniform")
+# PyTorch's BatchNorm momentum 0.1 (the DCGAN reference's) is Flax's 0.9
+_BN_MOMENTUM = 0.9
 NO_LIKELIHOOD = (
     "a GAN has no likelihood: use the Parzen estimate, "
     "genjax_lab.models.gan.parzen_log_prob(key, params, x, num_samples=, sigma=)"
@@ -50,6 +52,15 @@ def _concat_label(h: jax.Array, y_onehot: jax.Array | None) -> jax.Array:
     return h if y_onehot is None else jnp.concatenate([h, y_onehot], axis=-1)
 
 
+def _batch_norm(h: jax.Array, train: bool, mask: jax.Array | None, name: str) -> jax.Array:
+    """Batch norm over every axis but the channels: batch statistics in training (of the
+    rows where mask [B] is set, so padding rows never shift the real ones), the running
+    averages kept in `batch_stats` otherwise."""
+    rows = None if mask is None else (mask > 0).reshape((-1,) + (1,) * (h.ndim - 1))
+    layer = nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, name=name)
+    return layer(h, mask=None if rows is None else jnp.broadcast_to(rows, h.shape))
+
+
 class Generator(nn.Module):
     """G(z, y): z [B, noise_dim], y_onehot [B, K] or None -> images [B, H, W, C] in (0, 1)."""
 
@@ -57,9 +68,13 @@ class Generator(nn.Module):
     hidden: Sequence[int]
     image_shape: tuple[int, int, int]
     init_range: float = 0.0
+    # Radford et al.: after every layer but the output (dcgan only)
+    batch_norm: bool = False
 
     @nn.compact
-    def __call__(self, z, y_onehot=None):
+    def __call__(self, z, y_onehot=None, train: bool = False, mask=None):
+        """train: batch statistics (batch_norm; the updated averages are the mutable
+        `batch_stats`), else their running averages; mask [B]: the rows they are of."""
         height, width, channels = self.image_shape
         dense = functools.partial(nn.Dense, kernel_init=_kernel_init(self.init_range))
         deconv = functools.partial(
@@ -75,10 +90,14 @@ class Generator(nn.Module):
                 h = nn.relu(dense(units)(h))
             h = dense(height * width * channels, name="out")(h)
         else:
-            h = nn.relu(dense(128 * (height // 4) * (width // 4))(h))
+            h = dense(128 * (height // 4) * (width // 4))(h)
             h = h.reshape(h.shape[0], height // 4, width // 4, 128)
-            h = nn.relu(deconv(64)(h))
-            h = deconv(channels, name="out")(h)
+            if self.batch_norm:
+                h = _batch_norm(h, train, mask, "bn_project")
+            h = deconv(64)(nn.relu(h))
+            if self.batch_norm:
+                h = _batch_norm(h, train, mask, "bn_deconv")
+            h = deconv(channels, name="out")(nn.relu(h))
         return jax.nn.sigmoid(h).reshape(h.shape[0], height, width, channels)
 
 
@@ -91,22 +110,35 @@ class Discriminator(nn.Module):
     input_dropout: float = 0.0
     dropout: float = 0.0
     init_range: float = 0.0
+    # Miyato et al. 2018: every weight divided by its largest singular value, estimated by
+    # one power iteration per training call (the vectors kept in `batch_stats`)
+    spectral_norm: bool = False
+    # Radford et al.: after every conv layer but the input one (dcgan only)
+    batch_norm: bool = False
 
     @nn.compact
-    def __call__(self, x, y_onehot=None, train: bool = False):
+    def __call__(self, x, y_onehot=None, train: bool = False, mask=None):
+        """train: dropout on, batch statistics and power iterations (their state is the
+        mutable `batch_stats`); mask [B]: the rows batch statistics are of."""
         dense = functools.partial(nn.Dense, kernel_init=_kernel_init(self.init_range))
+
+        def layer(module, h):
+            if self.spectral_norm:
+                return nn.SpectralNorm(module)(h, update_stats=train)
+            return module(h)
+
         if self.arch == "mlp":
             h = nn.Dropout(self.input_dropout, deterministic=not train)(x.reshape(x.shape[0], -1))
             for units in self.hidden:
                 if self.maxout_pieces:
-                    h = dense(units * self.maxout_pieces)(h)
+                    h = layer(dense(units * self.maxout_pieces), h)
                     h = h.reshape(h.shape[0], units, self.maxout_pieces).max(-1)
                 else:
-                    h = nn.leaky_relu(dense(units)(h), 0.2)
+                    h = nn.leaky_relu(layer(dense(units), h), 0.2)
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
         else:
             h = x
-            for features in (64, 128):
+            for i, features in enumerate((64, 128)):
                 conv = nn.Conv(
                     features,
                     (4, 4),
@@ -114,12 +146,16 @@ class Discriminator(nn.Module):
                     padding="SAME",
                     kernel_init=_kernel_init(self.init_range),
                 )
-                h = nn.leaky_relu(conv(h), 0.2)
+                h = layer(conv, h)
+                if self.batch_norm and i:
+                    h = _batch_norm(h, train, mask, f"bn_conv{i}")
+                h = nn.leaky_relu(h, 0.2)
             h = h.reshape(h.shape[0], -1)
-        logits = dense(1)(h)[:, 0]
+        logits = layer(dense(1), h)[:, 0]
         if y_onehot is None:
             return logits
-        label_embedding = dense(h.shape[-1], use_bias=False, name="label_projection")(y_onehot)
+        projection = dense(h.shape[-1], use_bias=False, name="label_projection")
+        label_embedding = layer(projection, y_onehot)
         return logits + (label_embedding * h).sum(-1)
 
 
@@ -142,6 +178,13 @@ def make_models(
     checks.check_counts("config.model.g_hidden", model_config.g_hidden)
     checks.check_counts("config.model.d_hidden", model_config.d_hidden)
     checks.check_count("config.model.d_maxout_pieces", model_config.d_maxout_pieces, minimum=0)
+    # .get: a model saved before these keys existed loads without them
+    batch_norm = bool(model_config.get("batch_norm", False))
+    if batch_norm and model_config.arch != "dcgan":
+        raise ValueError(
+            "config.model.batch_norm is the DCGAN's (Radford et al.): it needs "
+            f"config.model.arch='dcgan', got {model_config.arch!r}"
+        )
     for name in ("d_input_dropout", "d_dropout"):
         checks.check_number(
             f"config.model.{name}", model_config[name], low=0.0, high=1.0, high_open=True
@@ -151,6 +194,7 @@ def make_models(
         hidden=tuple(model_config.g_hidden),
         image_shape=tuple(image_shape),
         init_range=model_config.g_init_range,
+        batch_norm=batch_norm,
     )
     discriminator = Discriminator(
         arch=model_config.arch,
@@ -159,6 +203,8 @@ def make_models(
         input_dropout=model_config.d_input_dropout,
         dropout=model_config.d_dropout,
         init_range=model_config.d_init_range,
+        spectral_norm=bool(model_config.get("spectral_norm", False)),
+        batch_norm=batch_norm,
     )
     return generator, discriminator
 
@@ -187,7 +233,7 @@ def discriminator_loss(loss: str, real_logits: jax.Array, fake_logits: jax.Array
         return jax.nn.softplus(-real_logits) + jax.nn.softplus(fake_logits)
     if loss == "hinge":
         return nn.relu(1.0 - real_logits) + nn.relu(1.0 + fake_logits)
-    if loss == "wgan-gp":
+    if loss in ("wgan-gp", "wgan"):
         return fake_logits - real_logits
     raise ValueError(f"config.model.loss must be one of {LOSSES}, got {loss!r}")
 
@@ -196,7 +242,7 @@ def generator_loss(loss: str, fake_logits: jax.Array) -> jax.Array:
     """Per-example generator loss: [B]."""
     if loss == "nonsaturating":
         return jax.nn.softplus(-fake_logits)
-    if loss in ("hinge", "wgan-gp"):
+    if loss in ("hinge", "wgan-gp", "wgan"):
         return -fake_logits
     raise ValueError(f"config.model.loss must be one of {LOSSES}, got {loss!r}")
 
