@@ -9,6 +9,7 @@ import pathlib
 import tarfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -53,59 +54,51 @@ def _casino_config(**overrides):
     return config
 
 
+# tol 1 nat: the tiny run converges before its cap, so the runs below end by the rule.
+CONVERGING = {"model.tol": 1.0, "num_steps": 40}
+
+
 @pytest.fixture(scope="module")
 def casino(tmp_path_factory) -> pathlib.Path:
-    """The tiny casino run, finished (20 EM iterations, never converged: tol -inf)."""
+    """The tiny casino run, finished: stopped by tol before its cap of 40 iterations."""
     workdir = tmp_path_factory.mktemp("casino") / "run"
-    hx.main(_casino_config(), workdir)
+    hx.main(_casino_config(**CONVERGING), workdir)
     return workdir
 
 
-def test_tiny_casino_end_to_end(casino):
+def test_tiny_casino_end_to_end_stops_at_convergence(casino):
     summary = _summary(casino)
     _png(casino, "casino_posterior.png")
     replication, _ = rep.load("hmm_casino")
     for row in replication.rows:  # the tiny schedule's own checks pass
         assert row.passes(summary[row.metric], "tiny"), (row.label, summary[row.metric])
-    assert summary["em_iterations"] == 20 and summary["converged"] == 0
     assert 0.6 < summary["viterbi_accuracy"] <= 1 and 0.6 < summary["posterior_accuracy"] <= 1
-    assert checkpoint_steps(casino) == [10, 20]
+    stopped = int(summary["em_iterations"])
+    assert 7 < stopped < 40 and summary["converged"] == 1
+    assert checkpoint_steps(casino)[-1] == stopped  # saved where it stopped
     objectives = [r["objective"] for r in metrics_lib.read_metrics(casino, "train")]
-    assert len(objectives) == 20 and np.all(np.diff(objectives) >= -1e-3)  # EM never descends
+    assert len(objectives) == stopped and np.all(np.diff(objectives) >= -1e-3)  # EM ascends
+    # The best restart's objective is logged: it gains less than any restart's most.
+    assert objectives[-1] - objectives[-2] < 1.0
 
 
 def test_a_resumed_casino_run_ends_bitwise_where_the_whole_run_does(casino, tmp_path):
-    """Killed after 7 iterations (its last checkpoint), relaunched to 20: the saved model is
-    bitwise the uninterrupted run's; relaunching the finished run trains nothing more."""
-    hx.main(_casino_config(num_steps=7), tmp_path)
+    """Killed after 7 iterations (its last checkpoint), relaunched: it stops at the same
+    iteration with bitwise the same model; a relaunch with a higher cap trains nothing."""
+    hx.main(_casino_config(**{**CONVERGING, "num_steps": 7}), tmp_path)
     assert checkpoint_steps(tmp_path) == [7]
-    hx.main(_casino_config(), tmp_path)
-    assert checkpoint_steps(tmp_path) == [10, 20]
+    hx.main(_casino_config(**CONVERGING), tmp_path)
     _assert_same_params(saving.load(tmp_path).params, saving.load(casino).params)
+    steps = checkpoint_steps(tmp_path)
+    assert steps == [7, checkpoint_steps(casino)[-1]]
     before = metrics_lib.read_metrics(tmp_path)
-    hx.main(_casino_config(), tmp_path)
+    hx.main(_casino_config(**{**CONVERGING, "num_steps": 60}), tmp_path)
     assert metrics_lib.read_metrics(tmp_path) == before
-    assert checkpoint_steps(tmp_path) == [10, 20]
+    assert checkpoint_steps(tmp_path) == steps
     summary, whole = _summary(tmp_path), _summary(casino)
     assert {k: v for k, v in summary.items() if k != "train_seconds"} == {
         k: v for k, v in whole.items() if k != "train_seconds"
     }
-
-
-def test_the_casino_run_stops_at_convergence_and_a_relaunch_trains_nothing(tmp_path):
-    """tol 1.0: the run ends at the first iteration no restart gained 1 nat (before the cap
-    of 20), saves there with `converged`, and a relaunch with a higher cap stays there."""
-    hx.main(_casino_config(**{"model.tol": 1.0, "num_steps": 40}), tmp_path)
-    summary = _summary(tmp_path)
-    stopped = int(summary["em_iterations"])
-    assert 2 < stopped < 40 and summary["converged"] == 1
-    objectives = [r["objective"] for r in metrics_lib.read_metrics(tmp_path, "train")]
-    # The best restart's objective is logged: it gains less than any restart's most.
-    assert objectives[-1] - objectives[-2] < 1.0 and len(objectives) == stopped
-    assert checkpoint_steps(tmp_path)[-1] == stopped
-    hx.main(_casino_config(**{"model.tol": 1.0, "num_steps": 60}), tmp_path)
-    assert _summary(tmp_path)["em_iterations"] == stopped
-    assert checkpoint_steps(tmp_path)[-1] == stopped
 
 
 def test_the_finished_casino_run_samples_and_scores_rolls(casino, tmp_path, capsys):
@@ -123,8 +116,8 @@ def test_the_finished_casino_run_samples_and_scores_rolls(casino, tmp_path, caps
         header, *scores = capsys.readouterr().out.splitlines()
         assert header == "# log p(x) in nats (exact)"
         np.testing.assert_allclose([float(s.split("\t")[1]) for s in scores], rows, atol=1e-3)
-    # Rolls of the fair die alone are less likely than the model's own.
-    assert expected.mean() / 500 < -1.6
+    # Its own rolls are likelier under the model than under a fair die (1/6 a roll).
+    assert expected.mean() / 500 > np.log(1 / 6) + 0.05
 
 
 @pytest.mark.parametrize(
@@ -162,11 +155,11 @@ def test_a_non_finite_objective_stops_em_naming_the_iteration(tmp_path):
 
     def train_step(state, batch, key):
         em_state, metrics = em.train_step(state["em"], batch, key)
-        poisoned = jax.numpy.where(state["step"] >= 4, jax.numpy.nan, metrics["objective"])
+        poisoned = jnp.where(state["step"] >= 4, jax.numpy.nan, metrics["objective"])
         return {"em": em_state, "step": state["step"] + 1}, {**metrics, "objective": poisoned}
 
     family = loop_lib.Family(
-        init=lambda key, batch: {"em": em.init(key, batch), "step": jax.numpy.int32(0)},
+        init=lambda key, batch: {"em": em.init(key, batch), "step": jnp.int32(0)},
         train_step=train_step,
         full_batch=True,
         converged="converged",
@@ -219,6 +212,7 @@ def test_tiny_fsdd_end_to_end(fsdd):
     assert evaluation["log_likelihood"] == pytest.approx(summary["test_log_likelihood"])
 
 
+@pytest.mark.slow  # the casino's resume covers the loop's; this one adds the bucketed layout
 def test_a_resumed_fsdd_run_ends_bitwise_where_the_whole_run_does(fsdd, tmp_path):
     hx.main(_fsdd_config(num_steps=2), tmp_path)
     assert checkpoint_steps(tmp_path) == [2]

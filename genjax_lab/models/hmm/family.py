@@ -54,10 +54,8 @@ def class_buckets(
     bounds = np.linspace(0, max(len(idx) for idx in members), num_buckets + 1).round().astype(int)
     rows = int(np.diff(bounds).max())
     split = {}
-    for lo, hi in itertools.pairwise(bounds):
-        if hi == lo:
-            continue
-        j = len(split) // 3
+    filled = [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    for j, (lo, hi) in enumerate(filled):
         chosen = [idx[lo:hi] for idx in members]
         t = max([int(lengths[i].max()) for i in chosen if len(i)], default=1)
         bucket_obs = np.zeros((rows, num_classes, t, *obs.shape[2:]), obs.dtype)
