@@ -81,10 +81,13 @@ class ZooData:
         x = self.train_x if split == "train" else self.test_x
         return x[..., None].astype(np.float32)
 
-    def fingerprint(self) -> str:
-        """Names the test set: every row carries it, so rows scored elsewhere do not mix."""
-        digest = hashlib.sha1(self.test_x.tobytes() + self.test_y.tobytes()).hexdigest()
-        return digest[:12]
+    def fingerprint(self, splits: tuple[str, ...] = ("test",)) -> str:
+        """Names the splits' images and labels: every row carries the test set's."""
+        digest = hashlib.sha1()
+        for split in splits:
+            x, y = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
+            digest.update(x.tobytes() + y.tobytes())
+        return digest.hexdigest()[:12]
 
     def dataset(self) -> data_lib.Dataset:
         """The splits as the training loop reads them: uint8 {0, 255} [N, H, W, 1] (the
@@ -320,63 +323,77 @@ def bernoulli_inpaint(
     return np.asarray(jnp.where(observed, x, post @ jnp.exp(params.log_prob)))
 
 
-def _run_naive_bayes(config, data: ZooData, key, workdir) -> tuple[dict, dict]:
-    x, test = data.flat("train"), data.flat("test")
-    start = time.perf_counter()
-    params = fit_naive_bayes(x, data.train_y, data.num_classes, config.naive_bayes.alpha)
-    seconds = time.perf_counter() - start
-    predicted = naive_bayes.classifier(params).predict(test)
-    shape = data.image_shape
-    by_label = _per_class_samples(
-        lambda k, y: naive_bayes.sample(k, params, len(y), y=y), key, data.num_classes, 3
-    )
+def _bernoulli_row(
+    config,
+    data: ZooData,
+    key,
+    model: str,
+    params: naive_bayes.BernoulliNB,
+    seconds: float,
+    bayes: api.BayesClassifier,
+    sample_given: Callable[[jax.Array, jax.Array], jax.Array],
+) -> tuple[dict, dict]:
+    """The row and figures of a naive Bayes model over (label, component) pairs: exact
+    log p(x), Bayes' rule by `bayes`, x given labels y by sample_given(key, y)."""
+    test, shape, m = data.flat("test"), data.image_shape, config.figures.num_inpaint
+    predicted = bayes.predict(test)
     row = {
-        "model": "Bernoulli naive Bayes (one product of Bernoullis per class)",
+        "model": model,
         "scores": [score(EXACT, EXACT, naive_bayes.log_prob(params, test))],
         "num_params": num_parameters(params),
         "train_seconds": seconds,
         "accuracy": float(np.mean(np.asarray(predicted) == data.test_y)),
     }
-    m = config.figures.num_inpaint
     arrays = {
         "samples": naive_bayes.sample(key, params, config.figures.num_samples),
-        "by_label": by_label,
+        "by_label": _per_class_samples(sample_given, key, data.num_classes, 3),
         "inpaint": bernoulli_inpaint(params, test[:m], bottom_hidden(shape)),
     }
-    return row, {name: np.asarray(a).reshape(-1, *shape) for name, a in arrays.items()}
+    return row, arrays
+
+
+def _run_naive_bayes(config, data: ZooData, key, workdir) -> tuple[dict, dict]:
+    start = time.perf_counter()
+    params = fit_naive_bayes(
+        data.flat("train"), data.train_y, data.num_classes, config.naive_bayes.alpha
+    )
+    return _bernoulli_row(
+        config,
+        data,
+        key,
+        "Bernoulli naive Bayes (one product of Bernoullis per class)",
+        params,
+        time.perf_counter() - start,
+        bayes=naive_bayes.classifier(params),
+        sample_given=lambda k, y: naive_bayes.sample(k, params, len(y), y=y),
+    )
 
 
 def _run_mixture(config, data: ZooData, key, workdir) -> tuple[dict, dict]:
-    mc, x, test = config.mixture, data.flat("train"), data.flat("test")
-    fit_key, sample_key = jax.random.split(key)
+    mc = config.mixture
+    fit_key, key = jax.random.split(key)
     start = time.perf_counter()
     params = fit_mixture(
-        fit_key, x, data.train_y, data.num_classes, mc.num_components, mc.num_iters, mc.alpha
+        fit_key,
+        data.flat("train"),
+        data.train_y,
+        data.num_classes,
+        mc.num_components,
+        mc.num_iters,
+        mc.alpha,
     )
     jax.block_until_ready(params)
     seconds = time.perf_counter() - start
-    predicted = mixture_classifier(params, data.num_classes, mc.num_components).predict(test)
-    shape = data.image_shape
-    m = config.figures.num_inpaint
-    arrays = {
-        "samples": naive_bayes.sample(sample_key, params, config.figures.num_samples),
-        "by_label": _per_class_samples(
-            lambda k, y: mixture_sample(k, params, mc.num_components, y),
-            sample_key,
-            data.num_classes,
-            3,
-        ),
-        "inpaint": bernoulli_inpaint(params, test[:m], bottom_hidden(shape)),
-    }
-    row = {
-        "model": f"Bernoulli mixture, {mc.num_components} components per class (EM, in pixel "
-        "space)",
-        "scores": [score(EXACT, EXACT, naive_bayes.log_prob(params, test))],
-        "num_params": num_parameters(params),
-        "train_seconds": seconds,
-        "accuracy": float(np.mean(np.asarray(predicted) == data.test_y)),
-    }
-    return row, {name: np.asarray(a).reshape(-1, *shape) for name, a in arrays.items()}
+    return _bernoulli_row(
+        config,
+        data,
+        key,
+        f"Bernoulli mixture, {mc.num_components} components per class (EM, in pixel space)",
+        params,
+        seconds,
+        bayes=mixture_classifier(params, data.num_classes, mc.num_components),
+        sample_given=lambda k, y: mixture_sample(k, params, mc.num_components, y),
+    )
 
 
 # ------------------------------------------------------------------------------------ HMM
@@ -465,7 +482,7 @@ def _run_hmm(config, data: ZooData, key, workdir) -> tuple[dict, dict]:
         "train_seconds": seconds,
         "accuracy": float(np.mean(predicted == data.test_y)),
     }
-    return row, {name: np.asarray(a).reshape(-1, *shape) for name, a in arrays.items()}
+    return row, arrays
 
 
 # ------------------------------------------------------------------------------------ LDA
@@ -478,7 +495,7 @@ def pixel_bags(images: np.ndarray) -> text.BagOfWords:
 
 
 def _run_lda(config, data: ZooData, key, workdir) -> tuple[dict, dict]:
-    lc, shape = config.lda, data.image_shape
+    lc = config.lda
     fit_key, bound_key, sample_key = jax.random.split(key, 3)
     lda_config = lda.default_config()
     lda_config.update(num_topics=lc.num_topics, num_iters=lc.num_iters)
@@ -505,7 +522,7 @@ def _run_lda(config, data: ZooData, key, workdir) -> tuple[dict, dict]:
         "accuracy": None,
         "accuracy_note": "unsupervised: no label in the model",
     }
-    return row, {"samples": samples.reshape(-1, *shape)}
+    return row, {"samples": samples}
 
 
 # ----------------------------------------------------------------------- Boltzmann machines
@@ -627,7 +644,7 @@ def _run_boltzmann(kind: str, config, data: ZooData, key, workdir) -> tuple[dict
             jnp.asarray(bottom_hidden(shape)),
             mc.inpaint_sweeps,
         )
-    return row, {name: np.asarray(a).reshape(-1, *shape) for name, a in arrays.items()}
+    return row, arrays
 
 
 # ------------------------------------------------------------------------------------ VAE
@@ -673,7 +690,7 @@ def vae_scores(key, params: vae.VAEParams, x, y, mc, log_prior=None) -> list[dic
 
 
 def _run_vae(name: str, config, data: ZooData, key, workdir) -> tuple[dict, dict]:
-    mc, shape, conditional = config[name], data.image_shape, name == "cvae"
+    mc, conditional = config[name], name == "cvae"
     loop_config = _vae_config(mc, data, config.seed, conditional)
     dataset = data.dataset()
     family = vae.family_for(loop_config, dataset)
@@ -702,14 +719,14 @@ def _run_vae(name: str, config, data: ZooData, key, workdir) -> tuple[dict, dict
         arrays["by_label"] = _per_class_samples(
             lambda k, y: vae.sample(k, params, len(y), y=y), sample_key, data.num_classes, 3
         )
-    return row, {name: np.asarray(a).reshape(-1, *shape) for name, a in arrays.items()}
+    return row, arrays
 
 
 # ------------------------------------------------------------------------------------ GAN
 
 
 def _run_gan(name: str, config, data: ZooData, key, workdir) -> tuple[dict, dict]:
-    mc, shape, conditional = config[name], data.image_shape, name == "cgan"
+    mc, conditional = config[name], name == "cgan"
     loop_config = gan.default_config()
     _loop_config(loop_config, config.seed, mc.num_steps, mc.batch_size)
     loop_config.data.update(binarize="none", num_classes=data.num_classes)
@@ -754,7 +771,7 @@ def _run_gan(name: str, config, data: ZooData, key, workdir) -> tuple[dict, dict
             data.num_classes,
             3,
         )
-    return row, {name: np.asarray(a).reshape(-1, *shape) for name, a in arrays.items()}
+    return row, arrays
 
 
 # ------------------------------------------------------------------ discriminative baselines
@@ -858,16 +875,15 @@ def run_member(
     member_dir = workdir / name
     row_path = member_dir / ROW
     if row_path.exists():
-        row = json.loads(row_path.read_text())
-        if row.get("test_set") == data.fingerprint():
-            metrics_lib.say(f"zoo: {name} finished before, its row kept ({row_path})")
-            return row
+        metrics_lib.say(f"zoo: {name} finished before, its row kept ({row_path})")
+        return json.loads(row_path.read_text())
     member_dir.mkdir(parents=True, exist_ok=True)
     metrics_lib.say(f"zoo: {name}")
     start = time.perf_counter()
     row, arrays = MEMBERS[name](config, data, member_key(config.seed, name), member_dir)
-    for array_name, array in arrays.items():
-        np.save(member_dir / f"{array_name}.npy", np.asarray(array, np.float32))
+    for array_name, array in arrays.items():  # as images [N, H, W], P(pixel on) or pixels
+        images = np.asarray(array, np.float32).reshape(-1, *data.image_shape)
+        np.save(member_dir / f"{array_name}.npy", images)
     row.update(
         member=name,
         wall_seconds=time.perf_counter() - start,
@@ -943,8 +959,10 @@ def curve_errors(
                     )
                     predicted = logistic.predict(params, test)
                 elif family == "mlp":
+                    mlp_config = ml_collections.ConfigDict(config.mlp.to_dict())
+                    mlp_config.num_steps = cc.mlp_steps
                     accuracy, _ = train_mlp(
-                        config.mlp,
+                        mlp_config,
                         data.train_x[rows],
                         data.train_y[rows],
                         data.test_x,
@@ -989,6 +1007,11 @@ def run_curve(config: ml_collections.ConfigDict, data: ZooData, workdir: pathlib
 # --------------------------------------------------------------------------------- report
 
 
+def _escaped(text: str) -> str:
+    """A table cell's text: its bars (p(x | y)) would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def _cell(cell: Mapping) -> str:
     stderr = "" if cell["stderr"] is None else f" ± {cell['stderr']:.2f}"
     flag = " **not comparable**" if cell["kind"] == NOT_COMPARABLE else ""
@@ -999,29 +1022,36 @@ def _curve_x(size: str, record: Mapping) -> float:
     return float(size) if size != "0" else record["all_per_class"]
 
 
+def _curve_name(size: str, record: Mapping) -> str:
+    if size == "0":
+        return f"all ({record['all_per_class']:.0f} per class)"
+    return f"{size} per class"
+
+
 def crossings(record: Mapping) -> list[str]:
     """Where each generative family's mean error curve meets logistic regression's."""
     errors, lines = record["errors"], []
     if "logistic" not in errors:
         return lines
     sizes = list(errors["logistic"])
+    names = [f"{_curve_x(s, record):g}" for s in sizes]
     baseline = [np.mean(errors["logistic"][s]) for s in sizes]
     for family in errors:
         if family in ("logistic", "mlp"):
             continue
         ours = [np.mean(errors[family][s]) for s in sizes]
-        better = [o < b for o, b in zip(ours, baseline)]
-        names = [f"{_curve_x(s, record):g}" for s in sizes]
-        if all(better):
-            lines.append(f"{family} below logistic regression at every size ({', '.join(names)})")
-        elif not any(better):
-            lines.append(f"{family} above logistic regression at every size")
-        else:
-            flips = [names[i + 1] for i in range(len(better) - 1) if better[i] != better[i + 1]]
-            lines.append(
-                f"{family} {'below' if better[0] else 'above'} logistic regression at "
-                f"{names[0]} per class; the curves cross before {', '.join(flips)} per class"
-            )
+        lower = [o < b for o, b in zip(ours, baseline)]
+        if all(lower) or not any(lower):
+            side = "below" if lower[0] else "at or above"
+            lines.append(f"{family}: error {side} logistic regression's at every size")
+            continue
+        flips = [f"{names[i]} and {names[i + 1]}" for i in range(len(lower) - 1)]
+        flips = [f for i, f in enumerate(flips) if lower[i] != lower[i + 1]]
+        lines.append(
+            f"{family}: {'lower' if lower[0] else 'higher'} error than logistic regression "
+            f"at {names[0]} per class; the curves cross between {' and between '.join(flips)} "
+            "per class"
+        )
     return lines
 
 
@@ -1126,6 +1156,17 @@ def render_report(
         + f" (schedule **{s}**; config `experiments/configs/zoo.py:{s}`, seed {config.seed}), "
         f"in {wall_seconds / 60:.1f} min of wall time on {rows[0]['hardware'] if rows else '?'}.",
         "",
+        *(
+            [
+                "This page is from the **tiny** schedule: the 8x8 digits and CI-sized models "
+                "trained for seconds, so the numbers show the harness and the estimators at "
+                "work, not each family at its best. `./launch.sh zoo --schedule=quick "
+                "--data_dir=DIR` regenerates it on binarized MNIST.",
+                "",
+            ]
+            if s == "tiny"
+            else []
+        ),
         f"Data: {data.description}. Every likelihood is the mean over the same "
         f"{len(data.test_x)} test images (fingerprint `{data.fingerprint()}`) in **nats per "
         "image** (higher is better), ± its standard error over the images unless the cell "
@@ -1145,10 +1186,16 @@ def render_report(
         )
         if row["accuracy"] is not None and row.get("accuracy_note"):
             accuracy += f" ({row['accuracy_note']})"
-        lines.append(
-            f"| {row['member']} | {row['model']} | {cells} | {row['num_params']:,} | "
-            f"{row['train_seconds']:.1f} | {row['wall_seconds']:.1f} | {accuracy} |"
+        texts = (
+            row["member"],
+            row["model"],
+            cells,
+            f"{row['num_params']:,}",
+            f"{row['train_seconds']:.1f}",
+            f"{row['wall_seconds']:.1f}",
+            accuracy,
         )
+        lines.append("| " + " | ".join(map(_escaped, texts)) + " |")
     lines += [
         "",
         "Parameters: the stored array entries of the fitted model (a GAN: its generator). "
@@ -1186,9 +1233,7 @@ def render_report(
             "![Ng & Jordan](" + f"{figures_dir}/ng_jordan.png)",
             "",
             "| family | "
-            + " | ".join(
-                f"{_curve_x(s, curve):g} per class" for s in next(iter(curve["errors"].values()))
-            )
+            + " | ".join(_curve_name(s, curve) for s in next(iter(curve["errors"].values())))
             + " |",
             "| --- |" + " --- |" * len(next(iter(curve["errors"].values()))),
         ]
@@ -1228,6 +1273,20 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
+def check_workdir_data(workdir: pathlib.Path, data: ZooData) -> None:
+    """Claims `workdir` for this data (its splits' fingerprint in data.json), refusing one
+    whose runs trained on other data: a relaunch would resume or reuse them."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "data.json"
+    record = {"fingerprint": data.fingerprint(("train", "test")), "data": data.description}
+    if path.exists() and json.loads(path.read_text())["fingerprint"] != record["fingerprint"]:
+        raise ValueError(
+            f"--workdir={workdir}: its runs trained on other data "
+            f"({json.loads(path.read_text())['data']}); pass another --workdir or delete it"
+        )
+    path.write_text(json.dumps(record, indent=1))
+
+
 def run_zoo(
     config: ml_collections.ConfigDict,
     data: ZooData,
@@ -1236,7 +1295,7 @@ def run_zoo(
 ) -> list[dict]:
     """Every member of config.members, then the curve, then the report (None: no report)."""
     start = time.perf_counter()
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_workdir_data(workdir, data)
     np.save(workdir / "truth.npy", data.test_x[: config.figures.num_inpaint].astype(np.float32))
     rows = [run_member(name, config, data, workdir) for name in config.members]
     curve = run_curve(config, data, workdir) if config.curve.families else None

@@ -227,6 +227,10 @@ def test_finished_members_are_skipped_and_figures_and_report_written(rows, confi
     marked = {**json.loads(path.read_text()), "model": "read back"}
     path.write_text(json.dumps(marked))
     assert zoo.run_member("naive_bayes", config, data, workdir)["model"] == "read back"
+    zoo.check_workdir_data(workdir, data)
+    other = zoo.load_data(zoo_configs.get_config("tiny").data, None)
+    with pytest.raises(ValueError, match=r"--workdir=.*other data.*another --workdir"):
+        zoo.check_workdir_data(workdir, other)
     assert np.load(workdir / "naive_bayes" / "inpaint.npy").shape == (3, 8, 8)
 
     figures = zoo.write_figures(list(rows.values()), workdir, tmp_path / "zoo")

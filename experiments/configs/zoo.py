@@ -121,6 +121,7 @@ def get_config(schedule: str = "tiny") -> ml_collections.ConfigDict:
             "whole": True,
             "num_seeds": 2 if tiny else 3,
             "families": ("naive_bayes", "mixture", "logistic") + (() if tiny else ("mlp",)),
+            "mlp_steps": 300 if tiny else 500,  # each MLP of the sweep (config.mlp otherwise)
         }
     )
     config.figures = ml_collections.ConfigDict({"num_samples": 30, "num_inpaint": 8})
