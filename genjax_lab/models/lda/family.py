@@ -2,10 +2,11 @@
 `loop.Family` adapters of the library's own steps, so an experiment's fit checkpoints,
 resumes bitwise and runs on the `data` mesh.
 
-  batch   full batch: a step is one `vb_batch_step` pass over every document, for each
-          of the `num_restarts` starts; a start whose relative ELBO gain falls
-          below `tol` stops there (`fit_vb`'s rule), and the run ends once every start has
-          (the `converged` metric). The parameters are the start with the highest ELBO.
+  batch   full batch: a step is one `vb_batch_step` pass over every document (sorted
+          into `fit_vb`'s length groups), for each of the `num_restarts` starts; a start
+          whose relative ELBO gain falls below `tol` stops there (`fit_vb`'s rule), and the
+          run ends once every start has (the `converged` metric). The parameters are the
+          start with the highest ELBO.
   online  minibatches of `batch_size` documents from the loop's batcher; a step is
           `vb_online_step` (Hoffman et al.'s natural-gradient step); `num_iters` epochs.
   gibbs   full batch: a step is one sweep (`gibbs.make_sweep`, AD-LDA over `data`); the
@@ -142,14 +143,12 @@ class LDAFamily:
             vb.DocBatch(batch["ids"][a:b, :w], counts[a:b, :w], mask[a:b])
             for (a, _, w), b in zip(groups, ends)
         )
-        # One pass per start, unrolled: under vmap or lax.map the E-step's scatter and
-        # fixed point run 2 to 15 times slower on CPU (lee_background, K = 5).
-        passes = [
-            vb.vb_batch_step(jax.tree.map(lambda x, r=r: x[r], state.params), None, group, model)
-            for r in range(state.bound.shape[0])
-        ]
-        new = jax.tree.map(lambda *x: jnp.stack(x), *[p for p, _, _ in passes])
-        bound = jnp.stack([b for _, _, b in passes])
+        # The starts one after another (lax.map): the pass compiles once for all of them,
+        # where vmap batched the E-step's scatter and fixed point (15x slower a pass on CPU,
+        # lee_background at K = 5) and unrolling compiled the pass once per start.
+        new, bound = jax.lax.map(
+            lambda p: vb.vb_batch_step(p, None, group, model)[::2], state.params
+        )
         stopped = state.done
         params = jax.tree.map(
             lambda old, fresh: jnp.where(
