@@ -47,22 +47,37 @@ class BayesClassifier:
     stochastic: True when those log-likelihoods are estimates that need a PRNG key (an
       importance-sampled VAE); every class then uses the same key, so the comparison between
       classes shares its random numbers.
+    normalised: False when the log-likelihoods are known only up to one constant shared by
+      every class (an RBM whose log Z is not computed): P(y | x) is still exact, but log p(x, y)
+      and log p(x) are not available and asking for them is an error, not a shifted number.
     """
 
     log_prior: jax.Array
     params: Any
     class_log_likelihoods: ClassLogLikelihoods = flax.struct.field(pytree_node=False)
     stochastic: bool = flax.struct.field(pytree_node=False, default=False)
+    normalised: bool = flax.struct.field(pytree_node=False, default=True)
 
     @property
     def num_classes(self) -> int:
         return self.log_prior.shape[-1]
 
-    def log_joint(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        """log p(x, y = c) [B, C] for x [B, ...]."""
+    def _scores(self, x: jax.Array, key: jax.Array | None) -> jax.Array:
+        """log p(x, y = c) [B, C], up to a constant shared by the classes if not normalised."""
         if self.stochastic and key is None:
             raise ValueError("this classifier's likelihoods are estimates: pass key=")
         return self.class_log_likelihoods(self.params, x, key) + self.log_prior
+
+    def log_joint(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """log p(x, y = c) [B, C] for x [B, ...]."""
+        if not self.normalised:
+            raise ValueError(
+                "this classifier's class likelihoods are unnormalised (the model's log "
+                "partition function was not computed), so log p(x, y) and log p(x) are not "
+                "available; P(y | x) is: use predict_log_proba, or build the classifier with "
+                "the log partition function (e.g. an AIS estimate)"
+            )
+        return self._scores(x, key)
 
     def log_marginal(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """log p(x) = logsumexp_c log p(x, y = c) [B]."""
@@ -70,7 +85,7 @@ class BayesClassifier:
 
     def predict_log_proba(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """log P(y = c | x) [B, C]."""
-        return jax.nn.log_softmax(self.log_joint(x, key), axis=-1)
+        return jax.nn.log_softmax(self._scores(x, key), axis=-1)
 
     def predict_proba(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """P(y = c | x) [B, C]."""
@@ -78,7 +93,7 @@ class BayesClassifier:
 
     def predict(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """The most probable class [B] (int32)."""
-        return jnp.argmax(self.log_joint(x, key), axis=-1).astype(jnp.int32)
+        return jnp.argmax(self._scores(x, key), axis=-1).astype(jnp.int32)
 
 
 def from_class_conditionals(
@@ -100,9 +115,11 @@ def from_conditional(
     log_prob: Callable[..., jax.Array],
     *,
     stochastic: bool = False,
+    normalised: bool = True,
 ) -> BayesClassifier:
     """One conditional model p(x | y): log_prob(params, x [B, ...], y [B]) -> [B], or with
-    stochastic=True, log_prob(key, params, x, y) -> [B] (an estimate)."""
+    stochastic=True, log_prob(key, params, x, y) -> [B] (an estimate); normalised=False when
+    log_prob is known only up to a constant shared by every y."""
     num_classes = jnp.shape(log_prior)[-1]
 
     def class_log_likelihoods(shared, x, key):
@@ -112,4 +129,6 @@ def from_conditional(
 
         return jax.vmap(one_class, out_axes=-1)(jnp.arange(num_classes))
 
-    return BayesClassifier(jnp.asarray(log_prior), params, class_log_likelihoods, stochastic)
+    return BayesClassifier(
+        jnp.asarray(log_prior), params, class_log_likelihoods, stochastic, normalised
+    )

@@ -70,3 +70,20 @@ def test_estimated_likelihoods_need_a_key_and_share_it_across_classes():
     np.testing.assert_allclose(
         clf.predict_log_proba(x, jax.random.key(0)), _oracle_posterior(x)[0], atol=1e-5
     )
+
+
+def test_an_unnormalised_classifier_predicts_exactly_and_refuses_log_p():
+    """Class likelihoods known only up to one constant shared by the classes (an RBM whose
+    log Z is not computed): P(y | x) is still Bayes' rule, but log p(x, y) and log p(x)
+    would be off by that constant, so asking for them is an error, not a shifted number."""
+    x = np.random.default_rng(3).normal(size=(7, 2)).astype(np.float32)
+    shifted = lambda params, x, y: _gaussian_log_prob((params[0][y], params[1][y]), x) + 40.0
+    clf = api.from_conditional(
+        jnp.log(PRIOR), (jnp.asarray(MEANS), jnp.asarray(SDS)), shifted, normalised=False
+    )
+    oracle, _ = _oracle_posterior(x)
+    np.testing.assert_allclose(clf.predict_log_proba(x), oracle, atol=1e-5)
+    np.testing.assert_array_equal(clf.predict(x), oracle.argmax(-1))
+    for method in (clf.log_joint, clf.log_marginal):
+        with pytest.raises(ValueError, match="unnormalised"):
+            method(x)

@@ -329,3 +329,17 @@ def test_a_class_rbm_is_fit_in_memory_not_by_the_loop():
         bm.classifier(random_rbm(0, 4, 3))
     with pytest.raises(TypeError, match="data.*y"):
         bm.fit(jax.random.key(0), {"x": np.zeros((4, 3), np.float32)}, config)
+
+
+def test_a_class_rbm_too_large_to_enumerate_classifies_but_refuses_log_p():
+    """Beyond CLASSIFIER_ENUMERATION_BITS units in both layers log Z is unknown: P(y | x)
+    is exact (log Z cancels) and equals the free-energy softmax, log p(x) is refused."""
+    size = bm.CLASSIFIER_ENUMERATION_BITS + 2
+    params = bm.init_class_rbm(jax.random.key(0), size, 3, size, weight_scale=0.5)
+    x = (np.random.default_rng(0).random((4, size)) < 0.5).astype(np.float32)
+    classifier = bm.classifier(params)
+    free = np.stack([bm.free_energy_given_label(params, x, np.full(4, c)) for c in range(3)], 1)
+    expected = -free - np_logsumexp(-free, axis=1)[:, None]
+    np.testing.assert_allclose(classifier.predict_log_proba(x), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="unnormalised"):
+        classifier.log_marginal(x)

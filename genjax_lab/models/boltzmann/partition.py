@@ -490,9 +490,9 @@ def classifier(params: ClassRBMParams, label_log_z=None) -> api.BayesClassifier:
 
     label_log_z: the per-label log Z_y [C] (`label_log_partition`), which makes log_joint
     log p(x, y) and log_marginal log p(x) in nats. None: enumerated where the smaller layer
-    has at most CLASSIFIER_ENUMERATION_BITS units; above that left out, so log_joint is
-    -F(x, y) = log p(x, y) + log Z and log_marginal is shifted by the same constant
-    (predict_proba, predict_log_proba and predict are exact either way).
+    has at most CLASSIFIER_ENUMERATION_BITS units; above that unknown, and the classifier is
+    unnormalised: predict_proba, predict_log_proba and predict stay exact (log Z cancels),
+    log_joint and log_marginal raise.
     """
     if not isinstance(params, ClassRBMParams):
         raise NotImplementedError(
@@ -502,6 +502,7 @@ def classifier(params: ClassRBMParams, label_log_z=None) -> api.BayesClassifier:
     num_classes = params.b_label.shape[0]
     if label_log_z is None and min(params.W.shape) <= CLASSIFIER_ENUMERATION_BITS:
         label_log_z = label_log_partition(params)
+    normalised = label_log_z is not None
     if label_log_z is None:
         label_log_z, log_prior = jnp.zeros(num_classes), jnp.zeros(num_classes)
     else:
@@ -509,7 +510,9 @@ def classifier(params: ClassRBMParams, label_log_z=None) -> api.BayesClassifier:
             checks.check_array("label_log_z", label_log_z, (num_classes,)), jnp.float32
         )
         log_prior = label_log_z - jax.nn.logsumexp(label_log_z)
-    return api.from_conditional(log_prior, (params, label_log_z), _log_prob_given_label)
+    return api.from_conditional(
+        log_prior, (params, label_log_z), _log_prob_given_label, normalised=normalised
+    )
 
 
 def _log_prob_given_label(shared, x, y) -> jax.Array:
