@@ -249,6 +249,22 @@ def test_finished_members_are_skipped_and_figures_and_report_written(rows, confi
     assert "schedule **tiny**" in report and "ng_jordan.png" in report
 
 
+def test_crossings_name_where_the_curves_meet():
+    record = {
+        "all_per_class": 144.0,
+        "errors": {
+            "naive_bayes": {"5": [0.20, 0.22], "50": [0.12], "0": [0.10]},
+            "mixture": {"5": [0.10], "50": [0.05], "0": [0.04]},
+            "logistic": {"5": [0.25], "50": [0.10], "0": [0.06]},
+        },
+    }
+    assert zoo.crossings(record) == [
+        "naive_bayes: lower error than logistic regression at 5 per class; the curves cross "
+        "between 5 and 50 per class",
+        "mixture: error below logistic regression's at every size",
+    ]
+
+
 @pytest.mark.slow
 def test_the_tiny_zoo_runs_and_writes_its_table(tmp_path):
     config = zoo_configs.get_config("tiny")

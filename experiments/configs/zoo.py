@@ -43,6 +43,7 @@ def get_config(schedule: str = "tiny") -> ml_collections.ConfigDict:
         "rbm",
         "dbm",
         "vae",
+        "iwae",
         "cvae",
         "gan",
         "cgan",
@@ -96,8 +97,10 @@ def get_config(schedule: str = "tiny") -> ml_collections.ConfigDict:
         "iwae_samples": 10 if tiny else 50,
         "nll_samples": 100 if tiny else 1000,
         "classify_samples": 20 if tiny else 100,
+        "train_samples": 1,  # samples of the training bound: 1 the ELBO, k > 1 IWAE-k
     }
     config.vae = ml_collections.ConfigDict(vae)
+    config.iwae = ml_collections.ConfigDict({**vae, "train_samples": 5})
     config.cvae = ml_collections.ConfigDict(vae)
     gan = {
         "hidden": 64 if tiny else 256,
