@@ -104,6 +104,11 @@ def test_ema_warm_up():
         ("tiny_mlp", {}),  # maxout D with dropout, nonsaturating loss
         # conv, labels, scan, penalty
         ("tiny_cgan", {"arch": "dcgan", "loss": "wgan-gp", "n_critic": 2}),
+        # batch statistics over the global batch, power iterations, clipping
+        (
+            "tiny_dcgan",
+            {"batch_norm": True, "spectral_norm": True, "loss": "wgan", "weight_clip": 0.01},
+        ),
     ],
 )
 def test_train_step_on_8_devices_equals_1_device(variant, overrides):

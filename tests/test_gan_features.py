@@ -198,6 +198,11 @@ def test_batch_norm_sits_where_radford_et_al_put_it(batch_norm_family):
     assert set(state.d_params["batch_stats"]) == {"bn_conv1"}
     plain = _family_with(arch="dcgan").init(jax.random.key(0), None)
     assert "batch_stats" not in plain.g_params and "batch_stats" not in plain.d_params
+    # and the layers batch norm follows have no bias (its mean would cancel it)
+    assert "bias" not in state.g_params["params"]["Dense_0"]
+    assert "bias" not in state.g_params["params"]["ConvTranspose_0"]
+    assert "bias" not in state.d_params["params"]["Conv_1"]
+    assert "bias" in state.d_params["params"]["Conv_0"]
 
 
 def _normalised(h, rows):
@@ -226,7 +231,7 @@ def test_discriminator_batch_norm_in_training_and_evaluation(batch_norm_family):
     conv0, conv1 = seen["Conv_0"]["__call__"][0], seen["Conv_1"]["__call__"][0]
     normalised = seen["bn_conv1"]["__call__"][0]
     # the input layer is not normalised: its activations feed the next conv as they are
-    conv = nn.Conv(128, (4, 4), strides=(2, 2), padding="SAME")
+    conv = nn.Conv(128, (4, 4), strides=(2, 2), padding="SAME", use_bias=False)
     next_conv = conv.apply(
         {"params": state.d_params["params"]["Conv_1"]}, nn.leaky_relu(conv0, 0.2)
     )

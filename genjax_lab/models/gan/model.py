@@ -90,11 +90,13 @@ class Generator(nn.Module):
                 h = nn.relu(dense(units)(h))
             h = dense(height * width * channels, name="out")(h)
         else:
-            h = dense(128 * (height // 4) * (width // 4))(h)
+            # A bias before batch norm is cancelled by its mean: none there, as in the
+            # DCGAN reference (its gradient would be rounding noise, which Adam amplifies).
+            h = dense(128 * (height // 4) * (width // 4), use_bias=not self.batch_norm)(h)
             h = h.reshape(h.shape[0], height // 4, width // 4, 128)
             if self.batch_norm:
                 h = _batch_norm(h, train, mask, "bn_project")
-            h = deconv(64)(nn.relu(h))
+            h = deconv(64, use_bias=not self.batch_norm)(nn.relu(h))
             if self.batch_norm:
                 h = _batch_norm(h, train, mask, "bn_deconv")
             h = deconv(channels, name="out")(nn.relu(h))
@@ -139,15 +141,17 @@ class Discriminator(nn.Module):
         else:
             h = x
             for i, features in enumerate((64, 128)):
+                normalised = self.batch_norm and i > 0
                 conv = nn.Conv(
                     features,
                     (4, 4),
                     strides=(2, 2),
                     padding="SAME",
+                    use_bias=not normalised,  # batch norm's mean would cancel it
                     kernel_init=_kernel_init(self.init_range),
                 )
                 h = layer(conv, h)
-                if self.batch_norm and i:
+                if normalised:
                     h = _batch_norm(h, train, mask, f"bn_conv{i}")
                 h = nn.leaky_relu(h, 0.2)
             h = h.reshape(h.shape[0], -1)
