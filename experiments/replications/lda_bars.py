@@ -25,7 +25,9 @@ Schedules (wall time here, 2 CPU cores shared with other jobs, incl. start-up):
   full   the same corpus, VB 10 starts x 100 passes, Gibbs 1,000 sweeps: 48 s; measured VB
          0.9997, Gibbs 0.9993. Passes at >= 0.98.
 Held-out document-completion perplexities (200 extra documents) land within 0.2% of the
-true topics' own (21.63 at quick).
+true topics' own (21.63 at quick). Both fits run on the training loop (checkpointed and
+resumable) since issue #18 with the same numbers (quick: VB 0.9972, Gibbs 0.9993, Gibbs's
+final log p(w | z) -340756.5 bitwise; 15.6 s against 16.9 s before, warm compilation cache).
 """
 
 import ml_collections
