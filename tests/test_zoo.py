@@ -11,6 +11,7 @@ from scipy.special import logsumexp
 
 from experiments import zoo
 from experiments.configs import zoo as zoo_configs
+from genjax_lab import report_zoo
 from genjax_lab.core import config as config_lib
 from genjax_lab.models import hmm, naive_bayes
 
@@ -190,9 +191,14 @@ def _check_rows(rows: dict, data, num_test: int) -> None:
     for name, row in rows.items():
         assert row["test_set"] == data.fingerprint() and row["test_examples"] == num_test, name
         for cell in row["scores"]:
-            assert cell["kind"] in (zoo.EXACT, zoo.BOUND, zoo.ESTIMATE, zoo.NOT_COMPARABLE)
+            assert cell["kind"] in (
+                report_zoo.EXACT,
+                report_zoo.BOUND,
+                report_zoo.ESTIMATE,
+                report_zoo.NOT_COMPARABLE,
+            )
             assert np.isfinite(cell["value"]) and cell["estimator"], (name, cell)
-            if cell["kind"] != zoo.NOT_COMPARABLE:
+            if cell["kind"] != report_zoo.NOT_COMPARABLE:
                 # per image, not per pixel: tens of nats, near the 64 log 2 = 44 of a coin flip
                 assert -2 * 64 * math.log(2) < cell["value"] < -5, (name, cell)
         assert row["scores"] or row["likelihood_note"], name
@@ -216,7 +222,7 @@ def test_bounds_sit_below_the_estimates_of_the_same_model(rows):
     elbo, iwae, estimate = (cell["value"] for cell in rows["vae"]["scores"])
     assert elbo < iwae < estimate
     ais, exact = rows["rbm"]["scores"]  # 16 hidden units: log Z enumerated too
-    assert ais["kind"] == zoo.ESTIMATE and exact["kind"] == zoo.EXACT
+    assert ais["kind"] == report_zoo.ESTIMATE and exact["kind"] == report_zoo.EXACT
     # AIS log Z within 4 of its standard errors (and half a nat) of the enumerated one
     assert abs(ais["value"] - exact["value"]) < max(4 * ais["stderr"], 0.5)
 
@@ -233,7 +239,7 @@ def test_finished_members_are_skipped_and_figures_and_report_written(rows, confi
         zoo.check_workdir_data(workdir, other)
     assert np.load(workdir / "naive_bayes" / "inpaint.npy").shape == (3, 8, 8)
 
-    figures = zoo.write_figures(list(rows.values()), workdir, tmp_path / "zoo")
+    figures = report_zoo.write_figures(list(rows.values()), workdir, tmp_path / "zoo")
     # the RBM inpaints by clamped Gibbs; the VAE says why it does not
     assert "inpaint" in rows["rbm"]["figures"] and "inpaint" not in rows["vae"]["figures"]
     assert set(figures) == {"samples", "by_label", "inpaint"}
@@ -242,11 +248,16 @@ def test_finished_members_are_skipped_and_figures_and_report_written(rows, confi
     assert set(curve["errors"]) == {"naive_bayes", "logistic"}
     assert all(0 <= e <= 1 for by in curve["errors"].values() for v in by.values() for e in v)
     assert zoo.run_curve(config, data, workdir)["wall_seconds"] == curve["wall_seconds"]
-    report = zoo.render_report(config, data, list(rows.values()), curve, figures, "zoo", 1.0)
+    facts = {"description": "digits", "test_examples": 120, "fingerprint": data.fingerprint()}
+    report = report_zoo.render_report(
+        config, facts, list(rows.values()), curve, figures, "zoo", 1.0, zoo.NO_INPAINTING
+    )
     for name in rows:
         assert f"| {name} |" in report
     assert "nats per image" in report and "**not comparable**" in report
     assert "schedule **tiny**" in report and "ng_jordan.png" in report
+    assert "- vae: " in report  # a member that does not inpaint says why
+    assert "p(x \\| y)" in report  # bars inside table cells escaped
 
 
 def test_crossings_name_where_the_curves_meet():
@@ -258,7 +269,7 @@ def test_crossings_name_where_the_curves_meet():
             "logistic": {"5": [0.25], "50": [0.10], "0": [0.06]},
         },
     }
-    assert zoo.crossings(record) == [
+    assert report_zoo.crossings(record) == [
         "naive_bayes: lower error than logistic regression at 5 per class; the curves cross "
         "between 5 and 50 per class",
         "mixture: error below logistic regression's at every size",
@@ -274,8 +285,8 @@ def test_the_tiny_zoo_runs_and_writes_its_table(tmp_path):
     assert [row["member"] for row in rows] == list(config.members)
     _check_rows({row["member"]: row for row in rows}, data, 360)
     by_name = {row["member"]: row for row in rows}
-    assert by_name["lda"]["scores"][0]["kind"] == zoo.NOT_COMPARABLE
-    assert by_name["gan"]["scores"][0]["kind"] == zoo.NOT_COMPARABLE
+    assert by_name["lda"]["scores"][0]["kind"] == report_zoo.NOT_COMPARABLE
+    assert by_name["gan"]["scores"][0]["kind"] == report_zoo.NOT_COMPARABLE
     elbo, iwae, estimate = (cell["value"] for cell in by_name["cvae"]["scores"])
     assert elbo < iwae < estimate
     text = report.read_text()
