@@ -6,6 +6,11 @@ batch per step). The generator update uses the noise of the last critic update, 
 forward pass is computed once and its VJP reused (as the PyTorch DCGAN example reuses
 its `fake`). An exponential moving average of G's weights (decay min(ema_decay,
 (1 + t) / (10 + t)) at update t) is kept in the state and used for samples and metrics.
+
+With batch norm or spectral normalisation the variables also hold `batch_stats` (running
+averages, power-iteration vectors): every training pass updates them and the optimizers
+see only `params`. G's running averages come from the pass its update uses and D's from
+its real, then fake pass of each critic update; the EMA averages them with the weights.
 """
 
 import dataclasses
