@@ -286,7 +286,7 @@ def test_the_parameter_table_counts_every_network_and_no_optimizer_state():
 # ---------------------------------------------------------------- full-batch fits (EM)
 
 
-def mixture_em_family(tol: float) -> loop_lib.Family:
+def mixture_em_family(tol: float, steps_per_call: int = 1) -> loop_lib.Family:
     """EM for the means and weights of a two-component 1-D mixture with unit variances; the
     responsibilities [N, 2] live in the state, split over `data` with the rows."""
 
@@ -319,6 +319,7 @@ def mixture_em_family(tol: float) -> loop_lib.Family:
         full_batch=True,
         converged="converged",
         state_shardings=shard_responsibilities,
+        steps_per_call=steps_per_call,
     )
 
 
@@ -338,9 +339,10 @@ def numpy_mixture_em(x: np.ndarray, num_iters: int) -> np.ndarray:
     return means
 
 
-def run_mixture(workdir, num_steps: int, tol: float = 1e-4) -> loop_lib.RunResult:
-    config = toy_config(num_steps=num_steps, log_every=1000, **{"checkpoint.every": 4})
-    return loop_lib.train_and_evaluate(config, workdir, mixture_em_family(tol), mixture_data())
+def run_mixture(workdir, num_steps: int, steps_per_call: int = 1) -> loop_lib.RunResult:
+    config = toy_config(num_steps=num_steps, log_every=1, **{"checkpoint.every": 4})
+    family = mixture_em_family(1e-4, steps_per_call)
+    return loop_lib.train_and_evaluate(config, workdir, family, mixture_data())
 
 
 def test_a_full_batch_fit_stops_at_convergence_and_resumes_bitwise(tmp_path):
@@ -367,6 +369,35 @@ def test_a_full_batch_fit_stops_at_convergence_and_resumes_bitwise(tmp_path):
 
     again = run_mixture(tmp_path / "whole", num_steps=500)
     assert again.step == whole.step and again.metrics == whole.metrics
+
+
+def test_full_batch_steps_in_one_call_read_as_one_step_a_call(tmp_path):
+    """steps_per_call=3 runs up to three EM steps in one compiled call (calls end at the
+    checkpoint steps, every 4): every step is logged once with the metrics of a one-step-a-
+    call run, the run stops at the same converged step with the state of that step (the
+    steps after it in the call leave it as it was), and a resumed run is bitwise the same."""
+    single = run_mixture(tmp_path / "single", num_steps=500)
+    grouped = run_mixture(tmp_path / "grouped", num_steps=500, steps_per_call=3)
+    assert grouped.step == single.step and grouped.metrics["train_converged"] == 1.0
+    np.testing.assert_allclose(
+        grouped.state["params"]["means"], single.state["params"]["means"], rtol=1e-6
+    )
+    logs = [
+        [
+            (r["step"], r["mean_change"])
+            for r in metrics_lib.read_metrics(tmp_path / name)
+            if r["split"] == "train"
+        ]
+        for name in ("single", "grouped")
+    ]
+    assert [step for step, _ in logs[1]] == list(range(1, single.step + 1))
+    np.testing.assert_allclose(np.array(logs[1]), np.array(logs[0]), rtol=1e-5, atol=1e-7)
+    assert checkpoint_steps(tmp_path / "grouped")[-1] == grouped.step
+
+    run_mixture(tmp_path / "resumed", num_steps=5, steps_per_call=3)
+    resumed = run_mixture(tmp_path / "resumed", num_steps=500, steps_per_call=3)
+    for x, y in zip(jax.tree.leaves(grouped.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_two_metric_writers_in_the_same_second_keep_both_runs_events(tmp_path):

@@ -56,6 +56,11 @@ class Family:
       step, and a relaunch of a converged run trains nothing.
     state_shardings(mesh, abstract_state) -> shardings: where the state is not replicated
       (a Gibbs sampler's per-token assignments split over `data` with the documents).
+    steps_per_call: full-batch fits only: up to this many steps run in one compiled call (a
+      while loop), so XLA allocates an iteration's temporaries once per call, not once per
+      step (3x fewer page faults for the HMM E-step on FSDD). Calls end at checkpoint and
+      evaluation steps, so saves, logs, evaluations and convergence keep their per-step
+      meaning, and a step after convergence leaves the state as it was.
     """
 
     init: Callable[[jax.Array, Batch], State]
@@ -65,6 +70,7 @@ class Family:
     full_batch: bool = False
     converged: str | None = None
     state_shardings: Callable[[jax.sharding.Mesh, State], Any] | None = None
+    steps_per_call: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +158,9 @@ class _ProfileWindow:
         self.directory = directory
         self.active = False
 
-    def before(self, step: int) -> None:
-        if not self.active and self.start <= step < self.end:
+    def before(self, step: int, count: int = 1) -> None:
+        """Starts the trace if steps [step, step + count) reach into the window."""
+        if not self.active and step < self.end and step + count > self.start:
             jax.profiler.start_trace(str(self.directory), create_perfetto_trace=True)
             self.active = True
 
@@ -199,6 +206,16 @@ def _logged_metrics(workdir: pathlib.Path, step: int) -> tuple[dict, dict]:
     return tuple(
         metrics_lib.logged_record(workdir, step, split) or {} for split in ("train", "test")
     )
+
+
+def _call_length(config, steps_per_call: int, step: int, num_steps: int) -> int:
+    """Steps in the next compiled call: at most `steps_per_call`, ending at the next
+    checkpoint or evaluation step, so every run (a resumed one too) groups steps alike."""
+    bounds = [steps_per_call, num_steps - step]
+    for every in (config.checkpoint.every, config.eval_every):
+        if every:
+            bounds.append(every - step % every)
+    return max(1, min(bounds))
 
 
 def _is_eval_step(config, step: int, num_steps: int) -> bool:
@@ -294,8 +311,34 @@ def train_and_evaluate(
         )
         return new_state, step_metrics, step_counter + 1
 
+    def counted_steps(state, batch, step_counter, count):
+        """`count` steps in one call; their metrics stacked [steps_per_call]."""
+        key = jax.random.fold_in(train_key, 0)
+        metrics_shape = jax.eval_shape(family.train_step, state, batch, key)[1]
+        stacked = jax.tree.map(
+            lambda m: jax.numpy.zeros((family.steps_per_call, *m.shape), m.dtype), metrics_shape
+        )
+
+        def body(i, carry):
+            old, stacked, counter, done = carry
+            new, metrics = family.train_step(old, batch, jax.random.fold_in(train_key, counter))
+            new = jax.lax.cond(done, lambda: old, lambda: new)
+            stacked = jax.tree.map(lambda all_, m: all_.at[i].set(m), stacked, metrics)
+            if family.converged is not None:
+                done = done | (metrics[family.converged] != 0)
+            return new, stacked, counter + 1, done
+
+        carry = (state, stacked, step_counter, jax.numpy.bool_(False))
+        state, stacked, step_counter, _ = jax.lax.fori_loop(0, count, body, carry)
+        return state, stacked, step_counter
+
+    if family.steps_per_call > 1 and not family.full_batch:
+        raise ValueError("Family.steps_per_call > 1 needs full_batch=True (one batch a call)")
+    in_calls = family.steps_per_call > 1
     train_fn = jax.jit(
-        counted_step, out_shardings=(shardings, replicated, replicated), donate_argnums=(0, 2)
+        counted_steps if in_calls else counted_step,
+        out_shardings=(shardings, replicated, replicated),
+        donate_argnums=(0, 2),
     )
     eval_fn = jax.jit(family.eval_step, out_shardings=replicated) if family.eval_step else None
     environment = ckpt_lib.describe_environment()
@@ -341,24 +384,39 @@ def train_and_evaluate(
         if restored is not None and _resumed_evaluation_missing(config, workdir, step, num_steps):
             eval_metrics = run_evaluation(state, step)
         while step < num_steps:
-            profile.before(step)
+            count = _call_length(config, family.steps_per_call, step, num_steps)
+            profile.before(step, count)
             batch = batch_at(step)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, step_metrics, step_counter = train_fn(state, batch, step_counter)
-            step += 1
+                if in_calls:
+                    state, step_metrics, step_counter = train_fn(
+                        state, batch, step_counter, np.int32(count)
+                    )
+                else:
+                    state, step_metrics, step_counter = train_fn(state, batch, step_counter)
+            first, step = step + 1, step + count
             profile.after(step, state)
-            preempted = watch.should_stop(step)
+            # JAX's preemption sync point is asked about every step, in order.
+            preempted = any([watch.should_stop(s) for s in range(first, step + 1)])
             due_save = step == num_steps or preempted or checkpointer.manager.should_save(step)
             converged = False
-            if step % config.log_every == 0 or due_save or family.converged is not None:
-                train_metrics = {k: float(v) for k, v in mesh_lib.host_copy(step_metrics).items()}
-                _check_finite(train_metrics, step, last_saved)
-                if family.converged is not None and train_metrics[family.converged]:
-                    converged, due_save, num_steps = True, True, step
-                # A preempted run logs what the uninterrupted run would: its logs read as one.
-                if step % config.log_every == 0 or step == num_steps:
-                    writer.write(step, "train", train_metrics)
-                    metrics_lib.say(progress.line(step, train_metrics, progress.rate(step)))
+            if in_calls or step % config.log_every == 0 or due_save or family.converged:
+                host_metrics = mesh_lib.host_copy(step_metrics)
+                for index, at in enumerate(range(first, step + 1)):
+                    row = (
+                        {k: v[index] for k, v in host_metrics.items()} if in_calls else host_metrics
+                    )
+                    train_metrics = {k: float(v) for k, v in row.items()}
+                    _check_finite(train_metrics, at, last_saved)
+                    if family.converged is not None and train_metrics[family.converged]:
+                        # The state stayed as it was after this step (counted_steps).
+                        converged, due_save, num_steps, step = True, True, at, at
+                    # A preempted run logs what the uninterrupted run would: logs read as one.
+                    if at % config.log_every == 0 or at == num_steps:
+                        writer.write(at, "train", train_metrics)
+                        metrics_lib.say(progress.line(at, train_metrics, progress.rate(at)))
+                    if converged:
+                        break
             final = step == num_steps or preempted
             # Save, then evaluate: a preempted run's grace period goes to writing its state
             # (an evaluation such as AIS can outlast it); a resume catches up a lost one.
