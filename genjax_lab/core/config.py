@@ -164,6 +164,8 @@ COUNT_MINIMUMS: dict[str, int] = {
     "num_chains": 0,  # batch_size persistent chains
     "d_maxout_pieces": 0,  # LeakyReLU layers, not maxout
     "exact_max_bits": 0,  # log Z by AIS only, never enumerated
+    "iaf_steps": 0,  # a Gaussian posterior, no flow
+    "warmup_steps": 0,  # the KL at full weight from the first step
 }
 
 
