@@ -186,4 +186,7 @@ class EMFamily:
             eval_step=self.eval_step if self.per_class else None,
             full_batch=True,
             converged="converged",
+            # One call of up to 10 EM iterations: the E-step's temporaries ([B, T, K, M, D]
+            # for mixture emissions) are allocated once per call, not once per iteration.
+            steps_per_call=10,
         )
