@@ -174,7 +174,9 @@ main() {
       shift
       python_env test
       export XLA_FLAGS="${XLA_FLAGS:-}"
-      exec "$PYTHON" -m pytest "$@" ;;
+      # Test files spread over GENJAX_TEST_WORKERS processes (pytest-xdist; one file a worker,
+      # so a file's module fixtures run once): 2 halve the suite's time on a 2-core machine.
+      exec "$PYTHON" -m pytest -n "${GENJAX_TEST_WORKERS:-2}" --dist=loadfile "$@" ;;
     lint)
       shift
       python_env test

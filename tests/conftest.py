@@ -24,6 +24,17 @@ import pytest
 _FAULT_REPORTS: list = []
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _compiled_programs_freed_after_each_module():
+    """Frees JAX's in-memory compiled programs after each test file: a whole-suite process
+    otherwise keeps thousands of executables alive, and once crashed inside XLA's compiler
+    after 19 minutes (a segmentation fault no test file alone reproduces)."""
+    yield
+    import jax
+
+    jax.clear_caches()
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
     parser.addoption(

@@ -258,7 +258,12 @@ def two_process_straight(run_env, tmp_path_factory):
     "process (JAX's preemption service tells the other): both processes stop at one step, "
     "save once, and the relaunch resumes there to the uninterrupted result"
 )
-@pytest.mark.parametrize("target", ["launch.sh", "process 1"])
+@pytest.mark.parametrize(
+    # A SIGTERM to one process goes through JAX's preemption service like the forwarded one:
+    # that case (60 s) runs with --runslow.
+    "target",
+    ["launch.sh", pytest.param("process 1", marks=pytest.mark.slow)],
+)
 def test_sigterm_under_two_processes(run_env, two_process_straight, tmp_path, target):
     workdir = tmp_path / "preempted"
     process = _launch_two_processes(run_env, workdir, *_LONG)

@@ -68,6 +68,7 @@ def test_relaunching_a_finished_run_changes_nothing(run_env, straight_run, tmp_p
     assert (tmp_path / "run" / "summary.json").read_text() == summary
 
 
+@pytest.mark.slow  # 55 s; test_faults' SIGKILL-anywhere case covers the VAE in CI
 @pytest.mark.fault(
     "SIGKILL once a checkpoint past the middle exists (VAE): the relaunch ends bitwise equal"
 )

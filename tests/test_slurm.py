@@ -103,6 +103,7 @@ def test_sbatch_two_tasks_form_one_cluster_and_match_one_process(cluster, job_en
     print(f"sbatch -n 2 job: {time.time() - start:.1f} s")
 
 
+@pytest.mark.slow  # 150 s; the preemption path runs in CI through test_faults' 2-process case
 @pytest.mark.fault(
     "SIGTERM to a 2-task SLURM job, then requeue: resumes to the uninterrupted result"
 )
