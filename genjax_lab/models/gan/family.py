@@ -1,6 +1,7 @@
 """Training a GAN: the state, the optimizer, the train step, the loop adapter and the config.
 
-One `train_step` = `n_critic` discriminator updates, then one generator update. The
+By default (`config.optim.update='alternating'`) one `train_step` = `n_critic`
+discriminator updates, then one generator update. The
 critic updates reuse the step's real batch with fresh noise each (the harness hands one
 batch per step). The generator update uses the noise of the last critic update, so G's
 forward pass is computed once and its VJP reused (as the PyTorch DCGAN example reuses
@@ -11,12 +12,19 @@ With batch norm or spectral normalisation the variables also hold `batch_stats` 
 averages, power-iteration vectors): every training pass updates them and the optimizers
 see only `params`. G's running averages come from the pass its update uses and D's from
 its real, then fake pass of each critic update; the EMA averages them with the weights.
+
+The 2014 paper's own rule (`update='simultaneous'`, `optimizer='momentum'`, see
+`simultaneous_step` and `heavy_ball`) updates G and D together from one forward pass with
+heavy-ball SGD whose rate decays per update and whose momentum rises per epoch; with
+`config.eval.select_on_validation` every evaluation also scores a Parzen window on the
+held-out split and names the step it ranks best (`select_by_validation`).
 """
 
 import dataclasses
+import math
 import pathlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -32,6 +40,7 @@ from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core import plots as plots_lib
 from genjax_lab.core.loop import Family, base_config
 from genjax_lab.data.images import image_data_config
+from genjax_lab.eval import parzen
 from genjax_lab.models.gan.model import (
     LOSSES,
     NOISES,
@@ -46,9 +55,11 @@ from genjax_lab.models.gan.model import (
     make_models,
     masked_mean,
     pixels,
+    sample,
 )
 
 _FIXED_NOISE_STREAM = 20_000  # a key of its own: the grid uses the same z at every evaluation
+_VALIDATION_STREAM = 40_000  # the validation Parzen's samples, apart from the test metrics'
 
 
 @flax.struct.dataclass
@@ -63,25 +74,93 @@ class GANState:
     updates: jax.Array  # int32 count of generator updates, for the EMA warm-up
 
 
-OPTIMIZERS = ("adam", "rmsprop")
+OPTIMIZERS = ("adam", "rmsprop", "momentum")
+UPDATES = ("alternating", "simultaneous")
+
+
+class HeavyBallState(NamedTuple):
+    count: jax.Array  # int32 updates made: the schedules' clock
+    velocity: Any
+
+
+def heavy_ball(
+    learning_rate: Callable[[jax.Array], jax.Array], momentum: Callable[[jax.Array], jax.Array]
+) -> optax.GradientTransformation:
+    """pylearn2's `Momentum` rule: v <- mu_t v - lr_t g, then p <- p + v, with both
+    schedules read at the update count t. optax's trace scales the whole velocity by the
+    current rate instead (v <- mu v + g, p <- p - lr_t v), which differs once the rate
+    decays."""
+
+    def init(params):
+        return HeavyBallState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params=None):
+        del params
+        rate, mu = learning_rate(state.count), momentum(state.count)
+        velocity = jax.tree.map(lambda v, g: mu * v - rate * g, state.velocity, grads)
+        return velocity, HeavyBallState(state.count + 1, velocity)
+
+    return optax.GradientTransformation(init, update)
+
+
+def learning_rate_schedule(
+    learning_rate: float, optim_config: ml_collections.ConfigDict
+) -> float | Callable[[jax.Array], jax.Array]:
+    """max(learning_rate / lr_decay_factor^t, min_learning_rate) at update t (pylearn2's
+    `ExponentialDecay`); a factor of 1 (the default) is the constant rate itself."""
+    factor = float(optim_config.get("lr_decay_factor", 1.0))
+    if factor == 1.0:
+        return learning_rate
+    log_factor = math.log(factor)  # in float64: 1.000004 is not a float32 number
+    floor = float(optim_config.get("min_learning_rate", 0.0))
+
+    def rate(count: jax.Array) -> jax.Array:
+        decayed = learning_rate * jnp.exp(-log_factor * count.astype(jnp.float32))
+        return jnp.maximum(decayed, floor)
+
+    return rate
+
+
+def momentum_schedule(
+    optim_config: ml_collections.ConfigDict, updates_per_epoch: int
+) -> Callable[[jax.Array], jax.Array]:
+    """pylearn2's `MomentumAdjustor`: during epoch e (1-based; e = t // updates_per_epoch
+    + 1 at update t) mu = momentum + (final_momentum - momentum) * clip((e - start) /
+    (saturate - start), 0, 1), start and saturate being config.optim.momentum_start /
+    momentum_saturate."""
+    initial, final = float(optim_config.momentum), float(optim_config.final_momentum)
+    start, saturate = int(optim_config.momentum_start), int(optim_config.momentum_saturate)
+
+    def momentum(count: jax.Array) -> jax.Array:
+        epoch = (count // updates_per_epoch + 1).astype(jnp.float32)
+        alpha = jnp.clip((epoch - start) / (saturate - start), 0.0, 1.0)
+        return initial + (final - initial) * alpha
+
+    return momentum
 
 
 def make_optimizer(
-    learning_rate: float, optim_config: ml_collections.ConfigDict
+    learning_rate: float, optim_config: ml_collections.ConfigDict, updates_per_epoch: int = 1
 ) -> optax.GradientTransformation:
-    """Adam with the config's betas, or RMSProp (config.optim.optimizer) as the weight-
-    clipping WGAN trains, with PyTorch's defaults that its code used: decay 0.99, eps 1e-8
-    added to the root."""
+    """Adam with the config's betas, RMSProp (config.optim.optimizer) as the weight-clipping
+    WGAN trains, with PyTorch's defaults that its code used: decay 0.99, eps 1e-8 added to
+    the root, or 'momentum': the 2014 paper's heavy-ball SGD (`heavy_ball`), whose
+    momentum schedule counts epochs of `updates_per_epoch` updates. Any of them takes the
+    decaying rate of `learning_rate_schedule`."""
     checks.check_positive("learning_rate", learning_rate)
     name = optim_config.get("optimizer", "adam")  # .get: configs saved before the key
     checks.check_choice("config.optim.optimizer", name, OPTIMIZERS)
+    rate = learning_rate_schedule(learning_rate, optim_config)
     if name == "rmsprop":
-        return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, eps_in_sqrt=False)
+        return optax.rmsprop(rate, decay=0.99, eps=1e-8, eps_in_sqrt=False)
+    if name == "momentum":
+        constant = (lambda count: jnp.float32(rate)) if isinstance(rate, float) else rate
+        return heavy_ball(constant, momentum_schedule(optim_config, updates_per_epoch))
     for beta in ("b1", "b2"):
         checks.check_number(
             f"config.optim.{beta}", optim_config[beta], low=0.0, high=1.0, high_open=True
         )
-    return optax.adam(learning_rate, b1=optim_config.b1, b2=optim_config.b2)
+    return optax.adam(rate, b1=optim_config.b1, b2=optim_config.b2)
 
 
 def trainable(variables: Any) -> dict:
@@ -136,9 +215,40 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             "config.model.batch_norm with loss='wgan-gp': the gradient penalty is per "
             "example, which batch norm in the critic breaks (Gulrajani et al. 2017, 4)"
         )
-    checks.check_choice("config.optim.optimizer", config.optim.get("optimizer", "adam"), OPTIMIZERS)
+    optim = config.optim
+    checks.check_choice("config.optim.optimizer", optim.get("optimizer", "adam"), OPTIMIZERS)
     for rate in ("g_learning_rate", "d_learning_rate"):
-        checks.check_positive(f"config.optim.{rate}", config.optim[rate])
+        checks.check_positive(f"config.optim.{rate}", optim[rate])
+    checks.check_number("config.optim.lr_decay_factor", optim.get("lr_decay_factor", 1.0), low=1.0)
+    checks.check_number(
+        "config.optim.min_learning_rate", optim.get("min_learning_rate", 0.0), low=0.0
+    )
+    checks.check_number(
+        "config.model.d_loss_scale", config.model.get("d_loss_scale", 1.0), low=0.0, low_open=True
+    )
+    if optim.get("optimizer", "adam") == "momentum":
+        for name in ("momentum", "final_momentum"):
+            checks.check_number(
+                f"config.optim.{name}", optim[name], low=0.0, high=1.0, high_open=True
+            )
+        if not 0 < optim.momentum_start < optim.momentum_saturate:
+            raise ValueError(
+                "config.optim.momentum_start and momentum_saturate must satisfy 0 < start < "
+                f"saturate (epochs), got {optim.momentum_start} and {optim.momentum_saturate}"
+            )
+    update = optim.get("update", "alternating")
+    checks.check_choice("config.optim.update", update, UPDATES)
+    if update == "simultaneous" and (config.model.n_critic != 1 or config.model.loss == "wgan-gp"):
+        raise ValueError(
+            "config.optim.update='simultaneous' makes one update of G and D from one pass: it "
+            f"needs config.model.n_critic=1 (got {config.model.n_critic}) and a loss without "
+            f"the gradient penalty (got {config.model.loss!r})"
+        )
+    if config.eval.get("select_on_validation", False) and not config.eval.parzen_samples:
+        raise ValueError(
+            "config.eval.select_on_validation ranks steps by a Parzen estimate: set "
+            "config.eval.parzen_samples > 0"
+        )
 
 
 # ----------------------------------------------------------------------------- the family
@@ -152,6 +262,10 @@ class GANFamily:
     image_shape: tuple[int, int, int]
     num_classes: int
     pixel_means: tuple[float, ...] | None = None  # training-set mean of each pixel, flattened
+    steps_per_epoch: int = 1  # the momentum schedule's epoch, in train steps
+    # uint8 held-out images [N, H, W, C] (train[50000:60000] on MNIST), for
+    # config.eval.select_on_validation
+    validation_images: np.ndarray | None = dataclasses.field(default=None, compare=False)
     # state -> sample metrics (Parzen, Frechet, ...), logged at every evaluation when set.
     score_samples: Callable[[GANState], dict[str, float]] | None = dataclasses.field(
         default=None, compare=False
@@ -202,14 +316,24 @@ class GANFamily:
         d_params = discriminator.init(d_key, jnp.zeros((1, *self.image_shape)), self._onehot(y))
         return self.state_from(g_params, d_params)
 
+    def optimizers(self) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+        """(G's, D's) optimizer; D's epoch holds n_critic updates a step."""
+        optim = self.config.optim
+        return (
+            make_optimizer(optim.g_learning_rate, optim, self.steps_per_epoch),
+            make_optimizer(
+                optim.d_learning_rate, optim, self.steps_per_epoch * int(self.config.model.n_critic)
+            ),
+        )
+
     def state_from(self, g_params, d_params) -> GANState:
         """A state that starts from these weights: fresh optimizers, EMA at g_params."""
-        optim = self.config.optim
+        g_optimizer, d_optimizer = self.optimizers()
         return GANState(
             g_params=g_params,
             d_params=d_params,
-            g_opt_state=make_optimizer(optim.g_learning_rate, optim).init(trainable(g_params)),
-            d_opt_state=make_optimizer(optim.d_learning_rate, optim).init(trainable(d_params)),
+            g_opt_state=g_optimizer.init(trainable(g_params)),
+            d_opt_state=d_optimizer.init(trainable(d_params)),
             ema_params=g_params,
             updates=jnp.zeros((), jnp.int32),
         )
@@ -260,15 +384,37 @@ class GANFamily:
         (loss, (aux, variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             trainable(d_vars)
         )
-        optimizer = make_optimizer(self.config.optim.d_learning_rate, self.config.optim)
-        updates, d_opt_state = optimizer.update(grads, d_opt_state, trainable(d_vars))
+        scale = model.get("d_loss_scale", 1.0)
+        if scale != 1.0:  # a Python branch: the default step stays bitwise as it was
+            grads = jax.tree.map(lambda g: scale * g, grads)
+        variables, d_opt_state = self._apply_critic_update(variables, d_opt_state, grads)
+        return variables, d_opt_state, {"d_loss": loss, **aux}
+
+    def _apply_critic_update(self, d_vars, d_opt_state, grads):
+        """D's optimizer step and weight clipping: (variables, optimizer state)."""
+        updates, d_opt_state = self.optimizers()[1].update(grads, d_opt_state, trainable(d_vars))
         weights = clip_weights(
-            optax.apply_updates(trainable(d_vars), updates), model.get("weight_clip", 0.0)
+            optax.apply_updates(trainable(d_vars), updates),
+            self.config.model.get("weight_clip", 0.0),
         )
-        return {**variables, **weights}, d_opt_state, {"d_loss": loss, **aux}
+        return {**d_vars, **weights}, d_opt_state
+
+    def _apply_generator_update(self, state: GANState, g_vars, g_opt_state, grads):
+        """G's optimizer step and the EMA: the next state's g_params, opt state and EMA."""
+        updates, g_opt_state = self.optimizers()[0].update(
+            grads, g_opt_state, trainable(state.g_params)
+        )
+        g_params = {**g_vars, **optax.apply_updates(trainable(state.g_params), updates)}
+        decay = ema_decay(self.config.model.ema_decay, state.updates)
+        ema_params = jax.tree.map(
+            lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, g_params
+        )
+        return g_params, g_opt_state, ema_params
 
     def train_step(self, state: GANState, batch, key):
         """`train_step(self, state, batch, key)`: the loop's step and `fit`'s."""
+        if self.config.optim.get("update", "alternating") == "simultaneous":
+            return simultaneous_step(self, state, batch, key)
         return train_step(self, state, batch, key)
 
     def sampling_params(self, state: GANState):
@@ -320,9 +466,44 @@ class GANFamily:
         samples = self.models[0].apply(params, z, self._onehot(y))
         plots_lib.save_grid(out / f"samples_{step:07d}.png", np.asarray(samples), rows=rows)
         scores = self.score_samples(state) if self.score_samples is not None else {}
+        if self.config.eval.get("select_on_validation", False):
+            scores.update(self.validation_scores(state))
+            scores.update(
+                select_by_validation(metrics_lib.read_metrics(workdir, "test"), step, scores)
+            )
         records = metrics_lib.read_metrics(workdir) + [{"step": step, **scores}]
         plots_lib.plot_metrics(out / "metrics.png", records)
         return scores
+
+    def validation_scores(self, state: GANState) -> dict[str, float]:
+        """The Parzen estimate of the held-out split, to choose a step by: sigma by its first
+        config.eval.parzen_validation images (as the test estimate's), the mean over the
+        rest, which neither training nor sigma saw. The 2014 code's per-epoch monitor was a
+        cruder one of the same split (100 samples, sigma 0.2)."""
+        if self.validation_images is None:
+            raise ValueError(
+                "config.eval.select_on_validation needs the held-out split: build the family "
+                "with family_for on split_holdout's dataset (config.data.holdout > 0)"
+            )
+        ev = self.config.eval
+        held_out = self.validation_images / 255.0
+        if not 0 < ev.parzen_validation < len(held_out):
+            raise ValueError(
+                f"config.eval.parzen_validation={ev.parzen_validation} must leave images of "
+                f"the {len(held_out)} held out to score (config.data.holdout)"
+            )
+        key = jax.random.key(_VALIDATION_STREAM + int(self.config.seed))
+        samples = sample(key, mesh_lib.host_copy(self.params_of(state)), ev.parzen_samples)
+        score = parzen.parzen_score(
+            samples,
+            held_out[: ev.parzen_validation],
+            held_out[ev.parzen_validation :],
+            chunk=ev.parzen_chunk,
+        )
+        return {
+            "parzen_validation_log_likelihood": score.mean,
+            "parzen_validation_stderr": score.stderr,
+        }
 
     def as_family(self) -> Family:
         return Family(
@@ -334,7 +515,7 @@ def train_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState
     """n_critic discriminator updates, then one generator update and the EMA. batch:
     {"image": uint8 or [0, 1] float [B, H, W, C], "mask": [B], "label": [B] (cGAN)}."""
     generator, discriminator = family.models
-    model, optim = family.config.model, family.config.optim
+    model = family.config.model
     real = pixels(batch["image"])
     mask = batch["mask"]
     y = batch["label"] if family.conditional else None
@@ -382,13 +563,8 @@ def train_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState
 
     g_loss, fake_grads = jax.value_and_grad(g_loss_fn)(fake)
     (g_grads,) = g_vjp(fake_grads)
-    g_updates, g_opt_state = make_optimizer(optim.g_learning_rate, optim).update(
-        g_grads, state.g_opt_state, trainable(state.g_params)
-    )
-    g_params = {**g_vars, **optax.apply_updates(trainable(state.g_params), g_updates)}
-    decay = ema_decay(model.ema_decay, state.updates)
-    ema_params = jax.tree.map(
-        lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, g_params
+    g_params, g_opt_state, ema_params = family._apply_generator_update(
+        state, g_vars, state.g_opt_state, g_grads
     )
     new_state = GANState(
         g_params=g_params,
@@ -401,6 +577,83 @@ def train_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState
     return new_state, {**metrics, "g_loss": g_loss}
 
 
+def simultaneous_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState, dict]:
+    """One update of G and D together from one forward pass (config.optim.update=
+    'simultaneous'), as the 2014 paper's code (pylearn2's AdversaryCost2 under one SGD):
+    one noise batch z, D's real and fake passes each with its own dropout mask, D's
+    gradient of d_loss_scale * mean(loss(D(x), D(G(z)))) and G's of mean(G loss(D(G(z))))
+    through the same fake pass and masks, both from the weights before the step. Metrics
+    as `train_step`'s (d_loss unscaled)."""
+    generator, discriminator = family.models
+    model = family.config.model
+    real = pixels(batch["image"])
+    mask = batch["mask"]
+    y_onehot = family._onehot(batch["label"] if family.conditional else None)
+    noise_key, real_key, fake_key = jax.random.split(key, 3)
+    z = family.noise(noise_key, real.shape[0])
+
+    def objectives(g_weights, d_weights):
+        fake, g_vars = apply_train(
+            generator, {**state.g_params, **g_weights}, z, y_onehot, mask=mask
+        )
+        d_vars = {**state.d_params, **d_weights}
+        real_logits, d_vars = apply_train(
+            discriminator, d_vars, real, y_onehot, mask=mask, rngs={"dropout": real_key}
+        )
+        fake_logits, d_vars = apply_train(
+            discriminator, d_vars, fake, y_onehot, mask=mask, rngs={"dropout": fake_key}
+        )
+        d_loss = masked_mean(discriminator_loss(model.loss, real_logits, fake_logits), mask)
+        g_loss = masked_mean(generator_loss(model.loss, fake_logits), mask)
+        aux = {"d_real": masked_mean(real_logits, mask), "d_fake": masked_mean(fake_logits, mask)}
+        return (d_loss, g_loss), (g_vars, d_vars, aux)
+
+    (d_loss, g_loss), pull_back, (g_vars, d_vars, aux) = jax.vjp(
+        objectives, trainable(state.g_params), trainable(state.d_params), has_aux=True
+    )
+    zero = jnp.zeros_like(d_loss)
+    # one backward pass per objective, each to its own player's weights
+    _, d_grads = pull_back((jnp.full_like(d_loss, model.get("d_loss_scale", 1.0)), zero))
+    g_grads, _ = pull_back((zero, jnp.ones_like(g_loss)))
+    # d_vars: the step's weights and the batch statistics of both D passes
+    d_params, d_opt_state = family._apply_critic_update(d_vars, state.d_opt_state, d_grads)
+    g_params, g_opt_state, ema_params = family._apply_generator_update(
+        state, g_vars, state.g_opt_state, g_grads
+    )
+    new_state = GANState(
+        g_params=g_params,
+        d_params=d_params,
+        g_opt_state=g_opt_state,
+        d_opt_state=d_opt_state,
+        ema_params=ema_params,
+        updates=state.updates + 1,
+    )
+    return new_state, {"d_loss": d_loss, **aux, "g_loss": g_loss}
+
+
+def select_by_validation(
+    records: list[Mapping[str, Any]], step: int, scores: Mapping[str, float]
+) -> dict[str, float]:
+    """Model selection as the 2014 authors could do it: of the evaluations logged before
+    `step` (metrics.jsonl's test records) and this one (`scores`), the one with the highest
+    parzen_validation_log_likelihood (the earliest on a tie); returns its step and its test
+    Parzen estimate as selected_step, parzen_selected_log_likelihood and _stderr (those
+    two only when the evaluations scored the test set)."""
+    candidates = [
+        r for r in records if r["step"] < step and "parzen_validation_log_likelihood" in r
+    ]
+    candidates.append({"step": step, **scores})
+    best = max(candidates, key=lambda r: r["parzen_validation_log_likelihood"])
+    selected = {
+        "selected_step": best["step"],
+        "parzen_selected_validation": best["parzen_validation_log_likelihood"],
+    }
+    if "parzen_log_likelihood" in best:
+        selected["parzen_selected_log_likelihood"] = best["parzen_log_likelihood"]
+        selected["parzen_selected_stderr"] = best["parzen_stderr"]
+    return selected
+
+
 # ----------------------------------------------------------------------------- data and config
 
 
@@ -409,7 +662,7 @@ def split_holdout(
 ) -> tuple[data_lib.Dataset, dict[str, np.ndarray]]:
     """Moves the last `holdout` training examples into a validation split the GAN never
     trains on (MNIST: train[50000:60000], as in Goodfellow et al.). Returns (dataset
-    without them, validation arrays)."""
+    without them in train and with them as its 'validation' split, validation arrays)."""
     train = dataset["train"]
     size = data_lib.num_examples(train)
     if not 0 < holdout < size:
@@ -418,7 +671,8 @@ def split_holdout(
         )
     kept = {k: v[: size - holdout] for k, v in train.items()}
     validation = {k: v[size - holdout :] for k, v in train.items()}
-    return data_lib.Dataset({**dataset.splits, "train": kept}), validation
+    splits = {**dataset.splits, "train": kept, "validation": validation}
+    return data_lib.Dataset(splits), validation
 
 
 def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> GANFamily:
@@ -433,11 +687,21 @@ def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
     pixel_means = None
     if config.model.marginal_output_bias:
         pixel_means = tuple((data_lib.column_mean(images).reshape(-1) / 255.0).tolist())
+    validation = None
+    if config.eval.get("select_on_validation", False):
+        if "validation" not in dataset.splits:
+            raise ValueError(
+                "config.eval.select_on_validation needs a held-out split: pass the dataset "
+                "split_holdout returns (config.data.holdout > 0)"
+            )
+        validation = np.asarray(dataset["validation"]["image"])
     family = GANFamily(
         config=config,
         image_shape=tuple(images.shape[1:]),
         num_classes=int(config.data.num_classes),
         pixel_means=pixel_means,
+        steps_per_epoch=math.ceil(len(images) / config.batch_size),
+        validation_images=validation,
     )
     make_models(config.model, family.image_shape)  # validates before anything compiles
     return family
@@ -469,6 +733,7 @@ def default_config() -> ml_collections.ConfigDict:
             "gp_weight": 10.0,
             "n_critic": 1,
             "ema_decay": 0.999,
+            "d_loss_scale": 1.0,  # the 2014 code's 0.5: D's objective averages its two terms
             "marginal_output_bias": True,
             "g_init_range": 0.0,  # > 0: weights uniform in [-range, range]; 0: LeCun normal
             "d_init_range": 0.0,
@@ -479,16 +744,28 @@ def default_config() -> ml_collections.ConfigDict:
     )
     config.optim = ml_collections.ConfigDict(
         {
-            "optimizer": "adam",  # or "rmsprop" (the weight-clipping WGAN's)
+            "optimizer": "adam",  # or "rmsprop" (the weight-clipping WGAN's), "momentum"
             "g_learning_rate": 2e-4,
             "d_learning_rate": 2e-4,
             "b1": 0.5,
             "b2": 0.999,
+            # the rate at update t: max(rate / lr_decay_factor^t, min_learning_rate)
+            "lr_decay_factor": 1.0,
+            "min_learning_rate": 0.0,
+            # optimizer='momentum': mu rises linearly from `momentum` at epoch momentum_start
+            # to `final_momentum` at epoch momentum_saturate (epochs 1-based)
+            "momentum": 0.5,
+            "final_momentum": 0.5,
+            "momentum_start": 1,
+            "momentum_saturate": 250,
+            "update": "alternating",  # or "simultaneous": G and D from one pass
         }
     )
     config.eval = ml_collections.ConfigDict(
         {
             "use_ema": True,
+            # a held-out Parzen estimate at every evaluation and the best step so far
+            "select_on_validation": False,
             "parzen_samples": 10_000,  # 0: no Parzen estimate
             "parzen_validation": 1_000,
             "parzen_chunk": 1_000,

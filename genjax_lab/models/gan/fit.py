@@ -35,6 +35,7 @@ def _family(
     config: ml_collections.ConfigDict,
     meta: Mapping[str, Any],
     pixel_means: tuple[float, ...] | None = None,
+    steps_per_epoch: int = 1,
 ) -> GANFamily:
     check_config(config)
     image_shape = tuple(int(d) for d in meta["image_shape"])
@@ -44,6 +45,7 @@ def _family(
         image_shape=image_shape,
         num_classes=int(meta["num_classes"]),
         pixel_means=pixel_means,
+        steps_per_epoch=steps_per_epoch,
     )
 
 
@@ -76,8 +78,8 @@ def fit(
     if config.model.marginal_output_bias:
         scale = 255.0 if x.dtype == np.uint8 else 1.0
         pixel_means = tuple((x.reshape(len(x), -1).mean(0, dtype=np.float64) / scale).tolist())
-    family = _family(config, meta, pixel_means)
     batch_size = checks.check_count("config.batch_size", config.batch_size)
+    family = _family(config, meta, pixel_means, math.ceil(len(x) / batch_size))
     init_key, order_key, train_key = jax.random.split(key, 3)
     arrays = {"image": x}
     if family.conditional:
