@@ -64,7 +64,7 @@ def get_config(variant: str = "mlp") -> ml_collections.ConfigDict:
         config.model.update(noise="uniform", d_loss_scale=0.5)
         config.optim.update(
             optimizer="momentum",
-            update="simultaneous",
+            update_order="simultaneous",
             g_learning_rate=0.1,
             d_learning_rate=0.1,
             lr_decay_factor=1.000004,

@@ -1,6 +1,6 @@
 """Training a GAN: the state, the optimizer, the train step, the loop adapter and the config.
 
-By default (`config.optim.update='alternating'`) one `train_step` = `n_critic`
+By default (`config.optim.update_order='alternating'`) one `train_step` = `n_critic`
 discriminator updates, then one generator update. The
 critic updates reuse the step's real batch with fresh noise each (the harness hands one
 batch per step). The generator update uses the noise of the last critic update, so G's
@@ -13,7 +13,7 @@ averages, power-iteration vectors): every training pass updates them and the opt
 see only `params`. G's running averages come from the pass its update uses and D's from
 its real, then fake pass of each critic update; the EMA averages them with the weights.
 
-The 2014 paper's own rule (`update='simultaneous'`, `optimizer='momentum'`, see
+The 2014 paper's own rule (`update_order='simultaneous'`, `optimizer='momentum'`, see
 `simultaneous_step` and `heavy_ball`) updates G and D together from one forward pass with
 heavy-ball SGD whose rate decays per update and whose momentum rises per epoch; with
 `config.eval.select_on_validation` every evaluation also scores a Parzen window on the
@@ -75,7 +75,7 @@ class GANState:
 
 
 OPTIMIZERS = ("adam", "rmsprop", "momentum")
-UPDATES = ("alternating", "simultaneous")
+UPDATE_ORDERS = ("alternating", "simultaneous")
 
 
 class HeavyBallState(NamedTuple):
@@ -236,13 +236,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                 "config.optim.momentum_start and momentum_saturate must satisfy 0 < start < "
                 f"saturate (epochs), got {optim.momentum_start} and {optim.momentum_saturate}"
             )
-    update = optim.get("update", "alternating")
-    checks.check_choice("config.optim.update", update, UPDATES)
+    update = optim.get("update_order", "alternating")
+    checks.check_choice("config.optim.update_order", update, UPDATE_ORDERS)
     if update == "simultaneous" and (config.model.n_critic != 1 or config.model.loss == "wgan-gp"):
         raise ValueError(
-            "config.optim.update='simultaneous' makes one update of G and D from one pass: it "
-            f"needs config.model.n_critic=1 (got {config.model.n_critic}) and a loss without "
-            f"the gradient penalty (got {config.model.loss!r})"
+            "config.optim.update_order='simultaneous' makes one update of G and D from one "
+            f"pass: it needs config.model.n_critic=1 (got {config.model.n_critic}) and a loss "
+            f"without the gradient penalty (got {config.model.loss!r})"
         )
     if config.eval.get("select_on_validation", False) and not config.eval.parzen_samples:
         raise ValueError(
@@ -413,7 +413,7 @@ class GANFamily:
 
     def train_step(self, state: GANState, batch, key):
         """`train_step(self, state, batch, key)`: the loop's step and `fit`'s."""
-        if self.config.optim.get("update", "alternating") == "simultaneous":
+        if self.config.optim.get("update_order", "alternating") == "simultaneous":
             return simultaneous_step(self, state, batch, key)
         return train_step(self, state, batch, key)
 
@@ -578,7 +578,7 @@ def train_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState
 
 
 def simultaneous_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState, dict]:
-    """One update of G and D together from one forward pass (config.optim.update=
+    """One update of G and D together from one forward pass (config.optim.update_order=
     'simultaneous'), as the 2014 paper's code (pylearn2's AdversaryCost2 under one SGD):
     one noise batch z, D's real and fake passes each with its own dropout mask, D's
     gradient of d_loss_scale * mean(loss(D(x), D(G(z)))) and G's of mean(G loss(D(G(z))))
@@ -758,7 +758,7 @@ def default_config() -> ml_collections.ConfigDict:
             "final_momentum": 0.5,
             "momentum_start": 1,
             "momentum_saturate": 250,
-            "update": "alternating",  # or "simultaneous": G and D from one pass
+            "update_order": "alternating",  # or "simultaneous": G and D from one pass
         }
     )
     config.eval = ml_collections.ConfigDict(
