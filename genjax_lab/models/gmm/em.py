@@ -181,7 +181,12 @@ def add_statistics(a: EMStats, b: EMStats) -> EMStats:
     return jax.tree.map(operator.add, a, b)
 
 
-def _m_step(stats: EMStats, center: jax.Array, covariance_type: str, reg_covar: float) -> GMM:
+def _moments(
+    stats: EMStats, covariance_type: str, reg_covar: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(N_k [K], means about the shift [K, D], covariances in scikit-learn's layout with
+    reg_covar added): scikit-learn's `_estimate_gaussian_parameters`, shared by EM's M-step
+    and the variational mixture's (gmm.bayesian)."""
     nk = stats.resp_sum + 10 * jnp.finfo(stats.resp_sum.dtype).eps
     mean_c = stats.sum_x / nk[:, None]
     d = mean_c.shape[1]
@@ -192,14 +197,22 @@ def _m_step(stats: EMStats, center: jax.Array, covariance_type: str, reg_covar: 
             - mean_c[:, :, None] * mean_c[:, None, :]
             + reg_covar * eye
         )
-        chol = _cholesky_of_inverse(cov)
     elif covariance_type == "tied":
         outer = jnp.einsum("k,kd,ke->de", nk, mean_c, mean_c)
         cov = (stats.sum_xx - outer) / nk.sum() + reg_covar * eye
+    else:
+        cov = stats.sum_xx / nk[:, None] - mean_c**2 + reg_covar
+        if covariance_type == "spherical":
+            cov = cov.mean(1)
+    return nk, mean_c, cov
+
+
+def _m_step(stats: EMStats, center: jax.Array, covariance_type: str, reg_covar: float) -> GMM:
+    nk, mean_c, cov = _moments(stats, covariance_type, reg_covar)
+    if covariance_type in ("full", "tied"):
         chol = _cholesky_of_inverse(cov)
     else:
-        var = stats.sum_xx / nk[:, None] - mean_c**2 + reg_covar
-        chol = 1.0 / jnp.sqrt(var if covariance_type == "diag" else var.mean(1))
+        chol = 1.0 / jnp.sqrt(cov)
     return GMM(nk / nk.sum(), center + mean_c, chol, covariance_type)
 
 
@@ -227,6 +240,42 @@ def em_step(
     return m_step(params, stats, reg_covar), stats.log_likelihood / stats.count
 
 
+def converging_loop(
+    step: Callable,
+    params,
+    max_iter: jax.Array,
+    tol: jax.Array,
+    capacity: int,
+    dtype,
+) -> tuple:
+    """Up to max_iter <= capacity calls params, objective = step(params) in one
+    `lax.while_loop` (max_iter and tol traced), stopping after the first call whose objective
+    changed by less than tol in absolute value from the previous call's, as scikit-learn's
+    mixtures stop. Returns (params, objectives [capacity] NaN past the calls made, calls)."""
+    history = jnp.full((capacity,), jnp.nan, dtype)
+
+    def running(carry):
+        i, _, _, _, converged = carry
+        return (i < max_iter) & ~converged
+
+    def iteration(carry):
+        i, p, previous, history, _ = carry
+        p, objective = step(p)
+        objective = objective.astype(history.dtype)
+        converged = jnp.abs(objective - previous) < tol
+        return i + 1, p, objective, history.at[i].set(objective), converged
+
+    start = (
+        jnp.zeros((), jnp.int32),
+        params,
+        jnp.full((), -jnp.inf, dtype),
+        history,
+        jnp.zeros((), bool),
+    )
+    iterations, params, _, history, _ = jax.lax.while_loop(running, iteration, start)
+    return params, history, iterations
+
+
 def _em_loop(
     params: GMM,
     x: jax.Array,
@@ -236,31 +285,11 @@ def _em_loop(
     reg_covar: jax.Array,
     capacity: int,
 ) -> tuple[GMM, jax.Array, jax.Array]:
-    """Up to max_iter <= capacity EM iterations (both traced but capacity), stopping after the
-    M-step of the first iteration whose mean log-likelihood gained less than tol in absolute
-    value, as scikit-learn. Returns (params, history [capacity], NaN past the iterations run,
-    iterations run)."""
-    history = jnp.full((capacity,), jnp.nan, x.dtype)
-
-    def running(carry):
-        i, _, _, _, converged = carry
-        return (i < max_iter) & ~converged
-
-    def iteration(carry):
-        i, p, previous, history, _ = carry
-        p, ll = em_step(p, x, mask, reg_covar)
-        ll = ll.astype(history.dtype)
-        return i + 1, p, ll, history.at[i].set(ll), jnp.abs(ll - previous) < tol
-
-    start = (
-        jnp.zeros((), jnp.int32),
-        params,
-        jnp.full((), -jnp.inf, x.dtype),
-        history,
-        jnp.zeros((), bool),
-    )
-    iterations, params, _, history, _ = jax.lax.while_loop(running, iteration, start)
-    return params, history, iterations
+    """Up to max_iter <= capacity EM iterations (`converging_loop` on the mean
+    log-likelihood before each M-step). Returns (params, history [capacity], NaN past the
+    iterations run, iterations run)."""
+    step = lambda p: em_step(p, x, mask, reg_covar)
+    return converging_loop(step, params, max_iter, tol, capacity, x.dtype)
 
 
 _em_program = jax.jit(_em_loop, static_argnames=("capacity",))
