@@ -1,6 +1,9 @@
 """Gaussian mixture models (genjax_lab.api's verbs): the model maths in `model`, EM and the
 k-means start in `em`, config, fit and the class-conditional classifier in `family`.
 
+A variational Bayesian mixture that chooses its number of components (scikit-learn's
+BayesianGaussianMixture, Dirichlet-process or Dirichlet weight prior): `gmm.bayesian`.
+
 On the training loop: `loop_family(config)` (EM of every start a step, `EMState`),
 `loop_config`, `best_start`. A mixture seen through a linear subspace (PCA codes of images):
 `SubspaceGMM`, `observe`, `impute_subspace`.
@@ -10,6 +13,7 @@ Data layout: {"x": [N, D] float, "y": [N] int (class-conditional fits only), "ma
 (config.class_conditional: one GMM per class on a leading class axis, and log_prior [C]).
 """
 
+from genjax_lab.models.gmm import bayesian
 from genjax_lab.models.gmm.em import (
     EMStats,
     add_statistics,
@@ -74,6 +78,7 @@ __all__ = [
     "LabelledGMM",
     "SubspaceGMM",
     "add_statistics",
+    "bayesian",
     "aic",
     "best_start",
     "bic",
