@@ -192,10 +192,9 @@ def test_paper_rule_run_resumes_bitwise_after_sigkill(tmp_path):
     env = process_env(tmp_path / "tfds")
     flags = ("--config.eval_every=10",)
     config = "gan_mnist.py:tiny_mlp_paper"
-    straight = run_experiment(env, "gan", config, tmp_path / "straight", *flags)
+    assert_ok(run_experiment(env, "gan", config, tmp_path / "straight", *flags))
     killed_at = kill_after_checkpoint(env, "gan", config, tmp_path / "killed", 10, *flags)
     resumed = run_experiment(env, "gan", config, tmp_path / "killed", *flags)
-    assert_ok(straight)
     assert_ok(resumed)
     assert killed_at < 30 and "resumed from" in resumed.stdout
     assert final_state(tmp_path / "killed") == final_state(tmp_path / "straight")
