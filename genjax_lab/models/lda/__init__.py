@@ -5,8 +5,11 @@ Model (Blei, Ng & Jordan 2003), K topics over a vocabulary of V words:
 
 Data layout: documents are padded sparse bags (genjax_lab.data.text.BagOfWords): `ids` int32
 [B, L] and `counts` float32 [B, L], padding slots with count 0. A document with no words is
-allowed and contributes nothing. `fit` takes data = {"x": BagOfWords} (optionally with
-"vocab_size": V; otherwise the largest id + 1).
+allowed and contributes nothing. Every verb that takes documents also takes a documents x
+vocabulary count matrix [D, V], dense or scipy.sparse (CSR, CSC, COO: scikit-learn's
+CountVectorizer output), laid out as bags from its sparse indices (`check_documents`). `fit`
+takes data = {"x": documents} (optionally with "vocab_size": V; otherwise the matrix's width
+or the bags' largest id + 1).
 
 The shared verbs (genjax_lab.api); config is the family's `default_config()` (the model part
 of an experiment's config):
@@ -41,9 +44,11 @@ from genjax_lab.models.lda.gibbs import (
     tokens_from_bags,
 )
 from genjax_lab.models.lda.maths import (
+    Documents,
     LDAConfig,
     VBState,
     check_bags,
+    check_documents,
     check_state,
     check_topics,
     digamma_positive,
@@ -87,6 +92,7 @@ from genjax_lab.models.lda.vb import (
 __all__ = [
     "METHODS",
     "DocBatch",
+    "Documents",
     "FitHistory",
     "GibbsChain",
     "GibbsState",
@@ -97,6 +103,7 @@ __all__ = [
     "VBStarts",
     "VBState",
     "check_bags",
+    "check_documents",
     "check_state",
     "check_topics",
     "completion_perplexity",

@@ -35,7 +35,7 @@ from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core.loop import Family, base_config
 from genjax_lab.data.text import BagOfWords
 from genjax_lab.models.lda import gibbs, vb
-from genjax_lab.models.lda.maths import LDAConfig, VBState, check_bags
+from genjax_lab.models.lda.maths import LDAConfig, VBState, check_documents
 from genjax_lab.models.lda.model import METHODS, lda_config
 
 
@@ -98,6 +98,11 @@ class LDAFamily:
         if restarts > 1 and self.config.method != "batch":
             raise ValueError(
                 f"config.num_restarts must be 1 unless config.method is 'batch', got {restarts}"
+            )
+        if self.config.get("perp_tol") is not None:
+            raise ValueError(
+                "config.perp_tol: scikit-learn's perplexity rule runs in lda.fit; on the loop, "
+                "batch VB stops by config.tol"
             )
         if self.config.warm_start:
             raise ValueError(
@@ -230,8 +235,9 @@ class LDAFamily:
     def prepare(self, bags: BagOfWords) -> tuple[Family, data_lib.Dataset]:
         """The loop's Family for this corpus and the training split it reads: the bags sorted
         into length groups (batch VB), the bags (online VB, whose updates the number of
-        documents scales), or token slots (Gibbs)."""
-        ids, counts = check_bags(bags.ids, bags.counts, self.vocab_size)
+        documents scales, unless config.total_docs gives the corpus size), or token slots
+        (Gibbs)."""
+        ids, counts = check_documents(bags, self.vocab_size, "bags")
         if ids.shape[0] == 0:
             raise ValueError("bags hold no documents")
         method = self.config.method
@@ -247,7 +253,9 @@ class LDAFamily:
                 {"train": {"words": tokens.words, "tokens": tokens.mask}}
             )
         if method == "online":
-            family = Family(self._init_online, self._online_step(ids.shape[0]))
+            total_docs = self.config.get("total_docs")
+            total_docs = ids.shape[0] if total_docs is None else int(total_docs)
+            family = Family(self._init_online, self._online_step(total_docs))
             return family, data_lib.Dataset({"train": {"ids": ids, "counts": counts}})
         ids, counts, groups = _length_groups(ids, counts)
         family = Family(

@@ -32,7 +32,7 @@ from genjax_lab.models.lda.maths import (
     _inverse_cdf,
     _pad_rows,
     _put,
-    check_bags,
+    check_documents,
 )
 
 
@@ -52,7 +52,7 @@ class GibbsState(NamedTuple):
 
 def tokens_from_bags(bags: BagOfWords, vocab_size: int) -> Tokens:
     """Expands bags into token slots, N = longest document (counts must be integers)."""
-    ids, counts = check_bags(bags.ids, bags.counts, vocab_size)
+    ids, counts = check_documents(bags, vocab_size, "bags")
     if (counts != np.round(counts)).any():
         raise ValueError("counts must be whole numbers for Gibbs sampling")
     reps = counts.astype(np.int64)

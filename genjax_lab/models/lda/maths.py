@@ -25,12 +25,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 from jax.scipy.special import gammaln
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from genjax_lab.core import checks
 from genjax_lab.core.mesh import DATA_AXIS
+from genjax_lab.data.text import BagOfWords
 
 _TINY = float(jnp.finfo(jnp.float32).tiny)
 
@@ -107,6 +109,48 @@ def check_bags(ids, counts, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(counts).all() or (counts < 0).any():
         raise ValueError("counts must be finite and >= 0")
     return ids.astype(np.int32), counts.astype(np.float32)
+
+
+Documents = BagOfWords | np.ndarray | scipy.sparse.sparray | scipy.sparse.spmatrix
+
+
+def check_documents(
+    x: Documents, vocab_size: int, name: str = "x"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (ids int32 [D, L], counts float32 [D, L]) of documents given as padded bags
+    (BagOfWords), or as a documents x vocabulary count matrix [D, V]: a NumPy array or any
+    scipy.sparse matrix or array (CSR, CSC, COO, ...: scikit-learn's CountVectorizer output),
+    of any integer or floating dtype. A matrix must hold whole, non-negative word counts.
+
+    A sparse matrix becomes the padded layout straight from its CSR indices, never dense: each
+    row's words in increasing id order, L its most words in a row, as `text.from_dense` lays out
+    the dense matrix, so both give the same bags and the verbs the same numbers.
+    """
+    if isinstance(x, BagOfWords):
+        return check_bags(x.ids, x.counts, vocab_size)
+    if not scipy.sparse.issparse(x):
+        dense = checks.check_array(name, x, ("B", vocab_size), nonempty=False)
+        x = scipy.sparse.csr_array(dense)
+    elif x.ndim != 2 or x.shape[1] != vocab_size:
+        raise ValueError(f"{name} must be [B, {vocab_size}], got shape {x.shape}")
+    # A copy: canonicalising in place would reorder the caller's matrix.
+    csr = scipy.sparse.csr_array(x, copy=True)
+    csr.sum_duplicates()
+    data = checks.check_array(f"{name} (its stored counts)", csr.data, nonempty=False)
+    data = data.astype(np.float64)
+    if (data < 0).any() or (data != np.round(data)).any():
+        raise ValueError(
+            f"{name}: a documents x vocabulary matrix must hold whole word counts >= 0"
+        )
+    csr.eliminate_zeros()
+    lengths = np.diff(csr.indptr)
+    rows = np.repeat(np.arange(csr.shape[0]), lengths)
+    slots = np.arange(csr.nnz) - csr.indptr[:-1][rows]
+    ids = np.zeros((csr.shape[0], max(int(lengths.max(initial=0)), 1)), np.int32)
+    counts = np.zeros(ids.shape, np.float32)
+    ids[rows, slots] = csr.indices
+    counts[rows, slots] = csr.data
+    return ids, counts
 
 
 def _check_alpha(alpha, num_topics: int) -> None:

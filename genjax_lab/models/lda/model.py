@@ -21,16 +21,17 @@ from jax.sharding import Mesh
 from scipy.optimize import linear_sum_assignment
 
 from genjax_lab.core import checks
-from genjax_lab.data.text import BagOfWords, bag_of_ids, from_dense, to_dense
+from genjax_lab.data.text import BagOfWords, bag_of_ids, to_dense
 from genjax_lab.models.lda import gibbs, vb
 from genjax_lab.models.lda.maths import (
     _TINY,
+    Documents,
     LDAConfig,
     VBState,
     _check_alpha,
     _inverse_cdf,
     _mix,
-    check_bags,
+    check_documents,
     check_state,
     check_topics,
     dirichlet_expectation,
@@ -81,17 +82,19 @@ def _total_words(counts: np.ndarray) -> float:
     return total
 
 
-def elbo(state: VBState, bags: BagOfWords, config: LDAConfig) -> float:
-    """ELBO of the documents under the fitted q(beta), gamma fitted from scratch."""
+def elbo(state: VBState, bags: Documents, config: LDAConfig) -> float:
+    """ELBO of the documents (bags of words, or a dense or scipy.sparse count matrix [D, V])
+    under the fitted q(beta), gamma fitted from scratch."""
     check_state(state, config)
-    ids, counts = check_bags(bags.ids, bags.counts, config.vocab_size)
+    ids, counts = check_documents(bags, config.vocab_size, "bags")
     return float(_elbo(state, ids, counts, config))
 
 
-def perplexity(state: VBState, bags: BagOfWords, config: LDAConfig) -> float:
-    """exp(-ELBO / words): scikit-learn's LatentDirichletAllocation.perplexity estimator."""
+def perplexity(state: VBState, bags: Documents, config: LDAConfig) -> float:
+    """exp(-ELBO / words): scikit-learn's LatentDirichletAllocation.perplexity estimator
+    (documents as `elbo` takes them)."""
     check_state(state, config)
-    ids, counts = check_bags(bags.ids, bags.counts, config.vocab_size)
+    ids, counts = check_documents(bags, config.vocab_size, "bags")
     return float(np.exp(-float(_elbo(state, ids, counts, config)) / _total_words(counts)))
 
 
@@ -101,22 +104,22 @@ def topic_word(state: VBState) -> jax.Array:
 
 
 def posterior(
-    params: VBState, x: BagOfWords, *, max_doc_iter: int = 100, mean_change_tol: float = 1e-3
+    params: VBState, x: Documents, *, max_doc_iter: int = 100, mean_change_tol: float = 1e-3
 ) -> jax.Array:
     """Topic proportions E_q[theta] [B, K] of (new) documents x under q(beta) (scikit-learn's
     `transform`), the document fixed point run to `mean_change_tol` or `max_doc_iter`."""
     config = _params_config(params, max_doc_iter, mean_change_tol)
-    ids, counts = _documents(x, config.vocab_size)
+    ids, counts = check_documents(x, config.vocab_size)
     return _proportions(dirichlet_expectation(params.lam), params.alpha, ids, counts, config)
 
 
 def posterior_given_topics(
-    topics: jax.Array, alpha: jax.Array, bags: BagOfWords, config: LDAConfig
+    topics: jax.Array, alpha: jax.Array, bags: Documents, config: LDAConfig
 ) -> jax.Array:
     """Topic proportions E_q[theta] [D, K] of documents given point topics [K, V] (rows sum
     to 1) and alpha, as document completion and a Gibbs fit's topics need."""
     check_topics(topics, alpha, config)
-    ids, counts = check_bags(bags.ids, bags.counts, config.vocab_size)
+    ids, counts = check_documents(bags, config.vocab_size, "bags")
     return _proportions(
         _point_log_topics(jnp.asarray(topics, jnp.float32)),
         jnp.asarray(alpha, jnp.float32),
@@ -148,8 +151,8 @@ def split_bags(
 def completion_perplexity(
     topics: jax.Array,
     alpha: jax.Array,
-    observed: BagOfWords,
-    heldout: BagOfWords,
+    observed: Documents,
+    heldout: Documents,
     config: LDAConfig,
 ) -> float:
     """Document completion: theta from `observed`, exp(-sum log p(heldout word) / heldout words).
@@ -157,8 +160,8 @@ def completion_perplexity(
     topics [K, V] point topics (rows sum to 1); p(w | d) = sum_k theta_dk topics_kw.
     """
     check_topics(topics, alpha, config)
-    ids, counts = check_bags(heldout.ids, heldout.counts, config.vocab_size)
-    obs_ids, obs_counts = check_bags(observed.ids, observed.counts, config.vocab_size)
+    ids, counts = check_documents(heldout, config.vocab_size, "heldout")
+    obs_ids, obs_counts = check_documents(observed, config.vocab_size, "observed")
     topics, alpha = jnp.asarray(topics, jnp.float32), jnp.asarray(alpha, jnp.float32)
     log_lik = float(_completion_log_lik(topics, alpha, obs_ids, obs_counts, ids, counts, config))
     return float(np.exp(-log_lik / _total_words(counts)))
@@ -235,7 +238,9 @@ def default_config() -> ml_collections.ConfigDict:
     "online" VB, or "gibbs" (collapsed Gibbs, priors fixed). num_iters: batch passes, online
     epochs, or Gibbs sweeps. tol: batch VB stops when the relative ELBO gain falls below it.
     batch_size, learning_offset (tau0), learning_decay (kappa), shuffle: online VB.
-    num_restarts, warm_start: batch VB (see `fit_vb`).
+    num_restarts, warm_start: batch VB (see `fit_vb`). total_docs: online VB's corpus size D
+    (scikit-learn's `total_samples`; None: the documents fitted). perp_tol, evaluate_every:
+    scikit-learn's stopping rule for batch VB (see `fit_vb`), off while perp_tol is None.
     """
     return ml_collections.ConfigDict(
         {
@@ -255,6 +260,9 @@ def default_config() -> ml_collections.ConfigDict:
             "num_restarts": 1,
             "warm_start": False,
             "shuffle": True,
+            "total_docs": None,
+            "perp_tol": None,
+            "evaluate_every": 1,
         }
     )
 
@@ -279,22 +287,24 @@ def lda_config(config: ml_collections.ConfigDict, vocab_size: int) -> LDAConfig:
     )
 
 
-def _bags(data: dict) -> BagOfWords:
+def _documents(data: dict) -> Documents:
     if not isinstance(data, dict) or "x" not in data:
         raise ValueError(
-            "data must be {'x': BagOfWords(ids [D, L], counts [D, L])} "
-            "(optionally with 'vocab_size')"
+            "data must be {'x': BagOfWords(ids [D, L], counts [D, L]) or a documents x "
+            "vocabulary count matrix [D, V], dense or scipy.sparse} (optionally with 'vocab_size')"
         )
-    return BagOfWords(data["x"].ids, data["x"].counts)
+    return data["x"]
 
 
 def meta_from_data(data: dict, config: ml_collections.ConfigDict) -> dict:
-    """{'num_topics', 'vocab_size'}: data['vocab_size'] if given, else the largest id + 1."""
+    """{'num_topics', 'vocab_size'}: data['vocab_size'] if given, else a count matrix's
+    columns or the bags' largest id + 1."""
     if "vocab_size" in data:
         vocab_size = checks.check_count("data['vocab_size']", data["vocab_size"])
+    elif isinstance(x := _documents(data), BagOfWords):
+        vocab_size = int(np.asarray(x.ids).max(initial=0)) + 1
     else:
-        ids = np.asarray(_bags(data).ids)
-        vocab_size = int(ids.max(initial=0)) + 1
+        vocab_size = checks.check_count("data['x'].shape[1] (the vocabulary)", np.shape(x)[-1])
     return {"num_topics": int(config.num_topics), "vocab_size": int(vocab_size)}
 
 
@@ -311,18 +321,23 @@ def fit(
     *,
     mesh: Mesh | None = None,
 ) -> tuple[VBState, dict]:
-    """Fits LDA to data = {'x': BagOfWords} by config.method; returns (params, history).
+    """Fits LDA to data = {'x': documents} by config.method; returns (params, history).
+
+    The documents are bags of words, or a documents x vocabulary count matrix [D, V], dense or
+    scipy.sparse (CSR, CSC, COO: scikit-learn's CountVectorizer output), as `check_documents`
+    reads them.
 
     params is a VBState for every method: a Gibbs fit gives q(beta_k) = Dirichlet(n_kw + eta),
     the topics' posterior given the last sweep's assignments, so E[beta] is the usual Gibbs
     estimate. history: 'objective' (batch: the ELBO after each pass; online: the minibatch
     estimate of the ELBO per word after each update; gibbs: log p(w | z) after each sweep),
     'num_iters' (passes, epochs or sweeps run) and, for VB, 'converged' (batch VB stopped by
-    config.tol). `init` continues VB from given parameters; Gibbs refuses it. With a `mesh`,
+    config.tol or config.perp_tol) and, with perp_tol, 'perplexity' (each evaluation's).
+    `init` continues VB from given parameters; Gibbs refuses it. With a `mesh`,
     documents are sharded over its 'data' axis.
     """
-    bags = _bags(data)
     model = lda_config(config, meta_from_data(data, config)["vocab_size"])
+    bags = BagOfWords(*check_documents(_documents(data), model.vocab_size, "data['x']"))
     num_iters = checks.check_count("config.num_iters", config.num_iters)
     if config.method == "gibbs":
         if init is not None:
@@ -345,13 +360,19 @@ def fit(
         shuffle=bool(config.shuffle),
         num_restarts=int(config.num_restarts),
         warm_start=bool(config.warm_start),
+        total_docs=None if config.total_docs is None else int(config.total_docs),
+        perp_tol=_optional_float(config.perp_tol),
+        evaluate_every=int(config.evaluate_every),
     )
     passes = len(history.bounds) if config.method == "batch" else num_iters
-    return params, {
+    result = {
         "objective": np.asarray(history.bounds),
         "num_iters": passes,
         "converged": history.converged,
     }
+    if history.perplexities is not None:
+        result["perplexity"] = np.asarray(history.perplexities)
+    return params, result
 
 
 def _params_config(params: VBState, max_doc_iter: int, mean_change_tol: float) -> LDAConfig:
@@ -360,17 +381,6 @@ def _params_config(params: VBState, max_doc_iter: int, mean_change_tol: float) -
     config = LDAConfig(*lam.shape, max_doc_iter=max_doc_iter, mean_change_tol=mean_change_tol)
     check_state(params, config)
     return config
-
-
-def _documents(x: BagOfWords | np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Checked (ids, counts) of documents given as bags of words or as a documents x
-    vocabulary count matrix [B, V] (the layout of the command line's text input)."""
-    if not isinstance(x, BagOfWords):
-        dense = checks.check_array("x", x, ("B", vocab_size), nonnegative=True)
-        if (dense != np.round(dense)).any():
-            raise ValueError("x: a documents x vocabulary matrix must hold whole word counts")
-        x = from_dense(dense)
-    return check_bags(x.ids, x.counts, vocab_size)
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -383,7 +393,7 @@ def _document_bounds(params: VBState, ids, counts, config: LDAConfig):
 def log_prob_bound(
     key: jax.Array,
     params: VBState,
-    x: BagOfWords,
+    x: Documents,
     *,
     max_doc_iter: int = 100,
     mean_change_tol: float = 1e-3,
@@ -394,7 +404,7 @@ def log_prob_bound(
     and plus `topic_bound` it is `elbo`. The key is unused (the bound is deterministic)."""
     del key
     config = _params_config(params, max_doc_iter, mean_change_tol)
-    ids, counts = _documents(x, config.vocab_size)
+    ids, counts = check_documents(x, config.vocab_size)
     return _document_bounds(params, ids, counts, config)
 
 

@@ -42,7 +42,7 @@ from genjax_lab.models.lda.maths import (
     VBState,
     _pad_rows,
     _put,
-    check_bags,
+    check_documents,
     check_state,
     dirichlet_expectation,
     document_bounds,
@@ -192,10 +192,13 @@ def vb_online_step(
     ids: jax.Array,
     counts: jax.Array,
     mask: jax.Array,
-    total_docs: int,
+    total_docs: int | jax.Array,
     config: LDAConfig,
 ) -> tuple[VBState, dict[str, jax.Array]]:
-    """One online VB update from a minibatch (jittable; `total_docs` D and `config` static).
+    """One online VB update from a minibatch (jittable; `config` static, the corpus size
+    `total_docs` D traced, so another D reuses the compiled step). The minibatch's statistics
+    are scaled by D / B, B its unmasked documents: D is the corpus the minibatch is drawn from
+    (scikit-learn's `total_samples`), which need not be the documents at hand (a stream).
 
     metrics: rho, E-step iterations, and `bound_per_word`: the minibatch estimate of the
     corpus ELBO per word (documents scaled by D / B, as scikit-learn's sub-sampled bound).
@@ -223,7 +226,7 @@ def vb_online_step(
     return VBState(lam, alpha, eta, state.step + 1), metrics
 
 
-_online_step = jax.jit(vb_online_step, static_argnames=("total_docs", "config"))
+_online_step = jax.jit(vb_online_step, static_argnames="config")
 
 
 def make_online_step(config: LDAConfig, total_docs: int):
@@ -245,7 +248,28 @@ def make_online_step(config: LDAConfig, total_docs: int):
 class FitHistory(NamedTuple):
     bounds: list[float]  # batch: ELBO after each iteration; online: minibatch estimate per word
     gamma: np.ndarray | None  # batch: [D, K] of the last iteration
-    converged: bool = False  # batch: stopped early by tol
+    converged: bool = False  # batch: stopped early by tol or perp_tol
+    perplexities: list[float] | None = None  # batch with perp_tol: each evaluation's
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _groups_bound(
+    state: VBState,
+    groups: tuple[DocBatch, ...],
+    config: LDAConfig,
+    max_doc_iter: jax.Array,
+    mean_change_tol: jax.Array,
+) -> jax.Array:
+    """The ELBO of `state` over the groups' documents, their fixed point run afresh: []."""
+    log_beta = dirichlet_expectation(state.lam)
+    bound = topic_bound(state.lam, state.eta)
+    for g in groups:
+        gamma0 = initial_gamma(state.alpha, g.counts)
+        gamma = e_step(
+            log_beta, state.alpha, g.ids, g.counts, g.mask, gamma0, max_doc_iter, mean_change_tol
+        ).gamma
+        bound += (g.mask * document_bounds(log_beta, state.alpha, g.ids, g.counts, gamma)).sum()
+    return bound
 
 
 def fit_vb(
@@ -262,19 +286,29 @@ def fit_vb(
     shuffle: bool = True,
     num_restarts: int = 1,
     warm_start: bool = False,
+    total_docs: int | None = None,
+    perp_tol: float | None = None,
+    evaluate_every: int = 1,
 ) -> tuple[VBState, FitHistory]:
     """Fits LDA by batch or online VB, from `state` if given (else `init_vb(key)`).
 
     batch: `num_iters` passes over the corpus, stopping early when the relative ELBO
-    gain falls below `tol` (if given). Each pass starts the document fixed point afresh at
-    alpha + N_d / K (as Hoffman et al. and scikit-learn) unless `warm_start`, which continues
-    from the last pass's gamma: cheaper per pass and provably monotone, but documents then
-    stay in the mode they first found (on wiki250, 10% worse perplexity after 20 passes);
-    with `num_restarts` > 1, fits from init_vb(fold_in(key,
-    r)) for r < num_restarts and keeps the highest final ELBO (VB has local optima: on the
-    bars corpus about half of single starts merge two bars). online: `num_iters` epochs
-    of minibatches of `batch_size` documents in a fresh random order per epoch (key folded
-    with the epoch), or in corpus order if not `shuffle` (as scikit-learn does).
+    gain falls below `tol` (if given), or by scikit-learn's rule when `perp_tol` is given:
+    after every `evaluate_every`-th pass the perplexity of the documents (`perplexity`,
+    their fixed point run afresh: the extra E-step scikit-learn also pays) is evaluated, and
+    the fit stops once it changed by less than `perp_tol` since the last evaluation. Each
+    pass starts the document fixed point afresh at alpha + N_d / K (as Hoffman et al. and
+    scikit-learn) unless `warm_start`, which continues from the last pass's gamma: cheaper
+    per pass and provably monotone, but documents then stay in the mode they first found (on
+    wiki250, 10% worse perplexity after 20 passes); with `num_restarts` > 1, fits from
+    init_vb(fold_in(key, r)) for r < num_restarts and keeps the highest final ELBO (VB has
+    local optima: on the bars corpus about half of single starts merge two bars).
+    online: `num_iters` epochs of minibatches of `batch_size` documents in a fresh random
+    order per epoch (key folded with the epoch), or in corpus order if not `shuffle` (as
+    scikit-learn does); each
+    update scales the minibatch to `total_docs` documents (scikit-learn's `total_samples`,
+    Hoffman et al.'s D; default: the documents in `bags`). A minibatch is padded to a
+    bucketed width (`compilation.bucket_size` of its longest document), not the corpus's.
     With a mesh, documents are padded with masked rows to a multiple of its device count
     and sharded over 'data'.
     """
@@ -290,20 +324,37 @@ def fit_vb(
     checks.check_count("batch_size", batch_size)
     if tol is not None:
         checks.check_number("tol", tol, low=0.0)
+    if total_docs is not None:
+        checks.check_count("total_docs", total_docs)
+    checks.check_count("evaluate_every", evaluate_every)
+    if perp_tol is not None:
+        checks.check_number("perp_tol", perp_tol, low=0.0)
+        if method != "batch" or warm_start:
+            raise ValueError("perp_tol: scikit-learn's rule stops batch VB without warm_start")
     if state is not None:
         check_state(state, config)
-    ids, counts = check_bags(bags.ids, bags.counts, config.vocab_size)
+    ids, counts = check_documents(bags, config.vocab_size, "bags")
     if ids.shape[0] == 0:
         raise ValueError("bags hold no documents")
     init_key, order_key = jax.random.split(key)
+    stop = None if perp_tol is None else (perp_tol, evaluate_every)
     if method == "online":
         state = init_vb(init_key, config) if state is None else state
         return _fit_online(
-            state, ids, counts, config, order_key, num_iters, batch_size, mesh, shuffle
+            state,
+            ids,
+            counts,
+            config,
+            order_key,
+            num_iters,
+            batch_size,
+            mesh,
+            shuffle,
+            ids.shape[0] if total_docs is None else total_docs,
         )
     if num_restarts == 1:
         state = init_vb(init_key, config) if state is None else state
-        return _fit_batch(state, ids, counts, config, num_iters, mesh, tol, warm_start)
+        return _fit_batch(state, ids, counts, config, num_iters, mesh, tol, warm_start, stop)
     fits = [
         _fit_batch(
             init_vb(jax.random.fold_in(init_key, r), config),
@@ -314,6 +365,7 @@ def fit_vb(
             mesh,
             tol,
             warm_start,
+            stop,
         )
         for r in range(num_restarts)
     ]
@@ -401,7 +453,7 @@ _SMALL_BUCKETS, _LARGE_BUCKETS = (32, 8), (8, 16)
 
 
 def _fit_batch(
-    state, ids, counts, config, num_iters, mesh, tol, warm_start
+    state, ids, counts, config, num_iters, mesh, tol, warm_start, stop
 ) -> tuple[VBState, FitHistory]:
     devices = 1 if mesh is None else mesh.devices.size
     longest = int((counts > 0).sum(1).max(initial=1))
@@ -411,27 +463,44 @@ def _fit_batch(
         ids, counts, rows_per_group, devices, mesh, _SMALL_BUCKETS if small else _LARGE_BUCKETS
     )
     state, bounds = _replicate(state, mesh), []
-    gammas, converged = None, False
+    gammas, converged, perplexities = None, False, None if stop is None else []
+    words = float(counts.sum())
     for _ in range(num_iters):
         state, gammas, bound = vb_batch_step(state, gammas if warm_start else None, groups, config)
         bounds.append(_finite_bound(bound, len(bounds) + 1, "batch"))
         if tol is not None and len(bounds) > 1:
             converged = abs(bounds[-1] - bounds[-2]) < tol * abs(bounds[-2])
-            if converged:
-                break
+        if stop is not None and len(bounds) % stop[1] == 0:
+            fresh = _groups_bound(
+                state, groups, _compiled_config(config), config.max_doc_iter, config.mean_change_tol
+            )
+            perplexities.append(math.exp(-_finite_bound(fresh, len(bounds), "batch") / words))
+            converged = len(perplexities) > 1 and abs(perplexities[-1] - perplexities[-2]) < stop[0]
+        if converged:
+            break
     gamma = np.empty((ids.shape[0], config.num_topics), np.float32)
     for rows, g in zip(rows_per_group, gammas):
         gamma[rows] = np.asarray(g)[: len(rows)]
-    return state, FitHistory(bounds, gamma, converged)
+    return state, FitHistory(bounds, gamma, converged, perplexities)
 
 
-def _fit_online(state, ids, counts, config, key, num_epochs, batch_size, mesh, shuffle):
+# Online minibatches are padded to buckets of their longest document, four sizes per
+# doubling from 16: a minibatch's width follows the longest of its documents, so padding to
+# the corpus's longest would cost the E-step up to (corpus width / minibatch width)-fold on
+# skewed corpora, while a few buckets keep the compilations few.
+_ONLINE_BUCKETS = (16, 4)
+
+
+def _fit_online(state, ids, counts, config, key, num_epochs, batch_size, mesh, shuffle, total_docs):
     devices = 1 if mesh is None else mesh.devices.size
     if batch_size % devices:
         raise ValueError(
             f"batch_size ({batch_size}) must be a multiple of the mesh's {devices} devices"
         )
     num_docs = ids.shape[0]
+    front = np.argsort(counts <= 0, axis=1, kind="stable")  # slots with words first, in order
+    ids, counts = np.take_along_axis(ids, front, 1), np.take_along_axis(counts, front, 1)
+    lengths = (counts > 0).sum(1)
     state, bounds = _replicate(state, mesh), []
     for epoch in range(num_epochs):
         order = (
@@ -441,9 +510,12 @@ def _fit_online(state, ids, counts, config, key, num_epochs, batch_size, mesh, s
         )
         for start in range(0, num_docs, batch_size):
             rows = order[start : start + batch_size]
-            (b_ids, b_counts), mask = _pad_rows([ids[rows], counts[rows]], batch_size)
+            width = compilation.bucket_size(int(lengths[rows].max()), *_ONLINE_BUCKETS)
+            (b_ids, b_counts), mask = _pad_rows(
+                [ids[rows, :width], counts[rows, :width]], batch_size
+            )
             state, metrics = _online_step(
-                state, *_put([b_ids, b_counts, mask], mesh), total_docs=num_docs, config=config
+                state, *_put([b_ids, b_counts, mask], mesh), total_docs, config=config
             )
             bounds.append(_finite_bound(metrics["bound_per_word"], len(bounds) + 1, "online"))
     return state, FitHistory(bounds, None)
