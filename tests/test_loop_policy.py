@@ -3,6 +3,7 @@ stops on a signal (alone, or at JAX's preemption sync point when distributed), t
 before it evaluates, TensorBoard events after a resume, the profile window and the
 parameter table."""
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -408,3 +409,61 @@ def test_two_metric_writers_in_the_same_second_keep_both_runs_events(tmp_path):
         writer.write(step, "train", {"loss": float(step)})
         writer.close()
     assert sorted(step for _, step, _ in _event_scalars(tmp_path)) == [1, 2]
+
+
+# ---------------------------------------------------------------- minibatch steps in one call
+
+
+def tiny_vae_run(workdir, steps_per_call: int) -> tuple[loop_lib.RunResult, list[dict]]:
+    """A 64-16-4 VAE on 8x8 digits, batch 16, 10 steps, a checkpoint at step 6."""
+    from sklearn.datasets import load_digits
+
+    from genjax_lab.models import vae
+
+    digits = load_digits()
+    images = np.round(digits.images[:200] * 255 / 16).astype(np.uint8)[..., None]
+    dataset = data_lib.Dataset({"train": {"image": images, "label": digits.target[:200]}})
+    config = vae.default_config()
+    config.model.update(encoder_hidden=(16,), decoder_hidden=(16,), latent_dim=4)
+    config.model.update(objective="iwae", num_samples=3)
+    config.batch_size, config.num_steps, config.log_every = 16, 10, 1
+    config.checkpoint.every, config.steps_per_call = 6, steps_per_call
+    # No report: its sample grids would cost more compilation than the training does.
+    family = dataclasses.replace(vae.family_for(config, dataset).as_family(), report=None)
+    result = loop_lib.train_and_evaluate(config, workdir, family, dataset)
+    return result, [r for r in metrics_lib.read_metrics(workdir) if r["split"] == "train"]
+
+
+def test_minibatch_steps_in_one_call_equal_one_step_a_call_bitwise(tmp_path):
+    """config.steps_per_call=4 on a minibatch family: each call scans over 4 batches stacked
+    [4, 16, ...] (calls 1-4, 5-6 ending at the checkpoint, 7-10); every step sees the batch and
+    key it sees at one step a call, so the parameters and every logged loss are bitwise those
+    of steps_per_call=1. A run killed after step 9 (its checkpoint 10 never written, its log
+    past 6 cut back) resumes from step 6 and ends bitwise the same."""
+    single, single_log = tiny_vae_run(tmp_path / "single", steps_per_call=1)
+    grouped, grouped_log = tiny_vae_run(tmp_path / "grouped", steps_per_call=4)
+    assert grouped.step == single.step == 10
+    assert (
+        checkpoint_steps(tmp_path / "grouped") == checkpoint_steps(tmp_path / "single") == [6, 10]
+    )
+    assert [r["step"] for r in grouped_log] == list(range(1, 11))
+    assert [r["loss"] for r in grouped_log] == [r["loss"] for r in single_log]
+    for a, b in zip(jax.tree.leaves(single.state), jax.tree.leaves(grouped.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    shutil.rmtree(tmp_path / "grouped" / "checkpoints" / "10")
+    resumed, resumed_log = tiny_vae_run(tmp_path / "grouped", steps_per_call=4)
+    assert resumed.step == 10 and resumed_log == grouped_log
+    for a, b in zip(jax.tree.leaves(single.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_stacked_batches_are_the_steps_batches_then_zeros():
+    batcher = data_lib.EpochBatcher(toy_dataset()["train"], 16, seed=3)
+    stacked = batcher.batches(5, 3, 4)
+    assert stacked["x"].shape == (4, 16, 4)
+    for i in range(3):
+        np.testing.assert_array_equal(stacked["x"][i], batcher.batch(5 + i)["x"])
+    assert not stacked["x"][3].any() and not stacked["mask"][3].any()
+    with pytest.raises(ValueError, match="count=5"):
+        batcher.batches(0, 5, 4)

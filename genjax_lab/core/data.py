@@ -322,6 +322,18 @@ class EpochBatcher:
         self._next_step = step + 1
         return batch
 
+    def batches(self, step: int, count: int, length: int) -> dict[str, np.ndarray]:
+        """The batches of steps [step, step + count) stacked [length, host share, ...]; the
+        `length - count` rows after them are zeros, so one compiled call of `length` steps
+        serves every count (it runs only the first `count`)."""
+        if not 0 < count <= length:
+            raise ValueError(f"count={count} must be in [1, length={length}]")
+        batches = [self.batch(step + i) for i in range(count)]
+        return {
+            name: np.stack([b[name] for b in batches] + [np.zeros_like(first)] * (length - count))
+            for name, first in batches[0].items()
+        }
+
     def close(self) -> None:
         """Stops the read-ahead (it also stops when the batcher is garbage collected)."""
         if self._iterator is not None:

@@ -56,11 +56,14 @@ class Family:
       step, and a relaunch of a converged run trains nothing.
     state_shardings(mesh, abstract_state) -> shardings: where the state is not replicated
       (a Gibbs sampler's per-token assignments split over `data` with the documents).
-    steps_per_call: full-batch fits only: up to this many steps run in one compiled call (a
-      while loop), so XLA allocates an iteration's temporaries once per call, not once per
-      step (3x fewer page faults for the HMM E-step on FSDD). Calls end at checkpoint and
-      evaluation steps, so saves, logs, evaluations and convergence keep their per-step
-      meaning, and a step after convergence leaves the state as it was.
+    steps_per_call: up to this many steps run in one compiled call (a while loop), the
+      family's choice unless `config.steps_per_call` is set. A full-batch fit then allocates
+      an iteration's temporaries once per call, not once per step (3x fewer page faults for
+      the HMM E-step on FSDD); a minibatch fit gets the call's batches stacked [k, B, ...]
+      and pays one dispatch per k steps (the VAE at batch 20, where dispatch dominates).
+      Calls end at checkpoint and evaluation steps, so saves, logs, evaluations and
+      convergence keep their per-step meaning, and a step after convergence leaves the state
+      as it was. Each step sees the batch and key of a one-step-a-call run: same numbers.
     """
 
     init: Callable[[jax.Array, Batch], State]
@@ -93,6 +96,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.log_every = 100
     config.eval_every = 1000  # 0: only at the end
     config.eval_batch_size = 1000
+    # Training steps per compiled call (Family.steps_per_call); 0: the family's own choice.
+    config.steps_per_call = 0
     config.checkpoint = ml_collections.ConfigDict({"every": 1000, "keep": 3, "on_corrupt": "fail"})
     # A jax.profiler trace of steps [start_step, start_step + num_steps) in workdir/profile.
     config.profile = ml_collections.ConfigDict({"start_step": 10, "num_steps": 0})
@@ -218,6 +223,33 @@ def _call_length(config, steps_per_call: int, step: int, num_steps: int) -> int:
     return max(1, min(bounds))
 
 
+def _stacked_global_batch(
+    mesh: jax.sharding.Mesh, local_batches: Mapping[str, np.ndarray]
+) -> dict[str, jax.Array]:
+    """Global arrays [k, B, ...] from each host's [k, B / num_processes, ...] rows: the
+    batch axis (the second) split over `data`, as `mesh_lib.global_batch` splits one batch."""
+    sharding = jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(None, mesh_lib.DATA_AXIS)
+    )
+    if jax.process_count() == 1:
+        return jax.device_put(dict(local_batches), sharding)
+    return {
+        name: jax.make_array_from_process_local_data(
+            sharding,
+            value,
+            (value.shape[0], value.shape[1] * jax.process_count(), *value.shape[2:]),
+        )
+        for name, value in local_batches.items()
+    }
+
+
+def _index(batches: Batch, i: jax.Array) -> Batch:
+    """Batch `i` of batches stacked [k, B, ...]."""
+    return jax.tree.map(
+        lambda column: jax.lax.dynamic_index_in_dim(column, i, keepdims=False), batches
+    )
+
+
 def _is_eval_step(config, step: int, num_steps: int) -> bool:
     return bool(config.eval_every and step % config.eval_every == 0) or step == num_steps
 
@@ -254,14 +286,23 @@ def train_and_evaluate(
     replicated = mesh_lib.replicated(mesh)
 
     # Data: the batch at a step is a function of (seed, step); a full-batch fit's batch is
-    # the whole split, put on the devices once.
+    # the whole split, put on the devices once. Several minibatch steps a call take their
+    # batches stacked [steps_per_call, B, ...] from `batches_at(step, count)`.
+    steps_per_call = (
+        checks.check_count("config.steps_per_call", config.steps_per_call, minimum=0)
+        or family.steps_per_call
+    )
     if family.full_batch:
         batcher = data_lib.FullBatch(dataset["train"])
         whole = mesh_lib.global_batch(mesh, batcher.batch(0))
         batch_at = lambda step: whole
+        batches_at = lambda step, count: whole
     else:
         batcher = data_lib.EpochBatcher(dataset["train"], config.batch_size, config.seed)
         batch_at = lambda step: mesh_lib.global_batch(mesh, batcher.batch(step))
+        batches_at = lambda step, count: _stacked_global_batch(
+            mesh, batcher.batches(step, count, steps_per_call)
+        )
     num_steps = _num_steps(config, batcher.steps_per_epoch)
     base_key = jax.random.key(config.seed)
     init_key, train_key, eval_key, report_key = (
@@ -311,17 +352,21 @@ def train_and_evaluate(
         )
         return new_state, step_metrics, step_counter + 1
 
-    def counted_steps(state, batch, step_counter, count):
-        """`count` steps in one call; their metrics stacked [steps_per_call]."""
+    def counted_steps(state, batches, step_counter, count):
+        """`count` steps in one call, step i on `batches[i]` (the whole split when full
+        batch); their metrics stacked [steps_per_call]."""
+        batch_of = (lambda i: batches) if family.full_batch else (lambda i: _index(batches, i))
         key = jax.random.fold_in(train_key, 0)
-        metrics_shape = jax.eval_shape(family.train_step, state, batch, key)[1]
+        metrics_shape = jax.eval_shape(family.train_step, state, batch_of(0), key)[1]
         stacked = jax.tree.map(
-            lambda m: jax.numpy.zeros((family.steps_per_call, *m.shape), m.dtype), metrics_shape
+            lambda m: jax.numpy.zeros((steps_per_call, *m.shape), m.dtype), metrics_shape
         )
 
         def body(i, carry):
             old, stacked, counter, done = carry
-            new, metrics = family.train_step(old, batch, jax.random.fold_in(train_key, counter))
+            new, metrics = family.train_step(
+                old, batch_of(i), jax.random.fold_in(train_key, counter)
+            )
             new = jax.lax.cond(done, lambda: old, lambda: new)
             stacked = jax.tree.map(lambda all_, m: all_.at[i].set(m), stacked, metrics)
             if family.converged is not None:
@@ -332,9 +377,7 @@ def train_and_evaluate(
         state, stacked, step_counter, _ = jax.lax.fori_loop(0, count, body, carry)
         return state, stacked, step_counter
 
-    if family.steps_per_call > 1 and not family.full_batch:
-        raise ValueError("Family.steps_per_call > 1 needs full_batch=True (one batch a call)")
-    in_calls = family.steps_per_call > 1
+    in_calls = steps_per_call > 1
     train_fn = jax.jit(
         counted_steps if in_calls else counted_step,
         out_shardings=(shardings, replicated, replicated),
@@ -384,23 +427,27 @@ def train_and_evaluate(
         if restored is not None and _resumed_evaluation_missing(config, workdir, step, num_steps):
             eval_metrics = run_evaluation(state, step)
         while step < num_steps:
-            count = _call_length(config, family.steps_per_call, step, num_steps)
+            count = _call_length(config, steps_per_call, step, num_steps)
             profile.before(step, count)
-            batch = batch_at(step)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 if in_calls:
                     state, step_metrics, step_counter = train_fn(
-                        state, batch, step_counter, np.int32(count)
+                        state, batches_at(step, count), step_counter, np.int32(count)
                     )
                 else:
-                    state, step_metrics, step_counter = train_fn(state, batch, step_counter)
+                    state, step_metrics, step_counter = train_fn(
+                        state, batch_at(step), step_counter
+                    )
             first, step = step + 1, step + count
             profile.after(step, state)
             # JAX's preemption sync point is asked about every step, in order.
             preempted = any([watch.should_stop(s) for s in range(first, step + 1)])
             due_save = step == num_steps or preempted or checkpointer.manager.should_save(step)
             converged = False
-            if in_calls or step % config.log_every == 0 or due_save or family.converged:
+            # Metrics are read only when a step of the call is logged or saved (or may have
+            # converged): until then the host prepares the next call while the devices run.
+            logged = any(at % config.log_every == 0 for at in range(first, step + 1))
+            if logged or due_save or family.converged:
                 host_metrics = mesh_lib.host_copy(step_metrics)
                 for index, at in enumerate(range(first, step + 1)):
                     row = (
