@@ -8,12 +8,14 @@ with the module and the label prior as the `VAEParams` the verbs take.
 
 import dataclasses
 import pathlib
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from genjax_lab.core import checkpoint as ckpt_lib
 from genjax_lab.core import checks
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import mesh as mesh_lib
@@ -121,6 +123,78 @@ class VAEFamily:
         return Family(
             init=self.init, train_step=self.train_step, eval_step=self.eval_step, report=self.report
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEEnsemble:
+    """Several VAE runs trained as one program: their states stacked [M, ...] and their steps
+    vmapped, on the same batches with the same keys. The members share every config key but
+    `model.objective` (chosen inside the step: `fit.loss`'s `iwae`), so each member follows
+    the run its own config would train alone, to float tolerance (vmapped products sum in
+    another order). Metrics are named `<metric>_<member name>`."""
+
+    family: VAEFamily  # the first member's: model, data and optimiser are the members'
+    names: tuple[str, ...]
+    iwae: tuple[bool, ...]
+
+    def init(self, key, batch):
+        one = self.family.init(key, batch)
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(self.names), *x.shape)), one)
+
+    def member(self, state: TrainState, index: int) -> TrainState:
+        return jax.tree.map(lambda x: x[index], state)
+
+    def _named(self, metrics) -> dict:
+        return {
+            f"{k}_{name}": v[i] for k, v in metrics.items() for i, name in enumerate(self.names)
+        }
+
+    def train_step(self, state: TrainState, batch, key):
+        def step(member_state, iwae):
+            return train_step(
+                key,
+                member_state,
+                batch,
+                model=self.family.model,
+                config=self.family.config,
+                iwae=iwae,
+            )
+
+        state, metrics = jax.vmap(step)(state, jnp.asarray(self.iwae))
+        return state, self._named(metrics)
+
+    def eval_step(self, state: TrainState, batch, key):
+        return self._named(jax.vmap(lambda s: self.family.eval_step(s, batch, key))(state))
+
+    def as_family(self) -> Family:
+        return Family(init=self.init, train_step=self.train_step, eval_step=self.eval_step)
+
+
+def ensemble_for(
+    configs: Mapping[str, ml_collections.ConfigDict], dataset: data_lib.Dataset
+) -> VAEEnsemble:
+    """The runs `configs` ({member name: config}) as one VAEEnsemble; refuses members whose
+    configs differ elsewhere than in `model.objective`, naming the keys."""
+    names = tuple(configs)
+    if not names:
+        raise ValueError("configs: no member runs")
+    first = ckpt_lib.to_json(configs[names[0]])
+    for name in names[1:]:
+        differences = [
+            d
+            for d in ckpt_lib.config_differences(first, ckpt_lib.to_json(configs[name]))
+            if not d.startswith("model.objective:")
+        ]
+        if differences:
+            raise ValueError(
+                f"configs[{name!r}] differs from configs[{names[0]!r}] in more than "
+                f"model.objective: {'; '.join(differences)}"
+            )
+    return VAEEnsemble(
+        family=family_for(configs[names[0]], dataset),
+        names=names,
+        iwae=tuple(configs[name].model.objective == "iwae" for name in names),
+    )
 
 
 def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> VAEFamily:

@@ -16,7 +16,7 @@ from genjax_lab.core import checks
 from genjax_lab.core.state import TrainState
 from genjax_lab.data.images import label_log_prior, prepare_images
 from genjax_lab.models.vae import model as model_lib
-from genjax_lab.models.vae.bounds import elbo, log_prob_bound, log_weight_terms
+from genjax_lab.models.vae.bounds import elbo, log_prob_bound, log_weight_terms, log_weights
 from genjax_lab.models.vae.model import VAE, VAEParams
 
 
@@ -78,11 +78,16 @@ def loss(
     model: VAE,
     config: ml_collections.ConfigDict,
     step: jax.Array | int = 0,
+    iwae: jax.Array | None = None,
 ) -> jax.Array:
     """The negative bound (config.model.objective with config.model.num_samples samples)
     averaged over the batch's unmasked rows; batch: image [B, H, W, C] (uint8 pixels, made
     [0, 1] by config.data.binarize, or float pixels in [0, 1]), label [B] (conditional),
     mask [B].
+
+    `iwae`, a boolean scalar, overrides the objective inside the compiled step: the IWAE
+    bound where true, the ELBO where false, both from the same log weights, so runs of the
+    two objectives can be vmapped together (experiments/iwae_batched.py).
 
     With config.model.beta != 1 or warmup_steps > 0 the ELBO's KL term is weighed by
     `kl_weight(beta, warmup_steps, step)` (`step`: the updates made so far):
@@ -99,6 +104,9 @@ def loss(
         log_px, log_pz, log_qz = log_weight_terms(sample_key, params, x, labels, k)
         weight = kl_weight(beta, warmup_steps, step)
         bound = (log_px - weight * (log_qz - log_pz)).mean(0)
+    elif iwae is not None:
+        log_w = log_weights(sample_key, params, x, labels, k)
+        bound = jnp.where(iwae, jax.nn.logsumexp(log_w, axis=0) - math.log(k), log_w.mean(0))
     elif config.model.objective == "iwae":
         bound = log_prob_bound(sample_key, params, x, labels, num_samples=k)
     else:
@@ -114,16 +122,19 @@ def train_step(
     *,
     model: VAE,
     config: ml_collections.ConfigDict,
+    iwae: jax.Array | None = None,
 ) -> tuple[TrainState, dict]:
-    """One Adam step on `loss`; state.params are the Flax variables. The step the KL
-    warm-up reads is Adam's count of updates, which the checkpoint restores."""
+    """One Adam step on `loss` (`iwae` as there); state.params are the Flax variables. The
+    step the KL warm-up reads is Adam's count of updates, which the checkpoint restores."""
     step = optax.tree_utils.tree_get(
         state.opt_state,
         "count",
         filtering=lambda path, _: path[-1] == NamedTupleKey("ScaleByAdamState", "count"),
     )
     value, grads = jax.value_and_grad(
-        lambda variables: loss(key, variables, batch, model=model, config=config, step=step)
+        lambda variables: loss(
+            key, variables, batch, model=model, config=config, step=step, iwae=iwae
+        )
     )(state.params)
     return state.apply_gradients(grads, make_optimizer(config.optim)), {"loss": value}
 
