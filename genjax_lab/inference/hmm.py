@@ -84,6 +84,24 @@ class ViterbiResult(NamedTuple):
     log_prob: Array
 
 
+class FixedLagResult(NamedTuple):
+    """Fixed-lag smoothing with lag L (`hmm_fixed_lag_smoother`), t = 0 .. T - 1 indexing
+    the newest observation y_t:
+      log_likelihood [B]: log p(y_{0:n-1}) of each whole sequence (n its length);
+      filtered_probs [B, T, K]: p(x_t | y_{0:t}), the estimate at lag 0;
+      smoothed_probs [B, T, K]: p(x_{t-L} | y_{0:t}), the estimate of the state L steps
+        back once y_t has arrived; zero for t < L (there is no state x_{t-L});
+      window_probs [B, T, L + 1, K] or None (unless asked for): at [b, t, i],
+        p(x_{t-L+i} | y_{0:t}), every state in the window from x_{t-L} (i = 0, as
+        smoothed_probs) to x_t (i = L, as filtered_probs); zero where t - L + i < 0.
+    Every output is zero on padding (t >= n)."""
+
+    log_likelihood: Array
+    filtered_probs: Array
+    smoothed_probs: Array
+    window_probs: Array | None
+
+
 # ----------------------------------------------------------------------------- shapes
 
 
@@ -275,6 +293,23 @@ def _normalised(gamma):
     return gamma / jnp.where(total > 0, total, 1.0)
 
 
+def _backward_step(gamma_next, alpha_t, inv_pred_next, trans_transposed):
+    """One smoothing step backwards on posteriors given the same observations y_{0:s}:
+    (alpha_t * (r A^T), r) with r = gamma_{t+1} / pred_{t+1}, the unnormalised
+    p(x_t | y_{0:s}) from p(x_{t+1} | y_{0:s}). Any leading axes; a zero alpha_t or
+    1 / pred_{t+1} gives zero."""
+    ratio = gamma_next * inv_pred_next
+    return alpha_t * (ratio @ trans_transposed), ratio
+
+
+def _log_backward_step(lg_next, la_t, log_pred_next, log_transition):
+    """`_backward_step` in log space: (log alpha_t + log (r A^T), log r), where a -inf
+    log prediction (a state that cannot occur, or a step to skip) gives log r = -inf."""
+    usable = jnp.isfinite(log_pred_next)
+    log_ratio = jnp.where(usable, lg_next - jnp.where(usable, log_pred_next, 0.0), -jnp.inf)
+    return la_t + _log_sum_exp(log_transition + log_ratio[..., None, :]), log_ratio
+
+
 def _backward_posteriors(log_transition, alphas, preds, valid, unroll):
     """Backward pass on posteriors in probability space, time-major, from the fast forward
     pass's filters and predictions. Returns gamma [T, B, K] (zero on padding) and r_{t+1} =
@@ -289,9 +324,8 @@ def _backward_posteriors(log_transition, alphas, preds, valid, unroll):
 
     def step(gamma_next, inputs):
         alpha_t, inv_pred_next, valid_n = inputs
-        ratio = gamma_next * inv_pred_next
-        gamma = jnp.where(valid_n[:, None], alpha_t * (ratio @ trans_transposed), alpha_t)
-        gamma = _normalised(gamma)
+        gamma, ratio = _backward_step(gamma_next, alpha_t, inv_pred_next, trans_transposed)
+        gamma = _normalised(jnp.where(valid_n[:, None], gamma, alpha_t))
         return gamma, (gamma, ratio)
 
     last = _normalised(alphas[-1])
@@ -309,10 +343,9 @@ def _backward_log(log_transition, las, log_preds, valid, unroll):
 
     def step(lg_next, inputs):
         la_t, log_pred_next, valid_n = inputs
-        usable = valid_n[:, None] & jnp.isfinite(log_pred_next)
-        log_ratio = jnp.where(usable, lg_next - jnp.where(usable, log_pred_next, 0.0), -jnp.inf)
-        back = _log_sum_exp(log_transition + log_ratio[:, None, :])
-        lg = _log_normalise(jnp.where(valid_n[:, None], la_t + back, la_t))[0]
+        log_pred_next = jnp.where(valid_n[:, None], log_pred_next, -jnp.inf)
+        lg, log_ratio = _log_backward_step(lg_next, la_t, log_pred_next, log_transition)
+        lg = _log_normalise(jnp.where(valid_n[:, None], lg, la_t))[0]
         return lg, (lg, log_ratio)
 
     last = _log_normalise(las[-1])[0]
@@ -349,6 +382,66 @@ def _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise: bool):
 
     logcs, gammas, xi = jax.lax.cond(exact, scaled, in_log_space)
     return jnp.sum(logcs, axis=0), gammas, xi
+
+
+def _shifted(x: Array, fill: float) -> Array:
+    """x one step later along time (axis 0): [fill, x_0, ..., x_{T-2}]."""
+    return jnp.concatenate([jnp.full_like(x[:1], fill), x[:-1]])
+
+
+def _fixed_lag(log_initial, log_transition, ll_tm, valid, unroll, lag: int, window: bool):
+    """Fixed-lag smoothing, time-major: (log normalisers [T, B], filters alpha_t [T, B, K],
+    p(x_{t-lag} | y_{0:t}) [T, B, K] (zero for t < lag), and when window the estimates
+    p(x_{t-j} | y_{0:t}) for offsets j = 1 .. steps as [steps, T, B, K], else None).
+
+    Every window end t at once: starting from alpha_t, each of `steps` iterations takes all
+    the estimates p(x_{t-j} | y_{0:t}) one state back (`_backward_step`) with the filter
+    alpha_{t-j-1} and the prediction pred_{t-j}. Those live in arrays shifted one step along
+    time per iteration, so an end t <= j meets a zero filter (-inf in log space) and its
+    estimate becomes zero: x_{t-j-1} does not exist. A scan over the lag, not over time:
+    O(steps T K^2) work, depth steps. Probability space where `_fast_forward` is exact,
+    else log space, as `_smooth` chooses."""
+    num_steps = ll_tm.shape[0]
+    reachable = lag < num_steps
+    # With lag >= T no state is lag steps back: only the window needs the steps.
+    steps = lag if reachable else (num_steps - 1 if window else 0)
+    alphas, logcs, preds, exact = _fast_forward(log_initial, log_transition, ll_tm, valid, unroll)
+
+    def backwards(filters, later, fill, step):
+        """`steps` iterations from the filters; later[t] is pred_t's term for step 0."""
+
+        def body(carry, _):
+            estimates, earlier, later = carry
+            estimates = step(estimates, earlier, later)
+            carry = (estimates, _shifted(earlier, fill), _shifted(later, fill))
+            return carry, estimates if window else None
+
+        init = (filters, _shifted(filters, fill), later)
+        (estimates, _, _), offsets = jax.lax.scan(body, init, length=steps, unroll=unroll)
+        return estimates if reachable else jnp.full_like(estimates, fill), offsets
+
+    def scaled():
+        trans_transposed = jnp.exp(log_transition).T
+        inv_preds = jnp.where(preds > 0, 1.0 / jnp.where(preds > 0, preds, 1.0), 0.0)
+        lagged, offsets = backwards(
+            alphas,
+            jnp.concatenate([jnp.zeros_like(alphas[:1]), inv_preds]),
+            0.0,
+            lambda g, a, inv: _normalised(_backward_step(g, a, inv, trans_transposed)[0]),
+        )
+        return logcs, alphas, lagged, offsets
+
+    def in_log_space():
+        las, logcs_, log_preds = _forward_log(log_initial, log_transition, ll_tm, valid, unroll)
+        lagged, offsets = backwards(
+            las,
+            jnp.concatenate([jnp.full_like(las[:1], -jnp.inf), log_preds]),
+            -jnp.inf,
+            lambda lg, la, lp: _log_normalise(_log_backward_step(lg, la, lp, log_transition)[0])[0],
+        )
+        return logcs_, jnp.exp(las), jnp.exp(lagged), None if offsets is None else jnp.exp(offsets)
+
+    return jax.lax.cond(exact, scaled, in_log_space)
 
 
 def _viterbi_sequential(log_initial, log_transition, ll_tm, valid, unroll):
@@ -600,6 +693,85 @@ def hmm_pairwise_posteriors(
     _, _, xi = _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise=True)
     xi = jnp.swapaxes(jnp.where(valid[1:, :, None, None], xi, 0.0), 0, 1)
     return xi[0] if unbatched else xi
+
+
+def _check_fixed_lag(lag, **potentials) -> None:
+    checks.check_count("lag", lag, minimum=0)
+    _check_potentials(**potentials)
+
+
+@checks.validated(_check_fixed_lag)
+@functools.partial(jax.jit, static_argnames=("lag", "window", "unroll"))
+def hmm_fixed_lag_smoother(
+    log_initial: Array,
+    log_transition: Array,
+    log_likelihoods: Array,
+    lag: int,
+    lengths: Array | None = None,
+    *,
+    window: bool = False,
+    unroll: int = 1,
+) -> FixedLagResult:
+    """Fixed-lag smoothing, the online smoother: at every step t, p(x_{t-lag} | y_{0:t})
+    (and the filter p(x_t | y_{0:t})), each using only the observations up to t, so the
+    estimate for x_s is final once y_{s+lag} has arrived. lag = 0 is the filter; at the
+    last step t = n - 1, window_probs with lag >= n - 1 holds the full smoother
+    p(x_s | y_{0:n-1}). Returns FixedLagResult (its docstring defines every output; shapes
+    of the inputs in the module docstring). `lag` is a static int >= 0; window=True also
+    returns the whole window, B T (lag + 1) K numbers. Cost: O(T K^2 min(lag, T)).
+
+    dynamax's `hmm_fixed_lag_smoother(pi, A, log_likelihoods, window_size)` on one sequence
+    is this with lag = window_size - 1 and window=True: its smoothed_probs [T, W, K] is
+    window_probs, its filtered_probs[:, -1] is filtered_probs; its marginal_loglik[t] is
+    log p(y_{t-lag:t} | y_{0:t-lag-1}), the last window's share of log_likelihood."""
+    ll, lengths, unbatched = _batch(log_likelihoods, lengths)
+    ll_tm, valid = _time_major(ll, lengths)
+    logcs, filters, lagged, offsets = _fixed_lag(
+        log_initial, log_transition, ll_tm, valid, unroll, lag, window
+    )
+    real = valid[..., None]
+    filters = jnp.where(real, filters, 0.0)
+    window_probs = None
+    if window:
+        # Window slot i holds offset lag - i: the offsets beyond T - 1 (no such state),
+        # then the computed offsets from the farthest, then the filter.
+        t, b, k = filters.shape
+        missing = jnp.zeros((lag - offsets.shape[0], t, b, k), filters.dtype)
+        stacked = jnp.concatenate([missing, offsets[::-1], filters[None]])
+        window_probs = jnp.transpose(jnp.where(real, stacked, 0.0), (2, 1, 0, 3))
+    result = FixedLagResult(
+        jnp.sum(logcs, axis=0),
+        jnp.swapaxes(filters, 0, 1),
+        jnp.swapaxes(jnp.where(real, lagged, 0.0), 0, 1),
+        window_probs,
+    )
+    return _unbatch(result, unbatched)
+
+
+@checks.validated(_check_potentials)
+@functools.partial(jax.jit, static_argnames=("parallel", "unroll"))
+def hmm_marginal_mode(
+    log_initial: Array,
+    log_transition: Array,
+    log_likelihoods: Array,
+    lengths: Array | None = None,
+    *,
+    parallel: bool = False,
+    unroll: int = 1,
+) -> Array:
+    """Posterior-marginal (MAP per step) decoding, hmmlearn's decode(algorithm="map"):
+    argmax_k p(x_t = k | y) for every t, [B, T] int32, -1 on padding; ties go to the lowest
+    state. Each step's state is the likeliest on its own, which minimises the expected
+    number of wrong states, but the path as a whole may be impossible (a zero transition
+    between consecutive modes), unlike `hmm_viterbi`'s. (dynamax's `hmm_posterior_mode` is
+    Viterbi, not this.)"""
+    ll, lengths, unbatched = _batch(log_likelihoods, lengths)
+    posteriors = hmm_smoother(
+        log_initial, log_transition, ll, lengths, parallel=parallel, unroll=unroll
+    ).posteriors
+    real = jnp.arange(ll.shape[1])[None, :] < lengths[:, None]
+    states = jnp.where(real, jnp.argmax(posteriors, axis=-1).astype(jnp.int32), -1)
+    return states[0] if unbatched else states
 
 
 @checks.validated(_check_potentials)
