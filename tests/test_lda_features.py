@@ -196,3 +196,46 @@ def test_perp_tol_stops_batch_vb_where_sklearn_stops(corpus, evaluate_every, per
     assert len(ppl) == history["num_iters"] // evaluate_every
     assert abs(ppl[-1] - ppl[-2]) < perp_tol <= np.abs(np.diff(ppl[:-1])).min()
     np.testing.assert_allclose(np.asarray(params.lam), sk.components_, rtol=0.01, atol=0.01)
+
+
+# ----------------------------------------------------------------------------- coherence
+
+
+def test_umass_and_npmi_coherence_are_gensims(corpus):
+    """gensim's CoherenceModel (u_mass over the documents, c_npmi over sliding windows of 10
+    tokens, one process) on the same topics' top 6 words and the same corpus, also an empty
+    and a short text: every topic's value to 1e-5. The top words of perturbed bars topics
+    repeat within windows, where gensim's sliding counts differ from the windows' sets."""
+    gensim = pytest.importorskip("gensim")
+    words, csr = corpus
+    texts = words + [[], [5, 5, 5]]
+    rng = np.random.default_rng(1)
+    topics = np.asarray(synthetic.bars_topics()) + rng.uniform(0, 0.05, (10, 25))
+    top = np.argsort(-topics, axis=1, kind="stable")[:, :6]
+    dictionary = gensim.corpora.Dictionary([NAMES])
+    tokens = [[NAMES[w] for w in doc] for doc in texts]
+
+    def reference(measure, **data):
+        return gensim.models.CoherenceModel(
+            topics=[[NAMES[w] for w in row] for row in top],
+            dictionary=dictionary,
+            coherence=measure,
+            topn=6,
+            processes=1,
+            **data,
+        ).get_coherence_per_topic()
+
+    umass = reference("u_mass", corpus=[dictionary.doc2bow(t) for t in tokens])
+    np.testing.assert_allclose(
+        lda.umass_coherence(topics, text.bag_of_ids(texts), top_n=6), umass, atol=1e-5
+    )
+    np.testing.assert_array_equal(  # CountVectorizer's matrix of the same documents
+        lda.umass_coherence(topics, csr, top_n=6),
+        lda.umass_coherence(topics, text.bag_of_ids(words), top_n=6),
+    )
+    npmi = reference("c_npmi", texts=tokens)
+    np.testing.assert_allclose(lda.npmi_coherence(topics, texts, top_n=6), npmi, atol=1e-5)
+    with pytest.raises(ValueError, match="top_n"):
+        lda.npmi_coherence(topics, texts, top_n=26)
+    with pytest.raises(ValueError, match=r"texts must hold word ids in \[0, vocab_size=25\)"):
+        lda.npmi_coherence(topics, [[1, 25]])

@@ -24,10 +24,12 @@ No label, so no classifier. `perplexity` is scikit-learn's estimator, under its 
 
 Modules: maths (hyperparameters, state, checks, E-step, bounds), vb (batch and online VB),
 gibbs (collapsed Gibbs), model (the verbs, perplexities, sampling, topic matching), family
-(the three fits on the training loop: LDAFamily, loop_config).
+(the three fits on the training loop: LDAFamily, loop_config), coherence (gensim's UMass and
+NPMI topic coherence: umass_coherence, npmi_coherence).
 """
 
-from genjax_lab.models.lda import family, gibbs, maths, vb
+from genjax_lab.models.lda import coherence, family, gibbs, maths, vb
+from genjax_lab.models.lda.coherence import npmi_coherence, umass_coherence, window_counts
 from genjax_lab.models.lda.family import GibbsChain, LDAFamily, VBStarts, loop_config
 from genjax_lab.models.lda.gibbs import (
     GibbsState,
@@ -106,6 +108,7 @@ __all__ = [
     "check_documents",
     "check_state",
     "check_topics",
+    "coherence",
     "completion_perplexity",
     "default_config",
     "digamma_positive",
@@ -135,6 +138,7 @@ __all__ = [
     "make_sweep",
     "maths",
     "meta_from_data",
+    "npmi_coherence",
     "perplexity",
     "posterior",
     "posterior_given_topics",
@@ -146,7 +150,9 @@ __all__ = [
     "topic_bound",
     "topic_match_score",
     "topic_word",
+    "umass_coherence",
     "vb",
     "vb_batch_step",
     "vb_online_step",
+    "window_counts",
 ]
