@@ -187,6 +187,7 @@ def test_paper_schedule_is_the_original_codes():
     assert published.metric == "parzen_selected_log_likelihood"
 
 
+@pytest.mark.slow  # three experiment processes: 3.5 minutes on the loaded 2-core CPU
 def test_paper_rule_run_resumes_bitwise_after_sigkill(tmp_path):
     """The heavy-ball state (velocity, update count) and the selection survive a kill."""
     env = process_env(tmp_path / "tfds")
