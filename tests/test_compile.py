@@ -186,3 +186,32 @@ def test_hmm_fit_reuses_its_program():
         _, history = hmm.fit(jax.random.key(1), {"x": _hmm_sequences(18, 53, seed=1)}, config)
     assert not compiled, compiled
     assert 1 < history["num_iters"] <= 12
+
+
+def test_size_tiered_jit_compiles_small_problems_quickly_and_large_ones_fully():
+    tiered = compilation.size_tiered_jit(static_argnames=("power",))(
+        lambda x, power: jax.numpy.sum(jax.numpy.tanh(x) ** power)
+    )
+    x = np.linspace(-2, 2, 64, dtype=np.float32)
+    small = tiered(x, power=3, problem_size=x.size)
+    assert (tiered.small._cache_size(), tiered.large._cache_size()) == (1, 0)
+    large = tiered(x, power=3, problem_size=compilation.SMALL_PROBLEM_SIZE + 1)
+    assert (tiered.small._cache_size(), tiered.large._cache_size()) == (1, 1)
+    np.testing.assert_allclose(small, large, rtol=1e-6)
+
+
+def test_gmm_fit_on_small_data_runs_the_fast_compiling_tier():
+    from genjax_lab.models.gmm import family
+
+    config = gmm.default_config()
+    config.update(num_components=3, covariance_type="diag", num_iters=50)
+    before = family._fit_program.large._cache_size()
+    small_params, _ = gmm.fit(jax.random.key(0), {"x": _blobs(150)}, config)
+    assert family._fit_program.small._cache_size() >= 1
+    assert family._fit_program.large._cache_size() == before
+    # The same fit on the fully optimised tier agrees to float rounding.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compilation, "SMALL_PROBLEM_SIZE", -1)
+        large_params, _ = gmm.fit(jax.random.key(0), {"x": _blobs(150)}, config)
+    for a, b in zip(jax.tree.leaves(small_params), jax.tree.leaves(large_params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -24,7 +24,6 @@ held; the run ends (the loop's `converged`) once every start has stopped, or aft
 start `fit` keeps, the highest final log-likelihood.
 """
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -203,7 +202,7 @@ def _converged(history: np.ndarray, tol: float) -> np.ndarray:
     return (runs >= 2) & (np.abs(last - previous) < tol)
 
 
-@functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "capacity"))
+@compilation.size_tiered_jit(static_argnames=("num_components", "covariance_type", "capacity"))
 def _fit_program(
     key,
     x,
@@ -235,7 +234,7 @@ def _fit_program(
     return params, history, iterations, _finite(init), _finite(params)
 
 
-@functools.partial(jax.jit, static_argnames=("num_components", "covariance_type", "capacity"))
+@compilation.size_tiered_jit(static_argnames=("num_components", "covariance_type", "capacity"))
 def _fit_classes_program(
     keys,
     x,
@@ -306,6 +305,7 @@ def _fit_mixture(key, x_np, mask, config, init: GMM | None) -> tuple[GMM, dict]:
             num_components=config.num_components,
             covariance_type=config.covariance_type,
             capacity=_iteration_capacity(config.num_iters),
+            problem_size=x_padded.size,
         )
         history, iterations, init_ok, ok = jax.device_get((history, iterations, init_ok, ok))
         _refuse_singular(init_ok, config.reg_covar, "the k-means initialisation")
@@ -357,6 +357,7 @@ def _fit_classes(key, x_np, y, mask, config, meta, init: LabelledGMM | None):
         num_components=config.num_components,
         covariance_type=config.covariance_type,
         capacity=_iteration_capacity(config.num_iters),
+        problem_size=x_padded.size,
     )
     history, iterations, ok = jax.device_get((history, iterations, ok))
     _refuse_singular(ok, config.reg_covar, "a class-conditional mixture")
