@@ -16,6 +16,12 @@ visible [v, h2] (`dbm_as_rbm`). Its log Z is that RBM's: AIS anneals the DBM's j
 h1 sampled and both v and h2 summed out analytically in the weights; the base model fits
 b_A to the pixel means for v and is uniform (b_A = 0) for h2.
 
+RAISE (Burda, Grosse & Salakhutdinov 2015; genjax_lab.inference.ais) scores test images along
+the same paths without log Z (`raise_log_prob`): a stochastic lower bound on log p_ann(v),
+beside AIS's log p which errs high when its chains mix badly. The DBM's reverse chains run
+on [v, h2] (`DBMAnnealing`), h2 started from the mean-field posterior. `ais_log_z_by_length`
+lengthens AIS until log Z_hat stops moving, the other check of a badly mixing model.
+
 Exact log Z enumerates the smaller layer (Bernoulli; Gaussian visible units: always the
 hidden layer, integrating v in closed form), in chunks of `chunk_size` states.
 
@@ -39,6 +45,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import xlogy
 from jax.sharding import Mesh
 
 from genjax_lab import api
@@ -54,6 +61,7 @@ from genjax_lab.models.boltzmann.model import (
     dbm_lower_bound,
     free_energy_given_label,
     label_free_energies,
+    mean_field,
     rbm_log_prob,
     sample_bernoulli,
     sample_visible,
@@ -106,6 +114,48 @@ class RBMAnnealing:
             field = jax.nn.sigmoid(field)
         return sample_visible(pairs[:, 1], field, self.visible)
 
+    def base_log_prob(self, theta, v):
+        _, base_bias = theta
+        if self.visible == "bernoulli":
+            return v @ base_bias - jnp.sum(jax.nn.softplus(base_bias))
+        return _linear_terms(v, base_bias, self.visible) - 0.5 * base_bias.shape[0] * _LOG_2PI
+
+    def start(self, theta, keys, v):
+        # h is summed out of the state, so the chain starts at the data itself: no proposal.
+        return v, jnp.zeros(v.shape[0], v.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class DBMAnnealing:
+    """The DBM's path over the states [v, h2], h1 summed out: `RBMAnnealing` along the
+    equivalent RBM (`dbm_as_rbm`); theta = (DBMParams, b_A [V + H2]). RAISE starts a chain at
+    [v, h2] with h2 drawn from the mean-field posterior q(h2 | v) of `num_iters` iterations."""
+
+    num_iters: int = 10
+
+    def _rbm(self, theta):
+        params, base_bias = theta
+        return dbm_as_rbm(params), base_bias
+
+    def sample_base(self, theta, keys):
+        return RBMAnnealing().sample_base(self._rbm(theta), keys)
+
+    def log_ratio(self, theta, x, beta_prev, beta):
+        return RBMAnnealing().log_ratio(self._rbm(theta), x, beta_prev, beta)
+
+    def transition(self, theta, keys, x, beta):
+        return RBMAnnealing().transition(self._rbm(theta), keys, x, beta)
+
+    def base_log_prob(self, theta, x):
+        return RBMAnnealing().base_log_prob(self._rbm(theta), x)
+
+    def start(self, theta, keys, v):
+        params, _ = theta
+        _, mu2 = mean_field(params, v, self.num_iters)
+        h2 = sample_bernoulli(keys, mu2)
+        log_q = jnp.sum(xlogy(h2, mu2) + xlogy(1.0 - h2, 1.0 - mu2), -1)
+        return jnp.concatenate([v, h2], -1), log_q
+
 
 def base_rate_bias(data, *, visible: str = "bernoulli", eps: float = 1e-3) -> np.ndarray:
     """b_A of the base-rate model from training data [N, ...]: logit of clipped pixel means
@@ -113,6 +163,17 @@ def base_rate_bias(data, *, visible: str = "bernoulli", eps: float = 1e-3) -> np
     check_visible(visible)
     data = np.asarray(data, np.float64)
     return visible_bias_from_mean(data.reshape(data.shape[0], -1).mean(0), visible, eps)
+
+
+def _check_base_bias(params: RBMParams, base_vis_bias) -> np.ndarray:
+    """base_vis_bias as finite float64 [V] (None: zeros)."""
+    num_visible = params.W.shape[0]
+    base = np.zeros(num_visible) if base_vis_bias is None else np.asarray(base_vis_bias, np.float64)
+    if base.shape != (num_visible,):
+        raise ValueError(f"base_vis_bias must have shape ({num_visible},), got {base.shape}")
+    if not np.all(np.isfinite(base)):
+        raise ValueError("base_vis_bias must be finite (clip the pixel means before taking logits)")
+    return base
 
 
 def ais_log_z(
@@ -135,11 +196,7 @@ def ais_log_z(
     """
     check_visible(visible)
     num_visible, num_hidden = params.W.shape
-    base = np.zeros(num_visible) if base_vis_bias is None else np.asarray(base_vis_bias, np.float64)
-    if base.shape != (num_visible,):
-        raise ValueError(f"base_vis_bias must have shape ({num_visible},), got {base.shape}")
-    if not np.all(np.isfinite(base)):
-        raise ValueError("base_vis_bias must be finite (clip the pixel means before taking logits)")
+    base = _check_base_bias(params, base_vis_bias)
     if visible == "bernoulli":
         log_z_base = np.sum(np.logaddexp(0.0, base)) + num_hidden * math.log(2)
     else:
@@ -157,6 +214,17 @@ def ais_log_z(
     )
 
 
+def _dbm_base_bias(params: DBMParams, base_vis_bias) -> np.ndarray:
+    """b_A of the DBM's base over [v, h2]: base_vis_bias [V] (None: zeros) for v, 0 for h2."""
+    num_visible, num_h2 = params.b_vis.shape[0], params.b_h2.shape[0]
+    base_v = (
+        np.zeros(num_visible) if base_vis_bias is None else np.asarray(base_vis_bias, np.float64)
+    )
+    if base_v.shape != (num_visible,):
+        raise ValueError(f"base_vis_bias must have shape ({num_visible},), got {base_v.shape}")
+    return np.concatenate([base_v, np.zeros(num_h2)])
+
+
 def dbm_ais_log_z(
     params: DBMParams,
     betas,
@@ -170,19 +238,86 @@ def dbm_ais_log_z(
 
     base_vis_bias: [V] b_A for v (pixel means); h2's base is uniform.
     """
-    num_visible, num_h2 = params.b_vis.shape[0], params.b_h2.shape[0]
-    base_v = (
-        np.zeros(num_visible) if base_vis_bias is None else np.asarray(base_vis_bias, np.float64)
-    )
-    if base_v.shape != (num_visible,):
-        raise ValueError(f"base_vis_bias must have shape ({num_visible},), got {base_v.shape}")
     return ais_log_z(
         dbm_as_rbm(params),
         betas,
         key,
         num_runs,
-        base_vis_bias=np.concatenate([base_v, np.zeros(num_h2)]),
+        base_vis_bias=_dbm_base_bias(params, base_vis_bias),
         mesh=mesh,
+    )
+
+
+def ais_log_z_by_length(
+    key: jax.Array,
+    params: RBMParams | DBMParams,
+    lengths=(14_500, 50_000, 100_000),
+    num_runs: int = 100,
+    *,
+    base_vis_bias=None,
+) -> dict[int, ais.AISResult]:
+    """AIS log Z of an RBM or a DBM at each number of temperatures in `lengths` (the paper's
+    piecewise schedule rescaled), with the same key: {K: AISResult}.
+
+    log Z_hat errs low when the chains mix badly, and less so as K grows, so an estimate that
+    still rises from one length to the next was an underestimate; one that stops moving
+    (within its log_z_std) is the lengthened-AIS check of a log-likelihood.
+    """
+    for length in lengths:
+        checks.check_count("lengths", length)
+    return {
+        int(length): _ais_result(
+            key, params, num_runs, ais.piecewise_schedule(int(length)), base_vis_bias
+        )
+        for length in lengths
+    }
+
+
+def raise_log_prob(
+    key: jax.Array,
+    params: RBMParams | DBMParams,
+    x: jax.Array,
+    betas,
+    num_chains: int = 1,
+    *,
+    base_vis_bias=None,
+    num_iters: int = 10,
+    visible: str = "bernoulli",
+    first_item: int = 0,
+) -> ais.RAISEResult:
+    """RAISE (Burda, Grosse & Salakhutdinov 2015): for each x [B, ...], the log-mean of
+    num_chains reverse-AIS weights, a stochastic lower bound on log p_ann(x) (the annealing
+    model of forward AIS along the same path, which tends to p as the schedule lengthens);
+    no log Z: RAISEResult(log_prob [B], log_weights [B, num_chains]).
+
+    betas: [K + 1] from 0 to 1, as for `ais_log_z` (forward AIS with the same betas and base
+    anneals along the same path). base_vis_bias: [V] b_A (`base_rate_bias(train_data)`;
+    None: zeros). RBM: each chain starts at v, h summed out (the first sweep draws h from
+    p(h | v)). DBM: h1 summed out, h2 drawn from the mean-field posterior q(h2 | v) of
+    num_iters iterations, log q in the weight. first_item: the index of x[0] in a larger set
+    scored in slices (keys follow an item's global index). Cost: K sweeps per chain.
+    """
+    if isinstance(params, ClassRBMParams):
+        raise NotImplementedError(
+            "raise_log_prob scores an RBM or a DBM; a classification RBM's log p(x) is exact "
+            "(log_prob)"
+        )
+    v = visible_batch(params, x)
+    if isinstance(params, DBMParams):
+        path, base = DBMAnnealing(num_iters), _dbm_base_bias(params, base_vis_bias)
+    else:
+        check_visible(visible)
+        path, base = RBMAnnealing(visible), _check_base_bias(params, base_vis_bias)
+    dtype = v.dtype
+    return ais.reverse_annealed_importance_sampling(
+        path,
+        (params, jnp.asarray(base, dtype)),
+        betas,
+        key,
+        v,
+        num_chains,
+        first_item=first_item,
+        dtype=dtype,
     )
 
 
@@ -307,11 +442,15 @@ def log_partition(
     return exact_log_z(params, chunk_size=chunk_size)
 
 
-def _ais_log_z(key, params, num_runs: int, betas, base_vis_bias) -> float:
+def _ais_result(key, params, num_runs: int, betas, base_vis_bias) -> ais.AISResult:
     betas = ais.paper_schedule() if betas is None else betas
     if isinstance(params, DBMParams):
-        return dbm_ais_log_z(params, betas, key, num_runs, base_vis_bias=base_vis_bias).log_z
-    return ais_log_z(params, betas, key, num_runs, base_vis_bias=base_vis_bias).log_z
+        return dbm_ais_log_z(params, betas, key, num_runs, base_vis_bias=base_vis_bias)
+    return ais_log_z(params, betas, key, num_runs, base_vis_bias=base_vis_bias)
+
+
+def _ais_log_z(key, params, num_runs: int, betas, base_vis_bias) -> float:
+    return _ais_result(key, params, num_runs, betas, base_vis_bias).log_z
 
 
 def log_prob(params: RBMParams | ClassRBMParams, x: jax.Array, y=None, *, log_z=None) -> jax.Array:
