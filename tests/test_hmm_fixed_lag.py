@@ -296,3 +296,19 @@ def test_bad_input_names_the_argument():
     labelled = hmm.make_labelled(hmm.stack_hmms([params, params]), [0.5, 0.5])
     with pytest.raises(ValueError, match="params"):
         online.fixed_lag_smoother(labelled, symbols, 1)
+
+
+def test_impossible_observation_gives_zeros_not_nan():
+    """-inf is log 0: after an observation no state can emit, log p(y) is -inf and the
+    estimates that condition on it are zero, never NaN; the earlier ones are unchanged."""
+    rng = np.random.default_rng(8)
+    pi, a = _random_chain(rng, 3)
+    ll = rng.normal(size=(6, 3))
+    log_pi, log_a, possible = _potentials(pi, a, ll)
+    ll[3] = -np.inf
+    impossible = inf.hmm_fixed_lag_smoother(log_pi, log_a, jnp.asarray(ll, jnp.float32), 2)
+    assert float(impossible.log_likelihood) == -np.inf
+    assert not np.any(impossible.smoothed_probs[3:]) and not np.any(impossible.filtered_probs[3:])
+    before = inf.hmm_fixed_lag_smoother(log_pi, log_a, possible, 2)
+    # The log-space pass runs here, the probability-space one before: rounding differs.
+    np.testing.assert_allclose(impossible.smoothed_probs[:3], before.smoothed_probs[:3], atol=1e-6)

@@ -22,6 +22,9 @@ float sum that drifts over long sequences). The smoother runs backwards on poste
   gamma_t = alpha_t * (A (gamma_{t+1} / pred_{t+1})),
   xi_t(i, j) = alpha_t(i) A_ij gamma_{t+1}(j) / pred_{t+1}(j),
 which needs no separately scaled beta. Viterbi runs in log space (max-plus).
+Fixed-lag smoothing takes the same backward step, given only y_{0:t}, from each filter
+alpha_t back lag steps: a scan over the lag, each iteration vectorised over every t, so
+its estimates p(x_{t-lag} | y_{0:t}) stay normalised and need no scaling either.
 
 Numerics. In probability space a state whose probability falls below the float range
 (1e-38 in float32: ~87 nats below the best state) is flushed to zero and never comes back.
