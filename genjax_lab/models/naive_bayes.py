@@ -5,6 +5,10 @@ Model, C classes, D features: y ~ Categorical(pi), x_d | y ~ p_d(. | theta_{y,d}
   bernoulli    b_d = [x_d > binarize] ~ Bernoulli(p_cd)
   multinomial  x ~ Multinomial(n, theta_c) (word counts)
   categorical  x_d in {0..M_d - 1} ~ Categorical(theta_cd)
+and one classifier that is not a model of x (kind "complement", not in KINDS):
+  complement   scikit-learn's ComplementNB (Rennie et al. 2003): class c scores counts x by
+               weights learned from every other class's counts; a discriminative rule, with
+               no p(x | y), so it has no log_prob and no sample (NotImplementedError).
 
 The verbs (genjax_lab.api), on data {"x": [N, D], "y": int [N], optional "mask": [N]}
 (categorical x: integer categories; a mask weighs rows, 0 for padding) and the config of
@@ -32,6 +36,12 @@ streamed batches combine with `add_statistics(s1, s2)`. Estimators, as scikit-le
   multinomial  theta_cd = (N_cd + alpha) / (sum_d N_cd + D alpha)           (MultinomialNB)
   categorical  theta_cdm = (N_cdm + alpha) / (n_c + M_d alpha), M_d = largest category of
                feature d seen in training + 1                               (CategoricalNB)
+  complement   from the multinomial's counts: complement counts
+               A_cd = sum_{c'} N_c'd + alpha - N_cd, l_cd = log(A_cd / sum_d A_cd), weights
+               w_cd = -l_cd, or with config.norm l_cd / sum_d l_cd; class scores x . w_c, and
+               P(y | x) their softmax (the class prior is not used, as scikit-learn's
+               ComplementNB uses it only with a single class, where P(y | x) = 1)
+                                                                              (ComplementNB)
 Class log priors (`log_prior`) are the log class frequencies (fit_prior), uniform, or given.
 
 Scoring: log_prob is exact, the multinomial coefficient n! / prod_d x_d! included. The
@@ -71,21 +81,23 @@ from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core.loop import Family, base_config
 from genjax_lab.core.mesh import batch_einsum, is_batch_sharded
 
-Kind = Literal["gaussian", "bernoulli", "multinomial", "categorical"]
-KINDS = ("gaussian", "bernoulli", "multinomial", "categorical")
+Kind = Literal["gaussian", "bernoulli", "multinomial", "categorical", "complement"]
+KINDS = ("gaussian", "bernoulli", "multinomial", "categorical")  # the generative models of x
+CLASSIFIER_KINDS = (*KINDS, "complement")
 
 
 # ----------------------------------------------------------------------------- config
 def default_config() -> ml_collections.ConfigDict:
     """The model's whole config.
 
-    kind: one of KINDS. num_classes: C, 0 to take the largest label + 1 of the data (which
-    must then be concrete: set it for a fit under jit). var_smoothing (gaussian) and alpha
-    (the discrete kinds' pseudo-count) as scikit-learn's. fit_prior: class frequencies as the
-    prior, else uniform; class_prior: a fixed prior [C] (empty: not fixed). binarize
+    kind: one of CLASSIFIER_KINDS. num_classes: C, 0 to take the largest label + 1 of the data
+    (which must then be concrete: set it for a fit under jit). var_smoothing (gaussian) and
+    alpha (the discrete kinds' pseudo-count) as scikit-learn's. fit_prior: class frequencies as
+    the prior, else uniform; class_prior: a fixed prior [C] (empty: not fixed). binarize
     (bernoulli): x > binarize is 1. num_categories (categorical): the size M of the category
     axis, 0 for the largest category in the data + 1 (each feature's own M_d is always the
-    largest category of that feature seen in training + 1).
+    largest category of that feature seen in training + 1). norm (complement): normalise each
+    class's weights (scikit-learn's ComplementNB norm).
     """
     return ml_collections.ConfigDict(
         {
@@ -97,12 +109,13 @@ def default_config() -> ml_collections.ConfigDict:
             "class_prior": (),
             "binarize": 0.0,
             "num_categories": 0,
+            "norm": False,
         }
     )
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
-    checks.check_choice("config.kind", config.kind, KINDS)
+    checks.check_choice("config.kind", config.kind, CLASSIFIER_KINDS)
     checks.check_count("config.num_classes", config.num_classes, minimum=0)
     checks.check_number("config.var_smoothing", config.var_smoothing, low=0.0)
     checks.check_number("config.alpha", config.alpha, low=0.0, low_open=True)
@@ -156,8 +169,9 @@ class GaussianStats:
 
 @struct.dataclass
 class CountStats:
-    """class_count [C] and feature_count [C, D] (bernoulli: sum of binarized x; multinomial:
-    sum of counts) or [C, D, M] (categorical: occurrences of category m of feature d)."""
+    """class_count [C] and feature_count [C, D] (bernoulli: sum of binarized x; multinomial
+    and complement: sum of counts) or [C, D, M] (categorical: occurrences of category m of
+    feature d)."""
 
     class_count: jax.Array
     feature_count: jax.Array
@@ -185,7 +199,7 @@ def _one_hot_weights(y: jax.Array, mask: jax.Array | None, num_classes: int, dty
 def _validate_training(
     x, y, mask, num_classes: int, kind: str, binarize, num_categories: int | None
 ) -> None:
-    checks.check_choice("kind", kind, KINDS)
+    checks.check_choice("kind", kind, CLASSIFIER_KINDS)
     checks.check_count("num_classes", num_classes)
     checks.check_number("binarize", binarize)
     if num_categories is not None:
@@ -389,7 +403,17 @@ class CategoricalNB:
     num_categories: jax.Array
 
 
-Params = GaussianNB | BernoulliNB | MultinomialNB | CategoricalNB
+@struct.dataclass
+class ComplementNB:
+    """log_prior [C] (scikit-learn's class_log_prior_, not used by the decision), weights
+    [C, D] (its feature_log_prob_: the complement weights of the module docstring), norm."""
+
+    log_prior: jax.Array
+    weights: jax.Array
+    norm: bool = struct.field(pytree_node=False, default=False)
+
+
+Params = GaussianNB | BernoulliNB | MultinomialNB | CategoricalNB | ComplementNB
 
 
 def init(key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> Params:
@@ -407,6 +431,8 @@ def init(key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, A
         return BernoulliNB(log_prior, half, half, float(config.binarize))
     if config.kind == "multinomial":
         return MultinomialNB(log_prior, jnp.full((c, d), -math.log(d), dtype))
+    if config.kind == "complement":
+        return ComplementNB(log_prior, jnp.zeros((c, d), dtype), bool(config.norm))
     m = meta["num_categories"]
     return CategoricalNB(
         log_prior, jnp.full((c, d, m), -math.log(m), dtype), jnp.full((d,), m, jnp.int32)
@@ -455,8 +481,13 @@ def _check_gaussian(stats: GaussianStats, params: GaussianNB | None, var_smoothi
         )
 
 
-def _count_params(stats: CountStats, alpha: float, log_prior) -> Params:
+def _count_params(stats: CountStats, alpha: float, log_prior, norm: bool = False) -> Params:
     fc, cc = stats.feature_count, stats.class_count
+    if stats.kind == "complement":
+        complement = fc.sum(0) + alpha - fc
+        logged = jnp.log(complement) - jnp.log(complement.sum(1, keepdims=True))
+        weights = logged / logged.sum(1, keepdims=True) if norm else -logged
+        return ComplementNB(log_prior, weights, norm)
     if stats.kind == "bernoulli":
         log_total = jnp.log(cc + 2 * alpha)[:, None]
         return BernoulliNB(
@@ -490,7 +521,8 @@ def from_statistics(stats: Stats, config: ml_collections.ConfigDict) -> Params:
         if check:
             _check_gaussian(stats, params, config.var_smoothing)
         return params
-    return jax.jit(_count_params)(stats, config.alpha, log_prior)
+    count_params = jax.jit(_count_params, static_argnames="norm")
+    return count_params(stats, config.alpha, log_prior, norm=bool(config.norm))
 
 
 def fit(
@@ -580,8 +612,8 @@ def loop_family(config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> F
     counts are exact, Gaussian moments agree to float rounding. The parameters are
     `from_statistics(state, config)`. Step metric: examples, the real rows counted so far.
     Evaluation sums (the loop divides by the split's size): log_prob, log p(x) per example,
-    and accuracy of the Bayes-rule classifier. `meta`: the data-fixed sizes
-    (`meta_from_data`), num_classes among them.
+    and accuracy of the Bayes-rule classifier (complement: accuracy only). `meta`: the
+    data-fixed sizes (`meta_from_data`), num_classes among them.
     """
     _check_config(config)
 
@@ -598,12 +630,14 @@ def loop_family(config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> F
         del key
         params = from_statistics(stats, config)
         real = batch["mask"] > 0
-        scores = log_prob(params, batch["x"])
         correct = classifier(params).predict(batch["x"]) == batch["y"]
-        return {
-            "log_prob": jnp.sum(jnp.where(real, scores, 0.0)),
-            "accuracy": jnp.sum(jnp.where(real, correct, False).astype(scores.dtype)),
+        metrics = {
+            "accuracy": jnp.sum(jnp.where(real, correct, False).astype(stats.class_count.dtype))
         }
+        if not isinstance(params, ComplementNB):  # a classifier only: no log p(x)
+            scores = log_prob(params, batch["x"])
+            metrics["log_prob"] = jnp.sum(jnp.where(real, scores, 0.0))
+        return metrics
 
     return Family(init=init_state, train_step=train_step, eval_step=eval_step)
 
@@ -638,6 +672,11 @@ def _multinomial_log_lik(params: MultinomialNB, x, observed):
     return counts @ params.log_prob.T - counts.sum(1, keepdims=True) * log_observed_mass
 
 
+def _complement_scores(params: ComplementNB, x, observed):
+    # Not log-likelihoods: the classifier's scores, whose softmax is P(y | x).
+    return jnp.where(observed, x, 0.0).astype(params.weights.dtype) @ params.weights.T
+
+
 def _categorical_log_lik(params: CategoricalNB, x, observed):
     index = jnp.where(observed, x, 0).astype(jnp.int32)  # [B, D]
     table = jnp.transpose(params.log_prob, (1, 2, 0))  # [D, M, C]
@@ -650,12 +689,15 @@ _LOG_LIK: dict[type, Callable] = {
     BernoulliNB: _bernoulli_log_lik,
     MultinomialNB: _multinomial_log_lik,
     CategoricalNB: _categorical_log_lik,
+    ComplementNB: _complement_scores,
 }
 
 
 def _validate_scoring(params: Params, x, observed, y) -> None:
     if isinstance(params, GaussianNB):
         num_features = params.mean.shape[1]
+    elif isinstance(params, ComplementNB):
+        num_features = params.weights.shape[1]
     else:
         num_features = params.log_prob.shape[1]
     # NaN marks a missing feature (marginalised out); inf is no value at all.
@@ -721,10 +763,33 @@ def log_prob(
     logsumexp_c log p(x_observed, y = c) when y is None (nats; Bernoulli: of the binarized x).
 
     x: [B, D]; NaN entries, and entries where `observed` [B, D] is False, are marginalised out.
+    A ComplementNB has no density: NotImplementedError.
     """
+    _refuse_complement(params, "log_prob")
     if checks.is_checkable(x, observed, y):
         _validate_scoring(params, x, observed, y)
     return _log_prob(params, x, y, observed)
+
+
+def _refuse_complement(params: Params, verb: str) -> None:
+    if isinstance(params, ComplementNB):
+        raise NotImplementedError(
+            f"{verb}: ComplementNB is a classifier, not a generative model of x: it has no "
+            "p(x | y) to score or sample (its class scores are complement-count weights); "
+            "use classifier(params).predict_log_proba, or kind='multinomial' for a model"
+        )
+
+
+@struct.dataclass
+class ComplementClassifier(api.BayesClassifier):
+    """ComplementNB's classifier: predict_log_proba, predict_proba and predict as
+    scikit-learn's; log_joint and log_marginal raise, since there is no p(x, y)."""
+
+    def log_joint(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        raise NotImplementedError(
+            "log_joint / log_marginal: ComplementNB's class scores are not log p(x, y = c) "
+            "(it is not a generative model of x): only P(y | x) is available"
+        )
 
 
 def _classifier_log_likelihoods(params: Params, x: jax.Array, key: jax.Array | None) -> jax.Array:
@@ -736,12 +801,18 @@ def _classifier_log_likelihoods(params: Params, x: jax.Array, key: jax.Array | N
 
 def classifier(params: Params) -> api.BayesClassifier:
     """Bayes' rule over the classes; NaN features are marginalised out. Its log_joint leaves
-    out the multinomial coefficient (the same for every class; see the module docstring)."""
+    out the multinomial coefficient (the same for every class; see the module docstring).
+    A ComplementNB gives a `ComplementClassifier`: P(y | x) the softmax of its class scores,
+    no log_joint; NaN features contribute nothing."""
+    if isinstance(params, ComplementNB):
+        uniform = jnp.zeros_like(params.log_prior)  # the prior is not part of the rule
+        return ComplementClassifier(uniform, params, _classifier_log_likelihoods, normalised=False)
     return api.BayesClassifier(params.log_prior, params, _classifier_log_likelihoods)
 
 
 # ----------------------------------------------------------------------------- sampling
 def _check_sample(num, params: Params, y, total_count, **_) -> None:
+    _refuse_complement(params, "sample")
     checks.check_count("num", num)
     if y is not None:
         _check_labels(params, y, num)
@@ -773,8 +844,10 @@ def sample_with_labels(
     """(x [num, D], y int [num]) ~ p(x, y), or x ~ p(x | y) for given labels y [num].
 
     Bernoulli x: 0/1; categorical: int32 categories. total_count (multinomial only, required
-    there): the number of draws n per sample, scalar or [num].
+    there): the number of draws n per sample, scalar or [num]. A ComplementNB has no p(x | y):
+    NotImplementedError.
     """
+    _refuse_complement(params, "sample")
     if y is None:
         label_key, key = jax.random.split(key)
         y = jax.random.categorical(label_key, params.log_prior, shape=(num,))
