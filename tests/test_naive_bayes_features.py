@@ -14,6 +14,7 @@ from scipy import stats
 from scipy.special import logsumexp
 from sklearn import naive_bayes as sk
 
+from genjax_lab import saving
 from genjax_lab.models import gmm, hmm
 from genjax_lab.models import naive_bayes as nb
 
@@ -114,9 +115,10 @@ def test_complement_nb_matches_sklearn(num_rows, num_features, num_classes, alph
         )
 
 
-def test_complement_nb_counts_are_the_multinomial_statistics_streamed():
+def test_complement_nb_counts_are_the_multinomial_statistics_streamed(tmp_path):
     """The complement fit reads the multinomial's count statistics: the same class and feature
-    counts, and two batches added give the one-shot parameters; no density, no samples, no
+    counts, and two batches added give the one-shot parameters; the loop family evaluates its
+    accuracy only; a saved model loads and predicts the same; no density, no samples, no
     log p(x, y): NotImplementedError naming ComplementNB."""
     x, y = _counts()
     config = nb.default_config()
@@ -142,7 +144,14 @@ def test_complement_nb_counts_are_the_multinomial_statistics_streamed():
             call()
     with pytest.raises(NotImplementedError, match="ComplementNB's class scores"):
         nb.classifier(params).log_marginal(x)
-    assert nb.classifier(params).predict(x).shape == (len(x),)
+    predicted = np.asarray(nb.classifier(params).predict(x))
+    batch = {"x": x, "y": y, "mask": np.ones(len(x))}
+    metrics = nb.loop_family(config, meta).eval_step(streamed, batch, jax.random.key(0))
+    assert set(metrics) == {"accuracy"}
+    assert float(metrics["accuracy"]) == np.sum(predicted == y)
+    saving.save(tmp_path, "naive_bayes", config, meta, params)
+    loaded = saving.load(tmp_path)
+    np.testing.assert_array_equal(nb.classifier(loaded.params).predict(x), predicted)
 
 
 # ----------------------------------------------------------------------------- x given y

@@ -522,7 +522,9 @@ def from_statistics(stats: Stats, config: ml_collections.ConfigDict) -> Params:
             _check_gaussian(stats, params, config.var_smoothing)
         return params
     count_params = jax.jit(_count_params, static_argnames="norm")
-    return count_params(stats, config.alpha, log_prior, norm=bool(config.norm))
+    # A config saved before ComplementNB existed has no norm key; only complement reads it.
+    norm = bool(config.get("norm", False))
+    return count_params(stats, config.alpha, log_prior, norm=norm)
 
 
 def fit(
