@@ -18,13 +18,18 @@ table's rows, checked as `./launch.sh replicate` checks them, to `<workdir>/resu
 Cost and the projected wall time on one GPU: docs/vae.md ("All ten runs batched").
 """
 
+import dataclasses
 import json
 import os
 import pathlib
+import shutil
+import time
 
 import ml_collections
+import numpy as np
 from absl import app, flags
 
+from genjax_lab.core import data as data_lib
 from genjax_lab.core import loop as loop_lib
 from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core import replication as rep
@@ -45,6 +50,14 @@ _DATA_DIR = flags.DEFINE_string(
 _STEPS_PER_CALL = flags.DEFINE_integer(
     "steps_per_call", 0, "training steps per compiled call; 0: the schedule's own"
 )
+_TIME = flags.DEFINE_list(
+    "time_steps_per_call",
+    [],
+    "instead of training: time a training step of each run in --time_runs on the core loop at "
+    "these steps per call (e.g. 1,10,50), interleaved rounds; writes <workdir>/step_time.json",
+)
+_TIME_RUNS = flags.DEFINE_list("time_runs", ["vae_k1", "iwae_k5"], "the runs --time_* measures")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "rounds of --time_steps_per_call")
 
 
 def group_name(config: ml_collections.ConfigDict) -> str:
@@ -115,6 +128,49 @@ def train_group(
     return summaries
 
 
+def time_steps(
+    configs: dict[str, ml_collections.ConfigDict],
+    steps_per_call: list[int],
+    dataset,
+    workdir: pathlib.Path,
+    rounds: int,
+    steps: tuple[int, int] = (200, 1200),
+) -> dict[str, list[float]]:
+    """Seconds per training step of each run at each steps-per-call on the core loop, as
+    the difference between fresh runs of steps[1] and steps[0] steps (the start, the final
+    save and the compilation, from the persistent cache after an unrecorded warm-up run,
+    cancel), the contenders interleaved within each round, so a machine whose speed drifts
+    slows them alike. Wall and process CPU seconds (all threads): on a machine shared with
+    other jobs the CPU time is the steadier measure of the work a step costs.
+    Returns {"<run> x<steps per call> wall|cpu": [seconds per step, per round]}."""
+    train_only = data_lib.Dataset({"train": dataset["train"]})  # no evaluation to time
+    times: dict[str, list[float]] = {}
+    for round_ in range(-1, rounds):
+        for run, config in configs.items():
+            for count in steps_per_call:
+                family = dataclasses.replace(
+                    vae.family_for(config, train_only).as_family(), report=None
+                )
+                wall = []
+                for num_steps in steps if round_ >= 0 else steps[:1]:
+                    timed = config.copy_and_resolve_references()
+                    timed.num_steps, timed.steps_per_call = num_steps, count
+                    timed.log_every = timed.checkpoint.every = num_steps
+                    run_dir = workdir / f"round{round_}_{run}_x{count}_{num_steps}"
+                    start = time.perf_counter(), time.process_time()
+                    loop_lib.train_and_evaluate(timed, run_dir, family, train_only)
+                    wall.append((time.perf_counter() - start[0], time.process_time() - start[1]))
+                    shutil.rmtree(run_dir)
+                if round_ >= 0:
+                    for clock, name in enumerate(("wall", "cpu")):
+                        per_step = (wall[1][clock] - wall[0][clock]) / (steps[1] - steps[0])
+                        times.setdefault(f"{run} x{count} {name}", []).append(per_step)
+                        metrics_lib.say(
+                            f"round {round_} {run} x{count}: {per_step * 1e3:.2f} ms/step {name}"
+                        )
+    return times
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -126,6 +182,18 @@ def main(argv) -> None:
         for config in configs.values():
             config.steps_per_call = _STEPS_PER_CALL.value
     dataset = load_images(next(iter(configs.values())).data)
+    if _TIME.value:
+        counts = [int(c) for c in _TIME.value]
+        chosen = {run: configs[run] for run in _TIME_RUNS.value}
+        times = time_steps(chosen, counts, dataset, workdir / "step_time", _ROUNDS.value)
+        (workdir / "step_time.json").write_text(json.dumps(times, indent=1))
+        for name, values in times.items():
+            ms = np.array(values) * 1e3
+            metrics_lib.say(
+                f"{name}: {np.median(ms):.2f} ms/step [{ms.min():.2f}-{ms.max():.2f}] over "
+                f"{len(ms)} rounds"
+            )
+        return
     summaries = {}
     for members in groups(configs).values():
         summaries.update(train_group(members, dataset, workdir))

@@ -2,6 +2,7 @@
 equal to the run its config trains alone, resumable; on CPU at a tiny size."""
 
 import dataclasses
+import pathlib
 import shutil
 
 import jax
@@ -90,3 +91,18 @@ def test_a_batched_group_equals_its_runs_alone_and_resumes_bitwise(tmp_path, dat
     assert resumed.step == 6
     for a, b in zip(jax.tree.leaves(batched.state), jax.tree.leaves(resumed.state), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_full_schedule_runs_50_steps_a_call_on_mnist_from_data_dir():
+    """Calls end at log, checkpoint and evaluation steps; 50 divides each interval, so every
+    call of the paper's 9.84 million steps is a whole one."""
+    configs = iwae_batched.run_configs("full", pathlib.Path("DIR"))
+    assert len(configs) == 10
+    for config in configs.values():
+        assert config.steps_per_call == 50
+        assert config.data.mnist_dir == str(pathlib.Path("DIR") / "mnist")
+        intervals = (config.log_every, config.checkpoint.every, config.eval_every)
+        assert all(every % 50 == 0 for every in intervals)
+        assert config.num_epochs * 60_000 / config.batch_size == 3280 * 3000
+    with pytest.raises(ValueError, match="--data_dir"):
+        iwae_batched.run_configs("full", None)
