@@ -109,7 +109,8 @@ def test_matches_sklearn_from_the_same_responsibilities(covariance_type, weight_
 
 def test_both_switch_off_the_same_surplus_components():
     """Three well-separated clusters, eight components from the same random start: the same
-    three keep weight > 1e-2 in both fits; a k-means start of ours finds three as well."""
+    three keep weight > 1e-2 in both fits; a k-means start of ours finds three as well, and
+    a fit with another tol and num_iters runs the same compiled program."""
     x = _clusters(seed=2)
     resp = np.random.default_rng(3).dirichlet(np.ones(8), len(x))
     with jax.enable_x64(True):
@@ -123,6 +124,12 @@ def test_both_switch_off_the_same_surplus_components():
         own, history = bayesian.fit(jax.random.key(4), {"x": x}, config)
         assert history["converged"]
         assert np.sum(np.asarray(bayesian.weights(own)) > 1e-2) == 3
+        # tol and the iteration cap are traced: another value reuses the compiled loop.
+        compiled = bayesian._fit_program._cache_size()
+        config.update(tol=1e-1, num_iters=7)
+        _, history = bayesian.fit(jax.random.key(4), {"x": x}, config)
+        assert history["num_iters"] <= 7
+        assert bayesian._fit_program._cache_size() == compiled
 
 
 def test_scores_posterior_and_samples_are_the_expected_parameter_mixture():
