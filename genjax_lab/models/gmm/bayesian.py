@@ -2,7 +2,7 @@
 chooses the number of components itself (surplus components get a vanishing weight).
 
 Model (Bishop 2006, 10.2; Blei & Jordan 2006 for the Dirichlet process), K components at most:
-  weights  Dirichlet(gamma_0 / K ...) (weight_concentration_prior_type
+  weights  pi ~ Dirichlet(gamma_0, ..., gamma_0) (weight_concentration_prior_type
            'dirichlet_distribution'), or the stick-breaking v_k ~ Beta(1, gamma_0),
            pi_k = v_k prod_{j<k} (1 - v_j) of a truncated Dirichlet process ('dirichlet_process');
   Lambda_k ~ Wishart(nu_0, Psi_0^-1), mu_k | Lambda_k ~ N(m_0, (beta_0 Lambda_k)^-1);
@@ -20,11 +20,12 @@ Wishart's E[log |Lambda|] formula, as scikit-learn). Priors left at 0 / () in th
 scikit-learn's defaults: gamma_0 = 1 / K, beta_0 = 1, m_0 the data mean, nu_0 = D, Psi_0 the
 data covariance (unbiased; diag: the variances, spherical: their mean).
 
-The objective (`history["lower_bound"]`) is scikit-learn's lower_bound_: the ELBO after the
-M-step with the terms that are constant for a fixed data set and prior dropped, so it is the
-ELBO up to an additive constant and its changes are the ELBO's. `fit` runs as one compiled
-`lax.while_loop` (gmm.em.converging_loop; max_iter and tol traced) and stops, as
-scikit-learn, after the first iteration whose lower bound changed by less than tol.
+The objective (`history["lower_bound"]`) is scikit-learn's lower_bound_: its simplification
+of the ELBO right after the M-step, with the terms that are constant for a fixed data set and
+prior dropped; coordinate ascent does not decrease it (tested), and only its changes are used.
+`fit` runs as one compiled `lax.while_loop` (gmm.em.converging_loop; max_iter and tol traced)
+and stops, as scikit-learn, after the first iteration whose lower bound changed by less than
+tol.
 
 Scoring, and what each number is:
   log_prob(params, x)         exact log density of the expected-parameter mixture: weights
@@ -351,7 +352,7 @@ def _vb_step(
     return new, _lower_bound(new, entropy)
 
 
-def _check_responsibilities(x, resp, config, mask=None, prior=None, **_) -> None:
+def _check_responsibilities(x, resp, config, mask=None) -> None:
     _check_config(config)
     n, _ = checks.check_array("x", x, ("N", "D"), kinds=checks.FLOAT).shape
     checks.check_array(
@@ -371,7 +372,7 @@ def from_responsibilities(
     """The posterior that responsibilities resp [N, K] of x [N, D] give (one M-step, as
     scikit-learn's `_initialize(X, resp)`): a start for `fit(..., init=)`. prior: default
     `prior_from_data(x, config, mask)`."""
-    _check_responsibilities(x, resp, config, mask, prior)
+    _check_responsibilities(x, resp, config, mask)
     prior = prior_from_data(x, config, mask) if prior is None else prior
     x = jnp.asarray(x)
     weights_ = jnp.ones(x.shape[:1], x.dtype) if mask is None else jnp.asarray(mask, x.dtype)
