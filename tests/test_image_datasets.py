@@ -9,6 +9,7 @@ import io
 import json
 import math
 import pickle
+import shutil
 import tarfile
 import threading
 
@@ -258,7 +259,8 @@ def test_without_a_folder_the_files_are_downloaded_through_tfds(
     monkeypatch, originals, tmp_path, name, served, written
 ):
     """No `<name>_dir`: TFDS downloads the original files from the dataset's address (here a
-    local server standing in for it) and the same reader prepares them."""
+    local server standing in for it) and the same reader prepares them. TFDS's default
+    manual folder, shared by every dataset, is passed over when it holds another's files."""
     for variable in _PROXY_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
         monkeypatch.delenv(variable.upper(), raising=False)
@@ -271,6 +273,8 @@ def test_without_a_folder_the_files_are_downloaded_through_tfds(
     if name == "cifar10":
         url += "cifar-10-binary.tar.gz"
     monkeypatch.setattr(builder_cls[name], "download_url", classmethod(lambda cls: url))
+    other = originals["root"] / ("fashion" if name == "cifar10" else "binary")
+    shutil.copytree(other, tmp_path / "downloads" / "manual")
     try:
         dataset = images.load_images(_data_config(name, tmp_path))
     finally:

@@ -46,7 +46,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     if variant == "tiny":
         config.num_epochs, config.num_steps = -1, 4
         config.batch_size = config.eval_batch_size = 8  # a multiple of 8 CPU test devices
-        config.log_every = config.checkpoint.every = 2
+        config.log_every, config.checkpoint.every = 2, 4
         config.model.encoder_hidden = config.model.decoder_hidden = (16,)
         config.model.latent_dim = 4
         config.eval.iwae_samples = 2

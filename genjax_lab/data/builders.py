@@ -91,16 +91,18 @@ class SklearnDigits(_ImageLabelBuilder):
         }
 
 
-def _manual_folder(dl_manager) -> pathlib.Path | None:
-    """The manual_dir when it holds files, else None (the files are to be downloaded).
+def _manual_folder(dl_manager, builder) -> pathlib.Path | None:
+    """The manual_dir when it holds `builder`'s original files, else None (download them).
 
     TFDS answers `dl_manager.manual_dir` with an AssertionError when the folder (given, or
-    its default DATA_DIR/downloads/manual) is absent or empty.
+    its default DATA_DIR/downloads/manual, which other datasets' files may share) is absent
+    or empty.
     """
     try:
-        return pathlib.Path(dl_manager.manual_dir)
+        folder = pathlib.Path(dl_manager.manual_dir)
     except AssertionError:
         return None
+    return None if builder.missing_files(folder) else folder
 
 
 def _paired(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +144,7 @@ class MnistIdx(_OriginalFilesBuilder):
         return _image_label_info(self, (28, 28, 1), self.DESCRIPTION, self.LABEL_NAMES)
 
     def _split_generators(self, dl_manager):
-        folder = _manual_folder(dl_manager)
+        folder = _manual_folder(dl_manager, self)
         splits = {}
         for split, stems in idx.MNIST_FILES.items():
             if folder is not None:
@@ -305,13 +307,11 @@ class Cifar10Files(_OriginalFilesBuilder):
         return _image_label_info(self, shape, self.__doc__, self.LABEL_NAMES)
 
     def _split_generators(self, dl_manager):
-        folder = _manual_folder(dl_manager)
-        if folder is not None:
-            source = cifar10_source(folder)
-            if source is None:
-                raise FileNotFoundError(f"{folder}: {self.missing_files(folder)[0]} not found")
-        else:
+        folder = _manual_folder(dl_manager, self)
+        if folder is None:
             source = dl_manager.download(self.download_url())
+        else:
+            source = cifar10_source(folder)
         return {
             split: self._generate_examples(images, labels)
             for split, (images, labels) in read_cifar10(source).items()
