@@ -411,7 +411,8 @@ def _fixed_lag(log_initial, log_transition, ll_tm, valid, unroll, lag: int, wind
     alphas, logcs, preds, exact = _fast_forward(log_initial, log_transition, ll_tm, valid, unroll)
 
     def backwards(filters, later, fill, step):
-        """`steps` iterations from the filters; later[t] is pred_t's term for step 0."""
+        """`steps` iterations from the filters [T, B, K]; later[t] is pred_t as the step
+        takes it (1 / pred_t, or log pred_t), shifted along time as the filters are."""
 
         def body(carry, _):
             estimates, earlier, later = carry
