@@ -2,6 +2,8 @@
 input, online VB's corpus size (scikit-learn's total_samples), scikit-learn's perplexity
 stopping rule, and gensim's UMass and NPMI topic coherence."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,6 +158,41 @@ def test_online_updates_given_the_corpus_size_are_sklearns_partial_fit(corpus):
     assert np.abs(np.asarray(fitted.lam) - sk.components_).max() > 10.0
     with pytest.raises(ValueError, match="total_docs must be >= 1"):
         lda.fit_vb(jax.random.key(0), text.bag_of_ids([[1]]), lda.LDAConfig(2, 5), total_docs=0)
+
+
+def test_online_minibatches_are_padded_to_their_own_bucket(monkeypatch):
+    """Online VB pads a minibatch to a bucket of its longest document (16 slots here, below
+    the corpus's 25 by more than a quarter) or, close to it, to the corpus width; the fit is
+    the one with every minibatch padded to the corpus width (float rounding only)."""
+    rng = np.random.default_rng(2)
+    short = [rng.choice(25, 6).tolist() for _ in range(16)]  # at most 6 distinct words
+    full = [rng.permutation(25).tolist() + rng.choice(25, 20).tolist() for _ in range(48)]
+    bags = text.bag_of_ids(short + full)
+    assert bags.ids.shape[1] == 25
+    widths = []
+    step = lda.vb._online_step
+
+    def spy(state, ids, *args, **kwargs):
+        widths.append(ids.shape[1])
+        return step(state, ids, *args, **kwargs)
+
+    monkeypatch.setattr(lda.vb, "_online_step", spy)
+    config = lda.LDAConfig(10, 25, alpha=1.0, eta=0.1, learning_offset=10.0)
+    fit = functools.partial(
+        lda.fit_vb,
+        jax.random.key(3),
+        bags,
+        config,
+        method="online",
+        num_iters=1,
+        batch_size=16,
+        shuffle=False,
+    )
+    bucketed, _ = fit()
+    monkeypatch.setattr(lda.vb, "_minibatch_width", lambda longest, width: width)
+    padded, _ = fit()
+    assert widths == [16, 25, 25, 25] + [25] * 4  # bucketed, then padded as before
+    np.testing.assert_allclose(np.asarray(bucketed.lam), np.asarray(padded.lam), rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- perp_tol

@@ -299,7 +299,7 @@ def _documents(data: dict) -> Documents:
 def meta_from_data(data: dict, config: ml_collections.ConfigDict) -> dict:
     """{'num_topics', 'vocab_size'}: data['vocab_size'] if given, else a count matrix's
     columns or the bags' largest id + 1."""
-    if "vocab_size" in data:
+    if isinstance(data, dict) and "vocab_size" in data:
         vocab_size = checks.check_count("data['vocab_size']", data["vocab_size"])
     elif isinstance(x := _documents(data), BagOfWords):
         vocab_size = int(np.asarray(x.ids).max(initial=0)) + 1
