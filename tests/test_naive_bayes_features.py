@@ -83,7 +83,8 @@ def test_marginal_log_prob_is_the_scipy_mixture_over_classes(kind):
 @settings(max_examples=12, deadline=None)
 @given(
     num_rows=st.integers(3, 40),
-    num_features=st.integers(1, 9),
+    # From 2: with one feature, norm divides 0 by 0 (NaN weights in scikit-learn too).
+    num_features=st.integers(2, 9),
     num_classes=st.integers(1, 4),
     alpha=st.floats(1e-3, 10.0),
     norm=st.booleans(),
