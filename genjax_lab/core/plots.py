@@ -40,20 +40,22 @@ def _save(image: Image.Image, path: pathlib.Path) -> None:
 def image_grid(
     images: np.ndarray, rows: int | None = None, columns: int | None = None, pad: int = 1
 ) -> np.ndarray:
-    """Tiles `images` [N, H, W] or [N, H, W, 1] with values in [0, 1] into a uint8 grid (white
-    = 1), `columns` a row or else `rows` rows (default near-square), each tile framed by `pad`
-    white pixels."""
+    """Tiles `images` [N, H, W], [N, H, W, 1] (grey) or [N, H, W, 3] (colour) with values in
+    [0, 1] into a uint8 grid, [rows H', columns W'] or [.., .., 3] (white = 1), `columns` a row
+    or else `rows` rows (default near-square), each tile framed by `pad` white pixels."""
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
-    if images.ndim != 3:
-        raise ValueError(f"images must be [N, H, W] or [N, H, W, 1], got shape {images.shape}")
-    n, h, w = images.shape
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+        raise ValueError(
+            f"images must be [N, H, W], [N, H, W, 1] or [N, H, W, 3], got shape {images.shape}"
+        )
+    n, h, w = images.shape[:3]
     if columns is None:
         columns = int(np.ceil(n / (rows or int(np.ceil(np.sqrt(n))))))
     rows = int(np.ceil(n / columns))
     cell_h, cell_w = h + 2 * pad, w + 2 * pad
-    grid = np.ones((rows * cell_h, columns * cell_w), np.float32)
+    grid = np.ones((rows * cell_h, columns * cell_w, *images.shape[3:]), np.float32)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
         grid[r * cell_h + pad : r * cell_h + pad + h, c * cell_w + pad : c * cell_w + pad + w] = (
@@ -91,12 +93,13 @@ def save_grid(
     top = 2 * _LINE if title else 0
     width = left + max(g.shape[1] for g in grids)
     height = top + sum(g.shape[0] for g in grids) + gap * (len(grids) - 1)
-    image = Image.new("L", (width, height), 255)
+    mode = "RGB" if any(g.ndim == 3 for g in grids) else "L"
+    image = Image.new(mode, (width, height), (255,) * len(mode))
     draw = ImageDraw.Draw(image)
     if title:
         draw.text((4, 4), title, fill=0)
     for i, grid in enumerate(grids):
-        image.paste(Image.fromarray(grid), (left, top))
+        image.paste(Image.fromarray(grid).convert(mode), (left, top))
         if labels:
             draw.text((4, top + grid.shape[0] // 2 - _LINE // 2), labels[i], fill=0)
         top += grid.shape[0] + gap
