@@ -125,11 +125,11 @@ def test_both_switch_off_the_same_surplus_components():
         assert history["converged"]
         assert np.sum(np.asarray(bayesian.weights(own)) > 1e-2) == 3
         # tol and the iteration cap are traced: another value reuses the compiled loop.
-        compiled = bayesian._fit_program._cache_size()
+        compiled = bayesian._fit_program.cache_size()
         config.update(tol=1e-1, num_iters=7)
         _, history = bayesian.fit(jax.random.key(4), {"x": x}, config)
         assert history["num_iters"] <= 7
-        assert bayesian._fit_program._cache_size() == compiled
+        assert bayesian._fit_program.cache_size() == compiled
 
 
 def test_scores_posterior_and_samples_are_the_expected_parameter_mixture():

@@ -103,6 +103,10 @@ class SizeTieredJit:
         self.large = jax.jit(fun, **jit_kwargs)
         self.__wrapped__ = fun
 
+    def cache_size(self) -> int:
+        """Programs compiled so far, both tiers together."""
+        return self.small._cache_size() + self.large._cache_size()
+
     def __call__(self, *args: Any, problem_size: int, **kwargs: Any) -> Any:
         program = self.small if problem_size <= SMALL_PROBLEM_SIZE else self.large
         return program(*args, **kwargs)

@@ -38,7 +38,6 @@ Scoring, and what each number is:
   sample(key, params, num)    draws from the expected-parameter mixture (scikit-learn's sample).
 """
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,7 +48,7 @@ import numpy as np
 from flax import struct
 from jax.scipy.special import betaln, digamma, gammaln
 
-from genjax_lab.core import checks
+from genjax_lab.core import checks, compilation
 from genjax_lab.inference import kmeans as kmeans_lib
 from genjax_lab.models.gmm import model as gmm_model
 from genjax_lab.models.gmm.em import (
@@ -394,8 +393,7 @@ def _initial(prior: Prior, x, resp, config) -> BayesianGMM:
 
 
 # ----------------------------------------------------------------------------- fit
-@functools.partial(
-    jax.jit,
+@compilation.size_tiered_jit(
     static_argnames=("num_components", "covariance_type", "weight_prior_type", "capacity"),
 )
 def _fit_program(
@@ -491,6 +489,7 @@ def fit(
             covariance_type=config.covariance_type,
             weight_prior_type=config.weight_concentration_prior_type,
             capacity=_iteration_capacity(config.num_iters),
+            problem_size=x_padded.size,
         )
         history, iterations, finite = jax.device_get((history, iterations, finite))
         _refuse_singular(finite, config.reg_covar, "the variational mixture")
