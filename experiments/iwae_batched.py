@@ -24,6 +24,7 @@ import os
 import pathlib
 import shutil
 import time
+from unittest import mock
 
 import ml_collections
 import numpy as np
@@ -134,40 +135,46 @@ def time_steps(
     dataset,
     workdir: pathlib.Path,
     rounds: int,
-    steps: tuple[int, int] = (200, 1200),
+    num_steps: int = 3000,
+    log_every: int = 500,
 ) -> dict[str, list[float]]:
-    """Seconds per training step of each run at each steps-per-call on the core loop, as
-    the difference between fresh runs of steps[1] and steps[0] steps (the start, the final
-    save and the compilation, from the persistent cache after an unrecorded warm-up run,
-    cancel), the contenders interleaved within each round, so a machine whose speed drifts
-    slows them alike. Wall and process CPU seconds (all threads): on a machine shared with
-    other jobs the CPU time is the steadier measure of the work a step costs.
-    Returns {"<run> x<steps per call> wall|cpu": [seconds per step, per round]}."""
+    """Seconds per training step of each run at each steps-per-call on the core loop: one
+    run of `num_steps` per contender and round, timed between its progress lines (every
+    `log_every` steps, written once the call's metrics are back from the devices), the first
+    interval, which holds the compilation, left out. Contenders are interleaved within each
+    round, so a machine whose speed drifts slows them alike. Wall and process CPU seconds
+    (all threads): on a machine shared with other jobs the CPU time is the steadier measure
+    of the work a step costs.
+    Returns {"<run> x<steps per call> wall|cpu": [median over a run's intervals, per round]}.
+    """
     train_only = data_lib.Dataset({"train": dataset["train"]})  # no evaluation to time
     times: dict[str, list[float]] = {}
-    for round_ in range(-1, rounds):
+    say = metrics_lib.say
+    for round_ in range(rounds):
         for run, config in configs.items():
             for count in steps_per_call:
                 family = dataclasses.replace(
                     vae.family_for(config, train_only).as_family(), report=None
                 )
-                wall = []
-                for num_steps in steps if round_ >= 0 else steps[:1]:
-                    timed = config.copy_and_resolve_references()
-                    timed.num_steps, timed.steps_per_call = num_steps, count
-                    timed.log_every = timed.checkpoint.every = num_steps
-                    run_dir = workdir / f"round{round_}_{run}_x{count}_{num_steps}"
-                    start = time.perf_counter(), time.process_time()
+                timed = config.copy_and_resolve_references()
+                timed.num_steps, timed.steps_per_call = num_steps, count
+                timed.log_every, timed.checkpoint.every = log_every, num_steps
+                stamps = []
+
+                def stamp(line: str, stamps: list = stamps) -> None:
+                    if line.startswith("step "):
+                        stamps.append((time.perf_counter(), time.process_time()))
+                    say(line)
+
+                run_dir = workdir / f"round{round_}_{run}_x{count}"
+                with mock.patch.object(metrics_lib, "say", stamp):
                     loop_lib.train_and_evaluate(timed, run_dir, family, train_only)
-                    wall.append((time.perf_counter() - start[0], time.process_time() - start[1]))
-                    shutil.rmtree(run_dir)
-                if round_ >= 0:
-                    for clock, name in enumerate(("wall", "cpu")):
-                        per_step = (wall[1][clock] - wall[0][clock]) / (steps[1] - steps[0])
-                        times.setdefault(f"{run} x{count} {name}", []).append(per_step)
-                        metrics_lib.say(
-                            f"round {round_} {run} x{count}: {per_step * 1e3:.2f} ms/step {name}"
-                        )
+                shutil.rmtree(run_dir)
+                intervals = np.diff(np.array(stamps), axis=0)[1:] / log_every
+                for clock, name in enumerate(("wall", "cpu")):
+                    per_step = float(np.median(intervals[:, clock]))
+                    times.setdefault(f"{run} x{count} {name}", []).append(per_step)
+                    say(f"round {round_} {run} x{count}: {per_step * 1e3:.2f} ms/step {name}")
     return times
 
 

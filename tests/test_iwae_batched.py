@@ -13,6 +13,7 @@ from sklearn.datasets import load_digits
 from experiments import iwae_batched
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import loop as loop_lib
+from genjax_lab.core import replication as rep
 from genjax_lab.models import vae
 from genjax_lab.models.vae.family import ensemble_for
 from tests.helpers import checkpoint_steps
@@ -93,16 +94,16 @@ def test_a_batched_group_equals_its_runs_alone_and_resumes_bitwise(tmp_path, dat
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_full_schedule_runs_50_steps_a_call_on_mnist_from_data_dir():
-    """Calls end at log, checkpoint and evaluation steps; 50 divides each interval, so every
-    call of the paper's 9.84 million steps is a whole one."""
+def test_the_full_schedule_runs_several_steps_a_call_on_mnist_from_data_dir():
+    """Calls end at checkpoint and evaluation steps; steps_per_call divides every interval,
+    so every call of the paper's 9.84 million steps is a whole one."""
     configs = iwae_batched.run_configs("full", pathlib.Path("DIR"))
     assert len(configs) == 10
     for config in configs.values():
-        assert config.steps_per_call == 50
+        assert config.steps_per_call == rep.load("iwae_table1")[1].FULL_STEPS_PER_CALL > 1
         assert config.data.mnist_dir == str(pathlib.Path("DIR") / "mnist")
         intervals = (config.log_every, config.checkpoint.every, config.eval_every)
-        assert all(every % 50 == 0 for every in intervals)
+        assert all(every % config.steps_per_call == 0 for every in intervals)
         assert config.num_epochs * 60_000 / config.batch_size == 3280 * 3000
     with pytest.raises(ValueError, match="--data_dir"):
         iwae_batched.run_configs("full", None)
