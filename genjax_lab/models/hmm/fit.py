@@ -54,12 +54,17 @@ from genjax_lab.inference import kmeans as kmeans_lib
 from genjax_lab.inference.hmm import hmm_log_likelihood, hmm_smoother
 from genjax_lab.models.hmm import model as hmm_model
 from genjax_lab.models.hmm.model import (
+    COVARIANCE_TYPES,
+    MIXTURES,
     CategoricalEmission,
     DiagGaussianEmission,
     Emission,
     FullGaussianEmission,
-    GaussianMixtureEmission,
     HMMParams,
+    MultinomialEmission,
+    PoissonEmission,
+    SphericalGaussianEmission,
+    TiedGaussianEmission,
 )
 
 
@@ -99,21 +104,27 @@ def _emission_stats(emission: Emission, obs: Array, weights: Array):
     if isinstance(emission, CategoricalEmission):
         onehot = jax.nn.one_hot(obs, emission.logits.shape[-1], dtype=weights.dtype)
         return jnp.sum(jnp.einsum("btk,btv->bkv", weights, onehot), axis=0)
-    if isinstance(emission, DiagGaussianEmission):
+    if isinstance(emission, (PoissonEmission, MultinomialEmission)):
+        counts = jnp.sum(jnp.einsum("btk,btd->bkd", weights, obs), axis=0)
+        return jnp.sum(weights, (0, 1)), counts
+    if isinstance(emission, (DiagGaussianEmission, SphericalGaussianEmission)):
         diff = obs[..., None, :] - emission.means  # [B, T, K, D]
         w = weights[..., None]
         return jnp.sum(weights, (0, 1)), jnp.sum(w * diff, (0, 1)), jnp.sum(w * diff * diff, (0, 1))
-    if isinstance(emission, FullGaussianEmission):
+    if isinstance(emission, (FullGaussianEmission, TiedGaussianEmission)):
         diff = obs[..., None, :] - emission.means
         return (
             jnp.sum(weights, (0, 1)),
             jnp.sum(weights[..., None] * diff, (0, 1)),
             jnp.sum(jnp.einsum("btk,btkd,btke->bkde", weights, diff, diff), axis=0),
         )
-    if isinstance(emission, GaussianMixtureEmission):
+    if isinstance(emission, MIXTURES):
         joint = hmm_model._mixture_joint_log_prob(emission, obs)  # [B, T, K, M]
         w = (weights[..., None] * jax.nn.softmax(joint, axis=-1))[..., None]
         diff = obs[..., None, None, :] - emission.means  # [B, T, K, M, D]
+        if COVARIANCE_TYPES[type(emission)] in ("full", "tied"):
+            outer = jnp.einsum("btkm,btkmd,btkme->bkmde", w[..., 0], diff, diff)
+            return jnp.sum(w[..., 0], (0, 1)), jnp.sum(w * diff, (0, 1)), jnp.sum(outer, axis=0)
         return (
             jnp.sum(w[..., 0], (0, 1)),
             jnp.sum(w * diff, (0, 1)),
@@ -146,15 +157,35 @@ def _dirichlet_map(logits: Array, counts: Array, concentration) -> Array:
     return jnp.where(total > 0, new, jax.nn.log_softmax(logits, axis=-1))
 
 
-def _gaussian_map_diag(means, log_scales, n, s1, s2, prior: HMMPrior):
-    """Diagonal MAP from statistics centred on the old means; shapes [..., D], n [...]."""
-    n = n[..., None]
+def _mean_shift(means, n, s1, prior: HMMPrior, learn_means: bool):
+    """(new means, their shift from the old) for n [..., 1]; frozen means do not move, so
+    the covariances are then re-estimated around the old ones (as hmmlearn)."""
+    if not learn_means:
+        return means, jnp.zeros_like(means)
     mean_den = prior.mean_weight + n
     shift = (prior.mean_weight * (prior.mean_prior - means) + s1) / jnp.where(
         mean_den > 0, mean_den, 1.0
     )
     shift = jnp.where(mean_den > 0, shift, 0.0)
-    new_means = means + shift
+    return means + shift, shift
+
+
+def _shared(prior: HMMPrior, count: int) -> HMMPrior:
+    """The covariance prior split over `count` components that share one covariance (tied):
+    summed over them it is counted once, as hmmlearn's tied update."""
+    return prior._replace(
+        covariance_prior=prior.covariance_prior / count,
+        covariance_pseudocount=prior.covariance_pseudocount / count,
+    )
+
+
+def _gaussian_map_diag(
+    means, log_scales, n, s1, s2, prior: HMMPrior, spherical: bool = False, learn_means=True
+):
+    """Diagonal MAP from statistics centred on the old means; shapes [..., D], n [...].
+    spherical: one variance per component, the mean of its diagonal MAP (log_scales [...])."""
+    n = n[..., None]
+    new_means, shift = _mean_shift(means, n, s1, prior, learn_means)
     scatter = s2 - 2.0 * shift * s1 + n * shift * shift
     num = (
         prior.covariance_prior
@@ -162,57 +193,118 @@ def _gaussian_map_diag(means, log_scales, n, s1, s2, prior: HMMPrior):
         + prior.mean_weight * (new_means - prior.mean_prior) ** 2
     )
     den = n + prior.covariance_pseudocount
+    if spherical:
+        num, den = jnp.mean(num, axis=-1), den[..., 0]
     ok = (den > 0) & (num > 0)
     var = num / jnp.where(ok, den, 1.0)
     new_log_scales = jnp.where(ok, 0.5 * jnp.log(jnp.where(ok, var, 1.0)), log_scales)
     return new_means, new_log_scales
 
 
-def _gaussian_map_full(emission: FullGaussianEmission, n, s1, s2, prior: HMMPrior):
-    d = emission.means.shape[-1]
-    eye = jnp.eye(d, dtype=emission.means.dtype)
-    mean_den = (prior.mean_weight + n)[:, None]
-    shift = (prior.mean_weight * (prior.mean_prior - emission.means) + s1) / jnp.where(
-        mean_den > 0, mean_den, 1.0
-    )
-    shift = jnp.where(mean_den > 0, shift, 0.0)
-    means = emission.means + shift
-    outer = lambda a, b: a[:, :, None] * b[:, None, :]
-    scatter = s2 - outer(shift, s1) - outer(s1, shift) + n[:, None, None] * outer(shift, shift)
+def _gaussian_map_full(
+    means, raw, n, s1, s2, prior: HMMPrior, tied: bool = False, learn_means: bool = True
+):
+    """Full-covariance MAP: means [..., D], raw Cholesky factors [..., D, D], n [...].
+    tied: one covariance over the last component axis (raw [..., D, D] without it), from the
+    summed statistics; pass the prior `_shared` over that axis."""
+    d = means.shape[-1]
+    eye = jnp.eye(d, dtype=means.dtype)
+    means, shift = _mean_shift(means, n[..., None], s1, prior, learn_means)
+    outer = lambda a, b: a[..., :, None] * b[..., None, :]
+    scatter = s2 - outer(shift, s1) - outer(s1, shift) + n[..., None, None] * outer(shift, shift)
     dm = means - prior.mean_prior
     num = prior.covariance_prior * eye + scatter + prior.mean_weight * outer(dm, dm)
-    den = (n + prior.covariance_pseudocount)[:, None, None]
+    den = (n + prior.covariance_pseudocount)[..., None, None]
+    if tied:
+        num, den = jnp.sum(num, axis=-3), jnp.sum(den, axis=-3)
     cov = num / jnp.where(den > 0, den, 1.0)
     cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
     chol = jnp.linalg.cholesky(cov)
-    ok = (den[:, 0, 0] > 0) & jnp.all(jnp.isfinite(chol), axis=(-2, -1))
+    ok = (den[..., 0, 0] > 0) & jnp.all(jnp.isfinite(chol), axis=(-2, -1))
     raw = jnp.where(
-        ok[:, None, None],
-        hmm_model._raw_tril(jnp.where(ok[:, None, None], chol, eye)),
-        emission.scale_tril,
+        ok[..., None, None],
+        hmm_model._raw_tril(jnp.where(ok[..., None, None], chol, eye)),
+        raw,
     )
-    return FullGaussianEmission(means, raw)
+    return means, raw
 
 
-def _m_step_emission(emission: Emission, stats, prior: HMMPrior) -> Emission:
+# hmmlearn's letters of `params` / `init_params`: start, transitions, means, covariances,
+# emission probabilities, mixture weights, Poisson rates.
+ALL_PARAMS = "stmcewl"
+_FIELD_LETTERS = {"means": "m", "log_scales": "c", "scale_tril": "c", "log_rates": "l"}
+
+
+def _field_letter(emission: Emission, field: str) -> str:
+    if field == "logits":
+        return "w" if isinstance(emission, MIXTURES) else "e"
+    return _FIELD_LETTERS.get(field, "")
+
+
+def _m_step_emission(
+    emission: Emission, stats, prior: HMMPrior, learn: str = ALL_PARAMS
+) -> Emission:
+    new = _m_step_all(emission, stats, prior, "m" in learn)
+    if all(letter in learn for letter in map(lambda f: _field_letter(emission, f), new._fields)):
+        return new
+    return type(emission)(
+        *(
+            fresh if _field_letter(emission, field) in learn else old
+            for field, fresh, old in zip(new._fields, new, emission)
+        )
+    )
+
+
+def _m_step_all(emission: Emission, stats, prior: HMMPrior, learn_means: bool) -> Emission:
     if isinstance(emission, CategoricalEmission):
         return CategoricalEmission(
             _dirichlet_map(emission.logits, stats, prior.emission_concentration)
         )
+    if isinstance(emission, MultinomialEmission):
+        logits = _dirichlet_map(emission.logits, stats[1], prior.emission_concentration)
+        return MultinomialEmission(logits, emission.num_trials)
+    if isinstance(emission, PoissonEmission):
+        # Maximum likelihood (hmmlearn's PoissonHMM with its default prior): a state without
+        # frames keeps its rates, and a rate of zero is floored to stay finite in log space.
+        n, counts = stats
+        tiny = jnp.finfo(counts.dtype).tiny
+        rates = counts / jnp.where(n > 0, n, 1.0)[:, None]
+        log_rates = jnp.log(jnp.maximum(rates, tiny))
+        return PoissonEmission(jnp.where(n[:, None] > 0, log_rates, emission.log_rates))
     if isinstance(emission, DiagGaussianEmission):
         return DiagGaussianEmission(
-            *_gaussian_map_diag(emission.means, emission.log_scales, *stats, prior)
+            *_gaussian_map_diag(
+                emission.means, emission.log_scales, *stats, prior, learn_means=learn_means
+            )
         )
     if isinstance(emission, FullGaussianEmission):
-        return _gaussian_map_full(emission, *stats, prior)
-    if isinstance(emission, GaussianMixtureEmission):
-        n, s1, s2 = stats
-        logits = _dirichlet_map(emission.logits, n, prior.emission_concentration)
-        means, log_scales = _gaussian_map_diag(
-            emission.means, emission.log_scales, n, s1, s2, prior
+        return FullGaussianEmission(
+            *_gaussian_map_full(
+                emission.means, emission.scale_tril, *stats, prior, learn_means=learn_means
+            )
         )
-        return GaussianMixtureEmission(logits, means, log_scales)
-    raise TypeError(f"unknown emission type {type(emission).__name__}")
+    kind = COVARIANCE_TYPES[type(emission)]
+    n, s1, s2 = stats
+    head = ()
+    if isinstance(emission, MIXTURES):
+        head = (_dirichlet_map(emission.logits, n, prior.emission_concentration),)
+    if kind in ("diag", "spherical"):
+        moments = _gaussian_map_diag(
+            emission.means, emission.log_scales, n, s1, s2, prior, kind == "spherical", learn_means
+        )
+    else:
+        tied = kind == "tied"
+        moments = _gaussian_map_full(
+            emission.means,
+            emission.scale_tril,
+            n,
+            s1,
+            s2,
+            _shared(prior, n.shape[-1]) if tied else prior,
+            tied,
+            learn_means,
+        )
+    return type(emission)(*head, *moments)
 
 
 # ------------------------------------------------------------------------ objective
@@ -235,28 +327,40 @@ def parameter_log_prior(params: HMMParams, prior: HMMPrior) -> Array:
     total = _dirichlet_log_prior(params.initial_logits, prior.initial_concentration)
     total += _dirichlet_log_prior(params.transition_logits, prior.transition_concentration)
     e = params.emission
-    if isinstance(e, CategoricalEmission):
+    if isinstance(e, (CategoricalEmission, MultinomialEmission)):
         return total + _dirichlet_log_prior(e.logits, prior.emission_concentration)
+    if isinstance(e, PoissonEmission):
+        return total  # maximum likelihood rates: a flat prior
     if isinstance(e, DiagGaussianEmission):
         return total + _diag_log_prior(e.means, e.log_scales, prior)
-    if isinstance(e, GaussianMixtureEmission):
-        return (
-            total
-            + _dirichlet_log_prior(e.logits, prior.emission_concentration)
-            + _diag_log_prior(e.means, e.log_scales, prior)
-        )
     if isinstance(e, FullGaussianEmission):
-        chol = hmm_model.scale_tril(e.scale_tril)
-        d = e.means.shape[-1]
-        dm = e.means - prior.mean_prior
-        eye = jnp.eye(d, dtype=e.means.dtype)
-        scale = prior.covariance_prior * eye + prior.mean_weight * dm[:, :, None] * dm[:, None, :]
-        inv = jax.scipy.linalg.cho_solve((chol, True), scale)
-        logdet = 2.0 * jnp.sum(jnp.diagonal(e.scale_tril, axis1=-2, axis2=-1), axis=-1)
-        return total + jnp.sum(
-            -0.5 * prior.covariance_pseudocount * logdet - 0.5 * jnp.trace(inv, axis1=-2, axis2=-1)
-        )
-    raise TypeError(f"unknown emission type {type(e).__name__}")
+        return total + _full_log_prior(e.means, e.scale_tril, prior)
+    if type(e) not in COVARIANCE_TYPES:
+        raise TypeError(f"unknown emission type {type(e).__name__}")
+    if isinstance(e, MIXTURES):
+        total += _dirichlet_log_prior(e.logits, prior.emission_concentration)
+    kind = COVARIANCE_TYPES[type(e)]
+    means, scales = hmm_model.gaussian_components(e)
+    if kind in ("diag", "spherical"):
+        return total + _diag_log_prior(means, scales, prior)
+    # Tied: the covariance prior counted once per shared covariance, as its M-step.
+    shared = _shared(prior, means.shape[-2]) if kind == "tied" else prior
+    return total + _full_log_prior(means, scales, shared)
+
+
+def _full_log_prior(means, raw, prior: HMMPrior) -> Array:
+    """The normal-inverse-Wishart log density (module docstring) of components means
+    [..., D] with raw Cholesky factors [..., D, D], summed."""
+    chol = hmm_model.scale_tril(raw)
+    d = means.shape[-1]
+    dm = means - prior.mean_prior
+    eye = jnp.eye(d, dtype=means.dtype)
+    scale = prior.covariance_prior * eye + prior.mean_weight * dm[..., :, None] * dm[..., None, :]
+    inv = jax.scipy.linalg.cho_solve((chol, True), scale)
+    logdet = 2.0 * jnp.sum(jnp.diagonal(raw, axis1=-2, axis2=-1), axis=-1)
+    return jnp.sum(
+        -0.5 * prior.covariance_pseudocount * logdet - 0.5 * jnp.trace(inv, axis1=-2, axis2=-1)
+    )
 
 
 # ----------------------------------------------------------------------------- steps
@@ -271,35 +375,45 @@ def _batch_mask(batch: dict, params: HMMParams) -> Array:
     return _mask(batch.get("mask"), batch["lengths"], params.transition_logits.dtype)
 
 
-@jax.jit
+@functools.partial(jax.jit, static_argnames=("learn",))
 def em_step(
-    params: HMMParams, batch: dict, prior: HMMPrior = DEFAULT_PRIOR
+    params: HMMParams, batch: dict, prior: HMMPrior = DEFAULT_PRIOR, learn: str = ALL_PARAMS
 ) -> tuple[HMMParams, EMStats]:
     """One MAP Baum-Welch iteration on batch {'obs' [B, T(, D)], 'lengths' [B], optional
     'mask' [B]}. Returns (new params, EMStats of the params going in). Inputs are not
-    validated (jit); obs must be finite also on padding (`validate_sequences` zeroes it)."""
+    validated (jit); obs must be finite also on padding (`validate_sequences` zeroes it).
+    learn: hmmlearn's `params` letters (ALL_PARAMS); the others keep their values exactly."""
     stats = _e_step(params, batch["obs"], batch["lengths"], _batch_mask(batch, params))
-    return _m_step(params, stats, prior)
+    return _m_step(params, stats, prior, learn)
 
 
-@jax.jit
+@functools.partial(jax.jit, static_argnames=("learn",))
 def em_step_buckets(
-    params: HMMParams, batches: tuple[dict, ...], prior: HMMPrior = DEFAULT_PRIOR
+    params: HMMParams,
+    batches: tuple[dict, ...],
+    prior: HMMPrior = DEFAULT_PRIOR,
+    learn: str = ALL_PARAMS,
 ) -> tuple[HMMParams, EMStats]:
     """`em_step` on the union of several batches that differ in padded length T (sequences
     bucketed by length, so short ones are not padded to the longest and the forward-backward
     and emission work scale with the real frames): the E-step statistics of every batch are
     summed, then one M-step. Same batch format and results as `em_step` on the union."""
     stats = [_e_step(params, b["obs"], b["lengths"], _batch_mask(b, params)) for b in batches]
-    return _m_step(params, jax.tree.map(lambda *parts: sum(parts), *stats), prior)
+    return _m_step(params, jax.tree.map(lambda *parts: sum(parts), *stats), prior, learn)
 
 
-def _m_step(params: HMMParams, stats, prior: HMMPrior) -> tuple[HMMParams, EMStats]:
+def _m_step(
+    params: HMMParams, stats, prior: HMMPrior, learn: str = ALL_PARAMS
+) -> tuple[HMMParams, EMStats]:
     initial, transition, emission_stats, loglik = stats
     new = HMMParams(
-        _dirichlet_map(params.initial_logits, initial, prior.initial_concentration),
-        _dirichlet_map(params.transition_logits, transition, prior.transition_concentration),
-        _m_step_emission(params.emission, emission_stats, prior),
+        _dirichlet_map(params.initial_logits, initial, prior.initial_concentration)
+        if "s" in learn
+        else params.initial_logits,
+        _dirichlet_map(params.transition_logits, transition, prior.transition_concentration)
+        if "t" in learn
+        else params.transition_logits,
+        _m_step_emission(params.emission, emission_stats, prior, learn),
     )
     lp = parameter_log_prior(params, prior)
     return new, EMStats(loglik, lp, loglik + lp)
@@ -314,6 +428,7 @@ def _em_loop(
     tol: Array,
     prior: HMMPrior,
     capacity: int,
+    learn: str = ALL_PARAMS,
 ) -> tuple[HMMParams, EMStats, Array]:
     """Up to max_iter <= capacity EM steps (all traced but capacity), stopping after the M-step
     of the first iteration whose objective gained less than tol over the previous one
@@ -329,7 +444,7 @@ def _em_loop(
 
     def iteration(carry):
         i, p, previous, history, _ = carry
-        p, stats = em_step(p, batch, prior)
+        p, stats = em_step(p, batch, prior, learn)
         stats = EMStats(*(jnp.asarray(v, dtype) for v in stats))
         history = EMStats(*(h.at[i].set(v) for h, v in zip(history, stats)))
         return i + 1, p, stats.objective, history, stats.objective - previous < tol
@@ -345,9 +460,9 @@ def _em_loop(
     return params, history, iterations
 
 
-@functools.partial(jax.jit, static_argnames=("capacity",))
-def _em_program(params, obs, lengths, mask, max_iter, tol, prior, capacity):
-    return _em_loop(params, obs, lengths, mask, max_iter, tol, prior, capacity)
+@functools.partial(jax.jit, static_argnames=("capacity", "learn"))
+def _em_program(params, obs, lengths, mask, max_iter, tol, prior, capacity, learn):
+    return _em_loop(params, obs, lengths, mask, max_iter, tol, prior, capacity, learn)
 
 
 def iteration_capacity(num_iters: int) -> int:
@@ -363,20 +478,31 @@ def fit_em(
     tol: float = -np.inf,
     prior: HMMPrior = DEFAULT_PRIOR,
     mask=None,
+    learn: str = ALL_PARAMS,
 ) -> tuple[HMMParams, EMStats]:
     """Up to `num_iters` EM steps from `params` on validated sequences x (Sequences or obs
     [B, T(, D)]) with optional sequence weights mask [B] (e.g. one class of a labelled set),
     stopping once an iteration's objective gain falls below `tol` (default: never). One
-    compiled while loop: another num_iters or tol reuses it. Returns (params, EMStats before
-    each step, [iterations run])."""
+    compiled while loop: another num_iters or tol reuses it. learn: the parameters EM
+    updates, hmmlearn's `params` letters (ALL_PARAMS). Returns (params, EMStats before each
+    step, [iterations run])."""
     checks.check_count("num_iters", num_iters)
+    learn = check_letters("learn", learn)
     x = hmm_model.as_sequences(x)
     obs, lengths = hmm_model.validate_sequences(params, x.obs, x.lengths)
     mask = _mask(mask, lengths, params.transition_logits.dtype)
     params, history, iterations = _em_program(
-        params, obs, lengths, mask, num_iters, tol, prior, iteration_capacity(num_iters)
+        params, obs, lengths, mask, num_iters, tol, prior, iteration_capacity(num_iters), learn
     )
     return params, jax.tree.map(lambda h: h[: int(iterations)], history)
+
+
+def check_letters(name: str, letters: str) -> str:
+    """hmmlearn's parameter letters (a subset of ALL_PARAMS, any order), in canonical order
+    so that equal sets share one compiled program. Raises ValueError naming `name`."""
+    if not isinstance(letters, str) or set(letters) - set(ALL_PARAMS):
+        raise ValueError(f"{name} must be letters of {ALL_PARAMS!r}, got {letters!r}")
+    return "".join(letter for letter in ALL_PARAMS if letter in letters)
 
 
 # ----------------------------------------------------------------------------- starts
@@ -394,23 +520,9 @@ def _weighted_moments(frames: Array, resp: Array, floor: Array):
     return means, jnp.maximum(var, floor)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("num_states", "emission", "num_components", "left_to_right")
-)
-def init_gaussian_hmm(
-    key: Array,
-    obs: Array,
-    lengths: Array,
-    num_states: int,
-    emission: str = "diag",
-    num_components: int = 1,
-    left_to_right: bool = False,
-    mask: Array | None = None,
-) -> HMMParams:
-    """A Gaussian HMM start from data obs [B, T, D] (validated, padding zeroed), lengths [B].
-
-    emission: 'diag' | 'full' | 'mixture' (diagonal, `num_components` per state).
-    Ergodic: k-means means, cluster variances, uniform initial/transition probabilities.
+def _data_start(key, obs, lengths, num_states, left_to_right, mask):
+    """The shared data start: (initial logits, transition logits, state means and variances
+    [K, D] of the frames, key for jitter). Ergodic: k-means clusters, uniform probabilities;
     left_to_right: uniform segmentation, start in state 0, stay 0.6 / advance 0.4."""
     b, t, d = obs.shape
     mask = jnp.ones((b,), obs.dtype) if mask is None else mask
@@ -435,22 +547,95 @@ def init_gaussian_hmm(
         init_logits = jnp.zeros((num_states,), obs.dtype)
         trans_logits = jnp.zeros((num_states, num_states), obs.dtype)
     means, var = _weighted_moments(frames, resp, floor)
-    if emission == "diag":
-        em = DiagGaussianEmission(means, 0.5 * jnp.log(var))
-    elif emission == "full":
-        diagonal = jnp.sqrt(var)[..., None] * jnp.eye(d, dtype=obs.dtype)
-        em = FullGaussianEmission(means, hmm_model._raw_tril(diagonal))
-    elif emission == "mixture":
+    return init_logits, trans_logits, means, var, k_jitter
+
+
+GAUSSIAN_EMISSIONS = ("diag", "spherical", "full", "tied", "mixture")
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("num_states", "emission", "num_components", "left_to_right", "covariance"),
+)
+def init_gaussian_hmm(
+    key: Array,
+    obs: Array,
+    lengths: Array,
+    num_states: int,
+    emission: str = "diag",
+    num_components: int = 1,
+    left_to_right: bool = False,
+    mask: Array | None = None,
+    covariance: str = "diag",
+) -> HMMParams:
+    """A Gaussian HMM start from data obs [B, T, D] (validated, padding zeroed), lengths [B].
+
+    emission: one of GAUSSIAN_EMISSIONS ('mixture': `num_components` per state with
+    `covariance` 'diag' | 'spherical' | 'full' | 'tied'). Ergodic: k-means means, cluster
+    variances (spherical: their mean; tied: pooled over the states), uniform
+    initial/transition probabilities. left_to_right: uniform segmentation, start in state 0,
+    stay 0.6 / advance 0.4. Mixture components are jittered around their state's mean."""
+    if emission not in GAUSSIAN_EMISSIONS:
+        raise ValueError(f"emission must be one of {GAUSSIAN_EMISSIONS}, got {emission!r}")
+    init_logits, trans_logits, means, var, k_jitter = _data_start(
+        key, obs, lengths, num_states, left_to_right, mask
+    )
+    d = obs.shape[-1]
+    kind = covariance if emission == "mixture" else emission
+    if emission == "mixture":
         noise = jax.random.normal(k_jitter, (num_states, num_components, d), obs.dtype)
         comp_means = means[:, None] + 0.5 * jnp.sqrt(var)[:, None] * noise
-        em = GaussianMixtureEmission(
-            jnp.zeros((num_states, num_components), obs.dtype),
-            comp_means,
-            jnp.broadcast_to(0.5 * jnp.log(var)[:, None], comp_means.shape),
-        )
+        var = jnp.broadcast_to(var[:, None], comp_means.shape)
+        means = comp_means
+    if kind == "diag":
+        leaf = 0.5 * jnp.log(var)
+    elif kind == "spherical":
+        leaf = 0.5 * jnp.log(jnp.mean(var, axis=-1))
+    elif kind == "full":
+        leaf = hmm_model._raw_tril(jnp.sqrt(var)[..., None] * jnp.eye(d, dtype=obs.dtype))
+    elif kind == "tied":
+        # One covariance per state's components (mixture) or for all states: the mean of
+        # the cluster variances over the axis that shares it.
+        pooled = jnp.mean(var, axis=-2)
+        leaf = hmm_model._raw_tril(jnp.sqrt(pooled)[..., None] * jnp.eye(d, dtype=obs.dtype))
     else:
-        raise ValueError(f"emission must be 'diag', 'full' or 'mixture', got {emission!r}")
+        raise ValueError(f"covariance must be 'diag', 'spherical', 'full' or 'tied', got {kind!r}")
+    if emission == "mixture":
+        logits = jnp.zeros((num_states, num_components), obs.dtype)
+        em = hmm_model._MIXTURES[kind](logits, means, leaf)
+    else:
+        em = hmm_model._GAUSSIANS[kind](means, leaf)
     return HMMParams(init_logits, trans_logits, em)
+
+
+@functools.partial(jax.jit, static_argnames=("num_states", "emission", "left_to_right"))
+def init_count_hmm(
+    key: Array,
+    obs: Array,
+    lengths: Array,
+    num_states: int,
+    emission: str = "poisson",
+    num_trials: Array | int = 1,
+    left_to_right: bool = False,
+    mask: Array | None = None,
+) -> HMMParams:
+    """A start for count frames obs [B, T, D] (validated): the k-means (or left-to-right
+    segment) clusters' mean counts as Poisson rates, or normalised (plus one half per
+    outcome, so no probability starts at zero) as multinomial probabilities."""
+    init_logits, trans_logits, means, _, _ = _data_start(
+        key, obs, lengths, num_states, left_to_right, mask
+    )
+    if emission == "poisson":
+        floor = 1e-3 * jnp.maximum(jnp.max(means), 1.0)
+        return HMMParams(
+            init_logits, trans_logits, PoissonEmission(jnp.log(jnp.maximum(means, floor)))
+        )
+    if emission == "multinomial":
+        logits = jnp.log(jnp.maximum(means, 0.0) + 0.5)
+        logits = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+        emission_params = MultinomialEmission(logits, jnp.asarray(num_trials, jnp.int32))
+        return HMMParams(init_logits, trans_logits, emission_params)
+    raise ValueError(f"emission must be 'poisson' or 'multinomial', got {emission!r}")
 
 
 def objective(
@@ -500,14 +685,31 @@ def _fit_gradient(params, obs, lengths, mask, num_iters, optimizer, prior):
 
 # ------------------------------------------------------------------------------ family
 
-EMISSIONS = ("categorical", "diag", "full", "mixture")
+EMISSIONS = (
+    "categorical",
+    "diag",
+    "full",
+    "mixture",
+    "spherical",
+    "tied",
+    "poisson",
+    "multinomial",
+)
+COVARIANCES = ("diag", "spherical", "full", "tied")
 
 
 def default_config() -> ml_collections.ConfigDict:
     """The model's whole config.
 
-    num_states: K. emission: one of EMISSIONS; num_components: per state (mixture only);
-    num_symbols: V for categorical emissions (0: the largest symbol + 1). left_to_right: a
+    num_states: K. emission: one of EMISSIONS (Gaussians: hmmlearn's covariance types;
+    poisson and multinomial: count frames [D]); num_components: per state (mixture only),
+    with mixture_covariance one of COVARIANCES; num_symbols: V for categorical emissions
+    (0: the largest symbol + 1); num_trials: a multinomial frame's total (0: from the data,
+    where every frame must have the same). params: the parameters EM learns, hmmlearn's
+    letters (ALL_PARAMS: s start, t transitions, m means, c covariances, e emission
+    probabilities, w mixture weights, l Poisson rates); the others keep their start values
+    exactly. init_params: with `init`, the parameters still drawn from the data start
+    (hmmlearn's init_params; without init every parameter is). left_to_right: a
     Bakis chain started from a uniform segmentation (else k-means for Gaussians, random
     sticky transitions and Dirichlet(1) emissions for symbols). num_iters: the most EM
     iterations; tol: stop after the first iteration whose objective (total log-likelihood
@@ -522,6 +724,10 @@ def default_config() -> ml_collections.ConfigDict:
             "emission": "diag",
             "num_components": 1,
             "num_symbols": 0,
+            "mixture_covariance": "diag",
+            "num_trials": 0,
+            "params": ALL_PARAMS,
+            "init_params": "",
             "left_to_right": False,
             "num_iters": 100,
             "tol": 1e-2,
@@ -538,6 +744,10 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     checks.check_choice("config.emission", config.emission, EMISSIONS)
     checks.check_count("config.num_components", config.num_components)
     checks.check_count("config.num_symbols", config.num_symbols, minimum=0)
+    checks.check_choice("config.mixture_covariance", config.mixture_covariance, COVARIANCES)
+    checks.check_count("config.num_trials", config.num_trials, minimum=0)
+    check_letters("config.params", config.params)
+    check_letters("config.init_params", config.init_params)
     checks.check_count("config.num_iters", config.num_iters)
     checks.check_count("config.num_inits", config.num_inits)
     checks.check_count("config.num_classes", config.num_classes, minimum=0)
@@ -575,6 +785,8 @@ def meta_from_data(data, config: ml_collections.ConfigDict) -> dict:
             )
         meta["num_features"] = int(obs.shape[-1])
         meta["dtype"] = jnp.dtype(hmm_model.float_dtype(obs)).name
+    if config.emission == "multinomial":
+        meta["num_trials"] = config.num_trials or _data_num_trials(obs, lengths)
     if config.class_conditional:
         num_classes = config.num_classes
         if num_classes == 0:
@@ -586,11 +798,27 @@ def meta_from_data(data, config: ml_collections.ConfigDict) -> dict:
     return meta
 
 
+def _data_num_trials(obs: np.ndarray, lengths: np.ndarray) -> int:
+    valid = np.arange(obs.shape[1])[None, :] < lengths[:, None]
+    sums = np.unique(obs[valid].sum(-1))
+    if sums.size != 1 or sums[0] < 1 or sums[0] != int(sums[0]):
+        raise ValueError(
+            f"x: every frame of a multinomial fit must sum to the same number of trials >= 1, "
+            f"got sums {sums[:5].tolist()} (or set config.num_trials)"
+        )
+    return int(sums[0])
+
+
 def _fresh_hmm(key: Array, config, meta) -> HMMParams:
     k, dtype = config.num_states, jnp.dtype(meta["dtype"])
     zeros = functools.partial(jnp.zeros, dtype=dtype)
     if config.emission == "categorical":
         emission = CategoricalEmission(zeros((k, meta["num_symbols"])))
+    elif config.emission == "poisson":
+        emission = PoissonEmission(zeros((k, meta["num_features"])))
+    elif config.emission == "multinomial":
+        trials = jnp.asarray(meta["num_trials"], jnp.int32)
+        emission = MultinomialEmission(zeros((k, meta["num_features"])), trials)
     else:
         d = meta["num_features"]
         means = jax.random.normal(key, (k, d), dtype)
@@ -598,10 +826,20 @@ def _fresh_hmm(key: Array, config, meta) -> HMMParams:
             emission = DiagGaussianEmission(means, zeros((k, d)))
         elif config.emission == "full":
             emission = FullGaussianEmission(means, zeros((k, d, d)))
+        elif config.emission == "spherical":
+            emission = SphericalGaussianEmission(means, zeros((k,)))
+        elif config.emission == "tied":
+            emission = TiedGaussianEmission(means, zeros((d, d)))
         else:
             m = config.num_components
-            emission = GaussianMixtureEmission(
-                zeros((k, m)), jax.random.normal(key, (k, m, d), dtype), zeros((k, m, d))
+            emission = hmm_model._MIXTURES[config.mixture_covariance](
+                zeros((k, m)),
+                jax.random.normal(key, (k, m, d), dtype),
+                zeros(
+                    {"diag": (k, m, d), "spherical": (k, m), "full": (k, m, d, d)}.get(
+                        config.mixture_covariance, (k, d, d)
+                    )
+                ),
             )
     return HMMParams(zeros((k,)), zeros((k, k)), emission)
 
@@ -641,16 +879,70 @@ def init_categorical_hmm(
 
 
 def _start(
-    key, obs, lengths, mask, *, num_states, emission, num_components, num_symbols, left_to_right
+    key,
+    obs,
+    lengths,
+    mask,
+    *,
+    num_states,
+    emission,
+    num_components,
+    num_symbols,
+    left_to_right,
+    mixture_covariance="diag",
+    num_trials=0,
 ) -> HMMParams:
     if emission == "categorical":
         return init_categorical_hmm(key, num_states, num_symbols, left_to_right, mask.dtype)
+    if emission in ("poisson", "multinomial"):
+        return init_count_hmm(
+            key, obs, lengths, num_states, emission, num_trials, left_to_right, mask
+        )
     return init_gaussian_hmm(
-        key, obs, lengths, num_states, emission, num_components, left_to_right, mask
+        key,
+        obs,
+        lengths,
+        num_states,
+        emission,
+        num_components,
+        left_to_right,
+        mask,
+        **({"covariance": mixture_covariance} if emission == "mixture" else {}),
     )
 
 
-_STATIC = ("num_states", "emission", "num_components", "num_symbols", "left_to_right", "capacity")
+def _merge(init: HMMParams, start: HMMParams, letters: str) -> HMMParams:
+    """`init` with the parameters named by hmmlearn's `letters` taken from `start`."""
+    emission = type(init.emission)(
+        *(
+            new if _init_letter(init.emission, field) in letters else old
+            for field, new, old in zip(init.emission._fields, start.emission, init.emission)
+        )
+    )
+    return HMMParams(
+        start.initial_logits if "s" in letters else init.initial_logits,
+        start.transition_logits if "t" in letters else init.transition_logits,
+        emission,
+    )
+
+
+def _init_letter(emission: Emission, field: str) -> str:
+    # num_trials is data, not a learned parameter: never replaced.
+    return _field_letter(emission, field) or "-"
+
+
+_STATIC = (
+    "num_states",
+    "emission",
+    "num_components",
+    "num_symbols",
+    "left_to_right",
+    "capacity",
+    "mixture_covariance",
+    "num_trials",
+    "learn",
+    "init_params",
+)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -671,15 +963,20 @@ def _fit_program(
     num_symbols,
     left_to_right,
     capacity,
+    mixture_covariance="diag",
+    num_trials=0,
+    learn=ALL_PARAMS,
+    init_params="",
 ):
     """Start number `start_index` of every class (from fold_in(key, start_index) split over
-    the classes, unless `init` [C, ...]), then `_em_loop`, vmapped over the class masks
-    [C, B]. Every number is traced."""
+    the classes, unless `init` [C, ...]: then only its `init_params` come from that start),
+    then `_em_loop` learning `learn`, vmapped over the class masks [C, B]. Every number is
+    traced."""
     keys = jax.random.split(jax.random.fold_in(key, start_index), class_masks.shape[0])
 
     def one(k, mask, start):
-        if start is None:
-            start = _start(
+        if start is None or init_params:
+            fresh = _start(
                 k,
                 obs,
                 lengths,
@@ -689,8 +986,11 @@ def _fit_program(
                 num_components=num_components,
                 num_symbols=num_symbols,
                 left_to_right=left_to_right,
+                mixture_covariance=mixture_covariance,
+                num_trials=num_trials,
             )
-        return _em_loop(start, obs, lengths, mask, max_iter, tol, prior, capacity)
+            start = fresh if start is None else _merge(start, fresh, init_params)
+        return _em_loop(start, obs, lengths, mask, max_iter, tol, prior, capacity, learn)
 
     return jax.vmap(one)(keys, class_masks, init)
 
@@ -732,12 +1032,14 @@ def fit(
     the class prior (a LabelledHMM).
 
     config: `default_config()`. Start i draws from fold_in(key, i), or is `init` (then
-    config.num_inits must be 1). One compiled while loop per start, on sequences padded to
-    bucketed B and T: another size within a bucket, num_iters, tol, prior or key reuses it.
-    history: "objective" and "log_likelihood" (total over the sequences) before each M-step
-    [iterations run] of the best start, "num_iters" the iterations run, "converged" whether
-    EM stopped on tol; class-conditional: per class ([C, most iterations], NaN past a class's
-    own), and "class_count" [C].
+    config.num_inits must be 1, unless config.init_params redraws some of its parameters).
+    One compiled while loop per start, on sequences padded to bucketed B and T: another size
+    within a bucket, num_iters, tol, prior or key reuses it. history: "objective" and
+    "log_likelihood" (total over the sequences) before each M-step [iterations run] of the
+    best start, "num_iters" the iterations run, "converged" whether EM stopped on tol,
+    "start_objectives" every start's final objective [num_inits] (the kept start has the
+    largest); class-conditional: per class ([C, most iterations], NaN past a class's own;
+    [C, num_inits]), and "class_count" [C].
     """
     meta = meta_from_data(data, config)
     labelled = config.class_conditional
@@ -749,10 +1051,10 @@ def fit(
     want = hmm_model.LabelledHMM if labelled else HMMParams
     if init is not None and not isinstance(init, want):
         raise TypeError(f"init must be a {want.__name__}, got {type(init).__name__}")
-    if init is not None and config.num_inits != 1:
+    if init is not None and config.num_inits != 1 and not config.init_params:
         raise ValueError(
-            f"config.num_inits must be 1 with init (every start would be init), "
-            f"got {config.num_inits}"
+            f"config.num_inits must be 1 with init and no config.init_params (every start "
+            f"would be init), got {config.num_inits}"
         )
     obs, lengths = _sequences(data["x"])
     probe = (
@@ -780,7 +1082,7 @@ def fit(
     if init is not None:
         starts = init.hmms if labelled else jax.tree.map(lambda leaf: leaf[None], init)
     prior = HMMPrior(**{f: jnp.asarray(v, dtype) for f, v in config.prior.to_dict().items()})
-    best = None
+    best, finals = None, []
     for start in range(config.num_inits):
         params, history, iterations = jax.device_get(
             _fit_program(
@@ -799,10 +1101,15 @@ def fit(
                 num_symbols=meta.get("num_symbols", 0),
                 left_to_right=config.left_to_right,
                 capacity=iteration_capacity(config.num_iters),
+                mixture_covariance=config.mixture_covariance,
+                num_trials=meta.get("num_trials", 0),
+                learn=check_letters("config.params", config.params),
+                init_params=check_letters("config.init_params", config.init_params),
             )
         )
         final = history.objective[np.arange(len(iterations)), iterations - 1]
         final = np.where(np.isfinite(final), final, -np.inf)
+        finals.append(final)
         if best is None:
             best = params, history, iterations, final
             continue
@@ -821,6 +1128,7 @@ def fit(
         "log_likelihood": history.log_likelihood[:, :most],
         "num_iters": iterations,
         "converged": _converged(history.objective, iterations, config.tol),
+        "start_objectives": np.stack(finals, axis=-1),
     }
     if not labelled:
         return jax.tree.map(lambda leaf: leaf[0], params), {k: v[0] for k, v in out.items()}

@@ -65,9 +65,91 @@ class GaussianMixtureEmission(NamedTuple):
     log_scales: Array
 
 
+class SphericalGaussianEmission(NamedTuple):
+    """means: [K, D]; log_scales: [K]; y | x = k ~ N(means[k], exp(2 log_scales[k]) I)."""
+
+    means: Array
+    log_scales: Array
+
+
+class TiedGaussianEmission(NamedTuple):
+    """means: [K, D]; scale_tril: [D, D], one covariance shared by every state (raw Cholesky
+    factor as in FullGaussianEmission)."""
+
+    means: Array
+    scale_tril: Array
+
+
+class SphericalMixtureEmission(NamedTuple):
+    """logits: [K, M]; means: [K, M, D]; log_scales: [K, M], one scale per component."""
+
+    logits: Array
+    means: Array
+    log_scales: Array
+
+
+class FullMixtureEmission(NamedTuple):
+    """logits: [K, M]; means: [K, M, D]; scale_tril: [K, M, D, D] raw Cholesky factors."""
+
+    logits: Array
+    means: Array
+    scale_tril: Array
+
+
+class TiedMixtureEmission(NamedTuple):
+    """logits: [K, M]; means: [K, M, D]; scale_tril: [K, D, D], one covariance per state
+    shared by its components (hmmlearn's GMMHMM 'tied')."""
+
+    logits: Array
+    means: Array
+    scale_tril: Array
+
+
+class PoissonEmission(NamedTuple):
+    """log_rates: [K, D]; counts y_d | x = k ~ Poisson(exp(log_rates[k, d])), independent."""
+
+    log_rates: Array
+
+
+class MultinomialEmission(NamedTuple):
+    """logits: [K, D]; num_trials: scalar int; a frame is a count vector over D outcomes
+    summing to num_trials, y | x = k ~ Multinomial(num_trials, softmax(logits[k]))."""
+
+    logits: Array
+    num_trials: Array
+
+
 Emission = (
-    CategoricalEmission | DiagGaussianEmission | FullGaussianEmission | GaussianMixtureEmission
+    CategoricalEmission
+    | DiagGaussianEmission
+    | FullGaussianEmission
+    | GaussianMixtureEmission
+    | SphericalGaussianEmission
+    | TiedGaussianEmission
+    | SphericalMixtureEmission
+    | FullMixtureEmission
+    | TiedMixtureEmission
+    | PoissonEmission
+    | MultinomialEmission
 )
+# hmmlearn's covariance_type of each Gaussian emission; the mixtures have a component axis.
+COVARIANCE_TYPES = {
+    DiagGaussianEmission: "diag",
+    SphericalGaussianEmission: "spherical",
+    FullGaussianEmission: "full",
+    TiedGaussianEmission: "tied",
+    GaussianMixtureEmission: "diag",
+    SphericalMixtureEmission: "spherical",
+    FullMixtureEmission: "full",
+    TiedMixtureEmission: "tied",
+}
+MIXTURES = (
+    GaussianMixtureEmission,
+    SphericalMixtureEmission,
+    FullMixtureEmission,
+    TiedMixtureEmission,
+)
+COUNTS = (PoissonEmission, MultinomialEmission)
 
 
 class HMMParams(NamedTuple):
@@ -167,6 +249,8 @@ def validate_sequences_host(params: HMMParams, obs, lengths) -> tuple[np.ndarray
     obs = checks.check_array("obs", obs, finite=False, nonempty=False)
     lengths = np.asarray(lengths)
     event_ndim = 0 if isinstance(emission, CategoricalEmission) else 1
+    if event_ndim == 0 and obs.ndim == 3 and obs.shape[-1] == 1:
+        obs = obs[..., 0]  # hmmlearn's symbols come as a column [N, 1]
     if obs.ndim != 2 + event_ndim:
         want = "[B, T] integers" if event_ndim == 0 else "[B, T, D]"
         raise ValueError(f"obs must be {want} for {type(emission).__name__}, got shape {obs.shape}")
@@ -196,16 +280,34 @@ def validate_sequences_host(params: HMMParams, obs, lengths) -> tuple[np.ndarray
         # Cast on the host: a device-side cast would compile once per batch size.
         symbols = np.where(valid, obs, 0).astype(np.int32)
         return symbols, lengths.astype(np.int32)
-    dim = emission.means.shape[-1]
+    dim = emission_num_features(emission)
     if obs.shape[-1] != dim:
         raise ValueError(f"obs must have D = {dim} features per step, got {obs.shape[-1]}")
     if not np.all(np.isfinite(obs[valid])):
         b, t = np.argwhere(~np.isfinite(obs).all(-1) & valid)[0]
         raise ValueError(f"obs contains NaN or inf (sequence {b}, step {t})")
+    if isinstance(emission, COUNTS):
+        _check_counts(emission, obs[valid])
     # Padding may hold anything (even NaN); zero it so it cannot leak through 0 * NaN.
-    dtype = float_dtype(obs) if jnp.issubdtype(obs.dtype, jnp.floating) else emission.means.dtype
+    model_dtype = emission[0].dtype
+    dtype = float_dtype(obs) if jnp.issubdtype(obs.dtype, jnp.floating) else model_dtype
     frames = np.where(valid[..., None], obs, 0.0).astype(dtype)
     return frames, lengths.astype(np.int32)
+
+
+def _check_counts(emission: Emission, frames: np.ndarray) -> None:
+    """Real frames [N, D] of a count emission: non-negative integers (of any dtype), and for
+    a multinomial each frame summing to num_trials (hmmlearn's check)."""
+    if np.any(frames < 0) or np.any(frames != np.round(frames)):
+        raise ValueError(f"obs must hold non-negative integer counts for {type(emission).__name__}")
+    if isinstance(emission, MultinomialEmission):
+        sums = frames.sum(-1)
+        trials = np.asarray(emission.num_trials)
+        if sums.size and np.any(sums != trials):
+            raise ValueError(
+                f"obs: every frame of a multinomial must sum to num_trials = {trials}, got sums "
+                f"in [{sums.min()}, {sums.max()}]"
+            )
 
 
 def _checked_inputs(params: HMMParams, obs, lengths) -> tuple[Array, Array]:
@@ -227,7 +329,17 @@ def make_hmm(initial_probs, transition_probs, emission: Emission) -> HMMParams:
 
 
 def emission_num_states(emission: Emission) -> int:
-    return (emission.logits if hasattr(emission, "logits") else emission.means).shape[0]
+    # Every emission's first leaf has the state axis first.
+    return emission[0].shape[0]
+
+
+def emission_num_features(emission: Emission) -> int | None:
+    """D, the values per frame; None for categorical symbols (a frame is one integer)."""
+    if isinstance(emission, CategoricalEmission):
+        return None
+    if isinstance(emission, COUNTS):
+        return emission[0].shape[-1]
+    return emission.means.shape[-1]
 
 
 def categorical_emission(emission_probs) -> CategoricalEmission:
@@ -272,6 +384,86 @@ def gaussian_mixture_emission(weights, means, variances) -> GaussianMixtureEmiss
         jnp.asarray(means, dtype),
         jnp.asarray(0.5 * np.log(var), dtype),
     )
+
+
+def _covariance_leaf(covariances, kind: str, shape: tuple[int, ...], dtype) -> Array:
+    """hmmlearn's covars of one covariance type -> our leaf: log standard deviations
+    ('diag' [*shape, D], 'spherical' [*shape]) or raw Cholesky factors ('full'
+    [*shape, D, D], 'tied' [*shape[:-1], D, D]). Raises ValueError naming `covariances`."""
+    d = shape[-1]
+    want = {
+        "diag": shape,
+        "spherical": shape[:-1],
+        "full": (*shape[:-1], d, d),
+        "tied": (*shape[:-2], d, d),
+    }[kind]
+    if kind in ("diag", "spherical"):
+        return jnp.asarray(0.5 * np.log(_check_positive("covariances", covariances, want)), dtype)
+    cov = checks.check_array("covariances", covariances, want).astype(np.float64)
+    if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-6, atol=1e-8):
+        raise ValueError("covariances must be symmetric")
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        raise ValueError("covariances must be positive definite") from None
+    return jnp.asarray(_raw_tril(chol), dtype)
+
+
+_GAUSSIANS = {
+    "diag": DiagGaussianEmission,
+    "spherical": SphericalGaussianEmission,
+    "full": FullGaussianEmission,
+    "tied": TiedGaussianEmission,
+}
+_MIXTURES = {
+    "diag": GaussianMixtureEmission,
+    "spherical": SphericalMixtureEmission,
+    "full": FullMixtureEmission,
+    "tied": TiedMixtureEmission,
+}
+
+
+def gaussian_emission(means, covariances, covariance_type: str = "diag") -> Emission:
+    """hmmlearn's GaussianHMM(covariance_type) parameters: means [K, D] and covariances
+    'diag' [K, D] variances, 'spherical' [K], 'full' [K, D, D] or 'tied' [D, D]."""
+    checks.check_choice("covariance_type", covariance_type, tuple(_GAUSSIANS))
+    dtype = float_dtype(means, covariances)
+    means = checks.check_array("means", means, ("K", "D")).astype(np.float64)
+    leaf = _covariance_leaf(covariances, covariance_type, means.shape, dtype)
+    return _GAUSSIANS[covariance_type](jnp.asarray(means, dtype), leaf)
+
+
+def mixture_emission(weights, means, covariances, covariance_type: str = "diag") -> Emission:
+    """hmmlearn's GMMHMM(covariance_type) parameters: weights [K, M] rows on the simplex,
+    means [K, M, D], covariances 'diag' [K, M, D], 'spherical' [K, M], 'full' [K, M, D, D]
+    or 'tied' [K, D, D] (one per state, shared by its components)."""
+    checks.check_choice("covariance_type", covariance_type, tuple(_MIXTURES))
+    w = checks.check_simplex("weights", weights)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be [K, M], got shape {w.shape}")
+    dtype = float_dtype(weights, means, covariances)
+    means = checks.check_array("means", means, (*w.shape, "D")).astype(np.float64)
+    leaf = _covariance_leaf(covariances, covariance_type, means.shape, dtype)
+    return _MIXTURES[covariance_type](
+        jnp.asarray(np.log(w), dtype), jnp.asarray(means, dtype), leaf
+    )
+
+
+def poisson_emission(rates) -> PoissonEmission:
+    """hmmlearn's PoissonHMM lambdas: rates [K, D] > 0."""
+    dtype = float_dtype(rates)
+    shape = np.shape(rates)
+    if len(shape) != 2:
+        raise ValueError(f"rates must be [K, D], got shape {shape}")
+    return PoissonEmission(jnp.asarray(np.log(_check_positive("rates", rates, shape)), dtype))
+
+
+def multinomial_emission(emission_probs, num_trials: int) -> MultinomialEmission:
+    """hmmlearn's MultinomialHMM: emission_probs [K, D] rows on the simplex, num_trials >= 1
+    draws per frame."""
+    checks.check_count("num_trials", num_trials)
+    probs = checks.check_simplex("emission_probs", emission_probs)
+    return MultinomialEmission(_log(probs, emission_probs), jnp.asarray(num_trials, jnp.int32))
 
 
 def _raw_tril(chol):
@@ -341,25 +533,68 @@ def emission_log_prob(emission: Emission, obs: Array) -> Array:
     if isinstance(emission, DiagGaussianEmission):
         return _diag_log_prob(emission.means, emission.log_scales, obs)
     if isinstance(emission, FullGaussianEmission):
-        chol = scale_tril(emission.scale_tril)
-        eye = jnp.broadcast_to(jnp.eye(chol.shape[-1], dtype=chol.dtype), chol.shape)
-        # L^-1 once per state (K small D x D solves), then one einsum over all frames.
-        chol_inv = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
-        z = jnp.einsum("kij,...kj->...ki", chol_inv, obs[..., None, :] - emission.means)
-        half_logdet = jnp.sum(jnp.diagonal(emission.scale_tril, axis1=-2, axis2=-1), axis=-1)
-        return -0.5 * jnp.sum(z * z + _LOG_2PI, axis=-1) - half_logdet
-    if isinstance(emission, GaussianMixtureEmission):
+        return _full_log_prob(emission.means, emission.scale_tril, obs)
+    if isinstance(emission, MIXTURES):
         return jax.nn.logsumexp(_mixture_joint_log_prob(emission, obs), axis=-1)
+    if isinstance(emission, PoissonEmission):
+        rates = jnp.exp(emission.log_rates)
+        counts = obs[..., None, :]
+        log_pmf = jax.scipy.special.xlogy(counts, rates) - rates
+        return jnp.sum(log_pmf - jax.scipy.special.gammaln(counts + 1.0), axis=-1)
+    if isinstance(emission, MultinomialEmission):
+        # The multinomial coefficient n! / prod_d y_d! with n the frame's own total, as
+        # hmmlearn (scipy's multinomial.logpmf(y, n=y.sum())).
+        gammaln = jax.scipy.special.gammaln
+        coef = gammaln(jnp.sum(obs, axis=-1) + 1.0) - jnp.sum(gammaln(obs + 1.0), axis=-1)
+        probs = jax.nn.softmax(emission.logits, axis=-1)
+        return coef[..., None] + jnp.sum(jax.scipy.special.xlogy(obs[..., None, :], probs), -1)
+    if isinstance(emission, (SphericalGaussianEmission, TiedGaussianEmission)):
+        return _component_log_prob(*gaussian_components(emission), obs)
     raise TypeError(f"unknown emission type {type(emission).__name__}")
 
 
-def _mixture_joint_log_prob(emission: GaussianMixtureEmission, obs: Array) -> Array:
-    """log w_km + log N(y; mu_km, diag) -> [..., K, M]."""
-    k, m, d = emission.means.shape
-    comp = _diag_log_prob(
-        emission.means.reshape(k * m, d), emission.log_scales.reshape(k * m, d), obs
-    )
-    return comp.reshape(*comp.shape[:-1], k, m) + jax.nn.log_softmax(emission.logits, axis=-1)
+def _full_log_prob(means: Array, raw_tril: Array, obs: Array) -> Array:
+    """obs [..., D] against [S, D] components with raw Cholesky factors [S, D, D] -> [..., S]."""
+    chol = scale_tril(raw_tril)
+    eye = jnp.broadcast_to(jnp.eye(chol.shape[-1], dtype=chol.dtype), chol.shape)
+    # L^-1 once per component (S small D x D solves), then one einsum over all frames.
+    chol_inv = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+    z = jnp.einsum("kij,...kj->...ki", chol_inv, obs[..., None, :] - means)
+    half_logdet = jnp.sum(jnp.diagonal(raw_tril, axis1=-2, axis2=-1), axis=-1)
+    return -0.5 * jnp.sum(z * z + _LOG_2PI, axis=-1) - half_logdet
+
+
+def gaussian_components(emission: Emission) -> tuple[Array, Array]:
+    """Every Gaussian component of a Gaussian or mixture emission with its own covariance
+    leaf: (means [K(, M), D], log standard deviations [K(, M), D] for diag and spherical or
+    raw Cholesky factors [K(, M), D, D] for full and tied): shared leaves broadcast."""
+    kind, means = COVARIANCE_TYPES[type(emission)], emission.means
+    if kind == "diag":
+        return means, emission.log_scales
+    if kind == "spherical":
+        return means, jnp.broadcast_to(emission.log_scales[..., None], means.shape)
+    if kind == "full":
+        return means, emission.scale_tril
+    shared = emission.scale_tril[..., None, :, :] if means.ndim == 3 else emission.scale_tril
+    return means, jnp.broadcast_to(shared, (*means.shape, means.shape[-1]))
+
+
+def _component_log_prob(means: Array, scales: Array, obs: Array) -> Array:
+    """obs [..., D] against components means [..., D] (any leading shape) and their leaf of
+    `gaussian_components` -> [..., *components]."""
+    shape, d = means.shape[:-1], means.shape[-1]
+    flat = means.reshape(-1, d)
+    if scales.ndim == means.ndim:
+        comp = _diag_log_prob(flat, scales.reshape(-1, d), obs)
+    else:
+        comp = _full_log_prob(flat, scales.reshape(-1, d, d), obs)
+    return comp.reshape(*comp.shape[:-1], *shape)
+
+
+def _mixture_joint_log_prob(emission: Emission, obs: Array) -> Array:
+    """log w_km + log N(y; mu_km, Sigma_km) -> [..., K, M]."""
+    comp = _component_log_prob(*gaussian_components(emission), obs)
+    return comp + jax.nn.log_softmax(emission.logits, axis=-1)
 
 
 def log_emission(params: HMMParams, obs: Array) -> Array:
@@ -468,6 +703,110 @@ def most_likely_states(params: HMMParams, x, parallel: bool = False) -> hmm_infe
     return _viterbi(params, obs, lengths, parallel)
 
 
+@functools.partial(jax.jit, static_argnames=("parallel",))
+def _map_states(params, obs, lengths, parallel):
+    posteriors = _smooth(params, obs, lengths, parallel).posteriors
+    valid = jnp.arange(obs.shape[1])[None, :] < lengths[:, None]
+    return jnp.where(valid, jnp.argmax(posteriors, axis=-1), -1).astype(jnp.int32)
+
+
+def map_states(params: HMMParams, x, parallel: bool = False) -> Array:
+    """Per-frame MAP decoding, argmax_k p(z_t = k | x_b) [B, T] (-1 on padding): hmmlearn's
+    decode(algorithm="map"). Unlike Viterbi's path it may step through a zero transition."""
+    obs, lengths = _checked(params, x)
+    return _map_states(params, obs, lengths, parallel)
+
+
+# ------------------------------------------------------------- hmmlearn's data layout
+
+
+def concatenated(obs, lengths=None) -> Sequences:
+    """hmmlearn's layout -> a padded batch every verb accepts: obs [N(, D)] (or symbols as
+    a column [N, 1]) holds the sequences one after another, lengths [B] their lengths
+    (summing to N; None: one sequence of all N frames)."""
+    obs = checks.check_array("obs", obs, finite=False)
+    n = obs.shape[0]
+    lengths = np.array([n]) if lengths is None else np.asarray(lengths)
+    if (
+        lengths.ndim != 1
+        or not lengths.size
+        or not np.issubdtype(lengths.dtype, np.integer)
+        or np.any(lengths < 1)
+        or lengths.sum() != n
+    ):
+        raise ValueError(
+            f"lengths must be positive integers [B] summing to the N = {n} frames of obs, got "
+            f"{lengths.tolist()}"
+        )
+    padded = np.zeros((lengths.size, int(lengths.max()), *obs.shape[1:]), obs.dtype)
+    padded[_frame_rows(lengths), _frame_steps(lengths)] = obs
+    return Sequences(padded, lengths.astype(np.int32))
+
+
+def _frame_rows(lengths: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(lengths.size), lengths)
+
+
+def _frame_steps(lengths: np.ndarray) -> np.ndarray:
+    return np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+def unpad(values, lengths) -> np.ndarray:
+    """Per-frame outputs of a padded batch, values [B, T, ...] (posteriors, state paths),
+    in hmmlearn's concatenated layout [N, ...] (N = sum of lengths [B])."""
+    lengths = np.asarray(lengths)
+    return np.asarray(values)[_frame_rows(lengths), _frame_steps(lengths)]
+
+
+# ------------------------------------------------------------------ model selection
+
+
+def num_free_parameters(params: HMMParams) -> int:
+    """Free scalars of one HMM, as hmmlearn counts them for aic/bic: K - 1 initial, K (K - 1)
+    transition, and per emission its means, covariances (diag K D, spherical K, full
+    K D (D + 1) / 2, tied D (D + 1) / 2; per component for mixtures, tied per state),
+    probabilities (K (V - 1)), rates (K D) and mixture weights K (M - 1) (hmmlearn's GMMHMM
+    counts M - 1: it leaves out all but one state's)."""
+    emission = params.emission
+    k = num_states(params)
+    count = (k - 1) + k * (k - 1)
+    if isinstance(emission, (CategoricalEmission, MultinomialEmission)):
+        return count + k * (emission.logits.shape[-1] - 1)
+    if isinstance(emission, PoissonEmission):
+        return count + emission.log_rates.size
+    means = emission.means
+    d, components = means.shape[-1], math.prod(means.shape[:-1])
+    triangle = d * (d + 1) // 2
+    covariance = {
+        "diag": components * d,
+        "spherical": components,
+        "full": components * triangle,
+        # Shared by every state (Gaussian) or by a state's components (mixture).
+        "tied": (k if isinstance(emission, MIXTURES) else 1) * triangle,
+    }[COVARIANCE_TYPES[type(emission)]]
+    weights = k * (emission.logits.shape[-1] - 1) if isinstance(emission, MIXTURES) else 0
+    return count + means.size + covariance + weights
+
+
+def _information(params: HMMParams, x) -> tuple[float, int, int]:
+    """(total log-likelihood, free parameters, real frames) of sequences x."""
+    obs, lengths = _checked(params, x)
+    total = float(jnp.sum(log_prob_unchecked(params, obs, lengths)))
+    return total, num_free_parameters(params), int(np.sum(lengths))
+
+
+def aic(params: HMMParams, x) -> float:
+    """Akaike's criterion -2 log p(x) + 2 p on sequences x (hmmlearn's aic), lower is better."""
+    total, free, _ = _information(params, x)
+    return -2.0 * total + 2.0 * free
+
+
+def bic(params: HMMParams, x) -> float:
+    """Schwarz's criterion -2 log p(x) + p log N, N the real frames (hmmlearn's bic)."""
+    total, free, frames = _information(params, x)
+    return -2.0 * total + free * math.log(frames)
+
+
 @jax.jit
 def _sample_posterior(key, params, obs, lengths):
     return hmm_inference.hmm_posterior_sample(key, *_potentials(params, obs), lengths)
@@ -486,34 +825,48 @@ def _sample_emission(key: Array, emission: Emission, states: Array) -> Array:
     """One observation per entry of `states` [T] -> [T] or [T, D]."""
     if isinstance(emission, CategoricalEmission):
         return jax.random.categorical(key, emission.logits[states]).astype(jnp.int32)
-    noise = jax.random.normal(key, states.shape + emission.means.shape[-1:], emission.means.dtype)
-    if isinstance(emission, DiagGaussianEmission):
-        return emission.means[states] + jnp.exp(emission.log_scales[states]) * noise
-    if isinstance(emission, FullGaussianEmission):
-        chol = scale_tril(emission.scale_tril)[states]
-        return emission.means[states] + jnp.einsum("tij,tj->ti", chol, noise)
-    if isinstance(emission, GaussianMixtureEmission):
+    if isinstance(emission, PoissonEmission):
+        return jax.random.poisson(key, jnp.exp(emission.log_rates[states])).astype(jnp.int32)
+    if isinstance(emission, MultinomialEmission):
+        probs = jax.nn.softmax(emission.logits[states], axis=-1)
+        return jax.random.multinomial(key, emission.num_trials, probs).astype(jnp.int32)
+    if type(emission) not in COVARIANCE_TYPES:
+        raise TypeError(f"unknown emission type {type(emission).__name__}")
+    means, scales = gaussian_components(emission)
+    noise = jax.random.normal(key, states.shape + means.shape[-1:], means.dtype)
+    index = (states,)
+    if isinstance(emission, MIXTURES):
         k_comp, _ = jax.random.split(key)
-        comp = jax.random.categorical(k_comp, emission.logits[states])
-        mean = emission.means[states, comp]
-        return mean + jnp.exp(emission.log_scales[states, comp]) * noise
-    raise TypeError(f"unknown emission type {type(emission).__name__}")
+        index = (states, jax.random.categorical(k_comp, emission.logits[states]))
+    if scales.ndim == means.ndim:
+        return means[index] + jnp.exp(scales[index]) * noise
+    return means[index] + jnp.einsum("tij,tj->ti", scale_tril(scales[index]), noise)
 
 
-def _check_sample(key, params, num: int, y=None, *, length: int, **_) -> None:
+def _check_sample(key, params, num: int, y=None, *, length: int, initial_state=None) -> None:
     check_params(_one_hmm(params))
     checks.check_count("num", num)
     checks.check_count("length", length)
+    if initial_state is not None:
+        k = num_states(_one_hmm(params))
+        state = checks.check_array("initial_state", initial_state, kinds=checks.INTEGER)
+        if state.shape not in ((), (num,)) or state.min() < 0 or state.max() >= k:
+            raise ValueError(
+                f"initial_state must be one state or [num] = [{num}] states in [0, {k}), got "
+                f"{state.tolist()}"
+            )
     if y is not None:
         if not isinstance(params, LabelledHMM):
             raise ValueError("y: an unlabelled HMM has no class label (fit a LabelledHMM)")
         _check_labels(params, y, num)
 
 
-def _chain(key: Array, params: HMMParams, length: int) -> tuple[Array, Array]:
-    """One joint draw (states [length] int32, emissions [length(, D)])."""
+def _chain(key: Array, params: HMMParams, length: int, z0=None) -> tuple[Array, Array]:
+    """One joint draw (states [length] int32, emissions [length(, D)]), from state z0 when
+    given (hmmlearn's currstate), else z0 ~ pi."""
     k_init, k_chain, k_obs = jax.random.split(key, 3)
-    z0 = jax.random.categorical(k_init, params.initial_logits)
+    if z0 is None:
+        z0 = jax.random.categorical(k_init, params.initial_logits)
 
     def step(z, k):
         nxt = jax.random.categorical(k, params.transition_logits[z])
@@ -527,26 +880,41 @@ def _chain(key: Array, params: HMMParams, length: int) -> tuple[Array, Array]:
 @checks.validated(_check_sample)
 @functools.partial(jax.jit, static_argnames=("num", "length"))
 def sample_with_states(
-    key: Array, params: "HMMParams | LabelledHMM", num: int, y=None, *, length: int
+    key: Array,
+    params: "HMMParams | LabelledHMM",
+    num: int,
+    y=None,
+    *,
+    length: int,
+    initial_state=None,
 ) -> tuple[Array, Array]:
     """`num` joint draws of `length` steps: (states [num, length] int32, emissions [num,
     length] or [num, length, D]). A LabelledHMM draws from class y [num] (from the class
-    prior when y is None)."""
+    prior when y is None). initial_state (one state or [num]): the chains start there instead
+    of from pi, continuing a sequence (hmmlearn's sample(currstate=...))."""
     keys = jax.random.split(key, num)
+    z0 = None if initial_state is None else jnp.broadcast_to(initial_state, (num,))
     if not isinstance(params, LabelledHMM):
-        return jax.vmap(lambda k: _chain(k, params, length))(keys)
+        return jax.vmap(lambda k, z: _chain(k, params, length, z))(keys, z0)
     if y is None:
         y = jax.random.categorical(jax.random.fold_in(key, num), params.log_prior, shape=(num,))
     per_draw = jax.tree.map(lambda leaf: leaf[jnp.asarray(y)], params.hmms)
-    return jax.vmap(lambda k, p: _chain(k, p, length))(keys, per_draw)
+    return jax.vmap(lambda k, p, z: _chain(k, p, length, z))(keys, per_draw, z0)
 
 
 def sample(
-    key: Array, params: "HMMParams | LabelledHMM", num: int, *, y=None, length: int
+    key: Array,
+    params: "HMMParams | LabelledHMM",
+    num: int,
+    *,
+    y=None,
+    length: int,
+    initial_state=None,
 ) -> Array:
     """`num` sequences of `length` emissions, [num, length(, D)] (states: sample_with_states);
-    a LabelledHMM draws from class y [num], or from its class prior when y is None."""
-    return sample_with_states(key, params, num, y, length=length)[1]
+    a LabelledHMM draws from class y [num], or from its class prior when y is None;
+    initial_state (one state or [num]) fixes the first state, as hmmlearn's currstate."""
+    return sample_with_states(key, params, num, y, length=length, initial_state=initial_state)[1]
 
 
 # --------------------------------------------------------------------------- classifier
