@@ -6,6 +6,7 @@ on from a given state."""
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from hmmlearn import hmm as hmmlearn_hmm
@@ -404,3 +405,13 @@ def test_count_inputs_are_checked():
         hmm.log_prob(params, hmm.Sequences(x.obs + 1, x.lengths))
     with pytest.raises(ValueError, match="counts"):
         hmm.log_prob(params, hmm.Sequences(x.obs - 0.5, x.lengths))
+
+
+def test_a_config_saved_before_the_new_keys_still_initialises():
+    config = hmm.default_config().to_dict()
+    for key in ("mixture_covariance", "num_trials", "params", "init_params"):
+        del config[key]
+    old = ml_collections.ConfigDict(config)
+    meta = {"emission": "diag", "num_features": 2, "dtype": "float32"}
+    params = hmm.init(jax.random.key(0), old, meta)
+    assert params.emission.means.shape == (2, 2)

@@ -848,7 +848,12 @@ def init(
     key: Array, config: ml_collections.ConfigDict, meta
 ) -> "HMMParams | hmm_model.LabelledHMM":
     """A fresh model of the structure a fit gives: uniform probabilities, standard normal
-    means and unit scales (per class, with a uniform class prior, when class-conditional)."""
+    means and unit scales (per class, with a uniform class prior, when class-conditional).
+    Keys missing from config take default_config()'s values, so a model saved before a key
+    existed still loads."""
+    complete = default_config()
+    complete.update(config.to_dict())
+    config = complete
     _check_config(config)
     if not config.class_conditional:
         return _fresh_hmm(key, config, meta)
