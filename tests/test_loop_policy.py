@@ -467,3 +467,18 @@ def test_stacked_batches_are_the_steps_batches_then_zeros():
     assert not stacked["x"][3].any() and not stacked["mask"][3].any()
     with pytest.raises(ValueError, match="count=5"):
         batcher.batches(0, 5, 4)
+
+
+def test_a_checkpoint_resumes_under_another_steps_per_call_and_from_before_the_key():
+    """Steps per call only groups steps into compiled calls (same numbers, tested above), so
+    neither a changed value nor a checkpoint written before the key existed is refused."""
+    from genjax_lab.core import checkpoint
+
+    saved = {"num_steps": 10, "model": {"width": 4}}
+    current = {"num_steps": 20, "steps_per_call": 4, "model": {"width": 4}}
+    assert checkpoint.config_differences(saved, current) == []
+    assert checkpoint.config_differences({**saved, "steps_per_call": 1}, current) == []
+    changed = {**current, "model": {"width": 5}}
+    assert checkpoint.config_differences(saved, changed) == [
+        "model.width: checkpoint has 4, this run has 5"
+    ]

@@ -27,7 +27,15 @@ from genjax_lab.core import mesh as mesh_lib
 
 # Config keys a resumed run may change: how long to train and how to log, save or profile.
 RESUMABLE_CONFIG_KEYS = frozenset(
-    {"num_steps", "num_epochs", "log_every", "eval_every", "checkpoint", "profile"}
+    {
+        "num_steps",
+        "num_epochs",
+        "log_every",
+        "eval_every",
+        "checkpoint",
+        "profile",
+        "steps_per_call",  # how steps are grouped into compiled calls: the numbers are the same
+    }
 )
 
 

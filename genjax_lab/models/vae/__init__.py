@@ -34,7 +34,14 @@ from genjax_lab.models.vae.bounds import (
     sample,
     sample_posterior,
 )
-from genjax_lab.models.vae.family import VAEFamily, default_config, family_for, test_nll
+from genjax_lab.models.vae.family import (
+    VAEEnsemble,
+    VAEFamily,
+    default_config,
+    ensemble_for,
+    family_for,
+    test_nll,
+)
 from genjax_lab.models.vae.fit import fit, kl_weight, loss, make_optimizer, train_step
 from genjax_lab.models.vae.model import (
     LIKELIHOODS,
@@ -59,6 +66,7 @@ __all__ = [
     "Encoder",
     "Gaussian",
     "IAFStep",
+    "VAEEnsemble",
     "VAEFamily",
     "VAEParams",
     "classifier",
@@ -66,6 +74,7 @@ __all__ = [
     "decoder_mean",
     "default_config",
     "elbo",
+    "ensemble_for",
     "family_for",
     "fit",
     "init",
