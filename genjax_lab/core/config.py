@@ -166,6 +166,7 @@ COUNT_MINIMUMS: dict[str, int] = {
     "exact_max_bits": 0,  # log Z by AIS only, never enumerated
     "iaf_steps": 0,  # a Gaussian posterior, no flow
     "warmup_steps": 0,  # the KL at full weight from the first step
+    "steps_per_call": 0,  # the family's own choice
 }
 
 
