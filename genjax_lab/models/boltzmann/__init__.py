@@ -91,8 +91,10 @@ from genjax_lab.models.boltzmann.model import (
 from genjax_lab.models.boltzmann.partition import (
     CLASSIFIER_ENUMERATION_BITS,
     MAX_ENUMERATION_BITS,
+    DBMAnnealing,
     RBMAnnealing,
     ais_log_z,
+    ais_log_z_by_length,
     base_rate_bias,
     classifier,
     dbm_ais_log_z,
@@ -106,6 +108,7 @@ from genjax_lab.models.boltzmann.partition import (
     pseudo_log_likelihood,
     pseudo_log_likelihood_estimate,
     pseudo_log_likelihood_terms,
+    raise_log_prob,
 )
 
 __all__ = [
@@ -115,6 +118,7 @@ __all__ = [
     "VISIBLE_TYPES",
     "BoltzmannFamily",
     "ClassRBMParams",
+    "DBMAnnealing",
     "DBMChains",
     "DBMParams",
     "DBMTrainState",
@@ -123,6 +127,7 @@ __all__ = [
     "RBMParams",
     "RBMTrainState",
     "ais_log_z",
+    "ais_log_z_by_length",
     "base_rate_bias",
     "class_rbm_as_rbm",
     "class_rbm_from_rbm_layout",
@@ -169,6 +174,7 @@ __all__ = [
     "pseudo_log_likelihood",
     "pseudo_log_likelihood_estimate",
     "pseudo_log_likelihood_terms",
+    "raise_log_prob",
     "rbm_filters",
     "rbm_log_prob",
     "rbm_optimizer",
