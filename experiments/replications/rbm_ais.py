@@ -9,7 +9,9 @@ the paper's piecewise temperature schedule rescaled to `eval.ais_temperatures` s
 starting model). Schedules:
   tiny   16 hidden units on the 8x8 digits (CI; checks the pipeline, not the number).
   quick  6 epochs, k rising 1 -> 25 over 3 epochs, 14,500 temperatures: about 5 min on 2 CPU
-         cores; reached -114.2 here, so the quick tolerance (30 nats) only says "a trained RBM".
+         cores. Seeds 0, 1, 2 reached -117.55, -114.40, -106.77 (a 6-epoch CD-25 run moves by
+         about 10 nats with its seed), so the quick tolerance (40 nats; a model of the pixel
+         means scores about -206) only says "a trained RBM", never a replication.
   full   the paper's order of training (200 epochs; k raised to 25), 14,500 temperatures.
 
 Conservative readings beside AIS (AIS errs high on log p when its chains mix badly): for a
@@ -46,7 +48,7 @@ REPLICATION = rep.Replication(
             label="RBM 500 hidden, CD-25: test log p(v)",
             metric="test_log_likelihood",
             published=-86.34,
-            tolerance={"quick": 30.0, "full": 1.0},  # full: the tables' ~1 nat spread
+            tolerance={"quick": 40.0, "full": 1.0},  # full: the tables' ~1 nat spread
             better="higher",
         ),
     ),
