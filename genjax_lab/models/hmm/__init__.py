@@ -89,6 +89,7 @@ from genjax_lab.models.hmm.model import (
     unpad,
     validate_sequences,
 )
+from genjax_lab.models.hmm.online import fixed_lag_smoother
 
 __all__ = [
     "ALL_PARAMS",
@@ -131,6 +132,7 @@ __all__ = [
     "fit",
     "fit_em",
     "fit_gradient",
+    "fixed_lag_smoother",
     "float_dtype",
     "full_gaussian_emission",
     "gaussian_components",

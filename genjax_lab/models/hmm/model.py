@@ -705,9 +705,7 @@ def most_likely_states(params: HMMParams, x, parallel: bool = False) -> hmm_infe
 
 @functools.partial(jax.jit, static_argnames=("parallel",))
 def _map_states(params, obs, lengths, parallel):
-    posteriors = _smooth(params, obs, lengths, parallel).posteriors
-    valid = jnp.arange(obs.shape[1])[None, :] < lengths[:, None]
-    return jnp.where(valid, jnp.argmax(posteriors, axis=-1), -1).astype(jnp.int32)
+    return hmm_inference.hmm_marginal_mode(*_potentials(params, obs), lengths, parallel=parallel)
 
 
 def map_states(params: HMMParams, x, parallel: bool = False) -> Array:
