@@ -27,6 +27,7 @@ from genjax_lab.models.boltzmann.fit import (
     make_dbm_step,
     make_optimizer,
     make_rbm_step,
+    stepped_sweeps,
     sweeps_at,
 )
 from genjax_lab.models.boltzmann.model import (
@@ -50,7 +51,12 @@ from genjax_lab.models.boltzmann.model import (
     visible_bias_from_mean,
     visible_mean,
 )
-from genjax_lab.models.boltzmann.partition import ais_log_z, dbm_ais_log_z, exact_log_z
+from genjax_lab.models.boltzmann.partition import (
+    ais_log_z,
+    dbm_ais_log_z,
+    exact_log_z,
+    raise_log_prob,
+)
 
 # ----------------------------------------------------------------------------- the harness family
 #
@@ -117,8 +123,25 @@ class BoltzmannFamily:
 
     @property
     def pretrain_steps(self) -> int:
-        """Steps of each greedy pretraining phase (DBM)."""
+        """Steps of greedy pretraining's first layer (DBM)."""
         return round(self.config.pretrain.epochs * self.steps_per_epoch) if self.is_dbm else 0
+
+    @property
+    def pretrain2_steps(self) -> int:
+        """Steps of greedy pretraining's second layer (DBM): pretrain.layer2_epochs, or
+        pretrain.epochs where that is 0."""
+        epochs = self.config.pretrain.layer2_epochs or self.config.pretrain.epochs
+        return round(epochs * self.steps_per_epoch) if self.is_dbm else 0
+
+    @property
+    def joint_start(self) -> int:
+        """The first step of the DBM's joint training (0 for an RBM)."""
+        return self.pretrain_steps + self.pretrain2_steps
+
+    @property
+    def k2_every_steps(self) -> int:
+        """Layer 2's CD-k rises by one every this many steps (0: pretrain.k throughout)."""
+        return self._epochs_to_steps(self.config.pretrain.layer2_k_every_epochs)
 
     def _epochs_to_steps(self, epochs: float) -> int:
         return round(epochs * self.steps_per_epoch)
@@ -131,15 +154,19 @@ class BoltzmannFamily:
 
     def _optimizer(self) -> optax.GradientTransformation:
         return make_optimizer(
-            self.config.optim, self.steps_per_epoch, self.num_steps - 2 * self.pretrain_steps
+            self.config.optim, self.steps_per_epoch, self.num_steps - self.joint_start
         )
 
-    def _pretrain_optimizer(self) -> optax.GradientTransformation:
+    def _pretrain_optimizer(self, layer: int = 1) -> optax.GradientTransformation:
+        """Layer `layer`'s pretraining SGD; layer 2 divides its rate by its k when k rises."""
+        fraction = self.config.pretrain.final_lr_fraction
         return make_optimizer(
             self.config.optim,
             self.steps_per_epoch,
-            self.pretrain_steps,
+            self.pretrain_steps if layer == 1 else self.pretrain2_steps,
             learning_rate=self.config.pretrain.learning_rate,
+            final_lr_fraction=None if fraction < 0 else fraction,
+            k_step_every=self.k2_every_steps if layer == 2 else 0,
         )
 
     def _visible(self, batch, key) -> jax.Array:
@@ -152,7 +179,7 @@ class BoltzmannFamily:
         """The DBM of the state: the composed pretrained RBMs until joint training has begun."""
         pretrained = compose_dbm(state.rbm1, state.rbm2)
         return jax.tree.map(
-            lambda a, b: jnp.where(state.step <= 2 * self.pretrain_steps, a, b),
+            lambda a, b: jnp.where(state.step <= self.joint_start, a, b),
             pretrained,
             state.params,
         )
@@ -192,16 +219,15 @@ class BoltzmannFamily:
             weight_scale=m.weight_scale,
         )
         rbm2 = init_rbm(rbm2_key, m.num_hidden, m.num_hidden2, weight_scale=m.weight_scale)
-        pretrain = self._pretrain_optimizer()
         return DBMTrainState(
             step=step,
             params=params,
             opt_state=self._optimizer().init(params),
             chains=init_dbm_chains(chains_key, self.num_chains, params),
             rbm1=rbm1,
-            rbm1_opt=pretrain.init(rbm1),
+            rbm1_opt=self._pretrain_optimizer(1).init(rbm1),
             rbm2=rbm2,
-            rbm2_opt=pretrain.init(rbm2),
+            rbm2_opt=self._pretrain_optimizer(2).init(rbm2),
         )
 
     def train_step(self, state, batch, key):
@@ -231,8 +257,7 @@ class BoltzmannFamily:
         return state.replace(params=params, opt_state=opt_state, chains=chains), metrics
 
     def _dbm_step(self, state: DBMTrainState, data, key):
-        m, mesh, p = self.config.model, mesh_lib.data_mesh(), self.pretrain_steps
-        pretrain = self._pretrain_optimizer()
+        m, mesh, p1 = self.config.model, mesh_lib.data_mesh(), self.pretrain_steps
         k_pretrain = int(self.config.pretrain.k)
         zero = jnp.zeros((), jnp.float32)
 
@@ -242,15 +267,21 @@ class BoltzmannFamily:
         def first(
             state,
         ):  # RBM 1 on v; h1 hears v twice, standing in for the missing top-down input
-            step = make_rbm_step(pretrain, method="cd", k=k_pretrain, mesh=mesh, up_scale=2.0)
+            step = make_rbm_step(
+                self._pretrain_optimizer(1), method="cd", k=k_pretrain, mesh=mesh, up_scale=2.0
+            )
             rbm1, opt, _, metrics = step(state.rbm1, state.rbm1_opt, None, data, key)
             return state.replace(rbm1=rbm1, rbm1_opt=opt), rbm_metrics(metrics)
 
         def second(state):  # RBM 2 on p(h1 | v) of RBM 1; h1 hears h2 twice
             h1 = jax.nn.sigmoid(hidden_logits(state.rbm1, data["x"], 2.0))
-            step = make_rbm_step(pretrain, method="cd", k=k_pretrain, mesh=mesh, down_scale=2.0)
+            step = make_rbm_step(
+                self._pretrain_optimizer(2), method="cd", k=k_pretrain, mesh=mesh, down_scale=2.0
+            )
+            every = self.k2_every_steps
+            sweeps = stepped_sweeps(state.step - p1, every) if every else None
             rbm2, opt, _, metrics = step(
-                state.rbm2, state.rbm2_opt, None, {"x": h1, "mask": data["mask"]}, key
+                state.rbm2, state.rbm2_opt, None, {"x": h1, "mask": data["mask"]}, key, sweeps
             )
             return state.replace(rbm2=rbm2, rbm2_opt=opt), rbm_metrics(metrics)
 
@@ -264,14 +295,16 @@ class BoltzmannFamily:
                 state.chains,
                 data,
                 key,
-                self._sweeps(state.step, 2 * p),
+                self._sweeps(state.step, self.joint_start),
             )
             return (
                 state.replace(params=params, opt_state=opt, chains=chains),
                 {"free_energy_data": zero, "free_energy_chains": zero, **metrics},
             )
 
-        phase = (state.step >= p).astype(jnp.int32) + (state.step >= 2 * p).astype(jnp.int32)
+        phase = (state.step >= p1).astype(jnp.int32) + (state.step >= self.joint_start).astype(
+            jnp.int32
+        )
         state, metrics = jax.lax.switch(phase, (first, second, joint), state)
         return state, {**metrics, "phase": phase.astype(jnp.float32) + 1.0}
 
@@ -367,10 +400,12 @@ def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
             f"config.model.num_chains={family.num_chains} must be a multiple of the device count "
             f"{jax.device_count()}"
         )
-    if 2 * family.pretrain_steps > num_steps:
+    if family.joint_start > num_steps:
         raise ValueError(
-            f"config.pretrain.epochs={config.pretrain.epochs} gives 2 x {family.pretrain_steps} "
-            f"pretraining steps, more than the run's {num_steps} steps"
+            f"config.pretrain.epochs={config.pretrain.epochs} and "
+            f"config.pretrain.layer2_epochs={config.pretrain.layer2_epochs} give "
+            f"{family.pretrain_steps} + {family.pretrain2_steps} pretraining steps, more than "
+            f"the run's {num_steps} steps"
         )
     return family
 
@@ -381,15 +416,16 @@ def final_scores(
     """AIS log Z, then the mean log p(v) in nats of the test split and of the first
     config.eval.train_examples training examples (DBM: the mean-field lower bound).
 
-    AIS: config.eval.ais_runs runs over config.eval.ais_temperatures steps of the paper's
-    piecewise schedule, from the base-rate model of the training pixel means. Where the
+    AIS: config.eval.ais_runs runs over config.eval.ais_temperatures steps of
+    `ais_betas(config.eval)`, from the base-rate model of the training pixel means. Where the
     smaller layer has at most config.eval.exact_max_bits units, log Z is also enumerated
-    (`log_z_exact`, and the log-likelihoods from it).
+    (`log_z_exact`, and the log-likelihoods from it). With config.eval.raise_examples set,
+    also `raise_scores` on that many test images.
     """
     e, mesh = config.eval, mesh_lib.data_mesh()
     key = jax.random.fold_in(jax.random.key(config.seed), 20_000)
     base = visible_bias_from_mean(family.data_mean)
-    betas = ais.piecewise_schedule(int(e.ais_temperatures))
+    betas = ais_betas(e)
     runs_mesh = mesh if e.ais_runs % jax.device_count() == 0 else None
     start = time.perf_counter()
     if family.is_dbm:
@@ -434,7 +470,78 @@ def final_scores(
     if min(as_rbm.W.shape) <= e.exact_max_bits:
         exact = float(exact_log_z(as_rbm))
         metrics.update(log_z_exact=exact, test_log_likelihood_exact=scores["test"] - exact)
+    if e.raise_examples is not None:
+        metrics.update(
+            raise_scores(
+                family, params, dataset["test"], result.log_z, jax.random.fold_in(key, 2), e
+            )
+        )
     return metrics
+
+
+def ais_betas(e: ml_collections.ConfigDict, num_temperatures: int = 0) -> np.ndarray:
+    """Inverse temperatures [K + 1] of e.ais_schedule: "piecewise" (Salakhutdinov & Murray's
+    three pieces) or "uniform" (Salakhutdinov & Hinton's DBM AIS); K = num_temperatures, or
+    e.ais_temperatures when 0."""
+    count = int(num_temperatures or e.ais_temperatures)
+    if e.ais_schedule == "piecewise":
+        return ais.piecewise_schedule(count)
+    if e.ais_schedule == "uniform":
+        return np.linspace(0.0, 1.0, count + 1)
+    raise ValueError(
+        f"config.eval.ais_schedule must be 'piecewise' or 'uniform', got {e.ais_schedule!r}"
+    )
+
+
+def raise_scores(
+    family: BoltzmannFamily,
+    params: RBMParams | DBMParams,
+    test: dict,
+    log_z: float,
+    key: jax.Array,
+    e: ml_collections.ConfigDict,
+) -> dict[str, float]:
+    """RAISE (`raise_log_prob`: a stochastic lower bound on log p_ann(v), no log Z) on the
+    first e.raise_examples test images, e.raise_chains chains each, over e.raise_temperatures
+    (None: e.ais_temperatures) of the AIS schedule; beside the AIS log p of the same images, so
+    the two readings compare image for image. Standard errors are over images."""
+    images = test["image"][: int(e.raise_examples)]
+    if len(images) < 2:
+        raise ValueError(
+            f"config.eval.raise_examples={e.raise_examples}: RAISE needs at least 2 test images "
+            f"for its standard error, the test split has {len(test['image'])}"
+        )
+    binarize_key, raise_key = jax.random.split(key)
+    start = time.perf_counter()
+    x = family._visible({"image": jnp.asarray(images)}, binarize_key)
+    result = raise_log_prob(
+        raise_key,
+        params,
+        x,
+        ais_betas(e, e.raise_temperatures or 0),
+        int(e.raise_chains),
+        base_vis_bias=visible_bias_from_mean(family.data_mean),
+        num_iters=int(family.config.model.mean_field_iters),
+    )
+    if family.is_dbm:
+        ais_scores = dbm_lower_bound(params, x, log_z, int(family.config.model.mean_field_iters))
+    else:
+        ais_scores = -free_energy(params, x) - log_z
+
+    def mean_and_se(values) -> tuple[float, float]:
+        values = np.asarray(values, np.float64)
+        return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+
+    raise_mean, raise_se = mean_and_se(result.log_prob)
+    ais_mean, ais_se = mean_and_se(ais_scores)
+    return {
+        "test_log_likelihood_raise": raise_mean,
+        "test_log_likelihood_raise_se": raise_se,
+        "test_log_likelihood_ais_same_images": ais_mean,
+        "test_log_likelihood_ais_same_images_se": ais_se,
+        "raise_examples": float(len(images)),
+        "raise_seconds": time.perf_counter() - start,
+    }
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -473,13 +580,28 @@ def default_config() -> ml_collections.ConfigDict:
             "weight_decay": 2e-4,
         }
     )
-    config.pretrain = ml_collections.ConfigDict(
-        {"epochs": 0.0, "learning_rate": 0.05, "k": 1}
-    )  # DBM: per layer
+    config.pretrain = ml_collections.ConfigDict(  # DBM only
+        {
+            "epochs": 0.0,  # layer 1, and layer 2 unless layer2_epochs is set
+            "layer2_epochs": 0.0,  # 0: epochs
+            "learning_rate": 0.05,
+            "final_lr_fraction": -1.0,  # negative: optim.final_lr_fraction
+            "k": 1,
+            # > 0: layer 2's k = ceil(epoch / this) with the rate / k (rbm_l2.m); 0: k throughout
+            "layer2_k_every_epochs": 0.0,
+        }
+    )
     config.eval = ml_collections.ConfigDict(
         {
             "ais_runs": 100,
             "ais_temperatures": 14_500,
+            "ais_schedule": "piecewise",  # the RBM paper's three pieces, or "uniform" (DBM paper)
+            # RAISE on the first raise_examples test images (None: off), raise_chains chains
+            # each, over raise_temperatures (None: the AIS count) of the AIS schedule; None,
+            # not 0, as config validation refuses a count of 0
+            "raise_examples": ml_collections.config_dict.placeholder(int),
+            "raise_chains": 1,
+            "raise_temperatures": ml_collections.config_dict.placeholder(int),
             "exact_max_bits": 20,
             "train_examples": 10_000,
             "ll_batch_size": 1000,

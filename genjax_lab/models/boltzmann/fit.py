@@ -433,13 +433,17 @@ def make_optimizer(
     steps_per_epoch: int,
     num_steps: int,
     learning_rate: float | None = None,
+    final_lr_fraction: float | None = None,
+    k_step_every: int = 0,
 ) -> optax.GradientTransformation:
     """SGD with momentum and L2 weight decay on the weight matrices (Hinton's practical guide).
 
     Momentum optim.momentum for the first optim.momentum_epochs epochs, then
     optim.final_momentum; the learning rate (optim.learning_rate unless given) falls
-    linearly to optim.final_lr_fraction of itself over `num_steps` updates (1: constant).
-    Both read the optimizer's own update count, so each DBM phase has its own schedule.
+    linearly to final_lr_fraction (default optim.final_lr_fraction) of itself over
+    `num_steps` updates (1: constant). k_step_every > 0 divides the rate by
+    k = `stepped_sweeps(count, k_step_every)`, as rbm_l2.m pairs CD-k with 0.05 / k.
+    All read the optimizer's own update count, so each DBM phase has its own schedule.
     """
     rate = optim.learning_rate if learning_rate is None else learning_rate
     _check_sgd(rate, optim.momentum, optim.weight_decay, "config.optim.")
@@ -447,15 +451,22 @@ def make_optimizer(
     checks.check_number(
         "config.optim.final_momentum", optim.final_momentum, low=0.0, high=1.0, high_open=True
     )
-    checks.check_number("config.optim.final_lr_fraction", optim.final_lr_fraction, low=0.0)
+    fraction = optim.final_lr_fraction if final_lr_fraction is None else final_lr_fraction
+    checks.check_number("config.optim.final_lr_fraction", fraction, low=0.0)
     switch = round(optim.momentum_epochs * steps_per_epoch)
     first, final = float(optim.momentum), float(optim.final_momentum)
     decay_weights_only = functools.partial(jax.tree.map, lambda x: x.ndim == 2)
-    final_rate = rate * float(optim.final_lr_fraction)
+    schedule = optax.linear_schedule(rate, rate * float(fraction), max(num_steps, 1))
+    if k_step_every > 0:
+        linear = schedule
+
+        def schedule(count):
+            return linear(count) / stepped_sweeps(count, k_step_every)
+
     return optax.chain(
         optax.add_decayed_weights(float(optim.weight_decay), mask=decay_weights_only),
         optax.inject_hyperparams(optax.sgd)(
-            learning_rate=optax.linear_schedule(rate, final_rate, max(num_steps, 1)),
+            learning_rate=schedule,
             momentum=lambda count: jnp.where(count < switch, first, final),
         ),
     )
@@ -467,6 +478,12 @@ def sweeps_at(step: jax.Array, k: int, k_start: int, ramp_steps: int) -> jax.Arr
         return jnp.asarray(k, jnp.int32)
     fraction = jnp.minimum(step.astype(jnp.float32) / ramp_steps, 1.0)
     return (k_start + jnp.floor((k - k_start) * fraction)).astype(jnp.int32)
+
+
+def stepped_sweeps(step: jax.Array, every_steps: int) -> jax.Array:
+    """k of CD-k raised by one every `every_steps` steps from 1: int32 []. With every_steps
+    = 20 epochs this is rbm_l2.m's CD = ceil(epoch / 20), epochs counted from 1."""
+    return (jnp.asarray(step) // every_steps + 1).astype(jnp.int32)
 
 
 def check_model_config(model: ml_collections.ConfigDict, kinds: tuple[str, ...] = KINDS) -> None:
