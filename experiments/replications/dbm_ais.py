@@ -16,7 +16,7 @@ iterations, log Z by AIS (100 runs, 20,000 temperatures). Schedules:
          k = ceil(epoch / 20) (1 -> 10) at rate 0.05 / k, both at a constant 0.05; then 500
          joint epochs (100 persistent chains, 5 Gibbs sweeps, 10 mean-field iterations) at the
          paper's rate, 0.005 falling linearly to 0; AIS 100 runs x 20,000 temperatures spaced
-         uniformly; RAISE on the first 1,000 test images. About 14 h on 2 shared CPU cores
+         uniformly; RAISE on the first 1,000 test images. About 9-11 h on 2 shared CPU cores
          (docs/boltzmann.md), resumable from its checkpoints in pieces.
 
 Every schedule also reads RAISE on some test images (tiny 16, quick 100, full 1,000) beside
