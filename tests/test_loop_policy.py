@@ -482,3 +482,23 @@ def test_a_checkpoint_resumes_under_another_steps_per_call_and_from_before_the_k
     assert checkpoint.config_differences(saved, changed) == [
         "model.width: checkpoint has 4, this run has 5"
     ]
+
+
+def test_a_checkpoint_written_before_a_config_key_existed_resumes():
+    """New options come with defaults that keep what runs did (e.g. data.cifar10_dir, a GAN's
+    optim.update_order), so a key the checkpoint's config lacks is no reason to refuse it;
+    a key whose value changed, or one the current config dropped, still is."""
+    from genjax_lab.core import checkpoint
+
+    saved = {"data": {"name": "mnist"}, "optim": {"lr": 0.1}}
+    current = {"data": {"name": "mnist", "cifar10_dir": ""}, "optim": {"lr": 0.1, "order": "a"}}
+    assert checkpoint.config_differences(saved, current, keys_added_since=True) == []
+    assert checkpoint.config_differences(saved, current) != []
+    changed = {"data": {"name": "cifar10", "cifar10_dir": ""}, "optim": {"lr": 0.1}}
+    assert checkpoint.config_differences(saved, changed, keys_added_since=True) == [
+        "data.name: checkpoint has 'mnist', this run has 'cifar10'"
+    ]
+    dropped = {"data": {"name": "mnist"}}
+    assert checkpoint.config_differences(saved, dropped, keys_added_since=True) == [
+        "optim: checkpoint has {'lr': 0.1}, this run has '<absent>'"
+    ]

@@ -97,17 +97,29 @@ def _key_data(tree, abstract: bool = False):
 
 
 def config_differences(
-    saved: Mapping[str, Any], current: Mapping[str, Any], prefix=""
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    prefix: str = "",
+    *,
+    keys_added_since: bool = False,
 ) -> list[str]:
-    """Dotted names of config entries that differ, outside RESUMABLE_CONFIG_KEYS."""
+    """Dotted names of config entries that differ, outside RESUMABLE_CONFIG_KEYS.
+
+    keys_added_since: a key the saved config lacks is not a difference. For a checkpoint
+    written before the key existed: every config key is added with a default that keeps
+    what runs did before (the project's rule for new options), so the run resumes as it was."""
     differences = []
     for key in sorted(set(saved) | set(current)):
         if not prefix and key in RESUMABLE_CONFIG_KEYS:
             continue
+        if keys_added_since and key not in saved:
+            continue
         name = f"{prefix}{key}"
         old, new = saved.get(key, "<absent>"), current.get(key, "<absent>")
         if isinstance(old, Mapping) and isinstance(new, Mapping):
-            differences += config_differences(old, new, prefix=f"{name}.")
+            differences += config_differences(
+                old, new, prefix=f"{name}.", keys_added_since=keys_added_since
+            )
         elif old != new:
             differences.append(f"{name}: checkpoint has {old!r}, this run has {new!r}")
     return differences
@@ -184,7 +196,7 @@ class Checkpointer:
             ) from e
         if meta is None:
             raise CorruptCheckpoint(f"checkpoint {where}: its meta item is missing")
-        differences = config_differences(meta.get("config", {}), config)
+        differences = config_differences(meta.get("config", {}), config, keys_added_since=True)
         if differences:
             raise CheckpointMismatch(
                 f"checkpoint {where} was written by a different config; refusing to resume:\n  "
