@@ -75,6 +75,25 @@ def test_missing_metric_fails_and_untrained_run_is_skipped():
     assert b["verdict"] == "not run on this schedule"
 
 
+def test_a_reading_the_schedule_does_not_check_may_be_absent():
+    replication = rep.Replication(
+        experiment="vae",
+        paper="p",
+        estimator="e",
+        rows=(
+            rep.Row("checked", "nll", 1.0, {"quick": 1.0}),
+            rep.Row("full only", "raise", 1.0, {"full": 1.0}),
+        ),
+    )
+    checked, full_only = rep.check(replication, {"main": {"nll": 1.5}}, "quick")
+    assert (checked["status"], full_only["status"]) == ("pass", "skipped")
+    assert full_only["verdict"] == "not run on this schedule"
+    # A run that failed fails every row; on the schedule that checks it, an absent reading fails.
+    assert [r["status"] for r in rep.check(replication, {"main": None}, "quick")] == ["fail"] * 2
+    _, absent = rep.check(replication, {"main": {"nll": 1.5}}, "full")
+    assert absent["status"] == "fail"
+
+
 def test_config_argument_names_schedule_and_run():
     assert rep.parse_arg("quick") == ("main", "quick")
     assert rep.parse_arg("k5,full", runs=("k1", "k5")) == ("k5", "full")
