@@ -148,7 +148,8 @@ def _replicate(tmp_path: pathlib.Path, registry: pathlib.Path) -> subprocess.Com
 def _registry_with(tmp_path: pathlib.Path, published: float) -> pathlib.Path:
     """A copy of rbm_ais whose tiny schedule is checked against `published` within 1 nat."""
     source = (rep.REGISTRY / "rbm_ais.py").read_text()
-    edited = source.replace("published=-86.34", f"published={published!r}").replace(
+    # The first row (the published number); the RAISE readings' rows stay unchecked.
+    edited = source.replace("published=-86.34", f"published={published!r}", 1).replace(
         'tolerance={"quick"', 'tolerance={"tiny": 1.0, "quick"'
     )
     assert edited.count(repr(published)) == 1 and '"tiny": 1.0' in edited
@@ -163,8 +164,9 @@ def test_replicate_end_to_end_fails_on_a_wrong_published_number(tmp_path):
     assert wrong.returncode == 1, wrong.stdout + wrong.stderr
     assert "rbm_ais: FAIL" in wrong.stdout
     result = json.loads((tmp_path / "runs/tiny/rbm_ais/result.json").read_text())
-    [row] = result["rows"]
+    row, *readings = result["rows"]
     assert row["status"] == "fail" and row["published"] == 1000.0
+    assert [r["status"] for r in readings] == ["skipped", "skipped"]  # RAISE: full only
     report = (tmp_path / "results.md").read_text()
     assert "| rbm_ais | tiny | RBM 500 hidden, CD-25: test log p(v) | 1000 |" in report
     assert "smoke: fails its pipeline check" in report
@@ -174,6 +176,6 @@ def test_replicate_end_to_end_fails_on_a_wrong_published_number(tmp_path):
     right = _replicate(tmp_path, _registry_with(tmp_path, published=round(row["ours"], 1)))
     assert right.returncode == 0, right.stdout + right.stderr
     assert "done before" in right.stdout
-    [row] = json.loads((tmp_path / "runs/tiny/rbm_ais/result.json").read_text())["rows"]
+    row, *_ = json.loads((tmp_path / "runs/tiny/rbm_ais/result.json").read_text())["rows"]
     assert row["status"] == "pass"
     assert "| pass |" in (tmp_path / "results.md").read_text()
