@@ -39,26 +39,31 @@ from genjax_lab.models import vae
 from genjax_lab.models.vae.family import ensemble_for
 
 _NAME = "iwae_table1"
-_SCHEDULE = flags.DEFINE_enum(
-    "schedule", "quick", list(rep.SCHEDULES), "the replication's schedule"
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "default runs/iwae_batched/<schedule>")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir",
-    os.environ.get("GENJAX_DATA_DIR"),
-    "folder holding mnist/ (default $GENJAX_DATA_DIR, else ../shared/data beside the repository)",
-)
-_STEPS_PER_CALL = flags.DEFINE_integer(
-    "steps_per_call", 0, "training steps per compiled call; 0: the schedule's own"
-)
-_TIME = flags.DEFINE_list(
-    "time_steps_per_call",
-    [],
-    "instead of training: time a training step of each run in --time_runs on the core loop at "
-    "these steps per call (e.g. 1,10,50), interleaved rounds; writes <workdir>/step_time.json",
-)
-_TIME_RUNS = flags.DEFINE_list("time_runs", ["vae_k1", "iwae_k5"], "the runs --time_* measures")
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "rounds of --time_steps_per_call")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command's flags, defined by the script only: tests import this module beside
+    other experiments that define flags of the same names (workdir, data_dir, schedule)."""
+    flags.DEFINE_enum("schedule", "quick", list(rep.SCHEDULES), "the replication's schedule")
+    flags.DEFINE_string("workdir", None, "default runs/iwae_batched/<schedule>")
+    flags.DEFINE_string(
+        "data_dir",
+        os.environ.get("GENJAX_DATA_DIR"),
+        "folder holding mnist/ (default $GENJAX_DATA_DIR, else ../shared/data beside the "
+        "repository)",
+    )
+    flags.DEFINE_integer(
+        "steps_per_call", 0, "training steps per compiled call; 0: the schedule's own"
+    )
+    flags.DEFINE_list(
+        "time_steps_per_call",
+        [],
+        "instead of training: time a training step of each run in --time_runs on the core loop at "
+        "these steps per call (e.g. 1,10,50), interleaved rounds; writes <workdir>/step_time.json",
+    )
+    flags.DEFINE_list("time_runs", ["vae_k1", "iwae_k5"], "the runs --time_* measures")
+    flags.DEFINE_integer("rounds", 3, "rounds of --time_steps_per_call")
 
 
 def group_name(config: ml_collections.ConfigDict) -> str:
@@ -181,18 +186,18 @@ def time_steps(
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    schedule = _SCHEDULE.value
-    workdir = pathlib.Path(_WORKDIR.value or f"runs/iwae_batched/{schedule}")
-    data_dir = pathlib.Path(_DATA_DIR.value) if _DATA_DIR.value else rep.REPO.parent / "shared/data"
+    schedule = FLAGS.schedule
+    workdir = pathlib.Path(FLAGS.workdir or f"runs/iwae_batched/{schedule}")
+    data_dir = pathlib.Path(FLAGS.data_dir) if FLAGS.data_dir else rep.REPO.parent / "shared/data"
     configs = run_configs(schedule, data_dir)
-    if _STEPS_PER_CALL.value:
+    if FLAGS.steps_per_call:
         for config in configs.values():
-            config.steps_per_call = _STEPS_PER_CALL.value
+            config.steps_per_call = FLAGS.steps_per_call
     dataset = load_images(next(iter(configs.values())).data)
-    if _TIME.value:
-        counts = [int(c) for c in _TIME.value]
-        chosen = {run: configs[run] for run in _TIME_RUNS.value}
-        times = time_steps(chosen, counts, dataset, workdir / "step_time", _ROUNDS.value)
+    if FLAGS.time_steps_per_call:
+        counts = [int(c) for c in FLAGS.time_steps_per_call]
+        chosen = {run: configs[run] for run in FLAGS.time_runs}
+        times = time_steps(chosen, counts, dataset, workdir / "step_time", FLAGS.rounds)
         (workdir / "step_time.json").write_text(json.dumps(times, indent=1))
         for name, values in times.items():
             ms = np.array(values) * 1e3
@@ -215,4 +220,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -314,13 +314,22 @@ LENGTHS = np.array([5, 3])
 
 @FUZZ
 @given(
-    obs=broken(OBS, ["ndim", "float", "bool", "complex", "str"])
+    # Symbols as a trailing column [B, T, 1] are hmmlearn's layout, accepted (below).
+    obs=broken(OBS, ["ndim", "float", "bool", "complex", "str"]).filter(
+        lambda o: o.shape != (*OBS.shape, 1)
+    )
+    | st.just(np.stack([OBS, OBS], axis=-1))
     | st.just(OBS + 6)
     | st.just(OBS - 1)
 )
 def test_hmm_refuses_bad_observations(casino, obs):
     with refused("obs"):
         hmm.log_prob(casino, hmm.Sequences(obs, LENGTHS))
+
+
+def test_hmm_takes_symbols_as_a_trailing_column(casino):
+    column = hmm.log_prob(casino, hmm.Sequences(OBS[..., None], LENGTHS))
+    np.testing.assert_array_equal(column, hmm.log_prob(casino, hmm.Sequences(OBS, LENGTHS)))
 
 
 @FUZZ

@@ -255,11 +255,18 @@ def test_spherical_and_tied_starts_come_from_the_diagonal_one():
     )
 
 
+# CI runs a Gaussian, a count and the full mixture case (the restart logic is shared);
+# --runslow runs every emission.
+_SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     "emission,covariance",
-    [("categorical", "diag"), ("diag", "diag"), ("full", "diag"), ("spherical", "diag")]
-    + [("tied", "diag"), ("poisson", "diag"), ("multinomial", "diag")]
-    + [("mixture", c) for c in ("diag", "spherical", "full", "tied")],
+    [("categorical", "diag"), ("diag", "diag"), pytest.param("full", "diag", marks=_SLOW)]
+    + [pytest.param("spherical", "diag", marks=_SLOW), pytest.param("tied", "diag", marks=_SLOW)]
+    + [("poisson", "diag"), pytest.param("multinomial", "diag", marks=_SLOW)]
+    + [pytest.param("mixture", c, marks=_SLOW) for c in ("diag", "spherical", "tied")]
+    + [("mixture", "full")],
 )
 def test_restarts_keep_the_best_start_for_every_emission(emission, covariance):
     kind = {"mixture": f"gmm-{covariance}", "categorical": "categorical"}.get(emission, emission)

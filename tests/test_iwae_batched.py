@@ -62,6 +62,7 @@ def test_an_ensemble_refuses_members_that_differ_beyond_the_objective(dataset):
         ensemble_for({"vae_k5": _tiny("vae_k5"), "iwae_k5": other}, dataset)
 
 
+@pytest.mark.slow  # 1-4 min; test_loop_policy's multi-step tests cover the shared loop in CI
 def test_a_batched_group_equals_its_runs_alone_and_resumes_bitwise(tmp_path, dataset):
     """VAE and IWAE at k = 5 trained as one vmapped program, 3 steps a compiled call: each
     member's parameters equal those of its run trained alone to float tolerance, each gets a
