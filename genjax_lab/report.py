@@ -123,8 +123,9 @@ def _run_figures(workdir: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _copy_figures(result: dict, figures: pathlib.Path) -> list[pathlib.Path]:
-    """Copies each run's figures to figures/<name>/<run>-<file>.png; returns the copies."""
-    target = figures / result["name"]
+    """Copies each run's figures to figures/<name>/<schedule>/<run>-<file>.png (one folder a
+    schedule: a report of tiny and quick runs keeps both); returns the copies."""
+    target = figures / result["name"] / result["schedule"]
     shutil.rmtree(target, ignore_errors=True)
     copies = []
     for run, info in result["runs"].items():
