@@ -48,18 +48,7 @@ REPLICATION = rep.Replication(
             tolerance={"quick": 30.0, "full": 1.0},  # full: the tables' ~1 nat spread
             better="higher",
         ),
-        rep.Row(
-            label="DBM: RAISE test log p(v), first eval.raise_examples images (conservative)",
-            metric="test_log_likelihood_raise",
-            published=-84.62,
-            tolerance={},
-        ),
-        rep.Row(
-            label="DBM: AIS test log p(v) (lower bound), the same images",
-            metric="test_log_likelihood_ais_same_images",
-            published=-84.62,
-            tolerance={},
-        ),
+        *rep.conservative_rows("DBM", -84.62),
     ),
     data={"data.mnist_dir": "mnist"},
     caveat=(

@@ -55,18 +55,7 @@ REPLICATION = rep.Replication(
             tolerance={"quick": 40.0, "full": 1.0},  # full: the tables' ~1 nat spread
             better="higher",
         ),
-        rep.Row(
-            label="RBM: RAISE test log p(v), first eval.raise_examples images (conservative)",
-            metric="test_log_likelihood_raise",
-            published=-86.34,
-            tolerance={},
-        ),
-        rep.Row(
-            label="RBM: AIS test log p(v), the same images",
-            metric="test_log_likelihood_ais_same_images",
-            published=-86.34,
-            tolerance={},
-        ),
+        *rep.conservative_rows("RBM", -86.34),
     ),
     data={"data.mnist_dir": "mnist"},
     caveat=(

@@ -61,6 +61,25 @@ class Row:
         return abs(gap) <= self.tolerance[schedule]
 
 
+def conservative_rows(model: str, published: float) -> tuple[Row, Row]:
+    """The unchecked rows of a Boltzmann replication's RAISE reading (eval.raise_examples):
+    RAISE's lower bound and AIS on the same test images, beside the published number."""
+    return (
+        Row(
+            label=f"{model}: RAISE test log p(v), first eval.raise_examples images (conservative)",
+            metric="test_log_likelihood_raise",
+            published=published,
+            tolerance={},
+        ),
+        Row(
+            label=f"{model}: AIS test log p(v), the same images",
+            metric="test_log_likelihood_ais_same_images",
+            published=published,
+            tolerance={},
+        ),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Replication:
     """experiment: the script `experiments/<experiment>.py` that runs each config.
