@@ -223,24 +223,30 @@ def _call_length(config, steps_per_call: int, step: int, num_steps: int) -> int:
     return max(1, min(bounds))
 
 
-def _stacked_global_batch(
-    mesh: jax.sharding.Mesh, local_batches: Mapping[str, np.ndarray]
-) -> dict[str, jax.Array]:
-    """Global arrays [k, B, ...] from each host's [k, B / num_processes, ...] rows: the
-    batch axis (the second) split over `data`, as `mesh_lib.global_batch` splits one batch."""
-    sharding = jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec(None, mesh_lib.DATA_AXIS)
-    )
+def _step_input(mesh: jax.sharding.Mesh, local: Mapping[str, np.ndarray], stacked: bool) -> Batch:
+    """What the compiled step takes for this host's rows of a batch [B, ...] (or of batches
+    stacked [k, B, ...], `stacked`). One process: the numpy rows themselves, placed by the
+    step's in_shardings in its C++ dispatch, a quarter of `jax.device_put`'s host time (on a
+    small CPU host that time is taken from the step's own threads). Several processes:
+    global arrays from each host's rows, the batch axis split over `data`."""
     if jax.process_count() == 1:
-        return jax.device_put(dict(local_batches), sharding)
+        return dict(local)
+    if not stacked:
+        return mesh_lib.global_batch(mesh, local)
+    sharding = _stacked_sharding(mesh)
     return {
         name: jax.make_array_from_process_local_data(
             sharding,
             value,
             (value.shape[0], value.shape[1] * jax.process_count(), *value.shape[2:]),
         )
-        for name, value in local_batches.items()
+        for name, value in local.items()
     }
+
+
+def _stacked_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    """Batches stacked [k, B, ...]: the batch axis (the second) split over `data`."""
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, mesh_lib.DATA_AXIS))
 
 
 def _index(batches: Batch, i: jax.Array) -> Batch:
@@ -299,9 +305,9 @@ def train_and_evaluate(
         batches_at = lambda step, count: whole
     else:
         batcher = data_lib.EpochBatcher(dataset["train"], config.batch_size, config.seed)
-        batch_at = lambda step: mesh_lib.global_batch(mesh, batcher.batch(step))
-        batches_at = lambda step, count: _stacked_global_batch(
-            mesh, batcher.batches(step, count, steps_per_call)
+        batch_at = lambda step: _step_input(mesh, batcher.batch(step), stacked=False)
+        batches_at = lambda step, count: _step_input(
+            mesh, batcher.batches(step, count, steps_per_call), stacked=True
         )
     num_steps = _num_steps(config, batcher.steps_per_epoch)
     base_key = jax.random.key(config.seed)
@@ -311,7 +317,7 @@ def train_and_evaluate(
     )
 
     # State: shapes first, then a compiled init that writes straight into its shardings.
-    example = batch_at(0)
+    example = whole if family.full_batch else mesh_lib.global_batch(mesh, batcher.batch(0))
     abstract = jax.eval_shape(family.init, init_key, example)
     if family.state_shardings is None:
         shardings = jax.tree.map(lambda _: replicated, abstract)
@@ -378,8 +384,14 @@ def train_and_evaluate(
         return state, stacked, step_counter
 
     in_calls = steps_per_call > 1
+    batch_sharding = (
+        _stacked_sharding(mesh)
+        if in_calls and not family.full_batch
+        else mesh_lib.batch_sharding(mesh)
+    )
     train_fn = jax.jit(
         counted_steps if in_calls else counted_step,
+        in_shardings=(shardings, batch_sharding, replicated) + ((replicated,) if in_calls else ()),
         out_shardings=(shardings, replicated, replicated),
         donate_argnums=(0, 2),
     )
