@@ -57,11 +57,30 @@ def _input_spec(model: saving.Model) -> Mapping[str, Any]:
     return spec
 
 
+def _finite(path: pathlib.Path, values: np.ndarray) -> np.ndarray:
+    """`values` when it holds at least one number and all of them are finite."""
+    if values.size == 0:
+        raise UsageError(f"--input={path}: empty, shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise UsageError(
+            f"--input={path}: {np.size(values) - np.isfinite(values).sum()} values are not "
+            "finite (NaN or infinity)"
+        )
+    return values
+
+
 def _read_images(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[np.ndarray, list[str]]:
     from PIL import Image
 
     if path.suffix == ".npy":
-        pixels = np.load(path).astype(np.float32)
+        pixels = _finite(path, np.load(path).astype(np.float32))
+        if pixels.min(initial=0.0) < 0.0 or pixels.max(initial=0.0) > 255.0:
+            raise UsageError(
+                f"--input={path}: pixels must lie in [0, 1] or 0..255, got "
+                f"[{pixels.min()}, {pixels.max()}]"
+            )
+        if pixels.max(initial=0.0) > 1.0:
+            pixels = pixels / 255.0
         names = [f"{path.name}[{i}]" for i in range(len(pixels))]
     else:
         files = (
@@ -71,10 +90,10 @@ def _read_images(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[np.ndarra
         )
         if not files:
             raise UsageError(f"--input={path}: no PNG files in this folder")
-        pixels = np.stack([np.asarray(Image.open(f).convert("L"), np.float32) for f in files])
+        # 8-bit grey levels whatever the values: a dark PNG is not a [0, 1] image.
+        grey = [np.asarray(Image.open(f).convert("L"), np.float32) for f in files]
+        pixels = np.stack(grey) / 255.0
         names = [f.name for f in files]
-    if pixels.max(initial=0.0) > 1.0:
-        pixels = pixels / 255.0
     shape = tuple(spec["shape"])
     if pixels.ndim == len(shape):  # [N, H, W] for an [H, W, 1] model
         pixels = pixels[..., None]
@@ -102,7 +121,7 @@ def _read_text(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[np.ndarray,
 
 def _read_sequences(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[np.ndarray, list[str]]:
     del spec
-    sequences = np.load(path).astype(np.float32)
+    sequences = _finite(path, np.load(path).astype(np.float32))
     if sequences.ndim == 2:
         sequences = sequences[None]
     if sequences.ndim != 3:
@@ -121,7 +140,9 @@ def _read_symbols(path: pathlib.Path, spec: Mapping[str, Any]) -> tuple[np.ndarr
             f"--input={path}: symbols must be integers [T] or [B, T], got {symbols.dtype} "
             f"{symbols.shape}"
         )
-    if symbols.size and (symbols.min() < 0 or symbols.max() >= spec["num_symbols"]):
+    if symbols.size == 0:
+        raise UsageError(f"--input={path}: no symbols, shape {symbols.shape}")
+    if symbols.min() < 0 or symbols.max() >= spec["num_symbols"]:
         raise UsageError(
             f"--input={path}: symbols must lie in [0, {spec['num_symbols']}), got "
             f"[{symbols.min()}, {symbols.max()}]"

@@ -123,3 +123,36 @@ def test_bad_use_is_one_line_and_exit_2(rbm_workdir, tmp_path, capsys, argv, mes
 def test_a_workdir_without_a_model_is_named(tmp_path, capsys):
     assert cli.main(["score", f"--workdir={tmp_path}", "--input=x"]) == 2
     assert "no finished model here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "pixels, message",
+    [
+        (np.where(np.eye(8)[None] > 0, np.inf, 0.5), "8 values are not finite"),
+        (np.zeros((0, 8, 8)), "empty, shape (0, 8, 8)"),
+        (np.full((2, 8, 8), -0.5), "pixels must lie in [0, 1] or 0..255"),
+        (np.full((2, 8, 8), 256.0), "pixels must lie in [0, 1] or 0..255"),
+    ],
+)
+def test_bad_pixels_are_refused_by_name(rbm_workdir, tmp_path, capsys, pixels, message):
+    path = tmp_path / "bad.npy"
+    np.save(path, pixels)
+    assert cli.main(["score", f"--workdir={rbm_workdir}", f"--input={path}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: --input={path}: ") and message in error
+
+
+def test_a_dark_png_is_read_as_grey_levels_not_as_unit_pixels(rbm_workdir, tmp_path):
+    """A PNG whose brightest pixel is 1 of 255 is nearly black, not an image of ones."""
+    Image.fromarray(np.ones((8, 8), np.uint8)).save(tmp_path / "dark.png")
+    model = saving.load(rbm_workdir)
+    pixels, _ = cli.read_input(model, str(tmp_path / "dark.png"))
+    np.testing.assert_array_equal(pixels, np.zeros((1, 64), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(0,), (2, 0)])
+def test_empty_symbol_sequences_are_refused_by_name(tmp_path, shape):
+    path = tmp_path / "empty.npy"
+    np.save(path, np.zeros(shape, np.int32))
+    with pytest.raises(cli.UsageError, match=r"--input=.*empty.npy: no symbols"):
+        cli._read_symbols(path, {"num_symbols": 6})
