@@ -399,17 +399,25 @@ class GANFamily:
         )
         return {**d_vars, **weights}, d_opt_state
 
-    def _apply_generator_update(self, state: GANState, g_vars, g_opt_state, grads):
-        """G's optimizer step and the EMA: the next state's g_params, opt state and EMA."""
+    def _next_state(self, state: GANState, g_vars, g_grads, d_params, d_opt_state) -> GANState:
+        """The state after a step: G's optimizer step from `g_grads` (its batch statistics
+        from `g_vars`), the EMA and the update count, beside D's new weights and optimizer."""
         updates, g_opt_state = self.optimizers()[0].update(
-            grads, g_opt_state, trainable(state.g_params)
+            g_grads, state.g_opt_state, trainable(state.g_params)
         )
         g_params = {**g_vars, **optax.apply_updates(trainable(state.g_params), updates)}
         decay = ema_decay(self.config.model.ema_decay, state.updates)
         ema_params = jax.tree.map(
             lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, g_params
         )
-        return g_params, g_opt_state, ema_params
+        return GANState(
+            g_params=g_params,
+            d_params=d_params,
+            g_opt_state=g_opt_state,
+            d_opt_state=d_opt_state,
+            ema_params=ema_params,
+            updates=state.updates + 1,
+        )
 
     def train_step(self, state: GANState, batch, key):
         """`train_step(self, state, batch, key)`: the loop's step and `fit`'s."""
@@ -563,17 +571,7 @@ def train_step(family: GANFamily, state: GANState, batch, key) -> tuple[GANState
 
     g_loss, fake_grads = jax.value_and_grad(g_loss_fn)(fake)
     (g_grads,) = g_vjp(fake_grads)
-    g_params, g_opt_state, ema_params = family._apply_generator_update(
-        state, g_vars, state.g_opt_state, g_grads
-    )
-    new_state = GANState(
-        g_params=g_params,
-        d_params=d_params,
-        g_opt_state=g_opt_state,
-        d_opt_state=d_opt_state,
-        ema_params=ema_params,
-        updates=state.updates + 1,
-    )
+    new_state = family._next_state(state, g_vars, g_grads, d_params, d_opt_state)
     return new_state, {**metrics, "g_loss": g_loss}
 
 
@@ -617,17 +615,7 @@ def simultaneous_step(family: GANFamily, state: GANState, batch, key) -> tuple[G
     g_grads, _ = pull_back((zero, jnp.ones_like(g_loss)))
     # d_vars: the step's weights and the batch statistics of both D passes
     d_params, d_opt_state = family._apply_critic_update(d_vars, state.d_opt_state, d_grads)
-    g_params, g_opt_state, ema_params = family._apply_generator_update(
-        state, g_vars, state.g_opt_state, g_grads
-    )
-    new_state = GANState(
-        g_params=g_params,
-        d_params=d_params,
-        g_opt_state=g_opt_state,
-        d_opt_state=d_opt_state,
-        ema_params=ema_params,
-        updates=state.updates + 1,
-    )
+    new_state = family._next_state(state, g_vars, g_grads, d_params, d_opt_state)
     return new_state, {"d_loss": d_loss, **aux, "g_loss": g_loss}
 
 
@@ -709,15 +697,13 @@ def family_for(config: ml_collections.ConfigDict, dataset: data_lib.Dataset) -> 
 
 def default_config() -> ml_collections.ConfigDict:
     """The GAN family's keys, with the small MLP GAN on MNIST; configs adjust them."""
-    config = base_config()
-    config.batch_size = 128
-    config.num_epochs = 30.0
-    config.log_every = 100
-    config.eval_every = 2000
-    config.eval_batch_size = 1000
-    config.checkpoint.every = 2000
-    config.checkpoint.keep = 2
-    config.data = image_data_config("mnist", "none", num_classes=10, holdout=10_000)
+    config = base_config()  # the loop's keys: only the schedule's changes are written here
+    config.update(
+        num_epochs=30.0,
+        eval_every=2000,
+        checkpoint={"every": 2000, "keep": 2},
+        data=image_data_config("mnist", "none", num_classes=10, holdout=10_000),
+    )
     config.model = ml_collections.ConfigDict(
         {
             "arch": "mlp",
