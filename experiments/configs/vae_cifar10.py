@@ -20,6 +20,7 @@ Variants (`--config=experiments/configs/vae_cifar10.py:VARIANT`):
 import ml_collections
 
 from genjax_lab.models import vae
+from genjax_lab.models.vae.family import shrink_to_tiny
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
@@ -44,14 +45,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.eval.nll_batch_size = 100
     config.eval.nll_examples = 1000
     if variant == "tiny":
-        config.num_epochs, config.num_steps = -1, 4
-        config.batch_size = config.eval_batch_size = 8  # a multiple of 8 CPU test devices
-        config.log_every, config.checkpoint.every = 2, 4
-        config.model.encoder_hidden = config.model.decoder_hidden = (16,)
-        config.model.latent_dim = 4
-        config.eval.iwae_samples = 2
-        config.eval.nll_samples, config.eval.nll_chunk, config.eval.nll_batch_size = 4, 4, 8
-        config.eval.nll_examples = 0
+        shrink_to_tiny(config)
     elif variant != "default":
         raise ValueError(f"unknown variant {variant!r} of vae_cifar10: default or tiny")
     return config

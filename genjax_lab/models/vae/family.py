@@ -259,17 +259,15 @@ def test_nll(
 def default_config() -> ml_collections.ConfigDict:
     """The VAE family's keys with the defaults of the digits experiment; configs adjust them.
     `fit`, `init` and the training loop all take this whole config."""
-    config = base_config()
-    config.seed = 0
-    config.batch_size = 64
-    config.num_epochs = 60.0
-    config.log_every = 100
-    config.eval_every = 0
-    config.eval_batch_size = 360
-    config.checkpoint.every = 200
-    config.checkpoint.keep = 3
-
-    config.data = image_data_config("digits", "dynamic", num_classes=10)
+    config = base_config()  # the loop's keys: only the schedule's changes are written here
+    config.update(
+        batch_size=64,
+        num_epochs=60.0,
+        eval_every=0,
+        eval_batch_size=360,
+        checkpoint={"every": 200},
+        data=image_data_config("digits", "dynamic", num_classes=10),
+    )
     config.model = ml_collections.ConfigDict(
         {
             "encoder_hidden": (200, 200),
@@ -306,3 +304,21 @@ def default_config() -> ml_collections.ConfigDict:
         }
     )
     return config
+
+
+def shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
+    """Cuts a VAE config, in place, to its `tiny` variant, a smoke run of seconds: 4 steps
+    at batch 8 (a multiple of 8 CPU test devices), one 16-unit layer each way and 4 latents,
+    test estimates of 2-4 importance samples on every test image. The model's kind (decoder,
+    convolutions, labels) and the data stay the config's."""
+    config.update(
+        num_epochs=-1,
+        num_steps=4,
+        batch_size=8,
+        eval_batch_size=8,
+        log_every=2,
+        eval_every=0,
+        checkpoint={"every": 4},
+    )
+    config.model.update(encoder_hidden=(16,), decoder_hidden=(16,), latent_dim=4)
+    config.eval.update(iwae_samples=2, nll_samples=4, nll_chunk=4, nll_batch_size=8, nll_examples=0)
