@@ -29,6 +29,7 @@ FORMAT = 1
 FAMILIES = {
     "naive_bayes": "genjax_lab.models.naive_bayes",
     "gmm": "genjax_lab.models.gmm",
+    "bayesian_gmm": "genjax_lab.models.gmm.bayesian",
     "hmm": "genjax_lab.models.hmm",
     "lda": "genjax_lab.models.lda",
     "boltzmann": "genjax_lab.models.boltzmann",

@@ -34,8 +34,11 @@ Scoring, and what each number is:
   log_prob_bound(key, params, x)  scikit-learn's score_samples: logsumexp_k (E[log pi_k] +
                               E[log N(x | mu_k, Lambda_k)]), which by Jensen is below the log
                               posterior predictive density log E_q[p(x | pi, mu, Lambda)].
-  posterior(params, x)        q(z_n = k), scikit-learn's predict_proba.
+  posterior(params, x)        q(z_n = k), scikit-learn's predict_proba; `predict` its argmax.
   sample(key, params, num)    draws from the expected-parameter mixture (scikit-learn's sample).
+
+A fit is saved as family "bayesian_gmm": genjax_lab.saving.save(workdir, "bayesian_gmm",
+config, meta_from_data(data, config), params); saving.load(workdir) restores it through `init`.
 """
 
 from collections.abc import Mapping
@@ -53,12 +56,16 @@ from genjax_lab.inference import kmeans as kmeans_lib
 from genjax_lab.models.gmm import model as gmm_model
 from genjax_lab.models.gmm.em import (
     EMStats,
-    _iteration_capacity,
     _moments,
     _statistics,
     converging_loop,
 )
-from genjax_lab.models.gmm.family import _padded, _refuse_singular, _validate_fit_inputs
+from genjax_lab.models.gmm.family import (
+    _converged,
+    _feature_meta,
+    _finite,
+    _fit_starts,
+)
 from genjax_lab.models.gmm.model import COVARIANCE_TYPES, GMM, _cholesky_of_inverse
 
 WEIGHT_PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
@@ -392,6 +399,34 @@ def _initial(prior: Prior, x, resp, config) -> BayesianGMM:
     )
 
 
+# ----------------------------------------------------------------------------- saving
+def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict:
+    """The sizes the data fix (genjax_lab.saving): num_features and dtype."""
+    _check_config(config)
+    checks.check_mapping("data", data, ("x",))
+    return _feature_meta(data["x"])
+
+
+def init(key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> BayesianGMM:
+    """A posterior of the structure a fit of `config` gives on meta["num_features"] features
+    in meta["dtype"]: one M-step from K standard normal points, one a component, under unit
+    prior scales. genjax_lab.saving.load reads its shapes to restore a saved fit."""
+    _check_config(config)
+    d, dtype = meta["num_features"], jnp.dtype(meta["dtype"])
+    k, kind = config.num_components, config.covariance_type
+    unit = {"full": jnp.eye(d), "tied": jnp.eye(d), "diag": jnp.ones(d), "spherical": 1.0}[kind]
+    prior = Prior(*(jnp.asarray(value, dtype) for value in (1.0 / k, 1.0, jnp.zeros(d), d, unit)))
+    points = jax.random.normal(key, (k, d), dtype)
+    return _m_step(
+        prior,
+        points,
+        jnp.eye(k, dtype=dtype),
+        kind,
+        config.weight_concentration_prior_type,
+        config.reg_covar,
+    )
+
+
 # ----------------------------------------------------------------------------- fit
 @compilation.size_tiered_jit(
     static_argnames=("num_components", "covariance_type", "weight_prior_type", "capacity"),
@@ -423,8 +458,7 @@ def _fit_program(
         init = _m_step(prior, x, resp, covariance_type, weight_prior_type, reg_covar)
     step = lambda p: _vb_step(p, x, mask, reg_covar)
     params, history, iterations = converging_loop(step, init, max_iter, tol, capacity, x.dtype)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(params)]))
-    return params, history, iterations, finite
+    return params, history, iterations, {"the variational mixture": _finite(params)}
 
 
 def _check_init(init: BayesianGMM, config: ml_collections.ConfigDict, d: int) -> None:
@@ -442,8 +476,6 @@ def _check_init(init: BayesianGMM, config: ml_collections.ConfigDict, d: int) ->
             f"init must be (D, config.num_components, config.covariance_type, "
             f"config.weight_concentration_prior_type) = {wanted}, got {found}"
         )
-    if config.num_inits != 1:
-        raise ValueError(f"config.num_inits must be 1 with init, got {config.num_inits}")
     checks.check_finite_tree("init", init)
 
 
@@ -467,39 +499,22 @@ def fit(
     _check_config(config)
     checks.check_mapping("data", data, ("x",))
     x_np, mask = np.asarray(data["x"]), data.get("mask")
-    _validate_fit_inputs(x_np, mask, config.num_components)
-    if init is not None:
-        _check_init(init, config, x_np.shape[1])
-    x_padded, mask_padded = _padded(x_np, None if mask is None else np.asarray(mask))
-    prior = prior_from_data(x_padded, config, mask_padded) if init is None else init.prior
-    best = None
-    for start in range(config.num_inits):
-        params, history, iterations, finite = _fit_program(
-            key,
-            x_padded,
-            mask_padded,
-            prior,
-            init,
-            start,
-            config.num_iters,
-            config.tol,
-            config.reg_covar,
-            config.kmeans_iters,
-            num_components=config.num_components,
-            covariance_type=config.covariance_type,
-            weight_prior_type=config.weight_concentration_prior_type,
-            capacity=_iteration_capacity(config.num_iters),
-            problem_size=x_padded.size,
-        )
-        history, iterations, finite = jax.device_get((history, iterations, finite))
-        _refuse_singular(finite, config.reg_covar, "the variational mixture")
-        history = history[:iterations]
-        if best is None or history[-1] > best[1][-1]:
-            best = params, history, iterations
-    params, history, iterations = best
-    # The first iteration's change is from -inf, so a stop needs two lower bounds.
-    converged = len(history) >= 2 and abs(history[-1] - history[-2]) < config.tol
-    return params, {"lower_bound": history, "num_iters": int(iterations), "converged": converged}
+    params, history, iterations = _fit_starts(
+        _fit_program,
+        key,
+        x_np,
+        mask,
+        init,
+        config,
+        _check_init,
+        lambda x, mask: (prior_from_data(x, config, mask) if init is None else init.prior,),
+        weight_prior_type=config.weight_concentration_prior_type,
+    )
+    return params, {
+        "lower_bound": history,
+        "num_iters": iterations,
+        "converged": bool(_converged(history, config.tol)),
+    }
 
 
 # ----------------------------------------------------------------------------- the verbs
@@ -535,6 +550,13 @@ def log_prob_bound(key: jax.Array | None, params: BayesianGMM, x: jax.Array) -> 
 def posterior(params: BayesianGMM, x: jax.Array) -> jax.Array:
     """q(z_n = k) [N, K] (scikit-learn's predict_proba)."""
     return jax.nn.softmax(_expected_log_joint(params, x), axis=1)
+
+
+@checks.validated(_check_scoring)
+@jax.jit
+def predict(params: BayesianGMM, x: jax.Array) -> jax.Array:
+    """The most probable component of each row, int [N] (scikit-learn's predict)."""
+    return jnp.argmax(_expected_log_joint(params, x), axis=1)
 
 
 def sample(

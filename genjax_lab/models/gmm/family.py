@@ -11,9 +11,9 @@ or number of starts reuses the compiled program. With `config.class_conditional`
 one mixture per class of data["y"] at once (vmapped over class masks) and the class prior:
 a `LabelledGMM`, whose `classifier(params)` classifies by Bayes' rule.
 
-A fit that produces a singular covariance (e.g. reg_covar=0 and a component on one point)
-raises ValueError telling to raise reg_covar, as scikit-learn does, rather than returning NaN
-parameters.
+A fit that produces a singular covariance (e.g. reg_covar=0 and a component on copies of one
+point) raises ValueError telling to raise reg_covar, as scikit-learn does, or to check the data
+for duplicated points, rather than returning NaN parameters.
 
 On the training loop (`loop_family(config)`, core/loop.py): the same fit as a full-batch
 `loop.Family` whose step is one EM iteration of every start (the starts side by side on a
@@ -24,7 +24,7 @@ held; the run ends (the loop's `converged`) once every start has stopped, or aft
 start `fit` keeps, the highest final log-likelihood.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -90,20 +90,25 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     checks.check_count("config.num_classes", config.num_classes, minimum=0)
 
 
+def _feature_meta(x) -> dict:
+    """The sizes data x [N, D] fix for any mixture: num_features and the parameters' dtype."""
+    x = checks.check_array("x", x, ("N", "D"), kinds=checks.FLOAT, finite=False)
+    return {
+        "num_features": int(x.shape[1]),
+        "dtype": jnp.dtype(jax.dtypes.canonicalize_dtype(x.dtype)).name,
+    }
+
+
 def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict:
     """The sizes the data fix: num_features, dtype (of the parameters) and, class-conditional,
     num_classes."""
     _check_config(config)
     checks.check_mapping("data", data, ("x", "y") if config.class_conditional else ("x",))
-    x = checks.check_array("x", data["x"], ("N", "D"), kinds=checks.FLOAT, finite=False)
-    meta = {
-        "num_features": int(x.shape[1]),
-        "dtype": jnp.dtype(jax.dtypes.canonicalize_dtype(x.dtype)).name,
-    }
+    meta = _feature_meta(data["x"])
     if config.class_conditional:
         num_classes = config.num_classes
         if num_classes == 0:
-            labels = checks.check_array("y", data["y"], (x.shape[0],), kinds=checks.INTEGER)
+            labels = checks.check_array("y", data["y"], (len(data["x"]),), kinds=checks.INTEGER)
             num_classes = int(labels.max()) + 1
         meta["num_classes"] = int(num_classes)
     return meta
@@ -169,11 +174,13 @@ def _finite(tree) -> jax.Array:
 
 
 def _refuse_singular(finite: bool, reg_covar: float, what: str = "the mixture") -> None:
+    # The usual cause is a component on copies of one point, whose covariance is zero but
+    # for reg_covar: the message names the knob as scikit-learn does and the data to check.
     if not finite:
         raise ValueError(
-            f"fitting {what} gave a singular covariance (a component collapsed onto "
-            f"too few points, or duplicate points): increase config.reg_covar (now "
-            f"{reg_covar}) or use fewer components"
+            f"fitting {what} gave a singular covariance (a component collapsed onto too few "
+            f"distinct points): increase config.reg_covar (scikit-learn's reg_covar; now "
+            f"{reg_covar}), check x for duplicated points, or use fewer components"
         )
 
 
@@ -219,7 +226,8 @@ def _fit_program(
     capacity: int,
 ):
     """Start number `start` (init_kmeans(fold_in(key, start)) unless `init`), then `_em_loop`:
-    (params, history, iterations, start finite, result finite). Every number is traced."""
+    (params, history, iterations, whether the start and the result are finite). Every number
+    is traced."""
     if init is None:
         init = init_kmeans(
             jax.random.fold_in(key, start),
@@ -231,7 +239,8 @@ def _fit_program(
             reg_covar=reg_covar,
         )
     params, history, iterations = _em_loop(init, x, mask, max_iter, tol, reg_covar, capacity)
-    return params, history, iterations, _finite(init), _finite(params)
+    finite = {"the k-means initialisation": _finite(init), "the mixture": _finite(params)}
+    return params, history, iterations, finite
 
 
 @compilation.size_tiered_jit(static_argnames=("num_components", "covariance_type", "capacity"))
@@ -280,22 +289,44 @@ def _check_init(init: GMM, config: ml_collections.ConfigDict, d: int) -> None:
         )
 
 
-def _fit_mixture(key, x_np, mask, config, init: GMM | None) -> tuple[GMM, dict]:
+def _fit_starts(
+    program: Callable,
+    key: jax.Array,
+    x_np: np.ndarray,
+    mask: np.ndarray | None,
+    init: Any,
+    config: ml_collections.ConfigDict,
+    check_init: Callable[[Any, ml_collections.ConfigDict, int], None],
+    args_of: Callable[[np.ndarray, np.ndarray], tuple] = lambda x, mask: (),
+    **static: Any,
+) -> tuple[Any, np.ndarray, int]:
+    """A mixture's fit from config.num_inits starts (or `init`, checked by check_init(init,
+    config, D)): the start with the highest final objective, the first of equals, as
+    (params, history [iterations run], iterations).
+
+    x [N, D] and mask are validated, then padded (`_padded`); args_of(x, mask) of the padded
+    ones gives the program's arguments after them. program(key, x, mask, *args, init, start,
+    num_iters, tol, reg_covar, kmeans_iters, num_components=, covariance_type=, capacity=,
+    problem_size=, **static) returns (params, history, iterations, {what: finite}); a
+    non-finite `what` is refused as singular (`_refuse_singular`).
+    """
     _validate_fit_inputs(x_np, mask, config.num_components)
     if init is not None:
-        _check_init(init, config, x_np.shape[1])
+        check_init(init, config, x_np.shape[1])
         if config.num_inits != 1:
             raise ValueError(
                 f"config.num_inits must be 1 with init (every start would be init), "
                 f"got {config.num_inits}"
             )
     x_padded, mask_padded = _padded(x_np, None if mask is None else np.asarray(mask))
+    args = args_of(x_padded, mask_padded)
     best = None
     for start in range(config.num_inits):
-        params, history, iterations, init_ok, ok = _fit_program(
+        params, history, iterations, finite = program(
             key,
             x_padded,
             mask_padded,
+            *args,
             init,
             start,
             config.num_iters,
@@ -306,14 +337,19 @@ def _fit_mixture(key, x_np, mask, config, init: GMM | None) -> tuple[GMM, dict]:
             covariance_type=config.covariance_type,
             capacity=_iteration_capacity(config.num_iters),
             problem_size=x_padded.size,
+            **static,
         )
-        history, iterations, init_ok, ok = jax.device_get((history, iterations, init_ok, ok))
-        _refuse_singular(init_ok, config.reg_covar, "the k-means initialisation")
-        _refuse_singular(ok, config.reg_covar)
+        history, iterations, finite = jax.device_get((history, iterations, finite))
+        for what, ok in finite.items():
+            _refuse_singular(ok, config.reg_covar, what)
         history = history[:iterations]
         if best is None or history[-1] > best[1][-1]:
-            best = params, history
-    params, history = best
+            best = params, history, int(iterations)
+    return best
+
+
+def _fit_mixture(key, x_np, mask, config, init: GMM | None) -> tuple[GMM, dict]:
+    params, history, _ = _fit_starts(_fit_program, key, x_np, mask, init, config, _check_init)
     return params, {
         "log_likelihood": history,
         "num_iters": len(history),
