@@ -304,11 +304,11 @@ def _fit_starts(
     config, D)): the start with the highest final objective, the first of equals, as
     (params, history [iterations run], iterations).
 
-    x [N, D] and mask are validated, then padded (`_padded`); args_of(x, mask) of the padded
-    ones gives the program's arguments after them. program(key, x, mask, *args, init, start,
-    num_iters, tol, reg_covar, kmeans_iters, num_components=, covariance_type=, capacity=,
-    problem_size=, **static) returns (params, history, iterations, {what: finite}); a
-    non-finite `what` is refused as singular (`_refuse_singular`).
+    x [N, D] and mask are validated and padded (`_padded`); args_of(padded x, padded mask)
+    gives the program's arguments between mask and init (the variational prior).
+    program(key, x, mask, *args, init, start, num_iters, tol, reg_covar, kmeans_iters,
+    num_components=, covariance_type=, capacity=, problem_size=, **static) returns (params,
+    history, iterations, {what: finite}); a non-finite `what` is refused as singular.
     """
     _validate_fit_inputs(x_np, mask, config.num_components)
     if init is not None:
