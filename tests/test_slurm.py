@@ -85,14 +85,23 @@ def job_log(workdir: pathlib.Path) -> str:
     return "\n".join(parts)
 
 
+def assert_one_cluster_of_two(log: str) -> None:
+    """Both tasks of an `sbatch -n 2` job joined one JAX cluster, one device each."""
+    for process in (0, 1):
+        assert f"process {process} of 2, 1 local / 2 global devices" in log, log[-3000:]
+
+
+@pytest.mark.slow  # 45 s
 def test_sbatch_two_tasks_form_one_cluster_and_match_one_process(cluster, job_env, tmp_path):
+    """In CI, test_a_killed_task_ends_the_job_with_a_named_failure checks the cluster an
+    `sbatch -n 2` job forms, and tests/test_harness.py's test_two_processes_match_one_process
+    the numbers two processes of one cluster reach against one process."""
     start = time.time()
     job = submit(cluster, job_env, tmp_path / "two")
     state = cluster.wait(job, timeout=300)
     log = job_log(tmp_path / "two")
     assert state == "COMPLETED", log[-3000:]
-    for process in (0, 1):
-        assert f"process {process} of 2, 1 local / 2 global devices" in log
+    assert_one_cluster_of_two(log)
     single = tmp_path / "one"
     assert_ok(run_experiment(job_env, "vae", "vae_digits.py:tiny", single))
     one = {r["step"]: r for r in metrics_lib.read_metrics(single, "test")}
@@ -170,6 +179,7 @@ def _task_pid(workdir: pathlib.Path, process_id: int) -> int | None:
 
 @pytest.mark.fault("a SLURM task killed: the job ends with the task named")
 def test_a_killed_task_ends_the_job_with_a_named_failure(cluster, job_env, tmp_path):
+    """The two tasks form one cluster and checkpoint; a task then killed fails the job."""
     workdir = tmp_path / "dies"
     job = submit(cluster, job_env, workdir, *LONG)
     deadline = time.time() + 300
@@ -185,6 +195,7 @@ def test_a_killed_task_ends_the_job_with_a_named_failure(cluster, job_env, tmp_p
     state = cluster.wait(job, timeout=120)
     ended_after = time.time() - killed_at
     log = job_log(workdir)
+    assert_one_cluster_of_two(log)
     assert state in ("FAILED", "CANCELLED"), log[-3000:]
     assert re.search(r"task 1: Killed", log), log[-3000:]
     steps = checkpoint_steps(workdir)
