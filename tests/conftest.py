@@ -1,24 +1,24 @@
 """Test setup: 8 forced CPU devices, so every multi-device path runs on a laptop; no persistent
-compilation cache.
+compilation cache in the test process, one private to the run for the processes tests start.
 
 XLA reads the flag when the backend starts, so it is set before anything imports jax.
 """
 
 import os
+import pathlib
+
+import pytest
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# No persistent compilation cache (genjax_lab turns one on in ~/.cache by default): a test run
-# neither reads programs another checkout or branch compiled nor fills the user's cache, and
+# No persistent compilation cache here (genjax_lab turns one on in ~/.cache by default): a test
+# run neither reads programs another checkout or branch compiled nor fills the user's cache, and
 # within one pytest process JAX's in-memory cache already reuses every program. Set it to a
 # folder to try the suite with a cache; tests/test_compile.py tests the cache itself.
+_CACHE_CHOSEN_BY_USER = "GENJAX_COMPILATION_CACHE" in os.environ
 os.environ.setdefault("GENJAX_COMPILATION_CACHE", "off")
-
-import pathlib
-
-import pytest
 
 # (what, report) of every test marked `fault`, for the reliability table.
 _FAULT_REPORTS: list = []
@@ -33,6 +33,21 @@ def _compiled_programs_freed_after_each_module():
     import jax
 
     jax.clear_caches()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _started_processes_share_a_compilation_cache(tmp_path_factory):
+    """Processes the tests start (experiments, launch.sh, SLURM jobs) share one persistent
+    compilation cache, private to this run: tests launch the same tiny configs again and again
+    (a reference, the run killed, its relaunch), and each fresh process otherwise compiles
+    every program anew. This process keeps the setting it read when genjax_lab was imported."""
+    import genjax_lab  # noqa: F401 -- its import reads the setting this process keeps
+
+    if not _CACHE_CHOSEN_BY_USER:
+        # Under xdist, the folder above the worker's own is the run's: workers share it.
+        base = tmp_path_factory.getbasetemp()
+        run_folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+        os.environ["GENJAX_COMPILATION_CACHE"] = str(run_folder / "compilation_cache")
 
 
 def pytest_addoption(parser):

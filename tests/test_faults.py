@@ -96,13 +96,31 @@ def run_env(tmp_path_factory):
     return process_env(tmp_path_factory.mktemp("tfds"))
 
 
-def _reference(env, family: str, workdir: pathlib.Path) -> float:
-    """Runs the family uninterrupted; returns its wall time."""
-    start = time.monotonic()
-    process = _launch(env, family, workdir)
-    output = process.communicate(timeout=600)[0]
-    assert process.returncode == 0, output[-3000:]
-    return time.monotonic() - start
+@pytest.fixture(scope="module")
+def uncached_env(run_env):
+    """run_env without the compilation cache started processes share (tests/conftest.py): a
+    SIGKILL's random moment is drawn over the reference run's wall time, so the runs it kills
+    must compile as the reference did, to take as long."""
+    return dict(run_env, GENJAX_COMPILATION_CACHE="off")
+
+
+@pytest.fixture(scope="module")
+def reference(uncached_env, tmp_path_factory):
+    """family -> (workdir, wall seconds) of its uninterrupted run, run once for the module:
+    the SIGKILL and full-disk tests compare against the same VAE run."""
+    runs = {}
+
+    def run(family: str) -> tuple[pathlib.Path, float]:
+        if family not in runs:
+            workdir = tmp_path_factory.mktemp(f"reference_{family}")
+            start = time.monotonic()
+            process = _launch(uncached_env, family, workdir)
+            output = process.communicate(timeout=600)[0]
+            assert process.returncode == 0, output[-3000:]
+            runs[family] = workdir, time.monotonic() - start
+        return runs[family]
+
+    return run
 
 
 @pytest.mark.fault(
@@ -113,21 +131,22 @@ def _reference(env, family: str, workdir: pathlib.Path) -> float:
     "family",
     ["vae", *(pytest.param(f, marks=pytest.mark.slow) for f in ("gan", "boltzmann", "hmm"))],
 )
-def test_sigkill_anywhere_resumes_bitwise(run_env, family, tmp_path, request, record_property):
+def test_sigkill_anywhere_resumes_bitwise(
+    uncached_env, reference, family, tmp_path, request, record_property
+):
     trials = request.config.getoption("--fault-trials")
-    reference = tmp_path / "reference"
-    wall_s = _reference(run_env, family, reference)
-    expected = final_state(reference)
+    reference_dir, wall_s = reference(family)
+    expected = final_state(reference_dir)
     details, survived = [], 0
     for trial in range(trials):
         workdir = tmp_path / f"trial_{trial}"
         delay_s = float(np.random.default_rng(trial).uniform(0.0, wall_s))
-        killed = _kill_after(_launch(run_env, family, workdir), delay_s)
+        killed = _kill_after(_launch(uncached_env, family, workdir), delay_s)
         in_save_at_random = bool(_saves_in_progress(workdir))
         after_random = checkpoint_steps(workdir)
-        killed_in_save = _kill_inside_a_save(_launch(run_env, family, workdir), workdir)
+        killed_in_save = _kill_inside_a_save(_launch(uncached_env, family, workdir), workdir)
         after_save_kill = checkpoint_steps(workdir)
-        process = _launch(run_env, family, workdir)
+        process = _launch(uncached_env, family, workdir)
         output = process.communicate(timeout=600)[0]
         equal = process.returncode == 0 and final_state(workdir) == expected
         survived += equal
@@ -166,12 +185,12 @@ def _unshare_available() -> str | None:
     "full disk (a 1 MiB tmpfs) while saving: a clear error, earlier checkpoints intact and "
     "resumable"
 )
-def test_full_disk_is_reported_and_earlier_checkpoints_resume(run_env, tmp_path, record_property):
+def test_full_disk_is_reported_and_earlier_checkpoints_resume(
+    run_env, reference, tmp_path, record_property
+):
     reason = _unshare_available()
     if reason:
         pytest.skip(reason)
-    reference = tmp_path / "reference"
-    _reference(run_env, "vae", reference)
     # 1 MiB holds about five checkpoints of the tiny VAE: keep them all so the disk fills.
     mount, copy = tmp_path / "small_disk", tmp_path / "after_full_disk"
     mount.mkdir()
@@ -215,7 +234,7 @@ def test_full_disk_is_reported_and_earlier_checkpoints_resume(run_env, tmp_path,
     )
     assert_ok(resumed)
     assert f"(step {intact[-1]})" in resumed.stdout
-    assert final_state(copy) == final_state(reference)
+    assert final_state(copy) == final_state(reference("vae")[0])
     record_property("details", [error[:400] + " ..."])
 
 
@@ -241,8 +260,10 @@ def _launch_two_processes(env, workdir: pathlib.Path, *flags: str) -> subprocess
     )
 
 
-# No scheduled save before the signal: the only checkpoint is the preemption's.
-_LONG = ("--config.num_steps=400", "--config.checkpoint.every=1000")
+# No scheduled save before the signal: the only checkpoint is the preemption's. The signal
+# goes once step 5 is logged; the processes stopped at step 16 under a load of 17 on 2 cores.
+_LONG_STEPS = 100
+_LONG = (f"--config.num_steps={_LONG_STEPS}", "--config.checkpoint.every=1000")
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +299,7 @@ def test_sigterm_under_two_processes(run_env, two_process_straight, tmp_path, ta
     stops = [re.findall(rf"process {i} stopped at step (\d+)", log) for i, log in enumerate(logs)]
     assert all(len(s) == 1 for s in stops), f"each process must stop once: {stops}"
     step = int(stops[0][0])
-    assert int(stops[1][0]) == step < 400 and f"preempted: saved step {step}" in logs[0]
+    assert int(stops[1][0]) == step < _LONG_STEPS and f"preempted: saved step {step}" in logs[0]
     assert checkpoint_steps(workdir) == [step]
     resumed = _launch_two_processes(run_env, workdir, *_LONG)
     assert resumed.wait(timeout=600) == 0, resumed.communicate()[1][-3000:]
