@@ -95,12 +95,17 @@ SMALL_PROBLEM_SIZE = 2**14
 class SizeTieredJit:
     """`fun` jitted twice: `small`, compiled with FAST_COMPILE_OPTIONS, and `large`, with
     XLA's defaults. Calling it with `problem_size=` (the number of input values, taken after
-    bucketing so that one bucket always picks one tier) runs the tier that size belongs to.
-    Both tiers compute the same function; they differ by float rounding at most."""
+    bucketing so that one bucket always picks one tier) runs the tier that size belongs to:
+    `small` up to `small_problem_size` (None: SMALL_PROBLEM_SIZE, read at each call), a
+    program's own limit where its measured compile saving and slower iterations break even
+    elsewhere. Both tiers compute the same function; they differ by float rounding at most."""
 
-    def __init__(self, fun: Callable, **jit_kwargs: Any) -> None:
+    def __init__(
+        self, fun: Callable, small_problem_size: int | None = None, **jit_kwargs: Any
+    ) -> None:
         self.small = jax.jit(fun, compiler_options=FAST_COMPILE_OPTIONS, **jit_kwargs)
         self.large = jax.jit(fun, **jit_kwargs)
+        self.small_problem_size = small_problem_size
         self.__wrapped__ = fun
 
     def cache_size(self) -> int:
@@ -108,10 +113,16 @@ class SizeTieredJit:
         return self.small._cache_size() + self.large._cache_size()
 
     def __call__(self, *args: Any, problem_size: int, **kwargs: Any) -> Any:
-        program = self.small if problem_size <= SMALL_PROBLEM_SIZE else self.large
+        limit = SMALL_PROBLEM_SIZE if self.small_problem_size is None else self.small_problem_size
+        # Inside another trace (a loop's step, vmap) the call is inlined into the outer
+        # program, whose options apply; JAX refuses compiler options on a nested jit.
+        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs)))
+        program = self.small if problem_size <= limit and not traced else self.large
         return program(*args, **kwargs)
 
 
-def size_tiered_jit(**jit_kwargs: Any) -> Callable[[Callable], SizeTieredJit]:
+def size_tiered_jit(
+    small_problem_size: int | None = None, **jit_kwargs: Any
+) -> Callable[[Callable], SizeTieredJit]:
     """Decorator form of SizeTieredJit: `@size_tiered_jit(static_argnames=(...))`."""
-    return lambda fun: SizeTieredJit(fun, **jit_kwargs)
+    return lambda fun: SizeTieredJit(fun, small_problem_size, **jit_kwargs)

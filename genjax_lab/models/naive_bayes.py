@@ -439,26 +439,36 @@ def init(key: jax.Array, config: ml_collections.ConfigDict, meta: Mapping[str, A
     )
 
 
-def _log_prior(class_count: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
-    num_classes = class_count.shape[0]
-    if len(config.class_prior):
-        prior = np.asarray(config.class_prior, dtype=np.float64)
-        if (
-            prior.shape != (num_classes,)
-            or not np.all(prior >= 0)
-            or not math.isclose(prior.sum(), 1.0, rel_tol=1e-6)
-        ):
-            raise ValueError(
-                f"config.class_prior must be [{num_classes}] non-negative summing "
-                f"to 1, got {tuple(config.class_prior)}"
-            )
-        return jnp.log(jnp.asarray(prior, class_count.dtype))
-    if not config.fit_prior and config.kind != "gaussian":  # GaussianNB always fits its prior
-        return jnp.full((num_classes,), -math.log(num_classes), class_count.dtype)
+def _class_prior(num_classes: int, config: ml_collections.ConfigDict) -> np.ndarray | None:
+    """config.class_prior checked, as float64 [C]; None when the prior is not fixed."""
+    if not len(config.class_prior):
+        return None
+    prior = np.asarray(config.class_prior, dtype=np.float64)
+    if (
+        prior.shape != (num_classes,)
+        or not np.all(prior >= 0)
+        or not math.isclose(prior.sum(), 1.0, rel_tol=1e-6)
+    ):
+        raise ValueError(
+            f"config.class_prior must be [{num_classes}] non-negative summing "
+            f"to 1, got {tuple(config.class_prior)}"
+        )
+    return prior
+
+
+def _log_prior(class_count: jax.Array, class_prior: jax.Array | None, fit_prior: bool) -> jax.Array:
+    if class_prior is not None:
+        return jnp.log(class_prior)
+    if not fit_prior:
+        return jnp.full(class_count.shape, -math.log(class_count.shape[0]), class_count.dtype)
     return jnp.log(class_count) - jnp.log(class_count.sum())
 
 
-def _gaussian_params(stats: GaussianStats, var_smoothing: float, log_prior) -> GaussianNB:
+@functools.partial(jax.jit, static_argnames="fit_prior")
+def _gaussian_params(
+    stats: GaussianStats, var_smoothing: float, class_prior, fit_prior: bool
+) -> GaussianNB:
+    log_prior = _log_prior(stats.class_count, class_prior, fit_prior)
     var = stats.m2 / stats.class_count[:, None] + var_smoothing * jnp.max(pooled_variance(stats))
     return GaussianNB(log_prior, stats.mean, var)
 
@@ -481,7 +491,11 @@ def _check_gaussian(stats: GaussianStats, params: GaussianNB | None, var_smoothi
         )
 
 
-def _count_params(stats: CountStats, alpha: float, log_prior, norm: bool = False) -> Params:
+@functools.partial(jax.jit, static_argnames=("fit_prior", "norm"))
+def _count_params(
+    stats: CountStats, alpha: float, class_prior, fit_prior: bool, norm: bool
+) -> Params:
+    log_prior = _log_prior(stats.class_count, class_prior, fit_prior)
     fc, cc = stats.feature_count, stats.class_count
     if stats.kind == "complement":
         complement = fc.sum(0) + alpha - fc
@@ -512,19 +526,24 @@ def from_statistics(stats: Stats, config: ml_collections.ConfigDict) -> Params:
     """Parameters from summed statistics, with config's var_smoothing (Gaussian) or alpha
     (the discrete models) and class prior."""
     _check_config(config)
-    log_prior = _log_prior(stats.class_count, config)
+    # The prior is computed inside the one compiled program: each eager jnp operation on the
+    # host compiles a program of its own (four here, 0.1-0.2 s each in a fresh process).
+    class_prior = _class_prior(stats.class_count.shape[0], config)
+    if class_prior is not None:
+        class_prior = class_prior.astype(stats.class_count.dtype)
     if isinstance(stats, GaussianStats):
         check = checks.is_checkable(stats)
         if check:
             _check_gaussian(stats, None, config.var_smoothing)
-        params = jax.jit(_gaussian_params)(stats, config.var_smoothing, log_prior)
+        # GaussianNB always fits its prior, as scikit-learn's.
+        params = _gaussian_params(stats, config.var_smoothing, class_prior, fit_prior=True)
         if check:
             _check_gaussian(stats, params, config.var_smoothing)
         return params
-    count_params = jax.jit(_count_params, static_argnames="norm")
     # A config saved before ComplementNB existed has no norm key; only complement reads it.
     norm = bool(config.get("norm", False))
-    return count_params(stats, config.alpha, log_prior, norm=norm)
+    fit_prior = bool(config.fit_prior)
+    return _count_params(stats, config.alpha, class_prior, fit_prior=fit_prior, norm=norm)
 
 
 def fit(
