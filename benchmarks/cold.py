@@ -8,7 +8,9 @@ from after its imports to the fitted model ("fit", compilation included for ours
 
 Per round and case, interleaved: ours with an empty persistent compilation cache (first
 process), the reference, ours again on the cache the first left (second process), the
-reference again. Medians over `--rounds` with the range. Targets (issue 19): the second
+reference again. Medians over `--rounds` with the range, of the wall times and of each
+process's CPU seconds (all threads: on a machine shared with other work the wall time
+stretches with the load, the CPU seconds much less). Targets (issue 19): the second
 process within 3x the reference end to end; the first process's fit within 1 s.
 
 Cases, on small real data, each the library's default fit:
@@ -35,6 +37,7 @@ import importlib.metadata
 import importlib.util
 import os
 import pathlib
+import resource
 import statistics
 import subprocess
 import sys
@@ -195,8 +198,15 @@ def hmm_casino(data_dir: pathlib.Path) -> list[Case]:
     return [Case("hmm_casino", ours, reference, "hmmlearn")]
 
 
-def run_script(script: str, env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds of a fresh `python -c script`, its own seconds from imports to fitted)."""
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_script(script: str, env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall seconds of a fresh `python -c script`, its own seconds from imports to fitted,
+    the CPU seconds it used, all its threads: the figure a loaded machine disturbs least)."""
+    cpu = _children_cpu_seconds()
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _PROLOGUE + script + _EPILOGUE],
@@ -207,12 +217,13 @@ def run_script(script: str, env: dict[str, str]) -> tuple[float, float]:
         check=False,  # a failure is reported with the script and its stderr
     )
     wall = time.perf_counter() - start
+    cpu = _children_cpu_seconds() - cpu
     if done.returncode != 0:
         raise RuntimeError(
             f"cold script failed (exit {done.returncode}):\n{script}\n{done.stderr[-3000:]}"
         )
     fit = [line for line in done.stdout.splitlines() if line.startswith("FIT_S ")]
-    return wall, float(fit[-1].split()[1])
+    return wall, float(fit[-1].split()[1]), cpu
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -230,6 +241,9 @@ def measure(cases: list[Case], rounds: int) -> list[dict]:
             "first_fit": [],
             "second_fit": [],
             "reference_fit": [],
+            "first_cpu": [],
+            "second_cpu": [],
+            "reference_cpu": [],
         }
         for c in cases
     }
@@ -247,9 +261,10 @@ def measure(cases: list[Case], rounds: int) -> list[dict]:
                     ("second", c.ours, ours_env),
                     ("reference", c.reference, env),
                 ):
-                    wall, fit = run_script(script, run_env)
+                    wall, fit, cpu = run_script(script, run_env)
                     got[kind].append(wall)
                     got[f"{kind}_fit"].append(fit)
+                    got[f"{kind}_cpu"].append(cpu)
                 print(
                     f"round {r + 1}/{rounds} {c.name}: first {got['first'][-1]:.2f} s, second "
                     f"{got['second'][-1]:.2f} s, reference {got['reference'][-1]:.2f} s",
@@ -271,6 +286,9 @@ def measure(cases: list[Case], rounds: int) -> list[dict]:
                 first_process_fit_s=t["first_fit"]["median"],
                 second_process_fit_s=t["second_fit"]["median"],
                 reference_fit_s=t["reference_fit"]["median"],
+                first_process_cpu_s=t["first_cpu"]["median"],
+                second_process_cpu_s=t["second_cpu"]["median"],
+                reference_cpu_s=t["reference_cpu"]["median"],
                 second_within_3x=t["second"]["median"] <= 3 * t["reference"]["median"],
                 first_fit_within_1s=t["first_fit"]["median"] <= 1.0,
             )
@@ -298,7 +316,9 @@ def main() -> None:
             f"{r['name']}: first process {r['first_process_s']:.2f} s "
             f"(fit {r['first_process_fit_s']:.2f} s), "
             f"second {r['ours_s']:.2f} s (fit {r['second_process_fit_s']:.3f} s), reference "
-            f"{r['reference_s']:.2f} s (fit {r['reference_fit_s']:.3f} s)"
+            f"{r['reference_s']:.2f} s (fit {r['reference_fit_s']:.3f} s); CPU seconds: first "
+            f"{r['first_process_cpu_s']:.2f}, second {r['second_process_cpu_s']:.2f}, reference "
+            f"{r['reference_cpu_s']:.2f}"
         )
 
 
