@@ -58,6 +58,7 @@ from genjax_lab.models.gmm.em import (
     EMStats,
     _moments,
     _statistics,
+    _weighted_means,
     converging_loop,
 )
 from genjax_lab.models.gmm.family import (
@@ -248,12 +249,14 @@ def _m_step(
     reg_covar,
 ) -> BayesianGMM:
     """The conjugate updates from mask-weighted responsibilities resp [N, K] (module doc)."""
-    # Moments about m_0: xbar_k - m_0 is then the shifted mean itself.
-    resp_sum, sum_x, sum_xx = _statistics(resp, x - prior.mean, covariance_type)
+    # Two passes over the whole batch: the means, then moments about them (exactly centred).
+    centers = _weighted_means(resp, x)
+    resp_sum, sum_x, sum_xx = _statistics(resp, x, centers, covariance_type)
     zero = jnp.zeros((), x.dtype)
-    nk, diff, sk = _moments(
+    nk, offset, sk = _moments(
         EMStats(resp_sum, sum_x, sum_xx, zero, zero), covariance_type, reg_covar
     )
+    diff = centers + offset - prior.mean  # xbar_k - m_0
     k = nk.shape[0]
     if weight_prior_type == "dirichlet_process":
         # Each stick's second parameter: gamma_0 + the mass of the components after it.

@@ -3,13 +3,15 @@
 
 EM, one iteration (`em_step`): the E-step forms responsibilities r_nk = p(z=k | x_n) in log
 space (logsumexp) and their statistics, mask-weighted sums over the batch axis (`e_step`):
-  N_k = sum_n r_nk,  S1_k = sum_n r_nk (x_n - c),  S2_k = sum_n r_nk (x_n - c)(x_n - c)^T
-(diag/spherical keep the diagonal of S2; tied keeps sum_n (x_n - c)(x_n - c)^T), plus the sum
-of log p(x_n). The shift c = sum_k w_k mu_k of the current parameters keeps raw moments from
-cancelling in float32 when the data sit far from the origin. Being batch sums, the statistics
+  N_k = sum_n r_nk, S1_k = sum_n r_nk (x_n - c_k), S2_k = sum_n r_nk (x_n - c_k)(x_n - c_k)^T
+(diag/spherical keep the diagonal of S2; tied keeps sum_k S2_k), plus the sum of log p(x_n).
+Each component's centre c_k is its mean under the current parameters, so the covariance
+below cancels only what the mean moved in the iteration (as scikit-learn's centred estimate;
+raw moments, or moments about one shared centre, lose a float32 cluster whose spread is
+small beside its distance from the origin). Being batch sums, the statistics
 of a sharded batch are reduced across devices inside jit, and those of streamed batches add
 (`add_statistics`); `m_step` then gives the new parameters (scikit-learn's estimators):
-  N_k += 10 eps (no empty component), w = N / sum N, mu_k = c + S1_k / N_k,
+  N_k += 10 eps (no empty component), w = N / sum N, mu_k = c_k + S1_k / N_k,
   Sigma_k = S2_k / N_k - (S1_k / N_k)(S1_k / N_k)^T + reg_covar I   (full; diag: diagonal;
   spherical: mean of the diagonal; tied: (sum_k S2_k - sum_k N_k m_k m_k^T) / sum N + reg I).
 Each iteration cannot decrease the log-likelihood (tested). `em` runs EM as one compiled
@@ -46,7 +48,6 @@ from genjax_lab.models.gmm.model import (
     _check_type,
     _cholesky_of_inverse,
     _log_joint,
-    shift,
 )
 
 if TYPE_CHECKING:  # the training loop (checkpoints, Orbax) is imported only by em_split
@@ -56,8 +57,8 @@ if TYPE_CHECKING:  # the training loop (checkpoints, Orbax) is imported only by 
 @struct.dataclass
 class EMStats:
     """resp_sum [K], sum_x [K, D], sum_xx (full [K, D, D], diag/spherical [K, D], tied [D, D]),
-    log_likelihood (sum of mask * log p(x_n)), count (sum of mask). x is shifted by
-    `shift(params)`."""
+    log_likelihood (sum of mask * log p(x_n)), count (sum of mask). Sums of x are taken about
+    each component's mean under the parameters of the E-step (`_statistics`)."""
 
     resp_sum: jax.Array
     sum_x: jax.Array
@@ -96,39 +97,36 @@ def _check_seeding(
 
 
 # ----------------------------------------------------------------------------- EM
-def _packed_outer(xc: jax.Array) -> jax.Array:
-    """Upper triangle of x x^T per row: [N, D (D + 1) / 2] (half the work of the full outer
-    product)."""
-    rows, cols = np.triu_indices(xc.shape[1])
-    return xc[:, rows] * xc[:, cols]
-
-
-def _unpack(packed: jax.Array, d: int) -> jax.Array:
-    """[..., D (D + 1) / 2] upper triangles -> symmetric [..., D, D]."""
-    rows, cols = np.triu_indices(d)
-    index = np.zeros((d, d), np.int32)
-    index[rows, cols] = index[cols, rows] = np.arange(len(rows))
-    return packed[..., index]
-
-
 def _statistics(
-    resp: jax.Array, xc: jax.Array, covariance_type: str
+    resp: jax.Array, x: jax.Array, centers: jax.Array, covariance_type: str
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(resp_sum, sum_x, sum_xx) of centred x [N, D] under mask-weighted responsibilities
-    resp [N, K].
+    """(resp_sum [K], sum_x [K, D], sum_xx) of x [N, D] about each component's own centre
+    centers [K, D], under mask-weighted responsibilities resp [N, K]: sum_x = sum_n r_nk
+    (x_n - c_k), sum_xx the same of the outer products (full [K, D, D], tied summed over the
+    components [D, D], diag and spherical their diagonals [K, D]).
 
-    One matmul resp^T [x, second moments] per block: its rows are the components, so the
-    (possibly sharded) batch axis is contracted once.
+    About each component's centre (its current mean), the M-step's covariance
+    sum_xx / N_k - d d^T (d = sum_x / N_k) cancels only what the mean moved, as scikit-learn's
+    centred estimate: about one shared centre, float32 clusters at +-100 with spread 0.01
+    lost their covariance to rounding (a "singular" fit scikit-learn does not have).
     """
-    d = xc.shape[1]
+    xc = x[:, None, :] - centers[None]  # [N, K, D]
+    weighted = resp[:, :, None] * xc
+    sum_x = batch_einsum("nk,nkd->kd", resp, xc)
     if covariance_type == "full":
-        moments = batch_einsum("nk,nf->kf", resp, jnp.concatenate([xc, _packed_outer(xc)], axis=1))
-        return resp.sum(0), moments[:, :d], _unpack(moments[:, d:], d)
-    if covariance_type == "tied":
-        sum_xx = _unpack(batch_einsum("n,nf->f", resp.sum(1), _packed_outer(xc)), d)
-        return resp.sum(0), batch_einsum("nk,nd->kd", resp, xc), sum_xx
-    moments = batch_einsum("nk,nf->kf", resp, jnp.concatenate([xc, xc * xc], axis=1))
-    return resp.sum(0), moments[:, :d], moments[:, d:]
+        sum_xx = batch_einsum("nkd,nke->kde", weighted, xc)
+    elif covariance_type == "tied":
+        sum_xx = batch_einsum("nkd,nke->de", weighted, xc)
+    else:
+        sum_xx = batch_einsum("nkd,nkd->kd", weighted, xc)
+    return resp.sum(0), sum_x, sum_xx
+
+
+def _weighted_means(resp: jax.Array, x: jax.Array) -> jax.Array:
+    """sum_n r_nk x_n / sum_n r_nk: [K, D], the first pass of a two-pass (exactly centred)
+    M-step where the whole batch is at hand."""
+    nk = resp.sum(0) + 10 * jnp.finfo(resp.dtype).eps
+    return batch_einsum("nk,nd->kd", resp, x) / nk[:, None]
 
 
 def _block_e_step(params: GMM, x: jax.Array, mask: jax.Array) -> EMStats:
@@ -136,7 +134,7 @@ def _block_e_step(params: GMM, x: jax.Array, mask: jax.Array) -> EMStats:
     joint = _log_joint(params, x)
     log_px = jax.nn.logsumexp(joint, axis=1, keepdims=True)
     resp = jnp.exp(joint - log_px) * mask[:, None]
-    resp_sum, sum_x, sum_xx = _statistics(resp, x - shift(params), params.covariance_type)
+    resp_sum, sum_x, sum_xx = _statistics(resp, x, params.means, params.covariance_type)
     return EMStats(resp_sum, sum_x, sum_xx, jnp.sum(log_px[:, 0] * mask), mask.sum())
 
 
@@ -184,9 +182,9 @@ def add_statistics(a: EMStats, b: EMStats) -> EMStats:
 def _moments(
     stats: EMStats, covariance_type: str, reg_covar: float
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(N_k [K], means about the shift [K, D], covariances in scikit-learn's layout with
-    reg_covar added): scikit-learn's `_estimate_gaussian_parameters`, shared by EM's M-step
-    and the variational mixture's (gmm.bayesian)."""
+    """(N_k [K], means about the statistics' centres [K, D], covariances in scikit-learn's
+    layout with reg_covar added): scikit-learn's `_estimate_gaussian_parameters`, shared by
+    EM's M-step and the variational mixture's (gmm.bayesian)."""
     nk = stats.resp_sum + 10 * jnp.finfo(stats.resp_sum.dtype).eps
     mean_c = stats.sum_x / nk[:, None]
     d = mean_c.shape[1]
@@ -207,13 +205,14 @@ def _moments(
     return nk, mean_c, cov
 
 
-def _m_step(stats: EMStats, center: jax.Array, covariance_type: str, reg_covar: float) -> GMM:
+def _m_step(stats: EMStats, centers: jax.Array, covariance_type: str, reg_covar: float) -> GMM:
+    """The new mixture from statistics taken about centers [K, D]."""
     nk, mean_c, cov = _moments(stats, covariance_type, reg_covar)
     if covariance_type in ("full", "tied"):
         chol = _cholesky_of_inverse(cov)
     else:
         chol = 1.0 / jnp.sqrt(cov)
-    return GMM(nk / nk.sum(), center + mean_c, chol, covariance_type)
+    return GMM(nk / nk.sum(), centers + mean_c, chol, covariance_type)
 
 
 def _check_m_step(params: GMM, stats: EMStats, reg_covar, **_) -> None:
@@ -226,7 +225,7 @@ def _check_m_step(params: GMM, stats: EMStats, reg_covar, **_) -> None:
 @jax.jit
 def m_step(params: GMM, stats: EMStats, reg_covar: float = 1e-6) -> GMM:
     """New parameters from the E-step statistics taken under `params`."""
-    return _m_step(stats, shift(params), params.covariance_type, reg_covar)
+    return _m_step(stats, params.means, params.covariance_type, reg_covar)
 
 
 @checks.validated(_check_em)
@@ -376,7 +375,8 @@ def init_kmeans(
     mask = jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
     centers = kmeans_lib.kmeans(key, x, num_components, mask, num_iters=kmeans_iters)
     resp = kmeans_lib.hard_assign(x, centers) * mask[:, None]
-    center = jnp.sum(x * mask[:, None], axis=0) / mask.sum()
-    resp_sum, sum_x, sum_xx = _statistics(resp, x - center, covariance_type)
+    centers = _weighted_means(resp, x)
+    resp_sum, sum_x, sum_xx = _statistics(resp, x, centers, covariance_type)
     zero = jnp.zeros((), x.dtype)
-    return _m_step(EMStats(resp_sum, sum_x, sum_xx, zero, zero), center, covariance_type, reg_covar)
+    stats = EMStats(resp_sum, sum_x, sum_xx, zero, zero)
+    return _m_step(stats, centers, covariance_type, reg_covar)
