@@ -285,8 +285,8 @@ def test_bad_input_is_refused_with_the_argument_named():
 def test_a_singular_fit_names_reg_covar_and_duplicated_points():
     """A component on ten copies of one point has a zero covariance when reg_covar is 0: the
     error names the knob by scikit-learn's name and what to look for in the data; following
-    it (reg_covar 1e-3, the same compiled fit) gives a finite mixture. In float32 the default
-    1e-6 is not enough here: E[x x^T] - mu mu^T at |x| = 5 cancels to about 25 * 2^-23."""
+    it gives a finite mixture; with the default 1e-6 the collapsed component's covariance is
+    exactly reg_covar I, as scikit-learn's (statistics about each component's own mean)."""
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(size=(40, 2)), np.tile([[5.0, 5.0]], (10, 1))])
     x = x.astype(np.float32)
@@ -297,9 +297,23 @@ def test_a_singular_fit_names_reg_covar_and_duplicated_points():
     assert "singular covariance" in message
     assert "increase config.reg_covar (scikit-learn's reg_covar; now 0.0)" in message
     assert "check x for duplicated points" in message
-    config.reg_covar = 1e-3
+    config.reg_covar = 1e-6
     params, _ = gmm.fit(jax.random.key(0), {"x": x}, config)
     assert np.all(np.isfinite(np.asarray(gmm.log_prob(params, x))))
+    collapsed = np.argmin(np.asarray(gmm.covariances(params))[:, 0, 0])
+    np.testing.assert_allclose(gmm.covariances(params)[collapsed], 1e-6 * np.eye(2), rtol=1e-6)
+
+
+def test_a_singular_loop_fit_names_reg_covar(tmp_path):
+    """The loop's fit on the same data: the non-finite log-likelihood it stops at carries
+    the mixture's remedy."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(40, 2)), np.tile([[5.0, 5.0]], (10, 1))])
+    config = _config(num_components=2, num_iters=5, reg_covar=0.0)
+    run = gmm.loop_config(config)
+    dataset = data_lib.Dataset({"train": {"x": x.astype(np.float32)}})
+    with pytest.raises(loop.NonFiniteError, match=r"increase config.reg_covar .*now 0.0"):
+        loop.train_and_evaluate(run, tmp_path, gmm.loop_family(config), dataset)
 
 
 @pytest.mark.parametrize("covariance_type", gmm.COVARIANCE_TYPES)

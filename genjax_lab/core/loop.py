@@ -64,6 +64,8 @@ class Family:
       Calls end at checkpoint and evaluation steps, so saves, logs, evaluations and
       convergence keep their per-step meaning, and a step after convergence leaves the state
       as it was. Each step sees the batch and key of a one-step-a-call run: same numbers.
+    non_finite_hint: what the error for a non-finite step metric adds: the family's usual
+      cause and its remedy (a mixture's singular covariance: raise reg_covar).
     """
 
     init: Callable[[jax.Array, Batch], State]
@@ -74,6 +76,7 @@ class Family:
     converged: str | None = None
     state_shardings: Callable[[jax.sharding.Mesh, State], Any] | None = None
     steps_per_call: int = 1
+    non_finite_hint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,12 +200,15 @@ def _parameters(abstract_state) -> Any:
     return chosen or abstract_state
 
 
-def _check_finite(metrics: Mapping[str, float], step: int, last_saved: int | None) -> None:
+def _check_finite(
+    metrics: Mapping[str, float], step: int, last_saved: int | None, hint: str | None
+) -> None:
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
         raise NonFiniteError(
             f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; "
             f"stopped without saving it (newest checkpoint: step {last_saved})"
+            + (f"; {hint}" if hint else "")
         )
 
 
@@ -466,7 +472,7 @@ def train_and_evaluate(
                         {k: v[index] for k, v in host_metrics.items()} if in_calls else host_metrics
                     )
                     train_metrics = {k: float(v) for k, v in row.items()}
-                    _check_finite(train_metrics, at, last_saved)
+                    _check_finite(train_metrics, at, last_saved, family.non_finite_hint)
                     if family.converged is not None and train_metrics[family.converged]:
                         # The state stayed as it was after this step (counted_steps).
                         converged, due_save, num_steps, step = True, True, at, at

@@ -173,14 +173,20 @@ def _finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def _refuse_singular(finite: bool, reg_covar: float, what: str = "the mixture") -> None:
+def _singular_remedy(reg_covar: float) -> str:
     # The usual cause is a component on copies of one point, whose covariance is zero but
     # for reg_covar: the message names the knob as scikit-learn does and the data to check.
+    return (
+        f"increase config.reg_covar (scikit-learn's reg_covar; now {reg_covar}), check x for "
+        "duplicated points, or use fewer components"
+    )
+
+
+def _refuse_singular(finite: bool, reg_covar: float, what: str = "the mixture") -> None:
     if not finite:
         raise ValueError(
             f"fitting {what} gave a singular covariance (a component collapsed onto too few "
-            f"distinct points): increase config.reg_covar (scikit-learn's reg_covar; now "
-            f"{reg_covar}), check x for duplicated points, or use fewer components"
+            f"distinct points): {_singular_remedy(reg_covar)}"
         )
 
 
@@ -581,4 +587,6 @@ def loop_family(config: ml_collections.ConfigDict) -> Family:
         eval_step=eval_step,
         full_batch=True,
         converged="converged",
+        non_finite_hint="a singular covariance is the usual cause: "
+        + _singular_remedy(config.reg_covar),
     )
