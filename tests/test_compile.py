@@ -2,6 +2,8 @@
 when only a number changes (iteration count, tolerance, a data size within a bucket)."""
 
 import contextlib
+import functools
+import importlib
 import os
 import pathlib
 import subprocess
@@ -14,6 +16,7 @@ import pytest
 
 from genjax_lab.core import compilation
 from genjax_lab.models import gmm, hmm
+from genjax_lab.models import naive_bayes as nb
 
 _LOWERED = "/jax/core/compile/jaxpr_to_mlir_module_duration"  # once per program traced and lowered
 
@@ -198,6 +201,9 @@ def test_size_tiered_jit_compiles_small_problems_quickly_and_large_ones_fully():
     large = tiered(x, power=3, problem_size=compilation.SMALL_PROBLEM_SIZE + 1)
     assert (tiered.small._cache_size(), tiered.large._cache_size()) == (1, 1)
     np.testing.assert_allclose(small, large, rtol=1e-6)
+    # Called inside another trace it is inlined there (a nested jit may not set options).
+    nested = jax.jit(lambda x: tiered(x, power=3, problem_size=x.size))(x)
+    np.testing.assert_allclose(nested, large, rtol=1e-6)
 
 
 def test_gmm_fit_on_small_data_runs_the_fast_compiling_tier():
@@ -206,12 +212,114 @@ def test_gmm_fit_on_small_data_runs_the_fast_compiling_tier():
     config = gmm.default_config()
     config.update(num_components=3, covariance_type="diag", num_iters=50)
     before = family._fit_program.large._cache_size()
-    small_params, _ = gmm.fit(jax.random.key(0), {"x": _blobs(150)}, config)
+    fit = functools.partial(gmm.fit, jax.random.key(0), {"x": _blobs(150)}, config)
+    small_params, _ = fit()
     assert family._fit_program.small._cache_size() >= 1
     assert family._fit_program.large._cache_size() == before
     # The same fit on the fully optimised tier agrees to float rounding.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(compilation, "SMALL_PROBLEM_SIZE", -1)
-        large_params, _ = gmm.fit(jax.random.key(0), {"x": _blobs(150)}, config)
+    large_params, _ = _on_the_large_tier(family._fit_program, fit)
     for a, b in zip(jax.tree.leaves(small_params), jax.tree.leaves(large_params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _on_the_large_tier(program: compilation.SizeTieredJit, fit):
+    """fit() again with every size on the fully optimised tier, which must compile it."""
+    large = program.large._cache_size()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(program, "small_problem_size", -1)
+        result = fit()
+    assert program.large._cache_size() == large + 1
+    return result
+
+
+def _symbols(num: int, length: int, num_symbols: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    states = np.cumsum(rng.random((num, length)) < 0.1, axis=1) % 2
+    return np.where(states == 1, num_symbols - 1, rng.integers(0, num_symbols, (num, length)))
+
+
+def _hmm_symbol_fit(num: int, length: int, class_conditional: bool = False):
+    config = hmm.default_config()
+    config.update(emission="categorical", num_states=3, num_iters=20, tol=-np.inf)
+    config.class_conditional = class_conditional
+    x = _symbols(num, length, num_symbols=5).astype(np.int32)
+    data = {"x": x, "y": np.arange(num) % 2} if class_conditional else {"x": x}
+    key = jax.random.key(0)  # made here: making a key compiles programs of its own
+    return lambda: hmm.fit(key, data, config)
+
+
+def test_hmm_fit_compiles_one_program_on_the_fast_tier():
+    program = importlib.import_module("genjax_lab.models.hmm.fit")._fit_program
+    fit = _hmm_symbol_fit(37, 70)  # sizes no other test uses: nothing is in JAX's cache yet
+    large = program.large._cache_size()
+    with count_compilations() as compiled:
+        small, _ = fit()
+    # The fit is the only program: host-side conversions used to compile one each.
+    assert len(compiled) == 1, compiled
+    assert program.small._cache_size() >= 1 and program.large._cache_size() == large
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(small))
+
+
+@pytest.mark.slow  # a second HMM program; GMM's tier test covers the mechanism in CI
+def test_hmm_fit_tiers_agree():
+    fit = _hmm_symbol_fit(37, 70)
+    small, _ = fit()
+    large, _ = _on_the_large_tier(
+        importlib.import_module("genjax_lab.models.hmm.fit")._fit_program, fit
+    )
+    for a, b in zip(jax.tree.leaves(small), jax.tree.leaves(large), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_class_conditional_hmm_fit_compiles_one_program():
+    fit = _hmm_symbol_fit(45, 90, class_conditional=True)
+    with count_compilations() as compiled:
+        params, _ = fit()
+    assert len(compiled) == 1, compiled
+    assert isinstance(params.log_prior, jax.Array)
+
+
+@pytest.mark.parametrize("kind", ["multinomial", "gaussian"])
+def test_naive_bayes_fit_compiles_two_programs(kind):
+    # Seven classes and 23 features, sizes no other test uses: the statistics and the
+    # parameters are the only programs (the class prior's eager operations compiled four).
+    rng = np.random.default_rng(0)
+    x, y = rng.poisson(3.0, (70, 23)).astype(np.float32), np.arange(70) % 7
+    config = nb.default_config()
+    config.update({"kind": kind, "class_prior": () if kind == "gaussian" else (1 / 7,) * 7})
+    key = jax.random.key(0)  # making a key compiles programs of its own
+    with count_compilations() as compiled:
+        params, _ = nb.fit(key, {"x": x, "y": y}, config)
+    assert len(compiled) == 2, compiled
+    np.testing.assert_allclose(np.exp(params.log_prior), 1 / 7, rtol=1e-6)
+
+
+def test_lda_batch_fit_on_a_small_corpus_runs_the_fast_compiling_tier():
+    from genjax_lab.models import lda
+    from genjax_lab.models.lda import vb
+
+    config = lda.LDAConfig(4, 40, max_doc_iter=20)
+    large = vb._batch_step.large._cache_size()
+    fit = functools.partial(lda.fit_vb, jax.random.key(0), _corpus(120), config, num_iters=5)
+    small, small_history = fit()
+    assert vb._batch_step.small._cache_size() >= 1
+    assert vb._batch_step.large._cache_size() == large
+    big, big_history = _on_the_large_tier(vb._batch_step, fit)
+    np.testing.assert_allclose(small_history.bounds, big_history.bounds, rtol=1e-5)
+    np.testing.assert_allclose(small.lam, big.lam, rtol=1e-4)
+
+
+def test_lda_batch_start_is_init_vb_of_the_split_key():
+    # One compiled program in place of eager key operations, bitwise the same start.
+    from genjax_lab.models import lda
+    from genjax_lab.models.lda import vb
+
+    config, key = lda.LDAConfig(3, 17), jax.random.key(4)
+    init_key = jax.random.split(key)[0]
+    pairs = [
+        (vb._batch_start(key, None, config), lda.init_vb(init_key, config)),
+        (vb._batch_start(key, 2, config), lda.init_vb(jax.random.fold_in(init_key, 2), config)),
+    ]
+    for ours, expected in pairs:
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -844,6 +844,17 @@ def _fresh_hmm(key: Array, config, meta) -> HMMParams:
     return HMMParams(zeros((k,)), zeros((k, k)), emission)
 
 
+def _host_structure(config: ml_collections.ConfigDict, meta) -> HMMParams:
+    """`_fresh_hmm`'s structure as host zeros, for the host-side input checks: built on the
+    device it would compile a program per leaf."""
+    shapes = jax.eval_shape(lambda: _fresh_hmm(jax.random.key(0), config, meta))
+    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    if config.emission == "multinomial":  # data, read by the count checks
+        trials = np.asarray(meta["num_trials"], np.int32)
+        params = params._replace(emission=params.emission._replace(num_trials=trials))
+    return params
+
+
 def init(
     key: Array, config: ml_collections.ConfigDict, meta
 ) -> "HMMParams | hmm_model.LabelledHMM":
@@ -950,7 +961,7 @@ _STATIC = (
 )
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@compilation.size_tiered_jit(static_argnames=_STATIC)
 def _fit_program(
     key,
     start_index,
@@ -1039,7 +1050,8 @@ def fit(
     config: `default_config()`. Start i draws from fold_in(key, i), or is `init` (then
     config.num_inits must be 1, unless config.init_params redraws some of its parameters).
     One compiled while loop per start, on sequences padded to bucketed B and T: another size
-    within a bucket, num_iters, tol, prior or key reuses it. history: "objective" and
+    within a bucket, num_iters, tol, prior or key reuses it (compiled quickly, on
+    compilation.SizeTieredJit's small tier, up to its size). history: "objective" and
     "log_likelihood" (total over the sequences) before each M-step [iterations run] of the
     best start, "num_iters" the iterations run, "converged" whether EM stopped on tol,
     "start_objectives" every start's final objective [num_inits] (the kept start has the
@@ -1062,10 +1074,11 @@ def fit(
             f"would be init), got {config.num_inits}"
         )
     obs, lengths = _sequences(data["x"])
-    probe = (
-        _fresh_hmm(jax.random.key(0), config, meta) if init is None else hmm_model._one_hmm(init)
-    )
-    hmm_model.check_params(probe, "init")
+    if init is None:
+        probe = _host_structure(config, meta)
+    else:
+        probe = hmm_model._one_hmm(init)
+        hmm_model.check_params(probe, "init")
     obs, lengths = hmm_model.validate_sequences_host(probe, obs, lengths)
     num = obs.shape[0]
     mask = (
@@ -1077,7 +1090,7 @@ def fit(
     obs, lengths = _padded(obs, lengths, obs.dtype)
     if labelled:
         c = meta["num_classes"]
-        y = hmm_model._check_labels(hmm_model.LabelledHMM(jnp.zeros(c), None), data["y"], num)
+        y = hmm_model._check_labels(hmm_model.LabelledHMM(np.zeros(c), None), data["y"], num)
         class_masks = np.zeros((c, len(lengths)), dtype)
         class_masks[:, :num] = (y[None, :] == np.arange(c)[:, None]) * mask
     else:
@@ -1086,7 +1099,9 @@ def fit(
     starts = None
     if init is not None:
         starts = init.hmms if labelled else jax.tree.map(lambda leaf: leaf[None], init)
-    prior = HMMPrior(**{f: jnp.asarray(v, dtype) for f, v in config.prior.to_dict().items()})
+    # Host values throughout: each jnp conversion on the host would compile a program of its
+    # own, several per fit (0.05-0.2 s each), where the fit itself is one.
+    prior = HMMPrior(**{f: np.asarray(v, dtype) for f, v in config.prior.to_dict().items()})
     best, finals = None, []
     for start in range(config.num_inits):
         params, history, iterations = jax.device_get(
@@ -1098,7 +1113,7 @@ def fit(
                 class_masks,
                 starts,
                 config.num_iters,
-                jnp.asarray(config.tol, dtype),
+                np.asarray(config.tol, dtype),
                 prior,
                 num_states=config.num_states,
                 emission=config.emission,
@@ -1110,6 +1125,7 @@ def fit(
                 num_trials=meta.get("num_trials", 0),
                 learn=check_letters("config.params", config.params),
                 init_params=check_letters("config.init_params", config.init_params),
+                problem_size=obs.size,
             )
         )
         final = history.objective[np.arange(len(iterations)), iterations - 1]
@@ -1126,7 +1142,6 @@ def fit(
             np.maximum(final, best[3]),
         )
     params, history, iterations, _ = best
-    params = jax.tree.map(jnp.asarray, params)
     most = int(iterations.max())
     out = {
         "objective": history.objective[:, :most],
@@ -1136,7 +1151,9 @@ def fit(
         "start_objectives": np.stack(finals, axis=-1),
     }
     if not labelled:
-        return jax.tree.map(lambda leaf: leaf[0], params), {k: v[0] for k, v in out.items()}
+        params = jax.tree.map(lambda leaf: leaf[0], params)
+        return jax.device_put(params), {k: v[0] for k, v in out.items()}
     counts = class_masks.sum(1)
-    log_prior = jnp.asarray(np.log(counts) - np.log(counts.sum()), dtype)
-    return hmm_model.LabelledHMM(log_prior, params), {**out, "class_count": counts}
+    log_prior = (np.log(counts) - np.log(counts.sum())).astype(dtype)
+    labelled_hmm = hmm_model.LabelledHMM(log_prior, params)
+    return jax.device_put(labelled_hmm), {**out, "class_count": counts}
