@@ -322,6 +322,8 @@ def _pad_rows(arrays: Sequence[np.ndarray], multiple: int) -> tuple[list[np.ndar
 
 
 def _put(arrays, mesh: Mesh | None):
+    # device_put, not jnp.asarray: in jax 0.10 the latter compiles a program per shape, three
+    # per length group of a fit (12 of a first Lee fit's 18 programs).
     if mesh is None:
-        return [jnp.asarray(a) for a in arrays]
+        return jax.device_put(list(arrays))
     return jax.device_put(list(arrays), NamedSharding(mesh, P(DATA_AXIS)))
