@@ -166,8 +166,10 @@ def test_cold_benchmark_times_a_fresh_process():
 
     from benchmarks import cold
 
-    wall, fit = cold.run_script("start = time.perf_counter()\ntime.sleep(0.2)\n", dict(os.environ))
+    script = "start = time.perf_counter()\ntime.sleep(0.2)\nsum(range(10**7))\n"
+    wall, fit, cpu = cold.run_script(script, dict(os.environ))
     assert 0.2 <= fit < wall
+    assert 0.0 < cpu  # the child's CPU (the sum, the interpreter's start), not the sleep
     assert {"gmm_iris", "naive_bayes", "lda"} <= set(cold.CASES)
 
 
