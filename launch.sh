@@ -176,7 +176,9 @@ main() {
       export XLA_FLAGS="${XLA_FLAGS:-}"
       # Test files spread over GENJAX_TEST_WORKERS processes (pytest-xdist; one file a worker,
       # so a file's module fixtures run once): 2 halve the suite's time on a 2-core machine.
-      exec "$PYTHON" -m pytest -n "${GENJAX_TEST_WORKERS:-2}" --dist=loadfile "$@" ;;
+      # Files go in conftest's order (the long ones first), not xdist's (most tests first).
+      exec "$PYTHON" -m pytest -n "${GENJAX_TEST_WORKERS:-2}" --dist=loadfile \
+        --no-loadscope-reorder "$@" ;;
     lint)
       shift
       python_env test

@@ -4,6 +4,7 @@ compilation cache in the test process, one private to the run for the processes 
 XLA reads the flag when the backend starts, so it is set before anything imports jax.
 """
 
+import collections
 import os
 import pathlib
 
@@ -138,7 +139,37 @@ def _write_reliability_report(path: pathlib.Path, reports: list, fault_trials: i
     path.write_text("\n".join(lines) + "\n")
 
 
+# Test files whose few tests start whole training runs (the CI run's durations: 100-250 s a
+# file), longest first. pytest-xdist's own file order, most tests first, left them to the end,
+# where one worker ran them while the other had finished (launch.sh passes
+# --no-loadscope-reorder so that this order holds).
+_LONG_FILES_FIRST = (
+    "test_faults.py",
+    "test_gan.py",
+    "test_harness.py",
+    "test_zoo.py",
+    "test_slurm.py",
+    "test_boltzmann_harness.py",
+    "test_streaming.py",
+    "test_conformance.py",
+    "test_image_datasets.py",
+    "test_lda_experiments.py",
+)
+
+
+def _long_files_first(items: list) -> list:
+    """The long files, then the rest most tests first (xdist's order), each file's tests in
+    their own order."""
+    rank = {name: i for i, name in enumerate(_LONG_FILES_FIRST)}
+    counts = collections.Counter(item.path.name for item in items)
+    return sorted(
+        items,
+        key=lambda item: (rank.get(item.path.name, len(rank)), -counts[item.path.name]),
+    )
+
+
 def pytest_collection_modifyitems(config, items):
+    items[:] = _long_files_first(items)
     if config.getoption("--runslow"):
         return
     skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run it")
