@@ -56,6 +56,7 @@ from genjax_lab.inference import kmeans as kmeans_lib
 from genjax_lab.models.gmm import model as gmm_model
 from genjax_lab.models.gmm.em import (
     EMStats,
+    _centres,
     _moments,
     _statistics,
     _weighted_means,
@@ -249,8 +250,8 @@ def _m_step(
     reg_covar,
 ) -> BayesianGMM:
     """The conjugate updates from mask-weighted responsibilities resp [N, K] (module doc)."""
-    # Two passes over the whole batch: the means, then moments about them (exactly centred).
-    centers = _weighted_means(resp, x)
+    # Full and tied: two passes over the whole batch, the means, then moments about them.
+    centers = _centres(covariance_type, _weighted_means(resp, x), prior.mean)
     resp_sum, sum_x, sum_xx = _statistics(resp, x, centers, covariance_type)
     zero = jnp.zeros((), x.dtype)
     nk, offset, sk = _moments(

@@ -5,10 +5,12 @@ EM, one iteration (`em_step`): the E-step forms responsibilities r_nk = p(z=k | 
 space (logsumexp) and their statistics, mask-weighted sums over the batch axis (`e_step`):
   N_k = sum_n r_nk, S1_k = sum_n r_nk (x_n - c_k), S2_k = sum_n r_nk (x_n - c_k)(x_n - c_k)^T
 (diag/spherical keep the diagonal of S2; tied keeps sum_k S2_k), plus the sum of log p(x_n).
-Each component's centre c_k is its mean under the current parameters, so the covariance
-below cancels only what the mean moved in the iteration (as scikit-learn's centred estimate;
-raw moments, or moments about one shared centre, lose a float32 cluster whose spread is
-small beside its distance from the origin). Being batch sums, the statistics
+For full and tied covariances each component's centre c_k is its mean under the current
+parameters, so the covariance below cancels only what the mean moved in the iteration (as
+scikit-learn's centred estimate; moments about one shared centre lose a float32 cluster
+whose spread is small beside its distance from that centre). Diag and spherical take one
+shared centre c = sum_k w_k mu_k, in one matmul (scikit-learn's diag and spherical use raw
+moments). Being batch sums, the statistics
 of a sharded batch are reduced across devices inside jit, and those of streamed batches add
 (`add_statistics`); `m_step` then gives the new parameters (scikit-learn's estimators):
   N_k += 10 eps (no empty component), w = N / sum N, mu_k = c_k + S1_k / N_k,
@@ -48,6 +50,7 @@ from genjax_lab.models.gmm.model import (
     _check_type,
     _cholesky_of_inverse,
     _log_joint,
+    shift,
 )
 
 if TYPE_CHECKING:  # the training loop (checkpoints, Orbax) is imported only by em_split
@@ -97,29 +100,44 @@ def _check_seeding(
 
 
 # ----------------------------------------------------------------------------- EM
+# Covariance types whose statistics are taken about each component's own mean; diag and
+# spherical take theirs about one shared centre, in one matmul (9x faster per chunk of 1,024
+# points, K = 32, D = 16, than per-component centring; scikit-learn's diag and spherical
+# estimates use raw moments, and fail on the far float32 clusters its full estimate fits).
+_PER_COMPONENT_CENTRES = ("full", "tied")
+
+
+def _centres(covariance_type: str, per_component: jax.Array, shared: jax.Array) -> jax.Array:
+    """The centres `_statistics` takes for this covariance type: per_component [K, D] or
+    shared [D]."""
+    return per_component if covariance_type in _PER_COMPONENT_CENTRES else shared
+
+
 def _statistics(
     resp: jax.Array, x: jax.Array, centers: jax.Array, covariance_type: str
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(resp_sum [K], sum_x [K, D], sum_xx) of x [N, D] about each component's own centre
-    centers [K, D], under mask-weighted responsibilities resp [N, K]: sum_x = sum_n r_nk
-    (x_n - c_k), sum_xx the same of the outer products (full [K, D, D], tied summed over the
-    components [D, D], diag and spherical their diagonals [K, D]).
+    """(resp_sum [K], sum_x [K, D], sum_xx) of x [N, D] about `centers` (`_centres`: each
+    component's own [K, D] for full and tied, one shared [D] for diag and spherical), under
+    mask-weighted responsibilities resp [N, K]: sum_x = sum_n r_nk (x_n - c_k), sum_xx the
+    same of the outer products (full [K, D, D], tied summed over the components [D, D],
+    diag and spherical their diagonals [K, D]).
 
     About each component's centre (its current mean), the M-step's covariance
     sum_xx / N_k - d d^T (d = sum_x / N_k) cancels only what the mean moved, as scikit-learn's
     centred estimate: about one shared centre, float32 clusters at +-100 with spread 0.01
     lost their covariance to rounding (a "singular" fit scikit-learn does not have).
     """
+    if covariance_type not in _PER_COMPONENT_CENTRES:
+        xc = x - centers
+        moments = batch_einsum("nk,nf->kf", resp, jnp.concatenate([xc, xc * xc], axis=1))
+        d = x.shape[1]
+        return resp.sum(0), moments[:, :d], moments[:, d:]
     xc = x[:, None, :] - centers[None]  # [N, K, D]
     weighted = resp[:, :, None] * xc
     sum_x = batch_einsum("nk,nkd->kd", resp, xc)
     if covariance_type == "full":
-        sum_xx = batch_einsum("nkd,nke->kde", weighted, xc)
-    elif covariance_type == "tied":
-        sum_xx = batch_einsum("nkd,nke->de", weighted, xc)
-    else:
-        sum_xx = batch_einsum("nkd,nkd->kd", weighted, xc)
-    return resp.sum(0), sum_x, sum_xx
+        return resp.sum(0), sum_x, batch_einsum("nkd,nke->kde", weighted, xc)
+    return resp.sum(0), sum_x, batch_einsum("nkd,nke->de", weighted, xc)
 
 
 def _weighted_means(resp: jax.Array, x: jax.Array) -> jax.Array:
@@ -134,7 +152,9 @@ def _block_e_step(params: GMM, x: jax.Array, mask: jax.Array) -> EMStats:
     joint = _log_joint(params, x)
     log_px = jax.nn.logsumexp(joint, axis=1, keepdims=True)
     resp = jnp.exp(joint - log_px) * mask[:, None]
-    resp_sum, sum_x, sum_xx = _statistics(resp, x, params.means, params.covariance_type)
+    kind = params.covariance_type
+    centers = _centres(kind, params.means, shift(params))
+    resp_sum, sum_x, sum_xx = _statistics(resp, x, centers, kind)
     return EMStats(resp_sum, sum_x, sum_xx, jnp.sum(log_px[:, 0] * mask), mask.sum())
 
 
@@ -206,7 +226,7 @@ def _moments(
 
 
 def _m_step(stats: EMStats, centers: jax.Array, covariance_type: str, reg_covar: float) -> GMM:
-    """The new mixture from statistics taken about centers [K, D]."""
+    """The new mixture from statistics taken about `centers` ([K, D] or shared [D])."""
     nk, mean_c, cov = _moments(stats, covariance_type, reg_covar)
     if covariance_type in ("full", "tied"):
         chol = _cholesky_of_inverse(cov)
@@ -225,7 +245,8 @@ def _check_m_step(params: GMM, stats: EMStats, reg_covar, **_) -> None:
 @jax.jit
 def m_step(params: GMM, stats: EMStats, reg_covar: float = 1e-6) -> GMM:
     """New parameters from the E-step statistics taken under `params`."""
-    return _m_step(stats, params.means, params.covariance_type, reg_covar)
+    kind = params.covariance_type
+    return _m_step(stats, _centres(kind, params.means, shift(params)), kind, reg_covar)
 
 
 @checks.validated(_check_em)
@@ -375,7 +396,8 @@ def init_kmeans(
     mask = jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
     centers = kmeans_lib.kmeans(key, x, num_components, mask, num_iters=kmeans_iters)
     resp = kmeans_lib.hard_assign(x, centers) * mask[:, None]
-    centers = _weighted_means(resp, x)
+    shared = jnp.sum(x * mask[:, None], axis=0) / mask.sum()
+    centers = _centres(covariance_type, _weighted_means(resp, x), shared)
     resp_sum, sum_x, sum_xx = _statistics(resp, x, centers, covariance_type)
     zero = jnp.zeros((), x.dtype)
     stats = EMStats(resp_sum, sum_x, sum_xx, zero, zero)
