@@ -137,11 +137,12 @@ def bucket_size(n: int, minimum: int = 128, steps_per_octave: int = 4) -> int:
 # 10.1 s -> 5.4 s under load, about 1 s -> 0.5 s on a quiet machine) that buy a program over
 # a few thousand numbers only microseconds per iteration (the iris fit: 0.6 -> 1.2 ms). Of
 # the rest, most goes to XLA's MLIR fusion emitters, a pass pipeline per fusion (a GMM fit:
-# about 120 fusions); the elemental emitter they replace writes LLVM IR directly, 3-4x less
-# compile time (the iris fit program: 1.04 -> 0.28 CPU s, the casino HMM fit 3.9 -> 2.1) for
-# the same run time. It lets LLVM contract a multiply and an add into one rounding (FMA):
-# bitwise the same numbers where none is formed (GMM diag and spherical, HMM, LDA), one
-# rounding apart where one is (the full and tied GMM covariances: 1e-6).
+# about 120 fusions); the elemental emitter they replace writes LLVM IR directly, in a
+# quarter of the time (the iris GMM fit program: 1.04 -> 0.28 CPU s; a first casino HMM fit,
+# all of it: 3.9 -> 2.1 CPU s) for the same run time. It lets LLVM contract a multiply and
+# an add into one rounding (FMA): bitwise the same numbers where none is formed (GMM diag
+# and spherical, HMM, LDA), one rounding apart where one is (the full and tied GMM
+# covariances: 1e-6).
 FAST_COMPILE_OPTIONS = {
     "xla_backend_optimization_level": 0,
     "xla_llvm_disable_expensive_passes": True,
