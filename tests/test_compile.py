@@ -355,3 +355,23 @@ def test_lda_batch_start_is_init_vb_of_the_split_key():
     for ours, expected in pairs:
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("num_states, num_symbols", [(2, 6), (4, 3)])
+def test_categorical_hmm_start_draws_from_one_gamma_sampler(num_states, num_symbols):
+    # The gamma sampler's rejection loop was half of a casino fit's compile time, once per
+    # Dirichlet draw: one sampler now serves both draws, bitwise as jax.random.dirichlet.
+    fit_module = importlib.import_module("genjax_lab.models.hmm.fit")
+    key = jax.random.key(3)
+    start = fit_module.init_categorical_hmm(key, num_states, num_symbols)
+    k_a, k_b = jax.random.split(key)
+    rows = functools.partial(jax.random.dirichlet, shape=(num_states,))
+    sticky = rows(k_a, np.ones(num_states, np.float32))
+    sticky = 0.8 * jax.numpy.eye(num_states) + 0.2 * sticky
+    np.testing.assert_array_equal(start.transition_logits, jax.numpy.log(sticky))
+    emission = rows(k_b, np.ones(num_symbols, np.float32))
+    np.testing.assert_array_equal(start.emission.logits, jax.numpy.log(emission))
+    jaxpr = str(jax.make_jaxpr(fit_module.init_categorical_hmm, static_argnums=(1, 2))(key, 2, 6))
+    assert jaxpr.count("random_gamma[") == 1
+    chain = fit_module.init_categorical_hmm(key, num_states, num_symbols, left_to_right=True)
+    np.testing.assert_array_equal(chain.emission.logits, start.emission.logits)

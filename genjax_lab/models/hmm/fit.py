@@ -873,14 +873,32 @@ def init(
     return hmm_model.LabelledHMM(jnp.full((c,), -np.log(c), meta["dtype"]), hmms)
 
 
+def _flat_dirichlet_rows(
+    keys: tuple[Array, ...], rows: int, widths: tuple[int, ...], dtype
+) -> tuple[Array, ...]:
+    """jax.random.dirichlet(key, ones(width), (rows,)) for each key and width, bitwise, from
+    one gamma sampler: its rejection loop is most of a small fit's program (half the casino
+    HMM's compile time was its two copies). JAX's dirichlet is the softmax of loggamma
+    draws whose i-th element takes the i-th key of split(key, size), the same key for any
+    size under JAX's default (partitionable) threefry, so one draw of the largest size
+    serves every width."""
+    size = rows * max(widths)
+    ones = jnp.ones((size,), dtype)
+    draws = jax.vmap(lambda key: jax.random.loggamma(key, ones, (size,), dtype))(jnp.stack(keys))
+    return tuple(
+        jax.nn.softmax(draw[: rows * width].reshape(rows, width), axis=-1)
+        for draw, width in zip(draws, widths, strict=True)
+    )
+
+
 def init_categorical_hmm(
     key: Array, num_states: int, num_symbols: int, left_to_right: bool = False, dtype=jnp.float32
 ) -> HMMParams:
     """A random start for symbols: sticky random transitions (0.8 I + 0.2 Dirichlet(1)
     rows; or a Bakis chain when left_to_right), uniform initial state, Dirichlet(1) rows."""
     k_a, k_b = jax.random.split(key)
-    b = jax.random.dirichlet(k_b, jnp.ones(num_symbols, dtype), (num_states,))
     if left_to_right:
+        b = jax.random.dirichlet(k_b, jnp.ones(num_symbols, dtype), (num_states,))
         pi, a = hmm_model.left_to_right_transitions(num_states)
         with jax.ensure_compile_time_eval(), np.errstate(divide="ignore"):
             init_logits, trans_logits = (
@@ -888,7 +906,7 @@ def init_categorical_hmm(
                 jnp.asarray(np.log(a), dtype),
             )
     else:
-        sticky = jax.random.dirichlet(k_a, jnp.ones(num_states, dtype), (num_states,))
+        b, sticky = _flat_dirichlet_rows((k_b, k_a), num_states, (num_symbols, num_states), dtype)
         init_logits = jnp.zeros((num_states,), dtype)
         trans_logits = jnp.log(0.8 * jnp.eye(num_states, dtype=dtype) + 0.2 * sticky)
     return HMMParams(init_logits, trans_logits, CategoricalEmission(jnp.log(b)))
