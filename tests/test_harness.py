@@ -194,6 +194,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(run_env, tmp_
     assert digest
 
 
+# The profile window and the parameter table are tested in process on every CI run
+# (tests/test_loop_policy.py); this whole VAE run (20 s) checks them end to end with --runslow.
+@pytest.mark.slow
 def test_a_profiled_run_leaves_a_trace_and_logs_its_parameter_table(run_env, tmp_path):
     """config.profile traces a window of steps into the workdir; every run logs its parameter
     table first, whose total is the count of the checkpoint's parameter arrays."""

@@ -160,7 +160,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+# SIGINT reaches the same sync point as SIGTERM (passed on as one): that case runs with --runslow.
+@pytest.mark.parametrize("signame", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.slow)])
 def test_a_distributed_run_stops_at_the_jax_preemption_sync_point(tmp_path, signame):
     """Under jax.distributed, SIGTERM is JAX's preemption notice (SIGINT is passed on as one):
     the run stops at the step JAX's preemption sync manager agrees for every process, saves it
