@@ -17,6 +17,7 @@ import optax
 
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import mesh as mesh_lib
+from genjax_lab.core import metrics as metrics_lib
 from genjax_lab.core import plots as plots_lib
 from genjax_lab.core.loop import Family, base_config
 from genjax_lab.core.splits import evaluate
@@ -471,6 +472,12 @@ def final_scores(
         exact = float(exact_log_z(as_rbm))
         metrics.update(log_z_exact=exact, test_log_likelihood_exact=scores["test"] - exact)
     if e.raise_examples is not None:
+        # RAISE takes most of an hour on the paper schedules: the AIS numbers are final now.
+        metrics_lib.say(
+            f"AIS: log Z {result.log_z:.3f} (sd {result.log_z_std:.3f}), test log p(v) "
+            f"{metrics['test_log_likelihood']:.3f}, train {metrics['train_log_likelihood']:.3f}; "
+            f"RAISE on {e.raise_examples} test images next"
+        )
         metrics.update(
             raise_scores(
                 family, params, dataset["test"], result.log_z, jax.random.fold_in(key, 2), e
