@@ -14,6 +14,7 @@ import platform
 import re
 import shutil
 
+from genjax_lab.core import plots as plots_lib
 from genjax_lab.core import replication as rep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -122,14 +123,45 @@ def _run_figures(workdir: pathlib.Path) -> list[pathlib.Path]:
     return sorted(workdir.glob("*.png")) + list(newest.values())
 
 
+def learning_curve_records(workdir: pathlib.Path) -> list[dict]:
+    """The run's logged metrics (metrics.jsonl) as {"step", "<split> <name>": value} records,
+    one a (split, step): a relaunch after a kill logs again the steps since its checkpoint, and
+    the later record is the one the finished run kept."""
+    path = workdir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    latest = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill mid-write
+            continue
+        split = record.get("split", "train")
+        values = {
+            f"{split} {name}": float(value)
+            for name, value in record.items()
+            if name not in ("step", "split") and isinstance(value, (int, float))
+        }
+        if "step" in record and values:
+            latest[(int(record["step"]), split)] = values
+    return [{"step": step, **values} for (step, _), values in sorted(latest.items())]
+
+
 def _copy_figures(result: dict, figures: pathlib.Path) -> list[pathlib.Path]:
     """Copies each run's figures to figures/<name>/<schedule>/<run>-<file>.png (one folder a
-    schedule: a report of tiny and quick runs keeps both); returns the copies."""
+    schedule: a report of tiny and quick runs keeps both) and draws its learning curve
+    (<run>-learning_curve.png, every logged metric against step); returns the figures."""
     target = figures / result["name"] / result["schedule"]
     shutil.rmtree(target, ignore_errors=True)
     copies = []
     for run, info in result["runs"].items():
-        for png in _run_figures(pathlib.Path(info["workdir"])):
+        workdir = pathlib.Path(info["workdir"])
+        records = learning_curve_records(workdir)
+        if records:
+            target.mkdir(parents=True, exist_ok=True)
+            copies.append(target / f"{run}-learning_curve.png")
+            plots_lib.plot_metrics(copies[-1], records)
+        for png in _run_figures(workdir):
             target.mkdir(parents=True, exist_ok=True)
             copies.append(target / f"{run}-{png.name}")
             shutil.copyfile(png, copies[-1])

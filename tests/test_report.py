@@ -190,3 +190,35 @@ def test_benchmark_families_not_rerun_keep_their_rows(tmp_path):
     assert "| alpha | step | 1 | lib 1 | 2 | 2.00x |" in text
     assert "| beta | step | 1 | lib 1 | 5 | 5.00x |" in text and "3.00x" not in text
     assert text.count("- alpha: `b`") == 1 and text.count("- beta: `b`") == 1
+
+
+def test_each_run_gets_its_learning_curve_from_its_logged_metrics(tmp_path):
+    """The report draws every metric a run logged against step; a relaunch's second record of
+    a step replaces the first, and a line cut by a kill is skipped."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    lines = [
+        {"step": 10, "split": "train", "loss": 3.0},
+        {"step": 20, "split": "train", "loss": 2.0},
+        {"step": 20, "split": "test", "nll": 90.0},
+        {"step": 20, "split": "train", "loss": 1.5},  # the relaunch after a kill at step 25
+    ]
+    text = "\n".join(json.dumps(line) for line in lines) + '\n{"step": 30, "spl'
+    (workdir / "metrics.jsonl").write_text(text)
+    assert report.learning_curve_records(workdir) == [
+        {"step": 10, "train loss": 3.0},
+        {"step": 20, "test nll": 90.0},
+        {"step": 20, "train loss": 1.5},
+    ]
+    root = tmp_path / "rep"
+    _replication(root, ours=1.2, schedule="full")
+    result_path = root / "full" / "demo" / "result.json"
+    result = json.loads(result_path.read_text())
+    result["runs"] = {"main": {"ok": True, "wall_s": 1.0, "workdir": str(workdir), "command": "c"}}
+    result_path.write_text(json.dumps(result))
+    path = tmp_path / "docs" / "results.md"
+    report.write(path, replicate_root=root, bench_root=tmp_path / "none", readme=None)
+    figure = path.parent / "figures" / "demo" / "full" / "main-learning_curve.png"
+    assert figure.stat().st_size > 0
+    assert "(figures/demo/full/main-learning_curve.png)" in path.read_text()
+    assert report.learning_curve_records(tmp_path / "no_run") == []
