@@ -116,6 +116,21 @@ def _train(command: list[str], workdir: pathlib.Path, label: str) -> tuple[bool,
     return ok, wall
 
 
+def _stopped_at(workdir: pathlib.Path) -> int | None:
+    """The newest checkpoint's step of a run that exited cleanly without its summary (a
+    preemption: SIGTERM saved it, and the same command resumes it), else None."""
+    stamp = workdir / "replicate_run.json"
+    checkpoints = workdir / "checkpoints"
+    if not stamp.is_file() or json.loads(stamp.read_text()).get("exit_code") != 0:
+        return None
+    steps = (
+        [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
+        if checkpoints.is_dir()
+        else []
+    )
+    return max(steps, default=None)
+
+
 def _forward_sigterm(signum, frame) -> None:
     # The experiments save a checkpoint on SIGTERM; a requeued job resumes them.
     with _children_lock:
@@ -162,7 +177,12 @@ def _finish(job: dict, root: pathlib.Path, schedule: str) -> dict:
     summaries = {
         run: rep.read_summary(workdirs[run]) if ok else None for run, (ok, _) in outcomes.items()
     }
-    rows = rep.check(replication, summaries, schedule)
+    stopped = {
+        run: step
+        for run, (ok, _) in outcomes.items()
+        if not ok and (step := _stopped_at(workdirs[run])) is not None
+    }
+    rows = rep.check(replication, summaries, schedule, stopped)
     result = {
         "name": name,
         "paper": replication.paper,
@@ -175,6 +195,7 @@ def _finish(job: dict, root: pathlib.Path, schedule: str) -> dict:
         "runs": {
             run: {
                 "ok": ok,
+                **({"stopped_at_step": stopped[run]} if run in stopped else {}),
                 "wall_s": wall,
                 "workdir": str(workdirs[run]),
                 "command": shlex.join(job["commands"][run]),
@@ -201,20 +222,25 @@ def main(argv: list[str]) -> None:
         f"workdirs under {root / schedule}, data {data_dir or '(none)'}, on {platform.node()}",
         flush=True,
     )
-    failed = []
+    failed, stopped = [], []
     with concurrent.futures.ThreadPoolExecutor(max(1, _PARALLEL.value)) as pool:
         jobs = [_submit(name, registry, root, schedule, data_dir, pool) for name in names]
         for index, job in enumerate(jobs, 1):
             result = _finish(job, root, schedule)
+            statuses = {row["status"] for row in result["rows"]}
+            outcome = "PASS" if result["passed"] else "FAIL"
+            if not result["passed"] and statuses <= {rep.IN_PROGRESS, "skipped"}:
+                outcome = "STOPPED (relaunch to resume)"
+                stopped.append(job["name"])
+            elif not result["passed"]:
+                failed.append(job["name"])
             print(
-                f"[{index}/{len(jobs)}] {job['name']}: {'PASS' if result['passed'] else 'FAIL'} "
+                f"[{index}/{len(jobs)}] {job['name']}: {outcome} "
                 f"({result['wall_s']:.0f} s of training and evaluation)",
                 flush=True,
             )
             for row in result["rows"]:
                 print(f"    {report.row_line(row)}", flush=True)
-            if not result["passed"]:
-                failed.append(job["name"])
     if _REPORT.value:
         report.write(
             pathlib.Path(_REPORT.value),
@@ -222,6 +248,9 @@ def main(argv: list[str]) -> None:
             readme=pathlib.Path(_README.value) if _README.value else None,
         )
         print(f"replicate: report written to {_REPORT.value}", flush=True)
+    if stopped:
+        # As the experiments do on a preemption: exit 0, and the same command resumes.
+        print(f"replicate: stopped early, relaunch to resume: {' '.join(stopped)}", flush=True)
     if failed:
         print(f"replicate: outside tolerance or failed: {' '.join(failed)}", flush=True)
         sys.exit(1)

@@ -92,13 +92,20 @@ def _load_replications(root: pathlib.Path) -> list[dict]:
     return sorted(results, key=lambda r: (r["name"], -_schedule_rank(r)))
 
 
+def _in_progress(result: dict) -> bool:
+    """Every row waits on a run that stopped early (preempted) and resumes when relaunched."""
+    return all(row["status"] == rep.IN_PROGRESS for row in result["rows"])
+
+
 def _best_per_replication(results: list[dict]) -> list[dict]:
-    """The result of the longest schedule run of each replication (full, then quick, tiny)."""
+    """The result of the longest schedule run of each replication (full, then quick, tiny)
+    with a number to show: a paper-schedule run still in progress yields to a finished
+    shorter one (the headline lists it beside)."""
     best = {}
     for result in results:
-        if result["name"] not in best or _schedule_rank(result) > _schedule_rank(
-            best[result["name"]]
-        ):
+        rank = (not _in_progress(result), _schedule_rank(result))
+        held = best.get(result["name"])
+        if held is None or rank > (not _in_progress(held), _schedule_rank(held)):
             best[result["name"]] = result
     return [best[name] for name in sorted(best)]
 
@@ -107,6 +114,8 @@ def replication_verdict(result: dict) -> str:
     """A replication's verdict in words: replicated only when every row is."""
     verdicts = [row["verdict"] for row in result["rows"]]
     replicated = verdicts.count("replicated")
+    if _in_progress(result):
+        return f"{rep.IN_PROGRESS} ({result['schedule']} schedule): relaunch the command to resume"
     if result["schedule"] != rep.PAPER_SCHEDULE:
         return f"smoke test ({result['schedule']} schedule): pipeline runs, nothing replicated yet"
     if replicated == len(verdicts):
@@ -296,13 +305,20 @@ def _headline(results: list[dict], benchmarks: list[dict]) -> list[str]:
         "| replication | best schedule run | row | published | ours | gap | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for result in _best_per_replication(results):
-        for index, row in enumerate(result["rows"]):
-            name, schedule = (result["name"], result["schedule"]) if index == 0 else ("", "")
-            lines.append(
-                f"| {name} | {schedule} | {row['label']} | {_number(row['published'])} | "
-                f"{_number(row['ours'])} | {_number(row['gap'])} | {row['verdict']} |"
-            )
+    for best in _best_per_replication(results):
+        longer = [
+            r
+            for r in results
+            if r["name"] == best["name"] and _schedule_rank(r) > _schedule_rank(best)
+        ]
+        for result in (best, *longer):
+            for index, row in enumerate(result["rows"]):
+                name = best["name"] if result is best and index == 0 else ""
+                schedule = result["schedule"] if index == 0 else ""
+                lines.append(
+                    f"| {name} | {schedule} | {row['label']} | {_number(row['published'])} | "
+                    f"{_number(row['ours'])} | {_number(row['gap'])} | {row['verdict']} |"
+                )
     if benchmarks:
         lines += ["", _BENCH_HEADLINE, "| --- | --- | --- | --- |"]
         for bench in benchmarks:

@@ -94,6 +94,42 @@ def test_a_reading_the_schedule_does_not_check_may_be_absent():
     assert absent["status"] == "fail"
 
 
+def test_a_run_stopped_to_resume_is_in_progress_not_failed(tmp_path):
+    """A preempted run (exit 0, its checkpoint saved, no summary yet) leaves its rows "in
+    progress" with the step the relaunch resumes from; a run that crashed still fails."""
+    from experiments import replicate
+
+    replication = rep.Replication(
+        experiment="vae",
+        paper="p",
+        estimator="e",
+        runs=("a", "b"),
+        rows=(
+            rep.Row("a", "nll", 1.0, {"full": 1.0}, run="a"),
+            rep.Row("b", "nll", 1.0, {}, run="b"),
+        ),
+    )
+    a, b = rep.check(replication, {"a": None, "b": None}, "full", stopped={"a": 55_101})
+    assert (a["status"], a["ours"]) == (rep.IN_PROGRESS, None)
+    assert a["verdict"] == "in progress: stopped at step 55,101; relaunch to resume"
+    assert (b["status"], b["verdict"]) == ("fail", "no number: the run failed")
+
+    for name, code, steps in (
+        ("preempted", 0, (500, 1000)),
+        ("crashed", 1, (500,)),
+        ("new", 0, ()),
+    ):
+        workdir = tmp_path / name
+        for step in steps:
+            (workdir / "checkpoints" / str(step)).mkdir(parents=True)
+        (workdir / "checkpoints" / "1500.orbax-checkpoint-tmp-3").mkdir(parents=True)
+        (workdir / "replicate_run.json").write_text(json.dumps({"exit_code": code}))
+    assert replicate._stopped_at(tmp_path / "preempted") == 1000
+    assert replicate._stopped_at(tmp_path / "crashed") is None  # a crash is a failure
+    assert replicate._stopped_at(tmp_path / "new") is None  # killed before its first save
+    assert replicate._stopped_at(tmp_path / "never_launched") is None
+
+
 def test_config_argument_names_schedule_and_run():
     assert rep.parse_arg("quick") == ("main", "quick")
     assert rep.parse_arg("k5,full", runs=("k1", "k5")) == ("k5", "full")

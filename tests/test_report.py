@@ -222,3 +222,23 @@ def test_each_run_gets_its_learning_curve_from_its_logged_metrics(tmp_path):
     assert figure.stat().st_size > 0
     assert "(figures/demo/full/main-learning_curve.png)" in path.read_text()
     assert report.learning_curve_records(tmp_path / "no_run") == []
+
+
+def test_a_paper_run_in_progress_is_listed_beside_the_finished_shorter_one(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.README_BEGIN}\n{report.README_END}\n")
+    path, root = tmp_path / "results.md", tmp_path / "rep"
+    _replication(root, ours=1.2, schedule="quick")
+    _replication(root, ours=0.0, schedule="full")
+    result_path = root / "full" / "demo" / "result.json"
+    result = json.loads(result_path.read_text())
+    verdict = "in progress: stopped at step 55,101; relaunch to resume"
+    result["rows"][0].update(ours=None, gap=None, status="in progress", verdict=verdict)
+    result_path.write_text(json.dumps(result))
+    report.write(path, replicate_root=root, bench_root=tmp_path / "none", readme=readme)
+    headline = readme.read_text()
+    assert "| demo | quick | row A | 1 | 1.2 | 0.2 | smoke: pipeline runs, gap +0.2 |" in headline
+    assert f"|  | full | row A | 1 | — | — | {verdict} |" in headline
+    assert "### demo (full): in progress (full schedule): relaunch the command to resume" in (
+        path.read_text()
+    )

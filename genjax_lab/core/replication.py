@@ -205,16 +205,29 @@ def verdict(status: str, gap: float | None, schedule: str) -> str:
     return f"not replicated, gap {gap:+.4g}" if status == "fail" else f"unchecked, gap {gap:+.4g}"
 
 
-def check(replication: Replication, summaries: dict[str, dict | None], schedule: str) -> list[dict]:
+IN_PROGRESS = "in progress"
+
+
+def check(
+    replication: Replication,
+    summaries: dict[str, dict | None],
+    schedule: str,
+    stopped: dict[str, int] | None = None,
+) -> list[dict]:
     """One record per row. `summaries` holds the runs this schedule trained (None: no summary,
-    the run failed); a row of a run not trained on this schedule, or whose metric a finished
-    run did not compute where the schedule does not check it, is marked skipped.
-    status: "pass" | "fail" | "skipped" | "unchecked" (ran, but the schedule sets no tolerance);
-    verdict: see `verdict` ("replicated" only on the paper's schedule)."""
+    the run failed); `stopped` maps a run that stopped early to resume later (preempted: no
+    summary yet) to its newest checkpoint's step. A row of a run not trained on this schedule,
+    or whose metric a finished run did not compute where the schedule does not check it, is
+    marked skipped.
+    status: "pass" | "fail" | "skipped" | "unchecked" (ran, but the schedule sets no tolerance)
+    | "in progress"; verdict: see `verdict` ("replicated" only on the paper's schedule)."""
+    stopped = stopped or {}
     records = []
     for row in replication.rows:
         ours = None
-        if row.run in summaries:
+        if summaries.get(row.run) is None and row.run in stopped:
+            status = IN_PROGRESS
+        elif row.run in summaries:
             summary = summaries[row.run]
             value = (summary or {}).get(row.metric)
             ours = None if value is None else float(value)
@@ -242,7 +255,11 @@ def check(replication: Replication, summaries: dict[str, dict | None], schedule:
                 "better": row.better,
                 "status": status,
                 "schedule": schedule,
-                "verdict": verdict(status, gap, schedule),
+                "verdict": (
+                    f"{IN_PROGRESS}: stopped at step {stopped[row.run]:,}; relaunch to resume"
+                    if status == IN_PROGRESS
+                    else verdict(status, gap, schedule)
+                ),
             }
         )
     return records
