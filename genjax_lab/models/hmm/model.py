@@ -640,10 +640,20 @@ def log_prob_unchecked(
     return hmm_inference.hmm_log_likelihood(*_potentials(params, obs), lengths)
 
 
+def _over_classes(fn, hmms: HMMParams, *shared):
+    """fn(hmm_c, *shared) for each HMM of a class stack [C, ...], outputs stacked [C, ...].
+
+    A sequential map, not vmap: the recursions choose their probability-space pass or the
+    log-space one by a lax.cond on each model, and under vmap that cond becomes a select that
+    runs both passes for every class (ergodic class HMMs: 2.3x slower, left-to-right 1.2-1.7x,
+    measured at 10 classes x 300 sequences)."""
+    return jax.lax.map(lambda hmm_c: fn(hmm_c, *shared), hmms)
+
+
 @jax.jit
 def class_log_likelihoods(hmms: HMMParams, obs: Array, lengths: Array) -> Array:
-    """log p(x_b | y = c) [B, C] for class HMMs stacked [C, ...] (vmapped over classes)."""
-    return jax.vmap(log_prob_unchecked, in_axes=(0, None, None), out_axes=-1)(hmms, obs, lengths)
+    """log p(x_b | y = c) [B, C] for class HMMs stacked [C, ...]."""
+    return _over_classes(log_prob_unchecked, hmms, obs, lengths).T
 
 
 def _check_labels(params: LabelledHMM, y, num: int) -> np.ndarray:
@@ -687,7 +697,7 @@ def posterior(params: "HMMParams | LabelledHMM", x, parallel: bool = False) -> A
     obs, lengths = _checked(params, x)
     if not isinstance(params, LabelledHMM):
         return _smooth(params, obs, lengths, parallel).posteriors
-    smoothed = jax.vmap(_smooth, in_axes=(0, None, None, None))(params.hmms, obs, lengths, parallel)
+    smoothed = _over_classes(_smooth, params.hmms, obs, lengths, parallel)
     class_post = jax.nn.softmax(smoothed.log_likelihood.T + params.log_prior, axis=-1)  # [B, C]
     return jnp.einsum("bc,cbtk->btck", class_post, smoothed.posteriors)
 
