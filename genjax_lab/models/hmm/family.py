@@ -7,7 +7,7 @@ layouts of the training split, whose rows the loop splits over the `data` axis:
              'lengths' [N]}.
   per class  HMM c fits class c's sequences (one HMM per class, Bayes' rule on top): the
              layout of `class_buckets`, row i holding the i-th sequence of every class; the
-             step vmaps the EM step over the class axis.
+             step maps the EM step over the class axis, one class after another.
 The loop adds `mask` [N] (0 on the rows that pad the split to a multiple of the device
 count); EM's sufficient statistics are mask-weighted sums over the rows, which XLA reduces
 across devices inside the step.
@@ -136,13 +136,19 @@ class EMFamily:
         `converged`."""
         del key  # EM is deterministic
         if self.per_class:
-            batches, axis, total = bucket_batches(batch), 1, jnp.sum
+            # Class axis first, for one class after another (`model._over_classes`' reason).
+            batches = jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0), bucket_batches(batch))
+            params, stats = jax.lax.map(
+                lambda per_class: em_step_buckets(*per_class, self.prior),
+                (state["params"], batches),
+            )
+            total = jnp.sum
         else:
-            keys = ("obs", "lengths", "mask")
-            batches, axis, total = ({k: batch[k] for k in keys},), None, jnp.max
-        params, stats = jax.vmap(em_step_buckets, in_axes=(0, axis, None))(
-            state["params"], batches, self.prior
-        )
+            shared = ({k: batch[k] for k in ("obs", "lengths", "mask")},)
+            params, stats = jax.lax.map(
+                lambda start: em_step_buckets(start, shared, self.prior), state["params"]
+            )
+            total = jnp.max
         gained = stats.objective - state["objective"]
         metrics = {
             "objective": total(stats.objective),

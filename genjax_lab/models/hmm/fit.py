@@ -1004,8 +1004,9 @@ def _fit_program(
 ):
     """Start number `start_index` of every class (from fold_in(key, start_index) split over
     the classes, unless `init` [C, ...]: then only its `init_params` come from that start),
-    then `_em_loop` learning `learn`, vmapped over the class masks [C, B]. Every number is
-    traced."""
+    then `_em_loop` learning `learn`, for each class mask [C, B] in turn (a lax.map, as
+    `model._over_classes` and for its reason: under vmap the smoother's choice of pass would
+    run both every iteration). Every number is traced."""
     keys = jax.random.split(jax.random.fold_in(key, start_index), class_masks.shape[0])
 
     def one(k, mask, start):
@@ -1026,7 +1027,7 @@ def _fit_program(
             start = fresh if start is None else _merge(start, fresh, init_params)
         return _em_loop(start, obs, lengths, mask, max_iter, tol, prior, capacity, learn)
 
-    return jax.vmap(one)(keys, class_masks, init)
+    return jax.lax.map(lambda per_class: one(*per_class), (keys, class_masks, init))
 
 
 def _padded(obs: np.ndarray, lengths: np.ndarray, dtype):
