@@ -46,18 +46,19 @@ def kmeans_plus_plus(
     """k-means++ seeds [num_clusters, D]: rows of x [N, D] drawn ∝ weights * D^2."""
     weights = _weights(x, weights)
     keys = jax.random.split(key, num_clusters)
-    first = x[jax.random.categorical(keys[0], jnp.log(weights))]
-    d2 = jnp.sum((x - first) ** 2, axis=1)
-    centers = jnp.zeros((num_clusters, x.shape[1]), x.dtype).at[0].set(first)
 
     def body(i, carry):
         centers, d2 = carry
-        # All-zero distances (fewer distinct rows than clusters): fall back to the weights.
+        # All-zero distances (the first seed, whose d2 starts at zero, or fewer distinct rows
+        # than clusters): draw by the weights alone. The first seed is drawn in the loop, so
+        # the sampler is compiled once.
         probs = jnp.where(jnp.sum(d2 * weights) > 0, d2 * weights, weights)
         new = x[jax.random.categorical(keys[i], jnp.log(probs))]
-        return centers.at[i].set(new), jnp.minimum(d2, jnp.sum((x - new) ** 2, axis=1))
+        dist = jnp.sum((x - new) ** 2, axis=1)
+        return centers.at[i].set(new), jnp.where(i == 0, dist, jnp.minimum(d2, dist))
 
-    centers, _ = jax.lax.fori_loop(1, num_clusters, body, (centers, d2))
+    init = (jnp.zeros((num_clusters, x.shape[1]), x.dtype), jnp.zeros(x.shape[:1], x.dtype))
+    centers, _ = jax.lax.fori_loop(0, num_clusters, body, init)
     return centers
 
 
