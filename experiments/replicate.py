@@ -87,7 +87,7 @@ def _selected(argv: list[str], registry: pathlib.Path) -> list[str]:
 
 def _train(command: list[str], workdir: pathlib.Path, label: str) -> tuple[bool, float]:
     """Runs one experiment unless its workdir already holds its result; (ok, wall seconds)."""
-    stamp = workdir / "replicate_run.json"
+    stamp = workdir / rep.RUN_STAMP
     done = json.loads(stamp.read_text()) if stamp.is_file() else {}
     if done.get("command") == command and done.get("ok") and rep.read_summary(workdir) is not None:
         print(f"  {label}: done before ({done['wall_s']:.0f} s)", flush=True)
@@ -114,21 +114,6 @@ def _train(command: list[str], workdir: pathlib.Path, label: str) -> tuple[bool,
         flush=True,
     )
     return ok, wall
-
-
-def _stopped_at(workdir: pathlib.Path) -> int | None:
-    """The newest checkpoint's step of a run that exited cleanly without its summary (a
-    preemption: SIGTERM saved it, and the same command resumes it), else None."""
-    stamp = workdir / "replicate_run.json"
-    checkpoints = workdir / "checkpoints"
-    if not stamp.is_file() or json.loads(stamp.read_text()).get("exit_code") != 0:
-        return None
-    steps = (
-        [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
-        if checkpoints.is_dir()
-        else []
-    )
-    return max(steps, default=None)
 
 
 def _forward_sigterm(signum, frame) -> None:
@@ -180,7 +165,7 @@ def _finish(job: dict, root: pathlib.Path, schedule: str) -> dict:
     stopped = {
         run: step
         for run, (ok, _) in outcomes.items()
-        if not ok and (step := _stopped_at(workdirs[run])) is not None
+        if not ok and (step := rep.stopped_at(workdirs[run])) is not None
     }
     rows = rep.check(replication, summaries, schedule, stopped)
     result = {

@@ -97,8 +97,6 @@ def test_a_reading_the_schedule_does_not_check_may_be_absent():
 def test_a_run_stopped_to_resume_is_in_progress_not_failed(tmp_path):
     """A preempted run (exit 0, its checkpoint saved, no summary yet) leaves its rows "in
     progress" with the step the relaunch resumes from; a run that crashed still fails."""
-    from experiments import replicate
-
     replication = rep.Replication(
         experiment="vae",
         paper="p",
@@ -123,11 +121,11 @@ def test_a_run_stopped_to_resume_is_in_progress_not_failed(tmp_path):
         for step in steps:
             (workdir / "checkpoints" / str(step)).mkdir(parents=True)
         (workdir / "checkpoints" / "1500.orbax-checkpoint-tmp-3").mkdir(parents=True)
-        (workdir / "replicate_run.json").write_text(json.dumps({"exit_code": code}))
-    assert replicate._stopped_at(tmp_path / "preempted") == 1000
-    assert replicate._stopped_at(tmp_path / "crashed") is None  # a crash is a failure
-    assert replicate._stopped_at(tmp_path / "new") is None  # killed before its first save
-    assert replicate._stopped_at(tmp_path / "never_launched") is None
+        (workdir / rep.RUN_STAMP).write_text(json.dumps({"exit_code": code}))
+    assert rep.stopped_at(tmp_path / "preempted") == 1000
+    assert rep.stopped_at(tmp_path / "crashed") is None  # a crash is a failure
+    assert rep.stopped_at(tmp_path / "new") is None  # killed before its first save
+    assert rep.stopped_at(tmp_path / "never_launched") is None
 
 
 def test_config_argument_names_schedule_and_run():

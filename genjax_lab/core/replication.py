@@ -206,6 +206,23 @@ def verdict(status: str, gap: float | None, schedule: str) -> str:
 
 
 IN_PROGRESS = "in progress"
+# What `./launch.sh replicate` records of each run it launched (command, exit code, wall).
+RUN_STAMP = "replicate_run.json"
+
+
+def stopped_at(workdir: pathlib.Path) -> int | None:
+    """The newest checkpoint's step of a run that exited cleanly without its summary (a
+    preemption: SIGTERM saved it, and the same command resumes it), else None."""
+    stamp = workdir / RUN_STAMP
+    checkpoints = workdir / "checkpoints"
+    if not stamp.is_file() or json.loads(stamp.read_text()).get("exit_code") != 0:
+        return None
+    steps = (
+        [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
+        if checkpoints.is_dir()
+        else []
+    )
+    return max(steps, default=None)
 
 
 def check(
