@@ -57,17 +57,22 @@ def test_only_the_paper_schedule_within_its_uncertainty_is_replicated(ours, sche
     assert record["schedule"] == schedule
 
 
-def test_missing_metric_fails_and_untrained_run_is_skipped():
-    replication = rep.Replication(
+def _runs_a_and_b(tolerance_a: dict, tolerance_b: dict) -> rep.Replication:
+    """Two runs, a and b, each with one row reading its "nll" against a published 1.0."""
+    return rep.Replication(
         experiment="vae",
         paper="p",
         estimator="e",
         runs=("a", "b"),
         rows=(
-            rep.Row("a", "nll", 1.0, {"quick": 1.0}, run="a"),
-            rep.Row("b", "nll", 1.0, {"quick": 1.0}, run="b"),
+            rep.Row("a", "nll", 1.0, tolerance_a, run="a"),
+            rep.Row("b", "nll", 1.0, tolerance_b, run="b"),
         ),
     )
+
+
+def test_missing_metric_fails_and_untrained_run_is_skipped():
+    replication = _runs_a_and_b({"quick": 1.0}, {"quick": 1.0})
     a, b = rep.check(replication, {"a": {"other": 1.0}}, "quick")
     assert (a["status"], a["ours"]) == ("fail", None)
     assert a["verdict"] == "no number: the run failed"
@@ -97,16 +102,7 @@ def test_a_reading_the_schedule_does_not_check_may_be_absent():
 def test_a_run_stopped_to_resume_is_in_progress_not_failed(tmp_path):
     """A preempted run (exit 0, its checkpoint saved, no summary yet) leaves its rows "in
     progress" with the step the relaunch resumes from; a run that crashed still fails."""
-    replication = rep.Replication(
-        experiment="vae",
-        paper="p",
-        estimator="e",
-        runs=("a", "b"),
-        rows=(
-            rep.Row("a", "nll", 1.0, {"full": 1.0}, run="a"),
-            rep.Row("b", "nll", 1.0, {}, run="b"),
-        ),
-    )
+    replication = _runs_a_and_b({"full": 1.0}, {})
     a, b = rep.check(replication, {"a": None, "b": None}, "full", stopped={"a": 55_101})
     assert (a["status"], a["ours"]) == (rep.IN_PROGRESS, None)
     assert a["verdict"] == "in progress: stopped at step 55,101; relaunch to resume"
