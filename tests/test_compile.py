@@ -357,21 +357,30 @@ def test_lda_batch_start_is_init_vb_of_the_split_key():
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("num_states, num_symbols", [(2, 6), (4, 3)])
-def test_categorical_hmm_start_draws_from_one_gamma_sampler(num_states, num_symbols):
-    # The gamma sampler's rejection loop was half of a casino fit's compile time, once per
-    # Dirichlet draw: one sampler now serves both draws, bitwise as jax.random.dirichlet.
+@pytest.mark.parametrize("width", [2, 3, 6])
+def test_categorical_hmm_start_rows_are_flat_dirichlet_without_a_gamma_sampler(width):
+    # The gamma sampler's rejection loop was most of a casino fit's compile time: the start's
+    # Dirichlet(1) rows are normalised Exp(1) draws instead, the same distribution. Checked
+    # against it: the first coordinate of a flat Dirichlet of width n is Beta(1, n - 1), and
+    # every probability is positive (a zero would be a structural zero EM never leaves).
+    scipy_stats = pytest.importorskip("scipy.stats")
     fit_module = importlib.import_module("genjax_lab.models.hmm.fit")
-    key = jax.random.key(3)
-    start = fit_module.init_categorical_hmm(key, num_states, num_symbols)
-    k_a, k_b = jax.random.split(key)
-    rows = functools.partial(jax.random.dirichlet, shape=(num_states,))
-    sticky = rows(k_a, np.ones(num_states, np.float32))
-    sticky = 0.8 * jax.numpy.eye(num_states) + 0.2 * sticky
-    np.testing.assert_array_equal(start.transition_logits, jax.numpy.log(sticky))
-    emission = rows(k_b, np.ones(num_symbols, np.float32))
-    np.testing.assert_array_equal(start.emission.logits, jax.numpy.log(emission))
-    jaxpr = str(jax.make_jaxpr(fit_module.init_categorical_hmm, static_argnums=(1, 2))(key, 2, 6))
-    assert jaxpr.count("random_gamma[") == 1
-    chain = fit_module.init_categorical_hmm(key, num_states, num_symbols, left_to_right=True)
+    keys = jax.random.split(jax.random.key(7), 4000)
+    rows = jax.vmap(lambda k: fit_module._flat_dirichlet_rows(k, 1, width, np.float32))(keys)
+    rows = np.asarray(rows)[:, 0]
+    assert (rows > 0).all()
+    np.testing.assert_allclose(rows.sum(-1), 1.0, rtol=1e-6)
+    assert scipy_stats.kstest(rows[:, 0], scipy_stats.beta(1, width - 1).cdf).pvalue > 1e-3
+    start = jax.make_jaxpr(fit_module.init_categorical_hmm, static_argnums=(1, 2))
+    assert "random_gamma" not in str(start(keys[0], 2, 6))
+
+
+def test_categorical_hmm_start_is_sticky_and_left_to_right_keeps_its_zeros():
+    fit_module = importlib.import_module("genjax_lab.models.hmm.fit")
+    start = fit_module.init_categorical_hmm(jax.random.key(3), 4, 5)
+    transition = np.exp(np.asarray(start.transition_logits))
+    np.testing.assert_allclose(transition.sum(-1), 1.0, rtol=1e-6)
+    assert (np.diag(transition) >= 0.8).all() and (transition > 0).all()
+    chain = fit_module.init_categorical_hmm(jax.random.key(3), 4, 5, left_to_right=True)
     np.testing.assert_array_equal(chain.emission.logits, start.emission.logits)
+    assert np.isneginf(np.asarray(chain.transition_logits)[1, 0])

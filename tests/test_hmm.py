@@ -244,6 +244,23 @@ def test_em_never_decreases_map_objective(emission, left_to_right):
         assert np.all(np.isneginf(np.asarray(fitted.transition_logits)[~allowed]))
 
 
+def test_ergodic_fit_from_a_start_with_a_zero_transition_reruns_on_the_exact_passes():
+    """An ergodic fit compiles only the scaled passes; a start whose transition matrix has a
+    zero makes them inexact, and the fit reruns on the passes that choose per iteration:
+    the same numbers as fit_em, which always chooses."""
+    _, (_, obs) = _casino(300, 6)
+    start = hmm.make_hmm([0.5, 0.5], [[1.0, 0.0], [0.3, 0.7]], hmm.categorical_emission(CASINO_B))
+    config = hmm.default_config()
+    config.update(emission="categorical", num_states=2, num_iters=15, tol=-np.inf)
+    fitted, history = hmm.fit(jax.random.key(0), {"x": obs}, config, init=start)
+    expected, stats = hmm.fit_em(start, obs, num_iters=15)
+    assert history["num_iters"] == 15
+    np.testing.assert_allclose(history["objective"], stats.objective, rtol=1e-6)
+    for got, want in zip(jax.tree.leaves(fitted), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.isneginf(np.asarray(fitted.transition_logits)[0, 1])
+
+
 def test_em_categorical_recovers_casino_and_is_monotone():
     true, (_, obs) = _casino(400, 16)
     lengths = np.full(16, 400)

@@ -182,6 +182,13 @@ def test_float32_message_passing_matches_float64_log_space_oracle(model):
             joint = _path_log_joint(log_pi, log_a, ll[b], path)
             assert abs(joint - ref_map[b]) <= _tolerance(ref_map[b]), f"{where}: {path} not a MAP"
     close_probs(inf.hmm_pairwise_posteriors(*args), "pairwise", "hmm_pairwise_posteriors")
+    for passes in inf.PASSES:  # "log" always exact; "scaled" exact where its flag says so
+        smoothed, exact = inf.hmm_smoother_with_passes(*args, passes=passes)
+        if bool(exact):
+            close_ll(smoothed.log_likelihood, f"passes={passes}")
+            close_probs(smoothed.posteriors, "posteriors", f"passes={passes}")
+        else:
+            assert passes == "scaled", passes
 
     # EM statistics: the ML M-step turns them into normalised expected counts.
     params, batch, shift = _em_model(*model)
@@ -225,6 +232,34 @@ def test_state_below_float32_range_is_not_lost():
         np.testing.assert_allclose(smoothed.posteriors, np.eye(3), atol=1e-4)
         np.testing.assert_array_equal(inf.hmm_viterbi(*args, parallel=parallel).states, [0, 1, 2])
     assert abs(float(inf.hmm_log_likelihood(*args)) - ref["log_likelihood"]) < 1e-3
+
+
+def test_smoother_passes_say_when_the_scaled_ones_are_not_exact():
+    """An ergodic chain: the scaled passes alone are exact and give hmm_smoother's numbers.
+    A chain with a structural zero: they are flagged, and the log-space passes alone give
+    hmm_smoother's numbers (which take them there)."""
+    ll = np.random.default_rng(0).normal(size=(3, 40, 3)).astype(np.float32)
+    lengths = np.array([40, 17, 1])
+    ergodic = np.log(np.full((3, 3), 1 / 3, np.float32) + np.eye(3, dtype=np.float32)) - np.log(2)
+    with np.errstate(divide="ignore"):
+        chain = np.log(np.array([[0.5, 0.5, 0], [0, 0.5, 0.5], [0, 0, 1]], np.float32))
+    log_pi = np.log(np.full(3, 1 / 3, np.float32))
+    for log_a, exact_pass, inexact_pass in ((ergodic, "scaled", None), (chain, "log", "scaled")):
+        reference = inf.hmm_smoother(log_pi, log_a, ll, lengths)
+        smoothed, exact = inf.hmm_smoother_with_passes(
+            log_pi, log_a, ll, lengths, passes=exact_pass
+        )
+        assert bool(exact)
+        for got, want in zip(smoothed, reference, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        auto, _ = inf.hmm_smoother_with_passes(log_pi, log_a, ll, lengths, passes="auto")
+        for got, want in zip(auto, reference, strict=True):
+            np.testing.assert_array_equal(got, want)
+        if inexact_pass:
+            _, exact = inf.hmm_smoother_with_passes(log_pi, log_a, ll, lengths, passes=inexact_pass)
+            assert not bool(exact)
+    with pytest.raises(ValueError, match="passes must be one of"):
+        inf.hmm_smoother_with_passes(log_pi, ergodic, ll, lengths, passes="fast")
 
 
 # --------------------------------------------------------------------------- float64

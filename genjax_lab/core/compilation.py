@@ -24,6 +24,7 @@ optimised for the rest.
 lower: every process lowers its programs, even those the cache then supplies.
 """
 
+import functools
 import importlib.machinery
 import importlib.util
 import math
@@ -187,3 +188,16 @@ def size_tiered_jit(
 ) -> Callable[[Callable], SizeTieredJit]:
     """Decorator form of SizeTieredJit: `@size_tiered_jit(static_argnames=(...))`."""
     return lambda fun: SizeTieredJit(fun, small_problem_size, **jit_kwargs)
+
+
+def fast_compiling_jit(**jit_kwargs: Any) -> Callable[[Callable], Callable]:
+    """Decorator: `fun` jitted with FAST_COMPILE_OPTIONS at every size (inside another trace
+    inlined there, as SizeTieredJit), for programs whose run time is negligible beside their
+    compile time at any size: a start's random draws (LDA's 10 x 3,768 normal draws compile
+    about 3x faster on this tier and run in a millisecond either way)."""
+
+    def decorate(fun: Callable) -> Callable:
+        tiered = SizeTieredJit(fun, small_problem_size=sys.maxsize, **jit_kwargs)
+        return functools.wraps(fun)(functools.partial(tiered, problem_size=0))
+
+    return decorate

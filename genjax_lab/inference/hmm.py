@@ -35,7 +35,9 @@ left-to-right chain) the flushed state may be the only way to a later observatio
 same recursions run in log space instead: log alpha is carried, and each prediction
 log sum_i exp(log alpha_{t-1}(i) + log A_ij) is shifted by its own largest term per column
 j, so no state is lost however far (1,000 nats, or more) it lies below the others. The
-choice is one `lax.cond` per call (under vmap both run: a batched cond is a select). Either
+choice is one `lax.cond` per call (under vmap both run: a batched cond is a select);
+`hmm_smoother_with_passes` runs one kind of pass alone, the scaled ones flagging when they
+were not exact, for programs that compile only what they need (a first EM fit). Either
 way float32 log-likelihoods agree with a float64 log-space reference to 1e-5 relative (or
 1e-3 nats) and posteriors to 1e-4 (tests/test_hmm_numerics.py, a property test over
 left-to-right and ergodic chains with 1,000-nat outliers). Outputs follow the inputs' dtype
@@ -194,6 +196,8 @@ def _scaled_is_exact(log_transition: Array) -> Array:
 # may be the only way to a later observation, and the log-space recursions run instead.
 _MIN_COLUMN_RATIO = 1e-6
 _MIN_NORMALISER = 1e-20
+# The sequential smoother's choices of passes (`hmm_smoother_with_passes`).
+PASSES = ("auto", "scaled", "log")
 
 
 # ------------------------------------------------------------------------- sequential
@@ -359,14 +363,16 @@ def _backward_log(log_transition, las, log_preds, valid, unroll):
     return jnp.where(valid[..., None], lgs, -jnp.inf), log_ratios
 
 
-def _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise: bool):
-    """Forward-backward: (log-likelihood [B], gamma [T, B, K], and the pairwise posteriors
-    [T - 1, B, K, K] if pairwise else their sums over t, the transition counts [B, K, K]).
-    The probability-space passes where they are exact, else the log-space ones."""
-    alphas, logcs, preds, exact = _fast_forward(log_initial, log_transition, ll_tm, valid, unroll)
+def _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise: bool, passes="auto"):
+    """Forward-backward: (log-likelihood [B], gamma [T, B, K], the pairwise posteriors
+    [T - 1, B, K, K] if pairwise else their sums over t, the transition counts [B, K, K],
+    exact). passes (static): "auto" runs the probability-space passes where they are exact,
+    else the log-space ones (one lax.cond); "log" only the log-space passes; "scaled" only
+    the probability-space ones. exact is False only for "scaled" where they were not exact:
+    then the results are not to be used."""
     trans = jnp.exp(log_transition)
 
-    def scaled():
+    def scaled(alphas, logcs, preds):
         gammas, ratios = _backward_posteriors(log_transition, alphas, preds, valid, unroll)
         if pairwise:
             return logcs, gammas, alphas[:-1, :, :, None] * trans * ratios[:, :, None, :]
@@ -383,8 +389,20 @@ def _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise: bool):
         xi = jnp.exp(las[:-1, :, :, None] + log_transition + log_ratios[:, :, None, :])
         return logcs_, jnp.exp(lgs), xi if pairwise else jnp.sum(xi, axis=0)
 
-    logcs, gammas, xi = jax.lax.cond(exact, scaled, in_log_space)
-    return jnp.sum(logcs, axis=0), gammas, xi
+    if passes == "log":
+        logcs, gammas, xi = in_log_space()
+        return jnp.sum(logcs, axis=0), gammas, xi, jnp.ones((), bool)
+    if passes == "scaled":
+        alphas, logcs, preds, exact = _forward_scaled(
+            log_initial, log_transition, ll_tm, valid, unroll
+        )
+        logcs, gammas, xi = scaled(alphas, logcs, preds)
+        return jnp.sum(logcs, axis=0), gammas, xi, exact
+    if passes != "auto":
+        raise ValueError(f"passes must be one of {PASSES}, got {passes!r}")
+    alphas, logcs, preds, exact = _fast_forward(log_initial, log_transition, ll_tm, valid, unroll)
+    logcs, gammas, xi = jax.lax.cond(exact, lambda: scaled(alphas, logcs, preds), in_log_space)
+    return jnp.sum(logcs, axis=0), gammas, xi, jnp.ones((), bool)
 
 
 def _shifted(x: Array, fill: float) -> Array:
@@ -674,10 +692,38 @@ def hmm_smoother(
     if parallel:
         loglik, gammas, counts = _parallel_smoother(log_initial, log_transition, ll_tm, valid)
     else:
-        loglik, gammas, counts = _smooth(
+        loglik, gammas, counts, _ = _smooth(
             log_initial, log_transition, ll_tm, valid, unroll, pairwise=False
         )
     return _unbatch(SmootherResult(loglik, jnp.swapaxes(gammas, 0, 1), counts), unbatched)
+
+
+@checks.validated(_check_potentials)
+@functools.partial(jax.jit, static_argnames=("passes", "unroll"))
+def hmm_smoother_with_passes(
+    log_initial: Array,
+    log_transition: Array,
+    log_likelihoods: Array,
+    lengths: Array | None = None,
+    *,
+    passes: str = "auto",
+    unroll: int = 1,
+) -> tuple[SmootherResult, Array]:
+    """The sequential `hmm_smoother` on the passes named, and whether its result is exact
+    (a scalar bool). "auto" is `hmm_smoother` (always exact); "log" runs only the log-space
+    passes (exact for any chain; what "auto" picks for chains with structural zeros);
+    "scaled" only the probability-space ones, exact where "auto" would have picked them,
+    and otherwise flagged False: the result is then not to be used. A program holding one
+    kind of pass compiles in about half the time of one holding both (a first small EM fit
+    is mostly compilation), so a caller can compile "scaled" (or "log" for a left-to-right
+    chain) and fall back to "auto" only when the flag asks for it."""
+    ll, lengths, unbatched = _batch(log_likelihoods, lengths)
+    ll_tm, valid = _time_major(ll, lengths)
+    loglik, gammas, counts, exact = _smooth(
+        log_initial, log_transition, ll_tm, valid, unroll, pairwise=False, passes=passes
+    )
+    result = SmootherResult(loglik, jnp.swapaxes(gammas, 0, 1), counts)
+    return _unbatch(result, unbatched), exact
 
 
 @checks.validated(_check_potentials)
@@ -694,7 +740,7 @@ def hmm_pairwise_posteriors(
     O(B T K^2), so EM uses the summed `hmm_smoother(...).transition_counts` instead."""
     ll, lengths, unbatched = _batch(log_likelihoods, lengths)
     ll_tm, valid = _time_major(ll, lengths)
-    _, _, xi = _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise=True)
+    _, _, xi, _ = _smooth(log_initial, log_transition, ll_tm, valid, unroll, pairwise=True)
     xi = jnp.swapaxes(jnp.where(valid[1:, :, None, None], xi, 0.0), 0, 1)
     return xi[0] if unbatched else xi
 

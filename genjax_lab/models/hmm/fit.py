@@ -51,7 +51,7 @@ from jax import Array
 
 from genjax_lab.core import checks, compilation
 from genjax_lab.inference import kmeans as kmeans_lib
-from genjax_lab.inference.hmm import hmm_log_likelihood, hmm_smoother
+from genjax_lab.inference.hmm import hmm_log_likelihood, hmm_smoother_with_passes
 from genjax_lab.models.hmm import model as hmm_model
 from genjax_lab.models.hmm.model import (
     COVARIANCE_TYPES,
@@ -133,14 +133,16 @@ def _emission_stats(emission: Emission, obs: Array, weights: Array):
     raise TypeError(f"unknown emission type {type(emission).__name__}")
 
 
-def _e_step(params: HMMParams, obs: Array, lengths: Array, mask: Array):
+def _e_step(params: HMMParams, obs: Array, lengths: Array, mask: Array, passes: str = "auto"):
+    """(statistics, exact): the smoother on `passes` (inference.hmm.PASSES); exact is False
+    only where passes="scaled" was not exact, and the statistics are then not to be used."""
     lpi, la, ll = hmm_model._potentials(params, obs)
-    smoothed = hmm_smoother(lpi, la, ll, lengths)
+    smoothed, exact = hmm_smoother_with_passes(lpi, la, ll, lengths, passes=passes)
     weights = smoothed.posteriors * mask[:, None, None]
     initial = jnp.sum(weights[:, 0], axis=0)
     transition = jnp.sum(mask[:, None, None] * smoothed.transition_counts, axis=0)
     emission = _emission_stats(params.emission, obs, weights)
-    return initial, transition, emission, jnp.sum(mask * smoothed.log_likelihood)
+    return (initial, transition, emission, jnp.sum(mask * smoothed.log_likelihood)), exact
 
 
 # --------------------------------------------------------------------------- M-step
@@ -383,7 +385,7 @@ def em_step(
     'mask' [B]}. Returns (new params, EMStats of the params going in). Inputs are not
     validated (jit); obs must be finite also on padding (`validate_sequences` zeroes it).
     learn: hmmlearn's `params` letters (ALL_PARAMS); the others keep their values exactly."""
-    stats = _e_step(params, batch["obs"], batch["lengths"], _batch_mask(batch, params))
+    stats, _ = _e_step(params, batch["obs"], batch["lengths"], _batch_mask(batch, params))
     return _m_step(params, stats, prior, learn)
 
 
@@ -398,7 +400,7 @@ def em_step_buckets(
     bucketed by length, so short ones are not padded to the longest and the forward-backward
     and emission work scale with the real frames): the E-step statistics of every batch are
     summed, then one M-step. Same batch format and results as `em_step` on the union."""
-    stats = [_e_step(params, b["obs"], b["lengths"], _batch_mask(b, params)) for b in batches]
+    stats = [_e_step(params, b["obs"], b["lengths"], _batch_mask(b, params))[0] for b in batches]
     return _m_step(params, jax.tree.map(lambda *parts: sum(parts), *stats), prior, learn)
 
 
@@ -429,25 +431,29 @@ def _em_loop(
     prior: HMMPrior,
     capacity: int,
     learn: str = ALL_PARAMS,
-) -> tuple[HMMParams, EMStats, Array]:
+    passes: str = "auto",
+) -> tuple[HMMParams, EMStats, Array, Array]:
     """Up to max_iter <= capacity EM steps (all traced but capacity), stopping after the M-step
     of the first iteration whose objective gained less than tol over the previous one
     (hmmlearn's ConvergenceMonitor). Returns (params, EMStats of the params going into each
-    step [capacity], NaN past the iterations run, iterations run)."""
-    batch = {"obs": obs, "lengths": lengths, "mask": mask}
+    step [capacity], NaN past the iterations run, iterations run, exact). The E-steps run
+    the smoother's `passes`; with "scaled" the loop stops at the first E-step that was not
+    exact, with exact False: the results are then not to be used (rerun with "auto")."""
+    mask = _mask(mask, lengths, params.transition_logits.dtype)
     dtype = params.transition_logits.dtype
     empty = EMStats(*(jnp.full((capacity,), jnp.nan, dtype) for _ in EMStats._fields))
 
     def running(carry):
-        i, _, _, _, converged = carry
-        return (i < max_iter) & ~converged
+        i, _, _, _, converged, exact = carry
+        return (i < max_iter) & ~converged & exact
 
     def iteration(carry):
-        i, p, previous, history, _ = carry
-        p, stats = em_step(p, batch, prior, learn)
+        i, p, previous, history, _, _ = carry
+        stats, exact = _e_step(p, obs, lengths, mask, passes)
+        p, stats = _m_step(p, stats, prior, learn)
         stats = EMStats(*(jnp.asarray(v, dtype) for v in stats))
         history = EMStats(*(h.at[i].set(v) for h, v in zip(history, stats)))
-        return i + 1, p, stats.objective, history, stats.objective - previous < tol
+        return i + 1, p, stats.objective, history, stats.objective - previous < tol, exact
 
     start = (
         jnp.zeros((), jnp.int32),
@@ -455,14 +461,15 @@ def _em_loop(
         jnp.full((), -jnp.inf, dtype),
         empty,
         jnp.zeros((), bool),
+        jnp.ones((), bool),
     )
-    iterations, params, _, history, _ = jax.lax.while_loop(running, iteration, start)
-    return params, history, iterations
+    iterations, params, _, history, _, exact = jax.lax.while_loop(running, iteration, start)
+    return params, history, iterations, exact
 
 
 @functools.partial(jax.jit, static_argnames=("capacity", "learn"))
 def _em_program(params, obs, lengths, mask, max_iter, tol, prior, capacity, learn):
-    return _em_loop(params, obs, lengths, mask, max_iter, tol, prior, capacity, learn)
+    return _em_loop(params, obs, lengths, mask, max_iter, tol, prior, capacity, learn)[:3]
 
 
 def iteration_capacity(num_iters: int) -> int:
@@ -873,22 +880,16 @@ def init(
     return hmm_model.LabelledHMM(jnp.full((c,), -np.log(c), meta["dtype"]), hmms)
 
 
-def _flat_dirichlet_rows(
-    keys: tuple[Array, ...], rows: int, widths: tuple[int, ...], dtype
-) -> tuple[Array, ...]:
-    """jax.random.dirichlet(key, ones(width), (rows,)) for each key and width, bitwise, from
-    one gamma sampler: its rejection loop is most of a small fit's program (half the casino
-    HMM's compile time was its two copies). JAX's dirichlet is the softmax of loggamma
-    draws whose i-th element takes the i-th key of split(key, size), the same key for any
-    size under JAX's default (partitionable) threefry, so one draw of the largest size
-    serves every width."""
-    size = rows * max(widths)
-    ones = jnp.ones((size,), dtype)
-    draws = jax.vmap(lambda key: jax.random.loggamma(key, ones, (size,), dtype))(jnp.stack(keys))
-    return tuple(
-        jax.nn.softmax(draw[: rows * width].reshape(rows, width), axis=-1)
-        for draw, width in zip(draws, widths, strict=True)
-    )
+def _flat_dirichlet_rows(key: Array, rows: int, width: int, dtype) -> Array:
+    """Rows [rows, width] drawn from Dirichlet(1, ..., 1), the uniform distribution on the
+    simplex, as i.i.d. Exp(1) draws divided by their row sums: that is exactly this
+    distribution, and unlike jax.random.dirichlet it needs no gamma sampler, whose rejection
+    loop was most of a small fit's compile time (a casino HMM: about 0.5 s of a 1.4 s first
+    fit). The uniforms lie in [tiny, 1), so every draw is positive and so is every
+    probability of a start."""
+    uniform = jax.random.uniform(key, (rows, width), dtype, minval=jnp.finfo(dtype).tiny)
+    draws = -jnp.log(uniform)
+    return draws / jnp.sum(draws, axis=-1, keepdims=True)
 
 
 def init_categorical_hmm(
@@ -897,8 +898,8 @@ def init_categorical_hmm(
     """A random start for symbols: sticky random transitions (0.8 I + 0.2 Dirichlet(1)
     rows; or a Bakis chain when left_to_right), uniform initial state, Dirichlet(1) rows."""
     k_a, k_b = jax.random.split(key)
+    b = _flat_dirichlet_rows(k_b, num_states, num_symbols, dtype)
     if left_to_right:
-        b = jax.random.dirichlet(k_b, jnp.ones(num_symbols, dtype), (num_states,))
         pi, a = hmm_model.left_to_right_transitions(num_states)
         with jax.ensure_compile_time_eval(), np.errstate(divide="ignore"):
             init_logits, trans_logits = (
@@ -906,7 +907,7 @@ def init_categorical_hmm(
                 jnp.asarray(np.log(a), dtype),
             )
     else:
-        b, sticky = _flat_dirichlet_rows((k_b, k_a), num_states, (num_symbols, num_states), dtype)
+        sticky = _flat_dirichlet_rows(k_a, num_states, num_states, dtype)
         init_logits = jnp.zeros((num_states,), dtype)
         trans_logits = jnp.log(0.8 * jnp.eye(num_states, dtype=dtype) + 0.2 * sticky)
     return HMMParams(init_logits, trans_logits, CategoricalEmission(jnp.log(b)))
@@ -976,6 +977,7 @@ _STATIC = (
     "num_trials",
     "learn",
     "init_params",
+    "passes",
 )
 
 
@@ -1001,12 +1003,13 @@ def _fit_program(
     num_trials=0,
     learn=ALL_PARAMS,
     init_params="",
+    passes="auto",
 ):
     """Start number `start_index` of every class (from fold_in(key, start_index) split over
     the classes, unless `init` [C, ...]: then only its `init_params` come from that start),
-    then `_em_loop` learning `learn`, for each class mask [C, B] in turn (a lax.map, as
-    `model._over_classes` and for its reason: under vmap the smoother's choice of pass would
-    run both every iteration). Every number is traced."""
+    then `_em_loop` learning `learn` on the smoother's `passes`, for each class mask [C, B]
+    in turn (a lax.map, as `model._over_classes` and for its reason: under vmap the
+    smoother's choice of pass would run both every iteration). Every number is traced."""
     keys = jax.random.split(jax.random.fold_in(key, start_index), class_masks.shape[0])
 
     def one(k, mask, start):
@@ -1025,7 +1028,7 @@ def _fit_program(
                 num_trials=num_trials,
             )
             start = fresh if start is None else _merge(start, fresh, init_params)
-        return _em_loop(start, obs, lengths, mask, max_iter, tol, prior, capacity, learn)
+        return _em_loop(start, obs, lengths, mask, max_iter, tol, prior, capacity, learn, passes)
 
     return jax.lax.map(lambda per_class: one(*per_class), (keys, class_masks, init))
 
@@ -1121,32 +1124,41 @@ def fit(
     # Host values throughout: each jnp conversion on the host would compile a program of its
     # own, several per fit (0.05-0.2 s each), where the fit itself is one.
     prior = HMMPrior(**{f: np.asarray(v, dtype) for f, v in config.prior.to_dict().items()})
+    run = functools.partial(
+        _fit_program,
+        key,
+        obs=obs,
+        lengths=lengths,
+        class_masks=class_masks,
+        init=starts,
+        max_iter=config.num_iters,
+        tol=np.asarray(config.tol, dtype),
+        prior=prior,
+        num_states=config.num_states,
+        emission=config.emission,
+        num_components=config.num_components,
+        num_symbols=meta.get("num_symbols", 0),
+        left_to_right=config.left_to_right,
+        capacity=iteration_capacity(config.num_iters),
+        mixture_covariance=config.mixture_covariance,
+        num_trials=meta.get("num_trials", 0),
+        learn=check_letters("config.params", config.params),
+        init_params=check_letters("config.init_params", config.init_params),
+        problem_size=obs.size,
+    )
     best, finals = None, []
     for start in range(config.num_inits):
-        params, history, iterations = jax.device_get(
-            _fit_program(
-                key,
-                start,
-                obs,
-                lengths,
-                class_masks,
-                starts,
-                config.num_iters,
-                np.asarray(config.tol, dtype),
-                prior,
-                num_states=config.num_states,
-                emission=config.emission,
-                num_components=config.num_components,
-                num_symbols=meta.get("num_symbols", 0),
-                left_to_right=config.left_to_right,
-                capacity=iteration_capacity(config.num_iters),
-                mixture_covariance=config.mixture_covariance,
-                num_trials=meta.get("num_trials", 0),
-                learn=check_letters("config.params", config.params),
-                init_params=check_letters("config.init_params", config.init_params),
-                problem_size=obs.size,
-            )
+        # One kind of smoother pass compiles in half the time of both (a first small fit is
+        # mostly compilation): a left-to-right chain always takes the log-space passes, an
+        # ergodic one the scaled passes, which say when they are not exact (a start or
+        # M-step with a zero transition; an observation that the chain predicts its likely
+        # states for with probability below 1e-20); then the start reruns on "auto", the
+        # choice per iteration.
+        params, history, iterations, exact = jax.device_get(
+            run(start_index=start, passes="log" if config.left_to_right else "scaled")
         )
+        if not exact.all():
+            params, history, iterations, _ = jax.device_get(run(start_index=start, passes="auto"))
         final = history.objective[np.arange(len(iterations)), iterations - 1]
         final = np.where(np.isfinite(final), final, -np.inf)
         finals.append(final)

@@ -67,7 +67,7 @@ def init_vb(key: jax.Array, config: LDAConfig) -> VBState:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("num_topics", "vocab_size"))
+@compilation.fast_compiling_jit(static_argnames=("num_topics", "vocab_size"))
 def _init_vb(
     key: jax.Array, alpha: jax.Array, eta: jax.Array, *, num_topics: int, vocab_size: int
 ) -> VBState:
@@ -398,7 +398,7 @@ def _batch_start(key: jax.Array, restart: int | None, config: LDAConfig) -> VBSt
     )
 
 
-@functools.partial(jax.jit, static_argnames=("fold", "num_topics", "vocab_size"))
+@compilation.fast_compiling_jit(static_argnames=("fold", "num_topics", "vocab_size"))
 def _batch_start_program(key, restart, alpha, eta, *, fold, num_topics, vocab_size) -> VBState:
     init_key = jax.random.split(key)[0]
     if fold:
