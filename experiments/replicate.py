@@ -109,10 +109,13 @@ def _train(command: list[str], workdir: pathlib.Path, label: str) -> tuple[bool,
     stamp.write_text(
         json.dumps({"command": command, "ok": ok, "exit_code": code, "wall_s": wall}, indent=1)
     )
-    print(
-        f"  {label}: {'finished' if ok else f'FAILED (exit code {code})'} after {wall:.0f} s",
-        flush=True,
-    )
+    if ok:
+        outcome = "finished"
+    elif code == 0:  # a preempted experiment saves and exits cleanly, without a summary
+        outcome = "stopped before its last step (relaunch to resume)"
+    else:
+        outcome = f"FAILED (exit code {code})"
+    print(f"  {label}: {outcome} after {wall:.0f} s", flush=True)
     return ok, wall
 
 
