@@ -4,6 +4,7 @@ forms, sampling moments, the unlabelled mixture's shared verbs, the class-condit
 classifier and bad input; the subspace mixture (PCA codes) against float64 conditioning of
 its joint Gaussian; the loop family against `em` from the same start."""
 
+import importlib
 import warnings
 
 import jax
@@ -556,12 +557,13 @@ def test_loop_family_is_em_from_the_same_starts_and_keeps_the_best(tmp_path):
         gmm.loop_family(_config(class_conditional=True))
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 def test_float32_clusters_far_from_the_origin_keep_their_covariance(covariance_type):
     """Two float32 clusters at +-1000 with spread 0.1: moments about one shared centre lose the
     covariance to rounding (1e6 * 2^-24 = 0.06 against 0.01); about each component's own mean
-    they equal the float64 estimate of the same clusters, as scikit-learn's full fit does.
-    (Diag and spherical keep one shared centre, as scikit-learn's raw moments: both refuse.)"""
+    they equal the float64 estimate of the same clusters, as scikit-learn's full fit does
+    (its float32 diag and spherical fits, raw moments, refuse them). Diag and spherical
+    mixtures switch to their own means only where the shared centre would lose digits."""
     rng = np.random.default_rng(0)
     halves = [rng.normal(centre, 0.1, (200, 2)) for centre in (-1000.0, 1000.0)]
     x = np.concatenate(halves).astype(np.float32)
@@ -570,10 +572,58 @@ def test_float32_clusters_far_from_the_origin_keep_their_covariance(covariance_t
     params, _ = gmm.fit(jax.random.key(0), {"x": x}, config)
     order = np.argsort(np.asarray(params.means)[:, 0])
     deviations = [h.astype(np.float32).astype(np.float64) - h.mean(0) for h in halves]
+    full = np.array([np.cov(d.T, bias=True) for d in deviations])
     expected = {
-        "full": np.array([np.cov(d.T, bias=True) for d in deviations]),
-        "tied": np.cov(np.concatenate(deviations).T, bias=True),
+        "full": full + 1e-6 * np.eye(2),
+        "tied": np.cov(np.concatenate(deviations).T, bias=True) + 1e-6 * np.eye(2),
+        "diag": np.diagonal(full, axis1=1, axis2=2) + 1e-6,
+        "spherical": np.diagonal(full, axis1=1, axis2=2).mean(1) + 1e-6,
     }[covariance_type]
     got = np.asarray(gmm.covariances(params), np.float64)
     got = got if covariance_type == "tied" else got[order]
-    np.testing.assert_allclose(got, expected + 1e-6 * np.eye(2), rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-7)
+    # The per-point log densities too: the float64 density of the fitted mixture.
+    fitted = jax.tree.map(lambda leaf: np.asarray(leaf, np.float64), params)
+    covariances = np.asarray(gmm.covariances(fitted), np.float64)
+    if covariance_type == "tied":
+        covariances = np.broadcast_to(covariances, (2, 2, 2))
+    elif covariance_type != "full":  # diag [K, D] or spherical [K]: diagonal matrices
+        covariances = np.stack([np.eye(2) * c for c in covariances])
+    scipy_stats = pytest.importorskip("scipy.stats")
+    x64 = x.astype(np.float64)
+    joint = [
+        np.log(w) + scipy_stats.multivariate_normal(m, c).logpdf(x64)
+        for w, m, c in zip(fitted.weights, fitted.means, covariances, strict=True)
+    ]
+    # Diag and spherical densities switch to each component's own mean here; full and tied
+    # stay expanded about the shared centre, which costs them up to ~1e-3 nats at a spread of
+    # 1e4 standard deviations (model._MAX_SHARED_CENTRE_SPREAD).
+    atol = 1e-2 if covariance_type in ("full", "tied") else 1e-4
+    np.testing.assert_allclose(gmm.log_prob(params, x), np.logaddexp(*joint), rtol=1e-5, atol=atol)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_statistics_about_each_mean_equal_the_shared_centres_where_both_hold(covariance_type):
+    """On overlapping clusters the shared centre keeps its digits (the one-matmul path runs);
+    the per-component path gives the same densities and statistics to rounding."""
+    em = importlib.import_module("genjax_lab.models.gmm.em")
+    gmm_model = importlib.import_module("genjax_lab.models.gmm.model")
+
+    x = jnp.asarray(_data(), jnp.float32)
+    params, _ = gmm.fit(jax.random.key(0), {"x": x}, _config(covariance_type=covariance_type))
+    assert bool(gmm_model.shared_centre_is_exact(params))
+    np.testing.assert_allclose(
+        gmm_model._direct_maha(params, x), gmm_model._expanded_maha(params, x), rtol=1e-5, atol=1e-4
+    )
+    joint = gmm_model._log_joint(params, x)
+    resp = jax.nn.softmax(joint, axis=1)
+    about_shared = em._statistics(resp, x, gmm_model.shift(params), covariance_type)
+    about_own = em._statistics(resp, x, params.means, covariance_type)
+    zero = jnp.zeros(())
+    for centres, stats in ((gmm_model.shift(params), about_shared), (params.means, about_own)):
+        new = em._m_step(em.EMStats(*stats, zero, zero), centres, covariance_type, 1e-6)
+        if centres.ndim == 1:
+            expected = new
+            continue
+        for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -55,8 +55,8 @@ from genjax_lab.core import checks, compilation
 from genjax_lab.inference import kmeans as kmeans_lib
 from genjax_lab.models.gmm import model as gmm_model
 from genjax_lab.models.gmm.em import (
+    _PER_COMPONENT_CENTRES,
     EMStats,
-    _centres,
     _moments,
     _statistics,
     _weighted_means,
@@ -251,7 +251,7 @@ def _m_step(
 ) -> BayesianGMM:
     """The conjugate updates from mask-weighted responsibilities resp [N, K] (module doc)."""
     # Full and tied: two passes over the whole batch, the means, then moments about them.
-    centers = _centres(covariance_type, _weighted_means(resp, x), prior.mean)
+    centers = _weighted_means(resp, x) if covariance_type in _PER_COMPONENT_CENTRES else prior.mean
     resp_sum, sum_x, sum_xx = _statistics(resp, x, centers, covariance_type)
     zero = jnp.zeros((), x.dtype)
     nk, offset, sk = _moments(

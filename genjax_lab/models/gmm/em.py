@@ -50,6 +50,7 @@ from genjax_lab.models.gmm.model import (
     _check_type,
     _cholesky_of_inverse,
     _log_joint,
+    shared_centre_is_exact,
     shift,
 )
 
@@ -100,38 +101,51 @@ def _check_seeding(
 
 
 # ----------------------------------------------------------------------------- EM
-# Covariance types whose statistics are taken about each component's own mean; diag and
-# spherical take theirs about one shared centre, in one matmul (9x faster per chunk of 1,024
-# points, K = 32, D = 16, than per-component centring; scikit-learn's diag and spherical
-# estimates use raw moments, and fail on the far float32 clusters its full estimate fits).
+# Covariance types whose statistics are always taken about each component's own mean. Diag
+# and spherical take theirs about one shared centre, in one matmul (9x faster per chunk of
+# 1,024 points, K = 32, D = 16, than per-component centring), except where that centre would
+# lose digits (model.shared_centre_is_exact; scikit-learn's diag and spherical estimates use
+# raw moments, and lose float32 clusters far apart beside their spread).
 _PER_COMPONENT_CENTRES = ("full", "tied")
 
 
-def _centres(covariance_type: str, per_component: jax.Array, shared: jax.Array) -> jax.Array:
-    """The centres `_statistics` takes for this covariance type: per_component [K, D] or
-    shared [D]."""
-    return per_component if covariance_type in _PER_COMPONENT_CENTRES else shared
+def _centres(params: GMM) -> jax.Array:
+    """The centres [K, D] of the E-step statistics under `params`: each component's mean, or
+    for diag and spherical mixtures whose shared centre keeps its digits, shift(params)."""
+    if params.covariance_type in _PER_COMPONENT_CENTRES:
+        return params.means
+    shared = jnp.broadcast_to(shift(params), params.means.shape)
+    return jnp.where(shared_centre_is_exact(params), shared, params.means)
 
 
 def _statistics(
     resp: jax.Array, x: jax.Array, centers: jax.Array, covariance_type: str
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(resp_sum [K], sum_x [K, D], sum_xx) of x [N, D] about `centers` (`_centres`: each
-    component's own [K, D] for full and tied, one shared [D] for diag and spherical), under
-    mask-weighted responsibilities resp [N, K]: sum_x = sum_n r_nk (x_n - c_k), sum_xx the
-    same of the outer products (full [K, D, D], tied summed over the components [D, D],
-    diag and spherical their diagonals [K, D]).
+    """(resp_sum [K], sum_x [K, D], sum_xx) of x [N, D] about `centers` (each component's own
+    [K, D], or one shared [D] for diag and spherical), under mask-weighted responsibilities
+    resp [N, K]: sum_x = sum_n r_nk (x_n - c_k), sum_xx the same of the outer products (full
+    [K, D, D], tied summed over the components [D, D], diag and spherical their diagonals
+    [K, D]).
 
     About each component's centre (its current mean), the M-step's covariance
     sum_xx / N_k - d d^T (d = sum_x / N_k) cancels only what the mean moved, as scikit-learn's
     centred estimate: about one shared centre, float32 clusters at +-100 with spread 0.01
     lost their covariance to rounding (a "singular" fit scikit-learn does not have).
     """
-    if covariance_type not in _PER_COMPONENT_CENTRES:
+    if centers.ndim == 1:
         xc = x - centers
         moments = batch_einsum("nk,nf->kf", resp, jnp.concatenate([xc, xc * xc], axis=1))
         d = x.shape[1]
         return resp.sum(0), moments[:, :d], moments[:, d:]
+    if covariance_type not in _PER_COMPONENT_CENTRES:
+
+        def one(weights, centre):  # one component at a time: N x D temporaries
+            xc = x - centre
+            moments = batch_einsum("n,nf->f", weights, jnp.concatenate([xc, xc * xc], axis=1))
+            return jnp.split(moments, 2)
+
+        sum_x, sum_xx = jax.lax.map(lambda wc: one(*wc), (resp.T, centers))
+        return resp.sum(0), sum_x, sum_xx
     xc = x[:, None, :] - centers[None]  # [N, K, D]
     weighted = resp[:, :, None] * xc
     sum_x = batch_einsum("nk,nkd->kd", resp, xc)
@@ -153,8 +167,14 @@ def _block_e_step(params: GMM, x: jax.Array, mask: jax.Array) -> EMStats:
     log_px = jax.nn.logsumexp(joint, axis=1, keepdims=True)
     resp = jnp.exp(joint - log_px) * mask[:, None]
     kind = params.covariance_type
-    centers = _centres(kind, params.means, shift(params))
-    resp_sum, sum_x, sum_xx = _statistics(resp, x, centers, kind)
+    if kind in _PER_COMPONENT_CENTRES:
+        resp_sum, sum_x, sum_xx = _statistics(resp, x, params.means, kind)
+    else:
+        resp_sum, sum_x, sum_xx = jax.lax.cond(
+            shared_centre_is_exact(params),
+            lambda: _statistics(resp, x, shift(params), kind),
+            lambda: _statistics(resp, x, params.means, kind),
+        )
     return EMStats(resp_sum, sum_x, sum_xx, jnp.sum(log_px[:, 0] * mask), mask.sum())
 
 
@@ -245,8 +265,7 @@ def _check_m_step(params: GMM, stats: EMStats, reg_covar, **_) -> None:
 @jax.jit
 def m_step(params: GMM, stats: EMStats, reg_covar: float = 1e-6) -> GMM:
     """New parameters from the E-step statistics taken under `params`."""
-    kind = params.covariance_type
-    return _m_step(stats, _centres(kind, params.means, shift(params)), kind, reg_covar)
+    return _m_step(stats, _centres(params), params.covariance_type, reg_covar)
 
 
 @checks.validated(_check_em)
@@ -396,8 +415,8 @@ def init_kmeans(
     mask = jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
     centers = kmeans_lib.kmeans(key, x, num_components, mask, num_iters=kmeans_iters)
     resp = kmeans_lib.hard_assign(x, centers) * mask[:, None]
-    shared = jnp.sum(x * mask[:, None], axis=0) / mask.sum()
-    centers = _centres(covariance_type, _weighted_means(resp, x), shared)
+    # The whole batch is at hand: two passes, the means, then moments about them.
+    centers = _weighted_means(resp, x)
     resp_sum, sum_x, sum_xx = _statistics(resp, x, centers, covariance_type)
     zero = jnp.zeros((), x.dtype)
     stats = EMStats(resp_sum, sum_x, sum_xx, zero, zero)
