@@ -271,5 +271,8 @@ def test_gmm_em_on_a_streamed_split_equals_em_on_the_whole_array(tfds_dir):
         batch_size=96,
     )
     np.testing.assert_allclose(streamed_ll, whole_ll, rtol=1e-5)
+    # Pixels near 0 give components variances near reg_covar: the two runs' statistics, summed
+    # in another order, can fall on either side of gmm.model.shared_centre_is_exact's limit,
+    # and its shared-centre expansion is exact to eps * 1e3 (1.2e-4) relative.
     for got, want in zip(jax.tree.leaves(streamed), jax.tree.leaves(whole), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got, want, rtol=3e-4, atol=1e-5)
