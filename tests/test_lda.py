@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import scipy.optimize
 import scipy.special
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.decomposition import LatentDirichletAllocation
 
 from genjax_lab.core import loop
@@ -272,6 +274,34 @@ def test_length_groups_partition_the_documents_and_do_not_change_the_fit(monkeyp
     )  # empty documents: alpha
 
 
+def _counts_of_lengths(lengths: np.ndarray) -> np.ndarray:
+    counts = np.zeros((len(lengths), lengths.max()), np.float32)
+    counts[np.arange(counts.shape[1]) < lengths[:, None]] = 1.0
+    return counts
+
+
+def test_batch_fits_trade_length_groups_for_compile_time_only_on_the_quick_tier():
+    """A small corpus with a long tail of lengths (Lee-like: 300 documents, 1 to 213 words)
+    takes fewer groups than the least padding would, each costing GROUP_COST_SLOTS, and
+    stays on the quick-compiling tier; a corpus past that tier keeps every group."""
+    rng = np.random.default_rng(0)
+    skewed = _counts_of_lengths(np.minimum(rng.lognormal(3.8, 0.6, 300).astype(int) + 1, 213))
+    few, padded = lda.vb.batch_length_groups(skewed, 1), lda.length_groups(skewed, 4)
+    assert 1 < len(few) < len(padded) == lda.vb.MAX_LENGTH_GROUPS
+
+    def slots(groups, counts):
+        return sum(len(g) * int((counts[g] > 0).sum(1).max()) for g in groups)
+
+    assert slots(few, skewed) <= lda.vb.SMALL_BATCH_SLOTS
+    assert (
+        slots(few, skewed) + len(few) * lda.vb.GROUP_COST_SLOTS
+        < slots(padded, skewed) + len(padded) * lda.vb.GROUP_COST_SLOTS
+    )
+    large = _counts_of_lengths(rng.integers(20, 121, 3000))
+    kept = lda.vb.batch_length_groups(large, 8)
+    assert [g.tolist() for g in kept] == [g.tolist() for g in lda.length_groups(large, 4, 8)]
+
+
 def test_batch_bound_never_decreases_with_learned_priors(small_bars):
     """Warm-started passes are coordinate ascent, so the bound is monotone also with alpha and
     eta learned by Newton (fixed priors, default fresh starts: the bars and wiki250 tests)."""
@@ -350,6 +380,67 @@ def test_digamma_positive_matches_scipy():
     np.testing.assert_allclose(
         np.asarray(lda.digamma_positive(jnp.asarray(x))), expected, rtol=2e-6, atol=2e-6
     )
+
+
+def _e_step_float64(log_beta, alpha, ids, counts, gamma0, max_iter, tol):
+    """scikit-learn's document loop in float64 NumPy, one document at a time: gamma updated
+    until the update moves it by less than tol (mean over topics) or max_iter updates.
+    Returns gamma [B, K], the updates per document [B], and whether a document ever moved by
+    within 5% of tol [B] (where float32 may stop one update apart)."""
+    beta = np.exp(log_beta.astype(np.float64))
+    gammas, updates, near = [], [], []
+    for d in range(ids.shape[0]):
+        gamma, columns, close, step = gamma0[d].astype(np.float64), beta[:, ids[d]], False, 0
+        while step < max_iter:
+            step += 1
+            theta = np.exp(scipy.special.digamma(gamma) - scipy.special.digamma(gamma.sum()))
+            new = alpha + theta * (columns @ (counts[d] / np.maximum(theta @ columns, 1e-300)))
+            change, gamma = np.abs(new - gamma).mean(), new
+            close |= abs(change - tol) < 0.05 * tol
+            if change < tol:
+                break
+        gammas.append(gamma)
+        updates.append(step)
+        near.append(close)
+    return np.array(gammas), np.array(updates), np.array(near)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    docs=st.integers(1, 40),
+    width=st.integers(1, 30),
+    topics=st.integers(2, 8),
+    alpha=st.floats(0.01, 2.0),
+    max_iter=st.integers(1, 120),
+    tol=st.sampled_from([1e-2, 1e-3, 1e-4]),
+    seed=st.integers(0, 2**16),
+)
+def test_each_document_stops_on_its_own_as_scikit_learns_loop(
+    docs, width, topics, alpha, max_iter, tol, seed
+):
+    """The E-step's gamma per document is the float64 per-document loop's (to float32 and
+    one update either side of the tol boundary), its `iterations` the most any document
+    took, and a document's gamma does not depend on the batch around it: the batch in
+    reverse order gives the same numbers, bit for bit."""
+    rng = np.random.default_rng(seed)
+    vocab = 3 * width + 2
+    log_beta = np.log(rng.dirichlet(np.full(vocab, 0.3), topics) + 1e-30).astype(np.float32)
+    ids = rng.integers(0, vocab, (docs, width)).astype(np.int32)
+    counts = (rng.integers(0, 6, (docs, width)) * (rng.random((docs, width)) < 0.8)).astype(
+        np.float32
+    )
+    alphas = np.full(topics, alpha, np.float32)
+    gamma0 = alphas + counts.sum(1, keepdims=True) / topics
+    run = jax.jit(lda.e_step)
+    mask = np.ones(docs, np.float32)
+    got = run(log_beta, alphas, ids, counts, mask, gamma0, max_iter, tol)
+    expected, updates, near = _e_step_float64(log_beta, alphas, ids, counts, gamma0, max_iter, tol)
+    gamma = np.asarray(got.gamma)
+    np.testing.assert_allclose(gamma[~near], expected[~near], rtol=2e-5, atol=1e-5)
+    np.testing.assert_allclose(gamma[near], expected[near], rtol=2e-5, atol=topics * tol)
+    assert int(got.iterations) == updates.max() or near.any()
+    flipped = run(log_beta, alphas, ids[::-1], counts[::-1], mask, gamma0[::-1], max_iter, tol)
+    np.testing.assert_array_equal(np.asarray(flipped.gamma)[::-1], np.asarray(got.gamma))
 
 
 # ----------------------------------------------------------------------------- using a model

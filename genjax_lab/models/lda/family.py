@@ -270,11 +270,10 @@ class LDAFamily:
 def _length_groups(ids: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
     """The documents shortest first, their words moved to the front, and the groups
     (start, stop, longest) a batch pass pads each to its own longest document, as `fit_vb`
-    does (`vb.length_groups`; one group for a small corpus): on lee_background a pass takes
+    does (`vb.batch_length_groups`): on lee_background a pass takes
     half the time of one group padded to the longest document."""
     longest = int((counts > 0).sum(1).max(initial=1))
-    small = ids.shape[0] * longest <= vb.ONE_GROUP_SLOTS
-    rows = vb.length_groups(counts, 1 if small else vb.MAX_LENGTH_GROUPS, jax.device_count())
+    rows = vb.batch_length_groups(counts, jax.device_count())
     order = np.concatenate(rows)
     front = np.argsort(counts[order] <= 0, axis=1, kind="stable")
     ids = np.take_along_axis(ids[order], front, 1)[:, :longest]

@@ -165,9 +165,10 @@ def vb_batch_step(
 
 
 # Word slots up to which the batch step compiles quickly. The Lee corpus (300 documents,
-# 27,736 slots in four length groups): a first fit's 20 passes took 5.5 s of CPU against 7.6
-# on the optimised tier, each pass 16 ms slower; at 2^15 slots the saving lasts ~100 passes.
-SMALL_BATCH_SLOTS = 2**15
+# 35,904 slots in two length groups): compiling takes 0.5 s on the quick tier against 2.4 s
+# on the optimised one, each pass about 17 ms longer, so the saving lasts ~100 passes; the
+# penalty grows with the slots (the bars corpus, 47,104 slots: 14 ms against 9 ms a pass).
+SMALL_BATCH_SLOTS = 5 * 2**13
 
 
 @compilation.size_tiered_jit(small_problem_size=SMALL_BATCH_SLOTS, static_argnames="config")
@@ -419,11 +420,14 @@ def _finite_bound(bound, iteration: int, method: str) -> float:
     return value
 
 
-def length_groups(counts: np.ndarray, max_groups: int, multiple: int = 1) -> list[np.ndarray]:
+def length_groups(
+    counts: np.ndarray, max_groups: int, multiple: int = 1, group_cost: int = 0
+) -> list[np.ndarray]:
     """Document indices [D] split into at most `max_groups` groups of similar length (the
     number of slots with words), shortest first, cut where the padded work, sum over groups of
-    rows (rounded up to `multiple`) x longest length, is least. Cuts are searched among 64
-    length quantiles, so the search costs O(max_groups 64^2) for any corpus size.
+    rows (rounded up to `multiple`) x longest length, plus `group_cost` slots per group, is
+    least. Cuts are searched among 64 length quantiles, so the search costs
+    O(max_groups 64^2) for any corpus size.
     """
     lengths = (counts > 0).sum(1)
     order = np.argsort(lengths, kind="stable")
@@ -436,7 +440,7 @@ def length_groups(counts: np.ndarray, max_groups: int, multiple: int = 1) -> lis
 
     n = len(cuts) - 1
     best = [work(0, j) if j else 0 for j in range(n + 1)]  # one group for order[:cuts[j]]
-    prev = [[0] * (n + 1)]
+    layers = [(best, [0] * (n + 1))]  # per number of groups: (least work, last cut)
     for _ in range(1, max_groups):
         row, back = best[:], [0] * (n + 1)
         for j in range(1, n + 1):
@@ -445,14 +449,30 @@ def length_groups(counts: np.ndarray, max_groups: int, multiple: int = 1) -> lis
                 if cost < row[j]:
                     row[j], back[j] = cost, i
         best = row
-        prev.append(back)
+        layers.append((row, back))
+    used = min(range(max_groups), key=lambda g: layers[g][0][n] + g * group_cost)
     bounds, j = [n], n
-    for back in reversed(prev[1:]):
+    for _, back in reversed(layers[1 : used + 1]):
         if back[j]:
             j = back[j]
             bounds.append(j)
     bounds.append(0)
     return [order[cuts[a] : cuts[b]] for a, b in zip(bounds[::-1], bounds[-2::-1])]
+
+
+def batch_length_groups(counts: np.ndarray, devices: int) -> list[np.ndarray]:
+    """The length groups of a batch fit's documents (`length_groups`): one for a corpus of
+    at most ONE_GROUP_SLOTS slots; fewer, at GROUP_COST_SLOTS each, where the step then
+    compiles on the quick tier; else up to MAX_LENGTH_GROUPS."""
+    if counts.shape[0] * int((counts > 0).sum(1).max(initial=1)) <= ONE_GROUP_SLOTS:
+        return length_groups(counts, 1, devices)
+    few = length_groups(counts, MAX_LENGTH_GROUPS, devices, GROUP_COST_SLOTS)
+    slots = sum(
+        compilation.bucket_size(len(rows), *_LARGE_BUCKETS)
+        * compilation.bucket_size(int((counts[rows] > 0).sum(1).max(initial=1)), *_LARGE_BUCKETS)
+        for rows in few
+    )
+    return few if slots <= SMALL_BATCH_SLOTS else length_groups(counts, MAX_LENGTH_GROUPS, devices)
 
 
 def _group_batches(ids, counts, rows_per_group, multiple: int, mesh, buckets: tuple[int, int]):
@@ -477,6 +497,12 @@ def _group_batches(ids, counts, rows_per_group, multiple: int, mesh, buckets: tu
 
 
 MAX_LENGTH_GROUPS = 4
+# A length group costs about as much as this many word slots of E-step work per fit in
+# tracing, lowering and compiling its code (about 0.15 s on the quick tier): the Lee
+# corpus's 300 documents take two groups (35,904 slots) rather than four (27,736), a first
+# fit 0.5 s faster. On the optimised tier several smaller groups run faster per slot (the
+# bars corpus: 4 groups 8.5 ms a pass, one 12 ms), so there every group is kept.
+GROUP_COST_SLOTS = 2**13
 # A corpus of up to this many word slots (documents x longest document) is one group padded
 # to coarse buckets (from 32, eight sizes per doubling): its passes take well under a
 # millisecond, so sharing one compiled step across nearby corpus sizes matters more than the
@@ -490,9 +516,8 @@ def _fit_batch(
     state, ids, counts, config, num_iters, mesh, tol, warm_start, stop
 ) -> tuple[VBState, FitHistory]:
     devices = 1 if mesh is None else mesh.devices.size
-    longest = int((counts > 0).sum(1).max(initial=1))
-    small = ids.shape[0] * longest <= ONE_GROUP_SLOTS
-    rows_per_group = length_groups(counts, 1 if small else MAX_LENGTH_GROUPS, devices)
+    small = ids.shape[0] * int((counts > 0).sum(1).max(initial=1)) <= ONE_GROUP_SLOTS
+    rows_per_group = batch_length_groups(counts, devices)
     groups = _group_batches(
         ids, counts, rows_per_group, devices, mesh, _SMALL_BUCKETS if small else _LARGE_BUCKETS
     )
