@@ -75,7 +75,7 @@ import numpy as np
 from flax import struct
 
 from genjax_lab import api
-from genjax_lab.core import checks
+from genjax_lab.core import checks, compilation
 from genjax_lab.core import data as data_lib
 from genjax_lab.core import mesh as mesh_lib
 from genjax_lab.core.loop import Family, base_config
@@ -464,7 +464,7 @@ def _log_prior(class_count: jax.Array, class_prior: jax.Array | None, fit_prior:
     return jnp.log(class_count) - jnp.log(class_count.sum())
 
 
-@functools.partial(jax.jit, static_argnames="fit_prior")
+@compilation.fast_compiling_jit(static_argnames="fit_prior")
 def _gaussian_params(
     stats: GaussianStats, var_smoothing: float, class_prior, fit_prior: bool
 ) -> GaussianNB:
@@ -491,7 +491,7 @@ def _check_gaussian(stats: GaussianStats, params: GaussianNB | None, var_smoothi
         )
 
 
-@functools.partial(jax.jit, static_argnames=("fit_prior", "norm"))
+@compilation.fast_compiling_jit(static_argnames=("fit_prior", "norm"))
 def _count_params(
     stats: CountStats, alpha: float, class_prior, fit_prior: bool, norm: bool
 ) -> Params:
