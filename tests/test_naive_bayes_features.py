@@ -8,11 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import logsumexp
 from sklearn import naive_bayes as sk
+from sklearn.feature_extraction.text import CountVectorizer
 
 from genjax_lab import saving
 from genjax_lab.models import gmm, hmm
@@ -251,3 +253,45 @@ def test_labelled_hmm_samples_sequences_given_y_from_that_class():
         np.testing.assert_allclose(seen / seen.sum(1, keepdims=True), emission, atol=0.02)
     with pytest.raises(ValueError, match="y must be class indices in \\[0, 2\\)"):
         hmm.sample(jax.random.key(2), labelled, 2, y=np.array([0, 2]), length=5)
+
+
+# ----------------------------------------------------------------------------- sparse input
+@pytest.mark.parametrize("kind", ["multinomial", "complement", "bernoulli"])
+def test_count_kinds_take_countvectorizer_sparse_input_as_scikit_learn(kind):
+    """CountVectorizer's CSR output fits and scores like its dense array, and like
+    scikit-learn's estimator given the same sparse matrix."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(30)]
+    texts = [
+        " ".join(rng.choice(words[: 10 + 7 * (i % C)], rng.integers(3, 15))) for i in range(60)
+    ]
+    y = np.arange(60) % C
+    x = CountVectorizer().fit_transform(texts)  # scipy.sparse CSR, int64
+    params = _fit(kind, x, y, binarize=0.0)
+    dense = _fit(kind, x.toarray(), y, binarize=0.0)
+    reference = {
+        "multinomial": sk.MultinomialNB(alpha=0.5),
+        "complement": sk.ComplementNB(alpha=0.5),
+        "bernoulli": sk.BernoulliNB(alpha=0.5, binarize=0.0),
+    }[kind].fit(x, y)
+    proba = np.asarray(nb.classifier(params).predict_proba(x))
+    np.testing.assert_array_equal(
+        proba, np.asarray(nb.classifier(dense).predict_proba(x.toarray()))
+    )
+    np.testing.assert_allclose(proba, reference.predict_proba(x), rtol=1e-4, atol=1e-6)
+    if kind != "complement":
+        np.testing.assert_allclose(
+            np.asarray(nb.log_prob(params, x)),
+            np.asarray(nb.log_prob(dense, x.toarray())),
+            rtol=1e-6,
+        )
+
+
+def test_gaussian_and_categorical_refuse_sparse_input_naming_x():
+    x, y = _counts()
+    for kind in ("gaussian", "categorical"):
+        with pytest.raises(TypeError, match="x is a scipy.sparse matrix.*dense"):
+            _fit(kind, scipy.sparse.csr_matrix(x), y)
+    params = _fit("gaussian", x, y)
+    with pytest.raises(TypeError, match="GaussianNB"):
+        nb.log_prob(params, scipy.sparse.csr_matrix(x))

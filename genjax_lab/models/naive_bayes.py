@@ -11,7 +11,8 @@ and one classifier that is not a model of x (kind "complement", not in KINDS):
                no p(x | y), so it has no log_prob and no sample (NotImplementedError).
 
 The verbs (genjax_lab.api), on data {"x": [N, D], "y": int [N], optional "mask": [N]}
-(categorical x: integer categories; a mask weighs rows, 0 for padding) and the config of
+(categorical x: integer categories; a mask weighs rows, 0 for padding; the count kinds
+also take x as a scipy.sparse matrix, CountVectorizer's output, made dense) and the config of
 `default_config()` (the whole config is the model's):
   fit(key, data, config) -> (params, history)   closed form, from sufficient statistics:
       `statistics_step(stats, batch, config, meta)` adds a batch's statistics to a running
@@ -72,6 +73,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import scipy.sparse
 from flax import struct
 
 from genjax_lab import api
@@ -563,9 +565,31 @@ def fit(
             "init: naive Bayes is fitted in closed form from the data's "
             "statistics, there is no start to give (pass init=None)"
         )
+    data = {**data, "x": _dense_counts(data.get("x"), config.kind)} if "x" in data else data
     meta = meta_from_data(data, config)
     stats = statistics_step(None, data, config, meta)
     return from_statistics(stats, config), {"num_iters": 1, "class_count": stats.class_count}
+
+
+_DENSE_ONLY = {"gaussian": "GaussianNB", "categorical": "CategoricalNB"}
+
+
+def _dense_counts(x, kind: str):
+    """x, or a scipy.sparse count matrix [N, D] (CountVectorizer's output) as a dense array:
+    the count kinds take it as scikit-learn's do. Dense, so [N, D] must fit in memory."""
+    if not scipy.sparse.issparse(x):
+        return x
+    if kind in _DENSE_ONLY:
+        raise TypeError(
+            f"x is a scipy.sparse matrix, but kind={kind!r} takes a dense array [N, D] (as "
+            f"scikit-learn's {_DENSE_ONLY[kind]}): pass x.toarray()"
+        )
+    return x.toarray()
+
+
+def _params_kind(params: Params) -> str:
+    kinds = {GaussianNB: "gaussian", CategoricalNB: "categorical"}
+    return kinds.get(type(params), "count")
 
 
 def fit_split(
@@ -783,10 +807,12 @@ def log_prob(
     """Exact log p(x_observed | y) [B] for labels y [B], or log p(x_observed) =
     logsumexp_c log p(x_observed, y = c) when y is None (nats; Bernoulli: of the binarized x).
 
-    x: [B, D]; NaN entries, and entries where `observed` [B, D] is False, are marginalised out.
-    A ComplementNB has no density: NotImplementedError.
+    x: [B, D] (a scipy.sparse matrix for the count kinds); NaN entries, and entries where
+    `observed` [B, D] is False, are marginalised out. A ComplementNB has no density:
+    NotImplementedError.
     """
     _refuse_complement(params, "log_prob")
+    x = _dense_counts(x, _params_kind(params))
     if checks.is_checkable(x, observed, y):
         _validate_scoring(params, x, observed, y)
     return _log_prob(params, x, y, observed)
@@ -815,6 +841,7 @@ class ComplementClassifier(api.BayesClassifier):
 
 def _classifier_log_likelihoods(params: Params, x: jax.Array, key: jax.Array | None) -> jax.Array:
     del key  # exact
+    x = _dense_counts(x, _params_kind(params))
     if checks.is_checkable(x):
         _validate_scoring(params, x, None, None)
     return _class_log_likelihoods(params, x, None)
