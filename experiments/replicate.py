@@ -3,12 +3,14 @@ numbers and regenerates the report (docs/results.md).
 
   ./launch.sh replicate                              # all of them, quick schedule
   ./launch.sh replicate iwae_table1 lda_bars --schedule=full --data_dir=/data
+  ./launch.sh replicate iwae_table1 --schedule=full --runs=vae_k1,iwae_k5   # two of its runs
   sbatch --array=0-8 launch.sh replicate --schedule=full   # one replication per array task
 
 Each run trains in `<workdir>/<schedule>/<name>/<run>/` (resumable: a rerun continues from
 its checkpoints, a run with a summary.json and the same command is not repeated) and logs
 to `<run>.log` beside it; `<workdir>/<schedule>/<name>/result.json` holds the rows. Exits 1
-when a row falls outside its tolerance or a run fails, 2 on bad flags.
+when a row falls outside its tolerance or a run fails, and on bad flags or names (with a
+line saying which, after the usage).
 """
 
 import concurrent.futures
@@ -48,6 +50,12 @@ _README = flags.DEFINE_string(
     "readme",
     "README.md",
     "README whose headline rows are regenerated with the report ('' for none).",
+)
+_RUNS = flags.DEFINE_list(
+    "runs",
+    [],
+    "Train only these runs of the named replications (default: every run its schedule "
+    "trains); the rows of the others are reported as skipped.",
 )
 _PARALLEL = flags.DEFINE_integer(
     "parallel", 1, "Runs trained at the same time (one per accelerator is sensible)."
@@ -119,6 +127,16 @@ def _train(command: list[str], workdir: pathlib.Path, label: str) -> tuple[bool,
     return ok, wall
 
 
+def _check_runs(names: list[str], registry: pathlib.Path) -> None:
+    """--runs names only runs that one of the selected replications has."""
+    known = {run for name in names for run in rep.load(name, registry)[0].runs}
+    unknown = sorted(set(_RUNS.value) - known)
+    if unknown:
+        raise app.UsageError(
+            f"--runs: no run {unknown} in {' '.join(names)}; their runs: {' '.join(sorted(known))}"
+        )
+
+
 def _forward_sigterm(signum, frame) -> None:
     # The experiments save a checkpoint on SIGTERM; a requeued job resumes them.
     with _children_lock:
@@ -133,6 +151,8 @@ def _submit(
     """Queues the runs of one replication on the pool; returns what `_finish` needs."""
     replication, module = rep.load(name, registry)
     runs = rep.runs_for(replication, module, schedule)
+    if _RUNS.value:
+        runs = tuple(run for run in runs if run in _RUNS.value)
     workdirs = {run: root / schedule / name / run for run in runs}
     commands = {
         run: rep.run_command(
@@ -190,7 +210,8 @@ def _finish(job: dict, root: pathlib.Path, schedule: str) -> dict:
             }
             for run, (ok, wall) in outcomes.items()
         },
-        "command": f"./launch.sh replicate {name} --schedule={schedule}",
+        "command": f"./launch.sh replicate {name} --schedule={schedule}"
+        + (f" --runs={','.join(job['futures'])}" if _RUNS.value else ""),
         "rows": rows,
         "passed": all(ok for ok, _ in outcomes.values())
         and all(r["status"] != "fail" for r in rows),
@@ -203,6 +224,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     registry = pathlib.Path(_REGISTRY.value).resolve()
     names = _selected(argv, registry)
+    _check_runs(names, registry)
     root, schedule, data_dir = pathlib.Path(_WORKDIR.value).resolve(), _SCHEDULE.value, _data_dir()
     signal.signal(signal.SIGTERM, _forward_sigterm)
     print(

@@ -209,3 +209,28 @@ def test_replicate_end_to_end_fails_on_a_wrong_published_number(tmp_path):
     row, *_ = json.loads((tmp_path / "runs/tiny/rbm_ais/result.json").read_text())["rows"]
     assert row["status"] == "pass"
     assert "| pass |" in (tmp_path / "results.md").read_text()
+
+
+def test_runs_flag_refuses_a_run_the_replication_does_not_have(tmp_path):
+    """--runs trains a subset of a replication's runs (the paper-grade IWAE rows, one at a
+    time); a name none of the selected replications has is refused before anything runs."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "experiments" / "replicate.py"),
+            "iwae_table1",
+            "--schedule=tiny",
+            "--runs=vae_k1,vae_k7",
+            f"--workdir={tmp_path / 'runs'}",
+            "--report=",
+            "--readme=",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert "--runs: no run ['vae_k7'] in iwae_table1" in said
+    assert "iwae_k5" in said and not (tmp_path / "runs").exists()
