@@ -285,6 +285,18 @@ def test_count_kinds_take_countvectorizer_sparse_input_as_scikit_learn(kind):
             np.asarray(nb.log_prob(dense, x.toarray())),
             rtol=1e-6,
         )
+        observed = x.toarray() < 3  # a sparse mask of the observed entries, CSC here
+        np.testing.assert_allclose(
+            np.asarray(nb.log_prob(params, x.tocoo(), observed=scipy.sparse.csc_matrix(observed))),
+            np.asarray(nb.log_prob(dense, x.toarray(), observed=observed)),
+            rtol=1e-6,
+        )
+    # the fit's own building blocks take it too
+    stats = nb.sufficient_statistics(scipy.sparse.csr_array(x), y, None, C, kind, binarize=0.0)
+    np.testing.assert_array_equal(
+        np.asarray(stats.feature_count),
+        np.asarray(nb.sufficient_statistics(x.toarray(), y, None, C, kind).feature_count),
+    )
 
 
 def test_gaussian_and_categorical_refuse_sparse_input_naming_x():

@@ -125,12 +125,29 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     checks.check_count("config.num_categories", config.num_categories, minimum=0)
 
 
+_DENSE_ONLY = {"gaussian": "GaussianNB", "categorical": "CategoricalNB"}
+
+
+def _dense_counts(x, kind: str, name: str = "x"):
+    """x, or a scipy.sparse count matrix [N, D] (CountVectorizer's output) as a dense float32
+    array (an `observed` mask as a dense bool one): the count kinds take it as scikit-learn's
+    do. Dense, so [N, D] float32 must fit in memory (CountVectorizer's int64 would double it)."""
+    if not scipy.sparse.issparse(x):
+        return x
+    if kind in _DENSE_ONLY:
+        raise TypeError(
+            f"{name} is a scipy.sparse matrix, but kind={kind!r} takes a dense array [N, D] (as "
+            f"scikit-learn's {_DENSE_ONLY[kind]}): pass {name}.toarray()"
+        )
+    return x.astype(bool if name == "observed" else np.float32).toarray()
+
+
 def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict:
     """The sizes the data fix: num_features, num_classes, dtype (of the fitted parameters)
     and, for the categorical model, num_categories (the category axis M)."""
     _check_config(config)
     checks.check_mapping("data", data, ("x", "y"))
-    x, y = data["x"], data["y"]
+    x, y = _dense_counts(data["x"], config.kind), data["y"]
     if checks.is_checkable(x):
         checks.check_array("x", x, ("N", "D"), finite=False)
     elif jnp.ndim(x) != 2:
@@ -254,6 +271,7 @@ def sufficient_statistics(
     when concrete and None).
     Returns GaussianStats or CountStats; combine two batches' with `add_statistics(a, b)`.
     """
+    x = _dense_counts(x, kind)
     if checks.is_checkable(x, y, mask):
         _validate_training(x, y, mask, num_classes, kind, binarize, num_categories)
         if kind == "categorical" and num_categories is None:
@@ -565,31 +583,9 @@ def fit(
             "init: naive Bayes is fitted in closed form from the data's "
             "statistics, there is no start to give (pass init=None)"
         )
-    data = {**data, "x": _dense_counts(data.get("x"), config.kind)} if "x" in data else data
     meta = meta_from_data(data, config)
     stats = statistics_step(None, data, config, meta)
     return from_statistics(stats, config), {"num_iters": 1, "class_count": stats.class_count}
-
-
-_DENSE_ONLY = {"gaussian": "GaussianNB", "categorical": "CategoricalNB"}
-
-
-def _dense_counts(x, kind: str):
-    """x, or a scipy.sparse count matrix [N, D] (CountVectorizer's output) as a dense array:
-    the count kinds take it as scikit-learn's do. Dense, so [N, D] must fit in memory."""
-    if not scipy.sparse.issparse(x):
-        return x
-    if kind in _DENSE_ONLY:
-        raise TypeError(
-            f"x is a scipy.sparse matrix, but kind={kind!r} takes a dense array [N, D] (as "
-            f"scikit-learn's {_DENSE_ONLY[kind]}): pass x.toarray()"
-        )
-    return x.toarray()
-
-
-def _params_kind(params: Params) -> str:
-    kinds = {GaussianNB: "gaussian", CategoricalNB: "categorical"}
-    return kinds.get(type(params), "count")
 
 
 def fit_split(
@@ -801,6 +797,11 @@ def _log_prob(params: Params, x: jax.Array, y: jax.Array | None, observed) -> ja
     return scores
 
 
+def _params_kind(params: Params) -> str:
+    kinds = {GaussianNB: "gaussian", CategoricalNB: "categorical"}
+    return kinds.get(type(params), "count")
+
+
 def log_prob(
     params: Params, x: jax.Array, y: jax.Array | None = None, *, observed: jax.Array | None = None
 ) -> jax.Array:
@@ -813,6 +814,7 @@ def log_prob(
     """
     _refuse_complement(params, "log_prob")
     x = _dense_counts(x, _params_kind(params))
+    observed = _dense_counts(observed, _params_kind(params), "observed")
     if checks.is_checkable(x, observed, y):
         _validate_scoring(params, x, observed, y)
     return _log_prob(params, x, y, observed)

@@ -240,7 +240,8 @@ def e_step(
 
     Each document stops on its own (scikit-learn's rule): its gamma is the first update
     that moved it by less than `tol` (mean over topics), or its `max_iter`-th. So a
-    document's gamma does not depend on the batch it came in. `iterations` is the most any
+    document's gamma does not depend on the batch it came in, to float rounding (one that
+    finishes among the last movers runs in a smaller program). `iterations` is the most any
     document ran, [].
     """
     beta, _ = _word_columns(log_beta, ids)
