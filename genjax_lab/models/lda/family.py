@@ -272,7 +272,7 @@ def _length_groups(ids: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.
     (start, stop, longest) a batch pass pads each to its own longest document, as `fit_vb`
     does (`vb.batch_length_groups`): on lee_background a pass takes
     half the time of one group padded to the longest document."""
-    longest = int((counts > 0).sum(1).max(initial=1))
+    longest = vb.longest_document(counts)
     rows = vb.batch_length_groups(counts, jax.device_count())
     order = np.concatenate(rows)
     front = np.argsort(counts[order] <= 0, axis=1, kind="stable")

@@ -464,15 +464,24 @@ def batch_length_groups(counts: np.ndarray, devices: int) -> list[np.ndarray]:
     """The length groups of a batch fit's documents (`length_groups`): one for a corpus of
     at most ONE_GROUP_SLOTS slots; fewer, at GROUP_COST_SLOTS each, where the step then
     compiles on the quick tier; else up to MAX_LENGTH_GROUPS."""
-    if counts.shape[0] * int((counts > 0).sum(1).max(initial=1)) <= ONE_GROUP_SLOTS:
+    if counts.shape[0] * longest_document(counts) <= ONE_GROUP_SLOTS:
         return length_groups(counts, 1, devices)
     few = length_groups(counts, MAX_LENGTH_GROUPS, devices, GROUP_COST_SLOTS)
-    slots = sum(
-        compilation.bucket_size(len(rows), *_LARGE_BUCKETS)
-        * compilation.bucket_size(int((counts[rows] > 0).sum(1).max(initial=1)), *_LARGE_BUCKETS)
-        for rows in few
-    )
+    slots = sum(math.prod(_padded_shape(counts[rows], devices, _LARGE_BUCKETS)) for rows in few)
     return few if slots <= SMALL_BATCH_SLOTS else length_groups(counts, MAX_LENGTH_GROUPS, devices)
+
+
+def longest_document(counts: np.ndarray) -> int:
+    """The slots with words of the longest document of counts [B, L], at least 1."""
+    return int((counts > 0).sum(1).max(initial=1))
+
+
+def _padded_shape(counts: np.ndarray, multiple: int, buckets: tuple[int, int]) -> tuple[int, int]:
+    """(rows, slots) a group of documents `counts` [B, L] pads to: the bucket of each, rows
+    also rounded up to `multiple` (the device count)."""
+    rows = compilation.bucket_size(counts.shape[0], *buckets)
+    width = compilation.bucket_size(longest_document(counts), *buckets)
+    return -(-rows // multiple) * multiple, width
 
 
 def _group_batches(ids, counts, rows_per_group, multiple: int, mesh, buckets: tuple[int, int]):
@@ -484,14 +493,14 @@ def _group_batches(ids, counts, rows_per_group, multiple: int, mesh, buckets: tu
     for rows in rows_per_group:
         g_ids, g_counts = ids[rows], counts[rows]
         front = np.argsort(g_counts <= 0, axis=1, kind="stable")  # slots with words first, in order
-        width = max(int((g_counts > 0).sum(1).max(initial=0)), 1)
+        width = longest_document(g_counts)
+        padded_rows, padded_width = _padded_shape(g_counts, multiple, buckets)
         g_ids = np.take_along_axis(g_ids, front, 1)[:, :width]
         g_counts = np.take_along_axis(g_counts, front, 1)[:, :width]
-        slots = compilation.bucket_size(width, *buckets) - width
+        slots = padded_width - width
         g_ids = np.pad(g_ids, ((0, 0), (0, slots)))
         g_counts = np.pad(g_counts, ((0, 0), (0, slots)))
-        bucket = compilation.bucket_size(len(rows), *buckets)
-        (g_ids, g_counts), mask = _pad_rows([g_ids, g_counts], -(-bucket // multiple) * multiple)
+        (g_ids, g_counts), mask = _pad_rows([g_ids, g_counts], padded_rows)
         batches.append(DocBatch(*_put([g_ids, g_counts, mask], mesh)))
     return tuple(batches)
 
@@ -516,7 +525,7 @@ def _fit_batch(
     state, ids, counts, config, num_iters, mesh, tol, warm_start, stop
 ) -> tuple[VBState, FitHistory]:
     devices = 1 if mesh is None else mesh.devices.size
-    small = ids.shape[0] * int((counts > 0).sum(1).max(initial=1)) <= ONE_GROUP_SLOTS
+    small = ids.shape[0] * longest_document(counts) <= ONE_GROUP_SLOTS
     rows_per_group = batch_length_groups(counts, devices)
     groups = _group_batches(
         ids, counts, rows_per_group, devices, mesh, _SMALL_BUCKETS if small else _LARGE_BUCKETS
