@@ -93,8 +93,10 @@ def _load_replications(root: pathlib.Path) -> list[dict]:
 
 
 def _in_progress(result: dict) -> bool:
-    """Every row waits on a run that stopped early (preempted) and resumes when relaunched."""
-    return all(row["status"] == rep.IN_PROGRESS for row in result["rows"])
+    """No row has a number yet: some wait on a run that stopped early (preempted) and resumes
+    when relaunched, the rest on runs not trained yet (`replicate --runs`)."""
+    statuses = {row["status"] for row in result["rows"]}
+    return rep.IN_PROGRESS in statuses and statuses <= {rep.IN_PROGRESS, "skipped"}
 
 
 def _best_per_replication(results: list[dict]) -> list[dict]:

@@ -242,3 +242,9 @@ def test_a_paper_run_in_progress_is_listed_beside_the_finished_shorter_one(tmp_p
     assert "### demo (full): in progress (full schedule): relaunch the command to resume" in (
         path.read_text()
     )
+    # A paper run of some of its runs (replicate --runs): its other rows are skipped, and it
+    # still yields to the finished shorter run.
+    result["rows"].append(dict(result["rows"][0], label="row B", status="skipped"))
+    result_path.write_text(json.dumps(result))
+    report.write(path, replicate_root=root, bench_root=tmp_path / "none", readme=readme)
+    assert "| demo | quick | row A | 1 | 1.2 | 0.2 |" in readme.read_text()
