@@ -233,6 +233,28 @@ def test_size_tiered_jit_compiles_small_problems_quickly_and_large_ones_fully():
     np.testing.assert_allclose(nested, large, rtol=1e-6)
 
 
+def test_first_compiled_call_freezes_the_startup_objects_once():
+    """The imports' objects leave the collector's full scans at the first fit, and only
+    then: importing the library alone changes nothing."""
+    script = (
+        "import gc, numpy as np\n"
+        "from genjax_lab.core import compilation\n"
+        "before = gc.get_freeze_count()\n"
+        "square = compilation.fast_compiling_jit()(lambda x: x * x)\n"
+        "square(np.ones(3, np.float32))\n"
+        "first = gc.get_freeze_count()\n"
+        "keep = [[i] for i in range(100)]\n"
+        "square(np.ones(3, np.float32))\n"
+        "print(before, first, gc.get_freeze_count())\n"
+    )
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+    )
+    before, first, second = map(int, out.stdout.split())
+    assert before == 0 and first > 10_000 and second == first
+
+
 def test_gmm_fit_on_small_data_runs_the_fast_compiling_tier():
     from genjax_lab.models.gmm import family
 

@@ -299,6 +299,22 @@ def test_count_kinds_take_countvectorizer_sparse_input_as_scikit_learn(kind):
     )
 
 
+def test_fit_makes_sparse_x_dense_once(monkeypatch):
+    """The dense copy of a sparse x is the fit's largest allocation: made once, not once for
+    the sizes and again for the statistics."""
+    x, y = _counts()
+    conversions = []
+    to_dense = nb._dense_counts
+
+    def counted(value, kind, name="x"):
+        conversions.append(scipy.sparse.issparse(value))
+        return to_dense(value, kind, name)
+
+    monkeypatch.setattr(nb, "_dense_counts", counted)
+    _fit("multinomial", scipy.sparse.csr_matrix(x), y)
+    assert sum(conversions) == 1
+
+
 def test_gaussian_and_categorical_refuse_sparse_input_naming_x():
     x, y = _counts()
     for kind in ("gaussian", "categorical"):

@@ -22,9 +22,11 @@ optimised for the rest.
 
 `load_lapack_kernels` makes the first program with a LAPACK call (a Cholesky factor) cheap to
 lower: every process lowers its programs, even those the cache then supplies.
+`freeze_startup_objects` keeps the imports' objects out of the garbage collector's scans.
 """
 
 import functools
+import gc
 import importlib.machinery
 import importlib.util
 import math
@@ -39,6 +41,7 @@ from jaxlib import lapack
 
 _KERNEL_MODULES = ("cython_blas", "cython_lapack")
 _lapack_loaded = False
+_startup_frozen = False
 
 ENV_VAR = "GENJAX_COMPILATION_CACHE"
 # Programs are 2-150 kB each (a GMM fit on iris: six programs, 120 kB in all): a GiB holds
@@ -119,6 +122,19 @@ def load_lapack_kernels() -> None:
             del sys.modules[full_name]
 
 
+def freeze_startup_objects() -> None:
+    """Moves the objects alive at a process's first compiled call into the garbage
+    collector's permanent generation (gc.freeze), once. They are mostly the imports' (JAX,
+    NumPy, Flax, ours: about 150,000 for an LDA fit), which a full collection otherwise
+    walks each time: one fell inside a first LDA fit's tracing, 80 ms of its 1.1 s. Reference
+    counting still frees them as usual; only cycles already garbage by then are never
+    collected, gc.freeze's documented trade."""
+    global _startup_frozen
+    if not _startup_frozen:
+        _startup_frozen = True
+        gc.freeze()
+
+
 def bucket_size(n: int, minimum: int = 128, steps_per_octave: int = 4) -> int:
     """The smallest size >= n among `minimum` and m 2^e for m in [steps, 2 steps): four
     sizes per doubling by default (128, 160, 192, 224, 256, 320, ...), so padding adds at
@@ -175,6 +191,7 @@ class SizeTieredJit:
 
     def __call__(self, *args: Any, problem_size: int, **kwargs: Any) -> Any:
         load_lapack_kernels()
+        freeze_startup_objects()
         limit = SMALL_PROBLEM_SIZE if self.small_problem_size is None else self.small_problem_size
         # Inside another trace (a loop's step, vmap) the call is inlined into the outer
         # program, whose options apply; JAX refuses compiler options on a nested jit.

@@ -583,6 +583,9 @@ def fit(
             "init: naive Bayes is fitted in closed form from the data's "
             "statistics, there is no start to give (pass init=None)"
         )
+    # Made dense once here: meta_from_data and the statistics would each densify sparse x.
+    checks.check_mapping("data", data, ("x", "y"))
+    data = {**data, "x": _dense_counts(data["x"], config.kind)}
     meta = meta_from_data(data, config)
     stats = statistics_step(None, data, config, meta)
     return from_statistics(stats, config), {"num_iters": 1, "class_count": stats.class_count}

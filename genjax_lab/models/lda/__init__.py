@@ -57,6 +57,7 @@ from genjax_lab.models.lda.maths import (
     dirichlet_expectation,
     document_bounds,
     e_step,
+    gammaln_positive,
     topic_bound,
 )
 from genjax_lab.models.lda.model import (
@@ -112,6 +113,7 @@ __all__ = [
     "completion_perplexity",
     "default_config",
     "digamma_positive",
+    "gammaln_positive",
     "dirichlet_expectation",
     "document_bounds",
     "e_step",

@@ -43,7 +43,7 @@ class VBStarts(NamedTuple):
     """Batch VB's loop state: `num_restarts` starts advanced together."""
 
     params: VBState  # a leading start axis [R, ...] on every leaf
-    bound: jax.Array  # [R] the ELBO after each start's last pass (-inf before the first)
+    bound: jax.Array  # [R] the ELBO of each start's last pass (-inf before the first)
     passes: jax.Array  # [R] int32 passes run (a converged start runs no more)
     done: jax.Array  # [R] bool: stopped by tol
 

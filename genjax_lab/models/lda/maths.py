@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
-from jax.scipy.special import gammaln
+from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -90,6 +90,7 @@ class EStep(NamedTuple):
     gamma: jax.Array  # [B, K] variational Dirichlet parameters of the documents
     sstats: jax.Array  # [K, V] mask-weighted expected topic-word counts
     iterations: jax.Array  # [] fixed-point iterations run
+    bounds: jax.Array  # [B] `document_bounds` at the E-step's log_beta and its gamma (unmasked)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -174,15 +175,53 @@ def check_state(state: VBState, config: LDAConfig) -> None:
     checks.check_array("state.eta", state.eta, (), positive=True)
 
 
+def _floating(x) -> jax.Array:
+    """x as an array of its float dtype, integers as float32 (lax does not promote)."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.float32)
+
+
 def digamma_positive(x: jax.Array) -> jax.Array:
     """digamma for x > 0, about 10x cheaper on CPU than jax.scipy.special.digamma (it is
     the E-step's inner cost): psi(x) = psi(x + 6) - sum_{i<6} 1 / (x + i), then the
-    asymptotic series at x + 6 >= 6 (truncation error < 1e-8)."""
-    shifted = x + 6.0
-    inv = 1.0 / shifted
-    inv2 = inv * inv
-    series = jnp.log(shifted) - 0.5 * inv - inv2 * (1.0 / 12 - inv2 * (1.0 / 120 - inv2 / 252))
-    return series - sum(1.0 / (x + i) for i in range(6))
+    asymptotic series at x + 6 >= 6 (truncation error < 1e-8). Written in lax primitives:
+    a fit traces it some twenty times, and jnp's operators cost 4x as much to trace."""
+    x = _floating(x)
+    shifted = lax.add(x, 6.0)
+    inv = lax.div(1.0, shifted)
+    inv2 = lax.mul(inv, inv)
+    tail = lax.mul(inv2, lax.sub(1.0 / 12, lax.mul(inv2, lax.sub(1.0 / 120, lax.div(inv2, 252.0)))))
+    series = lax.sub(lax.sub(lax.log(shifted), lax.mul(0.5, inv)), tail)
+    recurrence = lax.div(1.0, x)
+    for i in range(1, 6):
+        recurrence = lax.add(recurrence, lax.div(1.0, lax.add(x, float(i))))
+    return lax.sub(series, recurrence)
+
+
+# Stirling's series at z >= 8: its truncation error is below 1 / (1680 z^7) < 3e-10.
+_GAMMALN_SHIFT = 8
+_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
+
+
+def gammaln_positive(x: jax.Array) -> jax.Array:
+    """log Gamma(x) for normal x > 0 (XLA's CPU flushes denormals): Stirling's series at
+    z = x, or at z = x + 8 less log(x (x+1) ... (x+7)) where x < 8, that product taken as
+    u (u+6) (u+10) (u+12) with u = x (x+7). The bound takes it over every lambda entry each
+    pass: a sixth of the operations of jax.scipy.special.gammaln (whose reflection formula
+    serves negative x), so quicker to compile and to run; within 1e-5 + 4e-7 |log Gamma(x)|,
+    as jax's own float32 gammaln."""
+    x = _floating(x)
+    small = lax.lt(x, float(_GAMMALN_SHIFT))
+    z = lax.select(small, lax.add(x, float(_GAMMALN_SHIFT)), x)
+    inv = lax.div(1.0, z)
+    inv2 = lax.mul(inv, inv)
+    tail = lax.mul(inv, lax.sub(1.0 / 12, lax.mul(inv2, lax.sub(1.0 / 360, lax.div(inv2, 1260.0)))))
+    stirling = lax.add(
+        lax.sub(lax.mul(lax.sub(z, 0.5), lax.log(z)), z), lax.add(tail, _HALF_LOG_2PI)
+    )
+    u = lax.mul(x, lax.add(x, 7.0))
+    rising = lax.mul(lax.mul(u, lax.add(u, 6.0)), lax.mul(lax.add(u, 10.0), lax.add(u, 12.0)))
+    return lax.sub(stirling, lax.select(small, lax.log(rising), lax.full_like(x, 0.0)))
 
 
 def dirichlet_expectation(param: jax.Array) -> jax.Array:
@@ -204,11 +243,12 @@ def _word_columns(log_beta: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.A
     return jnp.exp(log_beta - shift).T[ids], shift[ids]
 
 
-def _theta_weights(gamma: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """exp(E log theta - max over topics), [B, K], and the max, [B]."""
-    e = dirichlet_expectation(gamma)
-    shift = e.max(-1)
-    return jnp.exp(e - shift[:, None]), shift
+def _theta_weights(e_theta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """exp(E log theta - max over topics), [B, K], and the max, [B], from E log theta [B, K]
+    (`dirichlet_expectation(gamma)`; the fixed point passes digamma(gamma) alone, whose
+    shift differs by digamma(sum gamma) and whose weights are the same)."""
+    shift = e_theta.max(-1)
+    return jnp.exp(e_theta - shift[:, None]), shift
 
 
 def _mix(beta: jax.Array, theta: jax.Array) -> jax.Array:
@@ -244,7 +284,7 @@ def e_step(
     finishes among the last movers runs in a smaller program). `iterations` is the most any
     document ran, [].
     """
-    beta, _ = _word_columns(log_beta, ids)
+    beta, word_shift = _word_columns(log_beta, ids)
     stragglers = -(-ids.shape[0] // STRAGGLER_FRACTION)
     gamma, running, iterations = _fixed_point(
         alpha, beta, counts, (gamma0, mask > 0, jnp.int32(0)), max_iter, tol, stragglers
@@ -265,9 +305,11 @@ def e_step(
         running,
         iterations,
     )
-    theta = _theta_weights(gamma)[0]
+    e_theta = dirichlet_expectation(gamma)
+    theta, theta_shift = _theta_weights(e_theta)
+    mix = _mix(beta, theta)
     resp = (
-        beta * theta[:, None, :] * (_word_weights(beta, counts, theta) * mask[:, None])[..., None]
+        beta * theta[:, None, :] * (counts / jnp.maximum(mix, _TINY) * mask[:, None])[..., None]
     )  # c phi, [B, L, K]
     # Row scatter into [V, K] (contiguous K-vectors) is about twice as fast as into [K, V].
     sstats = (
@@ -276,7 +318,10 @@ def e_step(
         .add(resp.reshape(-1, resp.shape[-1]))
         .T
     )
-    return EStep(gamma, sstats, iterations)
+    # The bound at this fixed point comes almost free: the word term's mixture is the one the
+    # statistics just used.
+    bounds = _word_term(mix, counts, word_shift, theta_shift) + _theta_kl(alpha, gamma, e_theta)
+    return EStep(gamma, sstats, iterations, bounds)
 
 
 def _word_weights(beta: jax.Array, counts: jax.Array, theta: jax.Array) -> jax.Array:
@@ -290,7 +335,7 @@ def _fixed_point(alpha, beta, counts, start, max_iter, tol, until_running=0):
     (False: stopped, or a padding row), updates so far []) -> the same three."""
 
     def update(gamma):
-        theta = _theta_weights(gamma)[0]
+        theta = _theta_weights(digamma_positive(gamma))[0]
         return alpha + theta * (_word_weights(beta, counts, theta)[..., None] * beta).sum(1)
 
     def cond(carry):
@@ -316,27 +361,38 @@ def document_bounds(
     """
     e_theta = dirichlet_expectation(gamma)
     beta, word_shift = _word_columns(log_beta, ids)
-    theta, theta_shift = _theta_weights(gamma)
-    words = (
-        jnp.log(jnp.maximum(_mix(beta, theta), _TINY)) + word_shift + theta_shift[:, None]
-    )  # [B, L]
-    theta_kl = (
-        ((alpha - gamma) * e_theta + gammaln(gamma) - gammaln(alpha)).sum(-1)
-        + gammaln(alpha.sum())
-        - gammaln(gamma.sum(-1))
+    theta, theta_shift = _theta_weights(e_theta)
+    return _word_term(_mix(beta, theta), counts, word_shift, theta_shift) + _theta_kl(
+        alpha, gamma, e_theta
     )
-    return (counts * words).sum(-1) + theta_kl
 
 
-def topic_bound(lam: jax.Array, eta: jax.Array) -> jax.Array:
-    """E log p(beta) - E log q(beta), summed over topics: []."""
-    e_beta = dirichlet_expectation(lam)
+def _word_term(mix: jax.Array, counts: jax.Array, word_shift: jax.Array, theta_shift: jax.Array):
+    """sum_w c_dw log sum_k exp(E log theta_dk + E log beta_kw), [B], from the shifted
+    mixture sum_k theta_k beta_kw [B, L] and the shifts taken out of each factor."""
+    words = jnp.log(jnp.maximum(mix, _TINY)) + word_shift + theta_shift[:, None]
+    return (counts * words).sum(-1)
+
+
+def _theta_kl(alpha: jax.Array, gamma: jax.Array, e_theta: jax.Array) -> jax.Array:
+    """E log p(theta_d | alpha) - E log q(theta_d | gamma_d), [B]."""
+    return (
+        ((alpha - gamma) * e_theta + gammaln_positive(gamma) - gammaln_positive(alpha)).sum(-1)
+        + gammaln_positive(alpha.sum())
+        - gammaln_positive(gamma.sum(-1))
+    )
+
+
+def topic_bound(lam: jax.Array, eta: jax.Array, e_beta: jax.Array | None = None) -> jax.Array:
+    """E log p(beta) - E log q(beta), summed over topics: [] (e_beta: E log beta,
+    `dirichlet_expectation(lam)`, where the caller has it)."""
+    e_beta = dirichlet_expectation(lam) if e_beta is None else e_beta
     num_topics, vocab_size = lam.shape
     return (
-        ((eta - lam) * e_beta + gammaln(lam)).sum()
-        - lam.size * gammaln(eta)
-        + num_topics * gammaln(vocab_size * eta)
-        - gammaln(lam.sum(-1)).sum()
+        ((eta - lam) * e_beta + gammaln_positive(lam)).sum()
+        - lam.size * gammaln_positive(eta)
+        + num_topics * gammaln_positive(vocab_size * eta)
+        - gammaln_positive(lam.sum(-1)).sum()
     )
 
 

@@ -329,8 +329,9 @@ def fit(
 
     params is a VBState for every method: a Gibbs fit gives q(beta_k) = Dirichlet(n_kw + eta),
     the topics' posterior given the last sweep's assignments, so E[beta] is the usual Gibbs
-    estimate. history: 'objective' (batch: the ELBO after each pass; online: the minibatch
-    estimate of the ELBO per word after each update; gibbs: log p(w | z) after each sweep),
+    estimate. history: 'objective' (batch: the ELBO each pass's E-step reached, before its
+    M-step; online: the minibatch estimate of the ELBO per word after each update; gibbs:
+    log p(w | z) after each sweep),
     'num_iters' (passes, epochs or sweeps run) and, for VB, 'converged' (batch VB stopped by
     config.tol or config.perp_tol) and, with perp_tol, 'perplexity' (each evaluation's).
     `init` continues VB from given parameters; Gibbs refuses it. With a `mesh`,

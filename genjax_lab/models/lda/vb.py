@@ -45,7 +45,6 @@ from genjax_lab.models.lda.maths import (
     check_documents,
     check_state,
     dirichlet_expectation,
-    document_bounds,
     e_step,
     initial_gamma,
     topic_bound,
@@ -151,7 +150,10 @@ def vb_batch_step(
     alpha + N_d / K, then lambda = eta + the summed statistics, then alpha / eta by Newton if
     learned.
 
-    Returns (state, gammas, ELBO []) with the ELBO of the new state at the new gammas.
+    Returns (state, gammas, ELBO []): the ELBO the E-step reached, at the new gammas and
+    the pass's starting topics and priors, i.e. before the M-step (lda-c's convention), which
+    can only raise it. Evaluated there it costs almost nothing (the E-step's last mixture),
+    where the bound after the M-step would need a pass over every word slot again.
     """
     return _batch_step(
         state,
@@ -191,13 +193,10 @@ def _batch_step(
     all_gamma = jnp.concatenate([est.gamma for est in estimates])
     all_mask = jnp.concatenate([g.mask for g in groups])
     alpha, eta = _learn_priors(state, lam, all_gamma, all_mask, config, _NEWTON_ITERS)
-    new_log_beta = dirichlet_expectation(lam)
-    bound = sum(
-        (g.mask * document_bounds(new_log_beta, alpha, g.ids, g.counts, est.gamma)).sum()
-        for g, est in zip(groups, estimates)
-    )
+    bound = sum((g.mask * est.bounds).sum() for g, est in zip(groups, estimates))
     new = VBState(lam, alpha, eta, state.step + 1)
-    return new, tuple(est.gamma for est in estimates), bound + topic_bound(lam, eta)
+    bound = bound + topic_bound(state.lam, state.eta, log_beta)
+    return new, tuple(est.gamma for est in estimates), bound
 
 
 def vb_online_step(
@@ -232,9 +231,9 @@ def vb_online_step(
     rho = (config.learning_offset + state.step.astype(jnp.float32) + 1.0) ** -config.learning_decay
     lam = (1.0 - rho) * state.lam + rho * (state.eta + scale * est.sstats)
     alpha, eta = _learn_priors(state, lam, est.gamma, mask, config, 1, rate=rho)
-    docs = (mask * document_bounds(log_beta, state.alpha, ids, counts, est.gamma)).sum()
+    docs = (mask * est.bounds).sum()
     words = jnp.maximum((mask[:, None] * counts).sum(), 1.0)
-    bound = (docs + topic_bound(state.lam, state.eta) / scale) / words
+    bound = (docs + topic_bound(state.lam, state.eta, log_beta) / scale) / words
     metrics = {"rho": rho, "e_step_iterations": est.iterations, "bound_per_word": bound}
     return VBState(lam, alpha, eta, state.step + 1), metrics
 
@@ -259,7 +258,7 @@ def make_online_step(config: LDAConfig, total_docs: int):
 
 
 class FitHistory(NamedTuple):
-    bounds: list[float]  # batch: ELBO after each iteration; online: minibatch estimate per word
+    bounds: list[float]  # batch: each pass's ELBO before its M-step; online: estimate per word
     gamma: np.ndarray | None  # batch: [D, K] of the last iteration
     converged: bool = False  # batch: stopped early by tol or perp_tol
     perplexities: list[float] | None = None  # batch with perp_tol: each evaluation's
@@ -275,13 +274,13 @@ def _groups_bound(
 ) -> jax.Array:
     """The ELBO of `state` over the groups' documents, their fixed point run afresh: []."""
     log_beta = dirichlet_expectation(state.lam)
-    bound = topic_bound(state.lam, state.eta)
+    bound = topic_bound(state.lam, state.eta, log_beta)
     for g in groups:
         gamma0 = initial_gamma(state.alpha, g.counts)
-        gamma = e_step(
+        est = e_step(
             log_beta, state.alpha, g.ids, g.counts, g.mask, gamma0, max_doc_iter, mean_change_tol
-        ).gamma
-        bound += (g.mask * document_bounds(log_beta, state.alpha, g.ids, g.counts, gamma)).sum()
+        )
+        bound += (g.mask * est.bounds).sum()
     return bound
 
 
