@@ -150,9 +150,8 @@ def _submit(
 ) -> dict:
     """Queues the runs of one replication on the pool; returns what `_finish` needs."""
     replication, module = rep.load(name, registry)
-    runs = rep.runs_for(replication, module, schedule)
-    if _RUNS.value:
-        runs = tuple(run for run in runs if run in _RUNS.value)
+    scheduled = rep.runs_for(replication, module, schedule)
+    runs = tuple(run for run in scheduled if run in _RUNS.value) if _RUNS.value else scheduled
     workdirs = {run: root / schedule / name / run for run in runs}
     commands = {
         run: rep.run_command(
@@ -175,6 +174,7 @@ def _submit(
         "workdirs": workdirs,
         "commands": commands,
         "futures": futures,
+        "not_started": tuple(run for run in scheduled if run not in runs),
     }
 
 
@@ -190,7 +190,7 @@ def _finish(job: dict, root: pathlib.Path, schedule: str) -> dict:
         for run, (ok, _) in outcomes.items()
         if not ok and (step := rep.stopped_at(workdirs[run])) is not None
     }
-    rows = rep.check(replication, summaries, schedule, stopped)
+    rows = rep.check(replication, summaries, schedule, stopped, job["not_started"])
     result = {
         "name": name,
         "paper": replication.paper,

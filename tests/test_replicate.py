@@ -78,6 +78,10 @@ def test_missing_metric_fails_and_untrained_run_is_skipped():
     assert a["verdict"] == "no number: the run failed"
     assert b["status"] == "skipped"
     assert b["verdict"] == "not run on this schedule"
+    # Left out by --runs, where the schedule trains it: not started, and how to start it.
+    _, b = rep.check(replication, {"a": {"nll": 1.0}}, "quick", not_started=("b",))
+    assert b["status"] == "skipped"
+    assert b["verdict"] == "not started: `--runs=b` trains it"
 
 
 def test_a_reading_the_schedule_does_not_check_may_be_absent():

@@ -22,6 +22,7 @@ import json
 import math
 import pathlib
 import types
+from collections.abc import Sequence
 
 import ml_collections
 
@@ -206,6 +207,16 @@ def verdict(status: str, gap: float | None, schedule: str) -> str:
 
 
 IN_PROGRESS = "in progress"
+
+
+def _row_verdict(run, status, gap, schedule, stopped, not_started) -> str:
+    if status == IN_PROGRESS:
+        return f"{IN_PROGRESS}: stopped at step {stopped[run]:,}; relaunch to resume"
+    if run in not_started:
+        return f"not started: `--runs={run}` trains it"
+    return verdict(status, gap, schedule)
+
+
 # What `./launch.sh replicate` records of each run it launched (command, exit code, wall).
 RUN_STAMP = "replicate_run.json"
 
@@ -230,12 +241,14 @@ def check(
     summaries: dict[str, dict | None],
     schedule: str,
     stopped: dict[str, int] | None = None,
+    not_started: Sequence[str] = (),
 ) -> list[dict]:
     """One record per row. `summaries` holds the runs this schedule trained (None: no summary,
     the run failed); `stopped` maps a run that stopped early to resume later (preempted: no
-    summary yet) to its newest checkpoint's step. A row of a run not trained on this schedule,
-    or whose metric a finished run did not compute where the schedule does not check it, is
-    marked skipped.
+    summary yet) to its newest checkpoint's step; `not_started` names the runs the schedule
+    trains that this invocation left out (`--runs`). A row of a run not trained on this
+    schedule, or whose metric a finished run did not compute where the schedule does not
+    check it, is marked skipped.
     status: "pass" | "fail" | "skipped" | "unchecked" (ran, but the schedule sets no tolerance)
     | "in progress"; verdict: see `verdict` ("replicated" only on the paper's schedule)."""
     stopped = stopped or {}
@@ -272,11 +285,7 @@ def check(
                 "better": row.better,
                 "status": status,
                 "schedule": schedule,
-                "verdict": (
-                    f"{IN_PROGRESS}: stopped at step {stopped[row.run]:,}; relaunch to resume"
-                    if status == IN_PROGRESS
-                    else verdict(status, gap, schedule)
-                ),
+                "verdict": _row_verdict(row.run, status, gap, schedule, stopped, not_started),
             }
         )
     return records

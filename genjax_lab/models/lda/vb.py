@@ -463,11 +463,16 @@ def batch_length_groups(counts: np.ndarray, devices: int) -> list[np.ndarray]:
     """The length groups of a batch fit's documents (`length_groups`): one for a corpus of
     at most ONE_GROUP_SLOTS slots; fewer, at GROUP_COST_SLOTS each, where the step then
     compiles on the quick tier; else up to MAX_LENGTH_GROUPS."""
-    if counts.shape[0] * longest_document(counts) <= ONE_GROUP_SLOTS:
+    if _is_one_group(counts):
         return length_groups(counts, 1, devices)
     few = length_groups(counts, MAX_LENGTH_GROUPS, devices, GROUP_COST_SLOTS)
     slots = sum(math.prod(_padded_shape(counts[rows], devices, _LARGE_BUCKETS)) for rows in few)
     return few if slots <= SMALL_BATCH_SLOTS else length_groups(counts, MAX_LENGTH_GROUPS, devices)
+
+
+def _is_one_group(counts: np.ndarray) -> bool:
+    """Whether a batch fit takes documents `counts` [B, L] as one group on coarse buckets."""
+    return counts.shape[0] * longest_document(counts) <= ONE_GROUP_SLOTS
 
 
 def longest_document(counts: np.ndarray) -> int:
@@ -524,11 +529,9 @@ def _fit_batch(
     state, ids, counts, config, num_iters, mesh, tol, warm_start, stop
 ) -> tuple[VBState, FitHistory]:
     devices = 1 if mesh is None else mesh.devices.size
-    small = ids.shape[0] * longest_document(counts) <= ONE_GROUP_SLOTS
     rows_per_group = batch_length_groups(counts, devices)
-    groups = _group_batches(
-        ids, counts, rows_per_group, devices, mesh, _SMALL_BUCKETS if small else _LARGE_BUCKETS
-    )
+    buckets = _SMALL_BUCKETS if _is_one_group(counts) else _LARGE_BUCKETS
+    groups = _group_batches(ids, counts, rows_per_group, devices, mesh, buckets)
     state, bounds = _replicate(state, mesh), []
     gammas, converged, perplexities = None, False, None if stop is None else []
     words = float(counts.sum())
