@@ -441,19 +441,33 @@ def write(
             readme,
             _headline(results, benchmarks),
             keep_replications=not results,
-            keep_benchmarks=not benchmarks,
         )
+
+
+def _merged_benchmark_rows(old: list[str], new: list[str]) -> list[str]:
+    """The headline's benchmark table (header lines, then one row a record): `new`'s rows with
+    the `old` rows of the families `new` lacks, by family."""
+
+    def rows(table: list[str]) -> list[str]:
+        return [line for line in table[2:] if line.startswith("| ")]
+
+    def family(row: str) -> str:
+        return row[2:].split(" | ", 1)[0]
+
+    rerun = {family(row) for row in rows(new)}
+    merged = sorted([row for row in rows(old) if family(row) not in rerun] + rows(new), key=family)
+    return [_BENCH_HEADLINE, "| --- | --- | --- | --- |", *merged] if merged else []
 
 
 def _write_headline(
     readme: pathlib.Path,
     lines: list[str],
     keep_replications: bool = False,
-    keep_benchmarks: bool = False,
 ) -> None:
     """Replaces the rows between the README's markers; the replication table (the lines
-    before the benchmark table) and the benchmark table are each kept from the old rows
-    when asked."""
+    before the benchmark table) is kept from the old rows when asked, and the benchmark
+    table keeps the old rows of every family `lines` has none of (`./launch.sh bench cold`
+    alone keeps the other families' rows, as docs/results.md does)."""
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:
         return
@@ -468,8 +482,7 @@ def _write_headline(
     old_replications, old_benchmarks = halves(old.strip("\n").splitlines())
     if keep_replications:
         new_replications = old_replications
-    if keep_benchmarks and old_benchmarks:
-        new_benchmarks = old_benchmarks
+    new_benchmarks = _merged_benchmark_rows(old_benchmarks, new_benchmarks)
     if new_benchmarks and (not new_replications or new_replications[-1] != ""):
         new_replications = [*new_replications, ""]
     rows = [*new_replications, *new_benchmarks]

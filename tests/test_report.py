@@ -174,22 +174,27 @@ def test_cold_benchmark_times_a_fresh_process():
 
 
 def test_benchmark_families_not_rerun_keep_their_rows(tmp_path):
-    path = tmp_path / "results.md"
+    """In docs/results.md and in the README headline alike."""
+    path, readme = tmp_path / "results.md", tmp_path / "README.md"
+    readme.write_text(f"{report.README_BEGIN}\n{report.README_END}\n")
     for name, speedup in (("alpha", 2.0), ("beta", 3.0)):
         _benchmark(tmp_path / "all", speedup)
         (tmp_path / "all" / "demo").rename(tmp_path / "all" / name)
         result = json.loads((tmp_path / "all" / name / "result.json").read_text())
         (tmp_path / "all" / name / "result.json").write_text(json.dumps({**result, "name": name}))
-    report.write(path, replicate_root=tmp_path / "none", bench_root=tmp_path / "all", readme=None)
+    report.write(path, replicate_root=tmp_path / "none", bench_root=tmp_path / "all", readme=readme)
     _benchmark(tmp_path / "one", 5.0)  # only beta rerun
     (tmp_path / "one" / "demo").rename(tmp_path / "one" / "beta")
     result = json.loads((tmp_path / "one" / "beta" / "result.json").read_text())
     (tmp_path / "one" / "beta" / "result.json").write_text(json.dumps({**result, "name": "beta"}))
-    report.write(path, replicate_root=tmp_path / "none", bench_root=tmp_path / "one", readme=None)
+    report.write(path, replicate_root=tmp_path / "none", bench_root=tmp_path / "one", readme=readme)
     text = path.read_text()
     assert "| alpha | step | 1 | lib 1 | 2 | 2.00x |" in text
     assert "| beta | step | 1 | lib 1 | 5 | 5.00x |" in text and "3.00x" not in text
     assert text.count("- alpha: `b`") == 1 and text.count("- beta: `b`") == 1
+    headline = readme.read_text()
+    assert "| alpha | step | lib | 2.00x |\n| beta | step | lib | 5.00x |" in headline
+    assert "3.00x" not in headline and headline.count(report._BENCH_HEADLINE) == 1
 
 
 def test_each_run_gets_its_learning_curve_from_its_logged_metrics(tmp_path):
