@@ -18,7 +18,7 @@ Cases, on small real data, each the library's default fit:
                covariance type: gmm.fit against GaussianMixture (k-means start, tol 1e-3,
                at most 100 iterations, one start).
   naive_bayes  the SMS Spam Collection (5,574 messages): the project's text pipeline
-               (tokenize, vocabulary, counts) and multinomial naive Bayes against
+               (tokenize, vocabulary, sparse counts) and multinomial naive Bayes against
                CountVectorizer and MultinomialNB.
   lda          the Lee background corpus (300 news articles): the text pipeline, batch VB,
                K = 10, 20 passes, against CountVectorizer and LatentDirichletAllocation
@@ -123,7 +123,7 @@ def naive_bayes(data_dir: pathlib.Path) -> list[Case]:
         "from genjax_lab.models import naive_bayes as nb\n"
         "start = time.perf_counter()\n" + read + "tokens = [text.tokenize(m) for m in messages]\n"
         "vocab = text.build_vocabulary(tokens)\n"
-        "x = text.to_dense(text.bag_of_words(tokens, vocab), len(vocab))\n"
+        "x = text.to_sparse(text.bag_of_words(tokens, vocab), len(vocab))\n"
         "config = nb.default_config()\n"
         "config.update({'kind': 'multinomial', 'num_classes': 2, 'alpha': 1.0})\n"
         "jax.block_until_ready(nb.fit(jax.random.key(0), {'x': x, 'y': y}, config))\n"

@@ -70,6 +70,9 @@ def test_bag_of_words_matches_brute_force_counts():
     assert dense.shape == (len(docs), 20) and dense.sum() == bags.counts.sum()
     back = text.from_dense(dense)
     np.testing.assert_array_equal(text.to_dense(back, 20), dense)
+    sparse = text.to_sparse(bags, len(vocab))  # CountVectorizer's layout: no padding stored
+    assert sparse.dtype == np.float32 and sparse.nnz == int((bags.counts > 0).sum())
+    np.testing.assert_array_equal(sparse.toarray(), dense)
 
 
 def test_bag_of_ids_max_unique_keeps_most_frequent():

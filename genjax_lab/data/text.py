@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse
 
 # Function words of English: frequent everywhere, so they carry no topic.
 ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
@@ -189,6 +190,18 @@ def to_dense(bags: BagOfWords, vocab_size: int) -> np.ndarray:
     rows = np.repeat(np.arange(bags.num_docs), bags.ids.shape[1])
     np.add.at(dense, (rows, bags.ids.reshape(-1)), bags.counts.reshape(-1))
     return dense
+
+
+def to_sparse(bags: BagOfWords, vocab_size: int) -> scipy.sparse.csr_array:
+    """Documents x vocabulary counts as a float32 CSR matrix [D, V], CountVectorizer's
+    layout: what naive Bayes fits without ever making it dense."""
+    words = bags.counts.reshape(-1) > 0
+    rows = np.repeat(np.arange(bags.num_docs), bags.ids.shape[1])[words]
+    return scipy.sparse.csr_array(
+        (bags.counts.reshape(-1)[words], (rows, bags.ids.reshape(-1)[words])),
+        shape=(bags.num_docs, vocab_size),
+        dtype=np.float32,
+    )
 
 
 def from_dense(matrix: np.ndarray) -> BagOfWords:

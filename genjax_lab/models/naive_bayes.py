@@ -128,18 +128,89 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
 _DENSE_ONLY = {"gaussian": "GaussianNB", "categorical": "CategoricalNB"}
 
 
-def _dense_counts(x, kind: str, name: str = "x"):
-    """x, or a scipy.sparse count matrix [N, D] (CountVectorizer's output) as a dense float32
-    array (an `observed` mask as a dense bool one): the count kinds take it as scikit-learn's
-    do. Dense, so [N, D] float32 must fit in memory (CountVectorizer's int64 would double it)."""
-    if not scipy.sparse.issparse(x):
-        return x
-    if kind in _DENSE_ONLY:
+def _refuse_sparse_for_dense_kinds(x, kind: str, name: str = "x") -> None:
+    if scipy.sparse.issparse(x) and kind in _DENSE_ONLY:
         raise TypeError(
             f"{name} is a scipy.sparse matrix, but kind={kind!r} takes a dense array [N, D] (as "
             f"scikit-learn's {_DENSE_ONLY[kind]}): pass {name}.toarray()"
         )
+
+
+def _dense_counts(x, kind: str, name: str = "x"):
+    """x, or a scipy.sparse count matrix [N, D] (CountVectorizer's output) as a dense float32
+    array (an `observed` mask as a dense bool one), for scoring: the count kinds take it as
+    scikit-learn's do. Dense, so the [N, D] float32 of a call must fit in memory (score large
+    corpora in batches of rows); the fit never makes it dense (`_sparse_count_statistics`)."""
+    if not scipy.sparse.issparse(x):
+        return x
+    _refuse_sparse_for_dense_kinds(x, kind, name)
     return x.astype(bool if name == "observed" else np.float32).toarray()
+
+
+def _sparse_training_rows(x, y, mask, num_classes: int, kind: str):
+    """The real rows of a scipy.sparse x [B, D] as float32 CSR, their labels and mask
+    weights, checked as `_validate_training` checks a dense x (and naming the same entry)."""
+    x = scipy.sparse.csr_array(x)
+    rows = x.shape[0]
+    if 0 in x.shape:
+        raise ValueError(f"x must not be empty, got shape {x.shape}")
+    y = checks.check_array("y", y, (rows,), kinds=checks.INTEGER)
+    weights = np.ones(rows, np.float32)
+    if mask is not None:
+        weights = checks.check_array("mask", mask, (rows,), nonnegative=True).astype(np.float32)
+    if y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(
+            f"y must be class indices in [0, num_classes={num_classes}), got range "
+            f"[{y.min()}, {y.max()}]"
+        )
+    index = np.flatnonzero(weights > 0)  # padding rows may hold anything
+    x = x[index]
+    stored = x.tocoo()
+    bad = ~np.isfinite(stored.data)
+    if bad.any():
+        at = np.flatnonzero(bad)[0]
+        raise ValueError(
+            f"x must be finite for training, x[{index[stored.row[at]]}, {stored.col[at]}] = "
+            f"{stored.data[at]} (missing features are only allowed at prediction)"
+        )
+    if kind == "multinomial" and stored.data.size and stored.data.min() < 0:
+        raise ValueError(
+            f"x must be non-negative counts for kind='multinomial', min is {stored.data.min()}"
+        )
+    return x.astype(np.float32), y[index], weights[index]
+
+
+def _sparse_count_statistics(
+    x, y, mask, num_classes: int, kind: str, binarize: float
+) -> "CountStats":
+    """The count kinds' statistics of a scipy.sparse x [B, D] on the host, never dense: the
+    class-weighted column sums W^T X (W [B, C] one-hot labels times the mask) as
+    scikit-learn's MultinomialNB takes them, in O(nonzeros + C D) memory. Checked as the
+    dense x is; float32, so integer counts sum exactly as the dense path does."""
+    checks.check_choice("kind", kind, CLASSIFIER_KINDS)
+    checks.check_count("num_classes", num_classes)
+    checks.check_number("binarize", binarize)
+    x, y, weights = _sparse_training_rows(x, y, mask, num_classes, kind)
+    labelled = np.zeros((x.shape[0], num_classes), np.float32)
+    labelled[np.arange(x.shape[0]), y] = weights
+    class_count = labelled.sum(0)
+    # The threshold the dense path compares with: float32, subnormals flushed to zero as
+    # XLA's CPU does.
+    threshold = np.float32(binarize)
+    threshold = np.float32(0.0) if abs(threshold) < np.finfo(np.float32).tiny else threshold
+    if kind != "bernoulli":
+        feature_count = np.asarray(x.T @ labelled, np.float32).T
+    elif threshold >= 0:
+        feature_count = np.asarray((x > threshold).astype(np.float32).T @ labelled).T
+    else:  # every implicit zero is above it: count the stored entries at or below instead
+        below = np.asarray((x <= threshold).astype(np.float32).T @ labelled).T
+        feature_count = class_count[:, None] - below
+    return CountStats(
+        jnp.asarray(class_count),
+        jnp.asarray(np.ascontiguousarray(feature_count)),
+        kind,
+        binarize if kind == "bernoulli" else None,
+    )
 
 
 def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict:
@@ -147,7 +218,12 @@ def meta_from_data(data: Mapping[str, Any], config: ml_collections.ConfigDict) -
     and, for the categorical model, num_categories (the category axis M)."""
     _check_config(config)
     checks.check_mapping("data", data, ("x", "y"))
-    x, y = _dense_counts(data["x"], config.kind), data["y"]
+    x, y = data["x"], data["y"]
+    _refuse_sparse_for_dense_kinds(x, config.kind)
+    if scipy.sparse.issparse(x):
+        # A stand-in with its width and the parameters' dtype (and no rows if it has none, to
+        # be refused as an empty x is): the fit keeps it sparse.
+        x = np.zeros((min(x.shape[0], 1), x.shape[1]), np.float32)
     if checks.is_checkable(x):
         checks.check_array("x", x, ("N", "D"), finite=False)
     elif jnp.ndim(x) != 2:
@@ -271,7 +347,9 @@ def sufficient_statistics(
     when concrete and None).
     Returns GaussianStats or CountStats; combine two batches' with `add_statistics(a, b)`.
     """
-    x = _dense_counts(x, kind)
+    _refuse_sparse_for_dense_kinds(x, kind)
+    if scipy.sparse.issparse(x):
+        return _sparse_count_statistics(x, y, mask, num_classes, kind, binarize)
     if checks.is_checkable(x, y, mask):
         _validate_training(x, y, mask, num_classes, kind, binarize, num_categories)
         if kind == "categorical" and num_categories is None:
@@ -583,9 +661,6 @@ def fit(
             "init: naive Bayes is fitted in closed form from the data's "
             "statistics, there is no start to give (pass init=None)"
         )
-    # Made dense once here: meta_from_data and the statistics would each densify sparse x.
-    checks.check_mapping("data", data, ("x", "y"))
-    data = {**data, "x": _dense_counts(data["x"], config.kind)}
     meta = meta_from_data(data, config)
     stats = statistics_step(None, data, config, meta)
     return from_statistics(stats, config), {"num_iters": 1, "class_count": stats.class_count}
