@@ -190,7 +190,11 @@ def _finish(job: dict, root: pathlib.Path, schedule: str) -> dict:
         for run, (ok, _) in outcomes.items()
         if not ok and (step := rep.stopped_at(workdirs[run])) is not None
     }
-    rows = rep.check(replication, summaries, schedule, stopped, job["not_started"])
+    left_out = job["not_started"]
+    before, stopped_before = rep.earlier_runs(root / schedule / name, left_out)
+    summaries, stopped = {**before, **summaries}, {**stopped_before, **stopped}
+    not_started = [run for run in left_out if run not in before and run not in stopped]
+    rows = rep.check(replication, summaries, schedule, stopped, not_started)
     result = {
         "name": name,
         "paper": replication.paper,

@@ -248,11 +248,21 @@ def test_first_compiled_call_freezes_the_startup_objects_once():
         "print(before, first, gc.get_freeze_count())\n"
     )
     root = pathlib.Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
-    )
-    before, first, second = map(int, out.stdout.split())
+
+    def counts(**env):
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        )
+        return tuple(map(int, out.stdout.split()))
+
+    before, first, second = counts()
     assert before == 0 and first > 10_000 and second == first
+    assert counts(GENJAX_GC_FREEZE="off") == (0, 0, 0)
 
 
 def test_gmm_fit_on_small_data_runs_the_fast_compiling_tier():

@@ -1,6 +1,10 @@
 """LDA: bars recovery (VB and Gibbs), agreement with scikit-learn, 8-device sharding,
 monotone batch bound, Newton prior updates against scipy, bad input, real corpora."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -455,8 +459,28 @@ def test_special_functions_for_positive_x_match_scipy_in_float64(values):
     )
 
 
+def test_special_functions_for_positive_x_keep_their_dtype_under_x64():
+    """With jax_enable_x64 a float32 input stays float32 (lax takes no float64 constants for
+    it), a float64 one is float64-accurate to the series' 1e-9, and gammaln's gradient is
+    finite where its unused small-x branch would overflow."""
+    script = (
+        "import jax, numpy as np, scipy.special as sp\n"
+        "from genjax_lab.models import lda\n"
+        "x = np.geomspace(1e-300, 1e300, 500)\n"
+        "for f, ref in ((lda.gammaln_positive, sp.gammaln), (lda.digamma_positive, sp.digamma)):\n"
+        "    assert f(np.float32([0.5, 3.0])).dtype == np.float32\n"
+        "    got = np.asarray(f(x))\n"
+        "    assert got.dtype == np.float64\n"
+        "    np.testing.assert_allclose(got, ref(x), rtol=1e-9, atol=1e-9)\n"
+        "assert np.isfinite(float(jax.grad(lda.gammaln_positive)(5e9)))\n"
+    )
+    env = {**os.environ, "JAX_ENABLE_X64": "1", "XLA_FLAGS": ""}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_special_functions_for_positive_x_take_integers():
-    """lax does not promote: integer input is taken as float32, as jnp would."""
+    """lax does not promote: integer input is taken as JAX's default float, as jnp would."""
     x = np.array([1, 2, 7, 30])
     np.testing.assert_allclose(
         np.asarray(lda.gammaln_positive(x)), scipy.special.gammaln(x), rtol=1e-6, atol=1e-6

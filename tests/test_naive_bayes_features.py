@@ -335,6 +335,33 @@ def test_fit_never_makes_sparse_x_dense(monkeypatch):
         nb.sufficient_statistics(scipy.sparse.csr_matrix((0, 5)), y[:0], None, C, "multinomial")
 
 
+def test_sparse_statistics_meet_the_dense_path_at_its_edges():
+    """Entries stored twice sum (as their dense value), subnormal entries are zero (XLA's CPU
+    flushes them), complex x is refused, and a bad entry behind masked rows is named by its
+    row in x, dense or sparse."""
+    y = np.array([0, 1])
+    twice = scipy.sparse.csr_matrix(
+        (np.array([-1.0, 2.0]), np.array([0, 0]), np.array([0, 2, 2])), shape=(2, 2)
+    )
+    stats = nb.sufficient_statistics(twice, y, None, C, "multinomial")
+    np.testing.assert_array_equal(np.asarray(stats.feature_count)[0], [1.0, 0.0])
+    assert twice.nnz == 2  # the caller's matrix is left as it was
+    tiny = np.array([[1e-40, 1.0], [0.0, 2.0]], np.float32)
+    for x in (tiny, scipy.sparse.csr_matrix(tiny)):
+        stats = nb.sufficient_statistics(x, y, None, C, "bernoulli", binarize=0.0)
+        np.testing.assert_array_equal(np.asarray(stats.feature_count)[:2], [[0, 1], [0, 1]])
+    with pytest.raises(TypeError, match="x must be real"):
+        nb.sufficient_statistics(
+            scipy.sparse.csr_matrix(tiny.astype(complex)), y, None, C, "multinomial"
+        )
+    bad = np.array([[np.nan, 1], [1, 1], [1, np.inf]], np.float32)
+    for x in (bad, scipy.sparse.csr_matrix(bad)):
+        with pytest.raises(ValueError, match=r"x\[2, 1\] = inf"):
+            nb.sufficient_statistics(
+                x, np.array([0, 1, 0]), np.array([0.0, 1, 1]), C, "multinomial"
+            )
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rows=st.integers(1, 30),

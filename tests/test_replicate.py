@@ -84,6 +84,17 @@ def test_missing_metric_fails_and_untrained_run_is_skipped():
     assert b["verdict"] == "not started: `--runs=b` trains it"
 
 
+def test_runs_left_out_keep_what_an_earlier_invocation_left(tmp_path):
+    """`--runs=b` after `--runs=a`: a's finished summary and c's resumable checkpoint stay
+    in the rows; only a run with neither is not started."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "summary.json").write_text(json.dumps({"nll": 1.2}))
+    (tmp_path / "c" / "checkpoints" / "120").mkdir(parents=True)
+    (tmp_path / "c" / rep.RUN_STAMP).write_text(json.dumps({"exit_code": 0}))
+    summaries, stopped = rep.earlier_runs(tmp_path, ("a", "c", "d"))
+    assert summaries == {"a": {"nll": 1.2}} and stopped == {"c": 120}
+
+
 def test_a_reading_the_schedule_does_not_check_may_be_absent():
     replication = rep.Replication(
         experiment="vae",

@@ -22,7 +22,8 @@ optimised for the rest.
 
 `load_lapack_kernels` makes the first program with a LAPACK call (a Cholesky factor) cheap to
 lower: every process lowers its programs, even those the cache then supplies.
-`freeze_startup_objects` keeps the imports' objects out of the garbage collector's scans.
+`freeze_startup_objects` keeps the imports' objects out of the garbage collector's scans
+(GENJAX_GC_FREEZE=off leaves the collector as it is).
 """
 
 import functools
@@ -128,11 +129,13 @@ def freeze_startup_objects() -> None:
     NumPy, Flax, ours: about 150,000 for an LDA fit), which a full collection otherwise
     walks each time: one fell inside a first LDA fit's tracing, 80 ms of its 1.1 s. Reference
     counting still frees them as usual; only cycles already garbage by then are never
-    collected, gc.freeze's documented trade."""
+    collected, gc.freeze's documented trade: a long-lived host that must reclaim such cycles
+    (a notebook that drops a model it built before its first fit) sets GENJAX_GC_FREEZE=off."""
     global _startup_frozen
     if not _startup_frozen:
         _startup_frozen = True
-        gc.freeze()
+        if os.environ.get("GENJAX_GC_FREEZE", "").strip().lower() not in _OFF:
+            gc.freeze()
 
 
 def bucket_size(n: int, minimum: int = 128, steps_per_octave: int = 4) -> int:

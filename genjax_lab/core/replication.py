@@ -236,6 +236,19 @@ def stopped_at(workdir: pathlib.Path) -> int | None:
     return max(steps, default=None)
 
 
+def earlier_runs(root: pathlib.Path, runs: Sequence[str]) -> tuple[dict[str, dict], dict[str, int]]:
+    """What earlier invocations left of `runs` in their workdirs `root/<run>`: the summaries
+    of the finished ones, and the newest checkpoint's step of those stopped to resume; so a
+    `--runs` invocation keeps the rows of the runs another one trained."""
+    summaries = {run: s for run in runs if (s := read_summary(root / run)) is not None}
+    stopped = {
+        run: step
+        for run in runs
+        if run not in summaries and (step := stopped_at(root / run)) is not None
+    }
+    return summaries, stopped
+
+
 def check(
     replication: Replication,
     summaries: dict[str, dict | None],

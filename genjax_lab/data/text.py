@@ -193,9 +193,9 @@ def to_dense(bags: BagOfWords, vocab_size: int) -> np.ndarray:
 
 
 def to_sparse(bags: BagOfWords, vocab_size: int) -> scipy.sparse.csr_array:
-    """Documents x vocabulary counts as a float32 CSR matrix [D, V], CountVectorizer's
-    layout: what naive Bayes fits without ever making it dense."""
-    words = bags.counts.reshape(-1) > 0
+    """Documents x vocabulary counts as a CSR matrix [D, V] (float32; CountVectorizer's
+    layout, whose counts are int64): what naive Bayes fits without ever making it dense."""
+    words = bags.counts.reshape(-1) != 0  # the padding slots
     rows = np.repeat(np.arange(bags.num_docs), bags.ids.shape[1])[words]
     return scipy.sparse.csr_array(
         (bags.counts.reshape(-1)[words], (rows, bags.ids.reshape(-1)[words])),

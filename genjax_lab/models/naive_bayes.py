@@ -150,10 +150,13 @@ def _dense_counts(x, kind: str, name: str = "x"):
 def _sparse_training_rows(x, y, mask, num_classes: int, kind: str):
     """The real rows of a scipy.sparse x [B, D] as float32 CSR, their labels and mask
     weights, checked as `_validate_training` checks a dense x (and naming the same entry)."""
-    x = scipy.sparse.csr_array(x)
+    x = scipy.sparse.csr_array(x, copy=True)  # the caller's matrix is left as it was
+    x.sum_duplicates()  # an entry stored twice is their sum, as its dense value
     rows = x.shape[0]
     if 0 in x.shape:
         raise ValueError(f"x must not be empty, got shape {x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise checks.DTypeError(f"x must be real (bool, integer or float), got dtype {x.dtype}")
     y = checks.check_array("y", y, (rows,), kinds=checks.INTEGER)
     weights = np.ones(rows, np.float32)
     if mask is not None:
@@ -177,7 +180,11 @@ def _sparse_training_rows(x, y, mask, num_classes: int, kind: str):
         raise ValueError(
             f"x must be non-negative counts for kind='multinomial', min is {stored.data.min()}"
         )
-    return x.astype(np.float32), y[index], weights[index]
+    x = x.astype(np.float32)
+    # XLA's CPU flushes subnormal floats to zero, so the dense path never sees them.
+    x.data[np.abs(x.data) < np.finfo(np.float32).tiny] = 0.0
+    x.eliminate_zeros()
+    return x, y[index], weights[index]
 
 
 def _sparse_count_statistics(
@@ -311,9 +318,10 @@ def _validate_training(
         )
     real = x_np if mask is None else x_np[np.asarray(mask) > 0]
     if np.issubdtype(real.dtype, np.floating) and not np.all(np.isfinite(real)):
+        rows = np.arange(x_np.shape[0]) if mask is None else np.flatnonzero(np.asarray(mask) > 0)
         row, col = np.argwhere(~np.isfinite(real))[0]
         raise ValueError(
-            f"x must be finite for training, x[{row}, {col}] = {real[row, col]} "
+            f"x must be finite for training, x[{rows[row]}, {col}] = {real[row, col]} "
             "(missing features are only allowed at prediction)"
         )
     if kind == "multinomial" and real.size and real.min() < 0:

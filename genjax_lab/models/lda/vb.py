@@ -151,9 +151,9 @@ def vb_batch_step(
     learned.
 
     Returns (state, gammas, ELBO []): the ELBO the E-step reached, at the new gammas and
-    the pass's starting topics and priors, i.e. before the M-step (lda-c's convention), which
-    can only raise it. Evaluated there it costs almost nothing (the E-step's last mixture),
-    where the bound after the M-step would need a pass over every word slot again.
+    the pass's starting topics and priors, i.e. before the M-step (lda-c's convention; the
+    topic update raises it further). Evaluated there it costs almost nothing (the E-step's
+    last mixture), where the bound after the M-step would need a pass over every word slot.
     """
     return _batch_step(
         state,
