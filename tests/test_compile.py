@@ -138,11 +138,11 @@ print(GaussianMixture(3, random_state=0).fit(x).converged_)
 """
 
 
-def _run(env: dict) -> list[str]:
+def _run(env: dict, script: str = _SCRIPT) -> list[str]:
     root = pathlib.Path(__file__).resolve().parents[1]
     env = {**os.environ, "XLA_FLAGS": "", **env}
     out = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
+        [sys.executable, "-c", script],
         env=env,
         cwd=root,
         capture_output=True,
@@ -247,18 +247,9 @@ def test_first_compiled_call_freezes_the_startup_objects_once():
         "square(np.ones(3, np.float32))\n"
         "print(before, first, gc.get_freeze_count())\n"
     )
-    root = pathlib.Path(__file__).resolve().parents[1]
 
     def counts(**env):
-        out = subprocess.run(
-            [sys.executable, "-c", script],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, **env},
-        )
-        return tuple(map(int, out.stdout.split()))
+        return tuple(map(int, _run(env, script)[0].split()))
 
     before, first, second = counts()
     assert before == 0 and first > 10_000 and second == first
